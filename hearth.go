@@ -1,0 +1,188 @@
+// Package hearth holds the domain vocabulary of the hearth gateway agent:
+// readings and their points, data quality, setpoint leases, power and its
+// sign convention. Every other package speaks in these types; none of them
+// is tied to Modbus, MQTT or SQLite.
+package hearth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// Version is the agent's version, stamped at build time with
+// -ldflags "-X github.com/hearth-energy/hearth.Version=…".
+var Version = "dev"
+
+// Watts is electrical power. The sign convention holds everywhere in hearth:
+// positive is discharging the battery or exporting to the grid, negative is
+// charging or importing.
+type Watts float64
+
+// Quality says why a point carries no value. The zero value, QualityGood,
+// means the point has a value.
+type Quality string
+
+// Point qualities. Missing is not zero: a point that could not be read has
+// a quality and no value.
+const (
+	QualityGood           Quality = ""
+	QualityCommError      Quality = "comm_error"      // the device did not answer or answered garbage
+	QualityNotImplemented Quality = "not_implemented" // the device reports the point as absent (SunSpec sentinel)
+	QualityOutOfRange     Quality = "out_of_range"    // decoded, but outside what the point can physically be
+	QualityStale          Quality = "stale"           // last value is older than allowed
+)
+
+// Point is one measured quantity. Exactly one of Value (with QualityGood)
+// or a non-good Quality is meaningful.
+type Point struct {
+	Value   float64
+	Quality Quality
+}
+
+// Good reports whether the point carries a value.
+func (p Point) Good() bool { return p.Quality == QualityGood }
+
+// V returns a point with a value.
+func V(v float64) Point { return Point{Value: v} }
+
+// Q returns a point without a value, for the given reason.
+func Q(q Quality) Point { return Point{Quality: q} }
+
+type pointJSON struct {
+	V *float64 `json:"v,omitempty"`
+	Q Quality  `json:"q,omitempty"`
+}
+
+// MarshalJSON encodes a point as {"v":…} or {"q":…}. A non-finite value,
+// which JSON cannot carry, is encoded as out_of_range.
+func (p Point) MarshalJSON() ([]byte, error) {
+	if p.Quality != QualityGood {
+		return json.Marshal(pointJSON{Q: p.Quality})
+	}
+	if math.IsNaN(p.Value) || math.IsInf(p.Value, 0) {
+		return json.Marshal(pointJSON{Q: QualityOutOfRange})
+	}
+	v := p.Value
+	return json.Marshal(pointJSON{V: &v})
+}
+
+// UnmarshalJSON decodes {"v":…} or {"q":…}.
+func (p *Point) UnmarshalJSON(b []byte) error {
+	var j pointJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	switch {
+	case j.V != nil && j.Q != "":
+		return errors.New("point has both v and q")
+	case j.V != nil:
+		*p = Point{Value: *j.V}
+	case j.Q != "":
+		*p = Point{Quality: j.Q}
+	default:
+		return errors.New("point has neither v nor q")
+	}
+	return nil
+}
+
+// ClockState says whether the wall clock was trustworthy when a reading was
+// taken.
+type ClockState string
+
+// Clock states.
+const (
+	ClockSynced   ClockState = "synced"
+	ClockUnsynced ClockState = "unsynced"
+)
+
+// Reading is one poll of one device. Seq is assigned by the buffer when the
+// reading is stored, and is strictly increasing per gateway across restarts.
+type Reading struct {
+	Seq    uint64           `json:"seq"`
+	Device string           `json:"device"`
+	Time   time.Time        `json:"ts"`
+	Clock  ClockState       `json:"clock"`
+	Boot   string           `json:"boot"`
+	MonoMS int64            `json:"mono_ms"`
+	Points map[string]Point `json:"points"`
+}
+
+// PointNames returns the reading's point names in sorted order.
+func (r Reading) PointNames() []string {
+	names := make([]string, 0, len(r.Points))
+	for n := range r.Points {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Mode is what a device is asked to do.
+type Mode string
+
+// Control modes.
+const (
+	ModePower           Mode = "power"            // hold a fixed power
+	ModeIdle            Mode = "idle"             // hold 0 W
+	ModeAuto            Mode = "auto"             // hand control back to the device's own logic
+	ModeSelfConsumption Mode = "self_consumption" // keep grid power near zero using a meter
+)
+
+// Valid reports whether m is a known mode.
+func (m Mode) Valid() bool {
+	switch m {
+	case ModePower, ModeIdle, ModeAuto, ModeSelfConsumption:
+		return true
+	}
+	return false
+}
+
+// ScheduleEntry is one slot of a lease's schedule.
+type ScheduleEntry struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Mode   Mode      `json:"mode"`
+	PowerW *Watts    `json:"power_w,omitempty"`
+}
+
+// Setpoint is a lease from the cloud: hold Mode (and PowerW) until
+// ValidUntil, then take Fallback. A setpoint is never a bare command.
+type Setpoint struct {
+	ID         string          `json:"id"`
+	Version    uint64          `json:"version"`
+	IssuedAt   time.Time       `json:"issued_at"`
+	ValidUntil time.Time       `json:"valid_until"`
+	Mode       Mode            `json:"mode"`
+	PowerW     *Watts          `json:"power_w,omitempty"`
+	Schedule   []ScheduleEntry `json:"schedule,omitempty"`
+	Fallback   Mode            `json:"fallback"`
+}
+
+// Result is the outcome of a setpoint, as acked to the cloud.
+type Result string
+
+// Setpoint results.
+const (
+	ResultApplied   Result = "applied"
+	ResultClamped   Result = "clamped"
+	ResultRejected  Result = "rejected"
+	ResultExpired   Result = "expired"
+	ResultStale     Result = "stale"
+	ResultDuplicate Result = "duplicate"
+)
+
+// ErrNotImplemented is returned for a point the device marks as absent.
+var ErrNotImplemented = errors.New("not implemented by device")
+
+// DeviceError wraps an error with the name of the device it came from.
+type DeviceError struct {
+	Device string
+	Err    error
+}
+
+func (e *DeviceError) Error() string { return fmt.Sprintf("device %s: %v", e.Device, e.Err) }
+func (e *DeviceError) Unwrap() error { return e.Err }
