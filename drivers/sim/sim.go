@@ -1,0 +1,399 @@
+// Package sim simulates a home battery behind a hybrid inverter that speaks
+// SunSpec over Modbus: models 1 (common), 103 (three-phase inverter), 124
+// (storage controls) and 802 (battery), laid out from the tables in package
+// sunspec. It is the device the drivers, safety and agent tests talk to, and
+// the device behind cmd/hearthsim.
+//
+// Physics (PV, house load, battery energy, cell voltage, temperature) is
+// advanced lazily: every request, State call and setter first integrates
+// from the previous step to the injected clock's now, so a test controls
+// time completely by moving its clock.
+//
+// Power sign convention, as everywhere in hearth: battery power is positive
+// when discharging and negative when charging; inverter AC power is positive
+// when exporting. Model 802 W and A use the same convention.
+//
+// Model 124 control semantics implemented here:
+//
+//   - StorCtl_Mod bit 0 (CHARGE) only: the battery charges at InWRte percent
+//     of WChaMax (a negative InWRte discharges instead).
+//   - StorCtl_Mod bit 1 (DISCHARGE) only: the battery discharges at OutWRte
+//     percent of WChaMax (the model has no WDisChaMax, so WChaMax is the
+//     reference both ways).
+//   - Both bits: net power (OutWRte − InWRte) percent of WChaMax.
+//   - Neither bit: default self-consumption: the battery covers house load
+//     minus PV.
+//   - In every mode charging is limited to WChaMax and the configured
+//     MaxChargeW, discharging to MaxDischargeW; at 0 % SoC the battery will
+//     not discharge and at 100 % it will not charge. With ChaGriSet = PV (0)
+//     charging is further limited to the PV production.
+//   - InOutWRte_RvrtTms: when non-zero, the command reverts that many seconds
+//     after the last write to any model 124 register (each such write
+//     restarts the timer). Reverting sets StorCtl_Mod to 0, so the device
+//     falls back to self-consumption and the read-back shows it; OutWRte,
+//     InWRte and RvrtTms keep their values. State().Reverted stays true until
+//     the next model 124 write.
+//   - WChaGra, WDisChaGra, InOutWRte_WinTms and InOutWRte_RmpTms are stored
+//     and read back but not modelled: power steps at once.
+//
+// Writes are accepted only to the writable points the simulator implements
+// (model 1 DA; model 124 WChaMax, WChaGra, WDisChaGra, StorCtl_Mod,
+// OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms, InOutWRte_RmpTms,
+// ChaGriSet; model 802 SocRsvMax, SoCRsvMin, CtrlHb, AlmRst, SetOp,
+// SetInvState). A write touching any other mapped register is refused with
+// exception 0x02 and a value outside a point's range with 0x03; a refused
+// request changes nothing. Model 802 SetOp = DISCONNECT (2) holds the
+// battery at 0 W until CONNECT (1).
+package sim
+
+import (
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultUnitID        = 1
+	DefaultBase          = 40000
+	DefaultSerial        = "SIM0001"
+	DefaultCapacityWh    = 10000
+	DefaultMaxChargeW    = 5000
+	DefaultMaxDischargeW = 5000
+	DefaultPVPeakW       = 5000
+	DefaultInitialSoC    = 50
+	DefaultEfficiency    = 0.95
+	DefaultBaseLoadW     = 300
+	DefaultAmbientC      = 25
+)
+
+// maxWriteLog bounds the write log; the oldest entries go first.
+const maxWriteLog = 10000
+
+// Config configures a Simulator. Zero fields take the defaults above.
+type Config struct {
+	UnitID        uint8  // Modbus unit id answered; other ids get no response
+	Base          uint16 // address of the SunS marker; 0 means 40000 (see ZeroBase)
+	ZeroBase      bool   // serve the map at address 0; Base is then ignored
+	Serial        string // model 1 SN
+	CapacityWh    float64
+	MaxChargeW    float64 // hardware charge limit, positive
+	MaxDischargeW float64 // hardware discharge limit, positive
+	PVPeakW       float64 // PV output at solar noon
+	InitialSoC    float64 // percent; 0 means 50 (use SetSoC(0) for an empty battery)
+	Efficiency    float64 // one-way efficiency, applied to charge and to discharge
+	BaseLoadW     float64 // house load outside the morning and evening peaks
+	AmbientC      float64 // temperature the enclosure settles to at rest
+	Seed          uint64  // seeds the grid frequency and voltage noise
+	// Now is the simulation clock; nil means time.Now. PV and load curves
+	// use the hour of day in the location of the times it returns.
+	Now    func() time.Time
+	Logger *slog.Logger // nil discards
+}
+
+func (c Config) withDefaults() Config {
+	if c.UnitID == 0 {
+		c.UnitID = DefaultUnitID
+	}
+	if c.ZeroBase {
+		c.Base = 0
+	} else if c.Base == 0 {
+		c.Base = DefaultBase
+	}
+	if c.Serial == "" {
+		c.Serial = DefaultSerial
+	}
+	def := func(v *float64, d float64) {
+		if *v <= 0 || math.IsNaN(*v) || math.IsInf(*v, 0) {
+			*v = d
+		}
+	}
+	def(&c.CapacityWh, DefaultCapacityWh)
+	def(&c.MaxChargeW, DefaultMaxChargeW)
+	def(&c.MaxDischargeW, DefaultMaxDischargeW)
+	def(&c.PVPeakW, DefaultPVPeakW)
+	def(&c.InitialSoC, DefaultInitialSoC)
+	def(&c.BaseLoadW, DefaultBaseLoadW)
+	def(&c.AmbientC, DefaultAmbientC)
+	if c.Efficiency <= 0 || c.Efficiency > 1 {
+		c.Efficiency = DefaultEfficiency
+	}
+	c.InitialSoC = min(c.InitialSoC, 100)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Mode is what the simulated inverter is doing with the battery, as
+// selected by model 124 StorCtl_Mod.
+type Mode string
+
+// Modes.
+const (
+	ModeSelfConsumption Mode = "self_consumption" // StorCtl_Mod = 0, or reverted
+	ModeCharge          Mode = "charge"           // CHARGE bit only
+	ModeDischarge       Mode = "discharge"        // DISCHARGE bit only
+	ModeNet             Mode = "net"              // both bits
+)
+
+// State is a snapshot of the simulation at Time.
+type State struct {
+	Time         time.Time
+	SoCPct       float64
+	EnergyWh     float64
+	BatteryW     hearth.Watts // positive discharging
+	PVW          hearth.Watts
+	LoadW        hearth.Watts
+	InverterW    hearth.Watts // AC: PV + battery, positive exporting
+	GridW        hearth.Watts // at the site meter: inverter − load, positive exporting
+	TempC        float64      // enclosure temperature (model 103 TmpCab)
+	CellVMin     float64
+	CellVMax     float64
+	BatteryV     float64
+	Hz           float64
+	Mode         Mode
+	CommandW     hearth.Watts // power the current mode asks for before limits; 0 in self-consumption
+	Reverted     bool         // the revert timer dropped a command and no model 124 write came since
+	Connected    bool         // false after model 802 SetOp = DISCONNECT
+	ExportedWh   float64      // lifetime AC energy exported (model 103 WH)
+	DischargedWh float64      // lifetime battery energy discharged (drives model 802 NCyc)
+}
+
+// Write is one write request addressed to the simulator's unit, as
+// received. Exception is 0 when the write was applied, else the exception
+// code it was refused with.
+type Write struct {
+	Time      time.Time // simulation clock
+	Unit      uint8
+	Func      byte // 0x06 or 0x10
+	Addr      uint16
+	Values    []uint16
+	Exception byte
+}
+
+// Fault is misbehaviour applied to subsequent requests for the simulator's
+// unit. Latency delays the request, then at most one of, in this order:
+// Drop closes the connection without answering; NoResponse reads the
+// request and never answers (the connection stays usable); Exception
+// answers with that exception code; Corrupt answers with a damaged frame
+// (on TCP, a transaction id that matches no request). Dropped, unanswered
+// and excepted requests are not executed; corrupted ones are.
+type Fault struct {
+	Latency    time.Duration
+	NoResponse bool
+	Exception  byte
+	Drop       bool
+	Corrupt    bool
+	// Requests limits the fault to that many requests, after which it
+	// clears itself; 0 applies it until the next SetFault.
+	Requests int
+}
+
+// Simulator is a simulated battery and inverter. Its methods are safe for
+// concurrent use.
+type Simulator struct {
+	cfg Config
+	log *slog.Logger
+	lay layout
+	// Scale factors that depend on the configuration, fixed at New.
+	powSF, whSF int16
+
+	mu       sync.Mutex
+	regs     []uint16 // the whole map, base .. lay.last
+	rng      *rand.Rand
+	start    time.Time
+	last     time.Time // physics integrated up to here
+	energyWh float64
+	dischWh  float64
+	exportWh float64
+	pv, load float64 // at last
+	batt     float64 // at last, positive discharging
+	temp     float64
+	hz       float64
+	vph      [3]float64
+	// Pinned values from the setters; NaN when not pinned.
+	pinPV, pinLoad, pinTemp, pinCellMin, pinCellMax float64
+	lastCtl                                         time.Time // last write to model 124
+	reverted                                        bool
+	writes                                          []Write
+	fault                                           Fault
+}
+
+// New returns a simulator for cfg. It panics if the register map does not
+// fit in the 16-bit address space above Base, which is a programming error.
+func New(cfg Config) *Simulator {
+	cfg = cfg.withDefaults()
+	s := &Simulator{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		lay:        newLayout(cfg.Base),
+		powSF:      fitSF(max(cfg.MaxChargeW, cfg.MaxDischargeW)),
+		whSF:       fitSF(cfg.CapacityWh),
+		rng:        rand.New(rand.NewPCG(cfg.Seed, 0x6865617274680001)),
+		energyWh:   cfg.InitialSoC / 100 * cfg.CapacityWh,
+		exportWh:   1000, // acc32 0 would read as not implemented
+		temp:       cfg.AmbientC,
+		pinPV:      math.NaN(),
+		pinLoad:    math.NaN(),
+		pinTemp:    math.NaN(),
+		pinCellMin: math.NaN(),
+		pinCellMax: math.NaN(),
+	}
+	now := cfg.Now()
+	s.start, s.last = now, now
+	s.initRegisters()
+	s.instant(now)
+	s.render()
+	return s
+}
+
+// fitSF returns the smallest non-negative scale factor that fits v in a
+// uint16 register.
+func fitSF(v float64) int16 {
+	var sf int16
+	for v > 65534 {
+		v /= 10
+		sf++
+	}
+	return sf
+}
+
+// step brings the physics and the registers up to the clock's now.
+// Callers hold s.mu.
+func (s *Simulator) step() time.Time {
+	now := s.cfg.Now()
+	s.advance(now)
+	s.render()
+	return now
+}
+
+// State returns the simulation state at the clock's now.
+func (s *Simulator) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.step()
+	mode, cmd := s.command()
+	cmin, cmax, _ := s.cellV()
+	return State{
+		Time:         now,
+		SoCPct:       s.socPct(),
+		EnergyWh:     s.energyWh,
+		BatteryW:     hearth.Watts(s.batt),
+		PVW:          hearth.Watts(s.pv),
+		LoadW:        hearth.Watts(s.load),
+		InverterW:    hearth.Watts(s.pv + s.batt),
+		GridW:        hearth.Watts(s.pv + s.batt - s.load),
+		TempC:        s.temp,
+		CellVMin:     cmin,
+		CellVMax:     cmax,
+		BatteryV:     s.packV(),
+		Hz:           s.hz,
+		Mode:         mode,
+		CommandW:     hearth.Watts(cmd),
+		Reverted:     s.reverted,
+		Connected:    s.connected(),
+		ExportedWh:   s.exportWh,
+		DischargedWh: s.dischWh,
+	}
+}
+
+// mutate integrates up to now, applies f, and refreshes the registers.
+func (s *Simulator) mutate(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.step()
+	f()
+	s.instant(now)
+	s.render()
+}
+
+// SetSoC sets the battery's state of charge in percent, clamped to 0–100.
+// Physics carries on from there.
+func (s *Simulator) SetSoC(pct float64) {
+	s.mutate(func() { s.energyWh = clamp(pct, 0, 100) / 100 * s.cfg.CapacityWh })
+}
+
+// SetTemp pins the enclosure temperature (model 103 TmpCab) at c degrees
+// Celsius; NaN releases it to drift again from that value.
+func (s *Simulator) SetTemp(c float64) {
+	s.mutate(func() {
+		if !math.IsNaN(c) {
+			s.temp = c
+		}
+		s.pinTemp = c
+	})
+}
+
+// SetCellV pins the minimum and maximum cell voltages (model 802 CellVMin,
+// CellVMax; the pack voltage follows their mean); NaN for both releases
+// them to follow SoC again.
+func (s *Simulator) SetCellV(minV, maxV float64) {
+	s.mutate(func() { s.pinCellMin, s.pinCellMax = minV, maxV })
+}
+
+// SetPV pins PV production at w watts; NaN returns to the daily curve.
+func (s *Simulator) SetPV(w float64) {
+	s.mutate(func() { s.pinPV = w })
+}
+
+// SetLoad pins the house load at w watts; NaN returns to the daily curve.
+func (s *Simulator) SetLoad(w float64) {
+	s.mutate(func() { s.pinLoad = w })
+}
+
+// SetFault applies f to subsequent requests; the zero Fault clears it.
+func (s *Simulator) SetFault(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fault = f
+}
+
+// takeFault returns the fault for the next request and counts it down.
+func (s *Simulator) takeFault() Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fault
+	if s.fault.Requests > 0 {
+		s.fault.Requests--
+		if s.fault.Requests == 0 {
+			s.fault = Fault{}
+		}
+	}
+	return f
+}
+
+// Writes returns a copy of the write log, oldest first. The log keeps the
+// latest 10000 writes.
+func (s *Simulator) Writes() []Write {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Write, len(s.writes))
+	for i, w := range s.writes {
+		w.Values = append([]uint16(nil), w.Values...)
+		out[i] = w
+	}
+	return out
+}
+
+// ModelAddr returns the address of model id's ID register.
+func (s *Simulator) ModelAddr(id uint16) (uint16, bool) {
+	a, ok := s.lay.start[id]
+	return a, ok
+}
+
+// PointAddr returns the address of the first register of a point, by its
+// SunSpec name.
+func (s *Simulator) PointAddr(model uint16, point string) (uint16, bool) {
+	l, ok := s.lay.points[key{model, point}]
+	return l.addr, ok
+}
+
+func clamp(v, lo, hi float64) float64 { return math.Max(lo, math.Min(hi, v)) }
