@@ -1,0 +1,265 @@
+// Package harness starts the real things hearth's tests talk to: a
+// Mosquitto broker on a free port that a test can kill and restart, a TCP
+// proxy whose connections a test can cut, and an MQTT subscriber that
+// records what arrives. Everything started here is stopped by t.Cleanup.
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startTimeout bounds how long a broker may take to accept connections.
+const startTimeout = 10 * time.Second
+
+// Option configures StartMosquitto.
+type Option func(*mosqConfig)
+
+type mosqConfig struct {
+	tls         bool
+	caFile      string
+	certFile    string
+	keyFile     string
+	requireCert bool
+	extra       []string
+}
+
+// WithTLS makes the broker's only listener a TLS listener using the given
+// PEM files. With requireCert, clients must present a certificate signed by
+// caFile (mosquitto's require_certificate). URL then has the tls:// scheme.
+func WithTLS(caFile, certFile, keyFile string, requireCert bool) Option {
+	return func(c *mosqConfig) {
+		c.tls = true
+		c.caFile, c.certFile, c.keyFile = caFile, certFile, keyFile
+		c.requireCert = requireCert
+	}
+}
+
+// WithConfig appends raw lines to the generated mosquitto.conf, after the
+// listener block.
+func WithConfig(lines ...string) Option {
+	return func(c *mosqConfig) { c.extra = append(c.extra, lines...) }
+}
+
+// Mosquitto is a broker process owned by one test.
+type Mosquitto struct {
+	t       testing.TB
+	bin     string
+	dir     string
+	conf    string
+	logPath string
+	port    int
+	tls     bool
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has been waited for
+}
+
+// FindMosquitto returns the path of the mosquitto binary, looking in PATH
+// and then in /usr/sbin, which is often not in a test's PATH.
+func FindMosquitto() (string, error) {
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errors.New("mosquitto not found: apt-get install mosquitto")
+}
+
+// StartMosquitto starts a private Mosquitto broker on a free 127.0.0.1 port
+// and returns once it accepts connections. The broker is killed when the
+// test ends; its log is printed if the test failed. The test fails at once
+// if mosquitto is not installed or does not start.
+func StartMosquitto(t testing.TB, opts ...Option) *Mosquitto {
+	t.Helper()
+	bin, err := FindMosquitto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg mosqConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m := &Mosquitto{t: t, bin: bin, dir: t.TempDir(), tls: cfg.tls}
+	m.conf = filepath.Join(m.dir, "mosquitto.conf")
+	m.logPath = filepath.Join(m.dir, "mosquitto.log")
+	t.Cleanup(func() {
+		m.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(m.logPath); err == nil {
+				t.Logf("mosquitto log (port %d):\n%s", m.port, b)
+			}
+		}
+	})
+
+	// Another test may grab the free port between FreePort and mosquitto's
+	// bind; try a few ports before giving up.
+	var lastErr error
+	for range 5 {
+		m.port = FreePort(t)
+		if err := os.WriteFile(m.conf, cfg.render(m.port), 0o600); err != nil {
+			t.Fatalf("write mosquitto config: %v", err)
+		}
+		if lastErr = m.start(startTimeout); lastErr == nil {
+			return m
+		}
+	}
+	t.Fatalf("start mosquitto: %v", lastErr)
+	return nil
+}
+
+func (c *mosqConfig) render(port int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", port)
+	b.WriteString("allow_anonymous true\n")
+	if c.tls {
+		fmt.Fprintf(&b, "cafile %s\ncertfile %s\nkeyfile %s\n", c.caFile, c.certFile, c.keyFile)
+		fmt.Fprintf(&b, "require_certificate %t\n", c.requireCert)
+	}
+	b.WriteString("persistence false\n")
+	b.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
+	// Run as root, mosquitto would switch to the "mosquitto" user and then
+	// be unable to read certificates in the test's private temp dir.
+	if os.Geteuid() == 0 {
+		b.WriteString("user root\n")
+	}
+	for _, l := range c.extra {
+		b.WriteString(l + "\n")
+	}
+	return b.Bytes()
+}
+
+// start launches the process and waits until the port accepts, or the
+// process exits, or timeout passes.
+func (m *Mosquitto) start(timeout time.Duration) error {
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(m.bin, "-c", m.conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("exec %s: %w", m.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-done:
+			m.mu.Lock()
+			m.cmd = nil
+			m.mu.Unlock()
+			return fmt.Errorf("mosquitto exited on port %d: %s (log: %s)", m.port, cmd.ProcessState, m.tailLog())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", m.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			m.Stop()
+			return fmt.Errorf("mosquitto on port %d not accepting after %v: %v", m.port, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (m *Mosquitto) tailLog() string {
+	b, _ := os.ReadFile(m.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Addr returns the broker's host:port.
+func (m *Mosquitto) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.port)) }
+
+// Port returns the broker's TCP port.
+func (m *Mosquitto) Port() int { return m.port }
+
+// URL returns the broker URL for an MQTT client: tcp://127.0.0.1:PORT, or
+// tls://127.0.0.1:PORT for a broker started WithTLS.
+func (m *Mosquitto) URL() string {
+	if m.tls {
+		return "tls://" + m.Addr()
+	}
+	return "tcp://" + m.Addr()
+}
+
+// Stop kills the broker with SIGKILL and waits for it to exit. Clients see
+// their connections drop; nothing is persisted. Stopping a stopped broker
+// does nothing.
+func (m *Mosquitto) Stop() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.cmd = nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Start restarts a stopped broker on the same port, retrying while the
+// port is still held (for example by a lingering socket), and fails the
+// test if it does not come up. Call it from the test goroutine.
+func (m *Mosquitto) Start() {
+	m.t.Helper()
+	m.mu.Lock()
+	running := m.cmd != nil
+	m.mu.Unlock()
+	if running {
+		m.t.Fatalf("mosquitto on port %d: Start while running", m.port)
+	}
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := m.start(time.Until(deadline))
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("restart mosquitto: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

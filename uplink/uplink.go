@@ -1,0 +1,692 @@
+// Package uplink is the gateway's MQTT session with the cloud: it connects
+// (and reconnects, with capped exponential backoff and full jitter),
+// announces the gateway with a retained birth record and a Last Will,
+// publishes telemetry, events and state with QoS 1, and hands inbound
+// setpoint payloads on as raw requests for the agent to validate.
+//
+// A publish reports success only when the broker acknowledged it on the
+// same connection it was sent on, so the buffer can delete a row on nil
+// and keep it on any error. No type of the MQTT library leaves the package.
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// Errors returned by publishing. All but ErrPayloadTooLarge and ErrClosed
+// mean "not known to be delivered, try again later".
+var (
+	// ErrNotConnected: the session had no connection when called.
+	ErrNotConnected = errors.New("uplink: not connected")
+	// ErrNotDelivered: the message was handed to a connection that was lost
+	// (or replaced) before the broker's PUBACK arrived on it.
+	ErrNotDelivered = errors.New("uplink: connection lost before puback")
+	// ErrPubackTimeout: no PUBACK within Config.PublishTimeout.
+	ErrPubackTimeout = errors.New("uplink: puback timeout")
+	// ErrPayloadTooLarge: the payload exceeds Config.MaxPayload; retrying
+	// the same payload cannot succeed.
+	ErrPayloadTooLarge = errors.New("uplink: payload too large")
+	// ErrClosed: Close was called.
+	ErrClosed = errors.New("uplink: session closed")
+)
+
+// stableConnection is how long a connection must last for the reconnect
+// backoff to start again from BackoffMin. A broker that accepts and then
+// drops us at once must not be hammered at the minimum delay.
+const stableConnection = 30 * time.Second
+
+// Session is one gateway's MQTT session. Create it with New, register the
+// setpoint handler and birth record, then Start; Close ends it. Its methods
+// are safe for concurrent use.
+type Session struct {
+	cfg    Config
+	log    *slog.Logger
+	tls    *tls.Config
+	topics topics
+	inbox  chan []byte   // setpoint payloads waiting for the handler
+	birthC chan struct{} // birth changed while connected: republish
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	mu         sync.Mutex
+	cur        *connection // current connection, nil when down
+	gen        uint64      // incremented on every connect and every loss
+	birth      Birth
+	onSetpoint func([]byte)
+	stats      Stats
+	started    bool
+	closed     bool
+	cancel     context.CancelFunc
+	runDone    chan struct{} // closed when the connect loop has exited
+	wg         sync.WaitGroup
+}
+
+type topics struct {
+	status, telemetry, backfill, setpoint string
+	base                                  string
+}
+
+// connection is one MQTT connection: one paho client over one socket. A
+// client is never reused, so nothing sent on an old connection can be
+// acknowledged as if on a new one.
+type connection struct {
+	client paho.Client
+	gen    uint64 // set under Session.mu once connected
+	since  time.Time
+
+	mu   sync.Mutex
+	conn net.Conn // raw socket, once dialled
+	err  error    // why it was lost
+
+	lostOnce sync.Once
+	lost     chan struct{}
+}
+
+// kill closes the socket without an MQTT DISCONNECT, so the broker treats
+// it as an unclean loss (and fires the Last Will).
+func (c *connection) kill() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+}
+
+func (c *connection) markLost(err error) {
+	c.lostOnce.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.lost)
+	})
+}
+
+func (c *connection) lostErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return errors.New("connection lost")
+	}
+	return c.err
+}
+
+// watchedConn reports the first read or write error on the socket at once,
+// before paho gets round to its own cleanup, so no publish can be counted
+// as acknowledged on a connection that already failed.
+type watchedConn struct {
+	net.Conn
+	onErr func(error)
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.onErr(err)
+	}
+	return n, err
+}
+
+func (w *watchedConn) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	if err != nil {
+		w.onErr(err)
+	}
+	return n, err
+}
+
+// Stats is a snapshot of the session's counters.
+type Stats struct {
+	Connected         bool
+	ConnectedSince    time.Time // zero when down
+	Attempts          uint64    // connection attempts, successful or not
+	Connects          uint64    // connections established (CONNACK and SUBACK received)
+	Disconnects       uint64    // established connections lost or closed
+	LastError         string    // most recent connect or connection error
+	LastErrorAt       time.Time
+	Published         uint64 // messages acknowledged by PUBACK on their connection
+	PublishFailures   uint64 // publishes that returned an error other than ErrNotConnected
+	PubackTimeouts    uint64 // of which no PUBACK in time
+	NotConnected      uint64 // publishes refused because the session was down
+	SetpointsReceived uint64 // setpoint messages queued for the handler
+	SetpointsDropped  uint64 // setpoint messages dropped: queue full or no handler
+}
+
+// New validates cfg and builds the TLS configuration (broker verified
+// against CAFile, client certificate from CertFile/KeyFile). It does not
+// touch the network; Start does.
+func New(cfg Config) (*Session, error) {
+	tc, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	base := cfg.TopicPrefix + "/" + cfg.GatewayID
+	s := &Session{
+		cfg: cfg,
+		log: cfg.Logger.With("component", "uplink", "broker", cfg.Broker),
+		tls: tc,
+		topics: topics{
+			base:      base,
+			status:    base + "/status",
+			telemetry: base + "/telemetry",
+			backfill:  base + "/telemetry/backfill",
+			setpoint:  base + "/setpoint",
+		},
+		inbox:  make(chan []byte, cfg.SetpointQueue),
+		birthC: make(chan struct{}, 1),
+		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		birth:  Birth{Version: hearth.Version},
+	}
+	return s, nil
+}
+
+// Start connects in the background and keeps reconnecting until Close is
+// called or ctx is cancelled. A broker that is down or refuses us is not
+// an error: the session retries with backoff and reports through Stats.
+// Calling Start again, or after Close, does nothing.
+func (s *Session) Start(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return
+	}
+	s.started = true
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.runDone = make(chan struct{})
+	s.wg.Add(2)
+	go s.run(ctx)
+	go s.dispatch(ctx)
+}
+
+// Close publishes a retained {"state":"offline"} status and disconnects
+// cleanly (the Last Will fires only on an unclean loss, so it has to be
+// said explicitly). If the offline status cannot be confirmed, the socket
+// is dropped without DISCONNECT so that the broker publishes the Will
+// instead. Close then waits for the session's goroutines, including a
+// setpoint handler in progress, until ctx ends.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	cancel, runDone := s.cancel, s.runDone
+	s.mu.Unlock()
+	if cancel == nil { // never started
+		return nil
+	}
+	cancel()
+	select {
+	case <-runDone:
+	case <-ctx.Done():
+		return fmt.Errorf("uplink close: %w", ctx.Err())
+	}
+	err := s.goodbye(ctx)
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("uplink close: setpoint handler still running: %w", ctx.Err()))
+	}
+	return err
+}
+
+// Connected reports whether the session has an established connection.
+func (s *Session) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur != nil
+}
+
+// Stats returns a snapshot of the session's counters.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Connected = s.cur != nil
+	if s.cur != nil {
+		st.ConnectedSince = s.cur.since
+	}
+	return st
+}
+
+// OnSetpoint sets the function that receives each payload published to
+// {prefix}/{gateway}/setpoint, unparsed: validating it is the agent's job.
+// fn runs on a goroutine owned by the session, one payload at a time; while
+// it is busy, up to Config.SetpointQueue payloads wait, and further ones are
+// dropped and counted. A slow fn never stalls publishing.
+func (s *Session) OnSetpoint(fn func(payload []byte)) {
+	s.mu.Lock()
+	s.onSetpoint = fn
+	s.mu.Unlock()
+}
+
+// PublishTelemetry publishes {"readings":[…]} to …/telemetry, or to
+// …/telemetry/backfill when backfill is set, with QoS 1. It returns nil
+// only if the broker acknowledged the message on the connection it was
+// sent on; ErrNotConnected when the session is down.
+func (s *Session) PublishTelemetry(ctx context.Context, readings []hearth.Reading, backfill bool) error {
+	if len(readings) == 0 {
+		return errors.New("uplink: empty telemetry batch")
+	}
+	payload, err := json.Marshal(struct {
+		Readings []hearth.Reading `json:"readings"`
+	}{readings})
+	if err != nil {
+		return fmt.Errorf("encode telemetry: %w", err)
+	}
+	topic := s.topics.telemetry
+	if backfill {
+		topic = s.topics.backfill
+	}
+	return s.publish(ctx, topic, payload, false)
+}
+
+// Publish publishes payload to {prefix}/{gateway}/{subtopic} with QoS 1,
+// for "event", "state" (retained) and "setpoint/ack". The delivery
+// guarantee is PublishTelemetry's.
+func (s *Session) Publish(ctx context.Context, subtopic string, payload []byte, retained bool) error {
+	if subtopic == "" || strings.ContainsAny(subtopic, "+#") || strings.HasPrefix(subtopic, "/") ||
+		strings.HasSuffix(subtopic, "/") || strings.Contains(subtopic, "//") {
+		return fmt.Errorf("uplink: bad subtopic %q", subtopic)
+	}
+	if subtopic == "status" || subtopic == "setpoint" {
+		return fmt.Errorf("uplink: subtopic %q is owned by the session", subtopic)
+	}
+	return s.publish(ctx, s.topics.base+"/"+subtopic, payload, retained)
+}
+
+// publish sends one QoS 1 message and waits for its PUBACK. paho may
+// complete a token without error for a message it never got acknowledged
+// (its token bookkeeping spans reconnects), so success also requires that
+// the connection generation did not change while waiting.
+func (s *Session) publish(ctx context.Context, topic string, payload []byte, retained bool) error {
+	if len(payload) > s.cfg.MaxPayload {
+		return fmt.Errorf("publish %s: %d bytes: %w", topic, len(payload), ErrPayloadTooLarge)
+	}
+	s.mu.Lock()
+	if s.closed && topic != s.topics.status { // only the offline status may go out while closing
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	cur, gen := s.cur, s.gen
+	if cur == nil {
+		s.stats.NotConnected++
+		s.mu.Unlock()
+		return ErrNotConnected
+	}
+	s.mu.Unlock()
+
+	tok := cur.client.Publish(topic, 1, retained, payload)
+	timer := time.NewTimer(s.cfg.PublishTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-tok.Done():
+		if terr := tok.Error(); terr != nil {
+			err = fmt.Errorf("publish %s: %w: %v", topic, ErrNotDelivered, terr)
+		}
+	case <-ctx.Done():
+		err = fmt.Errorf("publish %s: %w", topic, ctx.Err())
+	case <-timer.C:
+		err = fmt.Errorf("publish %s: %w after %v", topic, ErrPubackTimeout, s.cfg.PublishTimeout)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && (s.gen != gen || s.cur != cur) {
+		err = fmt.Errorf("publish %s: %w", topic, ErrNotDelivered)
+	}
+	if err != nil {
+		s.stats.PublishFailures++
+		if errors.Is(err, ErrPubackTimeout) {
+			s.stats.PubackTimeouts++
+		}
+		return err
+	}
+	s.stats.Published++
+	return nil
+}
+
+// run is the connect loop. It owns every connection it makes.
+func (s *Session) run(ctx context.Context) {
+	defer s.wg.Done()
+	defer close(s.runDone)
+	defer func() {
+		// Cancelled by the caller's ctx rather than by Close: still leave
+		// cleanly, so the cloud sees "offline" rather than a stale "online".
+		s.mu.Lock()
+		closing := s.closed
+		s.mu.Unlock()
+		if !closing {
+			gctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+			defer cancel()
+			if err := s.goodbye(gctx); err != nil {
+				s.log.Warn("mqtt leave", "err", err)
+			}
+		}
+	}()
+
+	if s.cfg.BootDelayMax > 0 {
+		d := s.jitter(s.cfg.BootDelayMax)
+		s.log.Info("mqtt boot delay", "delay", d)
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+	attempt := 0
+	for ctx.Err() == nil {
+		c, err := s.connect(ctx)
+		if ctx.Err() != nil {
+			return // an established connection is left for goodbye
+		}
+		if err != nil {
+			s.recordError(err)
+			d := s.backoff(attempt)
+			attempt++
+			s.log.Warn("mqtt connect failed", "err", err, "attempt", attempt, "retry_in", d)
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		s.log.Info("mqtt connected", "client_id", s.cfg.ClientID)
+		lostErr := s.serve(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+		s.dropConnection(c, lostErr)
+		if time.Since(c.since) >= stableConnection {
+			attempt = 0
+		}
+		d := s.backoff(attempt)
+		attempt++
+		s.log.Warn("mqtt connection lost", "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d)
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// connect makes one connection attempt: dial (and TLS), CONNECT with the
+// Last Will, SUBSCRIBE to the setpoint topic. On success the connection
+// becomes current with a new generation.
+func (s *Session) connect(ctx context.Context) (*connection, error) {
+	s.mu.Lock()
+	s.stats.Attempts++
+	will := s.statusPayload("offline", "connection_lost", false)
+	s.mu.Unlock()
+
+	c := &connection{lost: make(chan struct{})}
+	opts := paho.NewClientOptions().
+		AddBroker(s.cfg.Broker).
+		SetClientID(s.cfg.ClientID).
+		SetUsername(s.cfg.Username).
+		SetPassword(s.cfg.Password).
+		SetProtocolVersion(4).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetResumeSubs(false).
+		SetStore(paho.NewMemoryStore()).
+		SetOrderMatters(false).
+		SetKeepAlive(s.cfg.KeepAlive).
+		SetPingTimeout(min(s.cfg.KeepAlive, s.cfg.PublishTimeout)).
+		SetConnectTimeout(s.cfg.ConnectTimeout).
+		SetWriteTimeout(s.cfg.PublishTimeout).
+		SetBinaryWill(s.topics.status, will, 1, true).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			c.markLost(err)
+			s.lost(c)
+		}).
+		SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+			return s.dial(ctx, u, c)
+		})
+	c.client = paho.NewClient(opts)
+
+	if err := s.await(ctx, c, c.client.Connect()); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	sub := c.client.Subscribe(s.topics.setpoint, 1, s.receive)
+	if err := s.await(ctx, c, sub); err != nil {
+		c.kill()
+		return nil, fmt.Errorf("subscribe %s: %w", s.topics.setpoint, err)
+	}
+	if st, ok := sub.(*paho.SubscribeToken); ok {
+		if q, ok := st.Result()[s.topics.setpoint]; ok && q > 1 {
+			c.kill()
+			return nil, fmt.Errorf("subscribe %s: refused by broker (code %#x)", s.topics.setpoint, q)
+		}
+	}
+
+	s.mu.Lock()
+	s.gen++
+	c.gen = s.gen
+	c.since = time.Now()
+	s.cur = c
+	s.stats.Connects++
+	s.mu.Unlock()
+	return c, nil
+}
+
+// await waits for a connect or subscribe token, bounded by ctx and
+// ConnectTimeout. When it gives up it kills the socket, so paho's own
+// goroutines end too, and waits briefly for the token to settle.
+func (s *Session) await(ctx context.Context, c *connection, tok paho.Token) error {
+	timer := time.NewTimer(s.cfg.ConnectTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = fmt.Errorf("no answer within %v", s.cfg.ConnectTimeout)
+	}
+	c.kill()
+	select {
+	case <-tok.Done():
+	case <-time.After(time.Second):
+	}
+	return err
+}
+
+// dial opens the socket for paho, with TLS when configured, and wraps it
+// so the first I/O error marks the connection lost.
+func (s *Session) dial(ctx context.Context, u *url.URL, c *connection) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	if s.tls != nil {
+		tc := tls.Client(conn, s.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tc
+	}
+	w := &watchedConn{Conn: conn, onErr: func(err error) {
+		c.markLost(err)
+		s.lost(c)
+	}}
+	c.mu.Lock()
+	c.conn = w
+	c.mu.Unlock()
+	return w, nil
+}
+
+// lost retires c if it is the current connection. It runs on paho's and
+// the socket's goroutines, so it only flips state and never blocks.
+func (s *Session) lost(c *connection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != c {
+		return
+	}
+	s.cur = nil
+	s.gen++
+	s.stats.Disconnects++
+	err := c.lostErr()
+	s.stats.LastError = err.Error()
+	s.stats.LastErrorAt = time.Now()
+}
+
+// dropConnection makes sure a lost connection is fully retired: state
+// flipped and socket closed.
+func (s *Session) dropConnection(c *connection, err error) {
+	c.markLost(err)
+	s.lost(c)
+	c.kill()
+}
+
+// serve publishes the birth record and then waits for the connection to be
+// lost (returning why) or ctx to end, republishing the birth when it
+// changes.
+func (s *Session) serve(ctx context.Context, c *connection) error {
+	s.publishBirth(ctx)
+	for {
+		select {
+		case <-c.lost:
+			return c.lostErr()
+		case <-s.birthC:
+			s.publishBirth(ctx)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Session) publishBirth(ctx context.Context) {
+	s.mu.Lock()
+	p := s.statusPayload("online", "", true)
+	s.mu.Unlock()
+	if err := s.publish(ctx, s.topics.status, p, true); err != nil {
+		s.log.Warn("mqtt birth not confirmed", "err", err)
+	}
+}
+
+// goodbye ends the current connection, if any: retained offline status,
+// then DISCONNECT; or, if the status is not confirmed, a dropped socket so
+// the Will says it instead.
+func (s *Session) goodbye(ctx context.Context) error {
+	s.mu.Lock()
+	c := s.cur
+	p := s.statusPayload("offline", "shutdown", true)
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	err := s.publish(ctx, s.topics.status, p, true)
+	s.mu.Lock()
+	if s.cur == c {
+		s.cur = nil
+		s.gen++
+		s.stats.Disconnects++
+	}
+	s.mu.Unlock()
+	if err != nil {
+		c.kill()
+		return fmt.Errorf("publish offline status: %w", err)
+	}
+	c.client.Disconnect(250)
+	c.kill()
+	s.log.Info("mqtt disconnected")
+	return nil
+}
+
+// receive is paho's handler for setpoint messages. It must not block:
+// it queues a copy of the payload or drops it.
+func (s *Session) receive(_ paho.Client, m paho.Message) {
+	p := bytes.Clone(m.Payload())
+	select {
+	case s.inbox <- p:
+		s.mu.Lock()
+		s.stats.SetpointsReceived++
+		s.mu.Unlock()
+	default:
+		s.mu.Lock()
+		s.stats.SetpointsDropped++
+		n := s.stats.SetpointsDropped
+		s.mu.Unlock()
+		s.log.Warn("setpoint dropped: handler queue full", "queue", cap(s.inbox), "dropped_total", n)
+	}
+}
+
+// dispatch hands queued setpoints to the handler, one at a time.
+func (s *Session) dispatch(ctx context.Context) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-s.inbox:
+			s.mu.Lock()
+			fn := s.onSetpoint
+			if fn == nil {
+				s.stats.SetpointsDropped++
+			}
+			s.mu.Unlock()
+			if fn == nil {
+				s.log.Warn("setpoint dropped: no handler")
+				continue
+			}
+			fn(p)
+		}
+	}
+}
+
+func (s *Session) recordError(err error) {
+	s.mu.Lock()
+	s.stats.LastError = err.Error()
+	s.stats.LastErrorAt = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *Session) jitter(max time.Duration) time.Duration {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return time.Duration(s.rng.Int64N(int64(max) + 1))
+}
+
+// backoff returns the delay before retry n, from the session's generator.
+func (s *Session) backoff(n int) time.Duration {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return backoff(n, s.cfg.BackoffMin, s.cfg.BackoffMax, s.rng)
+}
+
+// sleep waits d or until ctx ends, reporting whether the full d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
