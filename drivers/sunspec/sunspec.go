@@ -121,12 +121,15 @@ func join64(regs []uint16) uint64 {
 	return uint64(regs[0])<<48 | uint64(regs[1])<<32 | uint64(regs[2])<<16 | uint64(regs[3])
 }
 
-// Scale applies a SunSpec scale factor: value × 10^sf.
+// Scale applies a SunSpec scale factor: value × 10^sf, rounded to the
+// decimals the scale factor gives, so 7235 with sf -2 is 72.35 and not
+// 72.35000000000001.
 func Scale(raw float64, sf int16) float64 {
-	if sf == 0 {
-		return raw
+	if sf >= 0 {
+		return raw * math.Pow10(int(sf))
 	}
-	return raw * math.Pow10(int(sf))
+	d := math.Pow10(int(-sf))
+	return math.Round(raw) / d
 }
 
 // String decodes a SunSpec string point: two ASCII characters a register,

@@ -1,0 +1,419 @@
+// Package agent wires hearth together: it loads and validates the config,
+// owns the device pollers, the group-committing buffer writer and the
+// delivery loop, and shuts all of them down in order. It is the only
+// package that knows the concrete drivers, buffer and uplink types.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/buffer"
+	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/uplink"
+)
+
+// Tuning that the config does not expose.
+const (
+	liveBatch     = 100              // readings a live telemetry message carries at most
+	backfillBatch = 200              // readings a backfill message carries at most
+	liveMaxAge    = 2 * time.Second  // older undelivered readings go on backfill
+	commitEvery   = 500 * time.Millisecond
+	shutdownGrace = 4 * time.Second // SIGTERM to exit stays under 5 s
+)
+
+// Agent is one running gateway agent.
+type Agent struct {
+	cfg   *Config
+	log   *slog.Logger
+	boot  string
+	start time.Time // carries the monotonic reading for mono_ms
+
+	store   *buffer.Store
+	up      *uplink.Session
+	buses   []*drivers.Bus
+	devices []*device
+
+	readings chan hearth.Reading
+	wake     chan struct{}
+	draining chan struct{} // closed at shutdown: deliver once more, then return
+}
+
+type device struct {
+	cfg DeviceConfig
+	drv *drivers.SunSpecDevice
+
+	mu       sync.Mutex
+	last     hearth.Reading
+	lastErr  error
+	polls    uint64
+	failures uint64
+}
+
+// New builds an agent from a validated config. It opens the buffer and
+// prepares devices and the uplink but starts nothing and dials nothing.
+func New(cfg *Config, log *slog.Logger) (*Agent, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	boot := make([]byte, 8)
+	rand.Read(boot)
+	a := &Agent{
+		cfg:      cfg,
+		log:      log,
+		boot:     hex.EncodeToString(boot),
+		start:    time.Now(),
+		readings: make(chan hearth.Reading, 64),
+		wake:     make(chan struct{}, 1),
+		draining: make(chan struct{}),
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	store, err := buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
+		Logger:   log.With("component", "buffer"),
+		MaxBytes: int64(cfg.Buffer.MaxBytes),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	a.store = store
+
+	buses := map[string]*drivers.Bus{}
+	for _, dc := range cfg.Devices {
+		key := dc.Transport + " " + dc.Address
+		bus, ok := buses[key]
+		if !ok {
+			bus, err = drivers.OpenBus(drivers.LinkConfig{
+				Transport: dc.Transport,
+				Address:   dc.Address,
+				Timeout:   dc.Timeout.D(),
+				Logger:    log.With("link", dc.Address),
+			})
+			if err != nil {
+				a.closeAll()
+				return nil, fmt.Errorf("device %s: %w", dc.Name, err)
+			}
+			buses[key] = bus
+			a.buses = append(a.buses, bus)
+		}
+		a.devices = append(a.devices, &device{cfg: dc, drv: drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID))})
+	}
+
+	password := ""
+	if cfg.Uplink.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.Uplink.PasswordFile)
+		if err != nil {
+			a.closeAll()
+			return nil, fmt.Errorf("read uplink.password_file: %w", err)
+		}
+		password = string(trimNewline(b))
+	}
+	clientID := cfg.Uplink.ClientID
+	if clientID == "" {
+		clientID = "hearth-" + cfg.GatewayID
+	}
+	up, err := uplink.New(uplink.Config{
+		Broker:       cfg.Uplink.Broker,
+		ClientID:     clientID,
+		GatewayID:    cfg.GatewayID,
+		TopicPrefix:  cfg.Uplink.TopicPrefix,
+		Username:     cfg.Uplink.Username,
+		Password:     password,
+		CAFile:       cfg.Uplink.CAFile,
+		CertFile:     cfg.Uplink.CertFile,
+		KeyFile:      cfg.Uplink.KeyFile,
+		BootDelayMax: cfg.Uplink.BootDelay.D(),
+		Logger:       log.With("component", "uplink"),
+	})
+	if err != nil {
+		a.closeAll()
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	a.up = up
+	a.up.SetBirth(a.birth())
+	return a, nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func (a *Agent) birth() uplink.Birth {
+	b := uplink.Birth{Version: hearth.Version, Profile: "sunspec", Limits: map[string]any{
+		"soc_min_pct":     a.cfg.Safety.SocMinPct,
+		"soc_max_pct":     a.cfg.Safety.SocMaxPct,
+		"max_charge_w":    a.cfg.Safety.MaxChargeW,
+		"max_discharge_w": a.cfg.Safety.MaxDischargeW,
+	}}
+	for _, d := range a.devices {
+		id := d.drv.Identity()
+		b.Devices = append(b.Devices, uplink.DeviceInfo{
+			Name: d.cfg.Name, Manufacturer: id.Manufacturer, Model: id.Model, Serial: id.Serial, Firmware: id.Firmware,
+		})
+	}
+	return b
+}
+
+// Run polls, buffers and delivers until ctx is cancelled, then flushes what
+// it has to disk, makes one short last delivery attempt, publishes the
+// offline status and returns, all within about five seconds.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("hearth starting", "version", hearth.Version, "gateway", a.cfg.GatewayID, "boot", a.boot, "devices", len(a.devices))
+	upCtx, upCancel := context.WithCancel(context.Background())
+	a.up.Start(upCtx)
+
+	pollCtx, pollCancel := context.WithCancel(ctx)
+	var polls sync.WaitGroup
+	for _, d := range a.devices {
+		polls.Add(1)
+		go func() {
+			defer polls.Done()
+			a.pollLoop(pollCtx, d)
+		}()
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		a.writeLoop()
+	}()
+	deliverCtx, deliverCancel := context.WithCancel(context.Background())
+	deliverDone := make(chan struct{})
+	go func() {
+		defer close(deliverDone)
+		a.deliverLoop(deliverCtx)
+	}()
+
+	<-ctx.Done()
+	a.log.Info("hearth stopping")
+	deadline := time.Now().Add(shutdownGrace)
+	pollCancel()
+	polls.Wait()
+	close(a.readings) // the writer commits what is left and returns
+	<-writerDone
+	// One last chance for what was just committed, bounded by the grace.
+	close(a.draining)
+	stopDeliver := time.AfterFunc(time.Until(deadline)-time.Second, deliverCancel)
+	<-deliverDone
+	stopDeliver.Stop()
+	deliverCancel()
+	closeCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := a.up.Close(closeCtx); err != nil {
+		a.log.Warn("uplink close", "err", err)
+	}
+	upCancel()
+	a.closeAll()
+	a.log.Info("hearth stopped")
+	return nil
+}
+
+func (a *Agent) closeAll() {
+	for _, b := range a.buses {
+		b.Close()
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Error("close buffer", "err", err)
+		}
+	}
+}
+
+func (a *Agent) signal() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// clockState says whether readings can trust the wall clock.
+func (a *Agent) clockState() hearth.ClockState {
+	if a.cfg.AssumeClockSynced || kernelClockSynced() {
+		return hearth.ClockSynced
+	}
+	return hearth.ClockUnsynced
+}
+
+// pollLoop reads one device at its poll interval. A device that fails is
+// reported on each state change, and is retried at the same interval; its
+// failure never holds up another device's loop.
+func (a *Agent) pollLoop(ctx context.Context, d *device) {
+	t := time.NewTicker(d.cfg.PollInterval.D())
+	defer t.Stop()
+	identified := false
+	for {
+		r, err := d.drv.Poll(ctx, time.Now)
+		if ctx.Err() != nil {
+			return
+		}
+		r.Boot = a.boot
+		r.MonoMS = time.Since(a.start).Milliseconds()
+		r.Clock = a.clockState()
+		r.Time = r.Time.UTC()
+		d.mu.Lock()
+		prevErr := d.lastErr
+		d.last, d.lastErr = r, err
+		d.polls++
+		if err != nil {
+			d.failures++
+		}
+		d.mu.Unlock()
+		switch {
+		case err != nil && prevErr == nil:
+			a.log.Warn("device not answering", "device", d.cfg.Name, "err", err)
+		case err == nil && prevErr != nil:
+			a.log.Info("device answering again", "device", d.cfg.Name)
+		}
+		if err == nil && !identified {
+			identified = true
+			id := d.drv.Identity()
+			a.log.Info("device identified", "device", d.cfg.Name, "manufacturer", id.Manufacturer, "model", id.Model, "serial", id.Serial)
+			a.up.SetBirth(a.birth())
+		}
+		select {
+		case a.readings <- r:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// writeLoop group-commits readings: one transaction when every device has
+// reported since the last commit, or every commitEvery, never one per point.
+func (a *Agent) writeLoop() {
+	var batch []hearth.Reading
+	t := time.NewTicker(commitEvery)
+	defer t.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if _, err := a.store.Append(batch); err != nil {
+			// The readings are lost to the cloud but control goes on;
+			// the buffer issue turns this into a reported gap.
+			a.log.Error("buffer append", "err", err, "readings", len(batch))
+		}
+		batch = batch[:0]
+		a.signal()
+	}
+	for {
+		select {
+		case r, ok := <-a.readings:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, r)
+			if len(batch) >= len(a.devices) {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}
+
+// deliverLoop sends buffered readings: fresh ones first on telemetry, then
+// the backlog oldest first on telemetry/backfill, a batch at a time so live
+// data keeps flowing. A reading leaves the buffer only after its PUBACK.
+func (a *Agent) deliverLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for last := false; !last; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.draining:
+			last = true
+		case <-a.wake:
+		case <-t.C:
+		}
+		for ctx.Err() == nil && a.up.Connected() {
+			sent, err := a.deliverOnce(ctx)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					a.log.Debug("deliver", "err", err)
+				}
+				break
+			}
+			if sent == 0 {
+				break
+			}
+		}
+	}
+}
+
+// deliverOnce publishes one live batch and one backfill batch and returns
+// how many readings left the buffer.
+func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
+	sent := 0
+	newest, err := a.store.Newest(liveBatch)
+	if err != nil {
+		return 0, err
+	}
+	// Age is judged on the monotonic clock, which a wall-clock step cannot move.
+	now := time.Since(a.start).Milliseconds()
+	var live []hearth.Reading
+	for _, r := range newest {
+		if r.Boot == a.boot && now-r.MonoMS <= liveMaxAge.Milliseconds() {
+			live = append(live, r)
+		}
+	}
+	if len(live) > 0 {
+		if err := a.publish(ctx, live, false); err != nil {
+			return sent, err
+		}
+		sent += len(live)
+	}
+	// The backlog is what is older than the newest batch looked at, so a
+	// reading committed meanwhile waits for the next live batch.
+	if len(newest) == 0 {
+		return sent, nil
+	}
+	hi := newest[len(newest)-1].Seq
+	pending, err := a.store.Pending(backfillBatch)
+	if err != nil {
+		return sent, err
+	}
+	var backlog []hearth.Reading
+	for _, r := range pending {
+		if r.Seq <= hi && (len(live) == 0 || r.Seq < live[0].Seq) {
+			backlog = append(backlog, r)
+		}
+	}
+	if len(backlog) > 0 {
+		if err := a.publish(ctx, backlog, true); err != nil {
+			return sent, err
+		}
+		sent += len(backlog)
+	}
+	return sent, nil
+}
+
+func (a *Agent) publish(ctx context.Context, rs []hearth.Reading, backfill bool) error {
+	if err := a.up.PublishTelemetry(ctx, rs, backfill); err != nil {
+		return err
+	}
+	seqs := make([]uint64, len(rs))
+	for i, r := range rs {
+		seqs[i] = r.Seq
+	}
+	return a.store.Ack(seqs)
+}

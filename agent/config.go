@@ -1,0 +1,544 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// Config is the agent's whole configuration: one YAML file. The zero value
+// is not useful; use LoadConfig or ParseConfig, which apply defaults and
+// validate.
+type Config struct {
+	GatewayID         string         `yaml:"gateway_id"`
+	DataDir           string         `yaml:"data_dir"`
+	DiagSocket        string         `yaml:"diag_socket"`
+	MetricsListen     string         `yaml:"metrics_listen"`
+	AssumeClockSynced bool           `yaml:"assume_clock_synced"`
+	Devices           []DeviceConfig `yaml:"devices"`
+	Safety            SafetyConfig   `yaml:"safety"`
+	Uplink            UplinkConfig   `yaml:"uplink"`
+	Buffer            BufferConfig   `yaml:"buffer"`
+}
+
+// DeviceConfig is one Modbus device.
+type DeviceConfig struct {
+	Name         string   `yaml:"name"`
+	Profile      string   `yaml:"profile"`
+	Transport    string   `yaml:"transport"`
+	Address      string   `yaml:"address"`
+	Baud         int      `yaml:"baud"`
+	Parity       string   `yaml:"parity"`
+	StopBits     int      `yaml:"stop_bits"`
+	UnitID       int      `yaml:"unit_id"`
+	PollInterval Duration `yaml:"poll_interval"`
+	Timeout      Duration `yaml:"timeout"`
+}
+
+// SafetyConfig holds the local limits that hold whatever the cloud says.
+type SafetyConfig struct {
+	SocMinPct     float64  `yaml:"soc_min_pct"`
+	SocMaxPct     float64  `yaml:"soc_max_pct"`
+	MaxChargeW    float64  `yaml:"max_charge_w"`
+	MaxDischargeW float64  `yaml:"max_discharge_w"`
+	RampWPerS     float64  `yaml:"ramp_w_per_s"`
+	MaxReadingAge Duration `yaml:"max_reading_age"`
+	CellVMin      float64  `yaml:"cell_v_min"`
+	CellVMax      float64  `yaml:"cell_v_max"`
+	TempCMin      float64  `yaml:"temp_c_min"`
+	TempCMax      float64  `yaml:"temp_c_max"`
+	ExportLimitW  *float64 `yaml:"export_limit_w"`
+	MaxLease      Duration `yaml:"max_lease"`
+	Fallback      string   `yaml:"fallback"`
+}
+
+// UplinkConfig is the MQTT connection to the cloud.
+type UplinkConfig struct {
+	Broker       string            `yaml:"broker"`
+	ClientID     string            `yaml:"client_id"`
+	Username     string            `yaml:"username"`
+	PasswordFile string            `yaml:"password_file"`
+	CAFile       string            `yaml:"ca_file"`
+	CertFile     string            `yaml:"cert_file"`
+	KeyFile      string            `yaml:"key_file"`
+	TopicPrefix  string            `yaml:"topic_prefix"`
+	SetpointKeys map[string]string `yaml:"setpoint_keys"`
+	BootDelay    Duration          `yaml:"boot_delay"`
+}
+
+// BufferConfig bounds the on-disk telemetry buffer.
+type BufferConfig struct {
+	MaxBytes ByteSize `yaml:"max_bytes"`
+}
+
+// Defaults applied where the file is silent.
+const (
+	DefaultDataDir      = "/var/lib/hearth"
+	DefaultDiagSocket   = "/run/hearth/hearth.sock"
+	DefaultTopicPrefix  = "hearth/v1"
+	DefaultPollInterval = time.Second
+	DefaultTimeout      = time.Second
+	// DefaultMaxBytes holds a week of 1 Hz readings from four devices at
+	// roughly 300 bytes each on disk.
+	DefaultMaxBytes = 256 << 20
+)
+
+func defaultConfig() Config {
+	return Config{
+		DataDir:    DefaultDataDir,
+		DiagSocket: DefaultDiagSocket,
+		Safety: SafetyConfig{
+			SocMinPct:     10,
+			SocMaxPct:     95,
+			MaxChargeW:    2500,
+			MaxDischargeW: 2500,
+			RampWPerS:     1000,
+			MaxReadingAge: Duration(10 * time.Second),
+			CellVMin:      2.8,
+			CellVMax:      3.65,
+			TempCMin:      0,
+			TempCMax:      50,
+			MaxLease:      Duration(24 * time.Hour),
+			Fallback:      string(hearth.ModeAuto),
+		},
+		Uplink: UplinkConfig{
+			TopicPrefix: DefaultTopicPrefix,
+			BootDelay:   Duration(30 * time.Second),
+		},
+		Buffer: BufferConfig{MaxBytes: DefaultMaxBytes},
+	}
+}
+
+func defaultDevice() DeviceConfig {
+	return DeviceConfig{
+		Profile:      "sunspec",
+		Transport:    "tcp",
+		Baud:         9600,
+		Parity:       "N",
+		StopBits:     1,
+		UnitID:       1,
+		PollInterval: Duration(DefaultPollInterval),
+		Timeout:      Duration(DefaultTimeout),
+	}
+}
+
+// applyDeviceDefaults fills what the file leaves out of each device. The
+// lines index says which keys were present, so an explicit unit_id 0 (valid
+// on Modbus TCP) is kept.
+func applyDeviceDefaults(c *Config, lines map[string]int) {
+	def := defaultDevice()
+	for i := range c.Devices {
+		d := &c.Devices[i]
+		has := func(key string) bool {
+			_, ok := lines[fmt.Sprintf("devices[%d].%s", i, key)]
+			return ok
+		}
+		if !has("profile") {
+			d.Profile = def.Profile
+		}
+		if !has("transport") {
+			d.Transport = def.Transport
+		}
+		if !has("baud") {
+			d.Baud = def.Baud
+		}
+		if !has("parity") {
+			d.Parity = def.Parity
+		}
+		if !has("stop_bits") {
+			d.StopBits = def.StopBits
+		}
+		if !has("unit_id") {
+			d.UnitID = def.UnitID
+		}
+		if !has("poll_interval") {
+			d.PollInterval = def.PollInterval
+		}
+		if !has("timeout") {
+			d.Timeout = def.Timeout
+		}
+	}
+}
+
+// ConfigError is one problem in a config file, at a line.
+type ConfigError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// ConfigErrors is every problem found in a config file, in line order.
+type ConfigErrors []ConfigError
+
+func (es ConfigErrors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// LoadConfig reads and validates the config file at path. On any problem it
+// returns ConfigErrors naming each line; it touches nothing but the file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
+var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
+// ParseConfig parses and validates a config held in memory; name is used in
+// error messages.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, ConfigErrors{syntaxError(name, err)}
+	}
+	cfg := defaultConfig()
+	var errs ConfigErrors
+	if len(root.Content) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		err := dec.Decode(&cfg)
+		var te *yaml.TypeError
+		switch {
+		case errors.As(err, &te):
+			for _, msg := range te.Errors {
+				errs = append(errs, typeError(name, msg))
+			}
+		case err != nil:
+			errs = append(errs, syntaxError(name, err))
+		}
+	}
+	lines := map[string]int{}
+	if len(root.Content) > 0 {
+		indexLines(root.Content[0], "", lines)
+	}
+	applyDeviceDefaults(&cfg, lines)
+	v := validator{file: name, lines: lines}
+	v.validate(&cfg)
+	// A value that failed to decode is reported once, by the decoder.
+	reported := map[int]bool{}
+	for _, e := range errs {
+		reported[e.Line] = true
+	}
+	for _, e := range v.errs {
+		if e.Line == 0 || !reported[e.Line] {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return nil, errs
+	}
+	return &cfg, nil
+}
+
+func syntaxError(file string, err error) ConfigError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := lineRe.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return ConfigError{File: file, Line: n, Msg: m[2]}
+	}
+	return ConfigError{File: file, Msg: msg}
+}
+
+func typeError(file, msg string) ConfigError {
+	m := lineRe.FindStringSubmatch(msg)
+	if m == nil {
+		return ConfigError{File: file, Msg: msg}
+	}
+	n, _ := strconv.Atoi(m[1])
+	text := m[2]
+	if k := notFoundRe.FindStringSubmatch(text); k != nil {
+		text = fmt.Sprintf("unknown key %q", k[1])
+	}
+	text = strings.ReplaceAll(text, "cannot unmarshal !!str ", "cannot use string ")
+	return ConfigError{File: file, Line: n, Msg: text}
+}
+
+// indexLines records the line of every key path, such as "safety.soc_min_pct"
+// or "devices[0].address".
+func indexLines(n *yaml.Node, path string, lines map[string]int) {
+	if path != "" {
+		if _, ok := lines[path]; !ok {
+			lines[path] = n.Line
+		}
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			lines[p] = k.Line
+			indexLines(n.Content[i+1], p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			indexLines(c, fmt.Sprintf("%s[%d]", path, i), lines)
+		}
+	}
+}
+
+type validator struct {
+	file  string
+	lines map[string]int
+	errs  ConfigErrors
+}
+
+// errorf records a problem at the line of path, or of its nearest parent
+// that appears in the file.
+func (v *validator) errorf(path, format string, args ...any) {
+	line := 0
+	for p := path; p != ""; {
+		if l, ok := v.lines[p]; ok {
+			line = l
+			break
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	v.errs = append(v.errs, ConfigError{File: v.file, Line: line, Msg: path + ": " + fmt.Sprintf(format, args...)})
+}
+
+var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+var deviceNameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+func (v *validator) validate(c *Config) {
+	if c.GatewayID == "" {
+		v.errorf("gateway_id", "required")
+	} else if !gatewayIDRe.MatchString(c.GatewayID) {
+		v.errorf("gateway_id", "%q must be letters, digits, '_', '.' or '-' (no '/', '+' or '#': it is part of MQTT topics)", c.GatewayID)
+	}
+	if c.DataDir == "" {
+		v.errorf("data_dir", "required")
+	}
+	if c.DiagSocket == "" {
+		v.errorf("diag_socket", "required")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			v.errorf("metrics_listen", "want host:port: %v", err)
+		}
+	}
+	if len(c.Devices) == 0 {
+		v.errorf("devices", "at least one device is required")
+	}
+	names := map[string]bool{}
+	for i, d := range c.Devices {
+		v.device(fmt.Sprintf("devices[%d]", i), d, names)
+	}
+	v.safety(c.Safety)
+	v.uplink(c.Uplink)
+	if c.Buffer.MaxBytes < 1<<20 {
+		v.errorf("buffer.max_bytes", "%d is below the 1 MiB minimum", c.Buffer.MaxBytes)
+	}
+}
+
+func (v *validator) device(p string, d DeviceConfig, names map[string]bool) {
+	switch {
+	case d.Name == "":
+		v.errorf(p+".name", "required")
+	case !deviceNameRe.MatchString(d.Name):
+		v.errorf(p+".name", "%q must be lower-case letters, digits and '_', starting with a letter", d.Name)
+	case names[d.Name]:
+		v.errorf(p+".name", "%q is used by another device", d.Name)
+	}
+	names[d.Name] = true
+	if d.Profile == "" {
+		v.errorf(p+".profile", "required")
+	}
+	switch d.Transport {
+	case "tcp", "rtu-over-tcp":
+		if _, _, err := net.SplitHostPort(d.Address); err != nil {
+			v.errorf(p+".address", "want host:port for transport %s, got %q", d.Transport, d.Address)
+		}
+	case "rtu":
+		if !strings.HasPrefix(d.Address, "/") {
+			v.errorf(p+".address", "want a serial device path such as /dev/ttyUSB0 for transport rtu, got %q", d.Address)
+		}
+	default:
+		v.errorf(p+".transport", "%q is not one of tcp, rtu, rtu-over-tcp", d.Transport)
+	}
+	switch d.Baud {
+	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
+	default:
+		v.errorf(p+".baud", "%d is not a standard baud rate", d.Baud)
+	}
+	switch d.Parity {
+	case "N", "E", "O":
+	default:
+		v.errorf(p+".parity", "%q is not one of N, E, O", d.Parity)
+	}
+	if d.StopBits != 1 && d.StopBits != 2 {
+		v.errorf(p+".stop_bits", "%d is not 1 or 2", d.StopBits)
+	}
+	if d.UnitID < 0 || d.UnitID > 247 {
+		v.errorf(p+".unit_id", "%d is outside 0..247", d.UnitID)
+	}
+	if d.PollInterval.D() < 100*time.Millisecond || d.PollInterval.D() > time.Hour {
+		v.errorf(p+".poll_interval", "%s is outside 100ms..1h", d.PollInterval)
+	}
+	if d.Timeout.D() < 10*time.Millisecond || d.Timeout.D() > time.Minute {
+		v.errorf(p+".timeout", "%s is outside 10ms..1m", d.Timeout)
+	}
+}
+
+func (v *validator) safety(s SafetyConfig) {
+	finite := func(key string, x float64) bool {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			v.errorf("safety."+key, "must be a finite number")
+			return false
+		}
+		return true
+	}
+	pct := func(key string, x float64) {
+		if finite(key, x) && (x < 0 || x > 100) {
+			v.errorf("safety."+key, "%g is outside 0..100", x)
+		}
+	}
+	pct("soc_min_pct", s.SocMinPct)
+	pct("soc_max_pct", s.SocMaxPct)
+	if s.SocMinPct >= s.SocMaxPct {
+		v.errorf("safety.soc_min_pct", "%g must be below soc_max_pct (%g)", s.SocMinPct, s.SocMaxPct)
+	}
+	for _, kv := range []struct {
+		k string
+		x float64
+	}{{"max_charge_w", s.MaxChargeW}, {"max_discharge_w", s.MaxDischargeW}, {"ramp_w_per_s", s.RampWPerS}} {
+		if finite(kv.k, kv.x) && kv.x < 0 {
+			v.errorf("safety."+kv.k, "%g must not be negative", kv.x)
+		}
+	}
+	if s.RampWPerS == 0 {
+		v.errorf("safety.ramp_w_per_s", "must be above 0")
+	}
+	if finite("cell_v_min", s.CellVMin) && finite("cell_v_max", s.CellVMax) && s.CellVMin >= s.CellVMax {
+		v.errorf("safety.cell_v_min", "%g must be below cell_v_max (%g)", s.CellVMin, s.CellVMax)
+	}
+	if finite("temp_c_min", s.TempCMin) && finite("temp_c_max", s.TempCMax) && s.TempCMin >= s.TempCMax {
+		v.errorf("safety.temp_c_min", "%g must be below temp_c_max (%g)", s.TempCMin, s.TempCMax)
+	}
+	if s.ExportLimitW != nil && finite("export_limit_w", *s.ExportLimitW) && *s.ExportLimitW < 0 {
+		v.errorf("safety.export_limit_w", "%g must not be negative", *s.ExportLimitW)
+	}
+	if s.MaxReadingAge.D() <= 0 {
+		v.errorf("safety.max_reading_age", "must be above 0")
+	}
+	if s.MaxLease.D() <= 0 {
+		v.errorf("safety.max_lease", "must be above 0")
+	}
+	switch hearth.Mode(s.Fallback) {
+	case hearth.ModeAuto, hearth.ModeIdle:
+	default:
+		v.errorf("safety.fallback", "%q is not one of auto, idle", s.Fallback)
+	}
+}
+
+func (v *validator) uplink(u UplinkConfig) {
+	if u.Broker == "" {
+		v.errorf("uplink.broker", "required (tcp://host:port or tls://host:port)")
+	} else if b, err := url.Parse(u.Broker); err != nil || (b.Scheme != "tcp" && b.Scheme != "tls") || b.Port() == "" {
+		v.errorf("uplink.broker", "%q: want tcp://host:port or tls://host:port", u.Broker)
+	}
+	if (u.CertFile == "") != (u.KeyFile == "") {
+		v.errorf("uplink.cert_file", "cert_file and key_file go together")
+	}
+	if u.TopicPrefix == "" || strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasSuffix(u.TopicPrefix, "/") {
+		v.errorf("uplink.topic_prefix", "%q must be non-empty, without '+', '#' or a trailing '/'", u.TopicPrefix)
+	}
+	if u.BootDelay.D() < 0 {
+		v.errorf("uplink.boot_delay", "must not be negative")
+	}
+	for id, key := range u.SetpointKeys {
+		if _, err := decodeKey(key); err != nil {
+			v.errorf("uplink.setpoint_keys."+id, "%v", err)
+		}
+	}
+}
+
+// Duration is a time.Duration written in YAML as "1s", "500ms", "15m".
+type Duration time.Duration
+
+// D returns the duration as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML parses a Go duration string and names the line on error.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	x, err := time.ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 500ms, 1s, 15m)", n.Line, n.Value)}}
+	}
+	*d = Duration(x)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// ByteSize is a size in bytes, written as a number or with a unit: "64MiB",
+// "1GiB", "500MB".
+type ByteSize int64
+
+var sizeRe = regexp.MustCompile(`^\s*(\d+)\s*([KMG]i?B|B)?\s*$`)
+
+// UnmarshalYAML parses a byte size and names the line on error.
+func (s *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	m := sizeRe.FindStringSubmatch(n.Value)
+	if m == nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid size %q (want e.g. 268435456, 256MiB, 1GiB)", n.Line, n.Value)}}
+	}
+	x, _ := strconv.ParseInt(m[1], 10, 64)
+	mult := map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m[2]]
+	*s = ByteSize(x * mult)
+	return nil
+}
+
+// decodeKey parses an ed25519 public key written in base64.
+func decodeKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %v", err)
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("an ed25519 public key is %d bytes, got %d", ed25519.PublicKeySize, len(b))
+	}
+	return ed25519.PublicKey(b), nil
+}

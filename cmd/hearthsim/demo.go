@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"text/template"
+	"time"
+
+	"github.com/hearth-energy/hearth/drivers/sim"
+	"github.com/hearth-energy/hearth/internal/broker"
+)
+
+//go:embed demo.yaml.tmpl
+var demoConfig string
+
+// cmdDemo runs the whole path on one machine: the simulator and an embedded
+// broker in this process, on free loopback ports, the agent as a child
+// process, and a cloud-side view of its telemetry, until Ctrl-C.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hearthsim demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	agentPath := fs.String("agent", "", "path of the hearth binary (default: next to hearthsim, then $PATH)")
+	keep := fs.Bool("keep", false, "keep the demo's data folder")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "hearthsim demo:", err)
+		return 1
+	}
+	bin, err := findAgent(*agentPath)
+	if err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp("", "hearth-demo-")
+	if err != nil {
+		return fail(err)
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	b, err := broker.Start(ctx, "127.0.0.1:0", quiet)
+	if err != nil {
+		return fail(err)
+	}
+	defer b.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	s := sim.New(sim.Config{UnitID: 1, InitialSoC: 60, Serial: "DEMO0001", Logger: quiet})
+	simCtx, simCancel := context.WithCancel(context.Background())
+	simDone := make(chan struct{})
+	go func() {
+		defer close(simDone)
+		s.ServeTCP(simCtx, ln)
+	}()
+	defer func() { simCancel(); <-simDone }()
+
+	cfgPath := filepath.Join(dir, "hearth.yaml")
+	f, err := os.Create(cfgPath)
+	if err != nil {
+		return fail(err)
+	}
+	brokerURL := "tcp://" + b.Addr()
+	err = template.Must(template.New("demo").Parse(demoConfig)).Execute(f, map[string]string{
+		"GatewayID": "demo-gw", "DataDir": dir, "Modbus": ln.Addr().String(), "Broker": brokerURL,
+	})
+	f.Close()
+	if err != nil {
+		return fail(err)
+	}
+	logPath := filepath.Join(dir, "hearth.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start agent: %w", err))
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	fmt.Fprintf(stdout, "hearth demo: simulator on %s, broker on %s, agent pid %d\n", ln.Addr(), brokerURL, cmd.Process.Pid)
+	fmt.Fprintf(stdout, "config %s, agent log %s; Ctrl-C stops\n\n", cfgPath, logPath)
+	watchCtx, watchCancel := context.WithCancel(ctx)
+	defer watchCancel()
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- watch(watchCtx, brokerURL, "hearth/v1", "+", stdout) }()
+
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-exited:
+		fmt.Fprintf(stderr, "hearthsim demo: the agent exited (%v); its log:\n", err)
+		if log, rerr := os.ReadFile(logPath); rerr == nil {
+			stderr.Write(log)
+		}
+		return 1
+	case err := <-watchErr:
+		if err != nil {
+			code = fail(err)
+		}
+	}
+	watchCancel()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(6 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		fmt.Fprintln(stderr, "hearthsim demo: the agent did not stop within 6 s and was killed")
+		code = 1
+	}
+	fmt.Fprintln(stdout, "\ndemo stopped")
+	return code
+}
+
+func findAgent(flagPath string) (string, error) {
+	if flagPath != "" {
+		return flagPath, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "hearth")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("hearth")
+	if err != nil {
+		return "", fmt.Errorf("hearth binary not found next to hearthsim or on $PATH: build it with `make build` or pass --agent")
+	}
+	return p, nil
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/internal/cloud"
+)
+
+func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hearthsim watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "broker URL")
+	gateway := fs.String("gateway", "+", "gateway id, or + for all")
+	prefix := fs.String("prefix", "hearth/v1", "topic prefix")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := watch(ctx, *brokerURL, *prefix, *gateway, stdout); err != nil {
+		fmt.Fprintln(stderr, "hearthsim watch:", err)
+		return 1
+	}
+	return 0
+}
+
+// watch prints what gateways publish as a live table until ctx ends: one
+// line per reading, and one per status, event and ack.
+func watch(ctx context.Context, brokerURL, prefix, gateway string, w io.Writer) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := cloud.Dial(dctx, brokerURL, fmt.Sprintf("hearthsim-watch-%d", time.Now().UnixNano()))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	header := false
+	print := func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !header {
+			fmt.Fprintf(w, "%-8s %-10s %6s %-9s %7s %9s %8s %8s %9s  %s\n",
+				"time", "gateway", "seq", "device", "SoC %", "battery W", "AC W", "grid Hz", "cell V max", "topic")
+			header = true
+		}
+		fmt.Fprintf(w, format, a...)
+	}
+	err = c.Subscribe(dctx, prefix+"/"+gateway+"/#", func(m cloud.Message) {
+		parts := strings.Split(strings.TrimPrefix(m.Topic, prefix+"/"), "/")
+		if len(parts) < 2 {
+			return
+		}
+		gw, kind := parts[0], strings.Join(parts[1:], "/")
+		switch kind {
+		case "telemetry", "telemetry/backfill":
+			var batch struct {
+				Readings []hearth.Reading `json:"readings"`
+			}
+			if err := json.Unmarshal(m.Payload, &batch); err != nil {
+				print("%s  bad telemetry payload: %v\n", time.Now().Format("15:04:05"), err)
+				return
+			}
+			for _, r := range batch.Readings {
+				print("%-8s %-10s %6d %-9s %7s %9s %8s %8s %9s  %s\n",
+					r.Time.Local().Format("15:04:05"), gw, r.Seq, r.Device,
+					cell(r.Points, "soc_pct", 1), cell(r.Points, "power_w", 0), cell(r.Points, "ac_power_w", 0),
+					cell(r.Points, "ac_hz", 2), cell(r.Points, "cell_v_max", 3), kind)
+			}
+		default:
+			print("%-8s %-10s %s: %s\n", time.Now().Format("15:04:05"), gw, kind, strings.TrimSpace(string(m.Payload)))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// cell formats a point for the table: its value, or its quality in brackets.
+func cell(points map[string]hearth.Point, name string, decimals int) string {
+	p, ok := points[name]
+	switch {
+	case !ok:
+		return "-"
+	case !p.Good():
+		return "[" + string(p.Quality) + "]"
+	case math.IsNaN(p.Value):
+		return "NaN"
+	}
+	return fmt.Sprintf("%.*f", decimals, p.Value)
+}

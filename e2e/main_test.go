@@ -1,0 +1,229 @@
+// Package e2e runs hearth as users do: the real binaries as child
+// processes, a real Mosquitto, simulated and third-party Modbus devices on
+// real sockets. Faults are injected from outside, and invariants checked
+// on what the broker and the devices saw.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/internal/harness"
+)
+
+// hearthBin is the agent binary built once for the package's tests.
+var hearthBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hearth-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hearthBin = filepath.Join(dir, "hearth")
+	out, err := exec.Command("go", "build", "-race", "-o", hearthBin, "../cmd/hearth").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build hearth: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// agentConfig is the config the tests run the agent with.
+const agentConfig = `gateway_id: {{.GatewayID}}
+data_dir: {{.DataDir}}
+diag_socket: {{.DataDir}}/hearth.sock
+devices:
+{{- range .Devices}}
+  - name: {{.Name}}
+    transport: tcp
+    address: {{.Address}}
+    poll_interval: {{$.Poll}}
+    timeout: 500ms
+{{- end}}
+uplink:
+  broker: {{.Broker}}
+  boot_delay: 0s
+`
+
+type devSpec struct{ Name, Address string }
+
+type agentProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	dir    string
+	cfg    string
+	log    *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// writeConfig renders the agent config into dir and returns its path.
+func writeConfig(t *testing.T, dir, gateway, broker, poll string, devs []devSpec) string {
+	t.Helper()
+	var b bytes.Buffer
+	err := template.Must(template.New("cfg").Parse(agentConfig)).Execute(&b, map[string]any{
+		"GatewayID": gateway, "DataDir": dir, "Devices": devs, "Broker": broker, "Poll": poll,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "hearth.yaml")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startAgent runs `hearth run` with the config at cfg; the process is
+// killed when the test ends if it is still running.
+func startAgent(t *testing.T, dir, cfg string) *agentProc {
+	t.Helper()
+	p := &agentProc{t: t, dir: dir, cfg: cfg, log: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(hearthBin, "run", "--config", cfg, "--log-level", "debug")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start hearth: %v", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("agent log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and returns how long the agent took to exit.
+func (p *agentProc) stop(limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return time.Since(start), p.err
+	case <-time.After(limit):
+		return time.Since(start), fmt.Errorf("agent did not exit within %s", limit)
+	}
+}
+
+// readings decodes every reading in the recorded telemetry messages.
+func readings(t *testing.T, msgs []harness.Message, gateway string) []hearth.Reading {
+	t.Helper()
+	var out []hearth.Reading
+	for _, m := range msgs {
+		if m.Topic != "hearth/v1/"+gateway+"/telemetry" && m.Topic != "hearth/v1/"+gateway+"/telemetry/backfill" {
+			continue
+		}
+		var batch struct {
+			Readings []hearth.Reading `json:"readings"`
+		}
+		if err := json.Unmarshal(m.Payload, &batch); err != nil {
+			t.Fatalf("telemetry on %s is not valid JSON: %v\n%s", m.Topic, err, m.Payload)
+		}
+		out = append(out, batch.Readings...)
+	}
+	return out
+}
+
+// startFixture runs a helper program that prints one JSON line describing
+// itself and then serves until killed.
+func startFixture(t *testing.T, name string, args ...string) map[string]json.RawMessage {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, name, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+	}()
+	select {
+	case l, ok := <-line:
+		if !ok {
+			t.Fatalf("%s exited before describing itself; stderr:\n%s", name, stderr.String())
+		}
+		var desc map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(l), &desc); err != nil {
+			t.Fatalf("%s printed %q: %v", name, l, err)
+		}
+		return desc
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not start within 20 s; stderr:\n%s", name, stderr.String())
+	}
+	return nil
+}
+
+// waitListening waits until addr accepts TCP connections.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s is not accepting connections", addr)
+}
+
+func hasTopic(msgs []harness.Message, topic string, contains string) bool {
+	for _, m := range msgs {
+		if m.Topic == topic && strings.Contains(string(m.Payload), contains) {
+			return true
+		}
+	}
+	return false
+}

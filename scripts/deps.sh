@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what hearth's tests need on a Debian machine, when it is missing:
+# mosquitto (the real broker the tests start on free ports) and socat
+# (pseudo-terminal pairs for RTU tests). Run as root or with sudo.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus" 2>/dev/null || need+=(python3 python3-pymodbus)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
