@@ -186,3 +186,52 @@ type DeviceError struct {
 
 func (e *DeviceError) Error() string { return fmt.Sprintf("device %s: %v", e.Device, e.Err) }
 func (e *DeviceError) Unwrap() error { return e.Err }
+
+// Reason codes carried in setpoint acks and events. A reason says which
+// check refused or bound a setpoint, so the cloud can act on it.
+const (
+	ReasonTooLarge       = "too_large"        // payload over the size limit
+	ReasonBadJSON        = "bad_json"         // not strict JSON, or wrong types
+	ReasonUnknownField   = "unknown_field"    // a field the contract does not define
+	ReasonUnsigned       = "unsigned"         // signatures are required and none came
+	ReasonUnknownKey     = "unknown_key"      // signed with a key id not configured
+	ReasonBadSignature   = "bad_signature"    // signature does not verify over the payload
+	ReasonStale          = "stale"            // version older than the highest seen
+	ReasonDuplicate      = "duplicate"        // version equal to the highest seen
+	ReasonExpired        = "expired"          // valid_until already passed
+	ReasonLeaseTooLong   = "lease_too_long"   // valid_until beyond safety.max_lease
+	ReasonIssuedInFuture = "issued_in_future" // issued_at ahead of the clock beyond skew
+	ReasonBadValue       = "bad_value"        // a value is missing, not finite or out of range
+	ReasonUnknownMode    = "unknown_mode"     // mode or fallback is not a known mode
+	ReasonNoMeter        = "no_meter"         // self_consumption without a configured meter
+	ReasonSafety         = "safety"           // refused by a safety rule; the ack names it
+)
+
+// Ack is the outcome of one setpoint message, published on …/setpoint/ack.
+type Ack struct {
+	ID       string `json:"id"`
+	Version  uint64 `json:"version"`
+	Result   Result `json:"result"`
+	Reason   string `json:"reason,omitempty"`
+	AppliedW *Watts `json:"applied_w,omitempty"`
+}
+
+// LeaseInfo describes the lease being executed.
+type LeaseInfo struct {
+	ID         string    `json:"id"`
+	Version    uint64    `json:"version"`
+	ValidUntil time.Time `json:"valid_until"`
+	Fallback   Mode      `json:"fallback"`
+	Source     string    `json:"source"` // "cloud", or "local" for a field override
+}
+
+// State is what the agent is doing, published retained on …/state on every
+// change of lease, mode or safety state.
+type State struct {
+	Time     time.Time  `json:"ts"`
+	Mode     Mode       `json:"mode"`
+	Lease    *LeaseInfo `json:"lease,omitempty"`
+	AppliedW *Watts     `json:"applied_w,omitempty"`
+	Safety   string     `json:"safety"`          // "ok", or the rule holding the battery
+	Trips    []string   `json:"trips,omitempty"` // rules currently tripped
+}
