@@ -24,9 +24,9 @@ import (
 
 // Tuning that the config does not expose.
 const (
-	liveBatch     = 100              // readings a live telemetry message carries at most
-	backfillBatch = 200              // readings a backfill message carries at most
-	liveMaxAge    = 2 * time.Second  // older undelivered readings go on backfill
+	liveBatch     = 100             // readings a live telemetry message carries at most
+	backfillBatch = 200             // readings a backfill message carries at most
+	liveMaxAge    = 2 * time.Second // older undelivered readings go on backfill
 	commitEvery   = 500 * time.Millisecond
 	shutdownGrace = 4 * time.Second // SIGTERM to exit stays under 5 s
 )
