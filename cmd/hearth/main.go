@@ -52,11 +52,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return cmdRun(args[1:], stderr)
 	case "config":
-		if len(args) < 2 || args[1] != "check" {
-			fmt.Fprintln(stderr, "usage: hearth config check FILE")
-			return exitUsage
+		switch {
+		case len(args) >= 2 && args[1] == "check":
+			return cmdConfigCheck(args[2:], stdout, stderr)
+		case len(args) >= 2 && args[1] == "init":
+			return cmdConfigInit(args[2:], stdout, stderr)
 		}
-		return cmdConfigCheck(args[2:], stdout, stderr)
+		fmt.Fprintln(stderr, "usage: hearth config check FILE | hearth config init [flags]")
+		return exitUsage
+	case "cert":
+		return cmdCert(args[1:], stdout, stderr)
+	case "modbus":
+		return cmdModbus(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
