@@ -45,18 +45,28 @@ type Agent struct {
 
 	readings chan hearth.Reading
 	wake     chan struct{}
-	draining chan struct{} // closed at shutdown: deliver once more, then return
+
+	logLevel    *slog.LevelVar
+	events      *eventLog
+	stateSource func() hearth.State // the controller's state, once there is one
+
+	mu              sync.Mutex
+	uplinkDownSince time.Time
+	draining        chan struct{} // closed at shutdown: deliver once more, then return
 }
 
 type device struct {
 	cfg DeviceConfig
 	drv *drivers.SunSpecDevice
 
-	mu       sync.Mutex
-	last     hearth.Reading
-	lastErr  error
-	polls    uint64
-	failures uint64
+	mu        sync.Mutex
+	last      hearth.Reading
+	lastErr   error
+	lastOK    time.Time
+	downSince time.Time
+	pollTime  time.Duration
+	polls     uint64
+	failures  uint64
 }
 
 // New builds an agent from a validated config. It opens the buffer and
@@ -74,6 +84,8 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		start:    time.Now(),
 		readings: make(chan hearth.Reading, 64),
 		wake:     make(chan struct{}, 1),
+		logLevel: new(slog.LevelVar),
+		events:   &eventLog{},
 		draining: make(chan struct{}),
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -175,6 +187,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	upCtx, upCancel := context.WithCancel(context.Background())
 	a.up.Start(upCtx)
 
+	a.mu.Lock()
+	a.uplinkDownSince = time.Now()
+	a.mu.Unlock()
+	// Diagnostics are for people; a failure to serve them never stops
+	// the agent from keeping the battery safe.
+	stopDiag, err := a.serveDiag(ctx)
+	if err != nil {
+		a.log.Error("diagnostics API unavailable", "err", err)
+		stopDiag = func() {}
+	}
+	watchCtx, watchCancel := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		a.watchUplink(watchCtx)
+	}()
+
 	pollCtx, pollCancel := context.WithCancel(ctx)
 	var polls sync.WaitGroup
 	for _, d := range a.devices {
@@ -215,10 +244,45 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("uplink close", "err", err)
 	}
 	upCancel()
+	watchCancel()
+	<-watchDone
+	stopDiag()
 	a.closeAll()
 	a.log.Info("hearth stopped")
 	return nil
 }
+
+// watchUplink turns the session's connection state into events and the
+// down-since time the status report shows.
+func (a *Agent) watchUplink(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	was := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := a.up.Stats()
+		if st.Connected == was {
+			continue
+		}
+		was = st.Connected
+		if st.Connected {
+			a.recordEvent("uplink_connected", map[string]any{"broker": a.cfg.Uplink.Broker})
+			continue
+		}
+		a.mu.Lock()
+		a.uplinkDownSince = time.Now()
+		a.mu.Unlock()
+		a.recordEvent("uplink_lost", map[string]any{"broker": a.cfg.Uplink.Broker, "error": st.LastError})
+	}
+}
+
+// UseLogLevel makes lv the level the diagnostics API reads and changes; it
+// should be the level of the logger the agent was given.
+func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
 
 func (a *Agent) closeAll() {
 	for _, b := range a.buses {
@@ -254,27 +318,36 @@ func (a *Agent) pollLoop(ctx context.Context, d *device) {
 	defer t.Stop()
 	identified := false
 	for {
+		began := time.Now()
 		r, err := d.drv.Poll(ctx, time.Now)
 		if ctx.Err() != nil {
 			return
 		}
+		took := time.Since(began)
 		r.Boot = a.boot
 		r.MonoMS = time.Since(a.start).Milliseconds()
 		r.Clock = a.clockState()
 		r.Time = r.Time.UTC()
 		d.mu.Lock()
 		prevErr := d.lastErr
-		d.last, d.lastErr = r, err
+		d.last, d.lastErr, d.pollTime = r, err, took
 		d.polls++
 		if err != nil {
 			d.failures++
+			if prevErr == nil {
+				d.downSince = began
+			}
+		} else {
+			d.lastOK = r.Time
 		}
 		d.mu.Unlock()
 		switch {
 		case err != nil && prevErr == nil:
 			a.log.Warn("device not answering", "device", d.cfg.Name, "err", err)
+			a.recordEvent("device_down", map[string]any{"device": d.cfg.Name, "error": err.Error()})
 		case err == nil && prevErr != nil:
 			a.log.Info("device answering again", "device", d.cfg.Name)
+			a.recordEvent("device_up", map[string]any{"device": d.cfg.Name})
 		}
 		if err == nil && !identified {
 			identified = true

@@ -28,6 +28,7 @@ type Config struct {
 	GatewayID         string         `yaml:"gateway_id"`
 	DataDir           string         `yaml:"data_dir"`
 	DiagSocket        string         `yaml:"diag_socket"`
+	DiagGroup         string         `yaml:"diag_group"`
 	MetricsListen     string         `yaml:"metrics_listen"`
 	AssumeClockSynced bool           `yaml:"assume_clock_synced"`
 	Devices           []DeviceConfig `yaml:"devices"`

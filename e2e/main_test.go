@@ -34,6 +34,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Tests run the CLI as an unprivileged user too: it must reach the binary.
+	os.Chmod(dir, 0o755)
 	hearthBin = filepath.Join(dir, "hearth")
 	out, err := exec.Command("go", "build", "-race", "-o", hearthBin, "../cmd/hearth").CombinedOutput()
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/hearth-energy/hearth"
@@ -33,8 +32,22 @@ const usage = `hearth — home-battery gateway agent
 
 Usage:
   hearth run [--config FILE] [--log-format text|json] [--log-level LEVEL]
-  hearth config check FILE [--json]
-  hearth version [--json]
+  hearth status [--watch]        agent, devices, safety, lease, uplink, buffer at a glance
+  hearth points [DEVICE] [--watch]  latest values with age and quality
+  hearth events [--since D] [--type T]  trips, setpoints, connectivity, gaps
+  hearth buffer                  depth, oldest unsent, bytes
+  hearth lease                   active setpoint lease, expiry and fallback
+  hearth log-level LEVEL         change the running agent's log level
+  hearth modbus read|scan        raw Modbus reads and bus scans
+  hearth config check FILE       validate a config; touches nothing
+  hearth config init             write a config for this gateway
+  hearth cert request            make the gateway's key and certificate request
+  hearth version
+
+Commands that talk to the running agent take --socket PATH (default:
+$HEARTH_SOCKET, then diag_socket in --config, then /run/hearth/hearth.sock)
+and --json. Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config,
+4 agent not running, 5 permission denied, 6 status degraded.
 
 Run 'hearth COMMAND --help' for a command's flags.
 `
@@ -60,6 +73,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "usage: hearth config check FILE | hearth config init [flags]")
 		return exitUsage
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "points":
+		return cmdPoints(args[1:], stdout, stderr)
+	case "events":
+		return cmdEvents(args[1:], stdout, stderr)
+	case "buffer":
+		return cmdBuffer(args[1:], stdout, stderr)
+	case "lease":
+		return cmdLease(args[1:], stdout, stderr)
+	case "log-level":
+		return cmdLogLevel(args[1:], stdout, stderr)
 	case "cert":
 		return cmdCert(args[1:], stdout, stderr)
 	case "modbus":
@@ -89,7 +114,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	log, err := newLogger(stderr, *format, *level)
+	lv := new(slog.LevelVar)
+	log, err := newLogger(stderr, *format, *level, lv)
 	if err != nil {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitUsage
@@ -110,6 +136,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitFailed
 	}
+	a.UseLogLevel(lv)
 	if err := a.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return exitFailed
@@ -117,8 +144,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
+func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
@@ -135,15 +161,16 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth config check", stderr)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := fs.Parse(reorder(args)); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return exitUsage
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: hearth config check FILE [--json]")
 		return exitUsage
 	}
-	path := fs.Arg(0)
-	_, err := agent.LoadConfig(path)
+	path := pos[0]
+	_, err = agent.LoadConfig(path)
 	var ce agent.ConfigErrors
 	if *asJSON {
 		type item struct {
@@ -195,16 +222,19 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// reorder moves flags before positional arguments so that
-// `hearth config check FILE --json` works as users type it.
-func reorder(args []string) []string {
-	var flags, pos []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-		} else {
-			pos = append(pos, a)
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments, so `hearth points battery --json` works as users type it, and
+// returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
 		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return append(flags, pos...)
 }

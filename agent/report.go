@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// The diagnostics API's records. Their JSON form is the stable output of
+// the CLI's --json flag, documented in docs/diagnostics.md; fields are only
+// ever added.
+
+// StatusReport is everything `hearth status` shows.
+type StatusReport struct {
+	Time    time.Time      `json:"ts"`
+	Agent   AgentReport    `json:"agent"`
+	Devices []DeviceReport `json:"devices"`
+	Safety  SafetyReport   `json:"safety"`
+	Lease   *LeaseReport   `json:"lease"`
+	Uplink  UplinkReport   `json:"uplink"`
+	Buffer  BufferReport   `json:"buffer"`
+	// Verdict is "OK", or "DEGRADED: " and the reasons, most serious first.
+	Verdict string   `json:"verdict"`
+	Reasons []string `json:"reasons"`
+}
+
+// AgentReport describes the running agent.
+type AgentReport struct {
+	Version   string            `json:"version"`
+	GatewayID string            `json:"gateway_id"`
+	Boot      string            `json:"boot"`
+	Started   time.Time         `json:"started"`
+	UptimeS   float64           `json:"uptime_s"`
+	Clock     hearth.ClockState `json:"clock"`
+	LogLevel  string            `json:"log_level"`
+}
+
+// DeviceReport is one device's health.
+type DeviceReport struct {
+	Name        string     `json:"name"`
+	Transport   string     `json:"transport"`
+	Address     string     `json:"address"`
+	UnitID      int        `json:"unit_id"`
+	Up          bool       `json:"up"`
+	LastPoll    *time.Time `json:"last_poll,omitempty"`
+	LastOK      *time.Time `json:"last_ok,omitempty"`
+	Polls       uint64     `json:"polls"`
+	Failures    uint64     `json:"failures"`
+	LastError   string     `json:"last_error,omitempty"`
+	PollMS      float64    `json:"poll_ms"` // duration of the last poll
+	Identity    *Identity  `json:"identity,omitempty"`
+	DownSinceTS *time.Time `json:"down_since,omitempty"`
+}
+
+// Identity is what a device says about itself.
+type Identity struct {
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	Serial       string `json:"serial"`
+	Firmware     string `json:"firmware"`
+}
+
+// SafetyReport is the safety state.
+type SafetyReport struct {
+	State string   `json:"state"` // "ok", or the rule holding the battery
+	Trips []string `json:"trips"`
+	Mode  string   `json:"mode"`
+	// AppliedW is the power last commanded, when the agent commands one.
+	AppliedW *hearth.Watts `json:"applied_w,omitempty"`
+}
+
+// LeaseReport is the active setpoint lease.
+type LeaseReport struct {
+	hearth.LeaseInfo
+	RemainingS float64 `json:"remaining_s"`
+}
+
+// UplinkReport is the MQTT session's health.
+type UplinkReport struct {
+	Broker         string     `json:"broker"`
+	Connected      bool       `json:"connected"`
+	ConnectedSince *time.Time `json:"connected_since,omitempty"`
+	DownSince      *time.Time `json:"down_since,omitempty"`
+	Attempts       uint64     `json:"attempts"`
+	Connects       uint64     `json:"connects"`
+	Published      uint64     `json:"published"`
+	LastError      string     `json:"last_error,omitempty"`
+}
+
+// BufferReport is the telemetry buffer's depth and size.
+type BufferReport struct {
+	PendingReadings int64      `json:"pending_readings"`
+	PendingEvents   int64      `json:"pending_events"`
+	OldestPending   *time.Time `json:"oldest_pending,omitempty"`
+	FileBytes       int64      `json:"file_bytes"`
+	MaxBytes        int64      `json:"max_bytes"`
+	LastSeq         uint64     `json:"last_seq"`
+	Error           string     `json:"error,omitempty"`
+}
+
+// PointReport is one point's latest value.
+type PointReport struct {
+	Device  string         `json:"device"`
+	Name    string         `json:"name"`
+	Value   *float64       `json:"v,omitempty"`
+	Quality hearth.Quality `json:"q,omitempty"`
+	Unit    string         `json:"unit"`
+	Time    time.Time      `json:"ts"`
+	AgeS    float64        `json:"age_s"`
+	Stale   bool           `json:"stale"`
+}
+
+// EventReport is one event the agent recorded.
+type EventReport struct {
+	Time time.Time      `json:"ts"`
+	Type string         `json:"type"`
+	Data map[string]any `json:"data,omitempty"`
+}
+
+// UnitOf derives a point's unit from its name's suffix, as the data model
+// names units.
+func UnitOf(name string) string {
+	for _, s := range []struct{ suffix, unit string }{
+		{"_wh", "Wh"}, {"_w", "W"}, {"_pct", "%"}, {"_v", "V"}, {"_a", "A"}, {"_c", "°C"}, {"_hz", "Hz"},
+		{"_v_max", "V"}, {"_v_min", "V"},
+	} {
+		if strings.HasSuffix(name, s.suffix) {
+			return s.unit
+		}
+	}
+	return ""
+}
+
+// verdict sums up a status report: OK, or DEGRADED with its reasons.
+func verdict(r *StatusReport, now time.Time) {
+	var reasons []string
+	if r.Safety.State != "" && r.Safety.State != "ok" {
+		reasons = append(reasons, "safety: "+r.Safety.State)
+	}
+	var down []string
+	for _, d := range r.Devices {
+		if !d.Up {
+			since := ""
+			if d.DownSinceTS != nil {
+				since = " for " + Age(now.Sub(*d.DownSinceTS))
+			}
+			down = append(down, d.Name+since)
+		}
+	}
+	sort.Strings(down)
+	if len(down) > 0 {
+		reasons = append(reasons, "device down: "+strings.Join(down, ", "))
+	}
+	if !r.Uplink.Connected {
+		msg := "uplink down"
+		if r.Uplink.DownSince != nil {
+			msg += " for " + Age(now.Sub(*r.Uplink.DownSince))
+		}
+		if r.Buffer.PendingReadings > 0 {
+			msg += fmt.Sprintf(", %s readings buffered", thousands(r.Buffer.PendingReadings))
+		}
+		reasons = append(reasons, msg)
+	}
+	if r.Buffer.Error != "" {
+		reasons = append(reasons, "buffer: "+r.Buffer.Error)
+	} else if r.Buffer.MaxBytes > 0 && r.Buffer.FileBytes > r.Buffer.MaxBytes*9/10 {
+		reasons = append(reasons, fmt.Sprintf("buffer at %d%% of its quota", 100*r.Buffer.FileBytes/r.Buffer.MaxBytes))
+	}
+	r.Reasons = reasons
+	if len(reasons) == 0 {
+		r.Verdict = "OK"
+		r.Reasons = []string{}
+		return
+	}
+	r.Verdict = "DEGRADED: " + strings.Join(reasons, "; ")
+}
+
+// Age formats a duration the way the CLI shows ages: 3s, 4m10s, 2h13m, 3d4h.
+func Age(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// thousands writes n with thousands separators: 7812 → 7,812.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + thousands(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hearth-energy/hearth/agent"
+)
+
+// Exit codes of the commands that talk to a running agent.
+const (
+	exitNoAgent    = 4 // no agent answers on the socket
+	exitNoAccess   = 5 // the socket exists but this user may not use it
+	exitDegraded   = 6 // `hearth status`: the agent runs but something is wrong
+	defaultSocket  = "/run/hearth/hearth.sock"
+	requestTimeout = 5 * time.Second
+)
+
+// diagFlags are the flags every command that talks to the agent takes.
+type diagFlags struct {
+	socket string
+	config string
+	json   bool
+}
+
+func (f *diagFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.socket, "socket", "", "diagnostics socket (default: $HEARTH_SOCKET, then diag_socket in --config, then "+defaultSocket+")")
+	fs.StringVar(&f.config, "config", defaultPath, "config file to read diag_socket from")
+	fs.BoolVar(&f.json, "json", false, "print JSON (stable, documented in docs/diagnostics.md)")
+}
+
+// socketPath finds the socket: --socket, $HEARTH_SOCKET, diag_socket in the
+// config file, the default. A config that cannot be read is not an error
+// here: the tech may have none on this laptop.
+func (f *diagFlags) socketPath() string {
+	if f.socket != "" {
+		return f.socket
+	}
+	if s := os.Getenv("HEARTH_SOCKET"); s != "" {
+		return s
+	}
+	if data, err := os.ReadFile(f.config); err == nil {
+		var c struct {
+			DiagSocket string `yaml:"diag_socket"`
+		}
+		if yaml.Unmarshal(data, &c) == nil && c.DiagSocket != "" {
+			return c.DiagSocket
+		}
+	}
+	return defaultSocket
+}
+
+// diagClient talks HTTP over the agent's Unix socket.
+type diagClient struct {
+	path string
+	hc   *http.Client
+}
+
+func newDiagClient(path string) *diagClient {
+	return &diagClient{path: path, hc: &http.Client{
+		Timeout: requestTimeout,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+// cliError is an error with the exit code it should end the command with.
+type cliError struct {
+	code int
+	msg  string
+}
+
+func (e *cliError) Error() string { return e.msg }
+
+func (c *diagClient) do(method, path string, query url.Values, body, out any) error {
+	u := "http://hearth" + agent.DiagAPIVersion + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.explain(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e agent.APIError
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return &cliError{code: exitFailed, msg: e.Error}
+		}
+		return &cliError{code: exitFailed, msg: fmt.Sprintf("agent answered %s", resp.Status)}
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = data
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// explain turns a failure to reach the socket into what the tech can do.
+func (c *diagClient) explain(err error) error {
+	switch {
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return &cliError{code: exitNoAccess, msg: fmt.Sprintf(
+			"permission denied on %s: run with sudo, or join the socket's group (diag_group in the config)", c.path)}
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		return &cliError{code: exitNoAgent, msg: fmt.Sprintf(
+			"hearth is not running (no agent on %s): start it with `systemctl start hearth`, or use `hearth modbus … --direct` to reach devices without it", c.path)}
+	}
+	return &cliError{code: exitNoAgent, msg: fmt.Sprintf("cannot reach the agent on %s: %v", c.path, err)}
+}
+
+// fail prints err on stderr and returns its exit code.
+func fail(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "hearth %s: %v\n", cmd, err)
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	return exitFailed
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth status", stderr)
+	var f diagFlags
+	f.register(fs)
+	watch := fs.Bool("watch", false, "refresh every second")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	c := newDiagClient(f.socketPath())
+	once := func(w io.Writer) int {
+		var raw json.RawMessage
+		if err := c.do("GET", "/status", nil, nil, &raw); err != nil {
+			return fail(stderr, "status", err)
+		}
+		var st agent.StatusReport
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fail(stderr, "status", err)
+		}
+		if f.json {
+			w.Write(raw)
+		} else {
+			renderStatus(w, st, time.Now())
+		}
+		if st.Verdict != "OK" {
+			return exitDegraded
+		}
+		return exitOK
+	}
+	if *watch {
+		return watchInPlace(stdout, once)
+	}
+	return once(stdout)
+}
+
+// watchInPlace redraws once() every second until the agent goes away.
+func watchInPlace(stdout io.Writer, once func(io.Writer) int) int {
+	for {
+		var buf bytes.Buffer
+		code := once(&buf)
+		fmt.Fprint(stdout, "\x1b[H\x1b[2J")
+		stdout.Write(buf.Bytes())
+		if code == exitNoAgent || code == exitNoAccess {
+			return code
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func cmdPoints(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth points", stderr)
+	var f diagFlags
+	f.register(fs)
+	watch := fs.Bool("watch", false, "refresh every second")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	q := url.Values{}
+	if len(pos) > 1 {
+		fmt.Fprintln(stderr, "usage: hearth points [DEVICE] [--json] [--watch]")
+		return exitUsage
+	}
+	if len(pos) == 1 {
+		q.Set("device", pos[0])
+	}
+	c := newDiagClient(f.socketPath())
+	once := func(w io.Writer) int {
+		var raw json.RawMessage
+		if err := c.do("GET", "/points", q, nil, &raw); err != nil {
+			return fail(stderr, "points", err)
+		}
+		if f.json {
+			w.Write(raw)
+			return exitOK
+		}
+		var pts []agent.PointReport
+		if err := json.Unmarshal(raw, &pts); err != nil {
+			return fail(stderr, "points", err)
+		}
+		renderPoints(w, pts)
+		return exitOK
+	}
+	if *watch {
+		return watchInPlace(stdout, once)
+	}
+	return once(stdout)
+}
+
+func cmdEvents(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth events", stderr)
+	var f diagFlags
+	f.register(fs)
+	since := fs.String("since", "", "only events newer than this (e.g. 10m, 2h)")
+	typ := fs.String("type", "", "only events of this type (e.g. trip, gap, uplink_lost)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	q := url.Values{}
+	if *since != "" {
+		if _, err := time.ParseDuration(*since); err != nil {
+			fmt.Fprintf(stderr, "hearth events: --since %q: want a duration such as 10m or 2h\n", *since)
+			return exitUsage
+		}
+		q.Set("since", *since)
+	}
+	if *typ != "" {
+		q.Set("type", *typ)
+	}
+	var raw json.RawMessage
+	if err := newDiagClient(f.socketPath()).do("GET", "/events", q, nil, &raw); err != nil {
+		return fail(stderr, "events", err)
+	}
+	if f.json {
+		stdout.Write(raw)
+		return exitOK
+	}
+	var evs []agent.EventReport
+	if err := json.Unmarshal(raw, &evs); err != nil {
+		return fail(stderr, "events", err)
+	}
+	renderEvents(stdout, evs, time.Now())
+	return exitOK
+}
+
+func cmdBuffer(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth buffer", stderr)
+	var f diagFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	var raw json.RawMessage
+	if err := newDiagClient(f.socketPath()).do("GET", "/buffer", nil, nil, &raw); err != nil {
+		return fail(stderr, "buffer", err)
+	}
+	if f.json {
+		stdout.Write(raw)
+		return exitOK
+	}
+	var b agent.BufferReport
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return fail(stderr, "buffer", err)
+	}
+	renderBuffer(stdout, b, time.Now())
+	return exitOK
+}
+
+func cmdLease(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth lease", stderr)
+	var f diagFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	var raw json.RawMessage
+	if err := newDiagClient(f.socketPath()).do("GET", "/lease", nil, nil, &raw); err != nil {
+		return fail(stderr, "lease", err)
+	}
+	if f.json {
+		stdout.Write(raw)
+		return exitOK
+	}
+	var l *agent.LeaseReport
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return fail(stderr, "lease", err)
+	}
+	renderLease(stdout, l, time.Now())
+	return exitOK
+}
+
+func cmdLogLevel(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth log-level", stderr)
+	var f diagFlags
+	f.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: hearth log-level debug|info|warn|error")
+		return exitUsage
+	}
+	var out map[string]string
+	if err := newDiagClient(f.socketPath()).do("PUT", "/log-level", nil, map[string]string{"level": pos[0]}, &out); err != nil {
+		return fail(stderr, "log-level", err)
+	}
+	if f.json {
+		writeJSON(stdout, out)
+	} else {
+		fmt.Fprintln(stdout, "log level:", out["level"])
+	}
+	return exitOK
+}

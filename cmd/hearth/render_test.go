@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/internal/schemacheck"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// now is the fixed moment the golden outputs are rendered at.
+var now = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func TestMain(m *testing.M) {
+	time.Local = time.UTC // golden files show times in UTC
+	os.Exit(m.Run())
+}
+
+func at(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+
+func wp(w float64) *hearth.Watts { x := hearth.Watts(w); return &x }
+
+// fixedStatus is an agent with a dead meter, a broken uplink and an active
+// lease: what a tech most needs to read at a glance.
+func fixedStatus() agent.StatusReport {
+	return agent.StatusReport{
+		Time: now,
+		Agent: agent.AgentReport{Version: "v0.3.0", GatewayID: "gw-0001", Boot: "9f2c61d04ab3e871",
+			UptimeS: (2*time.Hour + 13*time.Minute).Seconds(), Clock: hearth.ClockSynced, LogLevel: "INFO"},
+		Devices: []agent.DeviceReport{
+			{Name: "battery", Transport: "tcp", Address: "192.0.2.10:502", Up: true, LastOK: at(400 * time.Millisecond),
+				Polls: 7812, Identity: &agent.Identity{Manufacturer: "Acme Power", Model: "HX-10", Serial: "AC2231000457"}},
+			{Name: "meter", Transport: "rtu", Address: "/dev/ttyUSB0", Up: false, LastOK: at(133 * time.Second),
+				Polls: 7812, Failures: 312, LastError: "read unit 2 holding 40000+2: i/o timeout", DownSinceTS: at(133 * time.Second)},
+		},
+		Safety: agent.SafetyReport{State: "ok", Trips: []string{}, Mode: "power", AppliedW: wp(-3000)},
+		Lease: &agent.LeaseReport{LeaseInfo: hearth.LeaseInfo{ID: "b7e1c2d3-0a4f", Version: 42,
+			ValidUntil: now.Add(12*time.Minute + 3*time.Second), Fallback: hearth.ModeAuto, Source: "cloud"}, RemainingS: 723},
+		Uplink: agent.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: false, DownSince: at(2*time.Hour + 13*time.Minute),
+			Attempts: 41, LastError: "dial tcp 198.51.100.7:8883: connect: network is unreachable"},
+		Buffer: agent.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
+			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234},
+		Verdict: "DEGRADED: device down: meter for 2m13s; uplink down for 2h13m, 7,812 readings buffered",
+		Reasons: []string{"device down: meter for 2m13s", "uplink down for 2h13m, 7,812 readings buffered"},
+	}
+}
+
+func TestHumanOutputGolden(t *testing.T) {
+	st := fixedStatus()
+	cases := map[string]func(*bytes.Buffer){
+		"status": func(b *bytes.Buffer) { renderStatus(b, st, now) },
+		"status_ok": func(b *bytes.Buffer) {
+			s := st
+			s.Devices = s.Devices[:1]
+			s.Lease = nil
+			s.Verdict = "OK"
+			s.Uplink = agent.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: true, ConnectedSince: at(time.Hour)}
+			renderStatus(b, s, now)
+		},
+		"buffer":      func(b *bytes.Buffer) { renderBuffer(b, st.Buffer, now) },
+		"lease":       func(b *bytes.Buffer) { renderLease(b, st.Lease, now) },
+		"lease_none":  func(b *bytes.Buffer) { renderLease(b, nil, now) },
+		"events":      func(b *bytes.Buffer) { renderEvents(b, fixedEvents(), now) },
+		"points":      func(b *bytes.Buffer) { renderPoints(b, fixedPoints()) },
+		"points_none": func(b *bytes.Buffer) { renderPoints(b, nil) },
+	}
+	for name, render := range cases {
+		t.Run(name, func(t *testing.T) {
+			var b bytes.Buffer
+			render(&b)
+			for i, line := range strings.Split(b.String(), "\n") {
+				if n := len([]rune(line)); n > 80 {
+					t.Errorf("line %d is %d columns, over 80: %q", i+1, n, line)
+				}
+			}
+			golden := filepath.Join("testdata", "golden", name+".txt")
+			if *update {
+				os.WriteFile(golden, b.Bytes(), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != string(want) {
+				t.Errorf("output differs from %s\n got:\n%s\nwant:\n%s", golden, b.String(), want)
+			}
+		})
+	}
+}
+
+func fixedEvents() []agent.EventReport {
+	return []agent.EventReport{
+		{Time: now.Add(-2*time.Hour - 13*time.Minute), Type: "uplink_lost", Data: map[string]any{"broker": "tls://mqtt.example.net:8883", "error": "EOF"}},
+		{Time: now.Add(-133 * time.Second), Type: "device_down", Data: map[string]any{"device": "meter", "error": "i/o timeout"}},
+		{Time: now.Add(-12 * time.Second), Type: "clamped", Data: map[string]any{"rule": "max_discharge_w", "requested_w": 5000.0, "applied_w": 2500.0}},
+	}
+}
+
+func fixedPoints() []agent.PointReport {
+	v := func(x float64) *float64 { return &x }
+	return []agent.PointReport{
+		{Device: "battery", Name: "soc_pct", Value: v(72.5), Unit: "%", AgeS: 0.4},
+		{Device: "battery", Name: "power_w", Value: v(-1500), Unit: "W", AgeS: 0.4},
+		{Device: "battery", Name: "cell_v_max", Value: v(3.412), Unit: "V", AgeS: 0.4},
+		{Device: "battery", Name: "temp_sink_c", Quality: hearth.QualityNotImplemented, Unit: "°C", AgeS: 0.4},
+		{Device: "meter", Name: "grid_w", Quality: hearth.QualityCommError, Unit: "W", AgeS: 133, Stale: true},
+	}
+}
+
+// TestJSONMatchesSchemas holds the --json forms to their documented schemas.
+func TestJSONMatchesSchemas(t *testing.T) {
+	st := fixedStatus()
+	cases := []struct {
+		schema string
+		doc    any
+	}{
+		{"status.json", st},
+		{"lease.json", st.Lease},
+		{"buffer.json", st.Buffer},
+		{"points.json", fixedPoints()},
+		{"events.json", fixedEvents()},
+	}
+	for _, c := range cases {
+		b, err := json.Marshal(c.doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schemacheck.Validate(filepath.Join("..", "..", "docs", "schemas", "diag", c.schema), b); err != nil {
+			t.Errorf("%s: %v\n%s", c.schema, err, b)
+		}
+	}
+	// The check can fail: a status without a verdict is refused.
+	b, _ := json.Marshal(map[string]any{"ts": now})
+	if err := schemacheck.Validate(filepath.Join("..", "..", "docs", "schemas", "diag", "status.json"), b); err == nil {
+		t.Errorf("an incomplete status passed the schema")
+	}
+}
