@@ -197,6 +197,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("diagnostics API unavailable", "err", err)
 		stopDiag = func() {}
 	}
+	stopMetrics, err := a.serveMetrics()
+	if err != nil {
+		a.log.Error("metrics unavailable", "err", err)
+		stopMetrics = func() {}
+	}
 	watchCtx, watchCancel := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -247,6 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	watchCancel()
 	<-watchDone
 	stopDiag()
+	stopMetrics()
 	a.closeAll()
 	a.log.Info("hearth stopped")
 	return nil
