@@ -20,10 +20,20 @@ import (
 // TestCrashChild runs as the child of TestCrashRecovery.
 const crashEnv = "HEARTH_BUFFER_CRASH_CHILD_DB"
 
+// crashOptions is the store configuration of the crash child: a quota
+// small enough that compaction, and then dropping aggregates, happen
+// within a few runs, and a clock that makes every reading old enough to
+// compact.
+func crashOptions() Options {
+	return Options{MaxBytes: 256 << 10, CompactAge: time.Minute, Now: func() time.Time { return t0.Add(1000 * time.Hour) }}
+}
+
 // TestCrashChild is the child process of TestCrashRecovery: it appends
-// batches and acks old readings in a loop, and after each commit writes one
-// line to stdout, "committed SEQ…" or "acked SEQ…", until it is killed.
-// Before each ack it writes "acking SEQ…": those may be gone after a kill.
+// batches (which compacts and drops under its quota), acks old readings
+// and aggregates in a loop, and after each commit writes one line to
+// stdout, "committed SEQ…", "acked SEQ…" or "aggacked FROM TO…", until it
+// is killed. Before each ack it writes "acking SEQ…" or "aggacking FROM
+// TO…": those may be gone after a kill.
 func TestCrashChild(t *testing.T) {
 	path := os.Getenv(crashEnv)
 	if path == "" {
@@ -33,7 +43,7 @@ func TestCrashChild(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "crash child:", err)
 		os.Exit(2)
 	}
-	s, err := Open(path, Options{})
+	s, err := Open(path, crashOptions())
 	if err != nil {
 		fail(err)
 	}
@@ -55,6 +65,20 @@ func TestCrashChild(t *testing.T) {
 				fail(err)
 			}
 			report("acked", seqsOf(old))
+			aggs, err := s.PendingAggregates(2)
+			if err != nil {
+				fail(err)
+			}
+			var ranges, froms []uint64
+			for _, a := range aggs {
+				ranges = append(ranges, a.SeqFrom, a.SeqTo)
+				froms = append(froms, a.SeqFrom)
+			}
+			report("aggacking", ranges)
+			if err := s.AckAggregates(froms); err != nil {
+				fail(err)
+			}
+			report("aggacked", ranges)
 		}
 	}
 	os.Exit(3)
@@ -74,11 +98,13 @@ func report(what string, seqs []uint64) {
 	}
 }
 
-// TestCrashRecovery SIGKILLs a child that is appending and acking, at
-// random points, several times over. After each kill the database must open
-// without being judged corrupt, and hold every reading the child reported
-// committed and did not start to ack, none it reported acked, in strictly
-// increasing seq order, with seqs never reused by the next child.
+// TestCrashRecovery SIGKILLs a child that is appending, compacting,
+// dropping and acking, at random points, several times over. After each
+// kill the database must open without being judged corrupt, and account
+// for every reading the child reported committed: still pending, inside a
+// pending or acked aggregate, inside a gap event, or acked; none it
+// reported acked may be pending; seqs are strictly increasing and never
+// reused by the next child.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes; skipped in -short mode")
@@ -90,8 +116,18 @@ func TestCrashRecovery(t *testing.T) {
 	acking := map[uint64]bool{} // an ack was started; it may have committed
 	seen := map[uint64]bool{}   // pending at an earlier check
 	var lastSeq uint64          // highest seq in existence after the previous kill
+	var aggAcked [][2]uint64    // aggregate ranges whose ack was started
+	inRanges := func(seq uint64, rs [][2]uint64) bool {
+		for _, r := range rs {
+			if r[0] <= seq && seq <= r[1] {
+				return true
+			}
+		}
+		return false
+	}
+	compacted := false
 
-	const runs = 8
+	const runs = 16
 	for run := range runs {
 		lines, stderr := runAndKill(t, path, run)
 
@@ -116,10 +152,14 @@ func TestCrashRecovery(t *testing.T) {
 				for _, s := range seqs {
 					acked[s] = true
 				}
+			case "aggacking":
+				for i := 0; i+1 < len(seqs); i += 2 {
+					aggAcked = append(aggAcked, [2]uint64{seqs[i], seqs[i+1]})
+				}
 			}
 		}
 
-		s, err := Open(path, Options{})
+		s, err := Open(path, crashOptions())
 		if err != nil {
 			t.Fatalf("run %d: Open after kill: %v\nchild stderr: %s", run, err, stderr)
 		}
@@ -155,8 +195,31 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			after = page[len(page)-1].Seq
 		}
+		aggs, err := s.PendingAggregates(1 << 30)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		var pendingAggs [][2]uint64
+		for _, a := range aggs {
+			pendingAggs = append(pendingAggs, [2]uint64{a.SeqFrom, a.SeqTo})
+			compacted = true
+		}
+		evs, err := s.PendingEvents(1 << 30)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		var gaps [][2]uint64
+		for _, g := range gapsOf(t, evs) {
+			gaps = append(gaps, [2]uint64{g.FromSeq, g.ToSeq})
+		}
+		for seq := range present {
+			if inRanges(seq, gaps) || inRanges(seq, pendingAggs) {
+				t.Errorf("run %d: pending seq %d is also inside a gap or an aggregate's range", run, seq)
+			}
+		}
 		for seq := range committed {
-			if !acking[seq] && !present[seq] {
+			if !acking[seq] && !present[seq] && !inRanges(seq, pendingAggs) &&
+				!inRanges(seq, aggAcked) && !inRanges(seq, gaps) {
 				t.Errorf("run %d: committed seq %d is missing", run, seq)
 			}
 		}
@@ -181,6 +244,9 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	if len(committed) == 0 {
 		t.Fatal("no child ever committed a batch")
+	}
+	if !compacted {
+		t.Error("no compaction happened under the crash child's quota")
 	}
 }
 
@@ -244,7 +310,12 @@ func runAndKill(t *testing.T, path string, run int) (lines []string, stderr stri
 func parseReport(t *testing.T, line string) (string, []uint64) {
 	t.Helper()
 	fields := strings.Fields(line)
-	if len(fields) == 0 || (fields[0] != "committed" && fields[0] != "acking" && fields[0] != "acked") {
+	switch {
+	case len(fields) == 0:
+		t.Fatalf("empty child output line")
+	case fields[0] == "committed", fields[0] == "acking", fields[0] == "acked",
+		fields[0] == "aggacking", fields[0] == "aggacked":
+	default:
 		t.Fatalf("unexpected child output %q", line)
 	}
 	seqs := make([]uint64, 0, len(fields)-1)

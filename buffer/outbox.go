@@ -18,6 +18,13 @@ import (
 // are consecutive within a batch and higher than any seq assigned before.
 // A Seq set by the caller is ignored; the copies share their Points maps
 // with the input. On error nothing of the batch is stored.
+//
+// When the disk is full the error wraps ErrDiskFull and the batch is
+// counted as refused; the first Append that succeeds afterwards reserves a
+// seq for each refused reading, just below its own batch, and records a gap
+// event (reason "disk_full") for that range in the same transaction. After
+// committing, Append enforces the quota (see EnforceQuota); a failure to do
+// so is logged, not returned, since the batch itself is stored.
 func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
 	if len(readings) == 0 {
 		return nil, nil
@@ -32,8 +39,13 @@ func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
 		payloads[i] = string(b)
 	}
 
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := make([]hearth.Reading, len(readings))
 	err := s.inTx(func(ctx context.Context, tx *sql.Tx) error {
+		if err := s.reportLost(ctx, tx); err != nil {
+			return err
+		}
 		stmt, err := tx.PrepareContext(ctx,
 			"INSERT INTO readings (device, ts, clock, boot, mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)")
 		if err != nil {
@@ -57,9 +69,44 @@ func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
 		return nil
 	})
 	if err != nil {
+		if errors.Is(err, ErrDiskFull) {
+			s.lost.add(readings)
+		}
 		return nil, fmt.Errorf("append %d readings: %w", len(readings), err)
 	}
+	s.lost.n = 0
+	if err := s.enforceQuotaLocked(); err != nil {
+		s.log.Error("buffer quota", "err", err)
+	}
 	return out, nil
+}
+
+// reportLost reserves seqs for the readings refused for a full disk and
+// records them as a gap, inside the transaction that appends the next
+// batch. The reservation raises the readings table's AUTOINCREMENT
+// high-water mark, so no reading is ever given one of those seqs.
+func (s *Store) reportLost(ctx context.Context, tx *sql.Tx) error {
+	if s.lost.n == 0 {
+		return nil
+	}
+	var last int64
+	switch err := tx.QueryRowContext(ctx, "SELECT seq FROM sqlite_sequence WHERE name = 'readings'").Scan(&last); {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, "INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", s.lost.n); err != nil {
+			return fmt.Errorf("reserve seqs: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read last seq: %w", err)
+	default:
+		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'readings'", s.lost.n); err != nil {
+			return fmt.Errorf("reserve seqs: %w", err)
+		}
+	}
+	from, to := s.lost.from, s.lost.to
+	return s.insertJSONEvent(ctx, tx, EventGap, Gap{
+		FromSeq: uint64(last + 1), ToSeq: uint64(last + s.lost.n), Reason: GapDiskFull,
+		Readings: s.lost.n, FromTS: &from, ToTS: &to,
+	})
 }
 
 const readingCols = "seq, device, ts, clock, boot, mono_ms, payload"
@@ -255,19 +302,31 @@ func (s *Store) deleteIDs(query string, ids []uint64) error {
 }
 
 // inTx runs fn in a write transaction (BEGIN IMMEDIATE, from the DSN) and
-// commits it, or rolls it back if fn fails.
+// commits it, or rolls it back if fn fails. Errors for a full disk wrap
+// ErrDiskFull.
 func (s *Store) inTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
 	ctx := context.Background()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return s.noteFull(fmt.Errorf("begin: %w", err))
 	}
 	if err := fn(ctx, tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return s.noteFull(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return s.noteFull(fmt.Errorf("commit: %w", err))
 	}
+	s.commits.Add(1)
+	s.diskFull.Store(false)
 	return nil
+}
+
+// noteFull classifies err and remembers whether the disk was full.
+func (s *Store) noteFull(err error) error {
+	err = classify(err)
+	if errors.Is(err, ErrDiskFull) {
+		s.diskFull.Store(true)
+	}
+	return err
 }

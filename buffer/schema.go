@@ -37,6 +37,27 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 );
 `,
+	// 2: quota. Aggregates replace compacted readings, one row per run of
+	// one device's readings within one minute and one clock state; seq_from
+	// is a reading's seq, so it is unique and serves as the rowid. counters
+	// keeps what the quota cost across restarts. The partial index finds
+	// the readings Restamp rewrites without costing synced appends anything.
+	`
+CREATE TABLE aggregates (
+	seq_from INTEGER PRIMARY KEY, -- lowest seq replaced
+	seq_to   INTEGER NOT NULL,    -- highest seq replaced
+	device   TEXT    NOT NULL,
+	minute   INTEGER NOT NULL,    -- start of the minute, unix milliseconds, UTC
+	n        INTEGER NOT NULL,    -- readings replaced
+	clock    TEXT    NOT NULL,
+	points   TEXT    NOT NULL     -- {"name":{"min":…,"avg":…,"max":…,"n":…,"q":{"comm_error":…}}}
+);
+CREATE TABLE counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX readings_unsynced ON readings (boot) WHERE clock = 'unsynced';
+`,
 }
 
 // schemaVersion is the schema version this package writes.

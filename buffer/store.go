@@ -12,6 +12,13 @@
 // before a power cut may be lost (never torn), which is the price of writing
 // little to an SD card. A corrupt database is moved aside at Open and a
 // fresh one started, with a buffer_corrupt event saying so.
+//
+// The store bounds its own size (Options.MaxBytes): past 80% of the quota,
+// Append compacts the oldest readings into per-minute aggregates, and only
+// then drops the oldest aggregates, then readings, then events, recording a
+// gap event for every seq range it gives up. A full disk makes Append fail
+// with ErrDiskFull; the readings refused are reported as a gap once the
+// disk has room again. docs/buffer.md has the details and the figures.
 package buffer
 
 import (
@@ -23,6 +30,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -38,23 +47,40 @@ type Options struct {
 	// Logger receives the store's few log lines (a corrupt database moved
 	// aside). Nil discards them.
 	Logger *slog.Logger
-	// MaxBytes is the byte quota of the database file (buffer.max_bytes);
-	// 0 means no quota. It is reported by Stats; enforcing it by compaction
-	// and eviction is not implemented yet.
+	// MaxBytes is the byte quota of the database and its WAL
+	// (buffer.max_bytes); 0 means no quota. See EnforceQuota.
 	MaxBytes int64
-	// Now is the clock used to stamp events and name moved-aside files.
-	// Nil means time.Now.
+	// CompactAge is how old (by reading time) a reading must be before the
+	// quota may compact it into an aggregate. 0 means DefaultCompactAge.
+	CompactAge time.Duration
+	// Now is the clock used to stamp events, judge reading age for
+	// compaction, rate commits and name moved-aside files. Nil means time.Now.
 	Now func() time.Time
 }
+
+// DefaultCompactAge keeps the last hour at full resolution whatever the
+// quota says, unless dropping is the only way left to stay under it.
+const DefaultCompactAge = time.Hour
 
 // Store is the SQLite outbox. Its methods are safe for concurrent use; they
 // are serialised on one connection, since SQLite has one writer anyway.
 type Store struct {
-	db       *sql.DB
-	path     string
-	log      *slog.Logger
-	maxBytes int64
-	now      func() time.Time
+	db         *sql.DB
+	path       string
+	log        *slog.Logger
+	maxBytes   int64
+	compactAge time.Duration
+	now        func() time.Time
+	opened     time.Time
+	pageSize   int64        // set by sizeWAL
+	budget     int64        // bytes of live pages the quota allows: MaxBytes less the WAL's allowance
+	commits    atomic.Int64 // write transactions committed since Open
+
+	diskFull atomic.Bool // the last write failed with ErrDiskFull
+
+	// mu serialises Append and quota enforcement, and guards lost.
+	mu   sync.Mutex
+	lost lostReadings // readings refused for a full disk
 }
 
 // Open opens or creates the database at path and brings its schema up to
@@ -73,10 +99,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open buffer %s: path must not contain '?'", path)
 	}
 	s := &Store{
-		path:     path,
-		log:      opts.Logger,
-		maxBytes: opts.MaxBytes,
-		now:      opts.Now,
+		path:       path,
+		log:        opts.Logger,
+		maxBytes:   opts.MaxBytes,
+		compactAge: opts.CompactAge,
+		now:        opts.Now,
+	}
+	if s.compactAge <= 0 {
+		s.compactAge = DefaultCompactAge
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -85,11 +115,16 @@ func Open(path string, opts Options) (*Store, error) {
 		s.now = time.Now
 	}
 
+	s.opened = s.now()
+	if opts.MaxBytes < 0 {
+		return nil, fmt.Errorf("open buffer %s: negative MaxBytes %d", path, opts.MaxBytes)
+	}
+
 	ctx := context.Background()
 	db, err := openDB(ctx, path)
 	if err == nil {
 		s.db = db
-		return s, nil
+		return s.ready(ctx)
 	}
 	if !isCorrupt(err) {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
@@ -115,6 +150,20 @@ func Open(path string, opts Options) (*Store, error) {
 	if _, err := s.AppendEvent(Event{Type: EventCorrupt, Data: data}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("record %s event: %w", EventCorrupt, err)
+	}
+	return s.ready(ctx)
+}
+
+// ready sizes the WAL for the quota and brings an existing database under
+// a quota that may have shrunk since it was written.
+func (s *Store) ready(ctx context.Context) (*Store, error) {
+	if err := s.sizeWAL(ctx); err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open buffer %s: %w", s.path, err)
+	}
+	if err := s.EnforceQuota(); err != nil {
+		// The store works; the quota is retried on every Append.
+		s.log.Warn("buffer over quota at open", "err", err)
 	}
 	return s, nil
 }
@@ -238,14 +287,36 @@ func moveAside(path string, now time.Time) (string, error) {
 	return to, nil
 }
 
-// Stats describes the outbox at one instant.
+// Stats describes the outbox at one instant, for `hearth buffer` and the
+// status topic.
 type Stats struct {
-	PendingReadings int64     // readings not yet acked
-	PendingEvents   int64     // events not yet acked
-	OldestPending   time.Time // Time of the lowest-seq pending reading; zero if none
-	FileBytes       int64     // page_count*page_size of the database plus the WAL file's size
-	MaxBytes        int64     // the configured quota, 0 for none
-	LastSeq         uint64    // highest seq ever assigned, acked or not; 0 if none yet
+	PendingReadings   int64     `json:"pending_readings"`   // readings not yet acked
+	PendingAggregates int64     `json:"pending_aggregates"` // aggregates not yet acked
+	PendingEvents     int64     `json:"pending_events"`     // events not yet acked
+	OldestPending     time.Time `json:"oldest_pending"`     // Time of the lowest-seq pending reading; zero if none
+	FileBytes         int64     `json:"file_bytes"`         // page_count*page_size of the database plus the WAL file's size
+	MaxBytes          int64     `json:"max_bytes"`          // the configured quota, 0 for none
+	LastSeq           uint64    `json:"last_seq"`           // highest seq ever assigned or reserved, acked or not; 0 if none yet
+
+	// What the quota cost, since the database was created.
+	Compactions       int64 `json:"compactions"`        // compaction passes
+	ReadingsCompacted int64 `json:"readings_compacted"` // readings replaced by aggregates
+	AggregatesDropped int64 `json:"aggregates_dropped"` // aggregates deleted undelivered
+	ReadingsDropped   int64 `json:"readings_dropped"`   // readings deleted undelivered, not aggregated
+	EventsDropped     int64 `json:"events_dropped"`     // events deleted undelivered, the last resort
+
+	// A full disk: DiskFull is set while the last write failed for lack of
+	// space; ReadingsRefused counts readings Append refused since Open.
+	DiskFull        bool  `json:"disk_full"`
+	ReadingsRefused int64 `json:"readings_refused"`
+
+	// Wear. WriteBytes is what this process caused to be written to
+	// storage, from /proc/self/io (0 where that is unavailable); Commits
+	// counts write transactions since Open, and CommitsPerHour rates them
+	// over the time since Open.
+	WriteBytes     int64   `json:"write_bytes"`
+	Commits        int64   `json:"commits"`
+	CommitsPerHour float64 `json:"commits_per_hour"`
 }
 
 // Stats returns the outbox's depth and size, read in one transaction. The
@@ -265,12 +336,34 @@ func (s *Store) Stats() (Stats, error) {
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&st.PendingEvents); err != nil {
 		return st, fmt.Errorf("stats: count events: %w", err)
 	}
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM aggregates").Scan(&st.PendingAggregates); err != nil {
+		return st, fmt.Errorf("stats: count aggregates: %w", err)
+	}
+	counters, err := readCounters(ctx, tx)
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	st.Compactions = counters[counterCompactions]
+	st.ReadingsCompacted = counters[counterReadingsCompacted]
+	st.AggregatesDropped = counters[counterAggregatesDropped]
+	st.ReadingsDropped = counters[counterReadingsDropped]
+	st.EventsDropped = counters[counterEventsDropped]
+	// A reading in the oldest pending aggregate is older than any pending
+	// reading: compaction takes the oldest first.
+	var aggMinute int64
+	switch err := tx.QueryRowContext(ctx, "SELECT minute FROM aggregates ORDER BY seq_from LIMIT 1").Scan(&aggMinute); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return st, fmt.Errorf("stats: oldest aggregate: %w", err)
+	default:
+		st.OldestPending = fromMillis(aggMinute)
+	}
 	var ts int64
 	switch err := tx.QueryRowContext(ctx, "SELECT ts FROM readings ORDER BY seq LIMIT 1").Scan(&ts); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return st, fmt.Errorf("stats: oldest reading: %w", err)
-	default:
+	case st.OldestPending.IsZero():
 		st.OldestPending = fromMillis(ts)
 	}
 	var last int64
@@ -281,22 +374,48 @@ func (s *Store) Stats() (Stats, error) {
 	default:
 		st.LastSeq = uint64(last)
 	}
+	if st.FileBytes, err = s.usedBytes(ctx, tx); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	_ = tx.Rollback() // read only; release the connection before taking mu
+
+	s.mu.Lock()
+	st.ReadingsRefused = s.lost.refused
+	s.mu.Unlock()
+	st.DiskFull = s.diskFull.Load()
+	st.WriteBytes = processWriteBytes()
+	st.Commits = s.commits.Load()
+	if h := s.now().Sub(s.opened).Hours(); h > 0 {
+		st.CommitsPerHour = float64(st.Commits) / h
+	}
+	return st, nil
+}
+
+// querier is what usedBytes needs from a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// usedBytes is the database's logical size (page_count*page_size, which
+// drops as soon as incremental_vacuum frees pages, before a checkpoint
+// shrinks the file) plus the WAL file's size: what the quota bounds.
+func (s *Store) usedBytes(ctx context.Context, q querier) (int64, error) {
 	var pages, pageSize int64
-	if err := tx.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
-		return st, fmt.Errorf("stats: page count: %w", err)
+	if err := q.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		return 0, fmt.Errorf("page count: %w", err)
 	}
-	if err := tx.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
-		return st, fmt.Errorf("stats: page size: %w", err)
+	if err := q.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		return 0, fmt.Errorf("page size: %w", err)
 	}
-	st.FileBytes = pages * pageSize
+	n := pages * pageSize
 	switch fi, err := os.Stat(s.path + "-wal"); {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return st, fmt.Errorf("stats: %w", err)
+		return 0, err
 	default:
-		st.FileBytes += fi.Size()
+		n += fi.Size()
 	}
-	return st, nil
+	return n, nil
 }
 
 // Meta returns the value stored under key, and whether there is one.

@@ -303,6 +303,12 @@ func TestStats(t *testing.T) {
 		FileBytes:       st.FileBytes,
 		MaxBytes:        1 << 20,
 		LastSeq:         500,
+		Commits:         5, // one append, one ack, three events
+		WriteBytes:      st.WriteBytes,
+		CommitsPerHour:  st.CommitsPerHour,
+	}
+	if st.CommitsPerHour <= 0 {
+		t.Errorf("CommitsPerHour = %v after 5 commits, want > 0", st.CommitsPerHour)
 	}
 	if st != want {
 		t.Errorf("Stats = %+v, want %+v", st, want)
