@@ -487,12 +487,17 @@ func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 }
 
 func (a *Agent) publish(ctx context.Context, rs []hearth.Reading, backfill bool) error {
-	if err := a.up.PublishTelemetry(ctx, rs, backfill); err != nil {
-		return err
+	n, err := a.up.PublishTelemetry(ctx, rs, backfill)
+	// What the broker confirmed leaves the buffer even when a later part of
+	// a split batch failed, so it is not sent twice.
+	if n > 0 {
+		seqs := make([]uint64, n)
+		for i, r := range rs[:n] {
+			seqs[i] = r.Seq
+		}
+		if aerr := a.store.Ack(seqs); aerr != nil {
+			return aerr
+		}
 	}
-	seqs := make([]uint64, len(rs))
-	for i, r := range rs {
-		seqs[i] = r.Seq
-	}
-	return a.store.Ack(seqs)
+	return err
 }

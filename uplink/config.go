@@ -23,6 +23,9 @@ const (
 	DefaultKeepAlive      = 60 * time.Second
 	DefaultMaxPayload     = 256 << 10
 	DefaultSetpointQueue  = 16
+	DefaultMaxInflight    = 8
+	// maxPendingAcks bounds the acks kept for resending after a reconnect.
+	maxPendingAcks = 64
 )
 
 // Config configures a Session. Zero durations and sizes take the defaults
@@ -53,6 +56,18 @@ type Config struct {
 	KeepAlive      time.Duration // MQTT keepalive; default 60s
 	MaxPayload     int           // largest payload Publish accepts, bytes; default 256 KiB
 	SetpointQueue  int           // inbound setpoints held for the handler; default 16
+	// MaxInflight bounds the telemetry messages sent and awaiting their
+	// PUBACK at once; default 8.
+	MaxInflight int
+	// MaxSetpointBytes is the largest setpoint message accepted; default
+	// and upper bound MaxSetpointBytes (64 KiB).
+	MaxSetpointBytes int
+
+	// CleanSession asks the broker to forget the session on disconnect.
+	// The default (false) keeps it, so that setpoints published while the
+	// gateway is offline are delivered on reconnect, and checked like any
+	// other; set it for brokers that cannot keep sessions.
+	CleanSession bool
 
 	Logger *slog.Logger // default discards
 }
@@ -125,8 +140,14 @@ func (cfg *Config) validate() (*tls.Config, error) {
 	if cfg.KeepAlive > 0 && cfg.KeepAlive < time.Second {
 		bad("keepalive %v: at least 1s", cfg.KeepAlive)
 	}
-	if cfg.MaxPayload < 0 || cfg.SetpointQueue < 0 {
-		bad("max_payload and setpoint_queue must not be negative")
+	if cfg.MaxPayload < 0 || cfg.SetpointQueue < 0 || cfg.MaxInflight < 0 || cfg.MaxSetpointBytes < 0 {
+		bad("max_payload, setpoint_queue, max_inflight and max_setpoint_bytes must not be negative")
+	}
+	if cfg.MaxSetpointBytes == 0 || cfg.MaxSetpointBytes > MaxSetpointBytes {
+		cfg.MaxSetpointBytes = MaxSetpointBytes
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
 	}
 	if cfg.MaxPayload == 0 {
 		cfg.MaxPayload = DefaultMaxPayload

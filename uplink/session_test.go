@@ -150,10 +150,10 @@ func TestTelemetryTopicAndJSON(t *testing.T) {
 	ctx := context.Background()
 
 	live := []hearth.Reading{reading(1), reading(2)}
-	if err := s.PublishTelemetry(ctx, live, false); err != nil {
+	if _, err := s.PublishTelemetry(ctx, live, false); err != nil {
 		t.Fatalf("PublishTelemetry live: %v", err)
 	}
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(0)}, true); err != nil {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(0)}, true); err != nil {
 		t.Fatalf("PublishTelemetry backfill: %v", err)
 	}
 	msgs := rec.WaitFor(t, wait, func(m []harness.Message) bool { return len(m) == 2 })
@@ -269,7 +269,7 @@ func TestCloseLeavesRetainedOffline(t *testing.T) {
 	if !msgs[0].Retained || st.State != "offline" || st.Reason != "shutdown" || st.TS == nil {
 		t.Errorf("retained status after Close = %s (retained %t), want offline/shutdown", msgs[0].Payload, msgs[0].Retained)
 	}
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); !errors.Is(err, ErrClosed) {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); !errors.Is(err, ErrClosed) {
 		t.Errorf("PublishTelemetry after Close = %v, want ErrClosed", err)
 	}
 	if err := s.Close(ctx); err != nil {
@@ -283,13 +283,13 @@ func TestPublishFailsWhileBrokerDownAndRecovers(t *testing.T) {
 	s := startSession(t, m.URL(), "gw-down", nil)
 	waitConnected(t, s)
 	ctx := context.Background()
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); err != nil {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); err != nil {
 		t.Fatalf("PublishTelemetry before outage: %v", err)
 	}
 
 	m.Stop()
 	waitUntil(t, "session notices broker down", func() bool { return !s.Connected() })
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(2)}, false); !errors.Is(err, ErrNotConnected) {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(2)}, false); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("PublishTelemetry with broker down = %v, want ErrNotConnected", err)
 	}
 	before := s.Stats().Attempts
@@ -298,7 +298,7 @@ func TestPublishFailsWhileBrokerDownAndRecovers(t *testing.T) {
 	m.Start()
 	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-down/#")
 	waitConnected(t, s)
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(2)}, false); err != nil {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(2)}, false); err != nil {
 		t.Fatalf("PublishTelemetry after restart: %v", err)
 	}
 	rec.WaitFor(t, wait, func(msgs []harness.Message) bool {
@@ -332,7 +332,7 @@ func TestPublishNeedsPubackOnSameConnection(t *testing.T) {
 	ctx := context.Background()
 
 	proxy.Blackhole(true)
-	err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false)
+	_, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false)
 	if !errors.Is(err, ErrPubackTimeout) {
 		t.Fatalf("publish over a silent link = %v, want ErrPubackTimeout", err)
 	}
@@ -422,7 +422,7 @@ func TestBlockedHandlerDoesNotStallPublishing(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); err != nil {
+	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); err != nil {
 		t.Fatalf("PublishTelemetry with a blocked setpoint handler: %v", err)
 	}
 	if err := s.Publish(ctx, "setpoint/ack", []byte(`{"result":"applied"}`), false); err != nil {
@@ -453,7 +453,7 @@ func TestPublishValidation(t *testing.T) {
 	if err := s.Publish(ctx, "event", []byte("{}"), false); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("Publish before Start = %v, want ErrNotConnected", err)
 	}
-	if err := s.PublishTelemetry(ctx, nil, false); err == nil {
+	if _, err := s.PublishTelemetry(ctx, nil, false); err == nil {
 		t.Error("PublishTelemetry(nil) = nil, want an error")
 	}
 	if err := s.SetBirth(Birth{Limits: map[string]any{"bad": make(chan int)}}); err == nil {
@@ -504,7 +504,7 @@ func TestTLSClientCertificate(t *testing.T) {
 			c.CAFile, c.CertFile, c.KeyFile = certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile
 		})
 		waitConnected(t, s)
-		if err := s.PublishTelemetry(context.Background(), []hearth.Reading{reading(1)}, false); err != nil {
+		if _, err := s.PublishTelemetry(context.Background(), []hearth.Reading{reading(1)}, false); err != nil {
 			t.Fatalf("PublishTelemetry over TLS: %v", err)
 		}
 	})

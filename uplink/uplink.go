@@ -1,8 +1,10 @@
 // Package uplink is the gateway's MQTT session with the cloud: it connects
 // (and reconnects, with capped exponential backoff and full jitter),
 // announces the gateway with a retained birth record and a Last Will,
-// publishes telemetry, events and state with QoS 1, and hands inbound
-// setpoint payloads on as raw requests for the agent to validate.
+// publishes telemetry, events, state and acks with QoS 1, and checks
+// inbound setpoint messages (size, strict JSON, signature, values: see
+// ParseSetpoint) before handing each lease on as a request, acking every
+// message on …/setpoint/ack (HandleSetpoints).
 //
 // A publish reports success only when the broker acknowledged it on the
 // same connection it was sent on, so the buffer can delete a row on nil
@@ -13,14 +15,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,17 +59,20 @@ type Session struct {
 	log    *slog.Logger
 	tls    *tls.Config
 	topics topics
-	inbox  chan []byte   // setpoint payloads waiting for the handler
+	inbox  chan inbound  // setpoint payloads waiting for the handler
 	birthC chan struct{} // birth changed while connected: republish
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
+	ackMu sync.Mutex // serialises publishing kept acks
+
 	mu         sync.Mutex
 	cur        *connection // current connection, nil when down
 	gen        uint64      // incremented on every connect and every loss
 	birth      Birth
-	onSetpoint func([]byte)
+	onSetpoint func(payload []byte, received time.Time)
+	acks       []hearth.Ack // acks not yet confirmed, oldest first, resent on connect
 	stats      Stats
 	started    bool
 	closed     bool
@@ -80,7 +83,14 @@ type Session struct {
 
 type topics struct {
 	status, telemetry, backfill, setpoint string
+	event, state, ack                     string
 	base                                  string
+}
+
+// inbound is one setpoint message as it arrived.
+type inbound struct {
+	payload  []byte
+	received time.Time
 }
 
 // connection is one MQTT connection: one paho client over one socket. A
@@ -167,6 +177,9 @@ type Stats struct {
 	NotConnected      uint64 // publishes refused because the session was down
 	SetpointsReceived uint64 // setpoint messages queued for the handler
 	SetpointsDropped  uint64 // setpoint messages dropped: queue full or no handler
+	SetpointsRejected uint64 // setpoint messages refused by ParseSetpoint
+	AcksPending       int    // acks waiting for a connection
+	AcksDropped       uint64 // acks lost because the pending queue was full
 }
 
 // New validates cfg and builds the TLS configuration (broker verified
@@ -188,8 +201,11 @@ func New(cfg Config) (*Session, error) {
 			telemetry: base + "/telemetry",
 			backfill:  base + "/telemetry/backfill",
 			setpoint:  base + "/setpoint",
+			event:     base + "/event",
+			state:     base + "/state",
+			ack:       base + "/setpoint/ack",
 		},
-		inbox:  make(chan []byte, cfg.SetpointQueue),
+		inbox:  make(chan inbound, cfg.SetpointQueue),
 		birthC: make(chan struct{}, 1),
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		birth:  Birth{Version: hearth.Version},
@@ -276,95 +292,8 @@ func (s *Session) Stats() Stats {
 // dropped and counted. A slow fn never stalls publishing.
 func (s *Session) OnSetpoint(fn func(payload []byte)) {
 	s.mu.Lock()
-	s.onSetpoint = fn
+	s.onSetpoint = func(p []byte, _ time.Time) { fn(p) }
 	s.mu.Unlock()
-}
-
-// PublishTelemetry publishes {"readings":[…]} to …/telemetry, or to
-// …/telemetry/backfill when backfill is set, with QoS 1. It returns nil
-// only if the broker acknowledged the message on the connection it was
-// sent on; ErrNotConnected when the session is down.
-func (s *Session) PublishTelemetry(ctx context.Context, readings []hearth.Reading, backfill bool) error {
-	if len(readings) == 0 {
-		return errors.New("uplink: empty telemetry batch")
-	}
-	payload, err := json.Marshal(struct {
-		Readings []hearth.Reading `json:"readings"`
-	}{readings})
-	if err != nil {
-		return fmt.Errorf("encode telemetry: %w", err)
-	}
-	topic := s.topics.telemetry
-	if backfill {
-		topic = s.topics.backfill
-	}
-	return s.publish(ctx, topic, payload, false)
-}
-
-// Publish publishes payload to {prefix}/{gateway}/{subtopic} with QoS 1,
-// for "event", "state" (retained) and "setpoint/ack". The delivery
-// guarantee is PublishTelemetry's.
-func (s *Session) Publish(ctx context.Context, subtopic string, payload []byte, retained bool) error {
-	if subtopic == "" || strings.ContainsAny(subtopic, "+#") || strings.HasPrefix(subtopic, "/") ||
-		strings.HasSuffix(subtopic, "/") || strings.Contains(subtopic, "//") {
-		return fmt.Errorf("uplink: bad subtopic %q", subtopic)
-	}
-	if subtopic == "status" || subtopic == "setpoint" {
-		return fmt.Errorf("uplink: subtopic %q is owned by the session", subtopic)
-	}
-	return s.publish(ctx, s.topics.base+"/"+subtopic, payload, retained)
-}
-
-// publish sends one QoS 1 message and waits for its PUBACK. paho may
-// complete a token without error for a message it never got acknowledged
-// (its token bookkeeping spans reconnects), so success also requires that
-// the connection generation did not change while waiting.
-func (s *Session) publish(ctx context.Context, topic string, payload []byte, retained bool) error {
-	if len(payload) > s.cfg.MaxPayload {
-		return fmt.Errorf("publish %s: %d bytes: %w", topic, len(payload), ErrPayloadTooLarge)
-	}
-	s.mu.Lock()
-	if s.closed && topic != s.topics.status { // only the offline status may go out while closing
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	cur, gen := s.cur, s.gen
-	if cur == nil {
-		s.stats.NotConnected++
-		s.mu.Unlock()
-		return ErrNotConnected
-	}
-	s.mu.Unlock()
-
-	tok := cur.client.Publish(topic, 1, retained, payload)
-	timer := time.NewTimer(s.cfg.PublishTimeout)
-	defer timer.Stop()
-	var err error
-	select {
-	case <-tok.Done():
-		if terr := tok.Error(); terr != nil {
-			err = fmt.Errorf("publish %s: %w: %v", topic, ErrNotDelivered, terr)
-		}
-	case <-ctx.Done():
-		err = fmt.Errorf("publish %s: %w", topic, ctx.Err())
-	case <-timer.C:
-		err = fmt.Errorf("publish %s: %w after %v", topic, ErrPubackTimeout, s.cfg.PublishTimeout)
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err == nil && (s.gen != gen || s.cur != cur) {
-		err = fmt.Errorf("publish %s: %w", topic, ErrNotDelivered)
-	}
-	if err != nil {
-		s.stats.PublishFailures++
-		if errors.Is(err, ErrPubackTimeout) {
-			s.stats.PubackTimeouts++
-		}
-		return err
-	}
-	s.stats.Published++
-	return nil
 }
 
 // run is the connect loop. It owns every connection it makes.
@@ -443,12 +372,13 @@ func (s *Session) connect(ctx context.Context) (*connection, error) {
 		SetUsername(s.cfg.Username).
 		SetPassword(s.cfg.Password).
 		SetProtocolVersion(4).
-		SetCleanSession(true).
+		SetCleanSession(s.cfg.CleanSession).
+		SetDefaultPublishHandler(s.receive). // queued messages may arrive before SUBSCRIBE is sent
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetResumeSubs(false).
 		SetStore(paho.NewMemoryStore()).
-		SetOrderMatters(false).
+		SetOrderMatters(true). // setpoints reach the handler in broker order; receive never blocks
 		SetKeepAlive(s.cfg.KeepAlive).
 		SetPingTimeout(min(s.cfg.KeepAlive, s.cfg.PublishTimeout)).
 		SetConnectTimeout(s.cfg.ConnectTimeout).
@@ -568,6 +498,7 @@ func (s *Session) dropConnection(c *connection, err error) {
 // changes.
 func (s *Session) serve(ctx context.Context, c *connection) error {
 	s.publishBirth(ctx)
+	s.flushAcks(ctx)
 	for {
 		select {
 		case <-c.lost:
@@ -621,9 +552,13 @@ func (s *Session) goodbye(ctx context.Context) error {
 // receive is paho's handler for setpoint messages. It must not block:
 // it queues a copy of the payload or drops it.
 func (s *Session) receive(_ paho.Client, m paho.Message) {
-	p := bytes.Clone(m.Payload())
+	if m.Topic() != s.topics.setpoint {
+		s.log.Warn("message on an unexpected topic dropped", "topic", m.Topic())
+		return
+	}
+	in := inbound{payload: bytes.Clone(m.Payload()), received: time.Now()}
 	select {
-	case s.inbox <- p:
+	case s.inbox <- in:
 		s.mu.Lock()
 		s.stats.SetpointsReceived++
 		s.mu.Unlock()
@@ -643,7 +578,7 @@ func (s *Session) dispatch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case p := <-s.inbox:
+		case in := <-s.inbox:
 			s.mu.Lock()
 			fn := s.onSetpoint
 			if fn == nil {
@@ -654,7 +589,7 @@ func (s *Session) dispatch(ctx context.Context) {
 				s.log.Warn("setpoint dropped: no handler")
 				continue
 			}
-			fn(p)
+			fn(in.payload, in.received)
 		}
 	}
 }

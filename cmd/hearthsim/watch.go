@@ -21,10 +21,14 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "broker URL")
 	gateway := fs.String("gateway", "+", "gateway id, or + for all")
 	prefix := fs.String("prefix", "hearth/v1", "topic prefix")
+	caFile := fs.String("tls-ca", "", "CA file for a tls:// broker")
+	certFile := fs.String("tls-cert", "", "client certificate for a tls:// broker")
+	certKey := fs.String("tls-key", "", "client certificate key")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := watch(ctx, *brokerURL, *prefix, *gateway, stdout); err != nil {
+	opts := cloud.Options{CAFile: *caFile, CertFile: *certFile, KeyFile: *certKey}
+	if err := watchWith(ctx, *brokerURL, *prefix, *gateway, opts, stdout); err != nil {
 		fmt.Fprintln(stderr, "hearthsim watch:", err)
 		return 1
 	}
@@ -34,9 +38,14 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // watch prints what gateways publish as a live table until ctx ends: one
 // line per reading, and one per status, event and ack.
 func watch(ctx context.Context, brokerURL, prefix, gateway string, w io.Writer) error {
+	return watchWith(ctx, brokerURL, prefix, gateway, cloud.Options{}, w)
+}
+
+// watchWith is watch with credentials for the broker.
+func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts cloud.Options, w io.Writer) error {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := cloud.Dial(dctx, brokerURL, fmt.Sprintf("hearthsim-watch-%d", time.Now().UnixNano()))
+	c, err := cloud.DialWith(dctx, brokerURL, fmt.Sprintf("hearthsim-watch-%d", time.Now().UnixNano()), opts)
 	if err != nil {
 		return err
 	}
@@ -74,8 +83,25 @@ func watch(ctx context.Context, brokerURL, prefix, gateway string, w io.Writer) 
 					cell(r.Points, "soc_pct", 1), cell(r.Points, "power_w", 0), cell(r.Points, "ac_power_w", 0),
 					cell(r.Points, "ac_hz", 2), cell(r.Points, "cell_v_max", 3), kind)
 			}
-		default:
-			print("%-8s %-10s %s: %s\n", time.Now().Format("15:04:05"), gw, kind, strings.TrimSpace(string(m.Payload)))
+		case "setpoint/ack":
+			var a hearth.Ack
+			if err := json.Unmarshal(m.Payload, &a); err != nil {
+				print("%s  bad ack payload: %v\n", time.Now().Format("15:04:05"), err)
+				return
+			}
+			applied := "-"
+			if a.AppliedW != nil {
+				applied = fmt.Sprintf("%.0f", float64(*a.AppliedW))
+			}
+			print("%-8s %-10s ack %s v%d: %s %s applied_w=%s\n", time.Now().Format("15:04:05"), gw, a.ID, a.Version, a.Result, a.Reason, applied)
+		case "setpoint":
+			print("%-8s %-10s setpoint sent (%d bytes)\n", time.Now().Format("15:04:05"), gw, len(m.Payload))
+		default: // status, state, event
+			retained := ""
+			if m.Retained {
+				retained = " (retained)"
+			}
+			print("%-8s %-10s %s%s: %s\n", time.Now().Format("15:04:05"), gw, kind, retained, strings.TrimSpace(string(m.Payload)))
 		}
 	})
 	if err != nil {

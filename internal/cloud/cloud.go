@@ -5,7 +5,10 @@ package cloud
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -23,18 +26,60 @@ type Client struct {
 	c mqtt.Client
 }
 
+// Options are the optional credentials of a cloud client.
+type Options struct {
+	// CAFile verifies a tls:// broker (system roots when empty); CertFile
+	// and KeyFile are the client certificate.
+	CAFile, CertFile, KeyFile string
+	Username, Password        string
+}
+
 // Dial connects to broker (tcp://host:port) within ctx's deadline.
 func Dial(ctx context.Context, broker, clientID string) (*Client, error) {
+	return DialWith(ctx, broker, clientID, Options{})
+}
+
+// DialWith connects to broker (tcp:// or tls://) with o's credentials,
+// within ctx's deadline.
+func DialWith(ctx context.Context, broker, clientID string, o Options) (*Client, error) {
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(clientID).
 		SetProtocolVersion(4).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(500 * time.Millisecond).SetMaxReconnectInterval(2 * time.Second).
-		SetOrderMatters(false).SetCleanSession(true)
+		SetOrderMatters(false).SetCleanSession(true).
+		SetUsername(o.Username).SetPassword(o.Password)
+	if o.CAFile != "" || o.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.CAFile != "" {
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("ca file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("ca file %s: no PEM certificate", o.CAFile)
+			}
+		}
+		if o.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts.SetTLSConfig(tc)
+	}
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
 			return nil, fmt.Errorf("connect %s: %w", broker, err)
+		}
+		if !c.IsConnected() { // ConnectRetry completes the token at once
+			if err := waitConnected(ctx, c); err != nil {
+				c.Disconnect(0)
+				return nil, fmt.Errorf("connect %s: %w", broker, err)
+			}
 		}
 	case <-ctx.Done():
 		c.Disconnect(0)
@@ -70,4 +115,17 @@ func wait(ctx context.Context, tok mqtt.Token, what string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	}
+}
+
+func waitConnected(ctx context.Context, c mqtt.Client) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !c.IsConnectionOpen() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -32,6 +32,8 @@ type mosqConfig struct {
 	certFile    string
 	keyFile     string
 	requireCert bool
+	acl         *string
+	aclFile     string
 	extra       []string
 }
 
@@ -50,6 +52,16 @@ func WithTLS(caFile, certFile, keyFile string, requireCert bool) Option {
 // listener block.
 func WithConfig(lines ...string) Option {
 	return func(c *mosqConfig) { c.extra = append(c.extra, lines...) }
+}
+
+// WithACL makes the broker take each client's certificate common name as
+// its user name (use_identity_as_username, so it needs WithTLS with
+// requireCert) and apply acl, the text of a mosquitto acl_file, such as
+// "pattern readwrite hearth/v1/%u/#". Anything the ACL does not allow is
+// dropped by the broker: a refused publish is still acknowledged, and is
+// not delivered to subscribers.
+func WithACL(acl string) Option {
+	return func(c *mosqConfig) { c.acl = &acl }
 }
 
 // Mosquitto is a broker process owned by one test.
@@ -112,6 +124,12 @@ func StartMosquitto(t testing.TB, opts ...Option) *Mosquitto {
 	var lastErr error
 	for range 5 {
 		m.port = FreePort(t)
+		if cfg.acl != nil {
+			cfg.aclFile = filepath.Join(m.dir, "acl")
+			if err := os.WriteFile(cfg.aclFile, []byte(*cfg.acl+"\n"), 0o600); err != nil {
+				t.Fatalf("write acl: %v", err)
+			}
+		}
 		if err := os.WriteFile(m.conf, cfg.render(m.port), 0o600); err != nil {
 			t.Fatalf("write mosquitto config: %v", err)
 		}
@@ -130,6 +148,9 @@ func (c *mosqConfig) render(port int) []byte {
 	if c.tls {
 		fmt.Fprintf(&b, "cafile %s\ncertfile %s\nkeyfile %s\n", c.caFile, c.certFile, c.keyFile)
 		fmt.Fprintf(&b, "require_certificate %t\n", c.requireCert)
+	}
+	if c.aclFile != "" {
+		fmt.Fprintf(&b, "use_identity_as_username true\nacl_file %s\n", c.aclFile)
 	}
 	b.WriteString("persistence false\n")
 	b.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
@@ -192,9 +213,19 @@ func (m *Mosquitto) start(timeout time.Duration) error {
 
 func (m *Mosquitto) tailLog() string {
 	b, _ := os.ReadFile(m.logPath)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
+	return lastLines(string(b), 5)
+}
+
+// Log returns what the broker has logged so far.
+func (m *Mosquitto) Log() string {
+	b, _ := os.ReadFile(m.logPath)
+	return string(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
 }

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -38,8 +39,15 @@ type Recorder struct {
 // disconnects when the test ends.
 func Subscribe(t testing.TB, url, topic string) *Recorder {
 	t.Helper()
+	return SubscribeTLS(t, url, topic, nil)
+}
+
+// SubscribeTLS is Subscribe over TLS with tc (tls:// URLs); a nil tc is
+// plain TCP.
+func SubscribeTLS(t testing.TB, url, topic string, tc *tls.Config) *Recorder {
+	t.Helper()
 	r := &Recorder{notify: make(chan struct{})}
-	c := connect(t, url, "harness-sub-")
+	c := connect(t, url, "harness-sub-", tc)
 	tok := c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
 		r.add(Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained(), QoS: m.Qos()})
 	})
@@ -53,14 +61,20 @@ func Subscribe(t testing.TB, url, topic string) *Recorder {
 // PUBACK, failing the test if none comes.
 func Publish(t testing.TB, url, topic string, payload []byte, retained bool) {
 	t.Helper()
-	c := connect(t, url, "harness-pub-")
+	PublishTLS(t, url, topic, payload, retained, nil)
+}
+
+// PublishTLS is Publish over TLS with tc; a nil tc is plain TCP.
+func PublishTLS(t testing.TB, url, topic string, payload []byte, retained bool, tc *tls.Config) {
+	t.Helper()
+	c := connect(t, url, "harness-pub-", tc)
 	tok := c.Publish(topic, 1, retained, payload)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish %s on %s: %v (timed out: %t)", topic, url, tok.Error(), tok.Error() == nil)
 	}
 }
 
-func connect(t testing.TB, url, idPrefix string) paho.Client {
+func connect(t testing.TB, url, idPrefix string, tc *tls.Config) paho.Client {
 	t.Helper()
 	var id [6]byte
 	_, _ = rand.Read(id[:])
@@ -72,6 +86,9 @@ func connect(t testing.TB, url, idPrefix string) paho.Client {
 		SetAutoReconnect(false).
 		SetOrderMatters(true). // Messages() is in arrival order; the handler never blocks
 		SetConnectTimeout(5 * time.Second)
+	if tc != nil {
+		o.SetTLSConfig(tc)
+	}
 	c := paho.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

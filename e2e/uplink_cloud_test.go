@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/uplink"
+)
+
+var (
+	uplinkSimOnce sync.Once
+	uplinkSimBin  string
+	uplinkSimErr  error
+)
+
+// hearthsimBinary builds cmd/hearthsim once for the package's tests.
+func hearthsimBinary(t *testing.T) string {
+	t.Helper()
+	uplinkSimOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hearthsim-e2e-")
+		if err != nil {
+			uplinkSimErr = err
+			return
+		}
+		uplinkSimBin = filepath.Join(dir, "hearthsim")
+		if out, err := exec.Command("go", "build", "-o", uplinkSimBin, "../cmd/hearthsim").CombinedOutput(); err != nil {
+			uplinkSimErr = err
+			uplinkSimBin = string(out)
+		}
+	})
+	if uplinkSimErr != nil {
+		t.Fatalf("build hearthsim: %v\n%s", uplinkSimErr, uplinkSimBin)
+	}
+	return uplinkSimBin
+}
+
+// runSim runs hearthsim with args and returns its stdout, stderr and exit
+// code.
+func runSim(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hearthsimBinary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("hearthsim %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestCloudToolSignsAndGatewayAcks plays the operator with the real tools:
+// `hearthsim cloud keygen` makes a key, the gateway's session is given the
+// printed public key, `hearthsim cloud send` signs a lease and prints the
+// gateway's ack, and hostile inputs sent with mosquitto_pub each get their
+// documented ack while nothing but the signed lease reaches safety.
+func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMosquitto(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "ops.key")
+	out, errOut, code := runSim(t, "cloud", "keygen", "--out", keyFile, "--key-id", "ops-1")
+	if code != 0 {
+		t.Fatalf("keygen exit %d: %s", code, errOut)
+	}
+	id, pub, ok := strings.Cut(strings.TrimSpace(out), ": ")
+	if !ok || id != "ops-1" {
+		t.Fatalf("keygen printed %q, want \"ops-1: BASE64\"", out)
+	}
+	keys, err := uplink.SetpointKeys(map[string]string{id: pub})
+	if err != nil {
+		t.Fatalf("keygen's public key is not what uplink.setpoint_keys takes: %v", err)
+	}
+	if _, _, code := runSim(t, "cloud", "keygen", "--out", keyFile); code == 0 {
+		t.Error("keygen overwrote an existing key file")
+	}
+
+	var mu sync.Mutex
+	var applied []hearth.Setpoint
+	s, err := uplink.New(uplink.Config{Broker: m.URL(), GatewayID: "gw-ops", BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HandleSetpoints(keys, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, sp)
+		return hearth.Ack{Result: hearth.ResultApplied, AppliedW: sp.PowerW}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		s.Close(cctx)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("session never connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	acks := harness.Subscribe(t, m.URL(), "hearth/v1/gw-ops/setpoint/ack")
+
+	// A signed lease from flags: applied, and the ack printed.
+	out, errOut, code = runSim(t, "cloud", "send", "--broker", m.URL(), "--gateway", "gw-ops",
+		"--key", keyFile, "--key-id", "ops-1", "--mode", "power", "--power", "-2500", "--id", "lease-1", "--version", "7")
+	if code != 0 {
+		t.Fatalf("send exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	var ack hearth.Ack
+	if err := json.Unmarshal([]byte(out), &ack); err != nil || ack.ID != "lease-1" || ack.Version != 7 || ack.Result != hearth.ResultApplied ||
+		ack.AppliedW == nil || *ack.AppliedW != -2500 {
+		t.Fatalf("send printed %q, want the applied ack of lease-1 v7 at -2500 W", out)
+	}
+
+	// Unsigned, from a file: refused, exit code 3.
+	lease := filepath.Join(dir, "lease.json")
+	os.WriteFile(lease, []byte(`{"id":"lease-2","version":8,"issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"idle","fallback":"auto"}`+"\n"), 0o600)
+	out, _, code = runSim(t, "cloud", "send", "--broker", m.URL(), "--gateway", "gw-ops", "--file", lease)
+	if code != 3 || !strings.Contains(out, `"result":"rejected","reason":"unsigned"`) {
+		t.Errorf("unsigned send: exit %d, printed %q; want 3 and rejected/unsigned", code, out)
+	}
+	// The same file, signed: exact file bytes are signed and accepted.
+	out, _, code = runSim(t, "cloud", "send", "--broker", m.URL(), "--gateway", "gw-ops", "--file", lease, "--key", keyFile)
+	if code != 0 || !strings.Contains(out, `"id":"lease-2","version":8,"result":"applied"`) {
+		t.Errorf("signed file send: exit %d, printed %q", code, out)
+	}
+
+	// Hostile inputs, with mosquitto_pub as the cloud.
+	pubBin, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		t.Skip("mosquitto_pub not installed")
+	}
+	big := filepath.Join(dir, "big.json")
+	os.WriteFile(big, bytes.Repeat([]byte(" "), 1<<20), 0o600)
+	hostile := []struct {
+		args   []string
+		reason string
+	}{
+		{[]string{"-m", `{"id":"x","version":`}, hearth.ReasonBadJSON},
+		{[]string{"-m", `{"id":"x","version":9,"force":true}`}, hearth.ReasonUnknownField},
+		{[]string{"-f", big}, hearth.ReasonTooLarge},
+		{[]string{"-m", `{"id":"x","version":9,"power_w":NaN}`}, hearth.ReasonBadJSON},
+		{[]string{"-m", `{"id":"x","version":9,"issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"power","power_w":-1,"fallback":"auto"}`}, hearth.ReasonUnsigned},
+	}
+	for _, h := range hostile {
+		args := append([]string{"-h", "127.0.0.1", "-p", itoaPort(m.Port()), "-q", "1", "-t", "hearth/v1/gw-ops/setpoint"}, h.args...)
+		if out, err := exec.Command(pubBin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub %v: %v %s", h.args, err, out)
+		}
+	}
+	msgs := acks.WaitFor(t, 10*time.Second, func(ms []harness.Message) bool { return len(ms) >= 3+len(hostile) })
+	for i, h := range hostile {
+		var a hearth.Ack
+		json.Unmarshal(msgs[3+i].Payload, &a)
+		if a.Result != hearth.ResultRejected || a.Reason != h.reason {
+			t.Errorf("hostile input %d: ack %s, want rejected/%s", i, msgs[3+i].Payload, h.reason)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(applied) != 2 || applied[0].ID != "lease-1" || applied[1].ID != "lease-2" {
+		t.Errorf("leases that reached safety: %+v, want lease-1 and lease-2 only", applied)
+	}
+}
+
+func itoaPort(p int) string {
+	b, _ := json.Marshal(p)
+	return string(b)
+}
