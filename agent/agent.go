@@ -45,10 +45,19 @@ type Agent struct {
 
 	readings chan hearth.Reading
 	wake     chan struct{}
+	// stateDirty is signalled on every change of lease, mode or safety
+	// state; stateFinal is closed at shutdown for one last publish.
+	stateDirty chan struct{}
+	stateFinal chan struct{}
 
 	logLevel    *slog.LevelVar
 	events      *eventLog
 	stateSource func() hearth.State // the controller's state, once there is one
+	ctl         *Controller         // the control loop: safety and device writes
+	// override and clearOverride start and end a local lease for field
+	// work (hearth mode set/clear); nil when nothing is controlled.
+	override      func(hearth.Mode, time.Duration) (hearth.Ack, error)
+	clearOverride func()
 
 	mu              sync.Mutex
 	uplinkDownSince time.Time
@@ -78,15 +87,17 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	boot := make([]byte, 8)
 	rand.Read(boot)
 	a := &Agent{
-		cfg:      cfg,
-		log:      log,
-		boot:     hex.EncodeToString(boot),
-		start:    time.Now(),
-		readings: make(chan hearth.Reading, 64),
-		wake:     make(chan struct{}, 1),
-		logLevel: new(slog.LevelVar),
-		events:   &eventLog{},
-		draining: make(chan struct{}),
+		cfg:        cfg,
+		log:        log,
+		boot:       hex.EncodeToString(boot),
+		start:      time.Now(),
+		readings:   make(chan hearth.Reading, 64),
+		wake:       make(chan struct{}, 1),
+		stateDirty: make(chan struct{}, 1),
+		stateFinal: make(chan struct{}),
+		logLevel:   new(slog.LevelVar),
+		events:     &eventLog{},
+		draining:   make(chan struct{}),
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
@@ -100,16 +111,30 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.store = store
 
+	// One bus per physical link, shared by every device on it; the link
+	// keeps the largest gap any of its devices asks for, and each device
+	// keeps its own timeout and retries.
 	buses := map[string]*drivers.Bus{}
+	gaps := map[string]time.Duration{}
+	for _, dc := range cfg.Devices {
+		key := dc.Transport + " " + dc.Address
+		gaps[key] = max(gaps[key], dc.InterRequestGap.D())
+	}
 	for _, dc := range cfg.Devices {
 		key := dc.Transport + " " + dc.Address
 		bus, ok := buses[key]
 		if !ok {
 			bus, err = drivers.OpenBus(drivers.LinkConfig{
-				Transport: dc.Transport,
-				Address:   dc.Address,
-				Timeout:   dc.Timeout.D(),
-				Logger:    log.With("link", dc.Address),
+				Transport:  dc.Transport,
+				Address:    dc.Address,
+				Baud:       dc.Baud,
+				Parity:     dc.Parity,
+				StopBits:   dc.StopBits,
+				Timeout:    dc.Timeout.D(),
+				Gap:        gaps[key],
+				Retries:    dc.Retries,
+				MaxBackoff: dc.MaxBackoff.D(),
+				Logger:     log.With("link", dc.Address),
 			})
 			if err != nil {
 				a.closeAll()
@@ -118,6 +143,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 			buses[key] = bus
 			a.buses = append(a.buses, bus)
 		}
+		bus.ConfigureUnit(uint8(dc.UnitID), drivers.UnitConfig{Timeout: dc.Timeout.D(), Retries: dc.Retries})
 		a.devices = append(a.devices, &device{cfg: dc, drv: drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID))})
 	}
 
@@ -153,6 +179,20 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.up = up
 	a.up.SetBirth(a.birth())
+	if err := a.newControl(); err != nil {
+		a.closeAll()
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	keys, err := uplink.SetpointKeys(cfg.Uplink.SetpointKeys)
+	if err != nil {
+		a.closeAll()
+		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
+	}
+	// Every setpoint message, including those a broker delivers late after a
+	// reconnect, is parsed and checked by uplink, then validated and
+	// clamped by the controller, and acked with the outcome.
+	a.up.HandleSetpoints(keys, a.ctl.Submit)
+	a.ctl.OnState(func(hearth.State) { a.stateChanged() })
 	return a, nil
 }
 
@@ -218,6 +258,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.pollLoop(pollCtx, d)
 		}()
 	}
+	stopControl := a.startControl(ctx)
+	stateCtx, stateCancel := context.WithCancel(context.Background())
+	stateDone := make(chan struct{})
+	go func() {
+		defer close(stateDone)
+		a.stateLoop(stateCtx)
+	}()
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -235,6 +282,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	deadline := time.Now().Add(shutdownGrace)
 	pollCancel()
 	polls.Wait()
+	stopControl()
+	// The last state (devices handed back) goes out before the session ends.
+	a.stateChanged()
+	time.AfterFunc(time.Until(deadline)-1500*time.Millisecond, stateCancel)
+	close(a.stateFinal)
+	<-stateDone
+	stateCancel()
 	close(a.readings) // the writer commits what is left and returns
 	<-writerDone
 	// One last chance for what was just committed, bounded by the grace.
@@ -277,6 +331,7 @@ func (a *Agent) watchUplink(ctx context.Context) {
 		was = st.Connected
 		if st.Connected {
 			a.recordEvent("uplink_connected", map[string]any{"broker": a.cfg.Uplink.Broker})
+			a.stateChanged()
 			continue
 		}
 		a.mu.Lock()
@@ -347,6 +402,7 @@ func (a *Agent) pollLoop(ctx context.Context, d *device) {
 			d.lastOK = r.Time
 		}
 		d.mu.Unlock()
+		a.ctl.Observe(r)
 		switch {
 		case err != nil && prevErr == nil:
 			a.log.Warn("device not answering", "device", d.cfg.Name, "err", err)
@@ -380,14 +436,36 @@ func (a *Agent) writeLoop() {
 	var batch []hearth.Reading
 	t := time.NewTicker(commitEvery)
 	defer t.Stop()
+	diskFull := false
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
-		if _, err := a.store.Append(batch); err != nil {
-			// The readings are lost to the cloud but control goes on;
-			// the buffer issue turns this into a reported gap.
+		_, err := a.store.Append(batch)
+		switch {
+		case errors.Is(err, buffer.ErrDiskFull):
+			// Control goes on; the buffer counts what it refused and
+			// reports the range as a gap once there is room again.
+			if !diskFull {
+				a.log.Error("disk full: readings are not buffered until space returns", "err", err)
+				a.recordEvent("disk_full", map[string]any{"error": err.Error()})
+			}
+			diskFull = true
+		case err != nil:
 			a.log.Error("buffer append", "err", err, "readings", len(batch))
+		default:
+			if diskFull {
+				a.log.Info("disk space returned: buffering again")
+			}
+			diskFull = false
+			// Readings taken before the clock synced get true times.
+			if a.clockState() == hearth.ClockSynced {
+				if n, err := a.store.Restamp(a.boot, time.Now(), time.Since(a.start).Milliseconds()); err != nil {
+					a.log.Error("restamp readings", "err", err)
+				} else if n > 0 {
+					a.log.Info("re-stamped readings taken before the clock synced", "readings", n)
+				}
+			}
 		}
 		batch = batch[:0]
 		a.signal()
@@ -442,7 +520,11 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 // deliverOnce publishes one live batch and one backfill batch and returns
 // how many readings left the buffer.
 func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
-	sent := 0
+	// Events are few and matter most (trips, gaps, lease outcomes).
+	sent, err := a.deliverEvents(ctx)
+	if err != nil {
+		return sent, err
+	}
 	newest, err := a.store.Newest(liveBatch)
 	if err != nil {
 		return 0, err
@@ -461,11 +543,14 @@ func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 		}
 		sent += len(live)
 	}
+	// Compacted minutes are the oldest backlog there is.
+	n, err := a.deliverAggregates(ctx)
+	sent += n
+	if err != nil || len(newest) == 0 {
+		return sent, err
+	}
 	// The backlog is what is older than the newest batch looked at, so a
 	// reading committed meanwhile waits for the next live batch.
-	if len(newest) == 0 {
-		return sent, nil
-	}
 	hi := newest[len(newest)-1].Seq
 	pending, err := a.store.Pending(backfillBatch)
 	if err != nil {

@@ -35,6 +35,26 @@ type Config struct {
 	Safety            SafetyConfig   `yaml:"safety"`
 	Uplink            UplinkConfig   `yaml:"uplink"`
 	Buffer            BufferConfig   `yaml:"buffer"`
+	// WatchdogDevice is the Linux hardware watchdog (e.g. /dev/watchdog),
+	// fed only while the poll and control loops are healthy; empty: none.
+	WatchdogDevice string     `yaml:"watchdog_device"`
+	GPIO           GPIOConfig `yaml:"gpio"`
+}
+
+// GPIOConfig names the optional GPIO pins, by their periph names (such as
+// GPIO17); an empty name means the pin is not used.
+type GPIOConfig struct {
+	// EStop is the emergency-stop input; engaged it forces 0 W at once.
+	EStop string `yaml:"estop"`
+	// EStopActiveHigh says the stop is engaged when the input is high;
+	// by default it is engaged when low (a normally-closed loop to ground,
+	// so a cut wire stops too).
+	EStopActiveHigh bool `yaml:"estop_active_high"`
+	// Contactor is an output driven high while the battery may run and
+	// low when the e-stop is engaged.
+	Contactor string `yaml:"contactor"`
+	// StatusLED is driven high while safety is ok, and blinks on a trip.
+	StatusLED string `yaml:"status_led"`
 }
 
 // DeviceConfig is one Modbus device.
@@ -49,6 +69,15 @@ type DeviceConfig struct {
 	UnitID       int      `yaml:"unit_id"`
 	PollInterval Duration `yaml:"poll_interval"`
 	Timeout      Duration `yaml:"timeout"`
+	// Retries is how many times a failed request is repeated before the
+	// device is marked down and probed on a back-off schedule.
+	Retries int `yaml:"retries"`
+	// MaxBackoff caps the pause between probes of a device marked down.
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// InterRequestGap is the quiet time the link keeps between two
+	// requests (to any device on it); RTU lines always keep 3.5 characters.
+	// Devices sharing a link share the largest gap any of them asks for.
+	InterRequestGap Duration `yaml:"inter_request_gap"`
 }
 
 // SafetyConfig holds the local limits that hold whatever the cloud says.
@@ -66,6 +95,21 @@ type SafetyConfig struct {
 	ExportLimitW  *float64 `yaml:"export_limit_w"`
 	MaxLease      Duration `yaml:"max_lease"`
 	Fallback      string   `yaml:"fallback"`
+	// SocHysteresisPct is how far inside the SoC window a SoC trip clears.
+	SocHysteresisPct float64 `yaml:"soc_hysteresis_pct"`
+	// ClockSkew is how far a setpoint's issued_at may be ahead of the clock.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// RevertTimeout is the device's revert timer (model 124
+	// InOutWRte_RvrtTms); the command is refreshed every third of it.
+	RevertTimeout Duration `yaml:"revert_timeout"`
+	// EffectiveWithin is how long a device may take to follow a command
+	// before a not_effective event.
+	EffectiveWithin Duration `yaml:"effective_within"`
+	// MeterDevice names the device that measures grid power at the site
+	// connection; needed by self_consumption. MeterPoint is its point,
+	// positive exporting.
+	MeterDevice string `yaml:"meter_device"`
+	MeterPoint  string `yaml:"meter_point"`
 }
 
 // UplinkConfig is the MQTT connection to the cloud.
@@ -116,6 +160,12 @@ func defaultConfig() Config {
 			TempCMax:      50,
 			MaxLease:      Duration(24 * time.Hour),
 			Fallback:      string(hearth.ModeAuto),
+
+			SocHysteresisPct: 2,
+			ClockSkew:        Duration(30 * time.Second),
+			RevertTimeout:    Duration(60 * time.Second),
+			EffectiveWithin:  Duration(15 * time.Second),
+			MeterPoint:       "grid_power_w",
 		},
 		Uplink: UplinkConfig{
 			TopicPrefix: DefaultTopicPrefix,
@@ -135,8 +185,16 @@ func defaultDevice() DeviceConfig {
 		UnitID:       1,
 		PollInterval: Duration(DefaultPollInterval),
 		Timeout:      Duration(DefaultTimeout),
+		Retries:      DefaultRetries,
+		MaxBackoff:   Duration(DefaultMaxBackoff),
 	}
 }
+
+// Device defaults for the bus policy.
+const (
+	DefaultRetries    = 2
+	DefaultMaxBackoff = 30 * time.Second
+)
 
 // applyDeviceDefaults fills what the file leaves out of each device. The
 // lines index says which keys were present, so an explicit unit_id 0 (valid
@@ -172,6 +230,12 @@ func applyDeviceDefaults(c *Config, lines map[string]int) {
 		}
 		if !has("timeout") {
 			d.Timeout = def.Timeout
+		}
+		if !has("retries") {
+			d.Retries = def.Retries
+		}
+		if !has("max_backoff") {
+			d.MaxBackoff = def.MaxBackoff
 		}
 	}
 }
@@ -365,6 +429,7 @@ func (v *validator) validate(c *Config) {
 		v.device(fmt.Sprintf("devices[%d]", i), d, names)
 	}
 	v.safety(c.Safety)
+	v.control(c)
 	v.uplink(c.Uplink)
 	if c.Buffer.MaxBytes < 1<<20 {
 		v.errorf("buffer.max_bytes", "%d is below the 1 MiB minimum", c.Buffer.MaxBytes)
@@ -418,6 +483,15 @@ func (v *validator) device(p string, d DeviceConfig, names map[string]bool) {
 	if d.Timeout.D() < 10*time.Millisecond || d.Timeout.D() > time.Minute {
 		v.errorf(p+".timeout", "%s is outside 10ms..1m", d.Timeout)
 	}
+	if d.Retries < 0 || d.Retries > 5 {
+		v.errorf(p+".retries", "%d is outside 0..5", d.Retries)
+	}
+	if d.MaxBackoff.D() < time.Second || d.MaxBackoff.D() > time.Hour {
+		v.errorf(p+".max_backoff", "%s is outside 1s..1h", d.MaxBackoff)
+	}
+	if d.InterRequestGap.D() < 0 || d.InterRequestGap.D() > 10*time.Second {
+		v.errorf(p+".inter_request_gap", "%s is outside 0..10s", d.InterRequestGap)
+	}
 }
 
 func (v *validator) safety(s SafetyConfig) {
@@ -468,6 +542,55 @@ func (v *validator) safety(s SafetyConfig) {
 	case hearth.ModeAuto, hearth.ModeIdle:
 	default:
 		v.errorf("safety.fallback", "%q is not one of auto, idle", s.Fallback)
+	}
+}
+
+// control checks the safety keys that depend on the rest of the config,
+// and the watchdog and GPIO sections. It touches no device.
+func (v *validator) control(c *Config) {
+	s := c.Safety
+	if s.SocHysteresisPct < 0 || math.IsNaN(s.SocHysteresisPct) || (s.SocMinPct < s.SocMaxPct && s.SocHysteresisPct >= s.SocMaxPct-s.SocMinPct) {
+		v.errorf("safety.soc_hysteresis_pct", "%g must be at least 0 and below the SoC window", s.SocHysteresisPct)
+	}
+	if s.ClockSkew.D() < 0 {
+		v.errorf("safety.clock_skew", "must not be negative")
+	}
+	if r := s.RevertTimeout.D(); r < 3*time.Second || r > 65534*time.Second {
+		v.errorf("safety.revert_timeout", "%s is outside 3s..65534s (the device counts whole seconds)", s.RevertTimeout)
+	} else {
+		for i, d := range c.Devices {
+			if d.PollInterval.D() > r/3 {
+				v.errorf(fmt.Sprintf("devices[%d].poll_interval", i), "%s is longer than a third of safety.revert_timeout (%s): a missed poll would let the device revert", d.PollInterval, s.RevertTimeout)
+			}
+		}
+	}
+	if s.EffectiveWithin.D() <= 0 {
+		v.errorf("safety.effective_within", "must be above 0")
+	}
+	if s.MeterDevice != "" {
+		found := false
+		for _, d := range c.Devices {
+			found = found || d.Name == s.MeterDevice
+		}
+		if !found {
+			v.errorf("safety.meter_device", "%q is not a configured device", s.MeterDevice)
+		}
+		if s.MeterPoint == "" {
+			v.errorf("safety.meter_point", "required with meter_device")
+		}
+	}
+	if c.WatchdogDevice != "" && !strings.HasPrefix(c.WatchdogDevice, "/") {
+		v.errorf("watchdog_device", "%q must be an absolute path such as /dev/watchdog", c.WatchdogDevice)
+	}
+	pins := map[string]string{}
+	for _, p := range []struct{ key, name string }{{"estop", c.GPIO.EStop}, {"contactor", c.GPIO.Contactor}, {"status_led", c.GPIO.StatusLED}} {
+		if p.name == "" {
+			continue
+		}
+		if other, ok := pins[p.name]; ok {
+			v.errorf("gpio."+p.key, "pin %q is also gpio.%s", p.name, other)
+		}
+		pins[p.name] = p.key
 	}
 }
 

@@ -58,11 +58,7 @@ func (l *eventLog) since(t time.Time, typ string) []EventReport {
 func (a *Agent) recordEvent(typ string, data map[string]any) {
 	now := time.Now().UTC()
 	a.events.add(EventReport{Time: now, Type: typ, Data: data})
-	payload := map[string]any{"type": typ, "ts": now}
-	for k, v := range data {
-		payload[k] = v
-	}
-	raw, err := json.Marshal(payload)
+	raw, err := json.Marshal(data)
 	if err == nil {
 		_, err = a.store.AppendEvent(buffer.Event{Time: now, Type: typ, Data: raw})
 	}
@@ -122,8 +118,11 @@ func (a *Agent) bufferReport() BufferReport {
 		return BufferReport{Error: err.Error()}
 	}
 	b := BufferReport{
-		PendingReadings: st.PendingReadings, PendingEvents: st.PendingEvents,
+		PendingReadings: st.PendingReadings, PendingAggregates: st.PendingAggregates, PendingEvents: st.PendingEvents,
 		FileBytes: st.FileBytes, MaxBytes: st.MaxBytes, LastSeq: st.LastSeq,
+		Compactions: st.Compactions, ReadingsCompacted: st.ReadingsCompacted, AggregatesDropped: st.AggregatesDropped,
+		ReadingsDropped: st.ReadingsDropped, EventsDropped: st.EventsDropped, DiskFull: st.DiskFull,
+		ReadingsRefused: st.ReadingsRefused, WriteBytes: st.WriteBytes, CommitsPerHour: st.CommitsPerHour,
 	}
 	if !st.OldestPending.IsZero() {
 		t := st.OldestPending.UTC()
@@ -286,6 +285,7 @@ func (a *Agent) diagHandler() http.Handler {
 		a.log.Info("log level changed", "level", lv)
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
 	})
+	a.modeHandlers(mux)
 	return mux
 }
 

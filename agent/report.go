@@ -92,13 +92,23 @@ type UplinkReport struct {
 
 // BufferReport is the telemetry buffer's depth and size.
 type BufferReport struct {
-	PendingReadings int64      `json:"pending_readings"`
-	PendingEvents   int64      `json:"pending_events"`
-	OldestPending   *time.Time `json:"oldest_pending,omitempty"`
-	FileBytes       int64      `json:"file_bytes"`
-	MaxBytes        int64      `json:"max_bytes"`
-	LastSeq         uint64     `json:"last_seq"`
-	Error           string     `json:"error,omitempty"`
+	PendingReadings   int64      `json:"pending_readings"`
+	PendingAggregates int64      `json:"pending_aggregates"`
+	PendingEvents     int64      `json:"pending_events"`
+	OldestPending     *time.Time `json:"oldest_pending,omitempty"`
+	FileBytes         int64      `json:"file_bytes"`
+	MaxBytes          int64      `json:"max_bytes"`
+	LastSeq           uint64     `json:"last_seq"`
+	Compactions       int64      `json:"compactions"`
+	ReadingsCompacted int64      `json:"readings_compacted"`
+	AggregatesDropped int64      `json:"aggregates_dropped"`
+	ReadingsDropped   int64      `json:"readings_dropped"`
+	EventsDropped     int64      `json:"events_dropped"`
+	DiskFull          bool       `json:"disk_full"`
+	ReadingsRefused   int64      `json:"readings_refused"`
+	WriteBytes        int64      `json:"write_bytes"`
+	CommitsPerHour    float64    `json:"commits_per_hour"`
+	Error             string     `json:"error,omitempty"`
 }
 
 // PointReport is one point's latest value.
@@ -166,6 +176,8 @@ func verdict(r *StatusReport, now time.Time) {
 	}
 	if r.Buffer.Error != "" {
 		reasons = append(reasons, "buffer: "+r.Buffer.Error)
+	} else if r.Buffer.DiskFull {
+		reasons = append(reasons, fmt.Sprintf("disk full, %s readings not buffered", thousands(r.Buffer.ReadingsRefused)))
 	} else if r.Buffer.MaxBytes > 0 && r.Buffer.FileBytes > r.Buffer.MaxBytes*9/10 {
 		reasons = append(reasons, fmt.Sprintf("buffer at %d%% of its quota", 100*r.Buffer.FileBytes/r.Buffer.MaxBytes))
 	}

@@ -297,3 +297,36 @@ func commError(points map[string]hearth.Point, names []string) {
 		points[n] = hearth.Q(hearth.QualityCommError)
 	}
 }
+
+// ScanResult is what a bus scan learnt about one unit.
+type ScanResult struct {
+	Unit     uint8           `json:"unit"`
+	SunSpec  bool            `json:"sunspec"`
+	Base     uint16          `json:"base,omitempty"` // where the SunS marker is
+	Models   []ModelInstance `json:"models,omitempty"`
+	Identity *Identity       `json:"identity,omitempty"`
+	Error    string          `json:"error,omitempty"` // why the SunSpec map could not be read
+}
+
+// ScanUnit asks unit whether it is there and whether it speaks SunSpec.
+// ok is false when the unit did not answer at all; an exception is an
+// answer. Each unit costs one timeout when absent, a few reads when
+// present.
+func ScanUnit(ctx context.Context, bus *Bus, unit uint8) (res ScanResult, ok bool) {
+	res.Unit = unit
+	_, err := bus.Read(ctx, unit, Holding, sunspec.BaseAddresses[0], 2)
+	var exc *ExceptionError
+	if err != nil && !errors.As(err, &exc) {
+		return res, false
+	}
+	d := NewSunSpecDevice("scan", bus, unit)
+	switch err := d.Discover(ctx); {
+	case errors.Is(err, ErrNoSunSpec):
+	case err != nil:
+		res.Error = err.Error()
+	default:
+		id := d.Identity()
+		res.SunSpec, res.Base, res.Models, res.Identity = true, d.base, d.Models(), &id
+	}
+	return res, true
+}

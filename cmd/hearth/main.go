@@ -37,6 +37,7 @@ Usage:
   hearth events [--since D] [--type T]  trips, setpoints, connectivity, gaps
   hearth buffer                  depth, oldest unsent, bytes
   hearth lease                   active setpoint lease, expiry and fallback
+  hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
   hearth log-level LEVEL         change the running agent's log level
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
@@ -83,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBuffer(args[1:], stdout, stderr)
 	case "lease":
 		return cmdLease(args[1:], stdout, stderr)
+	case "mode":
+		return cmdMode(args[1:], stdout, stderr)
 	case "log-level":
 		return cmdLogLevel(args[1:], stdout, stderr)
 	case "cert":

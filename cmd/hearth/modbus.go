@@ -1,12 +1,289 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hearth-energy/hearth/drivers"
 )
+
+const modbusUsage = `usage:
+  hearth modbus read --direct --address HOST:PORT|/dev/ttyX [--transport tcp|rtu|rtu-over-tcp]
+                     [--baud N] [--parity N|E|O] [--stop-bits 1|2] --unit N --start ADDR --count N
+                     [--table holding|input] [--timeout D] [--json]
+  hearth modbus scan --direct --address HOST:PORT|/dev/ttyX [--transport …] [--baud N]
+                     [--units 1-247] [--timeout D] [--json]
+
+--direct opens the port itself: stop the agent first if it owns the port.
+`
+
+// errNoDiag is reported when --direct is missing: going through the
+// running agent needs its diagnostics API to carry Modbus requests.
+var errNoDiag = errors.New("without --direct the request goes through the running agent's bus owner, " +
+	"and the agent's diagnostics API does not carry Modbus requests yet: stop the agent and use --direct")
 
 // cmdModbus is `hearth modbus read|scan`.
 func cmdModbus(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "hearth modbus: not available in this build")
-	return exitFailed
+	if len(args) == 0 {
+		fmt.Fprint(stderr, modbusUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "read":
+		return cmdModbusRead(args[1:], stdout, stderr)
+	case "scan":
+		return cmdModbusScan(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, modbusUsage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "hearth modbus: unknown subcommand %q\n%s", args[0], modbusUsage)
+	return exitUsage
+}
+
+// linkFlags are the flags that say how to reach a bus.
+type linkFlags struct {
+	direct    *bool
+	address   *string
+	transport *string
+	baud      *int
+	parity    *string
+	stopBits  *int
+	timeout   *time.Duration
+	asJSON    *bool
+}
+
+func addLinkFlags(fs *flag.FlagSet) linkFlags {
+	return linkFlags{
+		direct:    fs.Bool("direct", false, "open the port directly instead of going through the running agent"),
+		address:   fs.String("address", "", "HOST:PORT for tcp and rtu-over-tcp, or a serial device such as /dev/ttyUSB0"),
+		transport: fs.String("transport", "", "tcp, rtu or rtu-over-tcp (default: rtu for /dev paths, else tcp)"),
+		baud:      fs.Int("baud", 9600, "serial baud rate (rtu)"),
+		parity:    fs.String("parity", "N", "serial parity N, E or O (rtu)"),
+		stopBits:  fs.Int("stop-bits", 1, "serial stop bits 1 or 2 (rtu)"),
+		timeout:   fs.Duration("timeout", time.Second, "timeout of each request"),
+		asJSON:    fs.Bool("json", false, "print the result as JSON"),
+	}
+}
+
+// open checks the link flags and opens the bus.
+func (l linkFlags) open(name string, stderr io.Writer) (*drivers.Bus, int) {
+	if !*l.direct {
+		fmt.Fprintf(stderr, "%s: %v\n", name, errNoDiag)
+		return nil, exitFailed
+	}
+	if *l.address == "" {
+		fmt.Fprintf(stderr, "%s: --address is required\n", name)
+		return nil, exitUsage
+	}
+	tr := *l.transport
+	if tr == "" {
+		tr = drivers.TransportTCP
+		if strings.HasPrefix(*l.address, "/") {
+			tr = drivers.TransportRTU
+		}
+	}
+	if *l.timeout <= 0 {
+		fmt.Fprintf(stderr, "%s: --timeout must be positive\n", name)
+		return nil, exitUsage
+	}
+	bus, err := drivers.OpenBus(drivers.LinkConfig{
+		Transport: tr, Address: *l.address, Baud: *l.baud, Parity: *l.parity, StopBits: *l.stopBits,
+		Timeout: *l.timeout,
+		// A field read reports what the bus does, untouched by the
+		// agent's retry and back-off policy.
+		DownAfter: 1 << 30,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil, exitUsage
+	}
+	return bus, exitOK
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
+}
+
+// registerJSON is one register in `hearth modbus read --json`.
+type registerJSON struct {
+	Address uint16 `json:"address"`
+	Value   uint16 `json:"value"`
+	Hex     string `json:"hex"`
+}
+
+func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth modbus read", stderr)
+	lf := addLinkFlags(fs)
+	unit := fs.Uint("unit", 1, "unit id (0..247)")
+	start := fs.Uint("start", 0, "first register address (0..65535, as on the wire)")
+	count := fs.Uint("count", 1, "number of registers (1..125)")
+	table := fs.String("table", "holding", "holding or input")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "hearth modbus read: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	case *unit > 247:
+		fmt.Fprintln(stderr, "hearth modbus read: --unit must be 0..247")
+		return exitUsage
+	case *count < 1 || *count > drivers.MaxReadRegisters:
+		fmt.Fprintf(stderr, "hearth modbus read: --count must be 1..%d\n", drivers.MaxReadRegisters)
+		return exitUsage
+	case *start+*count > 0x10000:
+		fmt.Fprintln(stderr, "hearth modbus read: --start + --count runs past register 65535")
+		return exitUsage
+	case *table != string(drivers.Holding) && *table != string(drivers.Input):
+		fmt.Fprintln(stderr, "hearth modbus read: --table must be holding or input")
+		return exitUsage
+	}
+	bus, code := lf.open("hearth modbus read", stderr)
+	if bus == nil {
+		return code
+	}
+	defer bus.Close()
+	ctx, cancel := signalContext()
+	defer cancel()
+	regs, err := bus.Read(ctx, uint8(*unit), drivers.Table(*table), uint16(*start), uint16(*count))
+	if err != nil {
+		fmt.Fprintln(stderr, "hearth modbus read:", err)
+		return exitFailed
+	}
+	if *lf.asJSON {
+		out := struct {
+			Unit      uint           `json:"unit"`
+			Table     string         `json:"table"`
+			Start     uint           `json:"start"`
+			Registers []registerJSON `json:"registers"`
+		}{Unit: *unit, Table: *table, Start: *start}
+		for i, r := range regs {
+			out.Registers = append(out.Registers, registerJSON{Address: uint16(*start) + uint16(i), Value: r, Hex: fmt.Sprintf("0x%04x", r)})
+		}
+		writeJSON(stdout, out)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "ADDRESS\tDEC\tHEX\t")
+	for i, r := range regs {
+		fmt.Fprintf(tw, "%d\t%d\t0x%04x\t\n", uint16(*start)+uint16(i), r, r)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// parseUnits parses a unit list such as "1-247" or "1,3,10-12".
+func parseUnits(s string) ([]uint8, error) {
+	var units []uint8
+	seen := map[uint64]bool{}
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.ParseUint(lo, 10, 8)
+		if err != nil {
+			return nil, fmt.Errorf("unit %q: want a number 0..247", lo)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 8); err != nil {
+				return nil, fmt.Errorf("unit %q: want a number 0..247", hi)
+			}
+		}
+		if a > 247 || b > 247 || a > b {
+			return nil, fmt.Errorf("units %q: want ascending ids in 0..247", part)
+		}
+		for u := a; u <= b; u++ {
+			if !seen[u] {
+				seen[u] = true
+				units = append(units, uint8(u))
+			}
+		}
+	}
+	return units, nil
+}
+
+func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth modbus scan", stderr)
+	lf := addLinkFlags(fs)
+	unitsFlag := fs.String("units", "1-247", "unit ids to try: a list of ids and ranges, such as 1-10,100")
+	fs.Lookup("timeout").DefValue = "300ms"
+	*lf.timeout = 300 * time.Millisecond
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "hearth modbus scan: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	units, err := parseUnits(*unitsFlag)
+	if err != nil {
+		fmt.Fprintln(stderr, "hearth modbus scan: --units:", err)
+		return exitUsage
+	}
+	bus, code := lf.open("hearth modbus scan", stderr)
+	if bus == nil {
+		return code
+	}
+	defer bus.Close()
+	ctx, cancel := signalContext()
+	defer cancel()
+	found := []drivers.ScanResult{}
+	for i, u := range units {
+		if ctx.Err() != nil {
+			break
+		}
+		if !*lf.asJSON && len(units) > 10 {
+			fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units))
+		}
+		if res, ok := drivers.ScanUnit(ctx, bus, u); ok {
+			found = append(found, res)
+		}
+	}
+	if !*lf.asJSON && len(units) > 10 {
+		fmt.Fprintln(stderr)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "hearth modbus scan: interrupted")
+		return exitFailed
+	}
+	if *lf.asJSON {
+		writeJSON(stdout, struct {
+			Units []drivers.ScanResult `json:"units"`
+		}{found})
+		return exitOK
+	}
+	if len(found) == 0 {
+		fmt.Fprintln(stderr, "hearth modbus scan: no unit answered")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UNIT\tSUNSPEC\tBASE\tMODELS\tDEVICE")
+	for _, r := range found {
+		ss, base, models, dev := "no", "-", "-", "-"
+		if r.SunSpec {
+			ss, base = "yes", strconv.Itoa(int(r.Base))
+			var ids []string
+			for _, m := range r.Models {
+				ids = append(ids, strconv.Itoa(int(m.ID)))
+			}
+			models = strings.Join(ids, ",")
+			if r.Identity != nil {
+				dev = strings.TrimSpace(r.Identity.Manufacturer + " " + r.Identity.Model + " " + r.Identity.Serial)
+			}
+		} else if r.Error != "" {
+			ss = "error: " + r.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Unit, ss, base, models, dev)
+	}
+	tw.Flush()
+	return exitOK
 }

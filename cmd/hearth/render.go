@@ -159,6 +159,16 @@ func renderBuffer(w io.Writer, b agent.BufferReport, now time.Time) {
 	}
 	fmt.Fprintf(kv, "quota\t%s\n", quota)
 	fmt.Fprintf(kv, "last seq\t%d\n", b.LastSeq)
+	fmt.Fprintf(kv, "compacted\t%s readings into minutes, in %s passes\n", count(b.ReadingsCompacted), count(b.Compactions))
+	fmt.Fprintf(kv, "pending minutes\t%s\n", count(b.PendingAggregates))
+	fmt.Fprintf(kv, "dropped\t%s readings, %s minutes, %s events (reported as gaps)\n",
+		count(b.ReadingsDropped), count(b.AggregatesDropped), count(b.EventsDropped))
+	disk := "ok"
+	if b.DiskFull {
+		disk = "FULL"
+	}
+	fmt.Fprintf(kv, "disk\t%s, %s readings refused since start\n", disk, count(b.ReadingsRefused))
+	fmt.Fprintf(kv, "written\t%s by this process, %.0f commits/hour\n", size(b.WriteBytes), b.CommitsPerHour)
 	kv.Flush()
 }
 

@@ -48,7 +48,8 @@ func fixedStatus() agent.StatusReport {
 		Uplink: agent.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: false, DownSince: at(2*time.Hour + 13*time.Minute),
 			Attempts: 41, LastError: "dial tcp 198.51.100.7:8883: connect: network is unreachable"},
 		Buffer: agent.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
-			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234},
+			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234, Compactions: 2, ReadingsCompacted: 7200,
+			PendingAggregates: 120, WriteBytes: 41 << 20, CommitsPerHour: 3600},
 		Verdict: "DEGRADED: device down: meter for 2m13s; uplink down for 2h13m, 7,812 readings buffered",
 		Reasons: []string{"device down: meter for 2m13s", "uplink down for 2h13m, 7,812 readings buffered"},
 	}

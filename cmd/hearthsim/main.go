@@ -50,6 +50,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("hearthsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modbusAddr := fs.String("modbus", "", "serve the simulated battery+inverter over Modbus TCP on this address (e.g. 127.0.0.1:5020)")
+	rtuPath := fs.String("rtu", "", "serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3)")
+	baud := fs.Int("baud", 9600, "baud rate for --rtu (8N1)")
+	faultSpec := fs.String("fault", "", "inject a fault from the start: comma-separated latency=D, noresponse, exception=N, corrupt, drop, requests=N")
+	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, state, writes)")
 	mqttAddr := fs.String("mqtt", "", "run an embedded MQTT broker on this address (e.g. 127.0.0.1:1883)")
 	unit := fs.Uint("unit", 1, "Modbus unit id")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
@@ -57,9 +61,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *modbusAddr == "" && *mqttAddr == "" {
-		fmt.Fprintln(stderr, "hearthsim: give --modbus ADDR and/or --mqtt ADDR, or a subcommand (demo, watch)")
+	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
+		fmt.Fprintln(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand (demo, watch)")
 		fs.Usage()
+		return 2
+	}
+	fault, err := sim.ParseFault(*faultSpec)
+	if err != nil {
+		fmt.Fprintln(stderr, "hearthsim: --fault:", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -72,16 +81,35 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer b.Close()
 		fmt.Fprintf(stdout, "broker listening on tcp://%s\n", b.Addr())
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 3)
+	// One simulated device, whichever fronts it serves.
+	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim")})
+	s.SetFault(fault)
 	if *modbusAddr != "" {
 		ln, err := net.Listen("tcp", *modbusAddr)
 		if err != nil {
 			fmt.Fprintln(stderr, "hearthsim:", err)
 			return 1
 		}
-		s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim")})
 		fmt.Fprintf(stdout, "simulator serving Modbus TCP on %s (unit %d)\n", ln.Addr(), *unit)
 		go func() { errc <- s.ServeTCP(ctx, ln) }()
+	}
+	if *rtuPath != "" {
+		fmt.Fprintf(stdout, "simulator serving Modbus RTU on %s at %d baud (unit %d)\n", *rtuPath, *baud, *unit)
+		go func() { errc <- sim.ServeRTUDevice(ctx, *rtuPath, *baud, s) }()
+	}
+	if *controlPath != "" {
+		if fi, err := os.Lstat(*controlPath); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(*controlPath) // a socket left by an earlier run
+		}
+		ln, err := net.Listen("unix", *controlPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "hearthsim:", err)
+			return 1
+		}
+		defer os.Remove(*controlPath)
+		fmt.Fprintf(stdout, "control protocol on unix:%s\n", *controlPath)
+		go func() { errc <- sim.ServeControlListener(ctx, ln, s) }()
 	}
 	select {
 	case <-ctx.Done():

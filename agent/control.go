@@ -1,0 +1,768 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"reflect"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/buffer"
+	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/safety"
+)
+
+// Event types the controller records in the buffer. docs/safety.md
+// documents their data.
+const (
+	EventLeaseStarted     = "lease_started"
+	EventLeaseEnded       = "lease_ended"
+	EventClamped          = "clamped"
+	EventTrip             = "trip"
+	EventTripCleared      = "trip_cleared"
+	EventNotEffective     = "not_effective"
+	EventSetpointRejected = "setpoint_rejected"
+	EventWriteFailed      = "write_failed"
+)
+
+// Meta keys of the persisted lease state.
+const (
+	metaLease   = "safety.lease"
+	metaLocal   = "safety.local_lease"
+	metaVersion = "safety.highest_version"
+)
+
+// storage is what the controller needs of a controllable device.
+type storage interface {
+	Name() string
+	Apply(ctx context.Context, a safety.Approved) (drivers.StorageStatus, error)
+	RevertTimeout() time.Duration
+}
+
+var _ storage = (*drivers.Storage)(nil)
+
+// controlOptions configures a Controller.
+type controlOptions struct {
+	Limits  safety.Limits
+	Store   *buffer.Store
+	Devices []storage
+	// MeterDevice names the device whose MeterPoint is the site's grid
+	// power, positive exporting; empty when there is no meter.
+	MeterDevice, MeterPoint string
+	// EffectiveWithin is how long a device may take to follow a command
+	// before a not_effective event.
+	EffectiveWithin time.Duration
+	Now             func() time.Time // nil: time.Now
+	Synced          func() bool      // whether the wall clock can be trusted
+	// Event records an event; nil stores it in Store's outbox directly.
+	Event  func(typ string, data map[string]any)
+	Logger *slog.Logger
+}
+
+// Controller runs the control loop: on every reading, lease change and
+// tick it evaluates the active lease (or the fallback) against the latest
+// readings and the limits, and writes one approved command per device.
+// It owns the lease state and persists it in the buffer's meta table.
+// Its methods are safe for concurrent use.
+type Controller struct {
+	opt  controlOptions
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu       sync.Mutex
+	eval     *safety.Evaluator
+	cloud    *safety.Lease
+	local    *safety.Lease
+	fallback hearth.Mode
+	highest  uint64
+	estop    bool
+	obs      map[string]safety.Observation
+	grid     *safety.GridSample
+	dev      map[string]*ctlDevice
+	trips    []string
+	rule     string
+	state    hearth.State
+	onState  []func(hearth.State)
+	lastObs  time.Time
+	lastStep time.Time
+
+	applyMu sync.Mutex // one evaluate-and-write at a time
+}
+
+// ctlDevice is what the controller remembers about writing to a device.
+type ctlDevice struct {
+	st        storage
+	written   safety.Approved
+	writtenAt time.Time
+	since     time.Time // when the current command was first written
+	flagged   bool      // not_effective already reported for it
+	failing   bool
+}
+
+// newController builds a controller and restores the persisted lease: an
+// unexpired lease received on a synchronised clock is resumed; any other
+// is ended with a lease_ended event and never applied.
+func newController(opt controlOptions) (*Controller, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Synced == nil {
+		opt.Synced = func() bool { return true }
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.EffectiveWithin <= 0 {
+		opt.EffectiveWithin = 10 * time.Second
+	}
+	eval, err := safety.NewEvaluator(opt.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("safety limits: %w", err)
+	}
+	c := &Controller{
+		opt: opt, log: opt.Logger, kick: make(chan struct{}, 1), eval: eval,
+		fallback: opt.Limits.Fallback, obs: map[string]safety.Observation{}, dev: map[string]*ctlDevice{},
+	}
+	for _, d := range opt.Devices {
+		c.dev[d.Name()] = &ctlDevice{st: d}
+	}
+	if err := c.restore(); err != nil {
+		return nil, err
+	}
+	c.state = c.stateLocked(opt.Now(), safety.Decision{})
+	return c, nil
+}
+
+func (c *Controller) restore() error {
+	st := c.opt.Store
+	if v, ok, err := st.Meta(metaVersion); err != nil {
+		return err
+	} else if ok {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("persisted %s %q: %w", metaVersion, v, err)
+		}
+		c.highest = n
+	}
+	now, synced := c.opt.Now(), c.opt.Synced()
+	for _, key := range []string{metaLease, metaLocal} {
+		v, ok, err := st.Meta(key)
+		if err != nil {
+			return err
+		}
+		if !ok || v == "" {
+			continue
+		}
+		var l safety.Lease
+		if err := json.Unmarshal([]byte(v), &l); err != nil {
+			c.log.Warn("persisted lease unreadable, not resumed", "key", key, "err", err)
+			c.persist(key, nil)
+			continue
+		}
+		switch {
+		case !synced || !l.Synced:
+			// How long the agent was down cannot be known: never resume.
+			c.endLocked(&l, "clock_unsynced")
+			c.persist(key, nil)
+		case l.Expired(now, synced):
+			c.endLocked(&l, "expired")
+			c.persist(key, nil)
+		default:
+			lease := l
+			if key == metaLease {
+				c.cloud = &lease
+			} else {
+				c.local = &lease
+			}
+			c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true}))
+		}
+	}
+	return nil
+}
+
+// OnState registers fn to be called with the new state after every change
+// of lease, mode, applied power or safety state. fn runs on the control
+// goroutine and must not block; register before Run.
+func (c *Controller) OnState(fn func(hearth.State)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onState = append(c.onState, fn)
+}
+
+// State returns what the controller is doing now.
+func (c *Controller) State() hearth.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Lease returns the lease being executed, if any: the local override when
+// there is one, else the cloud lease.
+func (c *Controller) Lease() (safety.Lease, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l := c.activeLocked(); l != nil {
+		return *l, true
+	}
+	return safety.Lease{}, false
+}
+
+// Observe hands the controller a new reading and wakes the loop. Readings
+// of controllable devices feed the rules; the meter device's reading gives
+// the grid power.
+func (c *Controller) Observe(r hearth.Reading) {
+	now := c.opt.Now()
+	c.mu.Lock()
+	c.lastObs = now
+	if _, ok := c.dev[r.Device]; ok {
+		c.obs[r.Device] = safety.Observation{Reading: r, At: now}
+	}
+	if r.Device == c.opt.MeterDevice && c.opt.MeterDevice != "" {
+		p := r.Points[c.opt.MeterPoint]
+		c.grid = &safety.GridSample{W: hearth.Watts(p.Value), Quality: p.Quality, At: now}
+		if _, ok := r.Points[c.opt.MeterPoint]; !ok {
+			c.grid.Quality = hearth.QualityNotImplemented
+		}
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// SetEStop engages or releases the emergency stop. Engaged, every device
+// is held at 0 W and cloud setpoints are rejected.
+func (c *Controller) SetEStop(on bool) {
+	c.mu.Lock()
+	c.estop = on
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *Controller) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Submit validates a setpoint received at received (on the controller's
+// clock) in the order of the contract: version, time, values, safety. An
+// accepted lease replaces the current one, is persisted with the highest
+// version, and runs from the next step of the loop, which Submit wakes.
+// Every outcome but a duplicate is also recorded as an event.
+func (c *Controller) Submit(sp hearth.Setpoint, received time.Time) hearth.Ack {
+	c.mu.Lock()
+	ack, accepted := c.submitLocked(sp, received)
+	c.mu.Unlock()
+	if accepted {
+		c.wake()
+	}
+	return ack
+}
+
+func (c *Controller) submitLocked(sp hearth.Setpoint, received time.Time) (hearth.Ack, bool) {
+	ack := hearth.Ack{ID: sp.ID, Version: sp.Version}
+	synced := c.opt.Synced()
+	v := c.opt.Limits.Check(sp, c.highest, received, synced, c.opt.MeterDevice != "")
+	if v.OK && c.estop {
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: safety.RuleEStop}
+	}
+	if !v.OK {
+		ack.Result, ack.Reason = v.Result, v.Reason
+		if v.Result != hearth.ResultDuplicate {
+			c.event(EventSetpointRejected, map[string]any{"id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason})
+		}
+		return ack, false
+	}
+	lease := &safety.Lease{Setpoint: sp, Source: safety.SourceCloud, Received: received, Synced: synced}
+	d := c.eval.Preview(c.inputLocked(received, lease.Target(received, synced)))
+	ack.Result, ack.AppliedW = hearth.ResultApplied, d.TargetW
+	switch d.Rule {
+	case "":
+	case safety.RuleStale, safety.RuleReadingQuality:
+		// Accepted, but no device can be commanded until it is read:
+		// the ack says why nothing is applied yet.
+		ack.Reason = d.Rule
+	default:
+		ack.Result, ack.Reason = hearth.ResultClamped, d.Rule
+		data := map[string]any{"id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": d.TargetW}
+		if sp.PowerW != nil {
+			data["requested_w"] = *sp.PowerW
+		}
+		c.event(EventClamped, data)
+	}
+	if c.cloud != nil {
+		c.endLocked(c.cloud, "replaced")
+	}
+	c.cloud, c.highest = lease, sp.Version
+	c.persist(metaLease, lease)
+	if err := c.opt.Store.SetMeta(metaVersion, strconv.FormatUint(sp.Version, 10)); err != nil {
+		c.log.Error("persist setpoint version", "err", err)
+	}
+	c.event(EventLeaseStarted, leaseData(lease, nil))
+	return ack, true
+}
+
+// Override starts a local lease (hearth mode set MODE --for D): it takes
+// precedence over any cloud lease until it ends, then the cloud lease (if
+// still valid) or the fallback runs again. Only idle and auto may be set
+// locally.
+func (c *Controller) Override(mode hearth.Mode, d time.Duration) (hearth.Ack, error) {
+	if mode != hearth.ModeIdle && mode != hearth.ModeAuto {
+		return hearth.Ack{}, fmt.Errorf("mode %q cannot be set locally (idle or auto)", mode)
+	}
+	if d <= 0 || d > c.opt.Limits.MaxLease {
+		return hearth.Ack{}, fmt.Errorf("duration %s is outside 0..%s (safety.max_lease)", d, c.opt.Limits.MaxLease)
+	}
+	now := c.opt.Now()
+	c.mu.Lock()
+	wall := now.Round(0)
+	sp := hearth.Setpoint{ID: "local-" + strconv.FormatInt(wall.UnixNano(), 36), IssuedAt: wall, ValidUntil: wall.Add(d),
+		Mode: mode, Fallback: c.fallback}
+	l := &safety.Lease{Setpoint: sp, Source: safety.SourceLocal, Received: now, Synced: c.opt.Synced()}
+	if c.local != nil {
+		c.endLocked(c.local, "replaced")
+	}
+	c.local = l
+	c.persist(metaLocal, l)
+	c.event(EventLeaseStarted, leaseData(l, nil))
+	c.mu.Unlock()
+	c.wake()
+	return hearth.Ack{ID: sp.ID, Result: hearth.ResultApplied}, nil
+}
+
+// ClearOverride ends a local lease early.
+func (c *Controller) ClearOverride() {
+	c.mu.Lock()
+	if c.local != nil {
+		c.endLocked(c.local, "cleared")
+		c.local = nil
+		c.persist(metaLocal, nil)
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// Run steps the loop on every wake-up (reading, lease, e-stop) and at
+// least every tick, until ctx ends. The tick is a sixth of the shortest
+// revert timer, at most a second, so commands are refreshed well within a
+// third of it and leases end on time without readings.
+func (c *Controller) Run(ctx context.Context) {
+	tick := time.Second
+	for _, d := range c.dev {
+		tick = min(tick, d.st.RevertTimeout()/6)
+	}
+	tick = max(tick, 50*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		c.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// Release hands every device back to its own logic, for a clean shutdown.
+func (c *Controller) Release(ctx context.Context) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	for name, d := range c.dev {
+		if d.written.Valid() && d.written.Mode() == hearth.ModeAuto {
+			continue
+		}
+		if _, err := d.st.Apply(ctx, safety.Release(name)); err != nil {
+			c.log.Warn("hand back to device", "device", name, "err", err)
+		}
+	}
+}
+
+// Healthy reports whether readings and control steps have both happened
+// within stall of now: the watchdogs are fed only then.
+func (c *Controller) Healthy(stall time.Duration) bool {
+	now := c.opt.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.lastObs.IsZero() && now.Sub(c.lastObs) <= stall && now.Sub(c.lastStep) <= stall
+}
+
+// Step runs one evaluation and writes what changed or is due for refresh.
+func (c *Controller) Step(ctx context.Context) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	now := c.opt.Now()
+
+	c.mu.Lock()
+	c.lastStep = now
+	synced := c.opt.Synced()
+	if c.local != nil && c.local.Expired(now, synced) {
+		c.endLocked(c.local, "expired")
+		c.local = nil
+		c.persist(metaLocal, nil)
+	}
+	if c.cloud != nil && c.cloud.Expired(now, synced) {
+		c.fallback = c.cloud.Setpoint.Fallback
+		c.endLocked(c.cloud, "expired")
+		c.cloud = nil
+		c.persist(metaLease, nil)
+	}
+	tgt := safety.Target{Mode: c.fallback}
+	if l := c.activeLocked(); l != nil {
+		tgt = l.Target(now, synced)
+	}
+	dec := c.eval.Evaluate(c.inputLocked(now, tgt))
+	c.tripEventsLocked(dec)
+	type job struct {
+		d *ctlDevice
+		a safety.Approved
+	}
+	var jobs []job
+	for _, a := range dec.Commands {
+		d := c.dev[a.Device()]
+		refresh := a.Mode() == hearth.ModePower && now.Sub(d.writtenAt) >= d.st.RevertTimeout()/3
+		if d.failing || !d.written.Valid() || !d.written.Equal(a) || refresh {
+			jobs = append(jobs, job{d, a})
+		}
+		c.checkFollowLocked(d, a, now)
+	}
+	c.mu.Unlock()
+
+	// Device I/O happens without the lock, so Submit and State never wait
+	// on Modbus.
+	type result struct {
+		j   job
+		st  drivers.StorageStatus
+		err error
+	}
+	results := make([]result, 0, len(jobs))
+	for _, j := range jobs {
+		st, err := j.d.st.Apply(ctx, j.a)
+		results = append(results, result{j, st, err})
+	}
+
+	c.mu.Lock()
+	for _, r := range results {
+		d, a := r.j.d, r.j.a
+		switch {
+		case r.err == nil || errors.Is(r.err, drivers.ErrNotEffective):
+			if !d.written.Equal(a) {
+				d.since, d.flagged = now, false
+			}
+			d.written, d.writtenAt, d.failing = a, now, false
+			if r.err != nil {
+				d.flagged = true
+				c.event(EventNotEffective, map[string]any{"device": a.Device(), "reason": "readback",
+					"want_w": a.Power(), "mode": a.Mode(), "readback": r.st, "error": r.err.Error()})
+			}
+		default:
+			if !d.failing && ctx.Err() == nil {
+				c.log.Warn("device write failed", "device", a.Device(), "err", r.err)
+				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
+			}
+			d.failing = true
+		}
+	}
+	prev := c.state
+	c.state = c.stateLocked(now, dec)
+	changed := !sameState(prev, c.state)
+	fns := c.onState
+	st := c.state
+	c.mu.Unlock()
+	if changed {
+		for _, fn := range fns {
+			fn(st)
+		}
+	}
+}
+
+// checkFollowLocked reports a device that has not come within tolerance of
+// its command EffectiveWithin after it was first written.
+func (c *Controller) checkFollowLocked(d *ctlDevice, a safety.Approved, now time.Time) {
+	if d.flagged || !d.written.Valid() || d.written.Mode() != hearth.ModePower || !d.written.Equal(a) ||
+		now.Sub(d.since) < c.opt.EffectiveWithin {
+		return
+	}
+	o, ok := c.obs[a.Device()]
+	p, has := o.Reading.Points[safety.PointPower]
+	if !ok || !has || !p.Good() || o.At.Sub(d.since) < c.opt.EffectiveWithin {
+		return
+	}
+	want := float64(a.Power())
+	if math.Abs(p.Value-want) > max(100, 0.1*math.Abs(want)) {
+		d.flagged = true
+		c.event(EventNotEffective, map[string]any{"device": a.Device(), "reason": "power", "want_w": want, "got_w": p.Value,
+			"after_s": now.Sub(d.since).Seconds()})
+	}
+}
+
+func (c *Controller) activeLocked() *safety.Lease {
+	if c.local != nil {
+		return c.local
+	}
+	return c.cloud
+}
+
+func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input {
+	in := safety.Input{Now: now, Target: tgt, EStop: c.estop, Grid: c.grid}
+	for _, d := range c.opt.Devices {
+		o, ok := c.obs[d.Name()]
+		if !ok {
+			o = safety.Observation{Reading: hearth.Reading{Device: d.Name()}}
+		}
+		in.Devices = append(in.Devices, o)
+	}
+	return in
+}
+
+func (c *Controller) tripEventsLocked(dec safety.Decision) {
+	was := map[string]bool{}
+	for _, r := range c.trips {
+		was[r] = true
+	}
+	for _, r := range dec.Trips {
+		if !was[r] {
+			c.log.Warn("safety trip", "rule", r)
+			c.event(EventTrip, map[string]any{"rule": r})
+		}
+		delete(was, r)
+	}
+	for r := range was {
+		c.log.Info("safety trip cleared", "rule", r)
+		c.event(EventTripCleared, map[string]any{"rule": r})
+	}
+	c.trips = dec.Trips
+	rule := dec.Rule
+	if rule != c.rule && rule != "" && c.activeLocked() != nil && !isTrip(rule) {
+		l := c.activeLocked()
+		c.event(EventClamped, map[string]any{"id": l.Setpoint.ID, "version": l.Setpoint.Version, "rule": rule, "allowed_w": dec.TargetW})
+	}
+	c.rule = rule
+}
+
+// isTrip reports whether a rule is a trip, reported by trip events rather
+// than clamps.
+func isTrip(rule string) bool {
+	switch rule {
+	case safety.RuleMaxCharge, safety.RuleMaxDischarge, safety.RuleExport:
+		return false
+	}
+	return true
+}
+
+func (c *Controller) stateLocked(now time.Time, dec safety.Decision) hearth.State {
+	s := hearth.State{Time: now.Round(0).UTC(), Mode: c.fallback, Safety: "ok", Trips: dec.Trips}
+	if l := c.activeLocked(); l != nil {
+		info := l.Info()
+		s.Lease = &info
+		s.Mode = l.Target(now, c.opt.Synced()).Mode
+	}
+	if len(dec.Trips) > 0 {
+		s.Safety = dec.Trips[0]
+	}
+	var sum hearth.Watts
+	held := false
+	for _, a := range dec.Commands {
+		if a.Mode() == hearth.ModePower {
+			sum += a.Power()
+			held = true
+		}
+	}
+	if held {
+		s.AppliedW = &sum
+	}
+	return s
+}
+
+func sameState(a, b hearth.State) bool {
+	a.Time, b.Time = time.Time{}, time.Time{}
+	return reflect.DeepEqual(a, b)
+}
+
+func (c *Controller) endLocked(l *safety.Lease, reason string) {
+	fb := l.Setpoint.Fallback
+	if l.Source == safety.SourceLocal {
+		if c.cloud != nil && l != c.cloud {
+			fb = c.cloud.Setpoint.Mode
+		} else {
+			fb = c.fallback
+		}
+	}
+	c.log.Info("lease ended", "id", l.Setpoint.ID, "version", l.Setpoint.Version, "reason", reason, "fallback", fb)
+	c.event(EventLeaseEnded, leaseData(l, map[string]any{"reason": reason, "fallback": fb}))
+}
+
+func leaseData(l *safety.Lease, extra map[string]any) map[string]any {
+	m := map[string]any{"id": l.Setpoint.ID, "version": l.Setpoint.Version, "source": l.Source,
+		"mode": l.Setpoint.Mode, "valid_until": l.Setpoint.ValidUntil, "fallback": l.Setpoint.Fallback}
+	if l.Setpoint.PowerW != nil {
+		m["power_w"] = *l.Setpoint.PowerW
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return m
+}
+
+func (c *Controller) persist(key string, l *safety.Lease) {
+	v := ""
+	if l != nil {
+		b, err := json.Marshal(l)
+		if err != nil {
+			c.log.Error("encode lease", "err", err)
+			return
+		}
+		v = string(b)
+	}
+	if err := c.opt.Store.SetMeta(key, v); err != nil {
+		c.log.Error("persist lease", "key", key, "err", err)
+	}
+}
+
+func (c *Controller) event(typ string, data map[string]any) {
+	if c.opt.Event != nil {
+		c.opt.Event(typ, data)
+		return
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		c.log.Error("encode event", "type", typ, "err", err)
+		return
+	}
+	if _, err := c.opt.Store.AppendEvent(buffer.Event{Type: typ, Data: b}); err != nil {
+		c.log.Error("record event", "type", typ, "err", err)
+	}
+}
+
+// limitsFrom turns the safety config into the evaluator's limits.
+func limitsFrom(s SafetyConfig) safety.Limits {
+	l := safety.Limits{
+		SoCMinPct: s.SocMinPct, SoCMaxPct: s.SocMaxPct, SoCHysteresisPct: s.SocHysteresisPct,
+		MaxChargeW: hearth.Watts(s.MaxChargeW), MaxDischargeW: hearth.Watts(s.MaxDischargeW),
+		RampWPerS: s.RampWPerS, MaxReadingAge: s.MaxReadingAge.D(),
+		CellVMin: s.CellVMin, CellVMax: s.CellVMax, CellVHysteresis: safety.DefaultCellVHysteresis,
+		TempCMin: s.TempCMin, TempCMax: s.TempCMax, TempHysteresisC: safety.DefaultTempHysteresisC,
+		MaxLease: s.MaxLease.D(), ClockSkew: s.ClockSkew.D(), Fallback: hearth.Mode(s.Fallback),
+	}
+	if s.ExportLimitW != nil {
+		w := hearth.Watts(*s.ExportLimitW)
+		l.ExportLimitW = &w
+	}
+	return l
+}
+
+// newControl builds the controller for every device but the meter, and
+// hands its state to the diagnostics API.
+func (a *Agent) newControl() error {
+	var devs []storage
+	for _, d := range a.devices {
+		if d.cfg.Name != a.cfg.Safety.MeterDevice {
+			devs = append(devs, drivers.NewStorage(d.drv, a.cfg.Safety.RevertTimeout.D()))
+		}
+	}
+	ctl, err := newController(controlOptions{
+		Limits: limitsFrom(a.cfg.Safety), Store: a.store, Devices: devs,
+		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
+		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
+		Synced:          func() bool { return a.clockState() == hearth.ClockSynced },
+		Event:           a.recordEvent,
+		Logger:          a.log.With("component", "control"),
+	})
+	if err != nil {
+		return err
+	}
+	a.ctl = ctl
+	a.stateSource = ctl.State
+	a.override, a.clearOverride = ctl.Override, ctl.ClearOverride
+	return nil
+}
+
+// stall is how long the poll or control loop may go without a beat before
+// the watchdogs stop being fed: a few poll cycles, each allowed its
+// requests' timeouts.
+func (a *Agent) stall() time.Duration {
+	s := 10 * time.Second
+	for _, d := range a.devices {
+		s = max(s, 3*(d.cfg.PollInterval.D()+8*d.cfg.Timeout.D()))
+	}
+	return s
+}
+
+// startControl runs the control loop, the e-stop watcher, the GPIO outputs
+// and the watchdogs. The control loop always runs: a GPIO pin or watchdog
+// that cannot be opened is logged, and a missing e-stop input counts as an
+// engaged stop. The returned function stops everything, waits for it, and
+// hands every device back to its own logic.
+func (a *Agent) startControl(ctx context.Context) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	g := a.cfg.GPIO
+	var out safety.Outputs
+	if g.Contactor != "" {
+		if pin, err := safety.PinByName(g.Contactor); err != nil {
+			a.log.Error("gpio.contactor", "err", err)
+		} else {
+			out.Contactor = pin
+		}
+	}
+	if g.StatusLED != "" {
+		if pin, err := safety.PinByName(g.StatusLED); err != nil {
+			a.log.Error("gpio.status_led", "err", err)
+		} else {
+			out.StatusLED = pin
+		}
+	}
+	if out.Contactor != nil || out.StatusLED != nil {
+		a.ctl.OnState(func(s hearth.State) {
+			if err := out.Set(s.Safety == safety.RuleEStop, s.Safety == "ok"); err != nil {
+				a.log.Error("gpio outputs", "err", err)
+			}
+		})
+	}
+	if g.EStop != "" {
+		pin, err := safety.PinByName(g.EStop)
+		if err != nil {
+			a.log.Error("gpio.estop: holding the e-stop engaged", "err", err)
+			a.ctl.SetEStop(true)
+		} else {
+			wg.Go(func() {
+				err := safety.WatchEStop(ctx, pin, g.EStopActiveHigh, func(on bool) {
+					a.log.Warn("emergency stop", "engaged", on)
+					a.ctl.SetEStop(on)
+				})
+				if err != nil {
+					a.log.Error("e-stop input: holding the e-stop engaged", "err", err)
+					a.ctl.SetEStop(true)
+				}
+			})
+		}
+	}
+	wg.Go(func() { a.ctl.Run(ctx) })
+	wd, err := safety.OpenWatchdog(a.cfg.WatchdogDevice, os.Getenv("NOTIFY_SOCKET"), os.Getenv("WATCHDOG_USEC"),
+		time.Second, func() bool { return a.ctl.Healthy(a.stall()) })
+	if err != nil {
+		a.log.Error("watchdog not fed", "err", err)
+	} else {
+		wg.Go(func() { wd.Run(ctx, func(err error) { a.log.Warn("watchdog", "err", err) }) })
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		releaseCtx, done := context.WithTimeout(context.Background(), time.Second)
+		a.ctl.Release(releaseCtx)
+		done()
+		if wd != nil {
+			if err := wd.Close(); err != nil {
+				a.log.Warn("close watchdog", "err", err)
+			}
+		}
+	}
+}

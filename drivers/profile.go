@@ -1,0 +1,270 @@
+package drivers
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Profile is a device's register map, from YAML: the points to poll, where
+// they are and how to decode them, and the registers that must never be
+// read. The sunspec profile has no points: its map is discovered.
+type Profile struct {
+	Name        string      `yaml:"name"`
+	Description string      `yaml:"description"`
+	Source      string      `yaml:"source"`     // the document the map was written from
+	Discovery   string      `yaml:"discovery"`  // "sunspec": the map is discovered, points are empty
+	MaxGap      uint16      `yaml:"max_gap"`    // unused registers a read may bridge
+	WordOrder   string      `yaml:"word_order"` // default for points: big (high word first) or little
+	ByteOrder   string      `yaml:"byte_order"` // default for points: big (high byte first) or little
+	Points      []PointSpec `yaml:"points"`
+	Holes       []Hole      `yaml:"holes"`
+	File        string      `yaml:"-"`
+}
+
+// PointSpec is one point of a profile.
+type PointSpec struct {
+	Name      string            `yaml:"name"`
+	Address   uint16            `yaml:"address"` // as on the wire, zero-based
+	Table     Table             `yaml:"table"`
+	Type      string            `yaml:"type"`
+	Length    uint16            `yaml:"length"` // registers, for string
+	WordOrder string            `yaml:"word_order"`
+	ByteOrder string            `yaml:"byte_order"`
+	Scale     float64           `yaml:"scale"` // 0 means 1
+	Offset    float64           `yaml:"offset"`
+	SF        string            `yaml:"sf"` // name of a sunssf point scaling this one
+	Unit      string            `yaml:"unit"`
+	Enum      map[uint64]string `yaml:"enum"`
+	Bits      map[uint]string   `yaml:"bits"`
+	Writable  bool              `yaml:"writable"`
+	Min       *float64          `yaml:"min"`
+	Max       *float64          `yaml:"max"`
+	Line      int               `yaml:"-"`
+}
+
+// Hole is a register range a device must never be asked for (reading it
+// gets an exception, or worse).
+type Hole struct {
+	Table Table  `yaml:"table"`
+	From  uint16 `yaml:"from"`
+	To    uint16 `yaml:"to"` // inclusive
+}
+
+// typeSizes is the register count of each point type; string takes its
+// length.
+var typeSizes = map[string]uint16{
+	"u16": 1, "s16": 1, "u32": 2, "s32": 2, "u64": 4, "s64": 4, "f32": 2, "f64": 4,
+	"enum": 1, "bitfield": 1, "sunssf": 1, "string": 0,
+}
+
+// Size returns how many registers the point takes.
+func (p PointSpec) Size() uint16 {
+	if p.Type == "string" {
+		return p.Length
+	}
+	return typeSizes[p.Type]
+}
+
+// ProfileError is one problem in a profile file, at a line.
+type ProfileError struct {
+	File  string
+	Line  int
+	Point string // empty for problems outside a point
+	Msg   string
+}
+
+func (e ProfileError) Error() string {
+	s := fmt.Sprintf("%s:%d: ", e.File, e.Line)
+	if e.Point != "" {
+		s += "point " + e.Point + ": "
+	}
+	return s + e.Msg
+}
+
+//go:embed profiles/*.yaml
+var embedded embed.FS
+
+// EmbeddedProfiles lists the names of the profiles built into hearth.
+func EmbeddedProfiles() []string {
+	ents, _ := embedded.ReadDir("profiles")
+	var names []string
+	for _, e := range ents {
+		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	sort.Strings(names)
+	return names
+}
+
+// EmbeddedProfile returns a built-in profile by name.
+func EmbeddedProfile(name string) (*Profile, error) {
+	data, err := embedded.ReadFile(path.Join("profiles", name+".yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("no built-in profile %q (have %s)", name, strings.Join(EmbeddedProfiles(), ", "))
+	}
+	return ParseProfile("profiles/"+name+".yaml", data)
+}
+
+// LoadProfile reads a profile file.
+func LoadProfile(file string) (*Profile, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read profile: %w", err)
+	}
+	return ParseProfile(file, data)
+}
+
+// ParseProfile parses and checks a profile. Every problem is returned, as
+// errors joined, each a ProfileError naming the file, line and point.
+func ParseProfile(file string, data []byte) (*Profile, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, ProfileError{File: file, Line: 0, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var p Profile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var errs []error
+			for _, m := range te.Errors {
+				errs = append(errs, ProfileError{File: file, Msg: m})
+			}
+			return nil, errors.Join(errs...)
+		}
+		return nil, ProfileError{File: file, Msg: err.Error()}
+	}
+	p.File = file
+	// Point lines, from the node tree: points is a sequence of mappings.
+	if len(root.Content) > 0 {
+		m := root.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "points" {
+				for j, n := range m.Content[i+1].Content {
+					if j < len(p.Points) {
+						p.Points[j].Line = n.Line
+					}
+				}
+			}
+		}
+	}
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (p *Profile) check() error {
+	var errs []error
+	bad := func(pt *PointSpec, format string, args ...any) {
+		e := ProfileError{File: p.File, Msg: fmt.Sprintf(format, args...)}
+		if pt != nil {
+			e.Line, e.Point = pt.Line, pt.Name
+		}
+		errs = append(errs, e)
+	}
+	if p.Name == "" {
+		bad(nil, "name: required")
+	}
+	for i := range p.Holes {
+		h := &p.Holes[i]
+		if h.Table == "" {
+			h.Table = Holding
+		}
+		if h.From > h.To {
+			bad(nil, "hole %d..%d: from is above to", h.From, h.To)
+		}
+	}
+	order := func(pt *PointSpec, what, v string) {
+		if v != "" && v != "big" && v != "little" {
+			bad(pt, "%s %q: want big or little", what, v)
+		}
+	}
+	order(nil, "word_order", p.WordOrder)
+	order(nil, "byte_order", p.ByteOrder)
+	if p.Discovery != "" && p.Discovery != "sunspec" {
+		bad(nil, "discovery %q: only sunspec is known", p.Discovery)
+	}
+	if p.Discovery == "" && len(p.Points) == 0 {
+		bad(nil, "points: a profile without discovery needs points")
+	}
+	names := map[string]*PointSpec{}
+	for i := range p.Points {
+		pt := &p.Points[i]
+		if pt.Name == "" {
+			pt.Name = fmt.Sprintf("#%d", i+1)
+			bad(pt, "name: required")
+		} else if names[pt.Name] != nil {
+			bad(pt, "name used by the point at line %d", names[pt.Name].Line)
+		}
+		names[pt.Name] = pt
+		if pt.Table == "" {
+			pt.Table = Holding
+		}
+		if pt.Table != Holding && pt.Table != Input {
+			bad(pt, "table %q: want holding or input", pt.Table)
+		}
+		if pt.WordOrder == "" {
+			pt.WordOrder = p.WordOrder
+		}
+		if pt.ByteOrder == "" {
+			pt.ByteOrder = p.ByteOrder
+		}
+		order(pt, "word_order", pt.WordOrder)
+		order(pt, "byte_order", pt.ByteOrder)
+		if _, ok := typeSizes[pt.Type]; !ok {
+			bad(pt, "type %q: want one of u16, s16, u32, s32, u64, s64, f32, f64, string, enum, bitfield, sunssf", pt.Type)
+			continue
+		}
+		if pt.Type == "string" && (pt.Length == 0 || pt.Length > MaxReadRegisters) {
+			bad(pt, "string needs a length of 1..%d registers", MaxReadRegisters)
+		}
+		if pt.Type != "string" && pt.Length != 0 {
+			bad(pt, "length is only for strings")
+		}
+		if int(pt.Address)+int(pt.Size()) > 0x10000 {
+			bad(pt, "runs past register 65535")
+		}
+		if pt.Writable && pt.Table == Input {
+			bad(pt, "input registers cannot be written")
+		}
+		if !pt.Writable && (pt.Min != nil || pt.Max != nil) {
+			bad(pt, "min and max are for writable points")
+		}
+		if pt.Min != nil && pt.Max != nil && *pt.Min > *pt.Max {
+			bad(pt, "min %g is above max %g", *pt.Min, *pt.Max)
+		}
+		if pt.Writable && pt.Size() > MaxWriteRegisters {
+			bad(pt, "a write carries at most %d registers", MaxWriteRegisters)
+		}
+		for _, h := range p.Holes {
+			if h.Table == pt.Table && pt.Address <= h.To && pt.Address+pt.Size()-1 >= h.From {
+				bad(pt, "lies in the hole %d..%d", h.From, h.To)
+			}
+		}
+	}
+	for i := range p.Points {
+		pt := &p.Points[i]
+		if pt.SF == "" {
+			continue
+		}
+		sf, ok := names[pt.SF]
+		switch {
+		case !ok:
+			bad(pt, "sf %q: no such point", pt.SF)
+		case sf.Type != "sunssf":
+			bad(pt, "sf %q: is a %s, not a sunssf", pt.SF, sf.Type)
+		case sf.Table != pt.Table:
+			bad(pt, "sf %q: is in another table", pt.SF)
+		}
+	}
+	return errors.Join(errs...)
+}

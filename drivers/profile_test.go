@@ -1,0 +1,171 @@
+package drivers
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth/drivers/sim"
+)
+
+func TestEmbeddedProfilesParse(t *testing.T) {
+	t.Parallel()
+	names := EmbeddedProfiles()
+	for _, want := range []string{"hearthsim", "sunspec", "sungrow_sh"} {
+		p, err := EmbeddedProfile(want)
+		if err != nil {
+			t.Fatalf("profile %s (have %v): %v", want, names, err)
+		}
+		if p.Source == "" {
+			t.Errorf("profile %s names no source document", want)
+		}
+	}
+}
+
+func TestProfileErrorsNameFileLineAndPoint(t *testing.T) {
+	t.Parallel()
+	src := `name: broken
+points:
+  - {name: a, address: 10, type: u16}
+  - {name: b, address: 11, type: u17}
+  - {name: a, address: 12, type: u16}
+  - {name: c, address: 13, type: u16, sf: a}
+  - {name: d, address: 20, type: string}
+  - {name: e, address: 31, type: u16}
+  - {name: f, address: 40, table: input, type: u16, writable: true}
+holes:
+  - {from: 30, to: 32}
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`vendor.yaml:4: point b: type "u17"`,
+		`vendor.yaml:5: point a: name used by the point at line 3`,
+		`vendor.yaml:6: point c: sf "a": is a u16, not a sunssf`,
+		`vendor.yaml:7: point d: string needs a length`,
+		`vendor.yaml:8: point e: lies in the hole 30..32`,
+		`vendor.yaml:9: point f: input registers cannot be written`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+	if _, err := ParseProfile("typo.yaml", []byte("name: x\npoints:\n  - {name: a, adress: 1, type: u16}\n")); err == nil ||
+		!strings.Contains(err.Error(), "typo.yaml") || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("unknown key: got %v, want an error naming typo.yaml line 3", err)
+	}
+}
+
+func TestDecodeTypesAndOrders(t *testing.T) {
+	t.Parallel()
+	f32 := math.Float32bits(-12.5)
+	f64 := math.Float64bits(1234.5678)
+	sf := -2.0
+	for _, tc := range []struct {
+		p    PointSpec
+		regs []uint16
+		want float64
+	}{
+		{PointSpec{Type: "u16"}, []uint16{0xFFFE}, 65534},
+		{PointSpec{Type: "s16"}, []uint16{0xFFFE}, -2},
+		{PointSpec{Type: "u32"}, []uint16{0x0001, 0x0002}, 65538},
+		{PointSpec{Type: "u32", WordOrder: "little"}, []uint16{0x0002, 0x0001}, 65538},
+		{PointSpec{Type: "s32", WordOrder: "little"}, []uint16{0xFFFF, 0xFFFF}, -1},
+		{PointSpec{Type: "s32"}, []uint16{0xFFFF, 0xFFF0}, -16},
+		{PointSpec{Type: "u16", ByteOrder: "little"}, []uint16{0x3412}, 0x1234},
+		{PointSpec{Type: "u64"}, []uint16{0, 0, 1, 0}, 65536},
+		{PointSpec{Type: "s64"}, []uint16{0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE}, -2},
+		{PointSpec{Type: "f32"}, []uint16{uint16(f32 >> 16), uint16(f32)}, -12.5},
+		{PointSpec{Type: "f64", WordOrder: "little"}, []uint16{uint16(f64), uint16(f64 >> 16), uint16(f64 >> 32), uint16(f64 >> 48)}, 1234.5678},
+		{PointSpec{Type: "u16", Scale: 0.1, Offset: -40}, []uint16{650}, 25},
+		{PointSpec{Type: "u16", SF: "x"}, []uint16{7235}, 72.35},
+	} {
+		got := Decode(tc.p, tc.regs, &sf)
+		if !got.Good() || math.Abs(got.Value-tc.want) > 1e-9 {
+			t.Errorf("%+v % x: got %+v, want %g", tc.p, tc.regs, got, tc.want)
+		}
+	}
+	na := -32768.0
+	if got := Decode(PointSpec{Type: "s16", SF: "x"}, []uint16{0x8000}, &sf); got.Quality != "not_implemented" {
+		t.Errorf("sentinel: got %+v", got)
+	}
+	if got := Decode(PointSpec{Type: "u16", SF: "x"}, []uint16{5}, &na); got.Quality != "not_implemented" {
+		t.Errorf("sentinel scale factor: got %+v", got)
+	}
+	if got := StringValue(PointSpec{Type: "string", Length: 3}, []uint16{0x4142, 0x4300, 0}); got != "ABC" {
+		t.Errorf("string: got %q", got)
+	}
+}
+
+func TestPlanMergesBridgesAndAvoidsHoles(t *testing.T) {
+	t.Parallel()
+	pts := []PointSpec{
+		{Name: "a", Address: 100, Type: "u16"},
+		{Name: "b", Address: 103, Type: "u32"}, // gap 2: bridged
+		{Name: "c", Address: 120, Type: "u16"}, // gap 15: new read
+		{Name: "d", Address: 125, Type: "u16"}, // gap 4, but a hole at 122
+		{Name: "e", Address: 10, Table: Input, Type: "u16"},
+		{Name: "f", Address: 300, Type: "u16"},
+		{Name: "g", Address: 424, Type: "u16"}, // contiguous span would be 125: one read
+		{Name: "h", Address: 425, Type: "u16"}, // 126: a new read
+	}
+	for i := range pts {
+		if pts[i].Table == "" {
+			pts[i].Table = Holding
+		}
+	}
+	reqs := Plan(pts, []Hole{{Table: Holding, From: 122, To: 122}}, 200)
+	var got []string
+	for _, r := range reqs {
+		got = append(got, fmt.Sprintf("%s %d+%d", r.Table, r.Addr, r.Count))
+	}
+	// With max_gap 200 only the hole and the 125 limit split reads: 125
+	// cannot join 300..424, which fills a read by itself.
+	want := []string{"holding 100+21", "holding 125+1", "holding 300+125", "holding 425+1", "input 10+1"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("plan\n got %v\nwant %v", got, want)
+	}
+	reqs = Plan(pts, nil, 2)
+	if len(reqs) != 6 {
+		t.Errorf("max_gap 2: %d reads, want 6 (100+5, 120, 125, 300, 424+2, input 10)", len(reqs))
+	}
+	for _, r := range reqs {
+		if r.Count > MaxReadRegisters {
+			t.Errorf("read of %d registers", r.Count)
+		}
+	}
+}
+
+// The hearthsim profile read through the planner gives the simulator's
+// values, in as many requests as the plan says.
+func TestProfilePollAgainstSimulator(t *testing.T) {
+	t.Parallel()
+	p, err := EmbeddedProfile("hearthsim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sim.New(sim.Config{UnitID: 1, InitialSoC: 63, Now: func() time.Time { return noon }})
+	s.SetTemp(31.5)
+	cfg := serveSims(t, TransportTCP, s)
+	b := openBus(t, cfg)
+	reqs := Plan(p.Points, p.Holes, p.MaxGap)
+	before := b.Stats().Requests
+	values, err := ReadProfile(context.Background(), b, 1, p, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Stats().Requests - before; n != uint64(len(reqs)) {
+		t.Errorf("poll took %d requests, plan says %d", n, len(reqs))
+	}
+	st := s.State()
+	for name, want := range map[string]float64{"soc_pct": st.SoCPct, "temp_c": 31.5, "cell_v_max": st.CellVMax} {
+		if got := values[name]; !got.Good() || math.Abs(got.Value-want) > 0.1 {
+			t.Errorf("%s = %+v, want %.2f", name, got, want)
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package sim
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ParseFault parses a fault spec: comma-separated items from
+//
+//	latency=DURATION  delay each request (e.g. 200ms)
+//	noresponse        read requests and never answer
+//	exception=CODE    answer with that exception code (1..255)
+//	corrupt           answer with a damaged frame (bad CRC on RTU, wrong transaction id on TCP)
+//	drop              close the connection without answering (on a serial line: no answer)
+//	requests=N        apply to the next N requests only, then clear
+//
+// "" and "none" are the zero Fault, which clears any fault.
+func ParseFault(spec string) (Fault, error) {
+	var f Fault
+	spec = strings.TrimSpace(spec)
+	if spec == "" || spec == "none" {
+		return f, nil
+	}
+	for item := range strings.SplitSeq(spec, ",") {
+		k, v, hasV := strings.Cut(strings.TrimSpace(item), "=")
+		needsValue := k == "latency" || k == "exception" || k == "requests"
+		if needsValue != hasV {
+			return Fault{}, fmt.Errorf("fault %q: %s takes %s value", spec, k, map[bool]string{true: "a", false: "no"}[needsValue])
+		}
+		var err error
+		switch k {
+		case "latency":
+			f.Latency, err = time.ParseDuration(v)
+			if err == nil && f.Latency < 0 {
+				err = fmt.Errorf("negative")
+			}
+		case "noresponse":
+			f.NoResponse = true
+		case "exception":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 8)
+			if err == nil && n == 0 {
+				err = fmt.Errorf("code must be 1..255")
+			}
+			f.Exception = byte(n)
+		case "corrupt":
+			f.Corrupt = true
+		case "drop":
+			f.Drop = true
+		case "requests":
+			f.Requests, err = strconv.Atoi(v)
+			if err == nil && f.Requests < 0 {
+				err = fmt.Errorf("negative")
+			}
+		default:
+			return Fault{}, fmt.Errorf("fault %q: unknown item %q (want latency=D, noresponse, exception=N, corrupt, drop, requests=N)", spec, k)
+		}
+		if err != nil {
+			return Fault{}, fmt.Errorf("fault %q: %s: %v", spec, k, err)
+		}
+	}
+	return f, nil
+}
+
+// ServeControl runs the control line protocol on r and w until r ends: one
+// command a line, one answer line each ("ok", a JSON object, or
+// "error: …"). Commands apply to every simulator in sims, or with a
+// "unit N " prefix to the one answering unit N:
+//
+//	fault SPEC     inject a fault (see ParseFault); "fault none" clears it
+//	soc PCT        set the state of charge
+//	pv W | load W  pin PV production or house load ("nan" releases)
+//	temp C         pin the enclosure temperature ("nan" releases)
+//	state          print the simulation state as JSON
+//	writes         print the number of writes received, as JSON
+func ServeControl(r io.Reader, w io.Writer, sims ...*Simulator) error {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		fmt.Fprintln(w, control(line, sims))
+	}
+	return sc.Err()
+}
+
+func control(line string, sims []*Simulator) string {
+	targets := sims
+	fields := strings.Fields(line)
+	if fields[0] == "unit" {
+		if len(fields) < 3 {
+			return "error: unit N COMMAND"
+		}
+		n, err := strconv.ParseUint(fields[1], 10, 8)
+		if err != nil {
+			return "error: unit: " + err.Error()
+		}
+		targets = nil
+		for _, s := range sims {
+			if s.cfg.UnitID == uint8(n) {
+				targets = append(targets, s)
+			}
+		}
+		if targets == nil {
+			return fmt.Sprintf("error: no simulator answers unit %d", n)
+		}
+		fields = fields[2:]
+	}
+	cmd, arg := fields[0], strings.Join(fields[1:], " ")
+	num := func() (float64, error) { return strconv.ParseFloat(arg, 64) }
+	switch cmd {
+	case "fault":
+		f, err := ParseFault(arg)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		for _, s := range targets {
+			s.SetFault(f)
+		}
+	case "soc", "pv", "load", "temp":
+		v, err := num()
+		if err != nil {
+			return fmt.Sprintf("error: %s: %v", cmd, err)
+		}
+		for _, s := range targets {
+			switch cmd {
+			case "soc":
+				s.SetSoC(v)
+			case "pv":
+				s.SetPV(v)
+			case "load":
+				s.SetLoad(v)
+			case "temp":
+				s.SetTemp(v)
+			}
+		}
+	case "state", "writes":
+		out := map[string]any{}
+		for _, s := range targets {
+			if cmd == "state" {
+				out[strconv.Itoa(int(s.cfg.UnitID))] = s.State()
+			} else {
+				out[strconv.Itoa(int(s.cfg.UnitID))] = len(s.Writes())
+			}
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return string(b)
+	default:
+		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, state, writes)", cmd)
+	}
+	return "ok"
+}
+
+// ServeControlListener runs the control protocol (see ServeControl) on
+// every connection accepted on ln, typically a Unix socket, until ctx is
+// cancelled. It owns ln.
+func ServeControlListener(ctx context.Context, ln net.Listener, sims ...*Simulator) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+	})
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			wg.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("control: %w", err)
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		if ctx.Err() != nil {
+			c.Close() // accepted as the listener closed
+		}
+		wg.Go(func() {
+			ServeControl(c, c, sims...)
+			c.Close()
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		})
+	}
+}

@@ -1,0 +1,214 @@
+package drivers_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/drivers/sim"
+	"github.com/hearth-energy/hearth/safety"
+)
+
+type storageClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *storageClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *storageClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// storageRig is a simulator on a loopback socket and the storage controls
+// of a device polling it, with a clock the test moves.
+type storageRig struct {
+	sim   *sim.Simulator
+	clock *storageClock
+	st    *drivers.Storage
+	reg   func(point string) uint16
+}
+
+func newStorageRig(t *testing.T, revert time.Duration) *storageRig {
+	t.Helper()
+	clock := &storageClock{t: time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)} // night: no PV
+	s := sim.New(sim.Config{Now: clock.Now, MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.ServeTCP(ctx, ln) }()
+	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: ln.Addr().String(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close(); cancel(); <-done })
+	dev := drivers.NewSunSpecDevice("battery", bus, 1)
+	reg := func(point string) uint16 {
+		a, ok := s.PointAddr(124, point)
+		if !ok {
+			t.Fatalf("simulator has no 124.%s", point)
+		}
+		return a
+	}
+	return &storageRig{sim: s, clock: clock, st: drivers.NewStorage(dev, revert), reg: reg}
+}
+
+// approve gets a command through the only path there is: the safety
+// evaluator, with limits wide enough to pass w unchanged.
+func approve(t *testing.T, device string, mode hearth.Mode, w hearth.Watts) safety.Approved {
+	t.Helper()
+	e, err := safety.NewEvaluator(safety.Limits{
+		SoCMinPct: 5, SoCMaxPct: 100, MaxChargeW: 10000, MaxDischargeW: 10000, RampWPerS: 1e9,
+		MaxReadingAge: time.Minute, CellVMin: 2, CellVMax: 4, TempCMin: -40, TempCMax: 90,
+		MaxLease: time.Hour, Fallback: hearth.ModeAuto,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	obs := safety.Observation{At: now, Reading: hearth.Reading{Device: device, Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}
+	in := safety.Input{Now: now, Target: safety.Target{Mode: mode, Power: w}, Devices: []safety.Observation{obs}}
+	e.Evaluate(in)
+	in.Now = in.Now.Add(time.Second)
+	in.Devices[0].At = in.Now
+	a := e.Evaluate(in).Commands[0]
+	if a.Power() != w {
+		t.Fatalf("evaluator approved %v, want %v W", a, w)
+	}
+	return a
+}
+
+func TestStorageWritesModel124(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		mode    hearth.Mode
+		w       hearth.Watts
+		rates   []uint16 // OutWRte, InWRte, InOutWRte_WinTms, InOutWRte_RvrtTms
+		storctl uint16
+		simMode sim.Mode
+	}{
+		{"discharge", hearth.ModePower, 2500, []uint16{5000, 0, 0, 30}, 2, sim.ModeDischarge},
+		{"charge", hearth.ModePower, -1234, []uint16{0, 2468, 0, 30}, 1, sim.ModeCharge},
+		{"hold zero", hearth.ModePower, 0, []uint16{0, 0, 0, 30}, 3, sim.ModeNet},
+		{"above WChaMax", hearth.ModePower, 7000, []uint16{10000, 0, 0, 30}, 2, sim.ModeDischarge},
+		{"auto", hearth.ModeAuto, 0, nil, 0, sim.ModeSelfConsumption},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := newStorageRig(t, 30*time.Second)
+			st, err := r.st.Apply(context.Background(), approve(t, "battery", c.mode, c.w))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.StorCtlMod != c.storctl {
+				t.Errorf("read back StorCtl_Mod %d, want %d", st.StorCtlMod, c.storctl)
+			}
+			var want []sim.Write
+			if c.rates != nil {
+				want = append(want, sim.Write{Func: 0x10, Addr: r.reg("OutWRte"), Values: c.rates})
+			}
+			want = append(want, sim.Write{Func: 0x10, Addr: r.reg("StorCtl_Mod"), Values: []uint16{c.storctl}})
+			got := r.sim.Writes()
+			if len(got) != len(want) {
+				t.Fatalf("got %d writes %+v, want %+v", len(got), got, want)
+			}
+			for i := range want {
+				g, w := got[i], want[i]
+				if g.Func != w.Func || g.Addr != w.Addr || g.Exception != 0 || !equalRegs(g.Values, w.Values) {
+					t.Errorf("write %d: got func %#x addr %d values %v exception %d, want func %#x addr %d values %v",
+						i, g.Func, g.Addr, g.Values, g.Exception, w.Func, w.Addr, w.Values)
+				}
+			}
+			if s := r.sim.State(); s.Mode != c.simMode {
+				t.Errorf("simulator in mode %s, want %s", s.Mode, c.simMode)
+			}
+			if c.mode == hearth.ModePower && c.w != 7000 {
+				if s := r.sim.State(); s.BatteryW != c.w {
+					t.Errorf("simulator battery at %v W, want %v W", s.BatteryW, c.w)
+				}
+			}
+		})
+	}
+}
+
+func equalRegs(a, b []uint16) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestStorageRefusesWhatSafetyDidNotApprove(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	if _, err := r.st.Apply(context.Background(), safety.Approved{}); err == nil {
+		t.Error("the zero Approved was applied")
+	}
+	if _, err := r.st.Apply(context.Background(), approve(t, "other", hearth.ModePower, 1000)); err == nil {
+		t.Error("a command approved for another device was applied")
+	}
+	if w := r.sim.Writes(); len(w) != 0 {
+		t.Errorf("refused commands wrote %+v", w)
+	}
+}
+
+// TestStorageRevertTimer checks the device drops the command by itself
+// when no refresh comes, and keeps it while refreshes come every third of
+// the timer.
+func TestStorageRevertTimer(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	a := approve(t, "battery", hearth.ModePower, 2000)
+	ctx := context.Background()
+	for i := 0; i < 6; i++ {
+		if _, err := r.st.Apply(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		r.clock.Advance(10 * time.Second)
+		if s := r.sim.State(); s.Reverted || s.BatteryW != 2000 {
+			t.Fatalf("refresh %d: simulator reverted=%v at %v W, want holding 2000 W", i, s.Reverted, s.BatteryW)
+		}
+	}
+	r.clock.Advance(21 * time.Second)
+	if s := r.sim.State(); !s.Reverted || s.Mode != sim.ModeSelfConsumption {
+		t.Fatalf("31 s after the last write: reverted=%v mode %s, want reverted to self-consumption", s.Reverted, s.Mode)
+	}
+}
+
+func TestStorageWriteRefused(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	ctx := context.Background()
+	a := approve(t, "battery", hearth.ModePower, 1000)
+	if _, err := r.st.Apply(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	r.sim.SetFault(sim.Fault{Exception: 0x04, Requests: 1})
+	if _, err := r.st.Apply(ctx, a); err == nil {
+		t.Fatal("a refused write reported success")
+	}
+	// The next apply finds the model again and succeeds.
+	if _, err := r.st.Apply(ctx, a); err != nil {
+		t.Fatalf("apply after a refused write: %v", err)
+	}
+}

@@ -1,0 +1,73 @@
+package safety
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+)
+
+// edgeWait bounds each wait for an edge, so a watcher notices its context
+// ending and re-reads the level in case an edge was lost.
+const edgeWait = 200 * time.Millisecond
+
+// WatchEStop watches an emergency-stop input until ctx ends. It calls
+// changed with the initial state and then on every change, straight from
+// the pin's edge interrupt: the stop is not sampled at the poll rate.
+// activeHigh says a high level means engaged; otherwise low does, with a
+// pull-up, so a cut wire engages the stop too. changed must not block.
+func WatchEStop(ctx context.Context, pin gpio.PinIn, activeHigh bool, changed func(engaged bool)) error {
+	pull := gpio.PullUp
+	if activeHigh {
+		pull = gpio.PullDown
+	}
+	if err := pin.In(pull, gpio.BothEdges); err != nil {
+		return fmt.Errorf("e-stop input %s: %w", pin, err)
+	}
+	engaged := func() bool { return (pin.Read() == gpio.High) == activeHigh }
+	state := engaged()
+	changed(state)
+	for ctx.Err() == nil {
+		pin.WaitForEdge(edgeWait)
+		if now := engaged(); now != state {
+			state = now
+			changed(state)
+		}
+	}
+	return nil
+}
+
+// Outputs drives the optional contactor and status LED from the safety
+// state. Either pin may be nil.
+type Outputs struct {
+	Contactor gpio.PinOut
+	StatusLED gpio.PinOut
+}
+
+// Set closes the contactor (high) unless the e-stop is engaged, and lights
+// the LED while safety is ok.
+func (o Outputs) Set(estop bool, safetyOK bool) error {
+	if o.Contactor != nil {
+		if err := o.Contactor.Out(gpio.Level(!estop)); err != nil {
+			return fmt.Errorf("contactor %s: %w", o.Contactor, err)
+		}
+	}
+	if o.StatusLED != nil {
+		if err := o.StatusLED.Out(gpio.Level(safetyOK && !estop)); err != nil {
+			return fmt.Errorf("status LED %s: %w", o.StatusLED, err)
+		}
+	}
+	return nil
+}
+
+// PinByName finds a GPIO pin by its periph name. It finds only pins that a
+// periph driver has registered.
+func PinByName(name string) (gpio.PinIO, error) {
+	p := gpioreg.ByName(name)
+	if p == nil {
+		return nil, fmt.Errorf("gpio pin %q not found (no GPIO driver has registered it)", name)
+	}
+	return p, nil
+}

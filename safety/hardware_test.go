@@ -1,0 +1,163 @@
+package safety
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpiotest"
+)
+
+func TestEStopIsEdgeTriggered(t *testing.T) {
+	t.Parallel()
+	pin := &gpiotest.Pin{N: "GPIO17", EdgesChan: make(chan gpio.Level)}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan bool, 10)
+	done := make(chan error, 1)
+	go func() { done <- WatchEStop(ctx, pin, false, func(on bool) { got <- on }) }()
+	next := func() bool {
+		select {
+		case v := <-got:
+			return v
+		case <-time.After(10 * time.Second):
+			t.Fatal("no e-stop change reported")
+		}
+		return false
+	}
+	if next() {
+		t.Fatal("pulled-up, active-low input reported engaged at start")
+	}
+	// An unbuffered channel: the send completes only when the watcher is
+	// waiting on the edge, not sampling a level.
+	pin.EdgesChan <- gpio.Low
+	if !next() {
+		t.Fatal("falling edge did not engage the stop")
+	}
+	pin.EdgesChan <- gpio.High
+	if next() {
+		t.Fatal("rising edge did not release the stop")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if pin.Pull() != gpio.PullUp {
+		t.Errorf("pull %s, want up for an active-low stop", pin.Pull())
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	t.Parallel()
+	c, led := &gpiotest.Pin{N: "C"}, &gpiotest.Pin{N: "L"}
+	o := Outputs{Contactor: c, StatusLED: led}
+	for _, tc := range []struct {
+		estop, ok bool
+		c, led    gpio.Level
+	}{{false, true, gpio.High, gpio.High}, {false, false, gpio.High, gpio.Low}, {true, true, gpio.Low, gpio.Low}} {
+		if err := o.Set(tc.estop, tc.ok); err != nil {
+			t.Fatal(err)
+		}
+		if c.Read() != tc.c || led.Read() != tc.led {
+			t.Errorf("estop %v ok %v: contactor %s led %s, want %s %s", tc.estop, tc.ok, c.Read(), led.Read(), tc.c, tc.led)
+		}
+	}
+}
+
+// notifySocket listens where systemd would and collects what it is told.
+func notifySocket(t *testing.T) (string, func() []string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var msgs []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 512)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			msgs = append(msgs, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return path, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), msgs...)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWatchdogFedOnlyWhileHealthy(t *testing.T) {
+	t.Parallel()
+	sock, msgs := notifySocket(t)
+	hwPath := filepath.Join(t.TempDir(), "watchdog") // a file stands in for /dev/watchdog
+	if err := os.WriteFile(hwPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	healthy := true
+	w, err := OpenWatchdog(hwPath, sock, "", time.Hour, func() bool { mu.Lock(); defer mu.Unlock(); return healthy })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Notify("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if fed, err := w.Feed(); !fed || err != nil {
+		t.Fatalf("healthy feed: fed=%v err=%v", fed, err)
+	}
+	mu.Lock()
+	healthy = false
+	mu.Unlock()
+	if fed, _ := w.Feed(); fed {
+		t.Fatal("fed while unhealthy")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "STOPPING=1", func() bool { m := msgs(); return len(m) > 0 && m[len(m)-1] == "STOPPING=1" })
+	if got := strings.Join(msgs(), ","); got != "READY=1,WATCHDOG=1,STOPPING=1" {
+		t.Errorf("systemd was told %q, want READY=1,WATCHDOG=1,STOPPING=1 (no feed while unhealthy)", got)
+	}
+	b, _ := os.ReadFile(hwPath)
+	if string(b) != "1V" {
+		t.Errorf("hardware watchdog got %q, want one feed then the magic close", b)
+	}
+}
+
+func TestWatchdogIntervalFromSystemd(t *testing.T) {
+	t.Parallel()
+	w, err := OpenWatchdog("", "", "4000000", time.Minute, func() bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.interval != 2*time.Second {
+		t.Errorf("interval %s with WATCHDOG_USEC=4s, want 2s", w.interval)
+	}
+}
