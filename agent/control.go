@@ -276,7 +276,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received time.Time) (heart
 	if !v.OK {
 		ack.Result, ack.Reason = v.Result, v.Reason
 		if v.Result != hearth.ResultDuplicate {
-			c.event(EventSetpointRejected, map[string]any{"id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason})
+			c.event(EventSetpointRejected, map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason})
 		}
 		return ack, false
 	}
@@ -291,7 +291,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received time.Time) (heart
 		ack.Reason = d.Rule
 	default:
 		ack.Result, ack.Reason = hearth.ResultClamped, d.Rule
-		data := map[string]any{"id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": d.TargetW}
+		data := map[string]any{"lease_id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": d.TargetW}
 		if sp.PowerW != nil {
 			data["requested_w"] = *sp.PowerW
 		}
@@ -543,7 +543,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	rule := dec.Rule
 	if rule != c.rule && rule != "" && c.activeLocked() != nil && !isTrip(rule) {
 		l := c.activeLocked()
-		c.event(EventClamped, map[string]any{"id": l.Setpoint.ID, "version": l.Setpoint.Version, "rule": rule, "allowed_w": dec.TargetW})
+		c.event(EventClamped, map[string]any{"lease_id": l.Setpoint.ID, "version": l.Setpoint.Version, "rule": rule, "allowed_w": dec.TargetW})
 	}
 	c.rule = rule
 }
@@ -601,7 +601,7 @@ func (c *Controller) endLocked(l *safety.Lease, reason string) {
 }
 
 func leaseData(l *safety.Lease, extra map[string]any) map[string]any {
-	m := map[string]any{"id": l.Setpoint.ID, "version": l.Setpoint.Version, "source": l.Source,
+	m := map[string]any{"lease_id": l.Setpoint.ID, "version": l.Setpoint.Version, "source": l.Source,
 		"mode": l.Setpoint.Mode, "valid_until": l.Setpoint.ValidUntil, "fallback": l.Setpoint.Fallback}
 	if l.Setpoint.PowerW != nil {
 		m["power_w"] = *l.Setpoint.PowerW

@@ -69,7 +69,15 @@ func (a *Agent) deliverEvents(ctx context.Context) (int, error) {
 	ids := make([]uint64, 0, len(evs))
 	var perr error
 	for _, e := range evs {
-		perr = a.up.PublishEvent(ctx, uplink.Event{ID: e.ID, Time: e.Time, Type: e.Type, Data: e.Data})
+		ev := uplink.Event{ID: e.ID, Time: e.Time, Type: e.Type, Data: e.Data}
+		// An event that cannot be encoded would block the queue for ever:
+		// it is logged and dropped, never retried.
+		if _, err := json.Marshal(ev); err != nil {
+			a.log.Error("event cannot be encoded; dropped", "type", e.Type, "id", e.ID, "err", err)
+			ids = append(ids, e.ID)
+			continue
+		}
+		perr = a.up.PublishEvent(ctx, ev)
 		if perr != nil {
 			break
 		}
