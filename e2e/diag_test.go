@@ -67,8 +67,23 @@ func TestStatusShowsDeadDeviceAndBrokenUplink(t *testing.T) {
 		Buffer struct {
 			PendingReadings int64 `json:"pending_readings"`
 		} `json:"buffer"`
+		Lease *struct {
+			Source     string  `json:"source"`
+			RemainingS float64 `json:"remaining_s"`
+		} `json:"lease"`
 	}
+	// A lease is active too: a field tech's local one, as the uplink is down.
 	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, stderr, code := hearthCLI(t, nil, "mode", "set", "idle", "--for", "20m", "--socket", sock)
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mode set idle: exit %d, %s %s", code, out, stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	var out string
 	var code int
 	for time.Now().Before(deadline) {
@@ -85,6 +100,9 @@ func TestStatusShowsDeadDeviceAndBrokenUplink(t *testing.T) {
 		t.Errorf("status: battery up %t (want true), meter up %t (want false), uplink %t (want false)",
 			st.Devices[0].Up, st.Devices[1].Up, st.Uplink.Connected)
 	}
+	if st.Lease == nil || st.Lease.Source != "local" || st.Lease.RemainingS < 60 || st.Lease.RemainingS > 1200 {
+		t.Errorf("status lease = %+v, want the local lease with about 20 minutes left", st.Lease)
+	}
 	for _, want := range []string{"device down: meter", "uplink down", "readings buffered"} {
 		if !strings.Contains(st.Verdict, want) {
 			t.Errorf("verdict %q lacks %q", st.Verdict, want)
@@ -100,7 +118,7 @@ func TestStatusShowsDeadDeviceAndBrokenUplink(t *testing.T) {
 		}
 	}
 	human, _, code := hearthCLI(t, nil, "status", "--socket", sock)
-	for _, want := range []string{"battery", "meter", "DOWN", "uplink  DOWN", "DEGRADED:"} {
+	for _, want := range []string{"battery", "meter", "DOWN", "uplink  DOWN", "DEGRADED:", "from local until", "then auto"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("human status lacks %q:\n%s", want, human)
 		}
