@@ -29,6 +29,7 @@ const (
 	liveMaxAge    = 2 * time.Second // older undelivered readings go on backfill
 	commitEvery   = 500 * time.Millisecond
 	shutdownGrace = 4 * time.Second // SIGTERM to exit stays under 5 s
+	birthRefresh  = 15 * time.Minute
 )
 
 // Agent is one running gateway agent.
@@ -210,6 +211,13 @@ func (a *Agent) birth() uplink.Birth {
 		"max_charge_w":    a.cfg.Safety.MaxChargeW,
 		"max_discharge_w": a.cfg.Safety.MaxDischargeW,
 	}}
+	if st, err := a.store.Stats(); err == nil {
+		b.Buffer = map[string]any{
+			"pending_readings": st.PendingReadings, "write_bytes": st.WriteBytes,
+			"commits_per_hour": st.CommitsPerHour, "compactions": st.Compactions,
+			"readings_dropped": st.ReadingsDropped, "disk_full": st.DiskFull,
+		}
+	}
 	for _, d := range a.devices {
 		id := d.drv.Identity()
 		b.Devices = append(b.Devices, uplink.DeviceInfo{
@@ -317,11 +325,17 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) watchUplink(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	// The status record carries the buffer's wear; refresh it now and then.
+	refresh := time.NewTicker(birthRefresh)
+	defer refresh.Stop()
 	was := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-refresh.C:
+			a.up.SetBirth(a.birth())
+			continue
 		case <-t.C:
 		}
 		st := a.up.Stats()

@@ -13,6 +13,9 @@ type Birth struct {
 	Devices []DeviceInfo   // identities of the devices the agent talks to
 	Profile string         // control/safety profile name
 	Limits  map[string]any // effective safety limits, as the cloud should see them
+	// Buffer is the buffer's health and wear (bytes written, commits per
+	// hour) as of the last refresh of the record.
+	Buffer map[string]any
 }
 
 // DeviceInfo identifies one device behind the gateway.
@@ -35,6 +38,7 @@ type statusMsg struct {
 	Profile string          `json:"profile,omitempty"`
 	Devices *[]DeviceInfo   `json:"devices,omitempty"`
 	Limits  json.RawMessage `json:"limits,omitempty"`
+	Buffer  json.RawMessage `json:"buffer,omitempty"`
 }
 
 // SetBirth sets the birth record. If the session is connected it is
@@ -43,6 +47,9 @@ type statusMsg struct {
 func (s *Session) SetBirth(b Birth) error {
 	if _, err := json.Marshal(b.Limits); err != nil {
 		return fmt.Errorf("uplink birth limits: %w", err)
+	}
+	if _, err := json.Marshal(b.Buffer); err != nil {
+		return fmt.Errorf("uplink birth buffer: %w", err)
 	}
 	b.Devices = append([]DeviceInfo(nil), b.Devices...)
 	s.mu.Lock()
@@ -79,6 +86,9 @@ func (s *Session) statusPayload(state, reason string, stamped bool) []byte {
 		m.Profile = s.birth.Profile
 		if len(s.birth.Limits) > 0 {
 			m.Limits, _ = json.Marshal(s.birth.Limits) // checked by SetBirth
+		}
+		if len(s.birth.Buffer) > 0 {
+			m.Buffer, _ = json.Marshal(s.birth.Buffer) // checked by SetBirth
 		}
 	}
 	b, err := json.Marshal(m)
