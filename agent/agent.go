@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,9 +67,30 @@ type Agent struct {
 	draining        chan struct{} // closed at shutdown: deliver once more, then return
 }
 
+// poller is what the agent needs of a device it reads: SunSpec devices
+// (map discovered) and profile devices (fixed register map) alike.
+type poller interface {
+	Name() string
+	// Poll reads the device once. When it cannot be read, the points it
+	// would have given carry a quality saying why, and the error is
+	// returned too.
+	Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error)
+	Identity() drivers.Identity
+}
+
+var (
+	_ poller = (*drivers.SunSpecDevice)(nil)
+	_ poller = (*drivers.ProfileDevice)(nil)
+)
+
 type device struct {
 	cfg DeviceConfig
-	drv *drivers.SunSpecDevice
+	drv poller
+	// sunspec is the device when it speaks SunSpec, the only kind with
+	// storage controls (model 124); nil for profile devices.
+	sunspec *drivers.SunSpecDevice
+	bus     *drivers.Bus // the device's link, shared with its neighbours
+	profile string       // the profile's name
 
 	mu        sync.Mutex
 	last      hearth.Reading
@@ -145,7 +168,12 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 			a.buses = append(a.buses, bus)
 		}
 		bus.ConfigureUnit(uint8(dc.UnitID), drivers.UnitConfig{Timeout: dc.Timeout.D(), Retries: dc.Retries})
-		a.devices = append(a.devices, &device{cfg: dc, drv: drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID))})
+		d, err := newDevice(dc, bus)
+		if err != nil {
+			a.closeAll()
+			return nil, fmt.Errorf("device %s: %w", dc.Name, err)
+		}
+		a.devices = append(a.devices, d)
 	}
 
 	password := ""
@@ -197,6 +225,33 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	return a, nil
 }
 
+// newDevice builds the driver for a device from its profile: discovery
+// profiles give a SunSpec device, the others a profile device read through
+// the planner.
+func newDevice(dc DeviceConfig, bus *drivers.Bus) (*device, error) {
+	p := dc.RegisterMap()
+	if p == nil {
+		// A config built in code rather than parsed: built-in profiles only.
+		name := dc.Profile
+		if name == "" {
+			name = "sunspec"
+		}
+		var err error
+		if p, err = drivers.EmbeddedProfile(name); err != nil {
+			return nil, err
+		}
+	}
+	d := &device{cfg: dc, bus: bus, profile: p.Name}
+	unit := uint8(dc.UnitID)
+	if p.Discovery == "sunspec" {
+		d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, unit)
+		d.drv = d.sunspec
+	} else {
+		d.drv = drivers.NewProfileDevice(dc.Name, bus, unit, p)
+	}
+	return d, nil
+}
+
 func trimNewline(b []byte) []byte {
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
 		b = b[:len(b)-1]
@@ -205,7 +260,7 @@ func trimNewline(b []byte) []byte {
 }
 
 func (a *Agent) birth() uplink.Birth {
-	b := uplink.Birth{Version: hearth.Version, Profile: "sunspec", Limits: map[string]any{
+	b := uplink.Birth{Version: hearth.Version, Profile: a.profiles(), Limits: map[string]any{
 		"soc_min_pct":     a.cfg.Safety.SocMinPct,
 		"soc_max_pct":     a.cfg.Safety.SocMaxPct,
 		"max_charge_w":    a.cfg.Safety.MaxChargeW,
@@ -225,6 +280,18 @@ func (a *Agent) birth() uplink.Birth {
 		})
 	}
 	return b
+}
+
+// profiles names the register maps the devices are read with, in device
+// order without repeats, comma-separated.
+func (a *Agent) profiles() string {
+	var names []string
+	for _, d := range a.devices {
+		if !slices.Contains(names, d.profile) {
+			names = append(names, d.profile)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // Run polls, buffers and delivers until ctx is cancelled, then flushes what

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -19,22 +20,27 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/drivers"
 )
 
 // Config is the agent's whole configuration: one YAML file. The zero value
 // is not useful; use LoadConfig or ParseConfig, which apply defaults and
 // validate.
 type Config struct {
-	GatewayID         string         `yaml:"gateway_id"`
-	DataDir           string         `yaml:"data_dir"`
-	DiagSocket        string         `yaml:"diag_socket"`
-	DiagGroup         string         `yaml:"diag_group"`
-	MetricsListen     string         `yaml:"metrics_listen"`
-	AssumeClockSynced bool           `yaml:"assume_clock_synced"`
-	Devices           []DeviceConfig `yaml:"devices"`
-	Safety            SafetyConfig   `yaml:"safety"`
-	Uplink            UplinkConfig   `yaml:"uplink"`
-	Buffer            BufferConfig   `yaml:"buffer"`
+	GatewayID         string `yaml:"gateway_id"`
+	DataDir           string `yaml:"data_dir"`
+	DiagSocket        string `yaml:"diag_socket"`
+	DiagGroup         string `yaml:"diag_group"`
+	MetricsListen     string `yaml:"metrics_listen"`
+	AssumeClockSynced bool   `yaml:"assume_clock_synced"`
+	// ProfileFiles are register-map files (YAML) whose profiles every
+	// device may name, besides the built-in ones. Relative paths are taken
+	// from the config file's folder.
+	ProfileFiles []string       `yaml:"profile_files"`
+	Devices      []DeviceConfig `yaml:"devices"`
+	Safety       SafetyConfig   `yaml:"safety"`
+	Uplink       UplinkConfig   `yaml:"uplink"`
+	Buffer       BufferConfig   `yaml:"buffer"`
 	// WatchdogDevice is the Linux hardware watchdog (e.g. /dev/watchdog),
 	// fed only while the poll and control loops are healthy; empty: none.
 	WatchdogDevice string     `yaml:"watchdog_device"`
@@ -59,8 +65,13 @@ type GPIOConfig struct {
 
 // DeviceConfig is one Modbus device.
 type DeviceConfig struct {
-	Name         string   `yaml:"name"`
-	Profile      string   `yaml:"profile"`
+	Name string `yaml:"name"`
+	// Profile names the device's register map: sunspec (discovered), a
+	// built-in profile, or the name of a profile in profile_files.
+	Profile string `yaml:"profile"`
+	// ProfileFiles are profile files for this device only; they are
+	// searched before the top-level ones.
+	ProfileFiles []string `yaml:"profile_files"`
 	Transport    string   `yaml:"transport"`
 	Address      string   `yaml:"address"`
 	Baud         int      `yaml:"baud"`
@@ -78,7 +89,15 @@ type DeviceConfig struct {
 	// requests (to any device on it); RTU lines always keep 3.5 characters.
 	// Devices sharing a link share the largest gap any of them asks for.
 	InterRequestGap Duration `yaml:"inter_request_gap"`
+
+	// profile is the register map Profile resolved to at validation.
+	profile *drivers.Profile
 }
+
+// RegisterMap returns the profile the device's profile key resolved to
+// when the config was validated; nil for a config not built by
+// ParseConfig.
+func (d DeviceConfig) RegisterMap() *drivers.Profile { return d.profile }
 
 // SafetyConfig holds the local limits that hold whatever the cloud says.
 type SafetyConfig struct {
@@ -309,7 +328,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		indexLines(root.Content[0], "", lines)
 	}
 	applyDeviceDefaults(&cfg, lines)
-	v := validator{file: name, lines: lines}
+	v := validator{file: name, dir: filepath.Dir(name), lines: lines}
 	v.validate(&cfg)
 	// A value that failed to decode is reported once, by the decoder.
 	reported := map[int]bool{}
@@ -379,6 +398,7 @@ func indexLines(n *yaml.Node, path string, lines map[string]int) {
 
 type validator struct {
 	file  string
+	dir   string // relative profile files are found from here
 	lines map[string]int
 	errs  ConfigErrors
 }
@@ -428,6 +448,7 @@ func (v *validator) validate(c *Config) {
 	for i, d := range c.Devices {
 		v.device(fmt.Sprintf("devices[%d]", i), d, names)
 	}
+	v.profiles(c)
 	v.safety(c.Safety)
 	v.control(c)
 	v.uplink(c.Uplink)
@@ -665,4 +686,81 @@ func decodeKey(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("an ed25519 public key is %d bytes, got %d", ed25519.PublicKeySize, len(b))
 	}
 	return ed25519.PublicKey(b), nil
+}
+
+// profiles loads the profile files (reading files is all it does) and
+// resolves every device's profile key: the device's own files first, then
+// the top-level ones, then the built-in profiles. A broken file is
+// reported with its own file, line and point, at the line naming it.
+func (v *validator) profiles(c *Config) {
+	broken := map[string]bool{}
+	global := v.loadProfiles("profile_files", c.ProfileFiles, broken)
+	for i := range c.Devices {
+		d := &c.Devices[i]
+		p := fmt.Sprintf("devices[%d]", i)
+		own := v.loadProfiles(p+".profile_files", d.ProfileFiles, broken)
+		if d.Profile == "" || (broken[d.Profile] && own[d.Profile] == nil && global[d.Profile] == nil) {
+			continue // reported with the device, or with its file
+		}
+		if pr, ok := own[d.Profile]; ok {
+			d.profile = pr
+		} else if pr, ok := global[d.Profile]; ok {
+			d.profile = pr
+		} else if pr, err := drivers.EmbeddedProfile(d.Profile); err == nil {
+			d.profile = pr
+		} else {
+			known := drivers.EmbeddedProfiles()
+			for n := range own {
+				known = append(known, n)
+			}
+			for n := range global {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			v.errorf(p+".profile", "%q is neither a built-in profile nor one in profile_files (known: %s)", d.Profile, strings.Join(known, ", "))
+		}
+	}
+}
+
+// loadProfiles parses each file of the list at key and returns the
+// profiles by name. The names of files that fail, where they can be
+// read, go in broken, so devices naming them are not reported twice.
+func (v *validator) loadProfiles(key string, files []string, broken map[string]bool) map[string]*drivers.Profile {
+	out := map[string]*drivers.Profile{}
+	for i, f := range files {
+		at := fmt.Sprintf("%s[%d]", key, i)
+		if f == "" {
+			v.errorf(at, "empty path")
+			continue
+		}
+		path := f
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(v.dir, path)
+		}
+		pr, err := drivers.LoadProfile(path)
+		if err != nil {
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			for _, e := range errs {
+				v.errorf(at, "%v", e)
+			}
+			if data, err := os.ReadFile(path); err == nil {
+				var head struct {
+					Name string `yaml:"name"`
+				}
+				if yaml.Unmarshal(data, &head) == nil && head.Name != "" {
+					broken[head.Name] = true
+				}
+			}
+			continue
+		}
+		if _, dup := out[pr.Name]; dup {
+			v.errorf(at, "profile %q is also defined by an earlier file", pr.Name)
+			continue
+		}
+		out[pr.Name] = pr
+	}
+	return out
 }

@@ -659,13 +659,14 @@ func limitsFrom(s SafetyConfig) safety.Limits {
 	return l
 }
 
-// newControl builds the controller for every device but the meter, and
-// hands its state to the diagnostics API.
+// newControl builds the controller for every SunSpec device but the meter
+// (only SunSpec devices have storage controls, model 124), and hands its
+// state to the diagnostics API.
 func (a *Agent) newControl() error {
 	var devs []storage
 	for _, d := range a.devices {
-		if d.cfg.Name != a.cfg.Safety.MeterDevice {
-			devs = append(devs, drivers.NewStorage(d.drv, a.cfg.Safety.RevertTimeout.D()))
+		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+			devs = append(devs, drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D()))
 		}
 	}
 	ctl, err := newController(controlOptions{

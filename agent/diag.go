@@ -286,6 +286,7 @@ func (a *Agent) diagHandler() http.Handler {
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
 	})
 	a.modeHandlers(mux)
+	a.modbusHandlers(mux)
 	return mux
 }
 

@@ -140,6 +140,10 @@ type request struct {
 	ctx     context.Context
 	unit    uint8
 	attempt int
+	// once marks a single attempt that leaves the unit's down state and
+	// back-off alone (a scan); timeout, when set, replaces the unit's.
+	once    bool
+	timeout time.Duration
 	do      func(modbus.Client) ([]byte, error)
 	result  chan result
 }
@@ -215,6 +219,17 @@ func (b *Bus) UnitStats(unit uint8) UnitStats {
 	return UnitStats{}
 }
 
+// Units returns the counters of every unit the link has been asked about.
+func (b *Bus) Units() map[uint8]UnitStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[uint8]UnitStats, len(b.units))
+	for id, u := range b.units {
+		out[id] = u.stats
+	}
+	return out
+}
+
 func (b *Bus) run() {
 	defer b.wg.Done()
 	defer b.tr.close()
@@ -243,8 +258,11 @@ func (b *Bus) serve(r *request, last *time.Time) result {
 	if retries < 0 {
 		retries = b.cfg.Retries
 	}
+	if r.timeout > 0 {
+		timeout = r.timeout
+	}
 	down := u.stats.Down
-	if down && time.Now().Before(u.stats.NextProbe) {
+	if down && !r.once && time.Now().Before(u.stats.NextProbe) {
 		u.stats.Skipped++
 		b.mu.Unlock()
 		return result{err: ErrUnitDown}
@@ -285,6 +303,17 @@ func (b *Bus) serve(r *request, last *time.Time) result {
 	b.stats.Redials, b.stats.Stale = redials, stale
 	res := result{data: data, err: err}
 	switch {
+	case r.once:
+		switch {
+		case isExc:
+			u.stats.Exceptions++
+		case err == nil:
+			u.stats.OK++
+		default:
+			b.stats.Errors++
+			b.stats.LastError = err.Error()
+			u.stats.Failures++
+		}
 	case err == nil || isExc:
 		if isExc {
 			u.stats.Exceptions++
@@ -333,8 +362,15 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func (b *Bus) submit(ctx context.Context, unit uint8, do func(modbus.Client) ([]byte, error)) ([]byte, error) {
+	return b.submitWith(ctx, &request{unit: unit, do: do})
+}
+
+// submitWith sends proto's request to the owner, repeating it while the
+// owner asks for a retry.
+func (b *Bus) submitWith(ctx context.Context, proto *request) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
-		r := &request{ctx: ctx, unit: unit, attempt: attempt, do: do, result: make(chan result, 1)}
+		r := &request{ctx: ctx, unit: proto.unit, attempt: attempt, once: proto.once, timeout: proto.timeout,
+			do: proto.do, result: make(chan result, 1)}
 		select {
 		case b.reqs <- r:
 		case <-b.done:
@@ -393,10 +429,23 @@ func classify(err error) error {
 
 // Read reads count registers from a unit's table starting at addr.
 func (b *Bus) Read(ctx context.Context, unit uint8, table Table, addr, count uint16) ([]uint16, error) {
+	return b.read(ctx, &request{unit: unit}, table, addr, count)
+}
+
+// ReadOnce reads as Read does, in a single attempt bounded by timeout (0:
+// the unit's), without retries and without marking the unit down when it
+// fails, and even when it is marked down: a scan's question whether
+// anything answers at unit, which must not change how the unit is polled.
+func (b *Bus) ReadOnce(ctx context.Context, unit uint8, table Table, addr, count uint16, timeout time.Duration) ([]uint16, error) {
+	return b.read(ctx, &request{unit: unit, once: true, timeout: timeout}, table, addr, count)
+}
+
+func (b *Bus) read(ctx context.Context, proto *request, table Table, addr, count uint16) ([]uint16, error) {
+	unit := proto.unit
 	if count == 0 || count > MaxReadRegisters {
 		return nil, fmt.Errorf("read %d registers: count must be 1..%d", count, MaxReadRegisters)
 	}
-	data, err := b.submit(ctx, unit, func(c modbus.Client) ([]byte, error) {
+	proto.do = func(c modbus.Client) ([]byte, error) {
 		var data []byte
 		var err error
 		if table == Input {
@@ -408,7 +457,8 @@ func (b *Bus) Read(ctx context.Context, unit uint8, table Table, addr, count uin
 			err = fmt.Errorf("got %d bytes, want %d", len(data), 2*count)
 		}
 		return data, err
-	})
+	}
+	data, err := b.submitWith(ctx, proto)
 	if err != nil {
 		return nil, fmt.Errorf("read unit %d %s %d+%d: %w", unit, table, addr, count, err)
 	}

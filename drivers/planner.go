@@ -13,12 +13,25 @@ type ReadRequest struct {
 	Points []int
 }
 
-// Plan merges points into the fewest reads: each at most MaxReadRegisters
-// long, bridging a gap between two points only when it is at most maxGap
-// registers and holds no hole. Points are read whole; a point longer than
-// MaxReadRegisters cannot be planned and is left out. Requests come
-// sorted by table and address.
+// Plan merges points into the reads that take the least bus time: each at
+// most MaxReadRegisters long, bridging a gap between two points only when
+// it holds no hole, is at most maxGap registers (what the profile allows)
+// and costs less than a request of its own (BridgeGap). Points are read
+// whole; a point longer than MaxReadRegisters cannot be planned and is
+// left out. Requests come sorted by table and address.
+//
+// Each gap is decided on its own: a request costs a fixed overhead and
+// two characters a register, so bridging a gap of g registers costs 2g
+// characters against the overhead of a new request, whatever the other
+// gaps are. Only the 125-register limit couples the decisions; OptimalCost
+// gives the true optimum to compare with.
 func Plan(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
+	return merge(points, holes, min(maxGap, BridgeGap))
+}
+
+// merge plans reads bridging every gap of at most maxGap registers that
+// holds no hole.
+func merge(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
 	idx := make([]int, 0, len(points))
 	for i, p := range points {
 		if p.Size() > 0 && p.Size() <= MaxReadRegisters {
@@ -76,6 +89,11 @@ const (
 	rtuGapChars          = 3.5
 )
 
+// BridgeGap is the largest gap worth bridging on an RTU line: a new
+// request costs its frames and their silences (20 characters), a bridged
+// register two characters.
+const BridgeGap = (rtuReadRequestChars + rtuReadResponseChars + 2*rtuGapChars) / 2
+
 // ReadChars returns the characters (including the two inter-frame gaps) a
 // read of count registers puts on an RTU line.
 func ReadChars(count int) float64 {
@@ -115,7 +133,67 @@ func Cost(points []PointSpec, reqs []ReadRequest) PlanCost {
 	for _, regs := range need {
 		c.MinRegisters += len(regs)
 	}
-	c.MinRequests = len(Plan(points, nil, 0xFFFF))
+	c.MinRequests = len(merge(points, nil, 0xFFFF))
 	c.MinChars = float64(c.MinRequests)*ReadChars(0) + float64(2*c.MinRegisters)
 	return c
+}
+
+// OptimalCost returns the characters of the cheapest plan there is for
+// points: the exact optimum over every way of cutting them into reads of
+// at most MaxReadRegisters that bridge no hole, found by dynamic
+// programming over the points in address order (each table on its own).
+func OptimalCost(points []PointSpec, holes []Hole) float64 {
+	total := 0.0
+	for _, t := range []Table{Holding, Input} {
+		var ps []PointSpec
+		for _, p := range points {
+			if p.Table == t && p.Size() > 0 && p.Size() <= MaxReadRegisters {
+				ps = append(ps, p)
+			}
+		}
+		sort.SliceStable(ps, func(a, b int) bool { return ps[a].Address < ps[b].Address })
+		n := len(ps)
+		if n == 0 {
+			continue
+		}
+		// best[i]: cheapest cost of the first i points.
+		best := make([]float64, n+1)
+		for i := 1; i <= n; i++ {
+			best[i] = -1
+			end := 0
+			for j := i; j >= 1; j-- { // points j-1 .. i-1 in one read
+				end = max(end, int(ps[j-1].Address)+int(ps[j-1].Size()))
+				start := int(ps[j-1].Address)
+				if end-start > MaxReadRegisters {
+					break
+				}
+				if j < i && holeBetween(holes, t, ps[j-1:i]) {
+					break
+				}
+				c := best[j-1] + ReadChars(end-start)
+				if best[i] < 0 || c < best[i] {
+					best[i] = c
+				}
+			}
+		}
+		total += best[n]
+	}
+	return total
+}
+
+// holeBetween reports whether a hole lies in a gap between the points
+// (sorted by address) of one read.
+func holeBetween(holes []Hole, t Table, ps []PointSpec) bool {
+	end := int(ps[0].Address) + int(ps[0].Size())
+	for _, p := range ps[1:] {
+		if int(p.Address) > end {
+			for _, h := range holes {
+				if h.Table == t && end <= int(h.To) && int(p.Address)-1 >= int(h.From) {
+					return true
+				}
+			}
+		}
+		end = max(end, int(p.Address)+int(p.Size()))
+	}
+	return false
 }

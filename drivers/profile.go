@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -136,7 +138,16 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 		if errors.As(err, &te) {
 			var errs []error
 			for _, m := range te.Errors {
-				errs = append(errs, ProfileError{File: file, Msg: m})
+				e := ProfileError{File: file, Msg: m}
+				if sub := lineRe.FindStringSubmatch(m); sub != nil {
+					e.Line, _ = strconv.Atoi(sub[1])
+					e.Msg = sub[2]
+					if k := unknownRe.FindStringSubmatch(e.Msg); k != nil {
+						e.Msg = fmt.Sprintf("unknown key %q", k[1])
+					}
+					e.Point = pointAt(&root, e.Line)
+				}
+				errs = append(errs, e)
 			}
 			return nil, errors.Join(errs...)
 		}
@@ -160,6 +171,37 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+var (
+	lineRe    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+)
+
+// pointAt returns the name of the point whose entry holds line, or "".
+func pointAt(root *yaml.Node, line int) string {
+	if len(root.Content) == 0 {
+		return ""
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != "points" {
+			continue
+		}
+		items := m.Content[i+1].Content
+		for j, n := range items {
+			if n.Line > line || (j+1 < len(items) && items[j+1].Line <= line) {
+				continue
+			}
+			for k := 0; k+1 < len(n.Content); k += 2 {
+				if n.Content[k].Value == "name" {
+					return n.Content[k+1].Value
+				}
+			}
+			return fmt.Sprintf("#%d", j+1)
+		}
+	}
+	return ""
 }
 
 func (p *Profile) check() error {

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"time"
 
 	"github.com/hearth-energy/hearth"
 )
@@ -49,4 +50,47 @@ func ReadProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 		}
 	}
 	return out, firstErr
+}
+
+// ProfileDevice is a device read through a fixed register map (a profile
+// with points): the planner's reads once per Poll, decoded point by point.
+type ProfileDevice struct {
+	name    string
+	bus     *Bus
+	unit    uint8
+	profile *Profile
+	plan    []ReadRequest
+}
+
+// NewProfileDevice returns a device on bus at unit read with profile p,
+// which must have points (not a discovery profile). The reads are planned
+// once, here.
+func NewProfileDevice(name string, bus *Bus, unit uint8, p *Profile) *ProfileDevice {
+	return &ProfileDevice{name: name, bus: bus, unit: unit, profile: p, plan: Plan(p.Points, p.Holes, p.MaxGap)}
+}
+
+// Name returns the device's configured name.
+func (d *ProfileDevice) Name() string { return d.name }
+
+// Identity is empty: a fixed map carries no identity model.
+func (d *ProfileDevice) Identity() Identity { return Identity{} }
+
+// Plan returns the reads one Poll makes.
+func (d *ProfileDevice) Plan() []ReadRequest { return d.plan }
+
+// Poll reads the profile's points and returns a reading. Scale-factor
+// points are applied, not reported. When a read fails its points carry
+// quality comm_error and the first error is returned with the reading.
+func (d *ProfileDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
+	pts, err := ReadProfile(ctx, d.bus, d.unit, d.profile, d.plan)
+	r := hearth.Reading{Device: d.name, Time: now(), Points: map[string]hearth.Point{}}
+	for _, pt := range d.profile.Points {
+		if pt.Type == "sunssf" || pt.Type == "string" {
+			continue
+		}
+		if p, ok := pts[pt.Name]; ok {
+			r.Points[pt.Name] = p
+		}
+	}
+	return r, err
 }

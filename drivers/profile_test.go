@@ -56,7 +56,7 @@ holes:
 		}
 	}
 	if _, err := ParseProfile("typo.yaml", []byte("name: x\npoints:\n  - {name: a, adress: 1, type: u16}\n")); err == nil ||
-		!strings.Contains(err.Error(), "typo.yaml") || !strings.Contains(err.Error(), "line 3") {
+		!strings.Contains(err.Error(), `typo.yaml:3: point a: unknown key "adress"`) {
 		t.Errorf("unknown key: got %v, want an error naming typo.yaml line 3", err)
 	}
 }
@@ -119,18 +119,37 @@ func TestPlanMergesBridgesAndAvoidsHoles(t *testing.T) {
 			pts[i].Table = Holding
 		}
 	}
-	reqs := Plan(pts, []Hole{{Table: Holding, From: 122, To: 122}}, 200)
-	var got []string
-	for _, r := range reqs {
-		got = append(got, fmt.Sprintf("%s %d+%d", r.Table, r.Addr, r.Count))
+	plan := func(pts []PointSpec, holes []Hole, maxGap uint16) string {
+		var got []string
+		for _, r := range Plan(pts, holes, maxGap) {
+			got = append(got, fmt.Sprintf("%s %d+%d", r.Table, r.Addr, r.Count))
+		}
+		return strings.Join(got, ", ")
 	}
-	// With max_gap 200 only the hole and the 125 limit split reads: 125
-	// cannot join 300..424, which fills a read by itself.
-	want := []string{"holding 100+21", "holding 125+1", "holding 300+125", "holding 425+1", "input 10+1"}
-	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+	// With max_gap 200 the cost decides: a gap of more than BridgeGap (10)
+	// registers costs more bridged than a request of its own; the hole at
+	// 122 splits c from d.
+	got := plan(pts, []Hole{{Table: Holding, From: 122, To: 122}}, 200)
+	want := "holding 100+5, holding 120+1, holding 125+1, holding 300+1, holding 424+2, input 10+1"
+	if got != want {
 		t.Errorf("plan\n got %v\nwant %v", got, want)
 	}
-	reqs = Plan(pts, nil, 2)
+	// Gaps of 10 are bridged, 11 are not; 125 registers fill a read.
+	var row []PointSpec
+	for a := uint16(0); a <= 121; a += 11 {
+		row = append(row, PointSpec{Name: fmt.Sprint(a), Address: a, Table: Holding, Type: "u16"})
+	}
+	row = append(row, PointSpec{Name: "far", Address: 133, Table: Holding, Type: "u16"})
+	for a := uint16(200); a <= 325; a++ {
+		row = append(row, PointSpec{Name: fmt.Sprint(a), Address: a, Table: Holding, Type: "u16"})
+	}
+	if got, want := plan(row, nil, 200), "holding 0+122, holding 133+1, holding 200+125, holding 325+1"; got != want {
+		t.Errorf("plan of a row every 10 registers\n got %v\nwant %v", got, want)
+	}
+	if c, opt := Cost(row, Plan(row, nil, 200)).Chars, OptimalCost(row, nil); c != opt {
+		t.Errorf("row: plan costs %g characters, the optimum %g", c, opt)
+	}
+	reqs := Plan(pts, nil, 2)
 	if len(reqs) != 6 {
 		t.Errorf("max_gap 2: %d reads, want 6 (100+5, 120, 125, 300, 424+2, input 10)", len(reqs))
 	}

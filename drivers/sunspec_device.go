@@ -91,6 +91,12 @@ type SunSpecDevice struct {
 	base     uint16
 	models   []ModelInstance
 	identity Identity
+
+	// The poll plan, made after discovery.
+	wanted   []wantedPoint
+	specs    []PointSpec
+	plan     []ReadRequest
+	fallback map[string]bool // names whose first model said not_implemented
 }
 
 // NewSunSpecDevice returns a device on bus at unit. Discovery happens on the
@@ -193,9 +199,10 @@ func (d *SunSpecDevice) model(id uint16) (ModelInstance, bool) {
 	return ModelInstance{}, false
 }
 
-// Poll reads the models hearth maps, one request per model, and returns a
-// reading. When the device cannot be read, every point it would have given
-// carries quality comm_error, and the error is returned too.
+// Poll reads the points hearth maps, and their scale factors, in the
+// reads the planner finds cheapest on the bus (PollPlan), and returns a
+// reading. When the device cannot be read, every point it would have
+// given carries quality comm_error, and the error is returned too.
 func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	r := hearth.Reading{Device: d.name, Points: map[string]hearth.Point{}}
 	if d.models == nil {
@@ -204,37 +211,50 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			commError(r.Points, SunSpecPointNames())
 			return r, err
 		}
+		d.wanted, d.specs, d.plan = d.planPoll()
 	}
+	// Registers of each model read this cycle, by model address; a point
+	// whose read failed stays nil.
+	regsOf := map[uint16][]uint16{}
+	okSpec := make([]bool, len(d.specs))
 	var firstErr error
-	for _, id := range []uint16{802, 124, 103, 101, 102} {
-		m, ok := d.model(id)
-		if !ok {
-			continue
-		}
-		def := sunspec.Lookup(id)
-		n := min(m.Length+2, def.FixedLen+2)
-		regs, err := d.readBlock(ctx, m.Address, n)
+	for _, rq := range d.plan {
+		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
 			}
-			for _, row := range sunspecMap {
-				if row.model == id {
-					if _, ok := r.Points[row.name]; !ok {
-						r.Points[row.name] = hearth.Q(hearth.QualityCommError)
-					}
-				}
-			}
 			continue
 		}
-		for _, row := range sunspecMap {
-			if row.model != id {
-				continue
+		for _, i := range rq.Points {
+			okSpec[i] = true
+			w := d.wantedSpec(i)
+			blk := regsOf[w.model.Address]
+			if blk == nil {
+				blk = make([]uint16, int(w.model.Length)+2)
+				regsOf[w.model.Address] = blk
 			}
-			if p, ok := r.Points[row.name]; ok && p.Good() {
-				continue
+			sp := d.specs[i]
+			copy(blk[sp.Address-w.model.Address:], regs[sp.Address-rq.Addr:sp.Address-rq.Addr+sp.Size()])
+		}
+	}
+	for _, w := range d.wanted {
+		if _, done := r.Points[w.name]; done && r.Points[w.name].Good() {
+			continue
+		}
+		if !okSpec[w.spec] || (w.sfSpec >= 0 && !okSpec[w.sfSpec]) {
+			r.Points[w.name] = hearth.Q(hearth.QualityCommError)
+			continue
+		}
+		p := decodeAt(w.def, w.point, w.base, regsOf[w.model.Address])
+		r.Points[w.name] = p
+		if p.Quality == hearth.QualityNotImplemented && w.primary && !d.fallback[w.name] {
+			// Read the next model's point for this name from the next cycle.
+			if d.fallback == nil {
+				d.fallback = map[string]bool{}
 			}
-			r.Points[row.name] = decodePoint(def, row.point, regs)
+			d.fallback[w.name] = true
+			d.wanted, d.specs, d.plan = d.planPoll()
 		}
 	}
 	r.Time = now()
@@ -246,29 +266,113 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	return r, firstErr
 }
 
-// readBlock reads n registers from addr in as few requests as the protocol
-// allows.
-func (d *SunSpecDevice) readBlock(ctx context.Context, addr, n uint16) ([]uint16, error) {
-	regs := make([]uint16, 0, n)
-	for len(regs) < int(n) {
-		c := min(n-uint16(len(regs)), MaxReadRegisters)
-		part, err := d.bus.Read(ctx, d.unit, Holding, addr+uint16(len(regs)), c)
-		if err != nil {
-			return nil, err
-		}
-		regs = append(regs, part...)
-	}
-	return regs, nil
+// wantedPoint is one point a SunSpec poll decodes.
+type wantedPoint struct {
+	name    string
+	model   ModelInstance
+	def     *sunspec.Model
+	point   sunspec.PointDef
+	base    uint16 // offset of the point's block (a repetition) from the model's ID
+	spec    int    // index of the point's registers in specs
+	sfSpec  int    // index of its scale factor's, or -1
+	primary bool   // the first model that gives this name
 }
 
-// decodePoint decodes one point of a model block, applying its scale factor
-// and reporting sentinels as not_implemented.
-func decodePoint(def *sunspec.Model, name string, regs []uint16) hearth.Point {
-	p, ok := def.Point(name)
-	if !ok || int(p.Offset+p.Size) > len(regs) {
+func (d *SunSpecDevice) wantedSpec(i int) wantedPoint {
+	for _, w := range d.wanted {
+		if w.spec == i || w.sfSpec == i {
+			return w
+		}
+	}
+	return wantedPoint{}
+}
+
+// Most MPPT modules (model 160 repetitions) read: enough for any
+// residential inverter.
+const maxMPPTModules = 16
+
+// planPoll lists the points a poll decodes, their registers and their
+// scale factors' as planner points (absolute addresses), and the reads.
+// A name comes from the first model in sunspecMap's order the device
+// has; the next model is read for it too once the first said
+// not_implemented.
+func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
+	var wanted []wantedPoint
+	var specs []PointSpec
+	at := map[uint16]int{} // spec index by address
+	spec := func(addr, size uint16, name string) int {
+		if i, ok := at[addr]; ok {
+			return i
+		}
+		at[addr] = len(specs)
+		specs = append(specs, PointSpec{Name: name, Address: addr, Table: Holding, Type: "string", Length: size})
+		return len(specs) - 1
+	}
+	add := func(name string, m ModelInstance, def *sunspec.Model, p sunspec.PointDef, base uint16, primary bool) {
+		if int(base)+int(p.Offset)+int(p.Size) > int(m.Length)+2 {
+			return // the device's model is shorter than the definition
+		}
+		w := wantedPoint{name: name, model: m, def: def, point: p, base: base, sfSpec: -1, primary: primary}
+		w.spec = spec(m.Address+base+p.Offset, p.Size, name)
+		if p.SF != "" {
+			sf, ok := def.Point(p.SF)
+			if !ok || int(sf.Offset) >= int(m.Length)+2 {
+				return
+			}
+			w.sfSpec = spec(m.Address+sf.Offset, 1, p.SF)
+		}
+		wanted = append(wanted, w)
+	}
+	taken := map[string]bool{}
+	for _, row := range sunspecMap {
+		m, ok := d.model(row.model)
+		if !ok || (taken[row.name] && !d.fallback[row.name]) {
+			continue
+		}
+		def := sunspec.Lookup(row.model)
+		p, ok := def.Point(row.point)
+		if !ok {
+			continue
+		}
+		add(row.name, m, def, p, 0, !taken[row.name])
+		taken[row.name] = true
+	}
+	if m, ok := d.model(160); ok {
+		def := sunspec.Lookup(160)
+		n := 0
+		if m.Length > def.FixedLen {
+			n = int((m.Length - def.FixedLen) / def.RepeatLen)
+		}
+		for k := range min(n, maxMPPTModules) {
+			base := 2 + def.FixedLen + uint16(k)*def.RepeatLen
+			for _, rp := range def.RepeatPoints {
+				suffix := map[string]string{"DCW": "dc_w", "DCV": "dc_v", "DCA": "dc_a"}[rp.Name]
+				if suffix != "" {
+					add(fmt.Sprintf("mppt%d_%s", k+1, suffix), m, def, rp, base, true)
+				}
+			}
+		}
+	}
+	// No holes: every register of a model chain is readable, and a read
+	// may bridge into the next model's header.
+	return wanted, specs, Plan(specs, nil, MaxReadRegisters)
+}
+
+// PollPlan returns, after discovery, the registers a poll needs (the
+// points' and their scale factors', as planner points) and the reads that
+// carry them.
+func (d *SunSpecDevice) PollPlan() ([]PointSpec, []ReadRequest) { return d.specs, d.plan }
+
+// decodeAt decodes point p of a model whose block (the fixed block, or a
+// repetition) starts base registers after the model's ID, applying its
+// scale factor from the fixed block and reporting sentinels as
+// not_implemented.
+func decodeAt(def *sunspec.Model, p sunspec.PointDef, base uint16, regs []uint16) hearth.Point {
+	off := base + p.Offset
+	if int(off+p.Size) > len(regs) {
 		return hearth.Q(hearth.QualityNotImplemented)
 	}
-	raw := regs[p.Offset : p.Offset+p.Size]
+	raw := regs[off : off+p.Size]
 	if sunspec.IsNotImplemented(p.Type, raw) {
 		return hearth.Q(hearth.QualityNotImplemented)
 	}
@@ -310,11 +414,13 @@ type ScanResult struct {
 
 // ScanUnit asks unit whether it is there and whether it speaks SunSpec.
 // ok is false when the unit did not answer at all; an exception is an
-// answer. Each unit costs one timeout when absent, a few reads when
-// present.
-func ScanUnit(ctx context.Context, bus *Bus, unit uint8) (res ScanResult, ok bool) {
+// answer. Each unit costs one timeout (0: the unit's own) when absent, a
+// few reads when present. The first question is asked once, without
+// retries, and leaves the unit's down state alone, so a scan through a
+// running agent's bus does not change how its devices are polled.
+func ScanUnit(ctx context.Context, bus *Bus, unit uint8, timeout time.Duration) (res ScanResult, ok bool) {
 	res.Unit = unit
-	_, err := bus.Read(ctx, unit, Holding, sunspec.BaseAddresses[0], 2)
+	_, err := bus.ReadOnce(ctx, unit, Holding, sunspec.BaseAddresses[0], 2, timeout)
 	var exc *ExceptionError
 	if err != nil && !errors.As(err, &exc) {
 		return res, false

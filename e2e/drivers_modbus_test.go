@@ -186,7 +186,7 @@ func TestModbusCLIErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"read", "--address", addr, "--start", "40000"}, 1, "use --direct"},
+		{[]string{"read", "--socket", "/nonexistent/hearth.sock", "--address", addr, "--start", "40000"}, 4, "use `hearth modbus … --direct`"},
 		{[]string{"read", "--direct", "--start", "40000"}, 2, "--address is required"},
 		{[]string{"read", "--direct", "--address", addr, "--count", "126"}, 2, "--count must be 1..125"},
 		{[]string{"read", "--direct", "--address", addr, "--start", "1", "--count", "2"}, 1, "exception 2 (illegal data address)"},

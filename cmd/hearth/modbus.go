@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,23 +12,26 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hearth-energy/hearth/agent"
 	"github.com/hearth-energy/hearth/drivers"
 )
 
 const modbusUsage = `usage:
+  hearth modbus read [--device NAME | --address A] [--unit N] --start ADDR --count N
+                     [--table holding|input] [--json]
+  hearth modbus scan [--device NAME | --address A] [--units 1-247] [--timeout D] [--json]
   hearth modbus read --direct --address HOST:PORT|/dev/ttyX [--transport tcp|rtu|rtu-over-tcp]
                      [--baud N] [--parity N|E|O] [--stop-bits 1|2] --unit N --start ADDR --count N
                      [--table holding|input] [--timeout D] [--json]
   hearth modbus scan --direct --address HOST:PORT|/dev/ttyX [--transport …] [--baud N]
                      [--units 1-247] [--timeout D] [--json]
 
---direct opens the port itself: stop the agent first if it owns the port.
+Without --direct the request goes through the running agent (--socket,
+--config as for hearth status), queued on the owner of the link of the
+device named by --device, or of the configured device at --address; the
+unit defaults to that device's. --direct opens the port itself: stop the
+agent first if it owns the port.
 `
-
-// errNoDiag is reported when --direct is missing: going through the
-// running agent needs its diagnostics API to carry Modbus requests.
-var errNoDiag = errors.New("without --direct the request goes through the running agent's bus owner, " +
-	"and the agent's diagnostics API does not carry Modbus requests yet: stop the agent and use --direct")
 
 // cmdModbus is `hearth modbus read|scan`.
 func cmdModbus(args []string, stdout, stderr io.Writer) int {
@@ -60,6 +62,9 @@ type linkFlags struct {
 	stopBits  *int
 	timeout   *time.Duration
 	asJSON    *bool
+	// Through the agent.
+	device *string
+	diag   *diagFlags
 }
 
 func addLinkFlags(fs *flag.FlagSet) linkFlags {
@@ -72,14 +77,29 @@ func addLinkFlags(fs *flag.FlagSet) linkFlags {
 		stopBits:  fs.Int("stop-bits", 1, "serial stop bits 1 or 2 (rtu)"),
 		timeout:   fs.Duration("timeout", time.Second, "timeout of each request"),
 		asJSON:    fs.Bool("json", false, "print the result as JSON"),
+		device:    fs.String("device", "", "without --direct: the configured device whose link to use"),
+		diag:      addSocketFlags(fs),
 	}
+}
+
+// addSocketFlags registers --socket and --config, which find the agent.
+func addSocketFlags(fs *flag.FlagSet) *diagFlags {
+	f := &diagFlags{}
+	fs.StringVar(&f.socket, "socket", "", "diagnostics socket (default: $HEARTH_SOCKET, then diag_socket in --config, then "+defaultSocket+")")
+	fs.StringVar(&f.config, "config", defaultPath, "config file to read diag_socket from")
+	return f
+}
+
+// target is the link named by the flags, for the agent.
+func (l linkFlags) target() agent.ModbusTarget {
+	return agent.ModbusTarget{Device: *l.device, Address: *l.address, Transport: *l.transport}
 }
 
 // open checks the link flags and opens the bus.
 func (l linkFlags) open(name string, stderr io.Writer) (*drivers.Bus, int) {
-	if !*l.direct {
-		fmt.Fprintf(stderr, "%s: %v\n", name, errNoDiag)
-		return nil, exitFailed
+	if *l.device != "" {
+		fmt.Fprintf(stderr, "%s: --device names a device of the running agent: it does not go with --direct\n", name)
+		return nil, exitUsage
 	}
 	if *l.address == "" {
 		fmt.Fprintf(stderr, "%s: --address is required\n", name)
@@ -148,25 +168,48 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth modbus read: --table must be holding or input")
 		return exitUsage
 	}
-	bus, code := lf.open("hearth modbus read", stderr)
-	if bus == nil {
-		return code
-	}
-	defer bus.Close()
-	ctx, cancel := signalContext()
-	defer cancel()
-	regs, err := bus.Read(ctx, uint8(*unit), drivers.Table(*table), uint16(*start), uint16(*count))
-	if err != nil {
-		fmt.Fprintln(stderr, "hearth modbus read:", err)
-		return exitFailed
+	var regs []uint16
+	var link *agent.LinkReport
+	if *lf.direct {
+		bus, code := lf.open("hearth modbus read", stderr)
+		if bus == nil {
+			return code
+		}
+		defer bus.Close()
+		ctx, cancel := signalContext()
+		defer cancel()
+		var err error
+		regs, err = bus.Read(ctx, uint8(*unit), drivers.Table(*table), uint16(*start), uint16(*count))
+		if err != nil {
+			fmt.Fprintln(stderr, "hearth modbus read:", err)
+			return exitFailed
+		}
+	} else {
+		req := agent.ModbusReadRequest{ModbusTarget: lf.target(), Table: *table, Start: int(*start), Count: int(*count)}
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "unit" {
+				u := int(*unit)
+				req.Unit = &u
+			}
+		})
+		var res agent.ModbusReadResult
+		if err := newDiagClient(lf.diag.socketPath()).do("POST", "/modbus/read", nil, req, &res); err != nil {
+			return fail(stderr, "modbus read", err)
+		}
+		*unit = uint(res.Unit)
+		link = &res.Link
+		for _, r := range res.Registers {
+			regs = append(regs, r.Value)
+		}
 	}
 	if *lf.asJSON {
 		out := struct {
-			Unit      uint           `json:"unit"`
-			Table     string         `json:"table"`
-			Start     uint           `json:"start"`
-			Registers []registerJSON `json:"registers"`
-		}{Unit: *unit, Table: *table, Start: *start}
+			Unit      uint              `json:"unit"`
+			Table     string            `json:"table"`
+			Start     uint              `json:"start"`
+			Registers []registerJSON    `json:"registers"`
+			Link      *agent.LinkReport `json:"link,omitempty"` // through the agent: its link's counters after the read
+		}{Unit: *unit, Table: *table, Start: *start, Link: link}
 		for i, r := range regs {
 			out.Registers = append(out.Registers, registerJSON{Address: uint16(*start) + uint16(i), Value: r, Hex: fmt.Sprintf("0x%04x", r)})
 		}
@@ -229,6 +272,9 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth modbus scan: --units:", err)
 		return exitUsage
 	}
+	if !*lf.direct {
+		return scanViaAgent(lf, units, stdout, stderr)
+	}
 	bus, code := lf.open("hearth modbus scan", stderr)
 	if bus == nil {
 		return code
@@ -244,7 +290,7 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 		if !*lf.asJSON && len(units) > 10 {
 			fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units))
 		}
-		if res, ok := drivers.ScanUnit(ctx, bus, u); ok {
+		if res, ok := drivers.ScanUnit(ctx, bus, u, *lf.timeout); ok {
 			found = append(found, res)
 		}
 	}
@@ -255,7 +301,35 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth modbus scan: interrupted")
 		return exitFailed
 	}
-	if *lf.asJSON {
+	return printScan(found, *lf.asJSON, stdout, stderr)
+}
+
+// scanViaAgent asks the running agent to scan on its own link.
+func scanViaAgent(lf linkFlags, units []uint8, stdout, stderr io.Writer) int {
+	if *lf.timeout <= 0 || *lf.timeout > 5*time.Second {
+		fmt.Fprintln(stderr, "hearth modbus scan: --timeout must be above 0 and at most 5s through the agent")
+		return exitUsage
+	}
+	req := agent.ModbusScanRequest{ModbusTarget: lf.target(), Timeout: lf.timeout.String()}
+	for _, u := range units {
+		req.Units = append(req.Units, int(u))
+	}
+	c := newDiagClient(lf.diag.socketPath())
+	// Every absent unit costs the agent one timeout on the link.
+	c.hc.Timeout = requestTimeout + time.Duration(len(units))*(*lf.timeout+100*time.Millisecond)
+	if !*lf.asJSON && len(units) > 10 {
+		fmt.Fprintf(stderr, "scanning %d units through the agent (up to %s)\n", len(units), c.hc.Timeout.Round(time.Second))
+	}
+	var res agent.ModbusScanResult
+	if err := c.do("POST", "/modbus/scan", nil, req, &res); err != nil {
+		return fail(stderr, "modbus scan", err)
+	}
+	return printScan(res.Units, *lf.asJSON, stdout, stderr)
+}
+
+// printScan prints what a scan found.
+func printScan(found []drivers.ScanResult, asJSON bool, stdout, stderr io.Writer) int {
+	if asJSON {
 		writeJSON(stdout, struct {
 			Units []drivers.ScanResult `json:"units"`
 		}{found})
