@@ -276,6 +276,12 @@ func (e *Evaluator) decide(in Input, o Observation, st *devState, mode hearth.Mo
 	if st.last.mode == hearth.ModePower {
 		last = st.last.power
 		dt = max(in.Now.Sub(st.lastAt).Seconds(), 0)
+	} else if measured, ok := point(o.Reading, PointPower); ok {
+		// Taking over from the device's own logic: ramp from what the
+		// battery does now, not from 0, so the takeover causes no dip.
+		// The window always spans 0, so the result stays between 0 and
+		// the limited target whatever the measurement says.
+		last = hearth.Watts(measured)
 	}
 	step := hearth.Watts(l.RampWPerS * dt)
 	lo, hi := min(last, 0)-step, max(last, 0)+step

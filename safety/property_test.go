@@ -129,10 +129,14 @@ func checkInvariants(t *testing.T, lim Limits, in Input, prev Approved, prevAt t
 	if p > lim.MaxDischargeW || p < -lim.MaxChargeW || math.IsNaN(float64(p)) {
 		t.Errorf("power %v outside -%v..%v", p, lim.MaxChargeW, lim.MaxDischargeW)
 	}
-	// Ramp: away from zero at most RampWPerS since the previous command.
+	// Ramp: away from zero at most RampWPerS since the previous command;
+	// taking over from the device's own logic, from what the battery was
+	// measured doing (0 when that is unknown).
 	last, dt := hearth.Watts(0), 0.0
 	if prev.Mode() == hearth.ModePower {
 		last, dt = prev.Power(), max(in.Now.Sub(prevAt).Seconds(), 0)
+	} else if m, ok := in.Devices[0].Reading.Points[PointPower]; ok && m.Good() {
+		last = hearth.Watts(m.Value)
 	}
 	step := hearth.Watts(lim.RampWPerS*dt) + 1e-6
 	if p > max(last, 0)+step || p < min(last, 0)-step {

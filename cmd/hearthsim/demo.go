@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
@@ -15,8 +18,11 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/broker"
+	"github.com/hearth-energy/hearth/internal/cloud"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 //go:embed demo.yaml.tmpl
@@ -74,8 +80,15 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	brokerURL := "tcp://" + b.Addr()
+	// The demo plays the cloud too: it signs one lease with its own key.
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		f.Close()
+		return fail(err)
+	}
 	err = template.Must(template.New("demo").Parse(demoConfig)).Execute(f, map[string]string{
 		"GatewayID": "demo-gw", "DataDir": dir, "Modbus": ln.Addr().String(), "Broker": brokerURL,
+		"Key": base64.StdEncoding.EncodeToString(pub),
 	})
 	f.Close()
 	if err != nil {
@@ -96,11 +109,19 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	go func() { exited <- cmd.Wait() }()
 
 	fmt.Fprintf(stdout, "hearth demo: simulator on %s, broker on %s, agent pid %d\n", ln.Addr(), brokerURL, cmd.Process.Pid)
-	fmt.Fprintf(stdout, "config %s, agent log %s; Ctrl-C stops\n\n", cfgPath, logPath)
+	fmt.Fprintf(stdout, "config %s, agent log %s; Ctrl-C stops\n", cfgPath, logPath)
+	fmt.Fprintf(stdout, "in 5 s the demo cloud sends a signed lease: discharge 4000 W for 1 min (the agent's limit is 2500 W)\n\n")
 	watchCtx, watchCancel := context.WithCancel(ctx)
 	defer watchCancel()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- watch(watchCtx, brokerURL, "hearth/v1", "+", stdout) }()
+
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		demoLease(watchCtx, brokerURL, key, stderr)
+	}()
+	defer func() { <-leaseDone }()
 
 	code := 0
 	select {
@@ -128,6 +149,37 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "\ndemo stopped")
 	return code
+}
+
+// demoLease waits a few seconds, then sends the agent a signed lease to
+// discharge at 2 kW for a minute, so the demo shows the whole loop: the
+// ack, the clamp to the agent's own limit, the battery following, and the
+// fallback when the lease ends.
+func demoLease(ctx context.Context, brokerURL string, key ed25519.PrivateKey, stderr io.Writer) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(5 * time.Second):
+	}
+	payload, err := buildLease("demo-lease", 1, hearth.ModePower, 4000, time.Minute, hearth.ModeAuto)
+	if err == nil {
+		payload, err = uplink.SignSetpoint(payload, "demo-ops", key)
+	}
+	var c *cloud.Client
+	if err == nil {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err = cloud.Dial(dctx, brokerURL, "hearthsim-demo-ops")
+		cancel()
+	}
+	if err == nil {
+		defer c.Close()
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = c.Publish(pctx, "hearth/v1/demo-gw/setpoint", payload, false)
+		cancel()
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "hearthsim demo: sending the demo lease:", err)
+	}
 }
 
 func findAgent(flagPath string) (string, error) {

@@ -80,7 +80,7 @@ func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts clou
 			for _, r := range batch.Readings {
 				print("%-8s %-10s %6d %-9s %7s %9s %8s %8s %9s  %s\n",
 					r.Time.Local().Format("15:04:05"), gw, r.Seq, r.Device,
-					cell(r.Points, "soc_pct", 1), cell(r.Points, "power_w", 0), cell(r.Points, "ac_power_w", 0),
+					cell(r.Points, "soc_pct", 2), cell(r.Points, "power_w", 0), cell(r.Points, "ac_power_w", 0),
 					cell(r.Points, "ac_hz", 2), cell(r.Points, "cell_v_max", 3), kind)
 			}
 		case "setpoint/ack":
