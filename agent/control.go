@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -529,17 +530,26 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		was[r] = true
 	}
 	for _, r := range dec.Trips {
+		if r == safety.RuleStale && c.lastObs.IsZero() {
+			// Before the first reading there is nothing stale to report:
+			// the agent is starting, and holds the safe state quietly.
+			continue
+		}
 		if !was[r] {
 			c.log.Warn("safety trip", "rule", r)
 			c.event(EventTrip, map[string]any{"rule": r})
 		}
 		delete(was, r)
 	}
+	trips := dec.Trips
+	if c.lastObs.IsZero() {
+		trips = slices.DeleteFunc(slices.Clone(trips), func(r string) bool { return r == safety.RuleStale })
+	}
 	for r := range was {
 		c.log.Info("safety trip cleared", "rule", r)
 		c.event(EventTripCleared, map[string]any{"rule": r})
 	}
-	c.trips = dec.Trips
+	c.trips = trips
 	rule := dec.Rule
 	if rule != c.rule && rule != "" && c.activeLocked() != nil && !isTrip(rule) {
 		l := c.activeLocked()
