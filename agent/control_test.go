@@ -3,10 +3,10 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"github.com/hearth-energy/hearth/internal/clocktest"
 	"net"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,28 +17,11 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-type ctlClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *ctlClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *ctlClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // ctlRig is a controller driving a simulator over loopback Modbus TCP, with
 // a real SQLite buffer and one clock for both.
 type ctlRig struct {
 	t      *testing.T
-	clock  *ctlClock
+	clock  *clocktest.Clock
 	sim    *sim.Simulator
 	dev    *drivers.SunSpecDevice
 	st     *drivers.Storage
@@ -63,7 +46,7 @@ var ctlT0 = time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC) // night: no PV
 
 func newCtlRig(t *testing.T) *ctlRig {
 	t.Helper()
-	r := &ctlRig{t: t, clock: &ctlClock{t: ctlT0}, synced: true}
+	r := &ctlRig{t: t, clock: clocktest.New(ctlT0), synced: true}
 	r.sim = sim.New(sim.Config{Now: r.clock.Now, InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

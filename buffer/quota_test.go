@@ -4,35 +4,17 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/hearth-energy/hearth/internal/clocktest"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearth-energy/hearth"
 )
-
-// fakeClock is a settable clock for Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
 
 // TestMigrateFromV1 builds a database with the version 1 schema by hand,
 // fills it, and checks that Open upgrades it in place with nothing lost and
@@ -284,7 +266,7 @@ func checkAggregate(t *testing.T, a hearth.Aggregate, appended map[uint64]hearth
 func TestQuotaCompactsThenDrops(t *testing.T) {
 	t.Parallel()
 	const maxBytes = 384 << 10
-	clock := &fakeClock{}
+	clock := clocktest.New(time.Time{})
 	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{
 		MaxBytes: maxBytes, CompactAge: 10 * time.Minute, Now: clock.Now,
@@ -362,7 +344,7 @@ func TestQuotaCompactsThenDrops(t *testing.T) {
 func TestQuotaDropsYoungReadings(t *testing.T) {
 	t.Parallel()
 	const maxBytes = 256 << 10
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{
 		MaxBytes: maxBytes, CompactAge: 1000 * time.Hour, Now: clock.Now,
 	})
@@ -489,7 +471,7 @@ func TestRestamp(t *testing.T) {
 // overlapping.
 func TestClockStepBack(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: t0.Add(24 * time.Hour)}
+	clock := clocktest.New(t0.Add(24 * time.Hour))
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{MaxBytes: 1 << 30, Now: clock.Now})
 	var in []hearth.Reading
 	for i := range 240 {

@@ -2,8 +2,8 @@ package drivers_test
 
 import (
 	"context"
+	"github.com/hearth-energy/hearth/internal/clocktest"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,35 +13,18 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-type storageClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *storageClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *storageClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // storageRig is a simulator on a loopback socket and the storage controls
 // of a device polling it, with a clock the test moves.
 type storageRig struct {
 	sim   *sim.Simulator
-	clock *storageClock
+	clock *clocktest.Clock
 	st    *drivers.Storage
 	reg   func(point string) uint16
 }
 
 func newStorageRig(t *testing.T, revert time.Duration) *storageRig {
 	t.Helper()
-	clock := &storageClock{t: time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)} // night: no PV
+	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)) // night: no PV
 	s := sim.New(sim.Config{Now: clock.Now, MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

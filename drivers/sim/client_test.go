@@ -8,32 +8,11 @@ import (
 	"io"
 	"math"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearth-energy/hearth/drivers/sunspec"
 )
-
-// fakeClock is an injected clock that moves only when told to.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // noon is a summer noon, when PV is at its peak.
 var noon = time.Date(2026, 6, 21, 12, 0, 0, 0, time.UTC)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"github.com/hearth-energy/hearth/internal/clocktest"
 	"math"
 	"slices"
 	"testing"
@@ -11,7 +12,7 @@ import (
 
 func TestModelChain(t *testing.T) {
 	t.Parallel()
-	_, addr := startSim(t, Config{Serial: "SN-42", Now: newClock(noon).Now})
+	_, addr := startSim(t, Config{Serial: "SN-42", Now: clocktest.New(noon).Now})
 	c := dial(t, addr)
 
 	got := walk(c, 40000)
@@ -67,7 +68,7 @@ func TestBaseAddresses(t *testing.T) {
 // when a point it scales is, and the deliberately absent points are absent.
 func TestSentinels(t *testing.T) {
 	t.Parallel()
-	s := New(Config{Now: newClock(noon).Now})
+	s := New(Config{Now: clocktest.New(noon).Now})
 	for _, id := range chain {
 		m := sunspec.Lookup(id)
 		used := map[string]bool{}
@@ -103,7 +104,7 @@ func TestSentinels(t *testing.T) {
 
 func TestSoCRegisterMatchesState(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s, addr := startSim(t, Config{InitialSoC: 63.4, Now: clk.Now})
 	d := discover(dial(t, addr), 40000)
 	clk.Advance(7 * time.Minute)
@@ -126,7 +127,7 @@ func TestSoCRegisterMatchesState(t *testing.T) {
 
 func TestDischargeCommand(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s, addr := startSim(t, Config{InitialSoC: 80, Now: clk.Now})
 	c := dial(t, addr)
 	d := discover(c, 40000)
@@ -162,7 +163,7 @@ func TestDischargeCommand(t *testing.T) {
 
 func TestChargeCommand(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon.Add(-12 * time.Hour)) // midnight: no PV
+	clk := clocktest.New(noon.Add(-12 * time.Hour)) // midnight: no PV
 	s, addr := startSim(t, Config{InitialSoC: 20, Now: clk.Now})
 	c := dial(t, addr)
 	d := discover(c, 40000)
@@ -189,7 +190,7 @@ func TestChargeCommand(t *testing.T) {
 
 func TestRevertTimer(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s, addr := startSim(t, Config{Now: clk.Now})
 	s.SetPV(3000)
 	s.SetLoad(500) // self-consumption would charge at 2500 W
@@ -244,7 +245,7 @@ func TestRevertTimer(t *testing.T) {
 
 func TestRevertTimerZeroNeverReverts(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s := New(Config{Now: clk.Now})
 	d, _ := s.PointAddr(124, "StorCtl_Mod")
 	o, _ := s.PointAddr(124, "OutWRte")
@@ -261,7 +262,7 @@ func TestRevertTimerZeroNeverReverts(t *testing.T) {
 
 func TestSelfConsumptionAndLimits(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s := New(Config{Now: clk.Now, InitialSoC: 50})
 	for _, tc := range []struct {
 		pv, load float64
@@ -298,7 +299,7 @@ func TestSelfConsumptionAndLimits(t *testing.T) {
 
 func TestCommandAtEmptyBattery(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s := New(Config{Now: clk.Now})
 	s.SetSoC(1)
 	o, _ := s.PointAddr(124, "OutWRte")
@@ -320,7 +321,7 @@ func TestCommandAtEmptyBattery(t *testing.T) {
 
 func TestPVAndLoadCurves(t *testing.T) {
 	t.Parallel()
-	clk := newClock(time.Date(2026, 6, 21, 2, 0, 0, 0, time.UTC))
+	clk := clocktest.New(time.Date(2026, 6, 21, 2, 0, 0, 0, time.UTC))
 	s := New(Config{Now: clk.Now, PVPeakW: 4000, InitialSoC: 50})
 	st := s.State()
 	if st.PVW != 0 || st.LoadW < 300 || st.LoadW > 310 || st.BatteryW != st.LoadW {
@@ -349,7 +350,7 @@ func TestPVAndLoadCurves(t *testing.T) {
 
 func TestTemperatureAndCells(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon.Add(-12 * time.Hour))
+	clk := clocktest.New(noon.Add(-12 * time.Hour))
 	s := New(Config{Now: clk.Now, InitialSoC: 90})
 	s.SetLoad(5000)
 	clk.Advance(time.Hour)
@@ -394,7 +395,7 @@ func TestTemperatureAndCells(t *testing.T) {
 
 func TestHandleExceptions(t *testing.T) {
 	t.Parallel()
-	s := New(Config{Now: newClock(noon).Now})
+	s := New(Config{Now: clocktest.New(noon).Now})
 	mod, _ := s.PointAddr(124, "StorCtl_Mod")
 	out, _ := s.PointAddr(124, "OutWRte")
 	chaState, _ := s.PointAddr(124, "ChaState")
@@ -451,7 +452,7 @@ func TestHandleExceptions(t *testing.T) {
 
 func TestExceptionsOverTCP(t *testing.T) {
 	t.Parallel()
-	_, addr := startSim(t, Config{Now: newClock(noon).Now})
+	_, addr := startSim(t, Config{Now: clocktest.New(noon).Now})
 	c := dial(t, addr)
 	for _, tc := range []struct {
 		pdu  []byte
@@ -471,7 +472,7 @@ func TestExceptionsOverTCP(t *testing.T) {
 
 func TestWriteLog(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s, addr := startSim(t, Config{Now: clk.Now})
 	c := dial(t, addr)
 	d := discover(c, 40000)

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"errors"
+	"github.com/hearth-energy/hearth/internal/clocktest"
 	"io"
 	"net"
 	"slices"
@@ -28,7 +29,7 @@ func checkMarker(t *testing.T, resp []byte) {
 
 func TestUnknownUnitGetsNoResponse(t *testing.T) {
 	t.Parallel()
-	_, addr := startSim(t, Config{UnitID: 3, Now: newClock(noon).Now})
+	_, addr := startSim(t, Config{UnitID: 3, Now: clocktest.New(noon).Now})
 	c := dial(t, addr)
 	if _, err := c.send(1, markerRead); err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func TestUnknownUnitGetsNoResponse(t *testing.T) {
 
 func TestFaults(t *testing.T) {
 	t.Parallel()
-	s, addr := startSim(t, Config{Now: newClock(noon).Now})
+	s, addr := startSim(t, Config{Now: clocktest.New(noon).Now})
 
 	t.Run("latency", func(t *testing.T) {
 		c := dial(t, addr)
@@ -134,7 +135,7 @@ func TestFaults(t *testing.T) {
 
 func TestConcurrentClients(t *testing.T) {
 	t.Parallel()
-	clk := newClock(noon)
+	clk := clocktest.New(noon)
 	s, addr := startSim(t, Config{Now: clk.Now})
 	hb, _ := s.PointAddr(802, "CtrlHb")
 	start, _ := s.ModelAddr(802)
@@ -183,7 +184,7 @@ func TestConcurrentClients(t *testing.T) {
 
 func TestServeTCPShutdown(t *testing.T) {
 	t.Parallel()
-	s := New(Config{Now: newClock(noon).Now})
+	s := New(Config{Now: clocktest.New(noon).Now})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
