@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,23 +13,11 @@ import (
 	"github.com/hearth-energy/hearth/internal/schemacheck"
 )
 
-// hearthCLI runs the hearth CLI and returns its stdout, stderr and exit code.
+// hearthCLI runs the hearth CLI, as the given user when cred is set, and
+// returns its stdout, stderr and exit code.
 func hearthCLI(t *testing.T, cred *syscall.Credential, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(hearthBin, args...)
-	var out, errb syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run hearth %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
+	return runBinary(t, cred, hearthBin, args...)
 }
 
 // deadAddr returns a loopback address where nothing listens.

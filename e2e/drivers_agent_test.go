@@ -86,7 +86,7 @@ func agentStatus(t *testing.T, sock string) agent.StatusReport {
 // tryStatus is agentStatus for an agent that may not be listening yet.
 func tryStatus(t *testing.T, sock string) (agent.StatusReport, int, string) {
 	t.Helper()
-	out, errOut, code := modbusCLI(t, "status", "--json", "--socket", sock)
+	out, errOut, code := hearthCLI(t, nil, "status", "--json", "--socket", sock)
 	var st agent.StatusReport
 	if code != 0 && code != 6 {
 		return st, code, errOut
@@ -162,7 +162,7 @@ type cliRead struct {
 
 func readViaAgent(t *testing.T, args ...string) cliRead {
 	t.Helper()
-	out, errOut, code := modbusCLI(t, append([]string{"modbus", "read", "--json"}, args...)...)
+	out, errOut, code := hearthCLI(t, nil, append([]string{"modbus", "read", "--json"}, args...)...)
 	if code != 0 {
 		t.Fatalf("modbus read %v: exit %d: %s", args, code, errOut)
 	}
@@ -231,7 +231,7 @@ func TestModbusThroughAgent(t *testing.T) {
 		t.Errorf("inverter read: %+v, want unit 1 and %v", r3, want)
 	}
 
-	out, errOut, code := modbusCLI(t, "modbus", "scan", "--socket", sock, "--device", "battery", "--units", "6-9", "--timeout", "200ms", "--json")
+	out, errOut, code := hearthCLI(t, nil, "modbus", "scan", "--socket", sock, "--device", "battery", "--units", "6-9", "--timeout", "200ms", "--json")
 	if code != 0 {
 		t.Fatalf("scan through the agent: exit %d: %s", code, errOut)
 	}
@@ -271,7 +271,7 @@ func TestModbusThroughAgent(t *testing.T) {
 		{[]string{"scan", "--socket", sock, "--device", "battery", "--units", "7", "--timeout", "9s"}, 2, "at most 5s"},
 		{[]string{"read", "--direct", "--device", "battery", "--start", "0"}, 2, "does not go with --direct"},
 	} {
-		_, errOut, code := modbusCLI(t, append([]string{"modbus"}, tc.args...)...)
+		_, errOut, code := hearthCLI(t, nil, append([]string{"modbus"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errOut, tc.msg) {
 			t.Errorf("hearth modbus %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut, tc.code, tc.msg)
 		}
@@ -310,7 +310,7 @@ func TestAgentPollsEveryLinkWithOneUnitSilent(t *testing.T) {
 	}
 	// The profile device reports the simulator's values under the
 	// profile's point names.
-	out, errOut, code := modbusCLI(t, "points", "gw_dev", "--json", "--socket", sock)
+	out, errOut, code := hearthCLI(t, nil, "points", "gw_dev", "--json", "--socket", sock)
 	if code != 0 {
 		t.Fatalf("points gw_dev: exit %d: %s", code, errOut)
 	}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
@@ -70,25 +68,6 @@ func startSimRTU(t *testing.T, args ...string) string {
 	return client
 }
 
-// modbusCLI runs the hearth binary and returns stdout, stderr and the
-// exit code.
-func modbusCLI(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hearthBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run hearth %v: %v", args, err)
-	}
-	return stdout.String(), stderr.String(), code
-}
-
 // TestModbusCLIDirect reads and scans the simulator with `hearth modbus
 // --direct` over TCP and over RTU on a pty.
 func TestModbusCLIDirect(t *testing.T) {
@@ -105,7 +84,7 @@ func TestModbusCLIDirect(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			unit := itoa(tc.unit)
-			out, errOut, code := modbusCLI(t, "modbus", "read", "--direct", "--address", tc.address,
+			out, errOut, code := hearthCLI(t, nil, "modbus", "read", "--direct", "--address", tc.address,
 				"--transport", tc.transport, "--unit", unit, "--start", "40000", "--count", "4")
 			if code != 0 {
 				t.Fatalf("read: exit %d, stderr %s", code, errOut)
@@ -117,7 +96,7 @@ func TestModbusCLIDirect(t *testing.T) {
 				}
 			}
 
-			out, errOut, code = modbusCLI(t, "modbus", "read", "--direct", "--address", tc.address,
+			out, errOut, code = hearthCLI(t, nil, "modbus", "read", "--direct", "--address", tc.address,
 				"--transport", tc.transport, "--unit", unit, "--start", "40002", "--count", "2", "--table", "input", "--json")
 			if code != 0 {
 				t.Fatalf("read --json: exit %d, stderr %s", code, errOut)
@@ -139,7 +118,7 @@ func TestModbusCLIDirect(t *testing.T) {
 				t.Errorf("read --json: %+v", rd)
 			}
 
-			out, errOut, code = modbusCLI(t, "modbus", "scan", "--direct", "--address", tc.address,
+			out, errOut, code = hearthCLI(t, nil, "modbus", "scan", "--direct", "--address", tc.address,
 				"--transport", tc.transport, "--units", itoa(tc.unit-1)+"-"+itoa(tc.unit+1), "--timeout", "200ms", "--json")
 			if code != 0 {
 				t.Fatalf("scan: exit %d, stderr %s", code, errOut)
@@ -168,7 +147,7 @@ func TestModbusCLIDirect(t *testing.T) {
 				t.Errorf("scan: got %+v, want unit %d speaking SunSpec at 40000 with models 1,103,124,802 and serial %s", u, tc.unit, tc.serial)
 			}
 
-			out, _, code = modbusCLI(t, "modbus", "scan", "--direct", "--address", tc.address,
+			out, _, code = hearthCLI(t, nil, "modbus", "scan", "--direct", "--address", tc.address,
 				"--transport", tc.transport, "--units", unit, "--timeout", "500ms")
 			if code != 0 || !regexp.MustCompile(`(?m)^`+unit+`\s+yes\s+40000\s+1,103,124,802\s+hearth hearthsim `+tc.serial).MatchString(out) {
 				t.Errorf("scan table: exit %d\n%s", code, out)
@@ -194,7 +173,7 @@ func TestModbusCLIErrors(t *testing.T) {
 		{[]string{"scan", "--direct", "--address", addr, "--units", "5-2"}, 2, "ascending"},
 		{[]string{"frob"}, 2, "unknown subcommand"},
 	} {
-		_, errOut, code := modbusCLI(t, append([]string{"modbus"}, tc.args...)...)
+		_, errOut, code := hearthCLI(t, nil, append([]string{"modbus"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errOut, tc.msg) {
 			t.Errorf("hearth modbus %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut, tc.code, tc.msg)
 		}

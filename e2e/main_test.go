@@ -229,3 +229,25 @@ func hasTopic(msgs []harness.Message, topic string, contains string) bool {
 	}
 	return false
 }
+
+// runBinary runs bin with args (as the given user when cred is set), for
+// at most 30 s, and returns its stdout, stderr and exit code.
+func runBinary(t *testing.T, cred *syscall.Credential, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %s %v: %v", filepath.Base(bin), args, err)
+	}
+	return out.String(), errb.String(), code
+}

@@ -48,19 +48,7 @@ func hearthsimBinary(t *testing.T) string {
 // code.
 func runSim(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hearthsimBinary(t), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("hearthsim %v: %v", args, err)
-	}
-	return stdout.String(), stderr.String(), code
+	return runBinary(t, nil, hearthsimBinary(t), args...)
 }
 
 // TestCloudToolSignsAndGatewayAcks plays the operator with the real tools:
