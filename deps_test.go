@@ -20,7 +20,7 @@ func TestDependencyDirection(t *testing.T) {
 	// allowed lists, for a package prefix, the non-standard imports it may have.
 	allowed := map[string][]string{
 		module:                      {},
-		module + "/safety":          {module, "periph.io/x/conn/v3"},
+		module + "/safety":          {module, "periph.io/x/conn/v3", "periph.io/x/host/v3"},
 		module + "/buffer":          {module, "github.com/mattn/go-sqlite3"},
 		module + "/uplink":          {module, "github.com/eclipse/paho.mqtt.golang"},
 		module + "/drivers":         {module, module + "/safety", module + "/drivers", "github.com/goburrow/modbus", "github.com/goburrow/serial", "gopkg.in/yaml.v3"},

@@ -1,9 +1,13 @@
 package safety
 
 import (
+	"sync"
+
 	"context"
 	"fmt"
 	"time"
+
+	"periph.io/x/host/v3"
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
@@ -62,9 +66,20 @@ func (o Outputs) Set(estop bool, safetyOK bool) error {
 	return nil
 }
 
-// PinByName finds a GPIO pin by its periph name. It finds only pins that a
-// periph driver has registered.
+// hostInit loads periph's host drivers (sysfs and the SoC's GPIO chips)
+// once, the first time a pin is asked for, so a gateway without GPIO
+// config never touches them.
+var hostInit = sync.OnceValue(func() error {
+	_, err := host.Init()
+	return err
+})
+
+// PinByName finds a GPIO pin by its periph name (GPIO17, or a header
+// position such as P1_11) after loading the host's drivers.
 func PinByName(name string) (gpio.PinIO, error) {
+	if err := hostInit(); err != nil {
+		return nil, fmt.Errorf("gpio drivers: %w", err)
+	}
 	p := gpioreg.ByName(name)
 	if p == nil {
 		return nil, fmt.Errorf("gpio pin %q not found (no GPIO driver has registered it)", name)
