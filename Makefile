@@ -29,7 +29,18 @@ check: vet test build ## vet, test and build: what must pass before a commit
 generate: ## regenerate the SunSpec model tables from ../shared/sunspec
 	$(GO) run ./drivers/sunspec/gen -src ../shared/sunspec -out drivers/sunspec/models_gen.go
 
+release: ## binaries, .debs and SHA256SUMS for amd64, arm64, armv7, armv6 in dist/, each checked under qemu-user
+	bash scripts/release.sh --version $(VERSION)
+	bash scripts/selfcheck.sh
+
+release-check: release ## release, then the amd64 .deb in a fresh Debian root: install/upgrade/rollback/remove, and booted under systemd
+	bash scripts/debtest.sh
+	bash scripts/boottest.sh
+
+rss: ## resident memory of the arm64 agent under qemu with two simulated devices at 1 Hz (needs make release)
+	bash scripts/selfcheck.sh --rss arm64 --seconds 120
+
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help build demo test vet check generate clean
+.PHONY: help build demo test vet check generate clean release release-check rss

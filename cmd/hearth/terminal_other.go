@@ -1,0 +1,11 @@
+//go:build !linux
+
+package main
+
+import "os"
+
+// isTerminal reports whether f is a terminal, where prompting makes sense.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
