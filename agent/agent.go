@@ -30,6 +30,12 @@ const (
 	backfillBatch = 200             // readings a backfill message carries at most
 	liveMaxAge    = 2 * time.Second // older undelivered readings go on backfill
 	commitEvery   = 500 * time.Millisecond
+	// A reading not confirmed live within storeAfter is stored; one that
+	// is never touches the disk. While the uplink is down, readings are
+	// stored at once, every poll cycle.
+	storeAfter    = 5 * time.Second
+	seqBlock      = 1024            // seqs reserved per write of the high-water mark
+	freshMax      = 4096            // readings kept in memory while storing them fails
 	shutdownGrace = 4 * time.Second // SIGTERM to exit stays under 5 s
 	birthRefresh  = 15 * time.Minute
 )
@@ -48,6 +54,9 @@ type Agent struct {
 
 	readings chan hearth.Reading
 	wake     chan struct{}
+	// fresh holds the newest readings, with seqs, until they are confirmed
+	// live or stored; the writer fills it, the deliverer drains it.
+	fresh *freshQueue
 	// stateDirty is signalled on every change of lease, mode or safety
 	// state; stateFinal is closed at shutdown for one last publish.
 	stateDirty chan struct{}
@@ -117,6 +126,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		start:      time.Now(),
 		readings:   make(chan hearth.Reading, 64),
 		wake:       make(chan struct{}, 1),
+		fresh:      &freshQueue{},
 		stateDirty: make(chan struct{}, 1),
 		stateFinal: make(chan struct{}),
 		logLevel:   new(slog.LevelVar),
@@ -511,64 +521,137 @@ func (a *Agent) pollLoop(ctx context.Context, d *device) {
 	}
 }
 
-// writeLoop group-commits readings: one transaction when every device has
-// reported since the last commit, or every commitEvery, never one per point.
+// writeLoop gives readings their seqs, one poll cycle at a time (when every
+// device has reported, or every commitEvery), and hands them to the
+// deliverer in memory at once. It stores in one transaction the readings
+// that were not confirmed live within storeAfter, and, while the uplink is
+// down, all of them every cycle, as it does at shutdown. Seqs come from
+// blocks reserved in the buffer, so a healthy uplink costs one small write
+// per seqBlock readings instead of two commits per cycle.
 func (a *Agent) writeLoop() {
-	var batch []hearth.Reading
+	var (
+		batch      []hearth.Reading
+		next, last uint64 // reserved seqs not yet used: next..last
+		used       uint64 // the last seq given to a reading
+		diskFull   bool
+		restampDue bool // readings were stored since the last restamp
+		dropped    bool // readings with seqs were lost without a gap event
+	)
 	t := time.NewTicker(commitEvery)
 	defer t.Stop()
-	diskFull := false
-	flush := func() {
-		if len(batch) == 0 {
-			return
+	noteDiskFull := func(err error) {
+		// Control goes on; the buffer counts what it refused and
+		// reports the range as a gap once there is room again.
+		if !diskFull {
+			a.log.Error("disk full: readings are not buffered until space returns", "err", err)
+			a.recordEvent("disk_full", map[string]any{"error": err.Error()})
 		}
-		_, err := a.store.Append(batch)
+		diskFull = true
+	}
+	// write stores rs and says whether the queue may forget them. Readings
+	// refused for a full disk are counted by the buffer and reported as a
+	// gap; on another failure they stay queued and are retried, up to
+	// freshMax queued, beyond which they are dropped, and the seqs not
+	// released at shutdown, so the next start reports them as not stored.
+	write := func(rs []hearth.Reading) bool {
+		_, err := a.store.AppendWithSeq(rs)
 		switch {
 		case errors.Is(err, buffer.ErrDiskFull):
-			// Control goes on; the buffer counts what it refused and
-			// reports the range as a gap once there is room again.
-			if !diskFull {
-				a.log.Error("disk full: readings are not buffered until space returns", "err", err)
-				a.recordEvent("disk_full", map[string]any{"error": err.Error()})
-			}
-			diskFull = true
+			noteDiskFull(err)
+			return true
 		case err != nil:
-			a.log.Error("buffer append", "err", err, "readings", len(batch))
+			a.log.Error("buffer append", "err", err, "readings", len(rs))
+			if len(rs) < freshMax {
+				return false
+			}
+			dropped = true
+			return true
 		default:
 			if diskFull {
 				a.log.Info("disk space returned: buffering again")
 			}
 			diskFull = false
-			// Readings taken before the clock synced get true times.
-			if a.clockState() == hearth.ClockSynced {
-				if n, err := a.store.Restamp(a.boot, time.Now(), time.Since(a.start).Milliseconds()); err != nil {
-					a.log.Error("restamp readings", "err", err)
-				} else if n > 0 {
-					a.log.Info("re-stamped readings taken before the clock synced", "readings", n)
+			restampDue = true
+			return true
+		}
+	}
+	// assign gives the batch seqs and queues it for delivery.
+	assign := func() {
+		for len(batch) > 0 {
+			if next == 0 || next > last {
+				first, l, err := a.store.ReserveSeqs(seqBlock)
+				if err != nil {
+					if errors.Is(err, buffer.ErrDiskFull) {
+						noteDiskFull(err)
+						a.store.Refuse(batch)
+					} else {
+						a.log.Error("reserve seqs: readings dropped", "err", err, "readings", len(batch))
+					}
+					batch = batch[:0]
+					return
 				}
+				next, last = first, l
 			}
+			n := min(uint64(len(batch)), last-next+1)
+			rs := slices.Clone(batch[:n])
+			for i := range rs {
+				rs[i].Seq = next
+				rs[i].Time = rs[i].Time.UTC().Truncate(time.Millisecond)
+				next++
+			}
+			used = rs[len(rs)-1].Seq
+			a.fresh.add(rs, time.Since(a.start))
+			batch = batch[n:]
 		}
 		batch = batch[:0]
 		a.signal()
+	}
+	// store writes what must not wait for the uplink any longer.
+	store := func(all bool) {
+		all = all || !a.up.Connected()
+		if a.fresh.store(time.Since(a.start)-storeAfter, all, write) > 0 {
+			a.signal()
+		}
+		// Readings taken before the clock synced get true times.
+		if restampDue && a.clockState() == hearth.ClockSynced {
+			restampDue = false
+			if n, err := a.store.Restamp(a.boot, time.Now(), time.Since(a.start).Milliseconds()); err != nil {
+				a.log.Error("restamp readings", "err", err)
+			} else if n > 0 {
+				a.log.Info("re-stamped readings taken before the clock synced", "readings", n)
+			}
+		}
 	}
 	for {
 		select {
 		case r, ok := <-a.readings:
 			if !ok {
-				flush()
+				assign()
+				store(true)
+				// Everything up to used is delivered or stored: the rest
+				// of the block is given back, so the next run goes on
+				// from used+1 without a gap.
+				if used > 0 && a.fresh.len() == 0 && !dropped {
+					if err := a.store.ReleaseSeqs(used); err != nil {
+						a.log.Warn("release unused seqs; the next start reports them as a gap", "err", err)
+					}
+				}
 				return
 			}
 			batch = append(batch, r)
 			if len(batch) >= len(a.devices) {
-				flush()
+				assign()
+				store(false)
 			}
 		case <-t.C:
-			flush()
+			assign()
+			store(false)
 		}
 	}
 }
 
-// deliverLoop sends buffered readings: fresh ones first on telemetry, then
+// deliverLoop sends readings: fresh ones first on telemetry, from memory
+// and from the buffer, then
 // the backlog oldest first on telemetry/backfill, a batch at a time so live
 // data keeps flowing. A reading leaves the buffer only after its PUBACK.
 func (a *Agent) deliverLoop(ctx context.Context) {
@@ -599,7 +682,7 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 }
 
 // deliverOnce publishes one live batch and one backfill batch and returns
-// how many readings left the buffer.
+// how many readings were delivered.
 func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 	// Events are few and matter most (trips, gaps, lease outcomes).
 	sent, err := a.deliverEvents(ctx)
@@ -618,6 +701,8 @@ func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 			live = append(live, r)
 		}
 	}
+	// Readings still in memory are newer than every stored one.
+	live = append(live, a.fresh.live(time.Duration(now)*time.Millisecond-liveMaxAge, liveBatch-len(live))...)
 	if len(live) > 0 {
 		if err := a.publish(ctx, live, false); err != nil {
 			return sent, err
@@ -630,6 +715,7 @@ func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 	if err != nil || len(newest) == 0 {
 		return sent, err
 	}
+	// The backlog is stored, and older than every reading in memory.
 	// The backlog is what is older than the newest batch looked at, so a
 	// reading committed meanwhile waits for the next live batch.
 	hi := newest[len(newest)-1].Seq
@@ -652,6 +738,8 @@ func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
 	return sent, nil
 }
 
+// publish sends rs and forgets what the broker confirmed: from memory if
+// it was never stored, else from the buffer.
 func (a *Agent) publish(ctx context.Context, rs []hearth.Reading, backfill bool) error {
 	n, err := a.up.PublishTelemetry(ctx, rs, backfill)
 	// What the broker confirmed leaves the buffer even when a later part of
@@ -661,8 +749,10 @@ func (a *Agent) publish(ctx context.Context, rs []hearth.Reading, backfill bool)
 		for i, r := range rs[:n] {
 			seqs[i] = r.Seq
 		}
-		if aerr := a.store.Ack(seqs); aerr != nil {
-			return aerr
+		if stored := a.fresh.confirm(seqs); len(stored) > 0 {
+			if aerr := a.store.Ack(stored); aerr != nil {
+				return aerr
+			}
 		}
 	}
 	return err

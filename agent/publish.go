@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -111,4 +115,90 @@ func (a *Agent) deliverAggregates(ctx context.Context) (int, error) {
 		froms[i] = x.SeqFrom
 	}
 	return len(aggs), a.store.AckAggregates(froms)
+}
+
+// freshQueue holds the readings of the last few seconds in memory, in seq
+// order, until they are confirmed live (then they never touch the disk) or
+// stored because they were not confirmed in time. Confirming and storing
+// exclude each other under mu, so a reading is acked in the store exactly
+// when it was stored.
+type freshQueue struct {
+	mu sync.Mutex
+	rs []freshReading
+}
+
+type freshReading struct {
+	r  hearth.Reading
+	at time.Duration // when it was queued, on the agent's monotonic clock
+}
+
+// add queues readings, which have seqs above those already queued.
+func (q *freshQueue) add(rs []hearth.Reading, at time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range rs {
+		q.rs = append(q.rs, freshReading{r: r, at: at})
+	}
+}
+
+// live returns up to limit of the newest queued readings queued at or after
+// since, in seq order.
+func (q *freshQueue) live(since time.Duration, limit int) []hearth.Reading {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []hearth.Reading
+	for i := max(len(q.rs)-limit, 0); i < len(q.rs); i++ {
+		if q.rs[i].at >= since {
+			out = append(out, q.rs[i].r)
+		}
+	}
+	return out
+}
+
+// confirm removes the queued readings among seqs, which the broker has
+// acknowledged, and returns the other seqs: readings stored meanwhile (or
+// sent from the store), which the caller acks in the store.
+func (q *freshQueue) confirm(seqs []uint64) (stored []uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, seq := range seqs {
+		i, ok := slices.BinarySearchFunc(q.rs, seq, func(f freshReading, seq uint64) int { return cmp.Compare(f.r.Seq, seq) })
+		if ok {
+			q.rs = slices.Delete(q.rs, i, i+1)
+		} else {
+			stored = append(stored, seq)
+		}
+	}
+	return stored
+}
+
+// store hands the readings queued at or before until (all of them when all
+// is set), oldest first, to write, and forgets them when write says so: on
+// success, or when the buffer counted them as refused. It returns how many
+// readings it handed over.
+func (q *freshQueue) store(until time.Duration, all bool, write func([]hearth.Reading) (forget bool)) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.rs)
+	if !all {
+		n = sort.Search(len(q.rs), func(i int) bool { return q.rs[i].at > until })
+	}
+	if n == 0 {
+		return 0
+	}
+	rs := make([]hearth.Reading, n)
+	for i := range rs {
+		rs[i] = q.rs[i].r
+	}
+	if write(rs) {
+		q.rs = slices.Delete(q.rs, 0, n)
+	}
+	return n
+}
+
+// len returns how many readings are queued.
+func (q *freshQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.rs)
 }

@@ -33,20 +33,41 @@ func isDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC)
 }
 
-// lostReadings tracks the readings Append refused for a full disk. They
-// never got a seq; once the disk has room the store reserves one seq for
-// each (so seqs still count every reading ever taken) and reports the
-// reserved range as a gap. Kept in memory only: there is no room to write
-// it down, so a restart while the disk is full forgets the count.
+// lostReadings tracks the readings refused for a full disk. Those from
+// Append never got a seq; once the disk has room the store reserves one seq
+// for each (so seqs still count every reading ever taken) and reports the
+// reserved range as a gap. Those from AppendWithSeq are reported by the
+// range of their own seqs. Kept in memory only: there is no room to write
+// it down, so a restart while the disk is full forgets it (their seqs, when
+// they had some, are then reported as not stored, see ReserveSeqs).
 type lostReadings struct {
 	refused  int64 // since Open, for Stats
-	n        int64 // not yet reported as a gap
+	n        int64 // without a seq, not yet reported as a gap
 	from, to time.Time
+
+	seqN               int64 // with a seq, not yet reported
+	seqFrom, seqTo     uint64
+	seqFromTS, seqToTS time.Time
 }
 
-func (l *lostReadings) add(rs []hearth.Reading) {
+func (l *lostReadings) add(rs []hearth.Reading, preset bool) {
 	for _, r := range rs {
 		t := r.Time.UTC().Truncate(time.Millisecond)
+		l.refused++
+		if preset {
+			if l.seqN == 0 || t.Before(l.seqFromTS) {
+				l.seqFromTS = t
+			}
+			if l.seqN == 0 || t.After(l.seqToTS) {
+				l.seqToTS = t
+			}
+			if l.seqN == 0 {
+				l.seqFrom = r.Seq
+			}
+			l.seqFrom, l.seqTo = min(l.seqFrom, r.Seq), max(l.seqTo, r.Seq)
+			l.seqN++
+			continue
+		}
 		if l.n == 0 || t.Before(l.from) {
 			l.from = t
 		}
@@ -54,6 +75,14 @@ func (l *lostReadings) add(rs []hearth.Reading) {
 			l.to = t
 		}
 		l.n++
-		l.refused++
+	}
+}
+
+// reported forgets what reportLost wrote, once its transaction committed:
+// the readings with seqs, and those without when unseq is set.
+func (l *lostReadings) reported(unseq bool) {
+	l.seqN, l.seqFrom, l.seqTo = 0, 0, 0
+	if unseq {
+		l.n = 0
 	}
 }

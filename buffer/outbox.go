@@ -17,7 +17,9 @@ import (
 // set and Time truncated to the stored millisecond precision in UTC. Seqs
 // are consecutive within a batch and higher than any seq assigned before.
 // A Seq set by the caller is ignored; the copies share their Points maps
-// with the input. On error nothing of the batch is stored.
+// with the input. On error nothing of the batch is stored. While seqs
+// reserved with ReserveSeqs are neither stored nor released, Append fails:
+// the store would have to choose between reusing them and skipping them.
 //
 // When the disk is full the error wraps ErrDiskFull and the batch is
 // counted as refused; the first Append that succeeds afterwards reserves a
@@ -26,12 +28,30 @@ import (
 // committing, Append enforces the quota (see EnforceQuota); a failure to do
 // so is logged, not returned, since the batch itself is stored.
 func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
+	return s.appendBatch(readings, false)
+}
+
+// AppendWithSeq stores readings whose Seq the caller took from ReserveSeqs,
+// in one transaction, and returns copies with Time truncated to the stored
+// precision. Seqs must be strictly increasing, higher than every seq stored
+// or given up before, and reserved. Like Append, it stores nothing on
+// error; a batch refused for a full disk is remembered by its seq range,
+// and the first write of readings that succeeds afterwards records a gap
+// event (reason "disk_full") for that range.
+func (s *Store) AppendWithSeq(readings []hearth.Reading) ([]hearth.Reading, error) {
+	return s.appendBatch(readings, true)
+}
+
+func (s *Store) appendBatch(readings []hearth.Reading, preset bool) ([]hearth.Reading, error) {
 	if len(readings) == 0 {
 		return nil, nil
 	}
 	// Encode before the transaction, to hold the write lock briefly.
 	payloads := make([]string, len(readings))
 	for i, r := range readings {
+		if preset && (r.Seq == 0 || r.Seq > math.MaxInt64 || i > 0 && r.Seq <= readings[i-1].Seq) {
+			return nil, fmt.Errorf("append readings: seq %d of %s is zero, too large or not increasing", r.Seq, r.Device)
+		}
 		b, err := json.Marshal(r.Points)
 		if err != nil {
 			return nil, fmt.Errorf("append readings: encode points of %s: %w", r.Device, err)
@@ -41,20 +61,42 @@ func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if preset && readings[len(readings)-1].Seq > s.reserved {
+		return nil, fmt.Errorf("append readings: seq %d was not reserved (reserved up to %d)", readings[len(readings)-1].Seq, s.reserved)
+	}
+	insert := "INSERT INTO readings (device, ts, clock, boot, mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)"
+	if preset {
+		insert = "INSERT INTO readings (device, ts, clock, boot, mono_ms, payload, seq) VALUES (?, ?, ?, ?, ?, ?, ?)"
+	}
 	out := make([]hearth.Reading, len(readings))
 	err := s.inTx(func(ctx context.Context, tx *sql.Tx) error {
-		if err := s.reportLost(ctx, tx); err != nil {
+		last, err := lastStored(ctx, tx)
+		if err != nil {
 			return err
 		}
-		stmt, err := tx.PrepareContext(ctx,
-			"INSERT INTO readings (device, ts, clock, boot, mono_ms, payload) VALUES (?, ?, ?, ?, ?, ?)")
+		if !preset && s.reserved > uint64(last) {
+			return fmt.Errorf("seqs %d..%d are reserved: append them with AppendWithSeq or release them", last+1, s.reserved)
+		}
+		if preset && readings[0].Seq <= uint64(last) {
+			return fmt.Errorf("seq %d is not above the last stored seq %d", readings[0].Seq, last)
+		}
+		// With seqs reserved, readings refused without one wait for the
+		// next reservation to get theirs.
+		if err := s.reportLost(ctx, tx, !preset); err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, insert)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, r := range readings {
 			ms := toMillis(r.Time)
-			res, err := stmt.ExecContext(ctx, r.Device, ms, string(r.Clock), r.Boot, r.MonoMS, payloads[i])
+			args := []any{r.Device, ms, string(r.Clock), r.Boot, r.MonoMS, payloads[i]}
+			if preset {
+				args = append(args, int64(r.Seq))
+			}
+			res, err := stmt.ExecContext(ctx, args...)
 			if err != nil {
 				return err
 			}
@@ -70,42 +112,49 @@ func (s *Store) Append(readings []hearth.Reading) ([]hearth.Reading, error) {
 	})
 	if err != nil {
 		if errors.Is(err, ErrDiskFull) {
-			s.lost.add(readings)
+			s.lost.add(readings, preset)
 		}
 		return nil, fmt.Errorf("append %d readings: %w", len(readings), err)
 	}
-	s.lost.n = 0
+	s.lost.reported(!preset)
 	if err := s.enforceQuotaLocked(); err != nil {
 		s.log.Error("buffer quota", "err", err)
 	}
 	return out, nil
 }
 
-// reportLost reserves seqs for the readings refused for a full disk and
-// records them as a gap, inside the transaction that appends the next
-// batch. The reservation raises the readings table's AUTOINCREMENT
-// high-water mark, so no reading is ever given one of those seqs.
-func (s *Store) reportLost(ctx context.Context, tx *sql.Tx) error {
-	if s.lost.n == 0 {
+// reportLost records the readings refused for a full disk as gap events,
+// inside the transaction of the next write that succeeds. Readings that
+// had a seq (AppendWithSeq) are reported by their seq range. Readings that
+// had none get one seq each, reserved above every seq assigned or reserved
+// so far by raising the readings table's AUTOINCREMENT high-water mark, so
+// that no reading is ever given one of those seqs.
+func (s *Store) reportLost(ctx context.Context, tx *sql.Tx, unseq bool) error {
+	l := &s.lost
+	if l.seqN > 0 {
+		from, to := l.seqFromTS, l.seqToTS
+		if err := s.insertJSONEvent(ctx, tx, EventGap, Gap{
+			FromSeq: l.seqFrom, ToSeq: l.seqTo, Reason: GapDiskFull,
+			Readings: l.seqN, FromTS: &from, ToTS: &to,
+		}); err != nil {
+			return err
+		}
+	}
+	if !unseq || l.n == 0 {
 		return nil
 	}
-	var last int64
-	switch err := tx.QueryRowContext(ctx, "SELECT seq FROM sqlite_sequence WHERE name = 'readings'").Scan(&last); {
-	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, "INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", s.lost.n); err != nil {
-			return fmt.Errorf("reserve seqs: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("read last seq: %w", err)
-	default:
-		if _, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'readings'", s.lost.n); err != nil {
-			return fmt.Errorf("reserve seqs: %w", err)
-		}
+	last, err := lastStored(ctx, tx)
+	if err != nil {
+		return err
 	}
-	from, to := s.lost.from, s.lost.to
+	base := max(uint64(last), s.reserved)
+	if err := setLastStored(ctx, tx, base+uint64(l.n)); err != nil {
+		return fmt.Errorf("reserve seqs: %w", err)
+	}
+	from, to := l.from, l.to
 	return s.insertJSONEvent(ctx, tx, EventGap, Gap{
-		FromSeq: uint64(last + 1), ToSeq: uint64(last + s.lost.n), Reason: GapDiskFull,
-		Readings: s.lost.n, FromTS: &from, ToTS: &to,
+		FromSeq: base + 1, ToSeq: base + uint64(l.n), Reason: GapDiskFull,
+		Readings: l.n, FromTS: &from, ToTS: &to,
 	})
 }
 

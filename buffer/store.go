@@ -5,7 +5,10 @@
 // leaves the database only when the caller acks it, after the broker's
 // PUBACK; the cloud de-duplicates by Seq. Seq is the readings table's rowid,
 // assigned with AUTOINCREMENT, so it is strictly increasing across restarts
-// and never reused, even after the newest rows were acked and deleted.
+// and never reused, even after the newest rows were acked and deleted. A
+// caller that delivers readings from memory and stores only some reserves
+// seqs in blocks (ReserveSeqs, AppendWithSeq, ReleaseSeqs); a reservation
+// left by a crash is reported as a not_stored gap at the next Open.
 //
 // The database runs in WAL mode with synchronous=NORMAL: a committed
 // transaction survives the process being killed, but the last transactions
@@ -78,9 +81,11 @@ type Store struct {
 
 	diskFull atomic.Bool // the last write failed with ErrDiskFull
 
-	// mu serialises Append and quota enforcement, and guards lost.
-	mu   sync.Mutex
-	lost lostReadings // readings refused for a full disk
+	// mu serialises Append, seq reservations and quota enforcement, and
+	// guards lost and reserved.
+	mu       sync.Mutex
+	lost     lostReadings // readings refused for a full disk
+	reserved uint64       // highest seq reserved by ReserveSeqs, as in meta
 }
 
 // Open opens or creates the database at path and brings its schema up to
@@ -158,6 +163,10 @@ func Open(path string, opts Options) (*Store, error) {
 // a quota that may have shrunk since it was written.
 func (s *Store) ready(ctx context.Context) (*Store, error) {
 	if err := s.sizeWAL(ctx); err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open buffer %s: %w", s.path, err)
+	}
+	if err := s.recoverReserved(ctx); err != nil {
 		_ = s.db.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", s.path, err)
 	}
@@ -381,6 +390,7 @@ func (s *Store) Stats() (Stats, error) {
 
 	s.mu.Lock()
 	st.ReadingsRefused = s.lost.refused
+	st.LastSeq = max(st.LastSeq, s.reserved)
 	s.mu.Unlock()
 	st.DiskFull = s.diskFull.Load()
 	st.WriteBytes = processWriteBytes()
