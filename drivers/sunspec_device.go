@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -88,6 +90,10 @@ type SunSpecDevice struct {
 	bus  *Bus
 	unit uint8
 
+	// mu guards models and identity against readers on other goroutines
+	// (the birth record, diagnostics); the poll goroutine is the only
+	// writer, and reads them without it.
+	mu       sync.Mutex
 	base     uint16
 	models   []ModelInstance
 	identity Identity
@@ -109,10 +115,18 @@ func NewSunSpecDevice(name string, bus *Bus, unit uint8) *SunSpecDevice {
 func (d *SunSpecDevice) Name() string { return d.name }
 
 // Identity returns what model 1 said, after discovery.
-func (d *SunSpecDevice) Identity() Identity { return d.identity }
+func (d *SunSpecDevice) Identity() Identity {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.identity
+}
 
 // Models returns the model chain found by discovery.
-func (d *SunSpecDevice) Models() []ModelInstance { return d.models }
+func (d *SunSpecDevice) Models() []ModelInstance {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.models)
+}
 
 // ErrNoSunSpec is returned when no base address holds the SunS marker.
 var ErrNoSunSpec = errors.New("no SunSpec marker at 40000, 0 or 50000")
@@ -127,7 +141,9 @@ func (d *SunSpecDevice) Discover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
 	d.base, d.models = base, models
+	d.mu.Unlock()
 	if m, ok := d.model(1); ok {
 		regs, err := d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
 		if err != nil {
@@ -141,7 +157,10 @@ func (d *SunSpecDevice) Discover(ctx context.Context) error {
 			}
 			return sunspec.String(regs[p.Offset : p.Offset+p.Size])
 		}
-		d.identity = Identity{Manufacturer: str("Mn"), Model: str("Md"), Serial: str("SN"), Firmware: str("Vr")}
+		id := Identity{Manufacturer: str("Mn"), Model: str("Md"), Serial: str("SN"), Firmware: str("Vr")}
+		d.mu.Lock()
+		d.identity = id
+		d.mu.Unlock()
 	}
 	return nil
 }
@@ -261,7 +280,9 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	if firstErr != nil {
 		// A failed read may mean the map changed (firmware update, other
 		// device at the address): discover again next time.
+		d.mu.Lock()
 		d.models = nil
+		d.mu.Unlock()
 	}
 	return r, firstErr
 }
