@@ -40,7 +40,13 @@ release-check: release ## release, then the amd64 .deb in a fresh Debian root: i
 rss: ## resident memory of the arm64 agent under qemu with two simulated devices at 1 Hz (needs make release)
 	bash scripts/selfcheck.sh --rss arm64 --seconds 120
 
+faults: ## run the fault-injection scenarios in full (minutes; make test runs them short)
+	HEARTH_FAULTS_FULL=1 $(GO) test -count=1 -v -timeout 60m ./faults/
+
+bench: ## benchmarks and end-to-end measurements into bench/REPORT.md and bench/results.json (~30 min)
+	ulimit -n 65536 2>/dev/null; $(GO) run ./bench
+
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help build demo test vet check generate clean release release-check rss
+.PHONY: help build demo test vet check generate clean release release-check rss faults bench

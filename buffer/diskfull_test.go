@@ -160,3 +160,43 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("%d gap events after a second Append, want 1", n)
 	}
 }
+
+// TestOpenOnFullDisk: a disk filled by another writer while the agent was
+// down must not keep the buffer from opening; the reserve file kept beside
+// the database makes the room, and comes back once there is space.
+func TestOpenOnFullDisk(t *testing.T) {
+	t.Parallel()
+	dir := mountTmpfs(t, "4m")
+	path := filepath.Join(dir, "buffer.db")
+	s := openTest(t, path, Options{})
+	mustAppend(t, s, readings(0, 20))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(reservePath(path)); err != nil || fi.Size() != reserveBytes {
+		t.Fatalf("no %d-byte reserve file beside the database: %v", reserveBytes, err)
+	}
+	filler := filepath.Join(dir, "filler")
+	fill(t, filler)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open on a full disk: %v", err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(reservePath(path)); !os.IsNotExist(err) {
+		t.Errorf("the reserve file is still there after opening on a full disk (stat: %v)", err)
+	}
+	if got := mustPending(t, s, 100); len(got) != 20 {
+		t.Errorf("after opening on a full disk: %d readings pending, want 20", len(got))
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, readings(20, 5))
+	if err := s.Ack(seqsOf(mustPending(t, s, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(reservePath(path)); err != nil || fi.Size() != reserveBytes {
+		t.Errorf("the reserve file did not come back once there was room: %v", err)
+	}
+}

@@ -367,7 +367,9 @@ func (s *Store) inTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
 		return s.noteFull(fmt.Errorf("commit: %w", err))
 	}
 	s.commits.Add(1)
-	s.diskFull.Store(false)
+	if s.diskFull.Swap(false) {
+		keepReserve(s.path, s.reserveSize())
+	}
 	return nil
 }
 
@@ -376,6 +378,12 @@ func (s *Store) noteFull(err error) error {
 	err = classify(err)
 	if errors.Is(err, ErrDiskFull) {
 		s.diskFull.Store(true)
+		// Give SQLite the reserve, so deletes and checkpoints can run and
+		// the outbox can drain as soon as the uplink takes readings.
+		if releaseReserve(s.path) {
+			s.log.Warn("disk full: released the buffer's reserve file so the outbox can drain", "path", s.path)
+			s.db.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
+		}
 	}
 	return err
 }

@@ -127,8 +127,15 @@ func Open(path string, opts Options) (*Store, error) {
 
 	ctx := context.Background()
 	db, err := openDB(ctx, path)
+	if err != nil && (isNoSpace(err) || strings.Contains(err.Error(), "no space left")) && releaseReserve(path) {
+		s.log.Warn("disk full at open: released the reserve file to open the buffer", "path", path)
+		// Full until a write succeeds, which also brings the reserve back.
+		s.diskFull.Store(true)
+		db, err = openDB(ctx, path)
+	}
 	if err == nil {
 		s.db = db
+		keepReserve(path, s.reserveSize())
 		return s.ready(ctx)
 	}
 	if !isCorrupt(err) {
@@ -188,6 +195,15 @@ func (s *Store) Close() error {
 
 // Path returns the database file's path.
 func (s *Store) Path() string { return s.path }
+
+// reserveSize is the reserve file's size: 1 MiB, or a sixteenth of a
+// smaller quota.
+func (s *Store) reserveSize() int64 {
+	if s.maxBytes > 0 {
+		return min(reserveBytes, s.maxBytes/16)
+	}
+	return reserveBytes
+}
 
 func dsn(path string) string {
 	// auto_vacuum is not in the DSN: the driver would set it on every

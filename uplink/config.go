@@ -22,8 +22,12 @@ const (
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultKeepAlive      = 60 * time.Second
 	DefaultMaxPayload     = 256 << 10
-	DefaultSetpointQueue  = 16
-	DefaultMaxInflight    = 8
+	// DefaultSetpointQueue and DefaultSetpointQueueBytes bound the setpoints
+	// waiting for the handler: a burst of a thousand leases (a cloud
+	// catching up) is taken whole, while memory stays bounded.
+	DefaultSetpointQueue      = 2048
+	DefaultSetpointQueueBytes = 1 << 20
+	DefaultMaxInflight        = 8
 	// maxPendingAcks bounds the acks kept for resending after a reconnect.
 	maxPendingAcks = 64
 )
@@ -55,7 +59,10 @@ type Config struct {
 	ConnectTimeout time.Duration // dial, TLS handshake, CONNACK, SUBACK; default 30s
 	KeepAlive      time.Duration // MQTT keepalive; default 60s
 	MaxPayload     int           // largest payload Publish accepts, bytes; default 256 KiB
-	SetpointQueue  int           // inbound setpoints held for the handler; default 16
+	SetpointQueue  int           // inbound setpoints held for the handler; default 2048
+	// SetpointQueueBytes bounds the payload bytes those setpoints hold;
+	// default 1 MiB.
+	SetpointQueueBytes int
 	// MaxInflight bounds the telemetry messages sent and awaiting their
 	// PUBACK at once; default 8.
 	MaxInflight int
@@ -154,6 +161,9 @@ func (cfg *Config) validate() (*tls.Config, error) {
 	}
 	if cfg.SetpointQueue == 0 {
 		cfg.SetpointQueue = DefaultSetpointQueue
+	}
+	if cfg.SetpointQueueBytes <= 0 {
+		cfg.SetpointQueueBytes = DefaultSetpointQueueBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

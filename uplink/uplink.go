@@ -59,8 +59,10 @@ type Session struct {
 	log    *slog.Logger
 	tls    *tls.Config
 	topics topics
-	inbox  chan inbound  // setpoint payloads waiting for the handler
-	birthC chan struct{} // birth changed while connected: republish
+	inbox  chan inbound // setpoint payloads waiting for the handler
+	// inboxBytes is the payload bytes in inbox, guarded by mu.
+	inboxBytes int
+	birthC     chan struct{} // birth changed while connected: republish
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -348,6 +350,12 @@ func (s *Session) run(ctx context.Context) {
 			attempt = 0
 		}
 		d := s.backoff(attempt)
+		if attempt == 0 && s.cfg.BootDelayMax > 0 {
+			// A broker that restarts loses every gateway at once: the
+			// first retry is spread over the same window as the boot
+			// delay, so they do not all come back in the same second.
+			d = s.jitter(s.cfg.BootDelayMax)
+		}
 		attempt++
 		s.log.Warn("mqtt connection lost", "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d)
 		if !sleep(ctx, d) {
@@ -556,17 +564,30 @@ func (s *Session) receive(_ paho.Client, m paho.Message) {
 		s.log.Warn("message on an unexpected topic dropped", "topic", m.Topic())
 		return
 	}
-	in := inbound{payload: bytes.Clone(m.Payload()), received: time.Now()}
-	select {
-	case s.inbox <- in:
-		s.mu.Lock()
-		s.stats.SetpointsReceived++
-		s.mu.Unlock()
-	default:
-		s.mu.Lock()
+	p := m.Payload()
+	if max := s.cfg.MaxSetpointBytes; max > 0 && len(p) > max {
+		// Only the length matters to the parser then (too_large): keep
+		// the queue's memory bounded by what a valid setpoint may hold.
+		p = p[:max+1]
+	}
+	in := inbound{payload: bytes.Clone(p), received: time.Now()}
+	s.mu.Lock()
+	fits := s.inboxBytes+len(in.payload) <= s.cfg.SetpointQueueBytes
+	if fits {
+		select {
+		case s.inbox <- in:
+			s.inboxBytes += len(in.payload)
+			s.stats.SetpointsReceived++
+		default:
+			fits = false
+		}
+	}
+	if !fits {
 		s.stats.SetpointsDropped++
-		n := s.stats.SetpointsDropped
-		s.mu.Unlock()
+	}
+	n := s.stats.SetpointsDropped
+	s.mu.Unlock()
+	if !fits {
 		s.log.Warn("setpoint dropped: handler queue full", "queue", cap(s.inbox), "dropped_total", n)
 	}
 }
@@ -580,6 +601,7 @@ func (s *Session) dispatch(ctx context.Context) {
 			return
 		case in := <-s.inbox:
 			s.mu.Lock()
+			s.inboxBytes -= len(in.payload)
 			fn := s.onSetpoint
 			if fn == nil {
 				s.stats.SetpointsDropped++

@@ -36,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdDemo(ctx, args[1:], stdout, stderr)
 		case "watch":
 			return cmdWatch(ctx, args[1:], stdout, stderr)
+		case "fleet":
+			return cmdFleet(ctx, args[1:], stdout, stderr)
 		case "cloud":
 			return cmdCloud(ctx, args[1:], stdout, stderr)
 		case "version":
