@@ -95,13 +95,13 @@ ldflags="-s -w -X $module.Version=$version"
 for t in "${targets[@]}"; do
   target_vars "$t"
   echo "release: $t (GOARCH=$goarch${goarm:+ GOARM=$goarm}, CC=$cc)" >&2
-  env CGO_ENABLED=1 GOOS=linux GOARCH="$goarch" GOARM="$goarm" CC="$cc" CGO_CFLAGS="$cflags" \
-    "$GO" build -trimpath -tags netgo,osusergo,sqlite_omit_load_extension \
-      -ldflags "$ldflags -linkmode external -extldflags -static" \
-      -o "$out/hearth-linux-$t" ./cmd/hearth
-  # hearthsim uses no C code.
-  env CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
-    "$GO" build -trimpath -ldflags "$ldflags" -o "$out/hearthsim-linux-$t" ./cmd/hearthsim
+  # Both binaries carry SQLite (hearthsim runs whole agents in its fleet).
+  for cmd in hearth hearthsim; do
+    env CGO_ENABLED=1 GOOS=linux GOARCH="$goarch" GOARM="$goarm" CC="$cc" CGO_CFLAGS="$cflags" \
+      "$GO" build -trimpath -tags netgo,osusergo,sqlite_omit_load_extension \
+        -ldflags "$ldflags -linkmode external -extldflags -static" \
+        -o "$out/$cmd-linux-$t" "./cmd/$cmd"
+  done
   rm -f "$out"/hearth_*_"$t".deb
   HEARTH_BIN="$out/hearth-linux-$t" HEARTH_DEB_ARCH="$debarch" HEARTH_DEB_VERSION="$debversion" \
     "$nfpm" package --config packaging/nfpm.yaml --packager deb \
