@@ -175,7 +175,7 @@ func (s *Store) liveBytes(ctx context.Context) (live, freePages int64, err error
 // on, and reports whether it did anything.
 func (s *Store) quotaStep(ctx context.Context) (bool, error) {
 	for _, step := range []func(context.Context) (bool, error){
-		s.compactOldest, s.dropOldestAggregates, s.dropOldestReadings, s.dropOldestEvents,
+		s.compactOldest, s.compactRecent, s.dropOldestAggregates, s.dropOldestReadings, s.dropOldestEvents,
 	} {
 		did, err := step(ctx)
 		if err != nil || did {
@@ -211,7 +211,27 @@ func (s *Store) releaseSlack(ctx context.Context, freePages int64) error {
 // seq prefix of the readings: every pending reading has a higher seq than
 // every aggregate.
 func (s *Store) compactOldest(ctx context.Context) (bool, error) {
-	cutoff := toMillis(s.now().Add(-s.compactAge))
+	return s.compactOlderThan(ctx, s.compactAge)
+}
+
+// compactRecent is the quota's second step: when nothing is as old as
+// CompactAge, younger readings are compacted too (all but the last
+// minCompactAge), since losing resolution is better than losing readings.
+func (s *Store) compactRecent(ctx context.Context) (bool, error) {
+	if s.compactAge <= minCompactAge {
+		return false, nil
+	}
+	return s.compactOlderThan(ctx, minCompactAge)
+}
+
+// minCompactAge keeps the newest readings at full resolution whatever the
+// quota: they are the ones about to be delivered.
+const minCompactAge = 2 * time.Minute
+
+// compactOlderThan replaces the oldest readings taken more than age ago
+// with per-minute aggregates, one chunk at a time.
+func (s *Store) compactOlderThan(ctx context.Context, age time.Duration) (bool, error) {
+	cutoff := toMillis(s.now().Add(-age))
 	did := false
 	err := s.inTx(func(ctx context.Context, tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx,

@@ -513,3 +513,47 @@ func TestParseWriteBytes(t *testing.T) {
 		t.Errorf("parseWriteBytes without the field = %d, want 0", got)
 	}
 }
+
+// TestQuotaCompactsYoungBeforeDropping: with nothing as old as CompactAge,
+// the quota still compacts (all but the last minutes) before it drops a
+// single reading, because resolution is cheaper to lose than readings.
+func TestQuotaCompactsYoungBeforeDropping(t *testing.T) {
+	t.Parallel()
+	const maxBytes = 384 << 10
+	clock := clocktest.New(time.Time{})
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{
+		MaxBytes: maxBytes, CompactAge: 1000 * time.Hour, Now: clock.Now,
+	})
+	rng := rand.New(rand.NewPCG(3, 4))
+	appended := map[uint64]hearth.Reading{}
+	var last uint64
+	const batch = 8
+	for i := 0; i < 6000; i += batch {
+		rs := make([]hearth.Reading, batch)
+		for j := range rs {
+			rs[j] = quotaReading(rng, start, i+j)
+		}
+		clock.Set(rs[batch-1].Time.Add(time.Second))
+		for _, r := range mustAppend(t, s, rs) {
+			appended[r.Seq] = r
+			last = r.Seq
+		}
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Compactions == 0 || st.ReadingsCompacted == 0 || st.ReadingsDropped != 0 || st.FileBytes > maxBytes {
+		t.Errorf("want young readings compacted, none dropped, under quota; stats %+v", st)
+	}
+	// The last minutes stay at full resolution.
+	newest, err := s.Newest(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(newest) != 1 || newest[0].Seq != last {
+		t.Errorf("the newest reading is not kept at full resolution: %+v", newest)
+	}
+	checkAccounting(t, s, appended, last)
+}
