@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"sort"
@@ -19,19 +17,7 @@ import (
 // startSim serves a simulator on a free loopback port until the test ends.
 func startSim(t *testing.T, cfg sim.Config) (*sim.Simulator, string) {
 	t.Helper()
-	s := sim.New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.ServeTCP(ctx, ln)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return s, ln.Addr().String()
+	return harness.StartSim(t, cfg)
 }
 
 // seqSet collects the distinct sequence numbers received.

@@ -343,25 +343,13 @@ func (g *gateway) diagBuffer() (map[string]any, error) {
 }
 
 // startSim serves an in-process simulator over Modbus TCP on a loopback
-// port; its write log is the record of every command the agent applied.
+// port, with the scenarios' hardware limits unless cfg sets its own.
 func startSim(t *testing.T, cfg sim.Config) (*sim.Simulator, string) {
 	t.Helper()
 	if cfg.MaxChargeW == 0 {
 		cfg.MaxChargeW, cfg.MaxDischargeW = simMaxW, simMaxW
 	}
-	s := sim.New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.ServeTCP(ctx, ln)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return s, ln.Addr().String()
+	return harness.StartSim(t, cfg)
 }
 
 // observer records everything published under a gateway's prefix, across
