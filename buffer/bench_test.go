@@ -36,7 +36,7 @@ func benchBatch(n int) []hearth.Reading {
 // next to the size of a reading's JSON on the wire. A batch of 4 is one
 // poll cycle of four devices; 100 is a commit per second at 100 readings/s.
 func BenchmarkAppend(b *testing.B) {
-	for _, size := range []int{4, 100} {
+	for _, size := range []int{4, 20, 100} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			dir := b.TempDir()
 			s, err := Open(filepath.Join(dir, "buffer.db"), Options{MaxBytes: 256 << 20})
