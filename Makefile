@@ -17,7 +17,10 @@ build: ## build hearth and hearthsim for this machine into bin/
 demo: build ## run the simulator, an embedded broker and the agent, and show live telemetry (Ctrl-C stops)
 	$(BIN)/hearthsim demo --agent $(BIN)/hearth
 
-test: ## run every test (needs mosquitto: scripts/deps.sh installs it)
+deps: ## install what the tests need when missing (mosquitto, socat, python3-pymodbus; root or sudo)
+	bash scripts/deps.sh
+
+test: deps ## run every test against real Mosquitto, ptys and SQLite files (installs what they need first)
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 vet: ## gofmt check and go vet
@@ -49,4 +52,4 @@ bench: ## benchmarks and end-to-end measurements into bench/REPORT.md and bench/
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help build demo test vet check generate clean release release-check rss faults bench
+.PHONY: help deps build demo test vet check generate clean release release-check rss faults bench
