@@ -105,6 +105,9 @@ func TestStatusShowsDeadDeviceAndBrokenUplink(t *testing.T) {
 		}
 	}
 	human, _, code := hearthCLI(t, nil, "status", "--socket", sock)
+	if code != 6 {
+		t.Errorf("human status exit code %d, want 6 (degraded)", code)
+	}
 	for _, want := range []string{"battery", "meter", "DOWN", "uplink  DOWN", "DEGRADED:", "from local until", "then auto"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("human status lacks %q:\n%s", want, human)
