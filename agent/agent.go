@@ -45,7 +45,8 @@ type Agent struct {
 	cfg   *Config
 	log   *slog.Logger
 	boot  string
-	start time.Time // carries the monotonic reading for mono_ms
+	start time.Time  // carries the monotonic reading for mono_ms
+	clock *wallClock // wall time for readings, leases and events
 
 	store   *buffer.Store
 	up      *uplink.Session
@@ -124,6 +125,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 		log:        log,
 		boot:       hex.EncodeToString(boot),
 		start:      time.Now(),
+		clock:      newWallClock(),
 		readings:   make(chan hearth.Reading, 64),
 		wake:       make(chan struct{}, 1),
 		fresh:      &freshQueue{},
@@ -139,6 +141,7 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	store, err := buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
 		Logger:   log.With("component", "buffer"),
 		MaxBytes: int64(cfg.Buffer.MaxBytes),
+		Now:      a.clock.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -230,7 +233,9 @@ func New(cfg *Config, log *slog.Logger) (*Agent, error) {
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
-	a.up.HandleSetpoints(keys, a.ctl.Submit)
+	a.up.HandleSetpoints(keys, func(sp hearth.Setpoint, received time.Time) hearth.Ack {
+		return a.ctl.Submit(sp, a.clock.shift(received))
+	})
 	a.ctl.OnState(func(hearth.State) { a.stateChanged() })
 	return a, nil
 }
@@ -471,7 +476,7 @@ func (a *Agent) pollLoop(ctx context.Context, d *device) {
 	identified := false
 	for {
 		began := time.Now()
-		r, err := d.drv.Poll(ctx, time.Now)
+		r, err := d.drv.Poll(ctx, a.clock.Now)
 		if ctx.Err() != nil {
 			return
 		}
@@ -615,7 +620,7 @@ func (a *Agent) writeLoop() {
 		// Readings taken before the clock synced get true times.
 		if restampDue && a.clockState() == hearth.ClockSynced {
 			restampDue = false
-			if n, err := a.store.Restamp(a.boot, time.Now(), time.Since(a.start).Milliseconds()); err != nil {
+			if n, err := a.store.Restamp(a.boot, a.clock.Now(), time.Since(a.start).Milliseconds()); err != nil {
 				a.log.Error("restamp readings", "err", err)
 			} else if n > 0 {
 				a.log.Info("re-stamped readings taken before the clock synced", "readings", n)

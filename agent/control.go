@@ -683,6 +683,7 @@ func (a *Agent) newControl() error {
 		Limits: limitsFrom(a.cfg.Safety), Store: a.store, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
+		Now:             a.clock.Now,
 		Synced:          func() bool { return a.clockState() == hearth.ClockSynced },
 		Event:           a.recordEvent,
 		Logger:          a.log.With("component", "control"),

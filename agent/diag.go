@@ -56,7 +56,7 @@ func (l *eventLog) since(t time.Time, typ string) []EventReport {
 // the local history. Storing can fail (disk full); the local history and
 // the log still have it.
 func (a *Agent) recordEvent(typ string, data map[string]any) {
-	now := time.Now().UTC()
+	now := a.clock.Now().UTC()
 	a.events.add(EventReport{Time: now, Type: typ, Data: data})
 	raw, err := json.Marshal(data)
 	if err == nil {

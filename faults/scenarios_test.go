@@ -479,41 +479,101 @@ func fillDisk(t *testing.T, path string) {
 	}
 }
 
-// TestWallClockSteps would run the agent with its wall clock stepped back
-// an hour and then forward a day. The only way to move a process's clock
-// without moving the machine's is libfaketime; this checks whether it
-// reaches the agent, and skips, saying so, when it does not.
+// TestWallClockSteps steps one agent's wall clock back an hour and then
+// forward a day, through the agent's lab clock (HEARTH_CLOCK_OFFSET_FILE),
+// while it holds a lease: sequence numbers keep rising whatever the
+// timestamps do, readings keep flowing, the lease survives the step back
+// and ends at the step forward with the fallback taken, and no write
+// leaves the limits. (libfaketime cannot do this: Go reads the clock
+// through the vDSO, not libc.)
 func TestWallClockSteps(t *testing.T) {
 	t.Parallel()
-	var lib string
-	for _, p := range []string{"/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"} {
-		if _, err := os.Stat(p); err == nil {
-			lib = p
-			break
+	mq := harness.StartMosquitto(t)
+	s, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTCLK"})
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, "gw-clock", gatewayOpts{Broker: mq.URL(), Poll: "200ms", PubKey: pub, Devices: []device{{"battery", addr}}})
+	offset := filepath.Join(t.TempDir(), "clock-offset")
+	setClock := func(d string) {
+		if err := os.WriteFile(offset, []byte(d), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if lib == "" {
-		t.Skip("libfaketime is not installed (apt-get install faketime); the clock-step scenario cannot run")
-	}
-	mq := harness.StartMosquitto(t)
-	_, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTCLK"})
-	g := newGateway(t, "gw-clock", gatewayOpts{Broker: mq.URL(), Poll: "200ms", Devices: []device{{"battery", addr}}})
-	g.env = []string{"LD_PRELOAD=" + lib, "FAKETIME=-1h", "FAKETIME_DONT_FAKE_MONOTONIC=1"}
+	setClock("0s")
+	g.env = []string{"HEARTH_CLOCK_OFFSET_FILE=" + offset}
 	o := observe(t, mq.URL(), g.id)
-	step(t, "run the agent with libfaketime preloaded, FAKETIME=-1h")
 	g.start()
-	waitReadings(t, o, 3, 20*time.Second)
-	var skew time.Duration
-	for _, r := range o.ledger().readings {
-		skew = time.Since(r.Time)
-		break
+	waitReadings(t, o, 5, 20*time.Second)
+	step(t, "publish a signed 3000 W discharge lease for 10 minutes (limit 1500 W)")
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease("clk", 1, 3000, 10*time.Minute, key), false)
+	waitFor(t, "the lease to discharge", 15*time.Second, func() bool { return s.State().BatteryW > 0 })
+
+	// newest returns the reading with the highest seq so far.
+	newest := func() hearth.Reading {
+		var r hearth.Reading
+		for _, x := range o.ledger().readings {
+			if x.Seq > r.Seq {
+				r = x
+			}
+		}
+		return r
 	}
-	g.stop(10 * time.Second)
-	if skew < 50*time.Minute {
-		t.Skipf("libfaketime does not reach the agent's clock (readings stamped %s from real time, want about 1h): "+
-			"Go reads the clock through the vDSO, not libc, so LD_PRELOAD cannot step it; see docs/proof.md", skew.Round(time.Second))
+	before := newest()
+	step(t, "step the wall clock back an hour")
+	setClock("-1h")
+	waitFor(t, "readings stamped an hour back", 15*time.Second, func() bool {
+		r := newest()
+		return r.Seq > before.Seq && before.Time.Sub(r.Time) > 50*time.Minute
+	})
+	back := newest()
+	t.Logf("check step back: seq %d at %s follows seq %d at %s: seqs keep rising: ok",
+		back.Seq, back.Time.Format(time.TimeOnly), before.Seq, before.Time.Format(time.TimeOnly))
+	time.Sleep(2 * time.Second)
+	if st := s.State(); st.BatteryW <= 0 {
+		t.Errorf("check lease: the step back ended the lease (battery at %v W)", st.BatteryW)
+	} else {
+		t.Logf("check lease: still discharging at %v W after the step back: ok", st.BatteryW)
 	}
-	t.Fatalf("libfaketime stepped the agent's clock by %s: the clock-step checks are not written yet", skew.Round(time.Second))
+
+	step(t, "step the wall clock forward a day")
+	setClock("24h")
+	waitFor(t, "the lease to end as expired", 15*time.Second, func() bool {
+		for _, e := range o.ledger().eventsOfType("lease_ended") {
+			if e["reason"] == "expired" {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("check lease: a lease_ended event with reason expired arrived: ok")
+	waitFor(t, "the device to leave the lease's discharge", 15*time.Second, func() bool {
+		st := s.State()
+		return st.Mode == sim.ModeSelfConsumption || st.BatteryW <= 0
+	})
+
+	step(t, "the clock is corrected (offset 0), then check")
+	setClock("0s")
+	time.Sleep(2 * time.Second)
+	g.alive()
+	settle(t, g, o, 60*time.Second)
+	if n := checkLimits(t, s); n == 0 {
+		t.Errorf("check limits: the lease was never written to the device")
+	}
+	g.checkRSS()
+}
+
+// waitFor polls cond until it holds, or fails the test naming what.
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: did not happen within %s", what, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestSetpointBurst publishes 1,000 signed setpoint leases within one
