@@ -442,9 +442,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	px.Refuse(false)
-	// The agent's reconnect backoff has grown while the broker was
-	// refused: its next try may be up to uplink's 2-minute cap away.
-	l := settle(t, g, o, 150*time.Second)
+	l := settle(t, g, o, 45*time.Second)
 	full := 0
 	for _, gp := range l.gaps {
 		if gp.Reason == "disk_full" {
