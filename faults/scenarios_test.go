@@ -87,7 +87,7 @@ func TestNetworkCutThenSlowAndLossy(t *testing.T) {
 	t.Parallel()
 	mq := harness.StartMosquitto(t)
 	px := harness.StartProxy(t, mq.Addr())
-	slow := harness.StartSlowProxy(t, px.Addr(), harness.Link{})
+	slow := harness.StartProxy(t, px.Addr()) // shaped with SetLink below
 	s, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTNET"})
 	g := newGateway(t, "gw-net", gatewayOpts{Broker: slow.URL(), Poll: "100ms", Devices: []device{{"battery", addr}}})
 	o := observe(t, mq.URL(), g.id)

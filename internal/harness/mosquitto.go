@@ -13,9 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -66,17 +63,13 @@ func WithACL(acl string) Option {
 
 // Mosquitto is a broker process owned by one test.
 type Mosquitto struct {
-	t       testing.TB
-	bin     string
-	dir     string
-	conf    string
-	logPath string
-	port    int
-	tls     bool
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has been waited for
+	t    testing.TB
+	bin  string
+	dir  string
+	conf string
+	port int
+	tls  bool
+	process
 }
 
 // FindMosquitto returns the path of the mosquitto binary, looking in PATH
@@ -165,69 +158,16 @@ func (c *mosqConfig) render(port int) []byte {
 	return b.Bytes()
 }
 
-// start launches the process and waits until the port accepts, or the
-// process exits, or timeout passes.
+// start launches the broker and waits until its port accepts, or it
+// exits, or timeout passes.
 func (m *Mosquitto) start(timeout time.Duration) error {
-	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(m.bin, "-c", m.conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("exec %s: %w", m.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	m.mu.Lock()
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
-
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-done:
-			m.mu.Lock()
-			m.cmd = nil
-			m.mu.Unlock()
-			return fmt.Errorf("mosquitto exited on port %d: %s (log: %s)", m.port, cmd.ProcessState, m.tailLog())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", m.Addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			m.Stop()
-			return fmt.Errorf("mosquitto on port %d not accepting after %v: %v", m.port, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (m *Mosquitto) tailLog() string {
-	b, _ := os.ReadFile(m.logPath)
-	return lastLines(string(b), 5)
+	return m.process.start(m.bin, []string{"-c", m.conf}, m.Addr(), timeout)
 }
 
 // Log returns what the broker has logged so far.
 func (m *Mosquitto) Log() string {
 	b, _ := os.ReadFile(m.logPath)
 	return string(b)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }
 
 // Addr returns the broker's host:port.
@@ -248,27 +188,14 @@ func (m *Mosquitto) URL() string {
 // Stop kills the broker with SIGKILL and waits for it to exit. Clients see
 // their connections drop; nothing is persisted. Stopping a stopped broker
 // does nothing.
-func (m *Mosquitto) Stop() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.cmd = nil
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
-}
+func (m *Mosquitto) Stop() { m.stop() }
 
 // Start restarts a stopped broker on the same port, retrying while the
 // port is still held (for example by a lingering socket), and fails the
 // test if it does not come up. Call it from the test goroutine.
 func (m *Mosquitto) Start() {
 	m.t.Helper()
-	m.mu.Lock()
-	running := m.cmd != nil
-	m.mu.Unlock()
-	if running {
+	if m.running() {
 		m.t.Fatalf("mosquitto on port %d: Start while running", m.port)
 	}
 	deadline := time.Now().Add(startTimeout)

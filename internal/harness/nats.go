@@ -8,25 +8,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // NATS is a nats-server process with its MQTT listener, owned by one test:
 // a second MQTT 3.1.1 broker, with another implementation's reading of the
 // protocol (sessions and QoS 1 are kept in JetStream).
 type NATS struct {
-	t       testing.TB
-	bin     string
-	dir     string
-	logPath string
-	port    int // MQTT
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	t    testing.TB
+	bin  string
+	dir  string
+	port int // MQTT
+	process
 }
 
 // FindNATS returns the path of the nats-server binary, looking in PATH and
@@ -91,47 +84,7 @@ mqtt {
 }
 
 func (n *NATS) start(conf string) error {
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(n.bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("exec %s: %w", n.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	n.mu.Lock()
-	n.cmd, n.done = cmd, done
-	n.mu.Unlock()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-done:
-			n.mu.Lock()
-			n.cmd = nil
-			n.mu.Unlock()
-			b, _ := os.ReadFile(n.logPath)
-			return fmt.Errorf("nats-server exited: %s: %s", cmd.ProcessState, lastLines(string(b), 5))
-		default:
-		}
-		c, err := net.DialTimeout("tcp", n.Addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			n.Stop()
-			return fmt.Errorf("nats-server mqtt port %d not accepting after %v: %v", n.port, startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return n.process.start(n.bin, []string{"-c", conf}, n.Addr(), startTimeout)
 }
 
 // Addr returns the MQTT listener's host:port.
@@ -141,14 +94,4 @@ func (n *NATS) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa
 func (n *NATS) URL() string { return "tcp://" + n.Addr() }
 
 // Stop kills the server and waits for it to exit.
-func (n *NATS) Stop() {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.cmd = nil
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
-}
+func (n *NATS) Stop() { n.stop() }

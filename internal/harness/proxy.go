@@ -1,15 +1,31 @@
 package harness
 
 import (
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
+
+// Link describes a bad network path for a Proxy. TCP never hands an
+// application damaged or missing bytes, so loss shows up as it does on a
+// real lossy link: the segment is held back for a retransmission timeout,
+// which doubles while losses follow one another.
+type Link struct {
+	Latency time.Duration // added to every chunk, one way
+	Jitter  time.Duration // up to this much more, uniformly
+	Loss    float64       // probability that a chunk is "lost" and retransmitted (0..1)
+	RTO     time.Duration // first retransmission timeout; 0 means 200ms
+	// BytesPerSec caps the throughput of each direction of each
+	// connection; 0 is unlimited.
+	BytesPerSec int
+}
 
 // Proxy is a TCP proxy between a client and a server that a test can use to
 // cut connections abruptly, the way a failing mobile link does, without
-// stopping either end.
+// stopping either end, or to make the path slow and lossy (SetLink).
 type Proxy struct {
 	target string
 	ln     net.Listener
@@ -19,6 +35,9 @@ type Proxy struct {
 	closed    bool
 	blackhole bool
 	refuse    bool
+	link      Link
+	rng       *rand.Rand
+	lost      int
 	wg        sync.WaitGroup
 }
 
@@ -30,7 +49,8 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{}),
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -76,6 +96,21 @@ func (p *Proxy) Refuse(on bool) {
 	p.mu.Lock()
 	p.refuse = on
 	p.mu.Unlock()
+}
+
+// SetLink makes the path behave as l from the next chunk read on, for the
+// connections open and those to come; the zero Link is a clean path.
+func (p *Proxy) SetLink(l Link) {
+	p.mu.Lock()
+	p.link = l
+	p.mu.Unlock()
+}
+
+// Lost returns how many chunks were held back as lost so far.
+func (p *Proxy) Lost() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lost
 }
 
 // Close stops accepting, cuts every connection and waits for the proxy's
@@ -134,6 +169,9 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			drop := p.blackhole
 			p.mu.Unlock()
 			if !drop {
+				if d := p.delay(n); d > 0 {
+					time.Sleep(d)
+				}
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					break
 				}
@@ -150,4 +188,28 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+// delay returns how long the next chunk of n bytes is held back.
+func (p *Proxy) delay(n int) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.link
+	d := l.Latency
+	if l.Jitter > 0 {
+		d += time.Duration(p.rng.Int64N(int64(l.Jitter)))
+	}
+	rto := l.RTO
+	if rto <= 0 {
+		rto = 200 * time.Millisecond
+	}
+	for l.Loss > 0 && p.rng.Float64() < l.Loss && rto < time.Minute {
+		p.lost++
+		d += rto
+		rto *= 2
+	}
+	if l.BytesPerSec > 0 {
+		d += time.Duration(n) * time.Second / time.Duration(l.BytesPerSec)
+	}
+	return d
 }

@@ -1,0 +1,103 @@
+package harness
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is a server the harness runs (mosquitto, nats-server): it logs
+// to a file and is ready once its TCP address accepts connections.
+type process struct {
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has been waited for
+}
+
+// start runs bin with args and waits until addr accepts, the process
+// exits, or timeout passes; in the last two cases it says why, with the
+// end of the log.
+func (p *process) start(bin string, args []string, addr string, timeout time.Duration) error {
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("exec %s: %w", bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+
+	name := filepath.Base(bin)
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-done:
+			p.mu.Lock()
+			p.cmd = nil
+			p.mu.Unlock()
+			return fmt.Errorf("%s exited on %s: %s (log: %s)", name, addr, cmd.ProcessState, p.tailLog())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return fmt.Errorf("%s on %s not accepting after %v: %v", name, addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills the process (SIGKILL) and waits for it; a no-op when none runs.
+func (p *process) stop() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+func (p *process) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
+func (p *process) tailLog() string {
+	b, _ := os.ReadFile(p.logPath)
+	return lastLines(string(b), 5)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
