@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -175,8 +176,69 @@ const (
 	ResultDuplicate Result = "duplicate"
 )
 
-// ErrNotImplemented is returned for a point the device marks as absent.
-var ErrNotImplemented = errors.New("not implemented by device")
+// Errors the packages share, so that a consumer can act on a failure
+// without importing the package that produced it.
+var (
+	// ErrNotImplemented is returned for a point the device marks as absent.
+	ErrNotImplemented = errors.New("not implemented by device")
+	// ErrDiskFull is wrapped by the errors of writes that failed because
+	// the file system is out of space: nothing else is wrong, and the write
+	// may succeed once space returns.
+	ErrDiskFull = errors.New("disk full")
+	// ErrNotEffective is wrapped by the error of a device write whose
+	// read-back does not show what was written.
+	ErrNotEffective = errors.New("device did not take the command")
+	// ErrInvalidEvent is wrapped by the error of publishing an event that
+	// can never be encoded: its data is not a JSON object, or it sets a
+	// key the envelope owns. Retrying cannot help.
+	ErrInvalidEvent = errors.New("invalid event")
+)
+
+// Event is something the agent reports besides readings: a safety trip, a
+// setpoint outcome, a connectivity change, a gap in the readings. ID is
+// assigned by the outbox that stores it, strictly increasing. Data is a
+// JSON object (or nil) whose keys depend on Type; docs/mqtt.md lists them.
+type Event struct {
+	ID   uint64
+	Time time.Time
+	Type string
+	Data json.RawMessage
+}
+
+// FieldError is one problem with one setting. Field is the setting's key
+// relative to the section that holds it ("broker", "soc_min_pct",
+// "devices[0].address"), so that the config loader can name the file's
+// line. Each package validates its own settings and reports FieldErrors.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// FieldErrors is every problem found in one section of settings.
+type FieldErrors []FieldError
+
+// Add records a problem with field.
+func (es *FieldErrors) Add(field, format string, args ...any) {
+	*es = append(*es, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Err returns es as an error, or nil when there is no problem.
+func (es FieldErrors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+func (es FieldErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
 
 // DeviceError wraps an error with the name of the device it came from.
 type DeviceError struct {

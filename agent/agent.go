@@ -1,14 +1,15 @@
-// Package agent wires hearth together: it loads and validates the config,
-// owns the device pollers, the group-committing buffer writer and the
-// delivery loop, and shuts all of them down in order. It is the only
-// package that knows the concrete drivers, buffer and uplink types.
+// Package agent wires hearth together: it builds every part from a
+// validated config (the buffer, the Modbus links and devices, the uplink,
+// the control loop, the data path, the diagnostics API, the hardware),
+// starts them in order and stops them in reverse. It is the only package
+// that knows the concrete types; the parts know one another only through
+// the small interfaces each defines.
 package agent
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,258 +21,220 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/buffer"
+	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/control"
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/hw"
+	"github.com/hearth-energy/hearth/safety"
+	"github.com/hearth-energy/hearth/telemetry"
 	"github.com/hearth-energy/hearth/uplink"
 )
 
 // Tuning that the config does not expose.
 const (
-	liveBatch     = 100             // readings a live telemetry message carries at most
-	backfillBatch = 200             // readings a backfill message carries at most
-	liveMaxAge    = 2 * time.Second // older undelivered readings go on backfill
-	commitEvery   = 500 * time.Millisecond
-	// A reading not confirmed live within storeAfter is stored; one that
-	// is never touches the disk. While the uplink is down, readings are
-	// stored at once, every poll cycle.
-	storeAfter    = 5 * time.Second
-	seqBlock      = 1024            // seqs reserved per write of the high-water mark
-	freshMax      = 4096            // readings kept in memory while storing them fails
 	shutdownGrace = 4 * time.Second // SIGTERM to exit stays under 5 s
 	birthRefresh  = 15 * time.Minute
 )
 
-// Agent is one running gateway agent.
+// Agent is one gateway agent: New builds it, Run runs it.
 type Agent struct {
-	cfg   *Config
-	log   *slog.Logger
-	boot  string
-	start time.Time  // carries the monotonic reading for mono_ms
-	clock *wallClock // wall time for readings, leases and events
+	cfg      *config.Config
+	log      *slog.Logger
+	logLevel *slog.LevelVar
+	clock    telemetry.Clock
+	started  time.Time // carries the monotonic reading the clock counts from
+	wall     *wallClock
 
 	store   *buffer.Store
-	up      *uplink.Session
 	buses   []*drivers.Bus
 	devices []*device
+	up      *uplink.Session
+	ctl     *control.Controller
 
-	readings chan hearth.Reading
-	wake     chan struct{}
-	// fresh holds the newest readings, with seqs, until they are confirmed
-	// live or stored; the writer fills it, the deliverer drains it.
-	fresh *freshQueue
-	// stateDirty is signalled on every change of lease, mode or safety
-	// state; stateFinal is closed at shutdown for one last publish.
-	stateDirty chan struct{}
-	stateFinal chan struct{}
+	events  *telemetry.Events
+	writer  *telemetry.Writer
+	deliver *telemetry.Deliverer
+	state   *telemetry.StatePublisher
 
-	logLevel    *slog.LevelVar
-	events      *eventLog
-	stateSource func() hearth.State // the controller's state, once there is one
-	ctl         *Controller         // the control loop: safety and device writes
-	// override and clearOverride start and end a local lease for field
-	// work (hearth mode set/clear); nil when nothing is controlled.
-	override      func(hearth.Mode, time.Duration) (hearth.Ack, error)
-	clearOverride func()
+	closers []func() error // what Run opened for New's parts to use, closed last first
 
 	mu              sync.Mutex
 	uplinkDownSince time.Time
-	draining        chan struct{} // closed at shutdown: deliver once more, then return
 }
 
-// poller is what the agent needs of a device it reads: SunSpec devices
-// (map discovered) and profile devices (fixed register map) alike.
-type poller interface {
-	Name() string
-	// Poll reads the device once. When it cannot be read, the points it
-	// would have given carry a quality saying why, and the error is
-	// returned too.
-	Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error)
+// device is one configured device and what reads it.
+type device struct {
+	cfg     config.DeviceConfig
+	drv     driver
+	sunspec *drivers.SunSpecDevice // nil for profile devices, which have no storage controls
+	bus     *drivers.Bus           // the device's link, shared with its neighbours
+	profile string                 // the register map's name
+	poller  *telemetry.Poller
+}
+
+// driver is a device as drivers reads it.
+type driver interface {
+	telemetry.Device
 	Identity() drivers.Identity
 }
 
 var (
-	_ poller = (*drivers.SunSpecDevice)(nil)
-	_ poller = (*drivers.ProfileDevice)(nil)
+	_ driver = (*drivers.SunSpecDevice)(nil)
+	_ driver = (*drivers.ProfileDevice)(nil)
 )
 
-type device struct {
-	cfg DeviceConfig
-	drv poller
-	// sunspec is the device when it speaks SunSpec, the only kind with
-	// storage controls (model 124); nil for profile devices.
-	sunspec *drivers.SunSpecDevice
-	bus     *drivers.Bus // the device's link, shared with its neighbours
-	profile string       // the profile's name
-
-	mu        sync.Mutex
-	last      hearth.Reading
-	lastErr   error
-	lastOK    time.Time
-	downSince time.Time
-	pollTime  time.Duration
-	polls     uint64
-	failures  uint64
-}
-
 // New builds an agent from a validated config. It opens the buffer and
-// prepares devices and the uplink but starts nothing and dials nothing.
-func New(cfg *Config, log *slog.Logger) (*Agent, error) {
+// prepares every part but starts nothing and dials nothing.
+func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	boot := make([]byte, 8)
 	rand.Read(boot)
-	a := &Agent{
-		cfg:        cfg,
-		log:        log,
-		boot:       hex.EncodeToString(boot),
-		start:      time.Now(),
-		clock:      newWallClock(),
-		readings:   make(chan hearth.Reading, 64),
-		wake:       make(chan struct{}, 1),
-		fresh:      &freshQueue{},
-		stateDirty: make(chan struct{}, 1),
-		stateFinal: make(chan struct{}),
-		logLevel:   new(slog.LevelVar),
-		events:     &eventLog{},
-		draining:   make(chan struct{}),
-	}
+	wall := newWallClock()
+	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), wall: wall, started: time.Now()}
+	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: func() time.Duration { return time.Since(a.started) },
+		Now: wall.Now, Synced: a.clockSynced}
+	defer func() {
+		if err != nil {
+			a.closeAll()
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	store, err := buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
-		Logger:   log.With("component", "buffer"),
-		MaxBytes: int64(cfg.Buffer.MaxBytes),
-		Now:      a.clock.Now,
+	a.store, err = buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
+		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: wall.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	a.store = store
-
-	// One bus per physical link, shared by every device on it; the link
-	// keeps the largest gap any of its devices asks for, and each device
-	// keeps its own timeout and retries.
-	buses := map[string]*drivers.Bus{}
-	gaps := map[string]time.Duration{}
-	for _, dc := range cfg.Devices {
-		key := dc.Transport + " " + dc.Address
-		gaps[key] = max(gaps[key], dc.InterRequestGap.D())
+	if err := a.openDevices(); err != nil {
+		return nil, err
 	}
-	for _, dc := range cfg.Devices {
-		key := dc.Transport + " " + dc.Address
-		bus, ok := buses[key]
-		if !ok {
-			bus, err = drivers.OpenBus(drivers.LinkConfig{
-				Transport:  dc.Transport,
-				Address:    dc.Address,
-				Baud:       dc.Baud,
-				Parity:     dc.Parity,
-				StopBits:   dc.StopBits,
-				Timeout:    dc.Timeout.D(),
-				Gap:        gaps[key],
-				Retries:    dc.Retries,
-				MaxBackoff: dc.MaxBackoff.D(),
-				Logger:     log.With("link", dc.Address),
-			})
-			if err != nil {
-				a.closeAll()
-				return nil, fmt.Errorf("device %s: %w", dc.Name, err)
-			}
-			buses[key] = bus
-			a.buses = append(a.buses, bus)
-		}
-		bus.ConfigureUnit(uint8(dc.UnitID), drivers.UnitConfig{Timeout: dc.Timeout.D(), Retries: dc.Retries})
-		d, err := newDevice(dc, bus)
-		if err != nil {
-			a.closeAll()
-			return nil, fmt.Errorf("device %s: %w", dc.Name, err)
-		}
-		a.devices = append(a.devices, d)
-	}
-
-	password := ""
-	if cfg.Uplink.PasswordFile != "" {
-		b, err := os.ReadFile(cfg.Uplink.PasswordFile)
-		if err != nil {
-			a.closeAll()
-			return nil, fmt.Errorf("read uplink.password_file: %w", err)
-		}
-		password = string(trimNewline(b))
-	}
-	clientID := cfg.Uplink.ClientID
-	if clientID == "" {
-		clientID = "hearth-" + cfg.GatewayID
-	}
-	up, err := uplink.New(uplink.Config{
-		Broker:       cfg.Uplink.Broker,
-		ClientID:     clientID,
-		GatewayID:    cfg.GatewayID,
-		TopicPrefix:  cfg.Uplink.TopicPrefix,
-		Username:     cfg.Uplink.Username,
-		Password:     password,
-		CAFile:       cfg.Uplink.CAFile,
-		CertFile:     cfg.Uplink.CertFile,
-		KeyFile:      cfg.Uplink.KeyFile,
-		BootDelayMax: cfg.Uplink.BootDelay.D(),
-		Logger:       log.With("component", "uplink"),
-	})
+	ucfg, err := cfg.Session(log.With("component", "uplink"))
 	if err != nil {
-		a.closeAll()
+		return nil, err
+	}
+	if a.up, err = uplink.New(ucfg); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
-	a.up = up
 	a.up.SetBirth(a.birth())
+
+	fresh := &telemetry.Fresh{}
+	a.deliver = telemetry.NewDeliverer(telemetry.DelivererOptions{
+		Outbox: a.store, Uplink: a.up, Fresh: fresh, Clock: a.clock, Logger: log.With("component", "deliver"),
+	})
+	a.events = telemetry.NewEvents(a.store, wall.Now, a.deliver.Wake, log)
 	if err := a.newControl(); err != nil {
-		a.closeAll()
 		return nil, fmt.Errorf("control: %w", err)
+	}
+	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
+	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
+	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
+		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices),
+		Online: a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
+	})
+	for _, d := range a.devices {
+		d.poller = telemetry.NewPoller(telemetry.PollerOptions{
+			Device: d.drv, Interval: d.cfg.PollInterval.D(), Clock: a.clock,
+			Out: a.writer.Submit, Observe: a.ctl.Observe, Record: a.events.Record, Logger: log,
+			Identified: func() {
+				id := d.drv.Identity()
+				log.Info("device identified", "device", d.cfg.Name, "manufacturer", id.Manufacturer, "model", id.Model, "serial", id.Serial)
+				a.up.SetBirth(a.birth())
+			},
+		})
 	}
 	keys, err := uplink.SetpointKeys(cfg.Uplink.SetpointKeys)
 	if err != nil {
-		a.closeAll()
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
 	a.up.HandleSetpoints(keys, func(sp hearth.Setpoint, received time.Time) hearth.Ack {
-		return a.ctl.Submit(sp, a.clock.shift(received))
+		return a.ctl.Submit(sp, wall.shift(received))
 	})
-	a.ctl.OnState(func(hearth.State) { a.stateChanged() })
 	return a, nil
 }
 
-// newDevice builds the driver for a device from its profile: discovery
-// profiles give a SunSpec device, the others a profile device read through
-// the planner.
-func newDevice(dc DeviceConfig, bus *drivers.Bus) (*device, error) {
-	p := dc.RegisterMap()
-	if p == nil {
-		// A config built in code rather than parsed: built-in profiles only.
-		name := dc.Profile
-		if name == "" {
-			name = "sunspec"
-		}
-		var err error
-		if p, err = drivers.EmbeddedProfile(name); err != nil {
-			return nil, err
-		}
+// openDevices opens one bus per physical link, shared by every device on
+// it: the link keeps the largest gap any of its devices asks for, and each
+// device keeps its own timeout and retries.
+func (a *Agent) openDevices() error {
+	buses := map[string]*drivers.Bus{}
+	gaps := map[string]time.Duration{}
+	for _, dc := range a.cfg.Devices {
+		gaps[dc.LinkKey()] = max(gaps[dc.LinkKey()], dc.InterRequestGap.D())
 	}
-	d := &device{cfg: dc, bus: bus, profile: p.Name}
-	unit := uint8(dc.UnitID)
-	if p.Discovery == "sunspec" {
-		d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, unit)
-		d.drv = d.sunspec
-	} else {
-		d.drv = drivers.NewProfileDevice(dc.Name, bus, unit, p)
+	for _, dc := range a.cfg.Devices {
+		bus, ok := buses[dc.LinkKey()]
+		if !ok {
+			lc := dc.Link()
+			lc.Gap, lc.Logger = gaps[dc.LinkKey()], a.log.With("link", dc.Address)
+			var err error
+			if bus, err = drivers.OpenBus(lc); err != nil {
+				return fmt.Errorf("device %s: %w", dc.Name, err)
+			}
+			buses[dc.LinkKey()] = bus
+			a.buses = append(a.buses, bus)
+		}
+		bus.ConfigureUnit(uint8(dc.UnitID), drivers.UnitConfig{Timeout: dc.Timeout.D(), Retries: dc.Retries})
+		p := dc.RegisterMap()
+		if p == nil {
+			// A config built in code rather than parsed: built-in profiles only.
+			var err error
+			if p, err = drivers.EmbeddedProfile(cmpOr(dc.Profile, "sunspec")); err != nil {
+				return fmt.Errorf("device %s: %w", dc.Name, err)
+			}
+		}
+		d := &device{cfg: dc, bus: bus, profile: p.Name}
+		if p.Discovery == "sunspec" {
+			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID))
+			d.drv = d.sunspec
+		} else {
+			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
+		}
+		a.devices = append(a.devices, d)
 	}
-	return d, nil
+	return nil
 }
 
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
 	}
-	return b
+	return s
+}
+
+// storageDevice is a SunSpec device's storage controls (model 124) as the
+// controller takes them.
+type storageDevice struct{ *drivers.Storage }
+
+func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (any, error) {
+	return d.Storage.Apply(ctx, a)
+}
+
+// newControl builds the controller for every SunSpec device but the meter
+// (only SunSpec devices have storage controls).
+func (a *Agent) newControl() error {
+	var devs []control.Device
+	for _, d := range a.devices {
+		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D())})
+		}
+	}
+	ctl, err := control.New(control.Options{
+		Limits: a.cfg.Safety.Limits(), Store: a.store, Devices: devs,
+		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
+		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
+		Now:             a.wall.Now, Synced: a.clockSynced, Event: a.events.Record,
+		Logger: a.log.With("component", "control"),
+	})
+	a.ctl = ctl
+	return err
 }
 
 func (a *Agent) birth() uplink.Birth {
@@ -309,139 +272,214 @@ func (a *Agent) profiles() string {
 	return strings.Join(names, ",")
 }
 
-// Run polls, buffers and delivers until ctx is cancelled, then flushes what
-// it has to disk, makes one short last delivery attempt, publishes the
+// UseLogLevel makes lv the level the diagnostics API reads and changes; it
+// should be the level of the logger the agent was given.
+func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
+
+// clockSynced says whether readings and leases can trust the wall clock.
+func (a *Agent) clockSynced() bool { return a.cfg.AssumeClockSynced || kernelClockSynced() }
+
+// Run starts every part, consumers before producers, tells systemd the
+// agent is ready once its loops run, and runs until ctx is cancelled. Then
+// it stops the parts in reverse: it hands the devices back, flushes what it
+// has to disk, makes one short last delivery attempt, publishes the
 // offline status and returns, all within about five seconds.
 func (a *Agent) Run(ctx context.Context) error {
-	a.log.Info("hearth starting", "version", hearth.Version, "gateway", a.cfg.GatewayID, "boot", a.boot, "devices", len(a.devices))
+	a.log.Info("hearth starting", "version", hearth.Version, "gateway", a.cfg.GatewayID, "boot", a.clock.Boot, "devices", len(a.devices))
 	upCtx, upCancel := context.WithCancel(context.Background())
+	defer upCancel()
 	a.up.Start(upCtx)
-
 	a.mu.Lock()
 	a.uplinkDownSince = time.Now()
 	a.mu.Unlock()
 	// Diagnostics are for people; a failure to serve them never stops
 	// the agent from keeping the battery safe.
-	stopDiag, err := a.serveDiag(ctx)
+	srv, err := diag.Start(diag.ServerOptions{Socket: a.cfg.DiagSocket, Group: a.cfg.DiagGroup, Agent: a,
+		LogLevel: a.logLevel, Logger: a.log})
 	if err != nil {
 		a.log.Error("diagnostics API unavailable", "err", err)
-		stopDiag = func() {}
 	}
-	stopMetrics, err := a.serveMetrics()
-	if err != nil {
-		a.log.Error("metrics unavailable", "err", err)
-		stopMetrics = func() {}
+	var metrics *diag.Metrics
+	if a.cfg.MetricsListen != "" {
+		if metrics, err = diag.StartMetrics(a.cfg.MetricsListen, a.Status, a.log); err != nil {
+			a.log.Error("metrics unavailable", "err", err)
+		}
 	}
-	watchCtx, watchCancel := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		a.watchUplink(watchCtx)
-	}()
-
-	pollCtx, pollCancel := context.WithCancel(ctx)
-	var polls sync.WaitGroup
+	watch := a.watchUplink()
+	a.ctl.Start()
+	stopHW := a.startHardware()
+	a.state.Start()
+	a.deliver.Start()
+	a.writer.Start()
 	for _, d := range a.devices {
-		polls.Add(1)
-		go func() {
-			defer polls.Done()
-			a.pollLoop(pollCtx, d)
-		}()
+		d.poller.Start()
 	}
-	stopControl := a.startControl(ctx)
-	stateCtx, stateCancel := context.WithCancel(context.Background())
-	stateDone := make(chan struct{})
-	go func() {
-		defer close(stateDone)
-		a.stateLoop(stateCtx)
-	}()
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		a.writeLoop()
-	}()
-	deliverCtx, deliverCancel := context.WithCancel(context.Background())
-	deliverDone := make(chan struct{})
-	go func() {
-		defer close(deliverDone)
-		a.deliverLoop(deliverCtx)
-	}()
+	notify, feeder := a.startWatchdogs()
 
 	<-ctx.Done()
 	a.log.Info("hearth stopping")
 	deadline := time.Now().Add(shutdownGrace)
-	pollCancel()
-	polls.Wait()
-	stopControl()
+	if err := notify.Notify("STOPPING=1"); err != nil {
+		a.log.Warn("systemd notify", "err", err)
+	}
+	feeder.Close()
+	for _, d := range a.devices {
+		d.poller.Close()
+	}
+	stopHW()
+	a.ctl.Close() // devices handed back to their own logic
 	// The last state (devices handed back) goes out before the session ends.
-	a.stateChanged()
-	time.AfterFunc(time.Until(deadline)-1500*time.Millisecond, stateCancel)
-	close(a.stateFinal)
-	<-stateDone
-	stateCancel()
-	close(a.readings) // the writer commits what is left and returns
-	<-writerDone
+	a.state.Changed()
+	a.state.Close(deadline.Add(-1500 * time.Millisecond))
+	a.writer.Close() // commits what is left
 	// One last chance for what was just committed, bounded by the grace.
-	close(a.draining)
-	stopDeliver := time.AfterFunc(time.Until(deadline)-time.Second, deliverCancel)
-	<-deliverDone
-	stopDeliver.Stop()
-	deliverCancel()
+	a.deliver.Close(deadline.Add(-time.Second))
 	closeCtx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := a.up.Close(closeCtx); err != nil {
 		a.log.Warn("uplink close", "err", err)
 	}
 	upCancel()
-	watchCancel()
-	<-watchDone
-	stopDiag()
-	stopMetrics()
+	watch()
+	if srv != nil {
+		srv.Close()
+	}
+	if metrics != nil {
+		metrics.Close()
+	}
 	a.closeAll()
+	notify.Close()
 	a.log.Info("hearth stopped")
 	return nil
 }
 
 // watchUplink turns the session's connection state into events and the
-// down-since time the status report shows.
-func (a *Agent) watchUplink(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	// The status record carries the buffer's wear; refresh it now and then.
-	refresh := time.NewTicker(birthRefresh)
-	defer refresh.Stop()
-	was := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-refresh.C:
-			a.up.SetBirth(a.birth())
-			continue
-		case <-t.C:
+// down-since time the status report shows, and refreshes the status
+// record now and then (it carries the buffer's wear). The returned
+// function stops it and waits.
+func (a *Agent) watchUplink() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		refresh := time.NewTicker(birthRefresh)
+		defer refresh.Stop()
+		was := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-refresh.C:
+				a.up.SetBirth(a.birth())
+				continue
+			case <-t.C:
+			}
+			st := a.up.Stats()
+			if st.Connected == was {
+				continue
+			}
+			was = st.Connected
+			if st.Connected {
+				a.events.Record("uplink_connected", map[string]any{"broker": a.cfg.Uplink.Broker})
+				a.state.Changed()
+				continue
+			}
+			a.mu.Lock()
+			a.uplinkDownSince = time.Now()
+			a.mu.Unlock()
+			a.events.Record("uplink_lost", map[string]any{"broker": a.cfg.Uplink.Broker, "error": st.LastError})
 		}
-		st := a.up.Stats()
-		if st.Connected == was {
-			continue
-		}
-		was = st.Connected
-		if st.Connected {
-			a.recordEvent("uplink_connected", map[string]any{"broker": a.cfg.Uplink.Broker})
-			a.stateChanged()
-			continue
-		}
-		a.mu.Lock()
-		a.uplinkDownSince = time.Now()
-		a.mu.Unlock()
-		a.recordEvent("uplink_lost", map[string]any{"broker": a.cfg.Uplink.Broker, "error": st.LastError})
-	}
+	})
+	return func() { cancel(); wg.Wait() }
 }
 
-// UseLogLevel makes lv the level the diagnostics API reads and changes; it
-// should be the level of the logger the agent was given.
-func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
+// startHardware drives the optional GPIO: the e-stop input, the contactor
+// and the status LED. The control loop always runs: a pin that cannot be
+// opened is logged, and a missing e-stop input counts as an engaged stop.
+// The returned function stops the e-stop watcher and waits.
+func (a *Agent) startHardware() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	g := a.cfg.GPIO
+	out, err := hw.OpenOutputs(g.Contactor, g.StatusLED)
+	if err != nil {
+		a.log.Error("gpio outputs", "err", err)
+	}
+	if !out.None() {
+		a.ctl.OnState(func(s hearth.State) {
+			if err := out.Set(s.Safety == safety.RuleEStop, s.Safety == "ok"); err != nil {
+				a.log.Error("gpio outputs", "err", err)
+			}
+		})
+	}
+	if g.EStop != "" {
+		pin, err := hw.PinByName(g.EStop)
+		if err != nil {
+			a.log.Error("gpio.estop: holding the e-stop engaged", "err", err)
+			a.ctl.SetEStop(true)
+		} else {
+			wg.Go(func() {
+				err := hw.WatchEStop(ctx, pin, g.EStopActiveHigh, func(on bool) {
+					a.log.Warn("emergency stop", "engaged", on)
+					a.ctl.SetEStop(on)
+				})
+				if err != nil {
+					a.log.Error("e-stop input: holding the e-stop engaged", "err", err)
+					a.ctl.SetEStop(true)
+				}
+			})
+		}
+	}
+	return func() { cancel(); wg.Wait() }
+}
 
+// startWatchdogs tells systemd the agent is ready (its loops run) and
+// feeds the hardware and systemd watchdogs while the poll and control
+// loops are healthy. Either watchdog may be missing: a /dev/watchdog that
+// cannot be opened (systemd may hold it) is logged and READY=1 still goes
+// out, or a Type=notify unit would be killed at its start timeout.
+func (a *Agent) startWatchdogs() (*hw.Notifier, *hw.Feeder) {
+	notify, err := hw.OpenNotifier(os.Getenv("NOTIFY_SOCKET"))
+	if err != nil {
+		a.log.Error("systemd not notified", "err", err)
+		notify, _ = hw.OpenNotifier("")
+	}
+	var wd *hw.Watchdog
+	if a.cfg.WatchdogDevice != "" {
+		if wd, err = hw.OpenWatchdog(a.cfg.WatchdogDevice); err != nil {
+			a.log.Error("hardware watchdog not fed", "err", err)
+		} else {
+			a.closers = append(a.closers, wd.Close)
+		}
+	}
+	if err := notify.Notify("READY=1"); err != nil {
+		a.log.Error("systemd notify", "err", err)
+	}
+	feeder := hw.NewFeeder(wd, notify, time.Second, os.Getenv("WATCHDOG_USEC"), func() bool { return a.ctl.Healthy(a.stall()) })
+	feeder.Start(func(err error) { a.log.Warn("watchdog", "err", err) })
+	return notify, feeder
+}
+
+// stall is how long the poll or control loop may go without a beat before
+// the watchdogs stop being fed: a few poll cycles, each allowed its
+// requests' timeouts.
+func (a *Agent) stall() time.Duration {
+	s := 10 * time.Second
+	for _, d := range a.devices {
+		s = max(s, 3*(d.cfg.PollInterval.D()+8*d.cfg.Timeout.D()))
+	}
+	return s
+}
+
+// closeAll closes what New opened, last first.
 func (a *Agent) closeAll() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Error("close", "err", err)
+		}
+	}
+	a.closers = nil
 	for _, b := range a.buses {
 		b.Close()
 	}
@@ -450,315 +488,4 @@ func (a *Agent) closeAll() {
 			a.log.Error("close buffer", "err", err)
 		}
 	}
-}
-
-func (a *Agent) signal() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
-}
-
-// clockState says whether readings can trust the wall clock.
-func (a *Agent) clockState() hearth.ClockState {
-	if a.cfg.AssumeClockSynced || kernelClockSynced() {
-		return hearth.ClockSynced
-	}
-	return hearth.ClockUnsynced
-}
-
-// pollLoop reads one device at its poll interval. A device that fails is
-// reported on each state change, and is retried at the same interval; its
-// failure never holds up another device's loop.
-func (a *Agent) pollLoop(ctx context.Context, d *device) {
-	t := time.NewTicker(d.cfg.PollInterval.D())
-	defer t.Stop()
-	identified := false
-	for {
-		began := time.Now()
-		r, err := d.drv.Poll(ctx, a.clock.Now)
-		if ctx.Err() != nil {
-			return
-		}
-		took := time.Since(began)
-		r.Boot = a.boot
-		r.MonoMS = time.Since(a.start).Milliseconds()
-		r.Clock = a.clockState()
-		r.Time = r.Time.UTC()
-		d.mu.Lock()
-		prevErr := d.lastErr
-		d.last, d.lastErr, d.pollTime = r, err, took
-		d.polls++
-		if err != nil {
-			d.failures++
-			if prevErr == nil {
-				d.downSince = began
-			}
-		} else {
-			d.lastOK = r.Time
-		}
-		d.mu.Unlock()
-		a.ctl.Observe(r)
-		switch {
-		case err != nil && prevErr == nil:
-			a.log.Warn("device not answering", "device", d.cfg.Name, "err", err)
-			a.recordEvent("device_down", map[string]any{"device": d.cfg.Name, "error": err.Error()})
-		case err == nil && prevErr != nil:
-			a.log.Info("device answering again", "device", d.cfg.Name)
-			a.recordEvent("device_up", map[string]any{"device": d.cfg.Name})
-		}
-		if err == nil && !identified {
-			identified = true
-			id := d.drv.Identity()
-			a.log.Info("device identified", "device", d.cfg.Name, "manufacturer", id.Manufacturer, "model", id.Model, "serial", id.Serial)
-			a.up.SetBirth(a.birth())
-		}
-		select {
-		case a.readings <- r:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// writeLoop gives readings their seqs, one poll cycle at a time (when every
-// device has reported, or every commitEvery), and hands them to the
-// deliverer in memory at once. It stores in one transaction the readings
-// that were not confirmed live within storeAfter, and, while the uplink is
-// down, all of them every cycle, as it does at shutdown. Seqs come from
-// blocks reserved in the buffer, so a healthy uplink costs one small write
-// per seqBlock readings instead of two commits per cycle.
-func (a *Agent) writeLoop() {
-	var (
-		batch      []hearth.Reading
-		next, last uint64 // reserved seqs not yet used: next..last
-		used       uint64 // the last seq given to a reading
-		diskFull   bool
-		restampDue bool // readings were stored since the last restamp
-		dropped    bool // readings with seqs were lost without a gap event
-	)
-	t := time.NewTicker(commitEvery)
-	defer t.Stop()
-	noteDiskFull := func(err error) {
-		// Control goes on; the buffer counts what it refused and
-		// reports the range as a gap once there is room again.
-		if !diskFull {
-			a.log.Error("disk full: readings are not buffered until space returns", "err", err)
-			a.recordEvent("disk_full", map[string]any{"error": err.Error()})
-		}
-		diskFull = true
-	}
-	// write stores rs and says whether the queue may forget them. Readings
-	// refused for a full disk are counted by the buffer and reported as a
-	// gap; on another failure they stay queued and are retried, up to
-	// freshMax queued, beyond which they are dropped, and the seqs not
-	// released at shutdown, so the next start reports them as not stored.
-	write := func(rs []hearth.Reading) bool {
-		_, err := a.store.AppendWithSeq(rs)
-		switch {
-		case errors.Is(err, buffer.ErrDiskFull):
-			noteDiskFull(err)
-			return true
-		case err != nil:
-			a.log.Error("buffer append", "err", err, "readings", len(rs))
-			if len(rs) < freshMax {
-				return false
-			}
-			dropped = true
-			return true
-		default:
-			if diskFull {
-				a.log.Info("disk space returned: buffering again")
-			}
-			diskFull = false
-			restampDue = true
-			return true
-		}
-	}
-	// assign gives the batch seqs and queues it for delivery.
-	assign := func() {
-		for len(batch) > 0 {
-			if next == 0 || next > last {
-				first, l, err := a.store.ReserveSeqs(seqBlock)
-				if err != nil {
-					if errors.Is(err, buffer.ErrDiskFull) {
-						noteDiskFull(err)
-						a.store.Refuse(batch)
-					} else {
-						a.log.Error("reserve seqs: readings dropped", "err", err, "readings", len(batch))
-					}
-					batch = batch[:0]
-					return
-				}
-				next, last = first, l
-			}
-			n := min(uint64(len(batch)), last-next+1)
-			rs := slices.Clone(batch[:n])
-			for i := range rs {
-				rs[i].Seq = next
-				rs[i].Time = rs[i].Time.UTC().Truncate(time.Millisecond)
-				next++
-			}
-			used = rs[len(rs)-1].Seq
-			a.fresh.add(rs, time.Since(a.start))
-			batch = batch[n:]
-		}
-		batch = batch[:0]
-		a.signal()
-	}
-	// store writes what must not wait for the uplink any longer.
-	store := func(all bool) {
-		all = all || !a.up.Connected()
-		if a.fresh.store(time.Since(a.start)-storeAfter, all, write) > 0 {
-			a.signal()
-		}
-		// Readings taken before the clock synced get true times.
-		if restampDue && a.clockState() == hearth.ClockSynced {
-			restampDue = false
-			if n, err := a.store.Restamp(a.boot, a.clock.Now(), time.Since(a.start).Milliseconds()); err != nil {
-				a.log.Error("restamp readings", "err", err)
-			} else if n > 0 {
-				a.log.Info("re-stamped readings taken before the clock synced", "readings", n)
-			}
-		}
-	}
-	for {
-		select {
-		case r, ok := <-a.readings:
-			if !ok {
-				assign()
-				store(true)
-				// Everything up to used is delivered or stored: the rest
-				// of the block is given back, so the next run goes on
-				// from used+1 without a gap.
-				if used > 0 && a.fresh.len() == 0 && !dropped {
-					if err := a.store.ReleaseSeqs(used); err != nil {
-						a.log.Warn("release unused seqs; the next start reports them as a gap", "err", err)
-					}
-				}
-				return
-			}
-			batch = append(batch, r)
-			if len(batch) >= len(a.devices) {
-				assign()
-				store(false)
-			}
-		case <-t.C:
-			assign()
-			store(false)
-		}
-	}
-}
-
-// deliverLoop sends readings: fresh ones first on telemetry, from memory
-// and from the buffer, then
-// the backlog oldest first on telemetry/backfill, a batch at a time so live
-// data keeps flowing. A reading leaves the buffer only after its PUBACK.
-func (a *Agent) deliverLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for last := false; !last; {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.draining:
-			last = true
-		case <-a.wake:
-		case <-t.C:
-		}
-		for ctx.Err() == nil && a.up.Connected() {
-			sent, err := a.deliverOnce(ctx)
-			if err != nil {
-				if !errors.Is(err, context.Canceled) {
-					a.log.Debug("deliver", "err", err)
-				}
-				break
-			}
-			if sent == 0 {
-				break
-			}
-		}
-	}
-}
-
-// deliverOnce publishes one live batch and one backfill batch and returns
-// how many readings were delivered.
-func (a *Agent) deliverOnce(ctx context.Context) (int, error) {
-	// Events are few and matter most (trips, gaps, lease outcomes).
-	sent, err := a.deliverEvents(ctx)
-	if err != nil {
-		return sent, err
-	}
-	newest, err := a.store.Newest(liveBatch)
-	if err != nil {
-		return 0, err
-	}
-	// Age is judged on the monotonic clock, which a wall-clock step cannot move.
-	now := time.Since(a.start).Milliseconds()
-	var live []hearth.Reading
-	for _, r := range newest {
-		if r.Boot == a.boot && now-r.MonoMS <= liveMaxAge.Milliseconds() {
-			live = append(live, r)
-		}
-	}
-	// Readings still in memory are newer than every stored one.
-	live = append(live, a.fresh.live(time.Duration(now)*time.Millisecond-liveMaxAge, liveBatch-len(live))...)
-	if len(live) > 0 {
-		if err := a.publish(ctx, live, false); err != nil {
-			return sent, err
-		}
-		sent += len(live)
-	}
-	// Compacted minutes are the oldest backlog there is.
-	n, err := a.deliverAggregates(ctx)
-	sent += n
-	if err != nil || len(newest) == 0 {
-		return sent, err
-	}
-	// The backlog is stored, and older than every reading in memory.
-	// The backlog is what is older than the newest batch looked at, so a
-	// reading committed meanwhile waits for the next live batch.
-	hi := newest[len(newest)-1].Seq
-	pending, err := a.store.Pending(backfillBatch)
-	if err != nil {
-		return sent, err
-	}
-	var backlog []hearth.Reading
-	for _, r := range pending {
-		if r.Seq <= hi && (len(live) == 0 || r.Seq < live[0].Seq) {
-			backlog = append(backlog, r)
-		}
-	}
-	if len(backlog) > 0 {
-		if err := a.publish(ctx, backlog, true); err != nil {
-			return sent, err
-		}
-		sent += len(backlog)
-	}
-	return sent, nil
-}
-
-// publish sends rs and forgets what the broker confirmed: from memory if
-// it was never stored, else from the buffer.
-func (a *Agent) publish(ctx context.Context, rs []hearth.Reading, backfill bool) error {
-	n, err := a.up.PublishTelemetry(ctx, rs, backfill)
-	// What the broker confirmed leaves the buffer even when a later part of
-	// a split batch failed, so it is not sent twice.
-	if n > 0 {
-		seqs := make([]uint64, n)
-		for i, r := range rs[:n] {
-			seqs[i] = r.Seq
-		}
-		if stored := a.fresh.confirm(seqs); len(stored) > 0 {
-			if aerr := a.store.Ack(stored); aerr != nil {
-				return aerr
-			}
-		}
-	}
-	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/hearth-energy/hearth/config"
 	"net"
 	"path/filepath"
 	"testing"
@@ -36,7 +37,7 @@ func TestHealthyUplinkSparesTheDisk(t *testing.T) {
 	}
 	yaml := fmt.Sprintf("gateway_id: gw-live\ndata_dir: %s\ndiag_socket: %s\ndevices:\n%suplink:\n  broker: %s\n  boot_delay: 0s\n",
 		dir, filepath.Join(dir, "s.sock"), devs, mq.URL())
-	cfg, err := ParseConfig("test.yaml", []byte(yaml))
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/diag"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -17,7 +19,7 @@ func testAgent(t *testing.T, extra string) *Agent {
 	dir := t.TempDir()
 	yaml := fmt.Sprintf("gateway_id: gw-m\ndata_dir: %s\ndiag_socket: %s\ndevices:\n  - name: battery\n    address: 127.0.0.1:1\nuplink:\n  broker: tcp://127.0.0.1:1\n%s",
 		dir, filepath.Join(dir, "s.sock"), extra)
-	cfg, err := ParseConfig("test.yaml", []byte(yaml))
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +39,11 @@ var sampleLine = regexp.MustCompile(`^hearth_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+=
 func TestMetricsServed(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	a := testAgent(t, "metrics_listen: "+addr+"\n")
-	stop, err := a.serveMetrics()
+	m, err := diag.StartMetrics(addr, a.Status, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer m.Close()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

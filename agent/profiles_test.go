@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/hearth-energy/hearth/config"
 	"os"
 	"sort"
 	"testing"
@@ -14,11 +15,11 @@ func TestDevicesFollowTheirProfiles(t *testing.T) {
 	t.Parallel()
 	// As the golden test does: the file's relative profile paths are
 	// taken from the folder of the name given, here the package's.
-	data, err := os.ReadFile("testdata/config/profiles_ok.yaml")
+	data, err := os.ReadFile("../config/testdata/config/profiles_ok.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseConfig("profiles_ok.yaml", data)
+	cfg, err := config.Parse("../config/profiles_ok.yaml", data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestDevicesFollowTheirProfiles(t *testing.T) {
 		t.Errorf("%d links opened, want 3 (inverter and sim share /dev/ttyUSB0)", len(a.buses))
 	}
 	var controlled []string
-	for name := range a.ctl.dev {
+	for _, name := range a.ctl.Devices() {
 		controlled = append(controlled, name)
 	}
 	sort.Strings(controlled)

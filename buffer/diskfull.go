@@ -15,7 +15,7 @@ import (
 // reads work, and writes work again once there is room. Readings refused
 // for it are reported by a gap event (reason "disk_full") written by the
 // first Append that succeeds afterwards.
-var ErrDiskFull = errors.New("buffer: disk full")
+var ErrDiskFull = hearth.ErrDiskFull
 
 // classify wraps err with ErrDiskFull when it is one.
 func classify(err error) error {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 
 	"github.com/hearth-energy/hearth"
 )
@@ -238,27 +237,17 @@ func (s *Store) Ack(seqs []uint64) error {
 	return nil
 }
 
-// Event is something that happened on the gateway (a trip, a setpoint
-// outcome, a gap, a corrupt buffer) and must reach the cloud. ID is
-// assigned by the store, strictly increasing and never reused.
-type Event struct {
-	ID   uint64
-	Time time.Time // stored with millisecond precision, in UTC
-	Type string
-	Data json.RawMessage // a JSON value, or nil
-}
-
 // AppendEvent stores ev and returns it with ID set, Time stamped now if it
 // was zero, and Time truncated to milliseconds in UTC. Type must be
 // non-empty and Data, if any, valid JSON.
-func (s *Store) AppendEvent(ev Event) (Event, error) {
+func (s *Store) AppendEvent(ev hearth.Event) (hearth.Event, error) {
 	if ev.Type == "" {
-		return Event{}, errors.New("append event: empty type")
+		return hearth.Event{}, errors.New("append event: empty type")
 	}
 	var data any // NULL for no data
 	if len(ev.Data) > 0 {
 		if !json.Valid(ev.Data) {
-			return Event{}, fmt.Errorf("append %s event: data is not valid JSON", ev.Type)
+			return hearth.Event{}, fmt.Errorf("append %s event: data is not valid JSON", ev.Type)
 		}
 		data = string(ev.Data)
 	}
@@ -279,7 +268,7 @@ func (s *Store) AppendEvent(ev Event) (Event, error) {
 		return nil
 	})
 	if err != nil {
-		return Event{}, fmt.Errorf("append %s event: %w", ev.Type, err)
+		return hearth.Event{}, fmt.Errorf("append %s event: %w", ev.Type, err)
 	}
 	ev.Time = fromMillis(ms)
 	return ev, nil
@@ -287,7 +276,7 @@ func (s *Store) AppendEvent(ev Event) (Event, error) {
 
 // PendingEvents returns up to limit unacked events, oldest (lowest ID)
 // first. limit must be positive.
-func (s *Store) PendingEvents(limit int) ([]Event, error) {
+func (s *Store) PendingEvents(limit int) ([]hearth.Event, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("pending events: limit %d is not positive", limit)
 	}
@@ -296,10 +285,10 @@ func (s *Store) PendingEvents(limit int) ([]Event, error) {
 		return nil, fmt.Errorf("pending events: %w", err)
 	}
 	defer rows.Close()
-	var out []Event
+	var out []hearth.Event
 	for rows.Next() {
 		var (
-			ev     Event
+			ev     hearth.Event
 			id, ms int64
 			data   []byte
 		)

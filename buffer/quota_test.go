@@ -106,7 +106,7 @@ func quotaReading(rng *rand.Rand, start time.Time, i int) hearth.Reading {
 }
 
 // drain returns everything pending in s.
-func drain(t *testing.T, s *Store) ([]hearth.Reading, []hearth.Aggregate, []Event) {
+func drain(t *testing.T, s *Store) ([]hearth.Reading, []hearth.Aggregate, []hearth.Event) {
 	t.Helper()
 	var rs []hearth.Reading
 	for after := uint64(0); ; {
@@ -131,7 +131,7 @@ func drain(t *testing.T, s *Store) ([]hearth.Reading, []hearth.Aggregate, []Even
 	return rs, aggs, evs
 }
 
-func gapsOf(t *testing.T, evs []Event) []Gap {
+func gapsOf(t *testing.T, evs []hearth.Event) []Gap {
 	t.Helper()
 	var gaps []Gap
 	for _, ev := range evs {
@@ -271,7 +271,7 @@ func TestQuotaCompactsThenDrops(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{
 		MaxBytes: maxBytes, CompactAge: 10 * time.Minute, Now: clock.Now,
 	})
-	if _, err := s.AppendEvent(Event{Type: "trip", Data: json.RawMessage(`{"rule":"soc_min"}`)}); err != nil {
+	if _, err := s.AppendEvent(hearth.Event{Type: "trip", Data: json.RawMessage(`{"rule":"soc_min"}`)}); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -349,7 +349,7 @@ func TestQuotaDropsYoungReadings(t *testing.T) {
 		MaxBytes: maxBytes, CompactAge: 1000 * time.Hour, Now: clock.Now,
 	})
 	for range 5 {
-		if _, err := s.AppendEvent(Event{Type: "trip"}); err != nil {
+		if _, err := s.AppendEvent(hearth.Event{Type: "trip"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -385,7 +385,7 @@ func TestQuotaDropsEventsLast(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{MaxBytes: maxBytes})
 	big := json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)
 	for range 200 {
-		if _, err := s.AppendEvent(Event{Type: "trip", Data: big}); err != nil {
+		if _, err := s.AppendEvent(hearth.Event{Type: "trip", Data: big}); err != nil {
 			t.Fatal(err)
 		}
 		// Appending readings is what enforces the quota.

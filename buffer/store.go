@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/hearth-energy/hearth"
 )
 
 // EventCorrupt is the type of the event recorded in a fresh database when
@@ -159,7 +161,7 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("encode %s event: %w", EventCorrupt, jerr)
 	}
-	if _, err := s.AppendEvent(Event{Type: EventCorrupt, Data: data}); err != nil {
+	if _, err := s.AppendEvent(hearth.Event{Type: EventCorrupt, Data: data}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("record %s event: %w", EventCorrupt, err)
 	}

@@ -288,7 +288,7 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := s.AppendEvent(Event{Type: "trip"}); err != nil {
+		if _, err := s.AppendEvent(hearth.Event{Type: "trip"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -323,12 +323,12 @@ func TestEvents(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 678901234, time.UTC)
 	s := openTest(t, filepath.Join(t.TempDir(), "buffer.db"), Options{Now: func() time.Time { return now }})
 
-	in := []Event{
+	in := []hearth.Event{
 		{Type: "trip", Data: json.RawMessage(`{"reason":"cell_v_max","value":3.65}`)},
 		{Type: "setpoint", Time: t0, Data: json.RawMessage(`"applied"`)},
 		{Type: "gap"},
 	}
-	var appended []Event
+	var appended []hearth.Event
 	for _, ev := range in {
 		got, err := s.AppendEvent(ev)
 		if err != nil {
@@ -336,7 +336,7 @@ func TestEvents(t *testing.T) {
 		}
 		appended = append(appended, got)
 	}
-	want := []Event{
+	want := []hearth.Event{
 		{ID: 1, Time: now.Truncate(time.Millisecond), Type: "trip", Data: in[0].Data},
 		{ID: 2, Time: t0.Truncate(time.Millisecond), Type: "setpoint", Data: in[1].Data},
 		{ID: 3, Time: now.Truncate(time.Millisecond), Type: "gap"},
@@ -363,7 +363,7 @@ func TestEvents(t *testing.T) {
 		t.Errorf("after AckEvents(2): %+v, want IDs 1 and 3", got)
 	}
 
-	for _, bad := range []Event{{}, {Type: "x", Data: json.RawMessage(`{`)}} {
+	for _, bad := range []hearth.Event{{}, {Type: "x", Data: json.RawMessage(`{`)}} {
 		if _, err := s.AppendEvent(bad); err == nil {
 			t.Errorf("AppendEvent(%+v): no error", bad)
 		}

@@ -12,11 +12,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/goburrow/modbus"
+
+	"github.com/hearth-energy/hearth"
 )
 
 // Table is a Modbus register table.
@@ -45,6 +49,9 @@ var ErrUnitDown = errors.New("unit not answering; next probe pending")
 const (
 	DefaultTimeout    = time.Second
 	DefaultMaxBackoff = 30 * time.Second
+	// DefaultRetries is how many times a config's device repeats a failed
+	// request before it is marked down, when the file does not say.
+	DefaultRetries = 2
 	// retryBase is the first pause before a retry; each retry doubles it,
 	// with full jitter, up to retryCap.
 	retryBase = 50 * time.Millisecond
@@ -78,6 +85,52 @@ type LinkConfig struct {
 	// MaxBackoff caps the pause between probes of a unit marked down.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
+}
+
+// Validate checks a link's settings as a config file gives them, with
+// defaults applied: every problem is a hearth.FieldError named by its
+// config key (transport, address, baud, parity, stop_bits, timeout,
+// retries, max_backoff, inter_request_gap). It opens nothing.
+func (c LinkConfig) Validate() error {
+	var errs hearth.FieldErrors
+	switch c.Transport {
+	case TransportTCP, TransportRTUOverTCP:
+		if _, _, err := net.SplitHostPort(c.Address); err != nil {
+			errs.Add("address", "want host:port for transport %s, got %q", c.Transport, c.Address)
+		}
+	case TransportRTU:
+		if !strings.HasPrefix(c.Address, "/") {
+			errs.Add("address", "want a serial device path such as /dev/ttyUSB0 for transport rtu, got %q", c.Address)
+		}
+	default:
+		errs.Add("transport", "%q is not one of tcp, rtu, rtu-over-tcp", c.Transport)
+	}
+	switch c.Baud {
+	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
+	default:
+		errs.Add("baud", "%d is not a standard baud rate", c.Baud)
+	}
+	switch c.Parity {
+	case "N", "E", "O":
+	default:
+		errs.Add("parity", "%q is not one of N, E, O", c.Parity)
+	}
+	if c.StopBits != 1 && c.StopBits != 2 {
+		errs.Add("stop_bits", "%d is not 1 or 2", c.StopBits)
+	}
+	if c.Timeout < 10*time.Millisecond || c.Timeout > time.Minute {
+		errs.Add("timeout", "%s is outside 10ms..1m", c.Timeout)
+	}
+	if c.Retries < 0 || c.Retries > 5 {
+		errs.Add("retries", "%d is outside 0..5", c.Retries)
+	}
+	if c.MaxBackoff < time.Second || c.MaxBackoff > time.Hour {
+		errs.Add("max_backoff", "%s is outside 1s..1h", c.MaxBackoff)
+	}
+	if c.Gap < 0 || c.Gap > 10*time.Second {
+		errs.Add("inter_request_gap", "%s is outside 0..10s", c.Gap)
+	}
+	return errs.Err()
 }
 
 // UnitConfig is how the bus treats one unit on it.

@@ -35,7 +35,7 @@ var ErrNoStorageControl = errors.New("device has no SunSpec storage controls (mo
 
 // ErrNotEffective is returned when the read-back after a write does not
 // show what was written.
-var ErrNotEffective = errors.New("device did not take the command")
+var ErrNotEffective = hearth.ErrNotEffective
 
 // StorageStatus is what a model 124 read-back showed after a write, in raw
 // register values.

@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/buffer"
 	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/telemetry"
 	"github.com/hearth-energy/hearth/uplink"
 )
 
@@ -56,55 +57,14 @@ func (f *outageFeed) cycle() []hearth.Reading {
 	return got
 }
 
-// deliverOnce does what the agent's delivery does: the live batch first on
-// telemetry, then one backfill batch of the backlog, oldest first; a
-// reading leaves the buffer only after its PUBACK. live is the lowest seq
-// counted as live.
-func deliverOnce(ctx context.Context, s *buffer.Store, up *uplink.Session, live uint64) (int, error) {
-	newest, err := s.Newest(100)
-	if err != nil {
-		return 0, err
-	}
-	var fresh []hearth.Reading
-	for _, r := range newest {
-		if r.Seq >= live {
-			fresh = append(fresh, r)
-		}
-	}
-	sent := 0
-	publish := func(rs []hearth.Reading, backfill bool) error {
-		n, perr := up.PublishTelemetry(ctx, rs, backfill)
-		seqs := make([]uint64, n)
-		for i, r := range rs[:n] {
-			seqs[i] = r.Seq
-		}
-		sent += n
-		if err := s.Ack(seqs); err != nil {
-			return err
-		}
-		return perr
-	}
-	if len(fresh) > 0 {
-		if err := publish(fresh, false); err != nil {
-			return sent, err
-		}
-	}
-	pending, err := s.Pending(200)
-	if err != nil {
-		return sent, err
-	}
-	var backlog []hearth.Reading
-	for _, r := range pending {
-		if r.Seq < live {
-			backlog = append(backlog, r)
-		}
-	}
-	if len(backlog) > 0 {
-		if err := publish(backlog, true); err != nil {
-			return sent, err
-		}
-	}
-	return sent, nil
+// deliverer is the agent's delivery (telemetry.Deliverer) over the feed's
+// buffer and a real session, on the feed's simulated monotonic clock: a
+// reading is live while it is at most two simulated seconds old.
+func (f *outageFeed) deliverer(up *uplink.Session) *telemetry.Deliverer {
+	return telemetry.NewDeliverer(telemetry.DelivererOptions{
+		Outbox: f.store, Uplink: up,
+		Clock: telemetry.Clock{Boot: "b00t", Since: func() time.Duration { return time.Duration(f.tick-1) * time.Second }},
+	})
 }
 
 // TestBufferOutageBackfill runs the buffer and the uplink against a real
@@ -142,10 +102,16 @@ func TestBufferOutageBackfill(t *testing.T) {
 	waitConnected(t, up)
 
 	feed := &outageFeed{t: t, store: store, start: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), stored: map[uint64]hearth.Reading{}}
+	d := feed.deliverer(up)
 	// A minute of normal operation: everything goes live.
 	for range 60 {
-		got := feed.cycle()
-		drainAll(t, store, up, got[0].Seq)
+		feed.cycle()
+		drainAll(t, store, d)
+	}
+	for _, m := range rec.WaitFor(t, 30*time.Second, func(m []harness.Message) bool { return len(distinct(t, m, gw)) >= 240 }) {
+		if strings.HasSuffix(m.Topic, "/backfill") {
+			t.Errorf("a reading went on %s before the outage", m.Topic)
+		}
 	}
 
 	// The outage: the gateway loses the broker, which is killed.
@@ -153,8 +119,8 @@ func TestBufferOutageBackfill(t *testing.T) {
 	px.Cut()
 	mq.Stop()
 	for range 600 {
-		got := feed.cycle()
-		if _, err := deliverOnce(ctx, store, up, got[0].Seq); err == nil {
+		feed.cycle()
+		if _, err := d.DeliverOnce(ctx); err == nil {
 			t.Fatal("delivery succeeded with the broker down")
 		}
 	}
@@ -172,12 +138,12 @@ func TestBufferOutageBackfill(t *testing.T) {
 	px.Refuse(false)
 	waitConnected(t, up)
 	for range 60 {
-		got := feed.cycle()
-		if _, err := deliverOnce(ctx, store, up, got[0].Seq); err != nil {
+		feed.cycle()
+		if _, err := d.DeliverOnce(ctx); err != nil {
 			t.Logf("deliver: %v", err) // retried below
 		}
 	}
-	drainAll(t, store, up, uint64(1)<<62)
+	drainAll(t, store, d)
 
 	want := len(feed.stored)
 	msgs := append(rec.Messages(), rec2.WaitFor(t, 30*time.Second, func(m []harness.Message) bool {
@@ -217,8 +183,10 @@ func TestBufferOutageBackfill(t *testing.T) {
 			backfilled++
 		}
 	}
-	if backfilled < 2400 {
-		t.Errorf("%d readings arrived on backfill, want at least the outage's 2400", backfilled)
+	// The outage's last two seconds were still fresh when the broker came
+	// back, and went live; every older reading is backlog.
+	if backfilled < 2400-2*4 {
+		t.Errorf("%d readings arrived on backfill, want at least the outage's 2400 but its last two cycles", backfilled)
 	}
 	if st, err := store.Stats(); err != nil || st.PendingReadings != 0 {
 		t.Errorf("after the drain: %d readings pending (%v), want 0", st.PendingReadings, err)
@@ -237,7 +205,7 @@ func waitConnected(t *testing.T, up *uplink.Session) {
 }
 
 // drainAll delivers until nothing is pending, retrying transient failures.
-func drainAll(t *testing.T, s *buffer.Store, up *uplink.Session, live uint64) {
+func drainAll(t *testing.T, s *buffer.Store, d *telemetry.Deliverer) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -251,7 +219,7 @@ func drainAll(t *testing.T, s *buffer.Store, up *uplink.Session, live uint64) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d readings still pending after 30s of delivery", st.PendingReadings)
 		}
-		if _, err := deliverOnce(context.Background(), s, up, live); err != nil {
+		if _, err := d.DeliverOnce(context.Background()); err != nil {
 			if !errors.Is(err, uplink.ErrNotConnected) {
 				t.Logf("deliver: %v", err)
 			}

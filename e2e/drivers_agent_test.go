@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/drivers/sim/ptypair"
 )
@@ -74,7 +74,7 @@ func writeLinkConfig(t *testing.T, dir string, poll string, devs []linkDev) stri
 
 // agentStatus runs `hearth status --json` (exit 6, degraded, is expected:
 // there is no broker).
-func agentStatus(t *testing.T, sock string) agent.StatusReport {
+func agentStatus(t *testing.T, sock string) diag.StatusReport {
 	t.Helper()
 	st, code, errOut := tryStatus(t, sock)
 	if code != 0 && code != 6 {
@@ -84,10 +84,10 @@ func agentStatus(t *testing.T, sock string) agent.StatusReport {
 }
 
 // tryStatus is agentStatus for an agent that may not be listening yet.
-func tryStatus(t *testing.T, sock string) (agent.StatusReport, int, string) {
+func tryStatus(t *testing.T, sock string) (diag.StatusReport, int, string) {
 	t.Helper()
 	out, errOut, code := hearthCLI(t, nil, "status", "--json", "--socket", sock)
-	var st agent.StatusReport
+	var st diag.StatusReport
 	if code != 0 && code != 6 {
 		return st, code, errOut
 	}
@@ -97,13 +97,13 @@ func tryStatus(t *testing.T, sock string) (agent.StatusReport, int, string) {
 	return st, code, errOut
 }
 
-func deviceReport(st agent.StatusReport, name string) agent.DeviceReport {
+func deviceReport(st diag.StatusReport, name string) diag.DeviceReport {
 	for _, d := range st.Devices {
 		if d.Name == name {
 			return d
 		}
 	}
-	return agent.DeviceReport{}
+	return diag.DeviceReport{}
 }
 
 // waitPolled waits until every device has been read successfully n times
@@ -157,7 +157,7 @@ type cliRead struct {
 		Address int
 		Value   uint16
 	}
-	Link *agent.LinkReport
+	Link *diag.LinkReport
 }
 
 func readViaAgent(t *testing.T, args ...string) cliRead {
@@ -314,7 +314,7 @@ func TestAgentPollsEveryLinkWithOneUnitSilent(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("points gw_dev: exit %d: %s", code, errOut)
 	}
-	var pts []agent.PointReport
+	var pts []diag.PointReport
 	if err := json.Unmarshal([]byte(out), &pts); err != nil {
 		t.Fatalf("points --json: %v\n%s", err, out)
 	}

@@ -1,8 +1,6 @@
 package safety
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"time"
 
@@ -71,50 +69,77 @@ type Limits struct {
 	Fallback     hearth.Mode   // what runs with no lease: auto or idle
 }
 
-// Validate reports every inconsistent limit.
+// Validate reports every inconsistent limit, each as a hearth.FieldError
+// named by the config key under safety: (the hysteresis bands the config
+// does not expose are named as fields here).
 func (l Limits) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var errs hearth.FieldErrors
+	finite := func(key string, x float64) bool {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			errs.Add(key, "must be a finite number")
+			return false
+		}
+		return true
+	}
+	pctOK := true
 	for _, f := range []struct {
-		name string
-		v    float64
-	}{
-		{"soc_min_pct", l.SoCMinPct}, {"soc_max_pct", l.SoCMaxPct}, {"soc_hysteresis_pct", l.SoCHysteresisPct},
-		{"max_charge_w", float64(l.MaxChargeW)}, {"max_discharge_w", float64(l.MaxDischargeW)},
-		{"ramp_w_per_s", l.RampWPerS}, {"cell_v_min", l.CellVMin}, {"cell_v_max", l.CellVMax},
-		{"cell_v_hysteresis", l.CellVHysteresis}, {"temp_c_min", l.TempCMin}, {"temp_c_max", l.TempCMax},
-		{"temp_hysteresis_c", l.TempHysteresisC},
-	} {
-		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
-			bad("%s must be finite", f.name)
+		key string
+		v   float64
+	}{{"soc_min_pct", l.SoCMinPct}, {"soc_max_pct", l.SoCMaxPct}} {
+		if !finite(f.key, f.v) {
+			pctOK = false
+		} else if f.v < 0 || f.v > 100 {
+			errs.Add(f.key, "%g is outside 0..100", f.v)
 		}
 	}
-	if l.SoCMinPct < 0 || l.SoCMaxPct > 100 || l.SoCMinPct >= l.SoCMaxPct {
-		bad("soc window %g..%g is not inside 0..100", l.SoCMinPct, l.SoCMaxPct)
+	if pctOK && l.SoCMinPct >= l.SoCMaxPct {
+		errs.Add("soc_min_pct", "%g must be below soc_max_pct (%g)", l.SoCMinPct, l.SoCMaxPct)
 	}
-	if l.SoCHysteresisPct < 0 || l.CellVHysteresis < 0 || l.TempHysteresisC < 0 {
-		bad("hysteresis must not be negative")
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"max_charge_w", float64(l.MaxChargeW)}, {"max_discharge_w", float64(l.MaxDischargeW)}, {"ramp_w_per_s", l.RampWPerS}} {
+		if finite(f.key, f.v) && f.v < 0 {
+			errs.Add(f.key, "%g must not be negative", f.v)
+		}
 	}
-	if l.MaxChargeW < 0 || l.MaxDischargeW < 0 {
-		bad("power limits must not be negative")
+	if l.RampWPerS == 0 {
+		errs.Add("ramp_w_per_s", "must be above 0")
 	}
-	if l.RampWPerS <= 0 {
-		bad("ramp_w_per_s must be above 0")
+	if finite("cell_v_min", l.CellVMin) && finite("cell_v_max", l.CellVMax) && l.CellVMin >= l.CellVMax {
+		errs.Add("cell_v_min", "%g must be below cell_v_max (%g)", l.CellVMin, l.CellVMax)
 	}
-	if l.CellVMin >= l.CellVMax {
-		bad("cell voltage window %g..%g is empty", l.CellVMin, l.CellVMax)
+	if finite("temp_c_min", l.TempCMin) && finite("temp_c_max", l.TempCMax) && l.TempCMin >= l.TempCMax {
+		errs.Add("temp_c_min", "%g must be below temp_c_max (%g)", l.TempCMin, l.TempCMax)
 	}
-	if l.TempCMin >= l.TempCMax {
-		bad("temperature window %g..%g is empty", l.TempCMin, l.TempCMax)
+	if l.ExportLimitW != nil && finite("export_limit_w", float64(*l.ExportLimitW)) && *l.ExportLimitW < 0 {
+		errs.Add("export_limit_w", "%g must not be negative", float64(*l.ExportLimitW))
 	}
-	if l.ExportLimitW != nil && (*l.ExportLimitW < 0 || math.IsNaN(float64(*l.ExportLimitW))) {
-		bad("export_limit_w must not be negative")
+	if l.MaxReadingAge <= 0 {
+		errs.Add("max_reading_age", "must be above 0")
 	}
-	if l.MaxReadingAge <= 0 || l.MaxLease <= 0 || l.ClockSkew < 0 {
-		bad("max_reading_age and max_lease must be above 0, clock skew not negative")
+	if l.MaxLease <= 0 {
+		errs.Add("max_lease", "must be above 0")
 	}
-	if l.Fallback != hearth.ModeAuto && l.Fallback != hearth.ModeIdle {
-		bad("fallback %q is not auto or idle", l.Fallback)
+	switch l.Fallback {
+	case hearth.ModeAuto, hearth.ModeIdle:
+	default:
+		errs.Add("fallback", "%q is not one of auto, idle", l.Fallback)
 	}
-	return errors.Join(errs...)
+	h := l.SoCHysteresisPct
+	if h < 0 || math.IsNaN(h) || (l.SoCMinPct < l.SoCMaxPct && h >= l.SoCMaxPct-l.SoCMinPct) {
+		errs.Add("soc_hysteresis_pct", "%g must be at least 0 and below the SoC window", h)
+	}
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"cell_v_hysteresis", l.CellVHysteresis}, {"temp_hysteresis_c", l.TempHysteresisC}} {
+		if finite(f.key, f.v) && f.v < 0 {
+			errs.Add(f.key, "%g must not be negative", f.v)
+		}
+	}
+	if l.ClockSkew < 0 {
+		errs.Add("clock_skew", "must not be negative")
+	}
+	return errs.Err()
 }

@@ -7,8 +7,9 @@
 // evaluator and the lease checks are pure, so tests drive them with any
 // clock they like.
 //
-// safety imports only the root package, the standard library and periph
-// (for GPIO).
+// safety is pure: it imports only the root package and the standard
+// library, does no I/O and starts no goroutine. Hardware (GPIO, watchdogs)
+// is package hw's.
 package safety
 
 import (

@@ -109,7 +109,7 @@ func TestSessionContract(t *testing.T) {
 			if n, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1), reading(2)}, false); err != nil || n != 2 {
 				t.Fatalf("PublishTelemetry = %d, %v", n, err)
 			}
-			if err := s.PublishEvent(ctx, Event{ID: 9, Type: "gap", Data: json.RawMessage(`{"from_seq":1,"to_seq":2,"reason":"quota"}`)}); err != nil {
+			if err := s.PublishEvent(ctx, hearth.Event{ID: 9, Type: "gap", Data: json.RawMessage(`{"from_seq":1,"to_seq":2,"reason":"quota"}`)}); err != nil {
 				t.Fatalf("PublishEvent: %v", err)
 			}
 			if err := s.PublishState(ctx, hearth.State{Mode: hearth.ModeAuto, Safety: "ok"}); err != nil {
@@ -354,23 +354,26 @@ func TestAckKeptAcrossOutage(t *testing.T) {
 func TestEventEncoding(t *testing.T) {
 	ts := time.Date(2026, 11, 25, 10, 0, 0, 0, time.FixedZone("x", 3600))
 	tests := []struct {
-		ev      Event
+		ev      hearth.Event
 		want    string
 		wantErr bool
 	}{
-		{Event{ID: 1, Time: ts, Type: "gap", Data: json.RawMessage(` { "from_seq" : 1, "to_seq":2 } `)},
+		{hearth.Event{ID: 1, Time: ts, Type: "gap", Data: json.RawMessage(` { "from_seq" : 1, "to_seq":2 } `)},
 			`{"id":1,"ts":"2026-11-25T09:00:00Z","type":"gap","from_seq":1,"to_seq":2}`, false},
-		{Event{ID: 2, Time: ts, Type: "x"}, `{"id":2,"ts":"2026-11-25T09:00:00Z","type":"x"}`, false},
-		{Event{ID: 3, Time: ts, Type: "x", Data: json.RawMessage(`{}`)}, `{"id":3,"ts":"2026-11-25T09:00:00Z","type":"x"}`, false},
-		{Event{ID: 4, Time: ts, Type: "x", Data: json.RawMessage(`[1]`)}, "", true},
-		{Event{ID: 5, Time: ts, Type: "x", Data: json.RawMessage(`{"type":"y"}`)}, "", true},
-		{Event{ID: 6, Time: ts, Type: "x", Data: json.RawMessage(`{"a":1,"a":2}`)}, "", true},
-		{Event{ID: 7, Time: ts}, "", true},
+		{hearth.Event{ID: 2, Time: ts, Type: "x"}, `{"id":2,"ts":"2026-11-25T09:00:00Z","type":"x"}`, false},
+		{hearth.Event{ID: 3, Time: ts, Type: "x", Data: json.RawMessage(`{}`)}, `{"id":3,"ts":"2026-11-25T09:00:00Z","type":"x"}`, false},
+		{hearth.Event{ID: 4, Time: ts, Type: "x", Data: json.RawMessage(`[1]`)}, "", true},
+		{hearth.Event{ID: 5, Time: ts, Type: "x", Data: json.RawMessage(`{"type":"y"}`)}, "", true},
+		{hearth.Event{ID: 6, Time: ts, Type: "x", Data: json.RawMessage(`{"a":1,"a":2}`)}, "", true},
+		{hearth.Event{ID: 7, Time: ts}, "", true},
 	}
 	for _, tt := range tests {
-		got, err := json.Marshal(tt.ev)
+		got, err := EncodeEvent(tt.ev)
+		if err != nil && !errors.Is(err, hearth.ErrInvalidEvent) {
+			t.Errorf("EncodeEvent(%+v): %v does not wrap hearth.ErrInvalidEvent", tt.ev, err)
+		}
 		if (err != nil) != tt.wantErr || (!tt.wantErr && string(got) != tt.want) {
-			t.Errorf("Marshal(%+v) = %s, %v; want %s (error %t)", tt.ev, got, err, tt.want, tt.wantErr)
+			t.Errorf("EncodeEvent(%+v) = %s, %v; want %s (error %t)", tt.ev, got, err, tt.want, tt.wantErr)
 		}
 	}
 }

@@ -3,14 +3,14 @@ package uplink
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/hearth-energy/hearth"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -79,36 +79,68 @@ type Config struct {
 	Logger *slog.Logger // default discards
 }
 
-// validate fills defaults and checks cfg, reporting every problem at once.
-// It makes no network call; it reads the certificate files.
-func (cfg *Config) validate() (*tls.Config, error) {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// Validate checks cfg as New would, without reading a file or touching
+// the network: every problem is a hearth.FieldError named by its config
+// key under uplink: (broker, topic_prefix, boot_delay, cert_file, …).
+// CheckFiles checks the files it names.
+func (cfg Config) Validate() error {
+	_, errs := cfg.check()
+	return errs.Err()
+}
 
-	var useTLS bool
+// CheckFiles reads the CA and client certificate files cfg names, as New
+// does, and reports each that is missing, unreadable or not what it should
+// be, as a hearth.FieldError (ca_file, cert_file).
+func (cfg Config) CheckFiles() error {
+	useTLS, errs := cfg.check()
+	if len(errs) > 0 || !useTLS {
+		return nil // nothing to load, or Validate says why
+	}
+	_, err := cfg.tlsConfig()
+	return err
+}
+
+// validate fills defaults and checks cfg, reporting every problem at once,
+// and loads the TLS configuration. It makes no network call; it reads the
+// certificate files.
+func (cfg *Config) validate() (*tls.Config, error) {
+	useTLS, errs := cfg.check()
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if !useTLS {
+		return nil, nil
+	}
+	return cfg.tlsConfig()
+}
+
+// check fills defaults and checks every setting but the files, and says
+// whether the broker is reached over TLS.
+func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
+
 	u, err := url.Parse(cfg.Broker)
 	switch {
 	case cfg.Broker == "":
-		bad("broker: required")
+		errs.Add("broker", "required (tcp://host:port or tls://host:port)")
 	case err != nil:
-		bad("broker: %v", err)
+		errs.Add("broker", "%q: %v", cfg.Broker, err)
 	default:
 		switch u.Scheme {
 		case "tcp", "mqtt":
 		case "tls", "ssl", "mqtts":
 			useTLS = true
 		default:
-			bad("broker %q: scheme must be tcp or tls", cfg.Broker)
+			errs.Add("broker", "%q: scheme must be tcp or tls (want tcp://host:port or tls://host:port)", cfg.Broker)
 		}
-		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
-			bad("broker %q: want scheme://host:port", cfg.Broker)
+		if _, port, err := net.SplitHostPort(u.Host); u.Scheme != "" && (err != nil || port == "" || u.Hostname() == "") {
+			errs.Add("broker", "%q: want tcp://host:port or tls://host:port", cfg.Broker)
 		}
 	}
 
 	if cfg.GatewayID == "" {
-		bad("gateway_id: required")
+		errs.Add("gateway_id", "required")
 	} else if strings.ContainsAny(cfg.GatewayID, "/+#") {
-		bad("gateway_id %q: must not contain '/', '+' or '#'", cfg.GatewayID)
+		errs.Add("gateway_id", "%q must not contain '/', '+' or '#'", cfg.GatewayID)
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = "hearth-" + cfg.GatewayID
@@ -118,7 +150,7 @@ func (cfg *Config) validate() (*tls.Config, error) {
 	}
 	cfg.TopicPrefix = strings.TrimSuffix(cfg.TopicPrefix, "/")
 	if strings.ContainsAny(cfg.TopicPrefix, "+#") || strings.HasPrefix(cfg.TopicPrefix, "/") || cfg.TopicPrefix == "" {
-		bad("topic_prefix %q: no wildcards, no leading '/'", cfg.TopicPrefix)
+		errs.Add("topic_prefix", "%q: no wildcards ('+', '#'), no leading '/'", cfg.TopicPrefix)
 	}
 
 	durations := []struct {
@@ -126,7 +158,7 @@ func (cfg *Config) validate() (*tls.Config, error) {
 		v    *time.Duration
 		def  time.Duration
 	}{
-		{"boot_delay_max", &cfg.BootDelayMax, 0},
+		{"boot_delay", &cfg.BootDelayMax, 0},
 		{"backoff_min", &cfg.BackoffMin, DefaultBackoffMin},
 		{"backoff_max", &cfg.BackoffMax, DefaultBackoffMax},
 		{"publish_timeout", &cfg.PublishTimeout, DefaultPublishTimeout},
@@ -136,19 +168,24 @@ func (cfg *Config) validate() (*tls.Config, error) {
 	for _, d := range durations {
 		switch {
 		case *d.v < 0:
-			bad("%s: %v is negative", d.name, *d.v)
+			errs.Add(d.name, "must not be negative")
 		case *d.v == 0:
 			*d.v = d.def
 		}
 	}
 	if cfg.BackoffMin > cfg.BackoffMax {
-		bad("backoff_min %v is above backoff_max %v", cfg.BackoffMin, cfg.BackoffMax)
+		errs.Add("backoff_min", "%v is above backoff_max %v", cfg.BackoffMin, cfg.BackoffMax)
 	}
 	if cfg.KeepAlive > 0 && cfg.KeepAlive < time.Second {
-		bad("keepalive %v: at least 1s", cfg.KeepAlive)
+		errs.Add("keepalive", "%v: at least 1s", cfg.KeepAlive)
 	}
-	if cfg.MaxPayload < 0 || cfg.SetpointQueue < 0 || cfg.MaxInflight < 0 || cfg.MaxSetpointBytes < 0 {
-		bad("max_payload, setpoint_queue, max_inflight and max_setpoint_bytes must not be negative")
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max_payload", cfg.MaxPayload}, {"setpoint_queue", cfg.SetpointQueue}, {"max_inflight", cfg.MaxInflight}, {"max_setpoint_bytes", cfg.MaxSetpointBytes}} {
+		if n.v < 0 {
+			errs.Add(n.name, "must not be negative")
+		}
 	}
 	if cfg.MaxSetpointBytes == 0 || cfg.MaxSetpointBytes > MaxSetpointBytes {
 		cfg.MaxSetpointBytes = MaxSetpointBytes
@@ -170,37 +207,48 @@ func (cfg *Config) validate() (*tls.Config, error) {
 	}
 
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		bad("cert_file and key_file: give both or neither")
+		errs.Add("cert_file", "cert_file and key_file go together")
 	}
-	if !useTLS && (cfg.CAFile != "" || cfg.CertFile != "") {
-		bad("ca_file/cert_file set but broker %q is not tls://", cfg.Broker)
-	}
-	var tc *tls.Config
-	if useTLS && u != nil {
-		tc = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
-		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
-			if err != nil {
-				bad("ca_file: %v", err)
-			} else {
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					bad("ca_file %s: no PEM certificate", cfg.CAFile)
-				}
-				tc.RootCAs = pool
-			}
+	if !useTLS && u != nil && cfg.Broker != "" && (cfg.CAFile != "" || cfg.CertFile != "") {
+		field := "ca_file"
+		if cfg.CertFile != "" {
+			field = "cert_file"
 		}
-		if cfg.CertFile != "" && cfg.KeyFile != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-			if err != nil {
-				bad("client certificate: %v", err)
-			} else {
-				tc.Certificates = []tls.Certificate{cert}
+		errs.Add(field, "set, but broker %q is not tls://: the certificates would not be used", cfg.Broker)
+	}
+	return useTLS, errs
+}
+
+// tlsConfig loads the CA and the client certificate of a TLS broker.
+func (cfg *Config) tlsConfig() (*tls.Config, error) {
+	var errs hearth.FieldErrors
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			errs.Add("ca_file", "%v", err)
+		} else {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				errs.Add("ca_file", "%s: no PEM certificate", cfg.CAFile)
 			}
+			tc.RootCAs = pool
+		}
+	}
+	if cfg.CertFile != "" && cfg.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			errs.Add("cert_file", "client certificate: %v", err)
+		} else {
+			tc.Certificates = []tls.Certificate{cert}
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("uplink config: %w", errors.Join(errs...))
+		return nil, errs
 	}
 	return tc, nil
 }

@@ -23,7 +23,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"wildcard prefix", Config{Broker: "tcp://h:1", GatewayID: "gw", TopicPrefix: "x/+"}, "topic_prefix"},
 		{"negative", Config{Broker: "tcp://h:1", GatewayID: "gw", PublishTimeout: -1}, "publish_timeout"},
 		{"min above max", Config{Broker: "tcp://h:1", GatewayID: "gw", BackoffMin: time.Hour, BackoffMax: time.Second}, "backoff_min"},
-		{"cert without key", Config{Broker: "tls://h:1", GatewayID: "gw", CertFile: certs.ClientCertFile}, "give both"},
+		{"cert without key", Config{Broker: "tls://h:1", GatewayID: "gw", CertFile: certs.ClientCertFile}, "go together"},
 		{"certs on plain tcp", Config{Broker: "tcp://h:1", GatewayID: "gw", CAFile: certs.CAFile}, "not tls"},
 		{"missing ca", Config{Broker: "tls://h:1", GatewayID: "gw", CAFile: "/nonexistent/ca.pem"}, "ca_file"},
 		{"ca not pem", Config{Broker: "tls://h:1", GatewayID: "gw", CAFile: certs.ClientKeyFile}, "no PEM certificate"},

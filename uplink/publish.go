@@ -129,6 +129,22 @@ func (s *Session) PublishTelemetry(ctx context.Context, readings []hearth.Readin
 	return delivered, nil
 }
 
+// PublishAggregates publishes compacted minutes of readings as
+// {"aggregates":[…]} on …/telemetry/backfill, QoS 1, not retained: the
+// oldest backlog there is. It fails like Publish.
+func (s *Session) PublishAggregates(ctx context.Context, aggs []hearth.Aggregate) error {
+	if len(aggs) == 0 {
+		return errors.New("uplink: empty aggregate batch")
+	}
+	b, err := json.Marshal(struct {
+		Aggregates []hearth.Aggregate `json:"aggregates"`
+	}{aggs})
+	if err != nil {
+		return fmt.Errorf("encode aggregates: %w", err)
+	}
+	return s.publish(ctx, s.topics.backfill, b, false)
+}
+
 // PublishAck publishes the outcome of one setpoint message on
 // …/setpoint/ack, QoS 1, not retained. It fails like Publish.
 func (s *Session) PublishAck(ctx context.Context, ack hearth.Ack) error {
@@ -164,20 +180,19 @@ func (s *Session) PublishState(ctx context.Context, st hearth.State) error {
 	return s.publish(ctx, s.topics.state, b, true)
 }
 
-// Event is something that happened on the gateway and must reach the
-// cloud: a safety trip, a clamp, a lease start or end, a gap. ID is the
-// buffer's event id, strictly increasing, by which the cloud de-duplicates;
-// Data is a JSON object (or nil) whose fields go beside id, ts and type.
-type Event struct {
-	ID   uint64
-	Time time.Time
-	Type string
-	Data json.RawMessage
+// EncodeEvent encodes an event flat, as the contract publishes it:
+// {"id":…,"ts":…,"type":…, …Data}. Data must be a JSON object without the
+// keys id, ts and type; an event that breaks this returns an error
+// wrapping hearth.ErrInvalidEvent.
+func EncodeEvent(e hearth.Event) ([]byte, error) {
+	b, err := encodeEvent(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", hearth.ErrInvalidEvent, err)
+	}
+	return b, nil
 }
 
-// MarshalJSON encodes the event flat: {"id":…,"ts":…,"type":…, …Data}.
-// Data must be a JSON object without the keys id, ts and type.
-func (e Event) MarshalJSON() ([]byte, error) {
+func encodeEvent(e hearth.Event) ([]byte, error) {
 	if e.Type == "" {
 		return nil, errors.New("event without a type")
 	}
@@ -217,14 +232,15 @@ func (e Event) MarshalJSON() ([]byte, error) {
 }
 
 // PublishEvent publishes ev on …/event, QoS 1, not retained. It fails like
-// Publish, or if ev cannot be encoded.
-func (s *Session) PublishEvent(ctx context.Context, ev Event) error {
+// Publish, or with an error wrapping hearth.ErrInvalidEvent if ev cannot
+// be encoded (retrying that cannot help).
+func (s *Session) PublishEvent(ctx context.Context, ev hearth.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	b, err := json.Marshal(ev)
+	b, err := EncodeEvent(ev)
 	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+		return err
 	}
 	return s.publish(ctx, s.topics.event, b, false)
 }

@@ -105,7 +105,7 @@ func TestPayloadsMatchSchemas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	events := []Event{
+	events := []hearth.Event{
 		{ID: 1, Type: "gap", Data: json.RawMessage(`{"from_seq":10,"to_seq":99,"reason":"quota"}`)},
 		{ID: 2, Type: "lease_ended", Data: json.RawMessage(`{"lease_id":"b7e1","version":42,"fallback":"auto"}`)},
 		{ID: 3, Type: "trip", Data: json.RawMessage(`{"rule":"temp_c_max","value":61.5}`)},

@@ -190,7 +190,7 @@ type Stats struct {
 func New(cfg Config) (*Session, error) {
 	tc, err := cfg.validate()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("uplink config: %w", err)
 	}
 	base := cfg.TopicPrefix + "/" + cfg.GatewayID
 	s := &Session{

@@ -2,31 +2,26 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
-	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 )
 
-// Exit codes of the commands that talk to a running agent.
+// Exit codes of the commands that talk to a running diag.
 const (
-	exitNoAgent    = 4 // no agent answers on the socket
-	exitNoAccess   = 5 // the socket exists but this user may not use it
-	exitDegraded   = 6 // `hearth status`: the agent runs but something is wrong
-	defaultSocket  = "/run/hearth/hearth.sock"
-	requestTimeout = 5 * time.Second
+	exitNoAgent   = 4 // no agent answers on the socket
+	exitNoAccess  = 5 // the socket exists but this user may not use it
+	exitDegraded  = 6 // `hearth status`: the agent runs but something is wrong
+	defaultSocket = "/run/hearth/hearth.sock"
 )
 
 // diagFlags are the flags every command that talks to the agent takes.
@@ -63,22 +58,6 @@ func (f *diagFlags) socketPath() string {
 	return defaultSocket
 }
 
-// diagClient talks HTTP over the agent's Unix socket.
-type diagClient struct {
-	path string
-	hc   *http.Client
-}
-
-func newDiagClient(path string) *diagClient {
-	return &diagClient{path: path, hc: &http.Client{
-		Timeout: requestTimeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}},
-	}}
-}
-
 // cliError is an error with the exit code it should end the command with.
 type cliError struct {
 	code int
@@ -87,65 +66,17 @@ type cliError struct {
 
 func (e *cliError) Error() string { return e.msg }
 
-func (c *diagClient) do(method, path string, query url.Values, body, out any) error {
-	u := "http://hearth" + agent.DiagAPIVersion + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.explain(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e agent.APIError
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return &cliError{code: exitFailed, msg: e.Error}
-		}
-		return &cliError{code: exitFailed, msg: fmt.Sprintf("agent answered %s", resp.Status)}
-	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = data
-		return nil
-	}
-	return json.Unmarshal(data, out)
-}
-
-// explain turns a failure to reach the socket into what the tech can do.
-func (c *diagClient) explain(err error) error {
-	switch {
-	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
-		return &cliError{code: exitNoAccess, msg: fmt.Sprintf(
-			"permission denied on %s: run with sudo, or join the socket's group (diag_group in the config)", c.path)}
-	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
-		return &cliError{code: exitNoAgent, msg: fmt.Sprintf(
-			"hearth is not running (no agent on %s): start it with `systemctl start hearth`, or use `hearth modbus … --direct` to reach devices without it", c.path)}
-	}
-	return &cliError{code: exitNoAgent, msg: fmt.Sprintf("cannot reach the agent on %s: %v", c.path, err)}
-}
-
 // fail prints err on stderr and returns its exit code.
 func fail(stderr io.Writer, cmd string, err error) int {
 	fmt.Fprintf(stderr, "hearth %s: %v\n", cmd, err)
 	var ce *cliError
-	if errors.As(err, &ce) {
+	switch {
+	case errors.As(err, &ce):
 		return ce.code
+	case errors.Is(err, diag.ErrNoAccess):
+		return exitNoAccess
+	case errors.Is(err, diag.ErrNoAgent):
+		return exitNoAgent
 	}
 	return exitFailed
 }
@@ -158,13 +89,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	c := newDiagClient(f.socketPath())
+	c := diag.NewClient(f.socketPath())
 	once := func(w io.Writer) int {
 		var raw json.RawMessage
-		if err := c.do("GET", "/status", nil, nil, &raw); err != nil {
+		if err := c.Do("GET", "/status", nil, nil, &raw); err != nil {
 			return fail(stderr, "status", err)
 		}
-		var st agent.StatusReport
+		var st diag.StatusReport
 		if err := json.Unmarshal(raw, &st); err != nil {
 			return fail(stderr, "status", err)
 		}
@@ -215,17 +146,17 @@ func cmdPoints(args []string, stdout, stderr io.Writer) int {
 	if len(pos) == 1 {
 		q.Set("device", pos[0])
 	}
-	c := newDiagClient(f.socketPath())
+	c := diag.NewClient(f.socketPath())
 	once := func(w io.Writer) int {
 		var raw json.RawMessage
-		if err := c.do("GET", "/points", q, nil, &raw); err != nil {
+		if err := c.Do("GET", "/points", q, nil, &raw); err != nil {
 			return fail(stderr, "points", err)
 		}
 		if f.json {
 			w.Write(raw)
 			return exitOK
 		}
-		var pts []agent.PointReport
+		var pts []diag.PointReport
 		if err := json.Unmarshal(raw, &pts); err != nil {
 			return fail(stderr, "points", err)
 		}
@@ -259,14 +190,14 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 		q.Set("type", *typ)
 	}
 	var raw json.RawMessage
-	if err := newDiagClient(f.socketPath()).do("GET", "/events", q, nil, &raw); err != nil {
+	if err := diag.NewClient(f.socketPath()).Do("GET", "/events", q, nil, &raw); err != nil {
 		return fail(stderr, "events", err)
 	}
 	if f.json {
 		stdout.Write(raw)
 		return exitOK
 	}
-	var evs []agent.EventReport
+	var evs []diag.EventReport
 	if err := json.Unmarshal(raw, &evs); err != nil {
 		return fail(stderr, "events", err)
 	}
@@ -282,14 +213,14 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var raw json.RawMessage
-	if err := newDiagClient(f.socketPath()).do("GET", "/buffer", nil, nil, &raw); err != nil {
+	if err := diag.NewClient(f.socketPath()).Do("GET", "/buffer", nil, nil, &raw); err != nil {
 		return fail(stderr, "buffer", err)
 	}
 	if f.json {
 		stdout.Write(raw)
 		return exitOK
 	}
-	var b agent.BufferReport
+	var b diag.BufferReport
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return fail(stderr, "buffer", err)
 	}
@@ -305,14 +236,14 @@ func cmdLease(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var raw json.RawMessage
-	if err := newDiagClient(f.socketPath()).do("GET", "/lease", nil, nil, &raw); err != nil {
+	if err := diag.NewClient(f.socketPath()).Do("GET", "/lease", nil, nil, &raw); err != nil {
 		return fail(stderr, "lease", err)
 	}
 	if f.json {
 		stdout.Write(raw)
 		return exitOK
 	}
-	var l *agent.LeaseReport
+	var l *diag.LeaseReport
 	if err := json.Unmarshal(raw, &l); err != nil {
 		return fail(stderr, "lease", err)
 	}
@@ -333,7 +264,7 @@ func cmdLogLevel(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var out map[string]string
-	if err := newDiagClient(f.socketPath()).do("PUT", "/log-level", nil, map[string]string{"level": pos[0]}, &out); err != nil {
+	if err := diag.NewClient(f.socketPath()).Do("PUT", "/log-level", nil, map[string]string{"level": pos[0]}, &out); err != nil {
 		return fail(stderr, "log-level", err)
 	}
 	if f.json {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/config"
 )
 
 // Exit codes.
@@ -123,10 +124,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitUsage
 	}
-	cfg, err := agent.LoadConfig(*path)
+	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		var ce agent.ConfigErrors
+		var ce config.Errors
 		if errors.As(err, &ce) {
 			return exitConfig
 		}
@@ -173,8 +174,8 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	path := pos[0]
-	_, err = agent.LoadConfig(path)
-	var ce agent.ConfigErrors
+	_, err = config.Load(path)
+	var ce config.Errors
 	if *asJSON {
 		type item struct {
 			Line int    `json:"line,omitempty"`

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers"
 )
 
@@ -91,8 +91,8 @@ func addSocketFlags(fs *flag.FlagSet) *diagFlags {
 }
 
 // target is the link named by the flags, for the agent.
-func (l linkFlags) target() agent.ModbusTarget {
-	return agent.ModbusTarget{Device: *l.device, Address: *l.address, Transport: *l.transport}
+func (l linkFlags) target() diag.ModbusTarget {
+	return diag.ModbusTarget{Device: *l.device, Address: *l.address, Transport: *l.transport}
 }
 
 // open checks the link flags and opens the bus.
@@ -169,7 +169,7 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var regs []uint16
-	var link *agent.LinkReport
+	var link *diag.LinkReport
 	if *lf.direct {
 		bus, code := lf.open("hearth modbus read", stderr)
 		if bus == nil {
@@ -185,15 +185,15 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 			return exitFailed
 		}
 	} else {
-		req := agent.ModbusReadRequest{ModbusTarget: lf.target(), Table: *table, Start: int(*start), Count: int(*count)}
+		req := diag.ModbusReadRequest{ModbusTarget: lf.target(), Table: *table, Start: int(*start), Count: int(*count)}
 		fs.Visit(func(f *flag.Flag) {
 			if f.Name == "unit" {
 				u := int(*unit)
 				req.Unit = &u
 			}
 		})
-		var res agent.ModbusReadResult
-		if err := newDiagClient(lf.diag.socketPath()).do("POST", "/modbus/read", nil, req, &res); err != nil {
+		var res diag.ModbusReadResult
+		if err := diag.NewClient(lf.diag.socketPath()).Do("POST", "/modbus/read", nil, req, &res); err != nil {
 			return fail(stderr, "modbus read", err)
 		}
 		*unit = uint(res.Unit)
@@ -204,11 +204,11 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 	}
 	if *lf.asJSON {
 		out := struct {
-			Unit      uint              `json:"unit"`
-			Table     string            `json:"table"`
-			Start     uint              `json:"start"`
-			Registers []registerJSON    `json:"registers"`
-			Link      *agent.LinkReport `json:"link,omitempty"` // through the agent: its link's counters after the read
+			Unit      uint             `json:"unit"`
+			Table     string           `json:"table"`
+			Start     uint             `json:"start"`
+			Registers []registerJSON   `json:"registers"`
+			Link      *diag.LinkReport `json:"link,omitempty"` // through the agent: its link's counters after the read
 		}{Unit: *unit, Table: *table, Start: *start, Link: link}
 		for i, r := range regs {
 			out.Registers = append(out.Registers, registerJSON{Address: uint16(*start) + uint16(i), Value: r, Hex: fmt.Sprintf("0x%04x", r)})
@@ -310,18 +310,18 @@ func scanViaAgent(lf linkFlags, units []uint8, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth modbus scan: --timeout must be above 0 and at most 5s through the agent")
 		return exitUsage
 	}
-	req := agent.ModbusScanRequest{ModbusTarget: lf.target(), Timeout: lf.timeout.String()}
+	req := diag.ModbusScanRequest{ModbusTarget: lf.target(), Timeout: lf.timeout.String()}
 	for _, u := range units {
 		req.Units = append(req.Units, int(u))
 	}
-	c := newDiagClient(lf.diag.socketPath())
 	// Every absent unit costs the agent one timeout on the link.
-	c.hc.Timeout = requestTimeout + time.Duration(len(units))*(*lf.timeout+100*time.Millisecond)
+	limit := diag.RequestTimeout + time.Duration(len(units))*(*lf.timeout+100*time.Millisecond)
+	c := diag.NewClient(lf.diag.socketPath()).WithTimeout(limit)
 	if !*lf.asJSON && len(units) > 10 {
-		fmt.Fprintf(stderr, "scanning %d units through the agent (up to %s)\n", len(units), c.hc.Timeout.Round(time.Second))
+		fmt.Fprintf(stderr, "scanning %d units through the agent (up to %s)\n", len(units), limit.Round(time.Second))
 	}
-	var res agent.ModbusScanResult
-	if err := c.do("POST", "/modbus/scan", nil, req, &res); err != nil {
+	var res diag.ModbusScanResult
+	if err := c.Do("POST", "/modbus/scan", nil, req, &res); err != nil {
 		return fail(stderr, "modbus scan", err)
 	}
 	return printScan(res.Units, *lf.asJSON, stdout, stderr)

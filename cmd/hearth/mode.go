@@ -5,7 +5,7 @@ import (
 	"io"
 
 	"github.com/hearth-energy/hearth"
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 )
 
 // cmdMode is `hearth mode set idle|auto --for 30m` and `hearth mode clear`:
@@ -27,7 +27,7 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 	if len(pos) == 0 {
 		return usage()
 	}
-	c := newDiagClient(f.socketPath())
+	c := diag.NewClient(f.socketPath())
 	switch {
 	case pos[0] == "set" && len(pos) == 2:
 		if *dur == "" {
@@ -35,8 +35,8 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		var ack hearth.Ack
-		req := agent.ModeRequest{Mode: hearth.Mode(pos[1]), For: *dur}
-		if err := c.do("POST", "/mode", nil, req, &ack); err != nil {
+		req := diag.ModeRequest{Mode: hearth.Mode(pos[1]), For: *dur}
+		if err := c.Do("POST", "/mode", nil, req, &ack); err != nil {
 			return fail(stderr, "mode set", err)
 		}
 		if f.json {
@@ -54,7 +54,7 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case pos[0] == "clear" && len(pos) == 1:
 		var out map[string]string
-		if err := c.do("DELETE", "/mode", nil, nil, &out); err != nil {
+		if err := c.Do("DELETE", "/mode", nil, nil, &out); err != nil {
 			return fail(stderr, "mode clear", err)
 		}
 		if f.json {

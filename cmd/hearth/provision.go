@@ -21,14 +21,14 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/config"
 )
 
 // serviceUser is the system user the packaged service runs as; files that
 // the agent must read are handed to it when provisioning runs as root.
 const serviceUser = "hearth"
 
-// gatewayIDRe is the rule agent.Config applies to gateway_id: the id is part
+// gatewayIDRe is the rule config.Config applies to gateway_id: the id is part
 // of MQTT topics and of the certificate subject.
 var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -95,7 +95,7 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 	data := renderConfig(a)
 	// The same validation as `hearth config check` and `hearth run`, so a
 	// file written here always starts the agent.
-	if _, err := agent.ParseConfig(*out, data); err != nil {
+	if _, err := config.Parse(*out, data); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
@@ -214,7 +214,7 @@ func cmdCert(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *id == "" {
-		cfg, err := agent.LoadConfig(*cfgPath)
+		cfg, err := config.Read(*cfgPath) // the certificate is what this makes
 		if err != nil {
 			fmt.Fprintf(stderr, "hearth cert request: give --gateway-id, or a valid --config (%v)\n", err)
 			return exitUsage

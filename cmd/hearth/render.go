@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 )
 
 // The human forms of the diagnostics: compact, aligned, within 80 columns,
@@ -20,7 +20,7 @@ import (
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
 // ago formats how long before now t was.
-func ago(now time.Time, t time.Time) string { return agent.Age(now.Sub(t)) + " ago" }
+func ago(now time.Time, t time.Time) string { return diag.Age(now.Sub(t)) + " ago" }
 
 // clip shortens s to n runes, marking the cut.
 func clip(s string, n int) string {
@@ -31,10 +31,10 @@ func clip(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func renderStatus(w io.Writer, st agent.StatusReport, now time.Time) {
+func renderStatus(w io.Writer, st diag.StatusReport, now time.Time) {
 	a := st.Agent
 	fmt.Fprintf(w, "hearth %s on %s · up %s · clock %s · log %s\n", a.Version, a.GatewayID,
-		agent.Age(time.Duration(a.UptimeS*float64(time.Second))), a.Clock, strings.ToLower(a.LogLevel))
+		diag.Age(time.Duration(a.UptimeS*float64(time.Second))), a.Clock, strings.ToLower(a.LogLevel))
 	fmt.Fprintln(w)
 	tw := table(w)
 	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST OK\tPOLLS\tFAILS\tDETAIL")
@@ -73,13 +73,13 @@ func renderStatus(w io.Writer, st agent.StatusReport, now time.Time) {
 	up := st.Uplink
 	switch {
 	case up.Connected && up.ConnectedSince != nil:
-		fmt.Fprintf(kv, "uplink\tconnected to %s for %s\n", up.Broker, agent.Age(now.Sub(*up.ConnectedSince)))
+		fmt.Fprintf(kv, "uplink\tconnected to %s for %s\n", up.Broker, diag.Age(now.Sub(*up.ConnectedSince)))
 	case up.Connected:
 		fmt.Fprintf(kv, "uplink\tconnected to %s\n", up.Broker)
 	default:
 		msg := "DOWN"
 		if up.DownSince != nil {
-			msg += " for " + agent.Age(now.Sub(*up.DownSince))
+			msg += " for " + diag.Age(now.Sub(*up.DownSince))
 		}
 		msg += fmt.Sprintf(", %d attempts to %s", up.Attempts, up.Broker)
 		fmt.Fprintf(kv, "uplink\t%s\n", msg)
@@ -117,15 +117,15 @@ func wrapVerdict(v string, width int) string {
 	return strings.Join(append(lines, line), "\n")
 }
 
-func leaseLine(l *agent.LeaseReport, now time.Time) string {
+func leaseLine(l *diag.LeaseReport, now time.Time) string {
 	if l == nil {
 		return "none"
 	}
 	return fmt.Sprintf("%s v%d from %s until %s (%s left), then %s", clip(l.ID, 12), l.Version, l.Source,
-		l.ValidUntil.Local().Format("15:04:05"), agent.Age(l.ValidUntil.Sub(now)), l.Fallback)
+		l.ValidUntil.Local().Format("15:04:05"), diag.Age(l.ValidUntil.Sub(now)), l.Fallback)
 }
 
-func bufferLine(b agent.BufferReport, now time.Time) string {
+func bufferLine(b diag.BufferReport, now time.Time) string {
 	if b.Error != "" {
 		return "ERROR: " + b.Error
 	}
@@ -140,7 +140,7 @@ func bufferLine(b agent.BufferReport, now time.Time) string {
 	return s
 }
 
-func renderBuffer(w io.Writer, b agent.BufferReport, now time.Time) {
+func renderBuffer(w io.Writer, b diag.BufferReport, now time.Time) {
 	kv := table(w)
 	if b.Error != "" {
 		fmt.Fprintf(kv, "error\t%s\n", b.Error)
@@ -172,7 +172,7 @@ func renderBuffer(w io.Writer, b agent.BufferReport, now time.Time) {
 	kv.Flush()
 }
 
-func renderLease(w io.Writer, l *agent.LeaseReport, now time.Time) {
+func renderLease(w io.Writer, l *diag.LeaseReport, now time.Time) {
 	if l == nil {
 		fmt.Fprintln(w, "no active lease: the agent runs its fallback")
 		return
@@ -181,12 +181,12 @@ func renderLease(w io.Writer, l *agent.LeaseReport, now time.Time) {
 	fmt.Fprintf(kv, "id\t%s\n", l.ID)
 	fmt.Fprintf(kv, "version\t%d\n", l.Version)
 	fmt.Fprintf(kv, "source\t%s\n", l.Source)
-	fmt.Fprintf(kv, "valid until\t%s (%s left)\n", l.ValidUntil.Local().Format(time.RFC3339), agent.Age(l.ValidUntil.Sub(now)))
+	fmt.Fprintf(kv, "valid until\t%s (%s left)\n", l.ValidUntil.Local().Format(time.RFC3339), diag.Age(l.ValidUntil.Sub(now)))
 	fmt.Fprintf(kv, "fallback\t%s\n", l.Fallback)
 	kv.Flush()
 }
 
-func renderPoints(w io.Writer, pts []agent.PointReport) {
+func renderPoints(w io.Writer, pts []diag.PointReport) {
 	if len(pts) == 0 {
 		fmt.Fprintln(w, "no readings yet")
 		return
@@ -205,12 +205,12 @@ func renderPoints(w io.Writer, pts []agent.PointReport) {
 		if p.Stale {
 			mark = "STALE"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Device, p.Name, val, agent.Age(time.Duration(p.AgeS*float64(time.Second))), mark)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Device, p.Name, val, diag.Age(time.Duration(p.AgeS*float64(time.Second))), mark)
 	}
 	tw.Flush()
 }
 
-func renderEvents(w io.Writer, evs []agent.EventReport, now time.Time) {
+func renderEvents(w io.Writer, evs []diag.EventReport, now time.Time) {
 	if len(evs) == 0 {
 		fmt.Fprintln(w, "no events")
 		return
@@ -218,7 +218,7 @@ func renderEvents(w io.Writer, evs []agent.EventReport, now time.Time) {
 	tw := table(w)
 	fmt.Fprintln(tw, "TIME\tAGE\tTYPE\tDETAIL")
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.Local().Format("01-02 15:04:05"), agent.Age(now.Sub(e.Time)), e.Type, clip(detail(e.Data), 44))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.Local().Format("01-02 15:04:05"), diag.Age(now.Sub(e.Time)), e.Type, clip(detail(e.Data), 44))
 	}
 	tw.Flush()
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
-	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/internal/schemacheck"
 )
 
@@ -31,23 +31,23 @@ func wp(w float64) *hearth.Watts { x := hearth.Watts(w); return &x }
 
 // fixedStatus is an agent with a dead meter, a broken uplink and an active
 // lease: what a tech most needs to read at a glance.
-func fixedStatus() agent.StatusReport {
-	return agent.StatusReport{
+func fixedStatus() diag.StatusReport {
+	return diag.StatusReport{
 		Time: now,
-		Agent: agent.AgentReport{Version: "v0.3.0", GatewayID: "gw-0001", Boot: "9f2c61d04ab3e871",
+		Agent: diag.AgentReport{Version: "v0.3.0", GatewayID: "gw-0001", Boot: "9f2c61d04ab3e871",
 			UptimeS: (2*time.Hour + 13*time.Minute).Seconds(), Clock: hearth.ClockSynced, LogLevel: "INFO"},
-		Devices: []agent.DeviceReport{
+		Devices: []diag.DeviceReport{
 			{Name: "battery", Transport: "tcp", Address: "192.0.2.10:502", Up: true, LastOK: at(400 * time.Millisecond),
-				Polls: 7812, Identity: &agent.Identity{Manufacturer: "Acme Power", Model: "HX-10", Serial: "AC2231000457"}},
+				Polls: 7812, Identity: &diag.Identity{Manufacturer: "Acme Power", Model: "HX-10", Serial: "AC2231000457"}},
 			{Name: "meter", Transport: "rtu", Address: "/dev/ttyUSB0", Up: false, LastOK: at(133 * time.Second),
 				Polls: 7812, Failures: 312, LastError: "read unit 2 holding 40000+2: i/o timeout", DownSinceTS: at(133 * time.Second)},
 		},
-		Safety: agent.SafetyReport{State: "ok", Trips: []string{}, Mode: "power", AppliedW: wp(-3000)},
-		Lease: &agent.LeaseReport{LeaseInfo: hearth.LeaseInfo{ID: "b7e1c2d3-0a4f", Version: 42,
+		Safety: diag.SafetyReport{State: "ok", Trips: []string{}, Mode: "power", AppliedW: wp(-3000)},
+		Lease: &diag.LeaseReport{LeaseInfo: hearth.LeaseInfo{ID: "b7e1c2d3-0a4f", Version: 42,
 			ValidUntil: now.Add(12*time.Minute + 3*time.Second), Fallback: hearth.ModeAuto, Source: "cloud"}, RemainingS: 723},
-		Uplink: agent.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: false, DownSince: at(2*time.Hour + 13*time.Minute),
+		Uplink: diag.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: false, DownSince: at(2*time.Hour + 13*time.Minute),
 			Attempts: 41, LastError: "dial tcp 198.51.100.7:8883: connect: network is unreachable"},
-		Buffer: agent.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
+		Buffer: diag.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
 			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234, Compactions: 2, ReadingsCompacted: 7200,
 			PendingAggregates: 120, WriteBytes: 41 << 20, CommitsPerHour: 3600},
 		Verdict: "DEGRADED: device down: meter for 2m13s; uplink down for 2h13m, 7,812 readings buffered",
@@ -64,7 +64,7 @@ func TestHumanOutputGolden(t *testing.T) {
 			s.Devices = s.Devices[:1]
 			s.Lease = nil
 			s.Verdict = "OK"
-			s.Uplink = agent.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: true, ConnectedSince: at(time.Hour)}
+			s.Uplink = diag.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: true, ConnectedSince: at(time.Hour)}
 			renderStatus(b, s, now)
 		},
 		"buffer":      func(b *bytes.Buffer) { renderBuffer(b, st.Buffer, now) },
@@ -98,17 +98,17 @@ func TestHumanOutputGolden(t *testing.T) {
 	}
 }
 
-func fixedEvents() []agent.EventReport {
-	return []agent.EventReport{
+func fixedEvents() []diag.EventReport {
+	return []diag.EventReport{
 		{Time: now.Add(-2*time.Hour - 13*time.Minute), Type: "uplink_lost", Data: map[string]any{"broker": "tls://mqtt.example.net:8883", "error": "EOF"}},
 		{Time: now.Add(-133 * time.Second), Type: "device_down", Data: map[string]any{"device": "meter", "error": "i/o timeout"}},
 		{Time: now.Add(-12 * time.Second), Type: "clamped", Data: map[string]any{"rule": "max_discharge_w", "requested_w": 5000.0, "applied_w": 2500.0}},
 	}
 }
 
-func fixedPoints() []agent.PointReport {
+func fixedPoints() []diag.PointReport {
 	v := func(x float64) *float64 { return &x }
-	return []agent.PointReport{
+	return []diag.PointReport{
 		{Device: "battery", Name: "soc_pct", Value: v(72.5), Unit: "%", AgeS: 0.4},
 		{Device: "battery", Name: "power_w", Value: v(-1500), Unit: "W", AgeS: 0.4},
 		{Device: "battery", Name: "cell_v_max", Value: v(3.412), Unit: "V", AgeS: 0.4},

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/drivers/sim"
 )
 
@@ -172,7 +173,7 @@ uplink:
   broker: %[4]s
   boot_delay: %[5]s
 `, id, gdir, ln.Addr(), broker, bootDelay)
-	cfg, err := agent.ParseConfig(id+".yaml", []byte(cfgText))
+	cfg, err := config.Parse(id+".yaml", []byte(cfgText))
 	if err != nil {
 		return nil, err
 	}

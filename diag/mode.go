@@ -1,4 +1,4 @@
-package agent
+package diag
 
 import (
 	"encoding/json"
@@ -19,11 +19,9 @@ type ModeRequest struct {
 // maxLocalLease bounds a local override, so a forgotten one ends by itself.
 const maxLocalLease = 12 * time.Hour
 
-// errNoControl is returned when the agent controls no device.
-var errNoControl = errors.New("this agent controls no device: there is no mode to set")
-
-func (a *Agent) modeHandlers(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+DiagAPIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) modeHandlers(mux *http.ServeMux) {
+	a := s.opt.Agent
+	mux.HandleFunc("POST "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {
 		var req ModeRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 		dec.DisallowUnknownFields()
@@ -36,25 +34,24 @@ func (a *Agent) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s", req.For, maxLocalLease))
 			return
 		}
-		if a.override == nil {
-			writeAPIError(w, http.StatusConflict, errNoControl)
+		ack, err := a.SetMode(req.Mode, d)
+		if errors.Is(err, ErrNoControl) {
+			writeAPIError(w, http.StatusConflict, err)
 			return
 		}
-		ack, err := a.override(req.Mode, d)
 		if err != nil {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		a.log.Info("local mode set", "mode", req.Mode, "for", d, "result", ack.Result, "reason", ack.Reason)
+		s.log.Info("local mode set", "mode", req.Mode, "for", d, "result", ack.Result, "reason", ack.Reason)
 		writeAPI(w, http.StatusOK, ack)
 	})
-	mux.HandleFunc("DELETE "+DiagAPIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {
-		if a.clearOverride == nil {
-			writeAPIError(w, http.StatusConflict, errNoControl)
+	mux.HandleFunc("DELETE "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.ClearMode(); err != nil {
+			writeAPIError(w, http.StatusConflict, err)
 			return
 		}
-		a.clearOverride()
-		a.log.Info("local mode cleared")
+		s.log.Info("local mode cleared")
 		writeAPI(w, http.StatusOK, map[string]string{"result": "cleared"})
 	})
 }

@@ -1,10 +1,10 @@
-package safety
+package hw
 
 import (
-	"sync"
-
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"periph.io/x/host/v3"
@@ -49,6 +49,32 @@ type Outputs struct {
 	Contactor gpio.PinOut
 	StatusLED gpio.PinOut
 }
+
+// OpenOutputs finds the contactor and status LED pins by their names (""
+// for a pin not used). A pin that cannot be found is left out, and its
+// error returned with the others.
+func OpenOutputs(contactor, statusLED string) (Outputs, error) {
+	var o Outputs
+	var errs []error
+	if contactor != "" {
+		if pin, err := PinByName(contactor); err != nil {
+			errs = append(errs, fmt.Errorf("gpio.contactor: %w", err))
+		} else {
+			o.Contactor = pin
+		}
+	}
+	if statusLED != "" {
+		if pin, err := PinByName(statusLED); err != nil {
+			errs = append(errs, fmt.Errorf("gpio.status_led: %w", err))
+		} else {
+			o.StatusLED = pin
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// None reports whether no output pin is driven.
+func (o Outputs) None() bool { return o.Contactor == nil && o.StatusLED == nil }
 
 // Set closes the contactor (high) unless the e-stop is engaged, and lights
 // the LED while safety is ok.

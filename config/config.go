@@ -1,4 +1,13 @@
-package agent
+// Package config turns the agent's one YAML file into a validated Config.
+// Every problem is reported with the file's line: unknown keys, values that
+// do not decode, and what each package says of its own settings (drivers of
+// a link, safety of the limits, uplink of the broker and certificates),
+// which config only places on the line that set them. Validation reads the
+// files the config names and nothing else: no device, no network.
+//
+// Config holds the file's defaults, and converts its sections into the
+// settings each package takes.
+package config
 
 import (
 	"bytes"
@@ -6,9 +15,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
+	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,10 +29,12 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/safety"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 // Config is the agent's whole configuration: one YAML file. The zero value
-// is not useful; use LoadConfig or ParseConfig, which apply defaults and
+// is not useful; use Load or Parse, which apply defaults and
 // validate.
 type Config struct {
 	GatewayID         string `yaml:"gateway_id"`
@@ -96,7 +106,7 @@ type DeviceConfig struct {
 
 // RegisterMap returns the profile the device's profile key resolved to
 // when the config was validated; nil for a config not built by
-// ParseConfig.
+// Parse.
 func (d DeviceConfig) RegisterMap() *drivers.Profile { return d.profile }
 
 // SafetyConfig holds the local limits that hold whatever the cloud says.
@@ -154,9 +164,7 @@ type BufferConfig struct {
 const (
 	DefaultDataDir      = "/var/lib/hearth"
 	DefaultDiagSocket   = "/run/hearth/hearth.sock"
-	DefaultTopicPrefix  = "hearth/v1"
 	DefaultPollInterval = time.Second
-	DefaultTimeout      = time.Second
 	// DefaultMaxBytes holds a week of 1 Hz readings from four devices at
 	// roughly 300 bytes each on disk.
 	DefaultMaxBytes = 256 << 20
@@ -180,14 +188,14 @@ func defaultConfig() Config {
 			MaxLease:      Duration(24 * time.Hour),
 			Fallback:      string(hearth.ModeAuto),
 
-			SocHysteresisPct: 2,
-			ClockSkew:        Duration(30 * time.Second),
+			SocHysteresisPct: safety.DefaultSoCHysteresisPct,
+			ClockSkew:        Duration(safety.DefaultClockSkew),
 			RevertTimeout:    Duration(60 * time.Second),
 			EffectiveWithin:  Duration(15 * time.Second),
 			MeterPoint:       "grid_power_w",
 		},
 		Uplink: UplinkConfig{
-			TopicPrefix: DefaultTopicPrefix,
+			TopicPrefix: uplink.DefaultTopicPrefix,
 			BootDelay:   Duration(30 * time.Second),
 		},
 		Buffer: BufferConfig{MaxBytes: DefaultMaxBytes},
@@ -203,17 +211,11 @@ func defaultDevice() DeviceConfig {
 		StopBits:     1,
 		UnitID:       1,
 		PollInterval: Duration(DefaultPollInterval),
-		Timeout:      Duration(DefaultTimeout),
-		Retries:      DefaultRetries,
-		MaxBackoff:   Duration(DefaultMaxBackoff),
+		Timeout:      Duration(drivers.DefaultTimeout),
+		Retries:      drivers.DefaultRetries,
+		MaxBackoff:   Duration(drivers.DefaultMaxBackoff),
 	}
 }
-
-// Device defaults for the bus policy.
-const (
-	DefaultRetries    = 2
-	DefaultMaxBackoff = 30 * time.Second
-)
 
 // applyDeviceDefaults fills what the file leaves out of each device. The
 // lines index says which keys were present, so an explicit unit_id 0 (valid
@@ -259,24 +261,24 @@ func applyDeviceDefaults(c *Config, lines map[string]int) {
 	}
 }
 
-// ConfigError is one problem in a config file, at a line.
-type ConfigError struct {
+// Error is one problem in a config file, at a line.
+type Error struct {
 	File string
 	Line int
 	Msg  string
 }
 
-func (e ConfigError) Error() string {
+func (e Error) Error() string {
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
 	}
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// ConfigErrors is every problem found in a config file, in line order.
-type ConfigErrors []ConfigError
+// Errors is every problem found in a config file, in line order.
+type Errors []Error
 
-func (es ConfigErrors) Error() string {
+func (es Errors) Error() string {
 	var b strings.Builder
 	for i, e := range es {
 		if i > 0 {
@@ -287,28 +289,48 @@ func (es ConfigErrors) Error() string {
 	return b.String()
 }
 
-// LoadConfig reads and validates the config file at path. On any problem it
-// returns ConfigErrors naming each line; it touches nothing but the file.
-func LoadConfig(path string) (*Config, error) {
+// Load reads and validates the config file at path, and checks that the
+// files it names (certificates, password, profiles) can be read and are
+// what they should be. On any problem it returns Errors naming each line;
+// it touches nothing but the files.
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return parse(path, data, true)
+}
+
+// Read reads and validates the config file at path like Load, but does
+// not check the files it names beyond the profiles: for the steps of
+// commissioning that come before the certificates exist.
+func Read(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parse(path, data, false)
 }
 
 var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
 var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
 
-// ParseConfig parses and validates a config held in memory; name is used in
-// error messages.
-func ParseConfig(name string, data []byte) (*Config, error) {
+// Parse parses and validates a config held in memory; name is used in
+// error messages, and relative profile paths are taken from its folder.
+// Of the files the config names it reads only the profiles: a config may
+// be written before its certificates exist (hearth config init, then
+// hearth cert request). Load checks them too.
+func Parse(name string, data []byte) (*Config, error) {
+	return parse(name, data, false)
+}
+
+func parse(name string, data []byte, files bool) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, ConfigErrors{syntaxError(name, err)}
+		return nil, Errors{syntaxError(name, err)}
 	}
 	cfg := defaultConfig()
-	var errs ConfigErrors
+	var errs Errors
 	if len(root.Content) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
@@ -328,7 +350,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		indexLines(root.Content[0], "", lines)
 	}
 	applyDeviceDefaults(&cfg, lines)
-	v := validator{file: name, dir: filepath.Dir(name), lines: lines}
+	v := validator{file: name, dir: filepath.Dir(name), lines: lines, files: files}
 	v.validate(&cfg)
 	// A value that failed to decode is reported once, by the decoder.
 	reported := map[int]bool{}
@@ -347,19 +369,19 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
-func syntaxError(file string, err error) ConfigError {
+func syntaxError(file string, err error) Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := lineRe.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
-		return ConfigError{File: file, Line: n, Msg: m[2]}
+		return Error{File: file, Line: n, Msg: m[2]}
 	}
-	return ConfigError{File: file, Msg: msg}
+	return Error{File: file, Msg: msg}
 }
 
-func typeError(file, msg string) ConfigError {
+func typeError(file, msg string) Error {
 	m := lineRe.FindStringSubmatch(msg)
 	if m == nil {
-		return ConfigError{File: file, Msg: msg}
+		return Error{File: file, Msg: msg}
 	}
 	n, _ := strconv.Atoi(m[1])
 	text := m[2]
@@ -367,7 +389,7 @@ func typeError(file, msg string) ConfigError {
 		text = fmt.Sprintf("unknown key %q", k[1])
 	}
 	text = strings.ReplaceAll(text, "cannot unmarshal !!str ", "cannot use string ")
-	return ConfigError{File: file, Line: n, Msg: text}
+	return Error{File: file, Line: n, Msg: text}
 }
 
 // indexLines records the line of every key path, such as "safety.soc_min_pct"
@@ -400,7 +422,8 @@ type validator struct {
 	file  string
 	dir   string // relative profile files are found from here
 	lines map[string]int
-	errs  ConfigErrors
+	files bool // check the files the config names
+	errs  Errors
 }
 
 // errorf records a problem at the line of path, or of its nearest parent
@@ -418,7 +441,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 		}
 		p = p[:i]
 	}
-	v.errs = append(v.errs, ConfigError{File: v.file, Line: line, Msg: path + ": " + fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, Error{File: v.file, Line: line, Msg: path + ": " + fmt.Sprintf(format, args...)})
 }
 
 var gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -451,7 +474,7 @@ func (v *validator) validate(c *Config) {
 	v.profiles(c)
 	v.safety(c.Safety)
 	v.control(c)
-	v.uplink(c.Uplink)
+	v.uplink(c)
 	if c.Buffer.MaxBytes < 1<<20 {
 		v.errorf("buffer.max_bytes", "%d is below the 1 MiB minimum", c.Buffer.MaxBytes)
 	}
@@ -470,112 +493,55 @@ func (v *validator) device(p string, d DeviceConfig, names map[string]bool) {
 	if d.Profile == "" {
 		v.errorf(p+".profile", "required")
 	}
-	switch d.Transport {
-	case "tcp", "rtu-over-tcp":
-		if _, _, err := net.SplitHostPort(d.Address); err != nil {
-			v.errorf(p+".address", "want host:port for transport %s, got %q", d.Transport, d.Address)
-		}
-	case "rtu":
-		if !strings.HasPrefix(d.Address, "/") {
-			v.errorf(p+".address", "want a serial device path such as /dev/ttyUSB0 for transport rtu, got %q", d.Address)
-		}
-	default:
-		v.errorf(p+".transport", "%q is not one of tcp, rtu, rtu-over-tcp", d.Transport)
-	}
-	switch d.Baud {
-	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
-	default:
-		v.errorf(p+".baud", "%d is not a standard baud rate", d.Baud)
-	}
-	switch d.Parity {
-	case "N", "E", "O":
-	default:
-		v.errorf(p+".parity", "%q is not one of N, E, O", d.Parity)
-	}
-	if d.StopBits != 1 && d.StopBits != 2 {
-		v.errorf(p+".stop_bits", "%d is not 1 or 2", d.StopBits)
-	}
+	v.attach(p+".", d.Link().Validate(), nil)
 	if d.UnitID < 0 || d.UnitID > 247 {
 		v.errorf(p+".unit_id", "%d is outside 0..247", d.UnitID)
 	}
 	if d.PollInterval.D() < 100*time.Millisecond || d.PollInterval.D() > time.Hour {
 		v.errorf(p+".poll_interval", "%s is outside 100ms..1h", d.PollInterval)
 	}
-	if d.Timeout.D() < 10*time.Millisecond || d.Timeout.D() > time.Minute {
-		v.errorf(p+".timeout", "%s is outside 10ms..1m", d.Timeout)
-	}
-	if d.Retries < 0 || d.Retries > 5 {
-		v.errorf(p+".retries", "%d is outside 0..5", d.Retries)
-	}
-	if d.MaxBackoff.D() < time.Second || d.MaxBackoff.D() > time.Hour {
-		v.errorf(p+".max_backoff", "%s is outside 1s..1h", d.MaxBackoff)
-	}
-	if d.InterRequestGap.D() < 0 || d.InterRequestGap.D() > 10*time.Second {
-		v.errorf(p+".inter_request_gap", "%s is outside 0..10s", d.InterRequestGap)
+}
+
+// Link returns the settings of the device's physical link. Devices that
+// share a link share its gap: the agent gives the link the largest any of
+// them asks for.
+func (d DeviceConfig) Link() drivers.LinkConfig {
+	return drivers.LinkConfig{
+		Transport: d.Transport, Address: d.Address,
+		Baud: d.Baud, Parity: d.Parity, StopBits: d.StopBits,
+		Timeout: d.Timeout.D(), Gap: d.InterRequestGap.D(), Retries: d.Retries, MaxBackoff: d.MaxBackoff.D(),
 	}
 }
 
+// LinkKey names the device's physical link: devices with the same key
+// share one bus owner.
+func (d DeviceConfig) LinkKey() string { return d.Transport + " " + d.Address }
+
 func (v *validator) safety(s SafetyConfig) {
-	finite := func(key string, x float64) bool {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			v.errorf("safety."+key, "must be a finite number")
-			return false
-		}
-		return true
+	v.attach("safety.", s.Limits().Validate(), nil)
+}
+
+// Limits returns the limits the safety section sets.
+func (s SafetyConfig) Limits() safety.Limits {
+	l := safety.Limits{
+		SoCMinPct: s.SocMinPct, SoCMaxPct: s.SocMaxPct, SoCHysteresisPct: s.SocHysteresisPct,
+		MaxChargeW: hearth.Watts(s.MaxChargeW), MaxDischargeW: hearth.Watts(s.MaxDischargeW),
+		RampWPerS: s.RampWPerS, MaxReadingAge: s.MaxReadingAge.D(),
+		CellVMin: s.CellVMin, CellVMax: s.CellVMax, CellVHysteresis: safety.DefaultCellVHysteresis,
+		TempCMin: s.TempCMin, TempCMax: s.TempCMax, TempHysteresisC: safety.DefaultTempHysteresisC,
+		MaxLease: s.MaxLease.D(), ClockSkew: s.ClockSkew.D(), Fallback: hearth.Mode(s.Fallback),
 	}
-	pct := func(key string, x float64) {
-		if finite(key, x) && (x < 0 || x > 100) {
-			v.errorf("safety."+key, "%g is outside 0..100", x)
-		}
+	if s.ExportLimitW != nil {
+		w := hearth.Watts(*s.ExportLimitW)
+		l.ExportLimitW = &w
 	}
-	pct("soc_min_pct", s.SocMinPct)
-	pct("soc_max_pct", s.SocMaxPct)
-	if s.SocMinPct >= s.SocMaxPct {
-		v.errorf("safety.soc_min_pct", "%g must be below soc_max_pct (%g)", s.SocMinPct, s.SocMaxPct)
-	}
-	for _, kv := range []struct {
-		k string
-		x float64
-	}{{"max_charge_w", s.MaxChargeW}, {"max_discharge_w", s.MaxDischargeW}, {"ramp_w_per_s", s.RampWPerS}} {
-		if finite(kv.k, kv.x) && kv.x < 0 {
-			v.errorf("safety."+kv.k, "%g must not be negative", kv.x)
-		}
-	}
-	if s.RampWPerS == 0 {
-		v.errorf("safety.ramp_w_per_s", "must be above 0")
-	}
-	if finite("cell_v_min", s.CellVMin) && finite("cell_v_max", s.CellVMax) && s.CellVMin >= s.CellVMax {
-		v.errorf("safety.cell_v_min", "%g must be below cell_v_max (%g)", s.CellVMin, s.CellVMax)
-	}
-	if finite("temp_c_min", s.TempCMin) && finite("temp_c_max", s.TempCMax) && s.TempCMin >= s.TempCMax {
-		v.errorf("safety.temp_c_min", "%g must be below temp_c_max (%g)", s.TempCMin, s.TempCMax)
-	}
-	if s.ExportLimitW != nil && finite("export_limit_w", *s.ExportLimitW) && *s.ExportLimitW < 0 {
-		v.errorf("safety.export_limit_w", "%g must not be negative", *s.ExportLimitW)
-	}
-	if s.MaxReadingAge.D() <= 0 {
-		v.errorf("safety.max_reading_age", "must be above 0")
-	}
-	if s.MaxLease.D() <= 0 {
-		v.errorf("safety.max_lease", "must be above 0")
-	}
-	switch hearth.Mode(s.Fallback) {
-	case hearth.ModeAuto, hearth.ModeIdle:
-	default:
-		v.errorf("safety.fallback", "%q is not one of auto, idle", s.Fallback)
-	}
+	return l
 }
 
 // control checks the safety keys that depend on the rest of the config,
 // and the watchdog and GPIO sections. It touches no device.
 func (v *validator) control(c *Config) {
 	s := c.Safety
-	if s.SocHysteresisPct < 0 || math.IsNaN(s.SocHysteresisPct) || (s.SocMinPct < s.SocMaxPct && s.SocHysteresisPct >= s.SocMaxPct-s.SocMinPct) {
-		v.errorf("safety.soc_hysteresis_pct", "%g must be at least 0 and below the SoC window", s.SocHysteresisPct)
-	}
-	if s.ClockSkew.D() < 0 {
-		v.errorf("safety.clock_skew", "must not be negative")
-	}
 	if r := s.RevertTimeout.D(); r < 3*time.Second || r > 65534*time.Second {
 		v.errorf("safety.revert_timeout", "%s is outside 3s..65534s (the device counts whole seconds)", s.RevertTimeout)
 	} else {
@@ -615,25 +581,73 @@ func (v *validator) control(c *Config) {
 	}
 }
 
-func (v *validator) uplink(u UplinkConfig) {
-	if u.Broker == "" {
-		v.errorf("uplink.broker", "required (tcp://host:port or tls://host:port)")
-	} else if b, err := url.Parse(u.Broker); err != nil || (b.Scheme != "tcp" && b.Scheme != "tls") || b.Port() == "" {
-		v.errorf("uplink.broker", "%q: want tcp://host:port or tls://host:port", u.Broker)
-	}
-	if (u.CertFile == "") != (u.KeyFile == "") {
-		v.errorf("uplink.cert_file", "cert_file and key_file go together")
-	}
-	if u.TopicPrefix == "" || strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasSuffix(u.TopicPrefix, "/") {
-		v.errorf("uplink.topic_prefix", "%q must be non-empty, without '+', '#' or a trailing '/'", u.TopicPrefix)
-	}
-	if u.BootDelay.D() < 0 {
-		v.errorf("uplink.boot_delay", "must not be negative")
+func (v *validator) uplink(c *Config) {
+	u := c.Uplink
+	// The gateway id is checked above, by the stricter rule.
+	v.attach("uplink.", c.session("").Validate(), map[string]string{"gateway_id": ""})
+	if v.files {
+		if u.PasswordFile != "" {
+			if _, err := os.ReadFile(u.PasswordFile); err != nil {
+				v.errorf("uplink.password_file", "%v", err)
+			}
+		}
+		v.attach("uplink.", c.session("").CheckFiles(), nil)
 	}
 	for id, key := range u.SetpointKeys {
 		if _, err := decodeKey(key); err != nil {
 			v.errorf("uplink.setpoint_keys."+id, "%v", err)
 		}
+	}
+}
+
+// Session returns the uplink's settings, with the password read from
+// password_file. log is the session's logger.
+func (c *Config) Session(log *slog.Logger) (uplink.Config, error) {
+	password := ""
+	if c.Uplink.PasswordFile != "" {
+		b, err := os.ReadFile(c.Uplink.PasswordFile)
+		if err != nil {
+			return uplink.Config{}, fmt.Errorf("read uplink.password_file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	cfg := c.session(password)
+	cfg.Logger = log
+	return cfg, nil
+}
+
+func (c *Config) session(password string) uplink.Config {
+	u := c.Uplink
+	return uplink.Config{
+		Broker: u.Broker, ClientID: u.ClientID, GatewayID: c.GatewayID, TopicPrefix: u.TopicPrefix,
+		Username: u.Username, Password: password,
+		CAFile: u.CAFile, CertFile: u.CertFile, KeyFile: u.KeyFile,
+		BootDelayMax: u.BootDelay.D(),
+	}
+}
+
+// attach places the FieldErrors in err, reported by the package that owns
+// the settings, on the lines of prefix+field. rename maps a field to
+// another path ("" for one reported elsewhere). A path already reported is
+// not reported again.
+func (v *validator) attach(prefix string, err error, rename map[string]string) {
+	if err == nil {
+		return
+	}
+	var fes hearth.FieldErrors
+	if !errors.As(err, &fes) {
+		v.errorf(strings.TrimSuffix(prefix, "."), "%v", err)
+		return
+	}
+	for _, fe := range fes {
+		path := prefix + fe.Field
+		if to, ok := rename[fe.Field]; ok {
+			if to == "" {
+				continue
+			}
+			path = to
+		}
+		v.errorf(path, "%s", fe.Msg)
 	}
 }
 

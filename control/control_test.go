@@ -1,4 +1,4 @@
-package agent
+package control
 
 import (
 	"context"
@@ -86,14 +86,35 @@ func (r *ctlRig) restart() {
 		r.t.Fatal(err)
 	}
 	r.store = store
-	ctl, err := newController(controlOptions{
-		Limits: testSafetyLimits(), Store: store, Devices: []storage{r.st},
+	ctl, err := New(Options{
+		Limits: testSafetyLimits(), Store: store, Devices: []Device{storageDevice{r.st}}, Event: storeEvent(store),
 		Now: r.clock.Now, Synced: func() bool { return r.synced }, EffectiveWithin: 5 * time.Second,
 	})
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.ctl = ctl
+}
+
+// storageDevice is a SunSpec device's storage controls as the controller
+// sees them, as the agent wires them.
+type storageDevice struct{ *drivers.Storage }
+
+func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (any, error) {
+	return d.Storage.Apply(ctx, a)
+}
+
+// storeEvent records events in the buffer's outbox, as the agent does.
+func storeEvent(store *buffer.Store) func(string, map[string]any) {
+	return func(typ string, data map[string]any) {
+		b, err := json.Marshal(data)
+		if err == nil {
+			_, err = store.AppendEvent(hearth.Event{Type: typ, Data: b})
+		}
+		if err != nil {
+			panic(err)
+		}
+	}
 }
 
 // cycle is one poll cycle: the clock moves, the device is read, and the

@@ -1,7 +1,8 @@
-package safety
+package hw
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -119,25 +120,33 @@ func TestWatchdogFedOnlyWhileHealthy(t *testing.T) {
 	if err := os.WriteFile(hwPath, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	healthy := true
-	w, err := OpenWatchdog(hwPath, sock, "", time.Hour, func() bool { mu.Lock(); defer mu.Unlock(); return healthy })
+	n, err := OpenNotifier(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Notify("READY=1"); err != nil {
+	wd, err := OpenWatchdog(hwPath)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if fed, err := w.Feed(); !fed || err != nil {
+	var mu sync.Mutex
+	healthy := true
+	f := NewFeeder(wd, n, time.Hour, "", func() bool { mu.Lock(); defer mu.Unlock(); return healthy })
+	if err := n.Notify("READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if fed, err := f.Feed(); !fed || err != nil {
 		t.Fatalf("healthy feed: fed=%v err=%v", fed, err)
 	}
 	mu.Lock()
 	healthy = false
 	mu.Unlock()
-	if fed, _ := w.Feed(); fed {
+	if fed, _ := f.Feed(); fed {
 		t.Fatal("fed while unhealthy")
 	}
-	if err := w.Close(); err != nil {
+	if err := n.Notify("STOPPING=1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(wd.Close(), n.Close()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "STOPPING=1", func() bool { m := msgs(); return len(m) > 0 && m[len(m)-1] == "STOPPING=1" })
@@ -150,14 +159,35 @@ func TestWatchdogFedOnlyWhileHealthy(t *testing.T) {
 	}
 }
 
-func TestWatchdogIntervalFromSystemd(t *testing.T) {
+// TestFeederRunsWithoutHardwareWatchdog: with no hardware watchdog (none
+// configured, or /dev/watchdog held by systemd), systemd's watchdog is
+// still fed by the running feeder.
+func TestFeederRunsWithoutHardwareWatchdog(t *testing.T) {
 	t.Parallel()
-	w, err := OpenWatchdog("", "", "4000000", time.Minute, func() bool { return true })
+	sock, msgs := notifySocket(t)
+	if _, err := OpenWatchdog(filepath.Join(t.TempDir(), "no", "watchdog")); err == nil {
+		t.Fatal("opening a missing watchdog device succeeded")
+	}
+	n, err := OpenNotifier(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
-	if w.interval != 2*time.Second {
-		t.Errorf("interval %s with WATCHDOG_USEC=4s, want 2s", w.interval)
+	defer n.Close()
+	f := NewFeeder(nil, n, 10*time.Millisecond, "", func() bool { return true })
+	f.Start(func(err error) { t.Errorf("feed: %v", err) })
+	waitFor(t, "two feeds", func() bool { return len(msgs()) >= 2 })
+	f.Close()
+	for _, m := range msgs() {
+		if m != "WATCHDOG=1" {
+			t.Errorf("systemd was told %q, want only WATCHDOG=1", m)
+		}
+	}
+}
+
+func TestWatchdogIntervalFromSystemd(t *testing.T) {
+	t.Parallel()
+	f := NewFeeder(nil, nil, time.Minute, "4000000", func() bool { return true })
+	if f.Interval() != 2*time.Second {
+		t.Errorf("interval %s with WATCHDOG_USEC=4s, want 2s", f.Interval())
 	}
 }

@@ -1,10 +1,11 @@
-package agent
+package diag
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -12,35 +13,41 @@ import (
 	"time"
 )
 
-// serveMetrics serves read-only Prometheus metrics on metrics_listen. It is
-// the agent's only TCP listener, and it has no write path.
-func (a *Agent) serveMetrics() (func(), error) {
-	if a.cfg.MetricsListen == "" {
-		return func() {}, nil
-	}
-	ln, err := net.Listen("tcp", a.cfg.MetricsListen)
+// Metrics serves read-only Prometheus metrics. It is the agent's only TCP
+// listener, and it has no write path.
+type Metrics struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+// StartMetrics listens on addr (host:port) and serves /metrics, from what
+// status returns, on a goroutine of its own until Close.
+func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*Metrics, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		a.writeMetrics(w)
+		WriteMetrics(w, status())
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
+	m := &Metrics{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
 	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("metrics", "err", err)
+		defer close(m.done)
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && log != nil {
+			log.Error("metrics", "err", err)
 		}
 	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}, nil
+	return m, nil
+}
+
+// Close stops serving and waits briefly for requests in flight.
+func (m *Metrics) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	m.srv.Shutdown(ctx)
+	<-m.done
 }
 
 // metricWriter writes the Prometheus text format, one HELP/TYPE header per
@@ -82,9 +89,9 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-func (a *Agent) writeMetrics(w io.Writer) {
+// WriteMetrics writes st in the Prometheus text format.
+func WriteMetrics(w io.Writer, st StatusReport) {
 	m := &metricWriter{w: w, seen: map[string]bool{}}
-	st := a.Status()
 	now := st.Time
 	m.write("hearth_up", "gauge", "1 while the agent runs.", nil, 1)
 	m.write("hearth_healthy", "gauge", "1 when hearth status says OK.", nil, b2f(st.Verdict == "OK"))

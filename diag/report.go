@@ -1,4 +1,4 @@
-package agent
+package diag
 
 import (
 	"fmt"
@@ -144,8 +144,9 @@ func UnitOf(name string) string {
 	return ""
 }
 
-// verdict sums up a status report: OK, or DEGRADED with its reasons.
-func verdict(r *StatusReport, now time.Time) {
+// Judge sums up a status report in its Verdict and Reasons: OK, or
+// DEGRADED with its reasons, most serious first.
+func (r *StatusReport) Judge(now time.Time) {
 	var reasons []string
 	if r.Safety.State != "" && r.Safety.State != "ok" {
 		reasons = append(reasons, "safety: "+r.Safety.State)

@@ -1,4 +1,13 @@
-package agent
+// Package control runs the control loop: on every reading, lease change
+// and tick it evaluates the active setpoint lease (or the fallback) against
+// the latest readings and the local limits (package safety), and writes
+// one safety.Approved command per controllable device, refreshing it before
+// the device's revert timer lapses. It owns the lease state and persists it.
+//
+// control imports only the root package and safety. The devices it writes
+// to, the store it persists in and the event sink are interfaces it
+// defines; package agent hands it the concrete ones.
+package control
 
 import (
 	"context"
@@ -7,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -15,8 +23,6 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
-	"github.com/hearth-energy/hearth/buffer"
-	"github.com/hearth-energy/hearth/drivers"
 	"github.com/hearth-energy/hearth/safety"
 )
 
@@ -40,20 +46,31 @@ const (
 	metaVersion = "safety.highest_version"
 )
 
-// storage is what the controller needs of a controllable device.
-type storage interface {
+// Device is a controllable device: one that takes approved commands.
+type Device interface {
 	Name() string
-	Apply(ctx context.Context, a safety.Approved) (drivers.StorageStatus, error)
+	// Apply writes a and reads it back. A read-back that does not show
+	// what was written returns an error wrapping hearth.ErrNotEffective;
+	// readback then describes what was read (JSON-encodable, for the
+	// event).
+	Apply(ctx context.Context, a safety.Approved) (readback any, err error)
+	// RevertTimeout is the device's revert timer: a command not refreshed
+	// within it lapses, and the device returns to its own logic.
 	RevertTimeout() time.Duration
 }
 
-var _ storage = (*drivers.Storage)(nil)
+// Store persists the lease state: a key-value table that survives a
+// restart.
+type Store interface {
+	Meta(key string) (value string, ok bool, err error)
+	SetMeta(key, value string) error
+}
 
-// controlOptions configures a Controller.
-type controlOptions struct {
+// Options configures a Controller.
+type Options struct {
 	Limits  safety.Limits
-	Store   *buffer.Store
-	Devices []storage
+	Store   Store
+	Devices []Device
 	// MeterDevice names the device whose MeterPoint is the site's grid
 	// power, positive exporting; empty when there is no meter.
 	MeterDevice, MeterPoint string
@@ -62,7 +79,7 @@ type controlOptions struct {
 	EffectiveWithin time.Duration
 	Now             func() time.Time // nil: time.Now
 	Synced          func() bool      // whether the wall clock can be trusted
-	// Event records an event; nil stores it in Store's outbox directly.
+	// Event records an event (required); it must not block.
 	Event  func(typ string, data map[string]any)
 	Logger *slog.Logger
 }
@@ -73,7 +90,7 @@ type controlOptions struct {
 // It owns the lease state and persists it in the buffer's meta table.
 // Its methods are safe for concurrent use.
 type Controller struct {
-	opt  controlOptions
+	opt  Options
 	log  *slog.Logger
 	kick chan struct{}
 
@@ -95,11 +112,14 @@ type Controller struct {
 	lastStep time.Time
 
 	applyMu sync.Mutex // one evaluate-and-write at a time
+
+	cancel context.CancelFunc // stops the loop Start runs
+	wg     sync.WaitGroup
 }
 
 // ctlDevice is what the controller remembers about writing to a device.
 type ctlDevice struct {
-	st        storage
+	st        Device
 	written   safety.Approved
 	writtenAt time.Time
 	since     time.Time // when the current command was first written
@@ -107,10 +127,14 @@ type ctlDevice struct {
 	failing   bool
 }
 
-// newController builds a controller and restores the persisted lease: an
-// unexpired lease received on a synchronised clock is resumed; any other
-// is ended with a lease_ended event and never applied.
-func newController(opt controlOptions) (*Controller, error) {
+// New builds a controller and restores the persisted lease: an unexpired
+// lease received on a synchronised clock is resumed; any other is ended
+// with a lease_ended event and never applied. It starts nothing: Start
+// runs the loop.
+func New(opt Options) (*Controller, error) {
+	if opt.Store == nil || opt.Event == nil {
+		return nil, errors.New("control: Store and Event are required")
+	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -195,6 +219,15 @@ func (c *Controller) OnState(fn func(hearth.State)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onState = append(c.onState, fn)
+}
+
+// Devices names the devices the controller writes to, in config order.
+func (c *Controller) Devices() []string {
+	names := make([]string, len(c.opt.Devices))
+	for i, d := range c.opt.Devices {
+		names[i] = d.Name()
+	}
+	return names
 }
 
 // State returns what the controller is doing now.
@@ -350,6 +383,25 @@ func (c *Controller) ClearOverride() {
 	c.wake()
 }
 
+// Start runs the loop (Run) on a goroutine of its own until Close.
+func (c *Controller) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Go(func() { c.Run(ctx) })
+}
+
+// Close stops the loop Start runs, waits for it, and hands every device
+// back to its own logic, spending at most a second on it.
+func (c *Controller) Close() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Release(ctx)
+}
+
 // Run steps the loop on every wake-up (reading, lease, e-stop) and at
 // least every tick, until ctx ends. The tick is a sixth of the shortest
 // revert timer, at most a second, so commands are refreshed well within a
@@ -441,7 +493,7 @@ func (c *Controller) Step(ctx context.Context) {
 	// on Modbus.
 	type result struct {
 		j   job
-		st  drivers.StorageStatus
+		st  any
 		err error
 	}
 	results := make([]result, 0, len(jobs))
@@ -454,7 +506,7 @@ func (c *Controller) Step(ctx context.Context) {
 	for _, r := range results {
 		d, a := r.j.d, r.j.a
 		switch {
-		case r.err == nil || errors.Is(r.err, drivers.ErrNotEffective):
+		case r.err == nil || errors.Is(r.err, hearth.ErrNotEffective):
 			if !d.written.Equal(a) {
 				d.since, d.flagged = now, false
 			}
@@ -637,144 +689,4 @@ func (c *Controller) persist(key string, l *safety.Lease) {
 	}
 }
 
-func (c *Controller) event(typ string, data map[string]any) {
-	if c.opt.Event != nil {
-		c.opt.Event(typ, data)
-		return
-	}
-	b, err := json.Marshal(data)
-	if err != nil {
-		c.log.Error("encode event", "type", typ, "err", err)
-		return
-	}
-	if _, err := c.opt.Store.AppendEvent(buffer.Event{Type: typ, Data: b}); err != nil {
-		c.log.Error("record event", "type", typ, "err", err)
-	}
-}
-
-// limitsFrom turns the safety config into the evaluator's limits.
-func limitsFrom(s SafetyConfig) safety.Limits {
-	l := safety.Limits{
-		SoCMinPct: s.SocMinPct, SoCMaxPct: s.SocMaxPct, SoCHysteresisPct: s.SocHysteresisPct,
-		MaxChargeW: hearth.Watts(s.MaxChargeW), MaxDischargeW: hearth.Watts(s.MaxDischargeW),
-		RampWPerS: s.RampWPerS, MaxReadingAge: s.MaxReadingAge.D(),
-		CellVMin: s.CellVMin, CellVMax: s.CellVMax, CellVHysteresis: safety.DefaultCellVHysteresis,
-		TempCMin: s.TempCMin, TempCMax: s.TempCMax, TempHysteresisC: safety.DefaultTempHysteresisC,
-		MaxLease: s.MaxLease.D(), ClockSkew: s.ClockSkew.D(), Fallback: hearth.Mode(s.Fallback),
-	}
-	if s.ExportLimitW != nil {
-		w := hearth.Watts(*s.ExportLimitW)
-		l.ExportLimitW = &w
-	}
-	return l
-}
-
-// newControl builds the controller for every SunSpec device but the meter
-// (only SunSpec devices have storage controls, model 124), and hands its
-// state to the diagnostics API.
-func (a *Agent) newControl() error {
-	var devs []storage
-	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
-			devs = append(devs, drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D()))
-		}
-	}
-	ctl, err := newController(controlOptions{
-		Limits: limitsFrom(a.cfg.Safety), Store: a.store, Devices: devs,
-		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
-		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
-		Now:             a.clock.Now,
-		Synced:          func() bool { return a.clockState() == hearth.ClockSynced },
-		Event:           a.recordEvent,
-		Logger:          a.log.With("component", "control"),
-	})
-	if err != nil {
-		return err
-	}
-	a.ctl = ctl
-	a.stateSource = ctl.State
-	a.override, a.clearOverride = ctl.Override, ctl.ClearOverride
-	return nil
-}
-
-// stall is how long the poll or control loop may go without a beat before
-// the watchdogs stop being fed: a few poll cycles, each allowed its
-// requests' timeouts.
-func (a *Agent) stall() time.Duration {
-	s := 10 * time.Second
-	for _, d := range a.devices {
-		s = max(s, 3*(d.cfg.PollInterval.D()+8*d.cfg.Timeout.D()))
-	}
-	return s
-}
-
-// startControl runs the control loop, the e-stop watcher, the GPIO outputs
-// and the watchdogs. The control loop always runs: a GPIO pin or watchdog
-// that cannot be opened is logged, and a missing e-stop input counts as an
-// engaged stop. The returned function stops everything, waits for it, and
-// hands every device back to its own logic.
-func (a *Agent) startControl(ctx context.Context) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	g := a.cfg.GPIO
-	var out safety.Outputs
-	if g.Contactor != "" {
-		if pin, err := safety.PinByName(g.Contactor); err != nil {
-			a.log.Error("gpio.contactor", "err", err)
-		} else {
-			out.Contactor = pin
-		}
-	}
-	if g.StatusLED != "" {
-		if pin, err := safety.PinByName(g.StatusLED); err != nil {
-			a.log.Error("gpio.status_led", "err", err)
-		} else {
-			out.StatusLED = pin
-		}
-	}
-	if out.Contactor != nil || out.StatusLED != nil {
-		a.ctl.OnState(func(s hearth.State) {
-			if err := out.Set(s.Safety == safety.RuleEStop, s.Safety == "ok"); err != nil {
-				a.log.Error("gpio outputs", "err", err)
-			}
-		})
-	}
-	if g.EStop != "" {
-		pin, err := safety.PinByName(g.EStop)
-		if err != nil {
-			a.log.Error("gpio.estop: holding the e-stop engaged", "err", err)
-			a.ctl.SetEStop(true)
-		} else {
-			wg.Go(func() {
-				err := safety.WatchEStop(ctx, pin, g.EStopActiveHigh, func(on bool) {
-					a.log.Warn("emergency stop", "engaged", on)
-					a.ctl.SetEStop(on)
-				})
-				if err != nil {
-					a.log.Error("e-stop input: holding the e-stop engaged", "err", err)
-					a.ctl.SetEStop(true)
-				}
-			})
-		}
-	}
-	wg.Go(func() { a.ctl.Run(ctx) })
-	wd, err := safety.OpenWatchdog(a.cfg.WatchdogDevice, os.Getenv("NOTIFY_SOCKET"), os.Getenv("WATCHDOG_USEC"),
-		time.Second, func() bool { return a.ctl.Healthy(a.stall()) })
-	if err != nil {
-		a.log.Error("watchdog not fed", "err", err)
-	} else {
-		wg.Go(func() { wd.Run(ctx, func(err error) { a.log.Warn("watchdog", "err", err) }) })
-	}
-	return func() {
-		cancel()
-		wg.Wait()
-		releaseCtx, done := context.WithTimeout(context.Background(), time.Second)
-		a.ctl.Release(releaseCtx)
-		done()
-		if wd != nil {
-			if err := wd.Close(); err != nil {
-				a.log.Warn("close watchdog", "err", err)
-			}
-		}
-	}
-}
+func (c *Controller) event(typ string, data map[string]any) { c.opt.Event(typ, data) }

@@ -1,4 +1,4 @@
-package agent
+package diag
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/hearth-energy/hearth/drivers"
@@ -80,51 +79,39 @@ const (
 
 var errNoLink = errors.New("no configured device on that link")
 
-// link finds the device whose link t names; the first device on it.
-func (a *Agent) link(t ModbusTarget) (*device, error) {
+// link finds the link t names, and the unit of the device named.
+func (s *Server) link(t ModbusTarget) (Link, int, error) {
+	links := s.opt.Agent.Links()
 	switch {
 	case t.Device != "":
-		for _, d := range a.devices {
-			if d.cfg.Name == t.Device {
-				return d, nil
+		for _, l := range links {
+			for _, d := range l.Devices {
+				if d.Name == t.Device {
+					return l, d.Unit, nil
+				}
 			}
 		}
-		return nil, fmt.Errorf("%w: no device named %q", errNoLink, t.Device)
+		return Link{}, 0, fmt.Errorf("%w: no device named %q", errNoLink, t.Device)
 	case t.Address != "":
-		for _, d := range a.devices {
-			if d.cfg.Address == t.Address && (t.Transport == "" || t.Transport == d.cfg.Transport) {
-				return d, nil
+		for _, l := range links {
+			if l.Address == t.Address && (t.Transport == "" || t.Transport == l.Transport) && len(l.Devices) > 0 {
+				return l, l.Devices[0].Unit, nil
 			}
 		}
-		return nil, fmt.Errorf("%w: no device on %s %s (the agent reaches only configured links; use --direct for others)", errNoLink, t.Transport, t.Address)
+		return Link{}, 0, fmt.Errorf("%w: no device on %s %s (the agent reaches only configured links; use --direct for others)", errNoLink, t.Transport, t.Address)
 	}
-	if len(a.buses) == 1 && len(a.devices) > 0 {
-		return a.devices[0], nil
+	if len(links) == 1 && len(links[0].Devices) > 0 {
+		return links[0], links[0].Devices[0].Unit, nil
 	}
-	return nil, errors.New("name a device or an address: the agent has several links")
+	return Link{}, 0, errors.New("name a device or an address: the agent has several links")
 }
 
-func (a *Agent) linkReport(d *device) LinkReport {
-	r := LinkReport{Transport: d.cfg.Transport, Address: d.cfg.Address, Stats: d.bus.Stats(), Units: d.bus.Units()}
-	for _, o := range a.devices {
-		if o.bus == d.bus {
-			r.Devices = append(r.Devices, o.cfg.Name)
-		}
+func linkReport(l Link) LinkReport {
+	r := LinkReport{Transport: l.Transport, Address: l.Address, Stats: l.Bus.Stats(), Units: l.Bus.Units()}
+	for _, d := range l.Devices {
+		r.Devices = append(r.Devices, d.Name)
 	}
 	return r
-}
-
-// Links reports every link the agent owns.
-func (a *Agent) Links() []LinkReport {
-	out := []LinkReport{}
-	var seen []*drivers.Bus
-	for _, d := range a.devices {
-		if !slices.Contains(seen, d.bus) {
-			seen = append(seen, d.bus)
-			out = append(out, a.linkReport(d))
-		}
-	}
-	return out
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
@@ -144,22 +131,25 @@ func linkError(w http.ResponseWriter, err error) {
 	writeAPIError(w, code, err)
 }
 
-func (a *Agent) modbusHandlers(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+DiagAPIVersion+"/modbus/links", func(w http.ResponseWriter, r *http.Request) {
-		writeAPI(w, http.StatusOK, a.Links())
+func (s *Server) modbusHandlers(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+APIVersion+"/modbus/links", func(w http.ResponseWriter, r *http.Request) {
+		out := []LinkReport{}
+		for _, l := range s.opt.Agent.Links() {
+			out = append(out, linkReport(l))
+		}
+		writeAPI(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("POST "+DiagAPIVersion+"/modbus/read", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+APIVersion+"/modbus/read", func(w http.ResponseWriter, r *http.Request) {
 		var req ModbusReadRequest
 		if err := decodeBody(w, r, &req); err != nil {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		d, err := a.link(req.ModbusTarget)
+		l, unit, err := s.link(req.ModbusTarget)
 		if err != nil {
 			linkError(w, err)
 			return
 		}
-		unit := d.cfg.UnitID
 		if req.Unit != nil {
 			unit = *req.Unit
 		}
@@ -182,7 +172,7 @@ func (a *Agent) modbusHandlers(mux *http.ServeMux) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 4*time.Second)
 		defer cancel()
-		regs, err := d.bus.ReadOnce(ctx, uint8(unit), drivers.Table(req.Table), uint16(req.Start), uint16(req.Count), 0)
+		regs, err := l.Bus.ReadOnce(ctx, uint8(unit), drivers.Table(req.Table), uint16(req.Start), uint16(req.Count), 0)
 		if err != nil {
 			writeAPIError(w, http.StatusBadGateway, err)
 			return
@@ -191,16 +181,16 @@ func (a *Agent) modbusHandlers(mux *http.ServeMux) {
 		for i, v := range regs {
 			res.Registers[i] = ModbusRegister{Address: uint16(req.Start + i), Value: v, Hex: fmt.Sprintf("0x%04x", v)}
 		}
-		res.Link = a.linkReport(d)
+		res.Link = linkReport(l)
 		writeAPI(w, http.StatusOK, res)
 	})
-	mux.HandleFunc("POST "+DiagAPIVersion+"/modbus/scan", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+APIVersion+"/modbus/scan", func(w http.ResponseWriter, r *http.Request) {
 		var req ModbusScanRequest
 		if err := decodeBody(w, r, &req); err != nil {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		d, err := a.link(req.ModbusTarget)
+		l, _, err := s.link(req.ModbusTarget)
 		if err != nil {
 			linkError(w, err)
 			return
@@ -222,19 +212,19 @@ func (a *Agent) modbusHandlers(mux *http.ServeMux) {
 				return
 			}
 		}
-		a.log.Info("modbus scan through the agent", "link", d.cfg.Address, "units", len(req.Units), "timeout", timeout)
+		s.log.Info("modbus scan through the agent", "link", l.Address, "units", len(req.Units), "timeout", timeout)
 		res := ModbusScanResult{Units: []drivers.ScanResult{}}
 		for _, u := range req.Units {
 			// Each absent unit holds the link for one timeout; the polls
 			// of the devices on it queue in between.
-			if sr, ok := drivers.ScanUnit(r.Context(), d.bus, uint8(u), timeout); ok {
+			if sr, ok := drivers.ScanUnit(r.Context(), l.Bus, uint8(u), timeout); ok {
 				res.Units = append(res.Units, sr)
 			}
 			if r.Context().Err() != nil {
 				return // the caller went away
 			}
 		}
-		res.Link = a.linkReport(d)
+		res.Link = linkReport(l)
 		writeAPI(w, http.StatusOK, res)
 	})
 }

@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/diag"
+	"github.com/hearth-energy/hearth/drivers"
+)
+
+// The diagnostics API's view of the agent: what each part knows, in the
+// API's records.
+var _ diag.Agent = (*Agent)(nil)
+
+// Status gathers what `hearth status` shows.
+func (a *Agent) Status() diag.StatusReport {
+	now := time.Now().UTC()
+	r := diag.StatusReport{
+		Time: now,
+		Agent: diag.AgentReport{
+			Version: hearth.Version, GatewayID: a.cfg.GatewayID, Boot: a.clock.Boot,
+			Started: a.started.UTC(), UptimeS: now.Sub(a.started).Seconds(), Clock: a.clock.State(),
+			LogLevel: a.logLevel.Level().String(),
+		},
+	}
+	for _, d := range a.devices {
+		r.Devices = append(r.Devices, d.report())
+	}
+	st := a.ctl.State()
+	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW}
+	if r.Safety.Trips == nil {
+		r.Safety.Trips = []string{}
+	}
+	if st.Lease != nil {
+		r.Lease = &diag.LeaseReport{LeaseInfo: *st.Lease, RemainingS: st.Lease.ValidUntil.Sub(now).Seconds()}
+	}
+	us := a.up.Stats()
+	r.Uplink = diag.UplinkReport{
+		Broker: a.cfg.Uplink.Broker, Connected: us.Connected, Attempts: us.Attempts,
+		Connects: us.Connects, Published: us.Published, LastError: us.LastError,
+	}
+	if us.Connected {
+		t := us.ConnectedSince.UTC()
+		r.Uplink.ConnectedSince = &t
+	} else {
+		a.mu.Lock()
+		t := a.uplinkDownSince
+		a.mu.Unlock()
+		r.Uplink.DownSince = &t
+	}
+	r.Buffer = a.Buffer()
+	r.Judge(now)
+	return r
+}
+
+// Buffer reports the buffer's depth, size and wear.
+func (a *Agent) Buffer() diag.BufferReport {
+	st, err := a.store.Stats()
+	if err != nil {
+		return diag.BufferReport{Error: err.Error()}
+	}
+	b := diag.BufferReport{
+		PendingReadings: st.PendingReadings, PendingAggregates: st.PendingAggregates, PendingEvents: st.PendingEvents,
+		FileBytes: st.FileBytes, MaxBytes: st.MaxBytes, LastSeq: st.LastSeq,
+		Compactions: st.Compactions, ReadingsCompacted: st.ReadingsCompacted, AggregatesDropped: st.AggregatesDropped,
+		ReadingsDropped: st.ReadingsDropped, EventsDropped: st.EventsDropped, DiskFull: st.DiskFull,
+		ReadingsRefused: st.ReadingsRefused, WriteBytes: st.WriteBytes, CommitsPerHour: st.CommitsPerHour,
+	}
+	if !st.OldestPending.IsZero() {
+		t := st.OldestPending.UTC()
+		b.OldestPending = &t
+	}
+	return b
+}
+
+func (d *device) report() diag.DeviceReport {
+	s := d.poller.Stats()
+	r := diag.DeviceReport{
+		Name: d.cfg.Name, Transport: d.cfg.Transport, Address: d.cfg.Address, UnitID: d.cfg.UnitID,
+		Up: s.Polls > 0 && s.LastErr == nil, Polls: s.Polls, Failures: s.Failures,
+		PollMS: float64(s.PollTime.Microseconds()) / 1000,
+	}
+	if s.Polls > 0 {
+		t := s.Last.Time
+		r.LastPoll = &t
+	}
+	if !s.LastOK.IsZero() {
+		t := s.LastOK.UTC()
+		r.LastOK = &t
+	}
+	if s.LastErr != nil {
+		r.LastError = s.LastErr.Error()
+		t := s.DownSince.UTC()
+		r.DownSinceTS = &t
+	}
+	if id := d.drv.Identity(); id.Serial != "" || id.Manufacturer != "" {
+		r.Identity = &diag.Identity{Manufacturer: id.Manufacturer, Model: id.Model, Serial: id.Serial, Firmware: id.Firmware}
+	}
+	return r
+}
+
+// Points returns the latest value of every point, of one device or all.
+func (a *Agent) Points(device string) ([]diag.PointReport, error) {
+	now := time.Now()
+	out := []diag.PointReport{}
+	found := device == ""
+	for _, d := range a.devices {
+		if device != "" && d.cfg.Name != device {
+			continue
+		}
+		found = true
+		last := d.poller.Stats().Last
+		for _, name := range last.PointNames() {
+			p := last.Points[name]
+			age := now.Sub(last.Time)
+			pr := diag.PointReport{Device: d.cfg.Name, Name: name, Quality: p.Quality, Unit: diag.UnitOf(name),
+				Time: last.Time, AgeS: age.Seconds(), Stale: age > a.cfg.Safety.MaxReadingAge.D()}
+			if p.Good() {
+				v := p.Value
+				pr.Value = &v
+			}
+			out = append(out, pr)
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("no device named %q", device)
+	}
+	return out, nil
+}
+
+// Events returns the events recorded since the agent started.
+func (a *Agent) Events(since time.Time, typ string) []diag.EventReport {
+	out := []diag.EventReport{}
+	for _, e := range a.events.Since(since, typ) {
+		out = append(out, diag.EventReport{Time: e.Time, Type: e.Type, Data: e.Data})
+	}
+	return out
+}
+
+// SetMode starts a local lease for field work, through safety like any
+// other lease.
+func (a *Agent) SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error) {
+	if !a.controls() {
+		return hearth.Ack{}, diag.ErrNoControl
+	}
+	return a.ctl.Override(mode, d)
+}
+
+// ClearMode ends a local lease.
+func (a *Agent) ClearMode() error {
+	if !a.controls() {
+		return diag.ErrNoControl
+	}
+	a.ctl.ClearOverride()
+	return nil
+}
+
+// controls reports whether the agent controls any device.
+func (a *Agent) controls() bool {
+	for _, d := range a.devices {
+		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+			return true
+		}
+	}
+	return false
+}
+
+// Links reports every link the agent owns, with the devices on it.
+func (a *Agent) Links() []diag.Link {
+	var out []diag.Link
+	var seen []*drivers.Bus
+	for _, d := range a.devices {
+		i := slices.Index(seen, d.bus)
+		if i < 0 {
+			seen = append(seen, d.bus)
+			out = append(out, diag.Link{Transport: d.cfg.Transport, Address: d.cfg.Address, Bus: d.bus})
+			i = len(out) - 1
+		}
+		out[i].Devices = append(out[i].Devices, diag.LinkDevice{Name: d.cfg.Name, Unit: d.cfg.UnitID})
+	}
+	return out
+}

@@ -1,0 +1,121 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth/internal/harness"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestConfigGolden runs every testdata/config/NAME.yaml and compares the
+// errors with NAME.err (empty: the config is valid).
+func TestConfigGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/config/*.yaml")
+	if len(files) < 4 {
+		t.Fatalf("found %d golden configs, want at least 4", len(files))
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(filepath.Base(f), data)
+			got := ""
+			if err != nil {
+				got = err.Error() + "\n"
+			}
+			golden := strings.TrimSuffix(f, ".yaml") + ".err"
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("errors differ\n got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := Load("testdata/config/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Devices[0]
+	if d.Profile != "sunspec" || d.Transport != "tcp" || d.UnitID != 1 || d.PollInterval.D() != time.Second {
+		t.Errorf("device defaults not applied: %+v", d)
+	}
+	if cfg.Uplink.TopicPrefix != "hearth/v1" || cfg.DataDir != DefaultDataDir || cfg.DiagSocket != DefaultDiagSocket {
+		t.Errorf("top-level defaults not applied: %+v", cfg)
+	}
+	if cfg.Safety.SocMinPct != 10 || cfg.Safety.Fallback != "auto" {
+		t.Errorf("safety defaults not applied: %+v", cfg.Safety)
+	}
+}
+
+func TestErrorsAreErrors(t *testing.T) {
+	_, err := Parse("x.yaml", []byte("gateway_id: [1, 2\n"))
+	var ce Errors
+	if !errors.As(err, &ce) || len(ce) == 0 {
+		t.Fatalf("got %v (%T), want Errors", err, err)
+	}
+}
+
+// TestExampleConfigIsValid loads the shipped example with its certificate
+// paths pointing at real certificates: everything else in it is valid.
+func TestExampleConfigIsValid(t *testing.T) {
+	data, err := os.ReadFile("../configs/hearth.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := harness.GenerateCerts(t)
+	text := strings.NewReplacer("/etc/hearth/ca.pem", certs.CAFile,
+		"/etc/hearth/gateway.crt", certs.ClientCertFile, "/etc/hearth/gateway.key", certs.ClientKeyFile).Replace(string(data))
+	path := filepath.Join(t.TempDir(), "hearth.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatalf("the shipped example config does not validate:\n%v", err)
+	}
+}
+
+// TestLoadChecksNamedFiles: Load (hearth run, hearth config check) reports
+// certificate files that do not exist, each on its line, while Parse
+// (hearth config init, which writes the config before the certificate
+// request) does not read them.
+func TestLoadChecksNamedFiles(t *testing.T) {
+	const path = "../configs/hearth.example.yaml"
+	_, err := Load(path)
+	var ce Errors
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load of the example as shipped: %v, want Errors for its missing certificates", err)
+	}
+	got := map[int]string{}
+	for _, e := range ce {
+		got[e.Line] = e.Msg
+	}
+	if len(ce) != 2 || !strings.Contains(got[86], "uplink.ca_file") || !strings.Contains(got[86], "no such file") ||
+		!strings.Contains(got[87], "uplink.cert_file") {
+		t.Errorf("Load errors:\n%v\nwant ca_file at line 86 and cert_file at line 87, both missing", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(path, data); err != nil {
+		t.Errorf("Parse read the certificate files: %v", err)
+	}
+}

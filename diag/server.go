@@ -1,0 +1,213 @@
+// Package diag is the agent's local diagnostics: the JSON API on a Unix
+// socket that the field CLI talks to (its records are the stable output of
+// the CLI's --json), the client the CLI uses, and the read-only Prometheus
+// metrics. It needs no network: a tech at the battery reaches everything
+// the agent knows through the socket.
+//
+// diag imports the root package and drivers (raw Modbus reads and scans go
+// through the agent's own bus owners). What it serves comes from an Agent,
+// an interface defined here and implemented by package agent.
+package diag
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/drivers"
+)
+
+// APIVersion prefixes every path of the diagnostics API.
+const APIVersion = "/v1"
+
+// Agent is what the API serves.
+type Agent interface {
+	// Status gathers what `hearth status` shows.
+	Status() StatusReport
+	// Points returns the latest value of every point, of one device or of
+	// all (device ""); an error for a device that is not configured.
+	Points(device string) ([]PointReport, error)
+	// Events returns the recent events at or after since, of type typ
+	// (any when empty), oldest first.
+	Events(since time.Time, typ string) []EventReport
+	Buffer() BufferReport
+	// SetMode starts a local lease for field work; ErrNoControl when the
+	// agent controls no device. ClearMode ends it.
+	SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error)
+	ClearMode() error
+	// Links returns the physical links the agent owns.
+	Links() []Link
+}
+
+// Link is one physical link the agent owns, with the devices on it.
+type Link struct {
+	Transport string
+	Address   string
+	Bus       *drivers.Bus
+	Devices   []LinkDevice
+}
+
+// LinkDevice is one configured device on a link.
+type LinkDevice struct {
+	Name string
+	Unit int
+}
+
+// ErrNoControl is returned when the agent controls no device.
+var ErrNoControl = errors.New("this agent controls no device: there is no mode to set")
+
+// ServerOptions configures a Server.
+type ServerOptions struct {
+	Socket string // path of the Unix socket
+	Group  string // group the socket is given, mode 0660; "" keeps the agent's
+	Agent  Agent
+	// LogLevel is the level of the agent's logger, which the API reads
+	// and changes; nil: a level of its own.
+	LogLevel *slog.LevelVar
+	Logger   *slog.Logger
+}
+
+// Server serves the diagnostics API.
+type Server struct {
+	opt  ServerOptions
+	log  *slog.Logger
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Start listens on the socket and serves on a goroutine of its own until
+// Close. A socket left by a killed agent is replaced.
+func Start(opt ServerOptions) (*Server, error) {
+	if opt.LogLevel == nil {
+		opt.LogLevel = new(slog.LevelVar)
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	path := opt.Socket
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("diag socket folder: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("diag socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("diag socket mode: %w", err)
+	}
+	if g := opt.Group; g != "" {
+		grp, err := user.LookupGroup(g)
+		if err == nil {
+			gid, _ := strconv.Atoi(grp.Gid)
+			err = os.Chown(path, -1, gid)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("diag socket group %q: %w", g, err)
+		}
+	}
+	s := &Server{opt: opt, log: opt.Logger, done: make(chan struct{})}
+	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("diag api", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Close stops serving, waits briefly for requests in flight, and removes
+// the socket.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+	<-s.done
+	os.Remove(s.opt.Socket)
+}
+
+func (s *Server) handler() http.Handler {
+	a := s.opt.Agent
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+APIVersion+"/status", func(w http.ResponseWriter, r *http.Request) {
+		writeAPI(w, http.StatusOK, a.Status())
+	})
+	mux.HandleFunc("GET "+APIVersion+"/points", func(w http.ResponseWriter, r *http.Request) {
+		pts, err := a.Points(r.URL.Query().Get("device"))
+		if err != nil {
+			writeAPIError(w, http.StatusNotFound, err)
+			return
+		}
+		writeAPI(w, http.StatusOK, pts)
+	})
+	mux.HandleFunc("GET "+APIVersion+"/events", func(w http.ResponseWriter, r *http.Request) {
+		since := time.Time{}
+		if q := r.URL.Query().Get("since"); q != "" {
+			d, err := time.ParseDuration(q)
+			if err != nil {
+				writeAPIError(w, http.StatusBadRequest, fmt.Errorf("since: %w", err))
+				return
+			}
+			since = time.Now().Add(-d)
+		}
+		writeAPI(w, http.StatusOK, a.Events(since, r.URL.Query().Get("type")))
+	})
+	mux.HandleFunc("GET "+APIVersion+"/buffer", func(w http.ResponseWriter, r *http.Request) {
+		writeAPI(w, http.StatusOK, a.Buffer())
+	})
+	mux.HandleFunc("GET "+APIVersion+"/lease", func(w http.ResponseWriter, r *http.Request) {
+		writeAPI(w, http.StatusOK, a.Status().Lease)
+	})
+	mux.HandleFunc("PUT "+APIVersion+"/log-level", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Level string `json:"level"`
+		}
+		var lv slog.Level
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := lv.UnmarshalText([]byte(body.Level)); err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
+			return
+		}
+		s.opt.LogLevel.Set(lv)
+		s.log.Info("log level changed", "level", lv)
+		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
+	})
+	s.modeHandlers(mux)
+	s.modbusHandlers(mux)
+	return mux
+}
+
+func writeAPI(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// APIError is the body of every non-2xx answer of the diagnostics API.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+func writeAPIError(w http.ResponseWriter, code int, err error) {
+	writeAPI(w, code, APIError{Error: err.Error()})
+}
