@@ -30,7 +30,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -260,12 +259,6 @@ func (r *run) drainBenchmark(runs int) {
 
 // --- agent processes ----------------------------------------------------
 
-type agentProc struct {
-	cmd  *exec.Cmd
-	dir  string
-	done chan struct{}
-}
-
 const agentYAML = `gateway_id: {{GW}}
 data_dir: {{DIR}}
 diag_socket: {{DIR}}/hearth.sock
@@ -283,7 +276,9 @@ uplink:
     ops-1: {{KEY}}
 `
 
-func (r *run) startAgent(gw, dir, broker string, addrs []string, poll string, pub ed25519.PublicKey) *agentProc {
+// startAgent writes the agent's config into dir and runs `hearth run`
+// with it, its output in dir/agent.log; it is killed when the run ends.
+func (r *run) startAgent(gw, dir, broker string, addrs []string, poll string, pub ed25519.PublicKey) *harness.Agent {
 	var devs strings.Builder
 	for i, a := range addrs {
 		fmt.Fprintf(&devs, "  - name: dev%d\n    address: %s\n    poll_interval: %s\n", i, a, poll)
@@ -294,40 +289,13 @@ func (r *run) startAgent(gw, dir, broker string, addrs []string, poll string, pu
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		panic(err)
 	}
-	log, _ := os.Create(filepath.Join(dir, "agent.log"))
-	cmd := exec.Command(r.hearth, "run", "--config", path)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		panic(err)
-	}
-	p := &agentProc{cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { cmd.Wait(); log.Close(); close(p.done) }()
-	r.tb.Cleanup(func() { cmd.Process.Kill(); <-p.done })
-	return p
+	return harness.StartAgent(r.tb, r.hearth, harness.AgentOptions{Config: path, LogFile: filepath.Join(dir, "agent.log")})
 }
 
-func (p *agentProc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func procStatus(pid int, key string) float64 {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				v, _ := strconv.ParseFloat(f[0], 64)
-				return v
-			}
-		}
-	}
-	return 0
+// rssMB returns the VmRSS of pid in MB, 0 if it cannot be read.
+func rssMB(pid int) float64 {
+	kb, _ := harness.ReadRSS(pid)
+	return float64(kb) / 1024
 }
 
 // cpuTicks returns utime+stime of pid in clock ticks (100 Hz on Linux).
@@ -397,19 +365,19 @@ func (r *run) steady() {
 	_, addrs := r.sims(4)
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	a := r.startAgent("gw-steady", r.tb.TempDir(), mq.URL(), addrs, "1s", pub)
-	pid := a.cmd.Process.Pid
+	pid := a.Pid()
 	time.Sleep(20 * time.Second)
 	const window = 60 * time.Second
 	cpu0, io0 := cpuTicks(pid), procIO(pid, "write_bytes")
 	var rss []float64
 	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(time.Second) {
-		rss = append(rss, procStatus(pid, "VmRSS")/1024)
+		rss = append(rss, rssMB(pid))
 	}
 	cpu1, io1 := cpuTicks(pid), procIO(pid, "write_bytes")
 	polls := 4 * window.Seconds()
 	cpuPerPoll := (cpu1 - cpu0) * 10 / polls // ticks are 10 ms
 	wph := (io1 - io0) / window.Seconds() * 3600
-	a.stop()
+	a.Stop(10 * time.Second)
 	mq.Stop()
 	r.results["rss_steady_mb"] = round(median(rss), 1)
 	r.results["poll_cpu_ms_per_device"] = round(cpuPerPoll, 3)
@@ -440,12 +408,13 @@ func (r *run) setpointLatency(runs int) {
 		ss, addrs := r.sims(1)
 		s := ss[0]
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		a := r.startAgent("gw-sp", r.tb.TempDir(), mq.URL(), addrs, "1s", pub)
+		dir := r.tb.TempDir()
+		a := r.startAgent("gw-sp", dir, mq.URL(), addrs, "1s", pub)
 		c := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("bench-cloud").SetProtocolVersion(4))
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			panic(fmt.Sprintf("connect: %v", tok.Error()))
 		}
-		for deadline := time.Now().Add(20 * time.Second); diag(a.dir, "status") == nil || len(s.Writes()) == 0 && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(20 * time.Second); diag(dir, "status") == nil || len(s.Writes()) == 0 && time.Now().Before(deadline); {
 			time.Sleep(200 * time.Millisecond)
 		}
 		time.Sleep(3 * time.Second)
@@ -477,7 +446,7 @@ func (r *run) setpointLatency(runs int) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		c.Disconnect(100)
-		a.stop()
+		a.Stop(10 * time.Second)
 		mq.Stop()
 		if len(took) < 90 {
 			logf("only %d of 100 setpoints reached the device", len(took))
@@ -561,12 +530,12 @@ func (r *run) backfill() {
 	mu.Unlock()
 	began := time.Now()
 	a := r.startAgent("gw-drain", dir, mq.URL(), addrs, "1s", pub)
-	pid := a.cmd.Process.Pid
+	pid := a.Pid()
 	var rss []float64
 	var peak float64
 	var took time.Duration
 	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		v := procStatus(pid, "VmRSS") / 1024
+		v := rssMB(pid)
 		rss = append(rss, v)
 		peak = max(peak, v)
 		rep := diag(dir, "buffer")
@@ -580,7 +549,7 @@ func (r *run) backfill() {
 	lat := append([]time.Duration(nil), live...)
 	mu.Unlock()
 	rec.Disconnect(100)
-	a.stop()
+	a.Stop(10 * time.Second)
 	mq.Stop()
 	if took == 0 {
 		panic("the agent did not drain the backlog within 15 minutes")

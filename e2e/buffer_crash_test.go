@@ -38,30 +38,25 @@ func TestAgentKilledLosesNothingUnreported(t *testing.T) {
 		want := count() + n
 		rec.WaitFor(t, 60*time.Second, func(m []harness.Message) bool { return len(seqSet(readings(t, m, gw))) >= want })
 	}
-	kill := func(p *agentProc) {
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-
-	p := startAgent(t, dir, cfg) // healthy: killed with readings in memory
+	p := startAgent(t, cfg) // healthy: killed with readings in memory
 	waitMore(20)
-	kill(p)
+	p.Kill()
 
-	p = startAgent(t, dir, cfg) // outage: killed with readings stored
+	p = startAgent(t, cfg) // outage: killed with readings stored
 	waitMore(10)
 	px.Refuse(true)
 	px.Cut()
 	time.Sleep(3 * time.Second)
-	kill(p)
+	p.Kill()
 	px.Refuse(false)
 
-	p = startAgent(t, dir, cfg) // killed while the backlog drains
+	p = startAgent(t, cfg) // killed while the backlog drains
 	waitMore(10)
-	kill(p)
+	p.Kill()
 
-	p = startAgent(t, dir, cfg)
+	p = startAgent(t, cfg)
 	waitMore(40)
-	if _, err := p.stop(5 * time.Second); err != nil {
+	if _, err := p.Stop(5 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 

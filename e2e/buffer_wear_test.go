@@ -45,14 +45,14 @@ func TestAgentWear(t *testing.T) {
 	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	saved := hearthBin
 	hearthBin = bin
-	agent := startAgent(t, dir, cfg)
+	agent := startAgent(t, cfg)
 	hearthBin = saved
 
 	rec.WaitFor(t, 30*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) >= 8 })
 	time.Sleep(5 * time.Second) // past start-up: schema, first status, first state
 
 	sample := func() (int64, int, int) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", agent.cmd.Process.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", agent.Pid()))
 		if err != nil {
 			t.Skipf("no per-process I/O accounting: %v", err)
 		}
@@ -79,7 +79,7 @@ func TestAgentWear(t *testing.T) {
 	}
 	t.Logf("%s: %d readings delivered, %d bytes written: %d B/reading (JSON payload %d B/reading, %.1fx)",
 		span, n, wb1-wb0, (wb1-wb0)/int64(n), payload, float64(wb1-wb0)/float64(n)/float64(payload))
-	if _, err := agent.stop(5 * time.Second); err != nil {
+	if _, err := agent.Stop(5 * time.Second); err != nil {
 		t.Logf("SIGTERM: %v", err) // the figure above stands either way
 	}
 }

@@ -40,7 +40,7 @@ func TestStatusShowsDeadDeviceAndBrokenUplink(t *testing.T) {
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := writeConfig(t, dir, "gw-diag", "tcp://"+deadAddr(t), "250ms",
 		[]devSpec{{"battery", simAddr}, {"meter", deadAddr(t)}})
-	startAgent(t, dir, cfg)
+	startAgent(t, cfg)
 
 	var st struct {
 		Verdict string `json:"verdict"`

@@ -192,7 +192,7 @@ func TestModbusThroughAgent(t *testing.T) {
 		{"battery", "rtu", line, 7, ""},
 		{"inverter", "tcp", tcpAddr, 1, ""},
 	})
-	startAgent(t, dir, cfg)
+	startAgent(t, cfg)
 	sock := filepath.Join(dir, "hearth.sock")
 	waitPolled(t, sock, 2, "battery", "inverter")
 
@@ -299,7 +299,7 @@ func TestAgentPollsEveryLinkWithOneUnitSilent(t *testing.T) {
 		{"rtu_b", "rtu", line, 8, ""},
 		{"gw_dev", "rtu-over-tcp", gw, 3, "hearthsim"}, // a fixed map, read through the planner
 	})
-	startAgent(t, dir, cfg)
+	startAgent(t, cfg)
 	sock := filepath.Join(dir, "hearth.sock")
 	others := []string{"tcp_dev", "rtu_a", "gw_dev"}
 	waitPolled(t, sock, 3, append(others, "rtu_b")...)

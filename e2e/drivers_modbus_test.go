@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/drivers/sim/ptypair"
+	"github.com/hearth-energy/hearth/internal/harness"
 )
 
 var (
@@ -45,7 +46,7 @@ func hearthsimBin(t *testing.T) string {
 func startSimRTU(t *testing.T, args ...string) string {
 	t.Helper()
 	client, device := ptypair.Start(t)
-	var out syncBuffer
+	var out harness.SyncBuffer
 	cmd := exec.Command(hearthsimBin(t), append([]string{"--rtu", device}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

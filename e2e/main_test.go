@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"text/template"
@@ -66,33 +65,6 @@ uplink:
 
 type devSpec struct{ Name, Address string }
 
-type agentProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	dir    string
-	cfg    string
-	log    *syncBuffer
-	exited chan struct{}
-	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // writeConfig renders the agent config into dir and returns its path.
 func writeConfig(t *testing.T, dir, gateway, broker, poll string, devs []devSpec) string {
 	t.Helper()
@@ -110,40 +82,11 @@ func writeConfig(t *testing.T, dir, gateway, broker, poll string, devs []devSpec
 	return path
 }
 
-// startAgent runs `hearth run` with the config at cfg; the process is
-// killed when the test ends if it is still running.
-func startAgent(t *testing.T, dir, cfg string) *agentProc {
+// startAgent runs `hearth run --log-level debug` with the config at cfg;
+// the process is killed when the test ends if it is still running.
+func startAgent(t *testing.T, cfg string) *harness.Agent {
 	t.Helper()
-	p := &agentProc{t: t, dir: dir, cfg: cfg, log: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(hearthBin, "run", "--config", cfg, "--log-level", "debug")
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start hearth: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("agent log:\n%s", p.log.String())
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and returns how long the agent took to exit.
-func (p *agentProc) stop(limit time.Duration) (time.Duration, error) {
-	start := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return time.Since(start), p.err
-	case <-time.After(limit):
-		return time.Since(start), fmt.Errorf("agent did not exit within %s", limit)
-	}
+	return harness.StartAgent(t, hearthBin, harness.AgentOptions{Config: cfg, Args: []string{"--log-level", "debug"}})
 }
 
 // readings decodes every reading in the recorded telemetry messages.
@@ -175,7 +118,7 @@ func startFixture(t *testing.T, name string, args ...string) map[string]json.Raw
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr harness.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -237,7 +180,7 @@ func runBinary(t *testing.T, cred *syscall.Credential, bin string, args ...strin
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb syncBuffer
+	var out, errb harness.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}

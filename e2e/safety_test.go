@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,11 +92,6 @@ func maxOutWRte(s *sim.Simulator, from int) int16 {
 	return m
 }
 
-func killAgent(p *agentProc) {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-}
-
 // TestSafetyAgainstSimulator runs the real agent against the simulator
 // over Modbus TCP: a resumed discharge lease at twice max_discharge_w is
 // clamped; SoC falling through soc_min_pct stops the discharge; the agent
@@ -115,7 +109,7 @@ func TestSafetyAgainstSimulator(t *testing.T) {
 	now := time.Now().UTC()
 	seedLease(t, dir, discharge(5, now, 10*time.Minute, 3000, hearth.ModeAuto))
 
-	agent := startAgent(t, dir, cfg)
+	agent := startAgent(t, cfg)
 	waitSim(t, s, "the resumed lease to discharge at the 1500 W limit", 20*time.Second, func(st sim.State) bool { return st.BatteryW == 1500 })
 	// 1500 W of WChaMax 5000 W is 30 %: 3000 at InOutWRte_SF -2.
 	if m := maxOutWRte(s, 0); m > 3000 {
@@ -134,24 +128,24 @@ func TestSafetyAgainstSimulator(t *testing.T) {
 	waitSim(t, s, "discharge to resume above the hysteresis band", 10*time.Second, func(st sim.State) bool { return st.BatteryW == 1500 })
 
 	// SIGKILL: nothing refreshes the command; the device reverts itself.
-	killAgent(agent)
+	agent.Kill()
 	waitSim(t, s, "the revert timer to drop the command", 10*time.Second, func(st sim.State) bool { return st.Reverted })
 	if st := s.State(); st.Mode != sim.ModeSelfConsumption {
 		t.Errorf("after revert: mode %s, want self-consumption", st.Mode)
 	}
 
 	// Restart within the lease: it resumes.
-	agent = startAgent(t, dir, cfg)
+	agent = startAgent(t, cfg)
 	waitSim(t, s, "the restarted agent to resume the lease", 20*time.Second, func(st sim.State) bool { return st.BatteryW == 1500 && !st.Reverted })
-	killAgent(agent)
+	agent.Kill()
 	waitSim(t, s, "the revert timer", 10*time.Second, func(st sim.State) bool { return st.Reverted })
 
 	// Restart after the lease has expired: it is never applied again.
 	seedLease(t, dir, discharge(6, now.Add(-time.Hour), 30*time.Minute, 1000, hearth.ModeAuto))
 	mark = len(s.Writes())
-	agent = startAgent(t, dir, cfg)
+	agent = startAgent(t, cfg)
 	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(agent.log.String(), "lease ended") {
+	for !strings.Contains(agent.Log(), "lease ended") {
 		if time.Now().After(deadline) {
 			t.Fatal("restarted agent did not report the expired lease as ended")
 		}
@@ -164,7 +158,7 @@ func TestSafetyAgainstSimulator(t *testing.T) {
 	if st := s.State(); st.BatteryW > 0 && st.Mode != sim.ModeSelfConsumption {
 		t.Errorf("after restart with an expired lease: mode %s at %v W", st.Mode, st.BatteryW)
 	}
-	if _, err := agent.stop(10 * time.Second); err != nil {
+	if _, err := agent.Stop(10 * time.Second); err != nil {
 		t.Errorf("agent stop: %v", err)
 	}
 }
@@ -181,12 +175,12 @@ func TestLeaseExpiryTakesFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	seedLease(t, dir, discharge(1, time.Now().UTC(), 8*time.Second, 1000, hearth.ModeIdle))
-	agent := startAgent(t, dir, cfg)
+	agent := startAgent(t, cfg)
 	waitSim(t, s, "the lease to discharge 1000 W", 20*time.Second, func(st sim.State) bool { return st.BatteryW == 1000 })
 	waitSim(t, s, "the idle fallback after expiry", 20*time.Second, func(st sim.State) bool {
 		return st.Mode == sim.ModeNet && st.BatteryW == 0
 	})
-	if !strings.Contains(agent.log.String(), "lease ended") || !strings.Contains(agent.log.String(), "fallback=idle") {
+	if !strings.Contains(agent.Log(), "lease ended") || !strings.Contains(agent.Log(), "fallback=idle") {
 		t.Errorf("agent log does not report the lease ending with fallback idle")
 	}
 }

@@ -89,7 +89,7 @@ func TestSetpointsOverMQTT(t *testing.T) {
 	}
 	const base = "hearth/v1/gw-sp"
 	rec := harness.Subscribe(t, mq.URL(), base+"/#")
-	startAgent(t, dir, cfg)
+	startAgent(t, cfg)
 	rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, "gw-sp")) > 0 })
 
 	acks := func() []hearth.Ack {

@@ -52,7 +52,7 @@ func TestTelemetryThroughBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, gw, px.URL(), "200ms", []devSpec{{"battery", simAddr}})
 	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
-	agent := startAgent(t, dir, cfg)
+	agent := startAgent(t, cfg)
 
 	msgs := rec.WaitFor(t, 30*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) >= 10 })
 	rs := readings(t, msgs, gw)
@@ -138,7 +138,7 @@ func TestTelemetryThroughBrokerRestart(t *testing.T) {
 		t.Errorf("the readings taken during the outage did not arrive on telemetry/backfill")
 	}
 
-	took, err := agent.stop(5 * time.Second)
+	took, err := agent.Stop(5 * time.Second)
 	if err != nil {
 		t.Fatalf("SIGTERM: %v (after %s)", err, took)
 	}

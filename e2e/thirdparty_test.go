@@ -44,7 +44,7 @@ func TestThirdPartySunSpecDevice(t *testing.T) {
 	mq := harness.StartMosquitto(t)
 	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	dir := t.TempDir()
-	startAgent(t, dir, writeConfig(t, dir, gw, mq.URL(), "500ms", []devSpec{{"inverter", addr}}))
+	startAgent(t, writeConfig(t, dir, gw, mq.URL(), "500ms", []devSpec{{"inverter", addr}}))
 
 	msgs := rec.WaitFor(t, 30*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) >= 2 })
 	r := readings(t, msgs, gw)[1]

@@ -14,10 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -121,12 +118,7 @@ type gateway struct {
 	cfgPath string
 	env     []string // extra environment, e.g. LD_PRELOAD
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    bytes.Buffer
-	starts int
-	maxRSS int64 // kB
+	agent *harness.Agent // nil until the first start
 }
 
 type gatewayOpts struct {
@@ -159,154 +151,59 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 	if err := os.WriteFile(g.cfgPath, b.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		g.kill()
-		if t.Failed() {
-			g.mu.Lock()
-			log := g.log.String()
-			g.mu.Unlock()
-			t.Logf("agent %s log (last 60 lines):\n%s", id, tail(log, 60))
-		}
-	})
 	return g
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-// start runs `hearth run`; the previous process must have exited.
+// start runs `hearth run`; the previous process must have exited. The
+// agent is killed when the test ends, and the end of its log printed if
+// the test failed.
 func (g *gateway) start() {
 	g.t.Helper()
-	cmd := exec.Command(hearthBin, "run", "--config", g.cfgPath)
-	cmd.Env = append(os.Environ(), g.env...)
-	w := lockedWriter{&g.mu, &g.log}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		g.t.Fatalf("start hearth: %v", err)
+	if g.agent != nil {
+		g.agent.Restart()
+		return
 	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	g.mu.Lock()
-	g.cmd, g.exited = cmd, exited
-	g.starts++
-	g.mu.Unlock()
-	go g.sampleRSS(cmd.Process.Pid, exited)
+	g.agent = harness.StartAgent(g.t, hearthBin, harness.AgentOptions{Config: g.cfgPath, Env: g.env,
+		Name: "agent " + g.id, LogTail: 60, SampleRSS: 200 * time.Millisecond})
 }
 
 // kill SIGKILLs the agent, if it runs, and waits for it.
 func (g *gateway) kill() {
-	g.mu.Lock()
-	cmd, exited := g.cmd, g.exited
-	g.cmd = nil
-	g.mu.Unlock()
-	if cmd == nil {
-		return
+	if g.agent != nil {
+		g.agent.Kill()
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
 }
 
-// stop sends SIGTERM and waits up to limit for a clean exit.
+// stop sends SIGTERM and waits up to limit for a clean exit: a non-zero
+// exit is an error too.
 func (g *gateway) stop(limit time.Duration) error {
-	g.mu.Lock()
-	cmd, exited := g.cmd, g.exited
-	g.cmd = nil
-	g.mu.Unlock()
-	if cmd == nil {
+	if g.agent == nil {
 		return nil
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-		if !cmd.ProcessState.Success() {
-			return fmt.Errorf("agent exited with %s", cmd.ProcessState)
-		}
-		return nil
-	case <-time.After(limit):
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("agent did not exit within %s of SIGTERM", limit)
-	}
+	_, err := g.agent.Stop(limit)
+	return err
 }
 
 // alive fails the test if the agent process has exited on its own.
 func (g *gateway) alive() {
 	g.t.Helper()
-	g.mu.Lock()
-	cmd, exited := g.cmd, g.exited
-	g.mu.Unlock()
-	if cmd == nil {
+	if g.agent == nil {
 		g.t.Fatalf("agent %s is not running", g.id)
 	}
-	select {
-	case <-exited:
-		g.t.Fatalf("agent %s exited by itself: %s", g.id, cmd.ProcessState)
-	default:
+	if err := g.agent.Alive(); err != nil {
+		g.t.Fatal(err)
 	}
-}
-
-// sampleRSS records the highest VmRSS of pid until it exits.
-func (g *gateway) sampleRSS(pid int, exited chan struct{}) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if kb, ok := readRSS(pid); ok {
-			g.mu.Lock()
-			g.maxRSS = max(g.maxRSS, kb)
-			g.mu.Unlock()
-		}
-		select {
-		case <-exited:
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// readRSS returns the VmRSS of pid in kB from /proc/PID/status.
-func readRSS(pid int) (int64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				return n, err == nil
-			}
-		}
-	}
-	return 0, false
 }
 
 // checkRSS fails the test if the agent's resident memory ever passed the
 // bound.
 func (g *gateway) checkRSS() {
 	g.t.Helper()
-	g.mu.Lock()
-	kb := g.maxRSS
-	g.mu.Unlock()
+	var kb int64
+	starts := 0
+	if g.agent != nil {
+		kb, starts = g.agent.PeakRSS(), g.agent.Starts()
+	}
 	if kb == 0 {
 		g.t.Errorf("check RSS: never sampled the agent's VmRSS")
 		return
@@ -315,7 +212,7 @@ func (g *gateway) checkRSS() {
 		g.t.Errorf("check RSS: agent peaked at %.1f MB, above the %d MB bound", float64(kb)/1024, rssLimitKB>>10)
 		return
 	}
-	g.t.Logf("check RSS: peak %.1f MB over %d process starts (bound %d MB): ok", float64(kb)/1024, g.starts, rssLimitKB>>10)
+	g.t.Logf("check RSS: peak %.1f MB over %d process starts (bound %d MB): ok", float64(kb)/1024, starts, rssLimitKB>>10)
 }
 
 // diagBuffer asks the running agent's diagnostics API for its buffer report.

@@ -1,7 +1,9 @@
 // Package harness starts the real things hearth's tests talk to: a
 // Mosquitto broker on a free port that a test can kill and restart, a TCP
-// proxy whose connections a test can cut, and an MQTT subscriber that
-// records what arrives. Everything started here is stopped by t.Cleanup.
+// proxy whose connections a test can cut, an MQTT subscriber that records
+// what arrives, and the hearth agent itself as a child process that a test
+// can stop, kill and restart. Everything started here is stopped by
+// t.Cleanup.
 package harness
 
 import (

@@ -91,13 +91,14 @@ func (p *process) running() bool {
 
 func (p *process) tailLog() string {
 	b, _ := os.ReadFile(p.logPath)
-	return lastLines(string(b), 5)
+	return lastLines(string(b), 5, " | ")
 }
 
-func lastLines(s string, n int) string {
+// lastLines returns the last n lines of s, joined by sep.
+func lastLines(s string, n int, sep string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return strings.Join(lines, " | ")
+	return strings.Join(lines, sep)
 }
