@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what hearth's tests need on a Debian machine, when it is missing:
 # mosquitto (the real broker the tests start on free ports) and socat
-# (pseudo-terminal pairs for RTU tests). Run as root or with sudo.
+# (pseudo-terminal pairs for RTU tests), and Debian's pymodbus with its
+# serial modules (an independent Modbus stack). Run as root or with sudo.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || need+=(socat)
-[ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus" 2>/dev/null || need+=(python3 python3-pymodbus)
+# Debian's pymodbus only recommends the serial modules its server imports.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus, serial, serial_asyncio" 2>/dev/null ||
+  need+=(python3 python3-pymodbus python3-serial python3-serial-asyncio)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
