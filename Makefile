@@ -2,7 +2,8 @@
 SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/hearth-energy/hearth.Version=$(VERSION)
+BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X github.com/hearth-energy/hearth.Version=$(VERSION) -X github.com/hearth-energy/hearth.BuildDate=$(BUILD_DATE)
 BIN     := bin
 
 .DEFAULT_GOAL := help

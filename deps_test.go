@@ -64,7 +64,7 @@ var rules = map[string][]string{
 
 	"internal/broker":      {mochi},
 	"internal/cloud":       {paho},
-	"internal/clocktest":   {},
+	"internal/clocktest":   {"."},
 	"internal/harness":     {"drivers/sim", paho},
 	"internal/schemacheck": {jsonschema},
 	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "uplink", paho},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,47 @@ import (
 // Version is the agent's version, stamped at build time with
 // -ldflags "-X github.com/hearth-energy/hearth.Version=…".
 var Version = "dev"
+
+// BuildDate is when the sources of this binary were committed, RFC 3339,
+// stamped with -ldflags "-X github.com/hearth-energy/hearth.BuildDate=…";
+// empty falls back to the commit time Go records in the build info.
+var BuildDate = ""
+
+// BuildTime returns when this binary's sources were committed (the zero
+// time when unknown). True time cannot be earlier: the agent uses it as a
+// floor under a wall clock that boots at 1970 or at a stale RTC time.
+func BuildTime() time.Time {
+	if t, err := time.Parse(time.RFC3339, BuildDate); err == nil {
+		return t.UTC()
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.time" {
+				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+					return t.UTC()
+				}
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// Instant is one reading of the gateway's two clocks. Wall is the wall
+// clock (what NTP, an RTC or a person sets, and what can jump); Mono is the
+// monotonic clock since an origin fixed for the life of the process, which
+// nothing steps. Durations are measured on Mono; comparisons with times
+// from elsewhere (valid_until, issued_at) are made on Wall, and only when
+// the wall clock can be trusted.
+type Instant struct {
+	Wall time.Time     // without a monotonic reading
+	Mono time.Duration // since the process's clock origin
+}
+
+// Sub returns the monotonic time from j to i.
+func (i Instant) Sub(j Instant) time.Duration { return i.Mono - j.Mono }
+
+// Add returns i moved by d on both clocks.
+func (i Instant) Add(d time.Duration) Instant { return Instant{Wall: i.Wall.Add(d), Mono: i.Mono + d} }
 
 // Watts is electrical power. The sign convention holds everywhere in hearth:
 // positive is discharging the battery or exporting to the grid, negative is
@@ -153,14 +195,22 @@ type ScheduleEntry struct {
 // Setpoint is a lease from the cloud: hold Mode (and PowerW) until
 // ValidUntil, then take Fallback. A setpoint is never a bare command.
 type Setpoint struct {
-	ID         string          `json:"id"`
-	Version    uint64          `json:"version"`
+	ID      string `json:"id"`
+	Version uint64 `json:"version"`
+	// Gateway names the gateway the lease is for; required when setpoints
+	// are signed, so that an envelope for one gateway cannot be replayed to
+	// another that trusts the same key.
+	Gateway    string          `json:"gateway,omitempty"`
 	IssuedAt   time.Time       `json:"issued_at"`
 	ValidUntil time.Time       `json:"valid_until"`
 	Mode       Mode            `json:"mode"`
 	PowerW     *Watts          `json:"power_w,omitempty"`
 	Schedule   []ScheduleEntry `json:"schedule,omitempty"`
 	Fallback   Mode            `json:"fallback"`
+	// KeyID is the id of the key whose signature the receiver verified,
+	// "" for an unsigned lease. It is set by the receiver from the
+	// envelope, never read from the payload.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // Result is the outcome of a setpoint, as acked to the cloud.
@@ -267,6 +317,9 @@ const (
 	ReasonUnknownMode    = "unknown_mode"     // mode or fallback is not a known mode
 	ReasonNoMeter        = "no_meter"         // self_consumption without a configured meter
 	ReasonSafety         = "safety"           // refused by a safety rule; the ack names it
+	ReasonWrongGateway   = "wrong_gateway"    // a signed lease that names another gateway, or none
+	ReasonKeyRevoked     = "key_revoked"      // signed with a key listed in uplink.revoked_keys
+	ReasonEnded          = "ended"            // this version already ran and has ended: send a new one
 )
 
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
@@ -276,21 +329,34 @@ type Ack struct {
 	Result   Result `json:"result"`
 	Reason   string `json:"reason,omitempty"`
 	AppliedW *Watts `json:"applied_w,omitempty"`
+	// Clock is the gateway's clock state when it judged the lease, and
+	// HoldS the seconds of validity it will hold an accepted lease for,
+	// measured from receipt on its monotonic clock: the cloud sees what
+	// the gateway made of valid_until.
+	Clock ClockState `json:"clock,omitempty"`
+	HoldS *float64   `json:"hold_s,omitempty"`
+	// KeyID is the key the lease was verified with, when signed.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // LeaseInfo describes the lease being executed.
 type LeaseInfo struct {
 	ID         string    `json:"id"`
-	Version    uint64    `json:"version"`
+	Version    uint64    `json:"version,omitempty"` // 0 for a local lease, which has none
 	ValidUntil time.Time `json:"valid_until"`
 	Fallback   Mode      `json:"fallback"`
 	Source     string    `json:"source"` // "cloud", or "local" for a field override
+	// RemainingS is how many more seconds the gateway holds the lease, as
+	// of the state's ts, measured on its monotonic clock.
+	RemainingS float64 `json:"remaining_s"`
+	KeyID      string  `json:"key_id,omitempty"`
 }
 
 // State is what the agent is doing, published retained on …/state on every
 // change of lease, mode or safety state.
 type State struct {
 	Time     time.Time  `json:"ts"`
+	Clock    ClockState `json:"clock,omitempty"` // whether the gateway's wall clock is synchronised
 	Mode     Mode       `json:"mode"`
 	Lease    *LeaseInfo `json:"lease,omitempty"`
 	AppliedW *Watts     `json:"applied_w,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,8 +44,7 @@ type Agent struct {
 	log      *slog.Logger
 	logLevel *slog.LevelVar
 	clock    telemetry.Clock
-	started  time.Time // carries the monotonic reading the clock counts from
-	wall     *wallClock
+	clocks   *clock // the wall and monotonic clocks everything reads
 
 	store   *buffer.Store
 	buses   []*drivers.Bus
@@ -61,6 +61,7 @@ type Agent struct {
 
 	mu              sync.Mutex
 	uplinkDownSince time.Time
+	keys            keyState // the setpoint keys in force
 }
 
 // device is one configured device and what reads it.
@@ -92,10 +93,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	boot := make([]byte, 8)
 	rand.Read(boot)
-	wall := newWallClock()
-	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), wall: wall, started: time.Now()}
-	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: func() time.Duration { return time.Since(a.started) },
-		Now: wall.Now, Synced: a.clockSynced}
+	clocks := newClock()
+	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), clocks: clocks}
+	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: clocks.Since, Now: clocks.Wall, Synced: a.clockSynced}
 	defer func() {
 		if err != nil {
 			a.closeAll()
@@ -105,7 +105,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
 	a.store, err = buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
-		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: wall.Now,
+		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: clocks.Wall,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -126,7 +126,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a.deliver = telemetry.NewDeliverer(telemetry.DelivererOptions{
 		Outbox: a.store, Uplink: a.up, Fresh: fresh, Clock: a.clock, Logger: log.With("component", "deliver"),
 	})
-	a.events = telemetry.NewEvents(a.store, wall.Now, a.deliver.Wake, log)
+	a.events = telemetry.NewEvents(a.store, clocks.Wall, a.deliver.Wake, log)
 	if err := a.newControl(); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
@@ -151,11 +151,12 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys)}
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
-	a.up.HandleSetpoints(keys, func(sp hearth.Setpoint, received time.Time) hearth.Ack {
-		return a.ctl.Submit(sp, wall.shift(received))
+	a.up.HandleSetpoints(keys, cfg.Uplink.RevokedKeys, func(sp hearth.Setpoint, received time.Time) hearth.Ack {
+		return a.ctl.Submit(sp, clocks.at(received))
 	})
 	return a, nil
 }
@@ -230,7 +231,7 @@ func (a *Agent) newControl() error {
 		Limits: a.cfg.Safety.Limits(), Store: a.store, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
-		Now:             a.wall.Now, Synced: a.clockSynced, Event: a.events.Record,
+		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
 		Logger: a.log.With("component", "control"),
 	})
 	a.ctl = ctl
@@ -277,7 +278,12 @@ func (a *Agent) profiles() string {
 func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
 
 // clockSynced says whether readings and leases can trust the wall clock.
-func (a *Agent) clockSynced() bool { return a.cfg.AssumeClockSynced || kernelClockSynced() }
+func (a *Agent) clockSynced() bool {
+	if a.clocks.labUnsynced() {
+		return false
+	}
+	return a.cfg.AssumeClockSynced || kernelClockSynced()
+}
 
 // Run starts every part, consumers before producers, tells systemd the
 // agent is ready once its loops run, and runs until ctx is cancelled. Then
@@ -319,10 +325,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	a.log.Info("hearth stopping")
 	deadline := time.Now().Add(shutdownGrace)
+	feeder.Close()
 	if err := notify.Notify("STOPPING=1"); err != nil {
 		a.log.Warn("systemd notify", "err", err)
 	}
-	feeder.Close()
 	for _, d := range a.devices {
 		d.poller.Close()
 	}

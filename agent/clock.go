@@ -5,47 +5,87 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hearth-energy/hearth"
 )
 
 // ClockOffsetEnv names a file whose content (a Go duration such as "-1h"
-// or "24h") shifts the agent's wall clock. It exists for lab and fault
-// scenarios, which must step one agent's clock the way NTP, a flat RTC
-// battery or an operator does, without touching the machine's clock. It is
-// unset in production, where the agent reads time.Now.
+// or "24h") shifts the agent's wall clock, and, when followed by the word
+// "unsynced", makes the agent take the wall clock for unsynchronised
+// whatever the kernel says. It exists for lab and fault scenarios, which
+// must step one agent's wall clock the way NTP, a flat RTC battery or an
+// operator does, without touching the machine's clock. It is unset in
+// production, where the agent reads time.Now and the kernel's sync state.
 const ClockOffsetEnv = "HEARTH_CLOCK_OFFSET_FILE"
 
-// wallClock is the agent's wall clock. Go's Time.Add moves a time's
-// monotonic reading with its wall reading, so a step of the offset is seen
-// by durations between readings of this clock too: harsher than a real
-// clock step, which the monotonic clock ignores. Durations the agent keeps
-// against its start (mono_ms, live age) use time.Now and see no step.
-type wallClock struct {
-	path string
+// clock is the agent's pair of clocks: the wall clock (shifted by the lab
+// offset when one is set) and the monotonic clock since the agent started,
+// which no offset moves, as no real clock step moves it.
+type clock struct {
+	path   string
+	origin time.Time // carries the monotonic reading the clock counts from
 
-	mu     sync.Mutex
-	offset time.Duration
-	readAt time.Time
+	mu       sync.Mutex
+	offset   time.Duration
+	unsynced bool // the offset file says the clock is not synchronised
+	readAt   time.Time
 }
 
-func newWallClock() *wallClock { return &wallClock{path: os.Getenv(ClockOffsetEnv)} }
+func newClock() *clock { return &clock{path: os.Getenv(ClockOffsetEnv), origin: time.Now()} }
 
-// Now returns the wall time, shifted when an offset file is set.
-func (c *wallClock) Now() time.Time { return c.shift(time.Now()) }
+// Now reads both clocks.
+func (c *clock) Now() hearth.Instant { return c.at(time.Now()) }
 
-// shift applies the current offset to t, a time taken from time.Now.
-func (c *wallClock) shift(t time.Time) time.Time {
+// Wall reads the wall clock.
+func (c *clock) Wall() time.Time { return c.Now().Wall }
+
+// Since is the monotonic time since the agent started.
+func (c *clock) Since() time.Duration { return time.Since(c.origin) }
+
+// at returns both clocks' readings at t, a time taken from time.Now.
+func (c *clock) at(t time.Time) hearth.Instant {
+	return hearth.Instant{Wall: c.shift(t).Round(0), Mono: t.Sub(c.origin)}
+}
+
+// shift applies the current offset to t's wall reading.
+func (c *clock) shift(t time.Time) time.Time {
 	if c.path == "" {
 		return t
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.readAt) >= time.Second {
-		c.readAt = time.Now()
-		if b, err := os.ReadFile(c.path); err == nil {
-			if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
-				c.offset = d
-			}
-		}
-	}
+	c.readLocked()
 	return t.Add(c.offset)
+}
+
+// labUnsynced reports whether the offset file says the wall clock is not
+// synchronised.
+func (c *clock) labUnsynced() bool {
+	if c.path == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readLocked()
+	return c.unsynced
+}
+
+// readLocked reads the offset file at most once a second.
+func (c *clock) readLocked() {
+	if time.Since(c.readAt) < time.Second {
+		return
+	}
+	c.readAt = time.Now()
+	b, err := os.ReadFile(c.path)
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return
+	}
+	if d, err := time.ParseDuration(f[0]); err == nil {
+		c.offset = d
+		c.unsynced = len(f) > 1 && f[1] == "unsynced"
+	}
 }

@@ -7,23 +7,45 @@ import (
 	"time"
 )
 
-// TestWallClockOffsetFile: with the offset file set, the wall clock moves
-// by its content while durations between readings of it do not.
-func TestWallClockOffsetFile(t *testing.T) {
+// TestClockOffsetFileShiftsTheWallClockOnly: with the offset file set, the
+// wall clock moves by its content while the monotonic clock does not, as
+// with a real clock step.
+func TestClockOffsetFileShiftsTheWallClockOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "offset")
 	if err := os.WriteFile(path, []byte("-1h\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &wallClock{path: path}
+	c := newClock()
+	c.path = path
 	real := time.Now()
 	got := c.Now()
-	if d := real.Sub(got.Round(0)); d < 59*time.Minute || d > 61*time.Minute {
-		t.Errorf("wall clock %v is %v behind real time, want about 1h", got, d)
+	if d := real.Sub(got.Wall); d < 59*time.Minute || d > 61*time.Minute {
+		t.Errorf("wall clock %v is %v behind real time, want about 1h", got.Wall, d)
+	}
+	if got.Mono < 0 || got.Mono > time.Minute {
+		t.Errorf("monotonic clock %v: the offset moved it", got.Mono)
 	}
 	if el := c.Now().Sub(got); el < 0 || el > time.Minute {
 		t.Errorf("two readings of the shifted clock are %v apart, want a moment", el)
 	}
-	if plain := (&wallClock{}).Now(); time.Since(plain.Round(0)) > time.Minute {
+	if plain := newClock().Wall(); time.Since(plain) > time.Minute {
 		t.Errorf("without an offset file the clock is not time.Now: %v", plain)
+	}
+}
+
+// TestClockOffsetFileCanSayUnsynced: "… unsynced" makes the agent take
+// its wall clock for unsynchronised, as after a boot with no NTP.
+func TestClockOffsetFileCanSayUnsynced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "offset")
+	if err := os.WriteFile(path, []byte("-490000h unsynced\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newClock()
+	c.path = path
+	if !c.labUnsynced() {
+		t.Error("the offset file says unsynced; the clock does not")
+	}
+	if y := c.Wall().Year(); y > 1971 {
+		t.Errorf("wall clock in %d, want about 1970", y)
 	}
 }

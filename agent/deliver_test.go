@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/hearth-energy/hearth/config"
 	"net"
 	"path/filepath"
 	"testing"
@@ -37,21 +36,11 @@ func TestHealthyUplinkSparesTheDisk(t *testing.T) {
 	}
 	yaml := fmt.Sprintf("gateway_id: gw-live\ndata_dir: %s\ndiag_socket: %s\ndevices:\n%suplink:\n  broker: %s\n  boot_delay: 0s\n",
 		dir, filepath.Join(dir, "s.sock"), devs, mq.URL())
-	cfg, err := config.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newTestAgent(t, yaml)
 	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/gw-live/telemetry/#")
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(ctx) }()
+	stop := runAgent(t, a)
 	defer func() {
-		cancel()
-		if err := <-ran; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()

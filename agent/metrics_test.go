@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/diag"
@@ -9,16 +10,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hearth-energy/hearth/internal/harness"
 )
 
-func testAgent(t *testing.T, extra string) *Agent {
+// newTestAgent builds an agent from a config held in memory; what it
+// opened is closed when the test ends, unless Run closed it.
+func newTestAgent(t *testing.T, yaml string) *Agent {
 	t.Helper()
-	dir := t.TempDir()
-	yaml := fmt.Sprintf("gateway_id: gw-m\ndata_dir: %s\ndiag_socket: %s\ndevices:\n  - name: battery\n    address: 127.0.0.1:1\nuplink:\n  broker: tcp://127.0.0.1:1\n%s",
-		dir, filepath.Join(dir, "s.sock"), extra)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +28,31 @@ func testAgent(t *testing.T, extra string) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// runAgent runs a until the returned function stops it and returns what
+// Run returned.
+func runAgent(t *testing.T, a *Agent) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-ran })
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func testAgent(t *testing.T, extra string) *Agent {
+	t.Helper()
+	dir := t.TempDir()
+	a := newTestAgent(t, fmt.Sprintf("gateway_id: gw-m\ndata_dir: %s\ndiag_socket: %s\ndevices:\n  - name: battery\n    address: 127.0.0.1:1\nuplink:\n  broker: tcp://127.0.0.1:1\n%s",
+		dir, filepath.Join(dir, "s.sock"), extra))
 	t.Cleanup(a.closeAll)
 	return a
 }

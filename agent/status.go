@@ -21,7 +21,7 @@ func (a *Agent) Status() diag.StatusReport {
 		Time: now,
 		Agent: diag.AgentReport{
 			Version: hearth.Version, GatewayID: a.cfg.GatewayID, Boot: a.clock.Boot,
-			Started: a.started.UTC(), UptimeS: now.Sub(a.started).Seconds(), Clock: a.clock.State(),
+			Started: a.clocks.origin.UTC(), UptimeS: a.clocks.Since().Seconds(), Clock: a.clock.State(),
 			LogLevel: a.logLevel.Level().String(),
 		},
 	}
@@ -34,7 +34,7 @@ func (a *Agent) Status() diag.StatusReport {
 		r.Safety.Trips = []string{}
 	}
 	if st.Lease != nil {
-		r.Lease = &diag.LeaseReport{LeaseInfo: *st.Lease, RemainingS: st.Lease.ValidUntil.Sub(now).Seconds()}
+		r.Lease = &diag.LeaseReport{LeaseInfo: *st.Lease}
 	}
 	us := a.up.Stats()
 	r.Uplink = diag.UplinkReport{
@@ -140,12 +140,12 @@ func (a *Agent) Events(since time.Time, typ string) []diag.EventReport {
 }
 
 // SetMode starts a local lease for field work, through safety like any
-// other lease.
-func (a *Agent) SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error) {
+// other lease; powerW is the test power of mode power.
+func (a *Agent) SetMode(mode hearth.Mode, powerW *hearth.Watts, d time.Duration) (hearth.Ack, error) {
 	if !a.controls() {
 		return hearth.Ack{}, diag.ErrNoControl
 	}
-	return a.ctl.Override(mode, d)
+	return a.ctl.Override(mode, powerW, d)
 }
 
 // ClearMode ends a local lease.

@@ -123,7 +123,7 @@ func (r *run) all(count, runs, fleet int, fleetDur time.Duration) (err error) {
 	r.hearth = filepath.Join(r.dir, "hearth")
 	r.hsim = filepath.Join(r.dir, "hearthsim")
 	for bin, pkg := range map[string]string{r.hearth: "./cmd/hearth", r.hsim: "./cmd/hearthsim"} {
-		if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, pkg).CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", append(append([]string{"build", "-trimpath"}, harness.BuildFlags()...), "-o", bin, pkg)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}
 	}
@@ -464,7 +464,7 @@ func (r *run) setpointLatency(runs int) {
 
 func lease(v int, w float64) []byte {
 	now := time.Now().UTC()
-	b, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("bench-%d", v), "version": v, "issued_at": now.Format(time.RFC3339Nano),
+	b, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("bench-%d", v), "version": v, "gateway": "gw-sp", "issued_at": now.Format(time.RFC3339Nano),
 		"valid_until": now.Add(10 * time.Minute).Format(time.RFC3339Nano), "mode": "power", "power_w": w, "fallback": "auto"})
 	return b
 }

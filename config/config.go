@@ -37,6 +37,10 @@ import (
 // is not useful; use Load or Parse, which apply defaults and
 // validate.
 type Config struct {
+	// Path is the file the config was read from ("" when parsed from
+	// memory): the file hearth reads again to reload its keys.
+	Path string `yaml:"-"`
+
 	GatewayID         string `yaml:"gateway_id"`
 	DataDir           string `yaml:"data_dir"`
 	DiagSocket        string `yaml:"diag_socket"`
@@ -152,7 +156,11 @@ type UplinkConfig struct {
 	KeyFile      string            `yaml:"key_file"`
 	TopicPrefix  string            `yaml:"topic_prefix"`
 	SetpointKeys map[string]string `yaml:"setpoint_keys"`
-	BootDelay    Duration          `yaml:"boot_delay"`
+	// RevokedKeys are key ids whose signatures are refused whatever
+	// setpoint_keys says; a running lease signed by one ends at once on
+	// reload (SIGHUP, hearth keys reload).
+	RevokedKeys []string `yaml:"revoked_keys"`
+	BootDelay   Duration `yaml:"boot_delay"`
 }
 
 // BufferConfig bounds the on-disk telemetry buffer.
@@ -366,6 +374,7 @@ func parse(name string, data []byte, files bool) (*Config, error) {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
+	cfg.Path = name
 	return &cfg, nil
 }
 
@@ -596,6 +605,11 @@ func (v *validator) uplink(c *Config) {
 	for id, key := range u.SetpointKeys {
 		if _, err := decodeKey(key); err != nil {
 			v.errorf("uplink.setpoint_keys."+id, "%v", err)
+		}
+	}
+	for i, id := range u.RevokedKeys {
+		if strings.TrimSpace(id) == "" {
+			v.errorf(fmt.Sprintf("uplink.revoked_keys[%d]", i), "empty key id")
 		}
 	}
 }

@@ -37,13 +37,16 @@ const (
 	EventNotEffective     = "not_effective"
 	EventSetpointRejected = "setpoint_rejected"
 	EventWriteFailed      = "write_failed"
+	EventVersionReset     = "version_reset"
+	EventClockStepped     = "clock_stepped"
 )
 
 // Meta keys of the persisted lease state.
 const (
-	metaLease   = "safety.lease"
-	metaLocal   = "safety.local_lease"
-	metaVersion = "safety.highest_version"
+	metaLease    = "safety.lease"
+	metaLocal    = "safety.local_lease"
+	metaVersion  = "safety.highest_version"
+	metaFallback = "safety.fallback"
 )
 
 // Device is a controllable device: one that takes approved commands.
@@ -77,8 +80,18 @@ type Options struct {
 	// EffectiveWithin is how long a device may take to follow a command
 	// before a not_effective event.
 	EffectiveWithin time.Duration
-	Now             func() time.Time // nil: time.Now
-	Synced          func() bool      // whether the wall clock can be trusted
+	// Now reads the gateway's clocks; nil: the real ones, the monotonic
+	// one counted from New.
+	Now func() hearth.Instant
+	// Synced says whether the wall clock can be trusted now; nil: always.
+	Synced func() bool
+	// BuildTime is when the binary's sources were made: true time is never
+	// earlier, which puts a floor under a clock that boots at 1970.
+	BuildTime time.Time
+	// LocalMaxW bounds the power a local override may ask for (hearth
+	// mode set power): enough to check sign and wiring, no more; default
+	// 1000 W. The safety limits apply on top.
+	LocalMaxW hearth.Watts
 	// Event records an event (required); it must not block.
 	Event  func(typ string, data map[string]any)
 	Logger *slog.Logger
@@ -108,7 +121,8 @@ type Controller struct {
 	rule     string
 	state    hearth.State
 	onState  []func(hearth.State)
-	lastObs  time.Time
+	floor    timeFloor
+	lastObs  time.Time // on the monotonic timeline (mono)
 	lastStep time.Time
 
 	applyMu sync.Mutex // one evaluate-and-write at a time
@@ -136,7 +150,14 @@ func New(opt Options) (*Controller, error) {
 		return nil, errors.New("control: Store and Event are required")
 	}
 	if opt.Now == nil {
-		opt.Now = time.Now
+		origin := time.Now()
+		opt.Now = func() hearth.Instant {
+			t := time.Now()
+			return hearth.Instant{Wall: t.Round(0), Mono: t.Sub(origin)}
+		}
+	}
+	if opt.LocalMaxW <= 0 {
+		opt.LocalMaxW = DefaultLocalMaxW
 	}
 	if opt.Synced == nil {
 		opt.Synced = func() bool { return true }
@@ -165,8 +186,19 @@ func New(opt Options) (*Controller, error) {
 	return c, nil
 }
 
+// DefaultLocalMaxW bounds a local power override when Options does not.
+const DefaultLocalMaxW = 1000
+
+// monoEpoch is the origin of the monotonic timeline the controller keeps
+// its own times on and hands the evaluator, which only takes differences:
+// a step of the wall clock moves none of them.
+var monoEpoch = time.Unix(1<<31, 0).UTC()
+
+func mono(i hearth.Instant) time.Time { return monoEpoch.Add(i.Mono) }
+
 func (c *Controller) restore() error {
 	st := c.opt.Store
+	now, synced := c.opt.Now(), c.opt.Synced()
 	if v, ok, err := st.Meta(metaVersion); err != nil {
 		return err
 	} else if ok {
@@ -176,7 +208,22 @@ func (c *Controller) restore() error {
 		}
 		c.highest = n
 	}
-	now, synced := c.opt.Now(), c.opt.Synced()
+	if v, ok, err := st.Meta(metaFallback); err != nil {
+		return err
+	} else if ok && v != "" {
+		c.fallback = hearth.Mode(v)
+	}
+	if v, ok, err := st.Meta(metaFloor); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.floor.raise(now, t)
+			c.floor.persisted = t
+		}
+	}
+	c.floor.raise(now, c.opt.BuildTime)
+	c.floor.observe(now, synced)
+	floor := c.floor.now(now)
 	for _, key := range []string{metaLease, metaLocal} {
 		v, ok, err := st.Meta(key)
 		if err != nil {
@@ -191,23 +238,27 @@ func (c *Controller) restore() error {
 			c.persist(key, nil)
 			continue
 		}
-		switch {
-		case !synced || !l.Synced:
-			// How long the agent was down cannot be known: never resume.
-			c.endLocked(&l, "clock_unsynced")
-			c.persist(key, nil)
-		case l.Expired(now, synced):
-			c.endLocked(&l, "expired")
-			c.persist(key, nil)
-		default:
-			lease := l
-			if key == metaLease {
-				c.cloud = &lease
-			} else {
-				c.local = &lease
-			}
-			c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true}))
+		lf := floor
+		if l.Source == safety.SourceLocal {
+			lf = time.Time{} // a local lease runs on the monotonic clock alone
 		}
+		if reason := l.Resume(now, synced, lf); reason != "" {
+			// How long the agent was down cannot be known, or the lease
+			// is over: it ends, and its fallback is what runs.
+			if key == metaLease {
+				c.setFallback(l.Setpoint.Fallback)
+			}
+			c.endLocked(&l, reason, nil)
+			c.persist(key, nil)
+			continue
+		}
+		lease := l
+		if key == metaLease {
+			c.cloud = &lease
+		} else {
+			c.local = &lease
+		}
+		c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true}))
 	}
 	return nil
 }
@@ -230,11 +281,18 @@ func (c *Controller) Devices() []string {
 	return names
 }
 
-// State returns what the controller is doing now.
+// State returns what the controller is doing, as of its last step, with
+// the time the lease has left as of now.
 func (c *Controller) State() hearth.State {
+	now := c.opt.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state
+	st := c.state
+	if l := c.activeLocked(); l != nil && st.Lease != nil && st.Lease.ID == l.Setpoint.ID {
+		info := l.Info(now, c.opt.Synced(), c.leaseFloorLocked(l, now))
+		st.Lease, st.Time = &info, now.Wall.UTC()
+	}
+	return st
 }
 
 // Lease returns the lease being executed, if any: the local override when
@@ -252,7 +310,7 @@ func (c *Controller) Lease() (safety.Lease, bool) {
 // of controllable devices feed the rules; the meter device's reading gives
 // the grid power.
 func (c *Controller) Observe(r hearth.Reading) {
-	now := c.opt.Now()
+	now := mono(c.opt.Now())
 	c.mu.Lock()
 	c.lastObs = now
 	if _, ok := c.dev[r.Device]; ok {
@@ -285,104 +343,6 @@ func (c *Controller) wake() {
 	}
 }
 
-// Submit validates a setpoint received at received (on the controller's
-// clock) in the order of the contract: version, time, values, safety. An
-// accepted lease replaces the current one, is persisted with the highest
-// version, and runs from the next step of the loop, which Submit wakes.
-// Every outcome but a duplicate is also recorded as an event.
-func (c *Controller) Submit(sp hearth.Setpoint, received time.Time) hearth.Ack {
-	c.mu.Lock()
-	ack, accepted := c.submitLocked(sp, received)
-	c.mu.Unlock()
-	if accepted {
-		c.wake()
-	}
-	return ack
-}
-
-func (c *Controller) submitLocked(sp hearth.Setpoint, received time.Time) (hearth.Ack, bool) {
-	ack := hearth.Ack{ID: sp.ID, Version: sp.Version}
-	synced := c.opt.Synced()
-	v := c.opt.Limits.Check(sp, c.highest, received, synced, c.opt.MeterDevice != "")
-	if v.OK && c.estop {
-		v = safety.Verdict{Result: hearth.ResultRejected, Reason: safety.RuleEStop}
-	}
-	if !v.OK {
-		ack.Result, ack.Reason = v.Result, v.Reason
-		if v.Result != hearth.ResultDuplicate {
-			c.event(EventSetpointRejected, map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason})
-		}
-		return ack, false
-	}
-	lease := &safety.Lease{Setpoint: sp, Source: safety.SourceCloud, Received: received, Synced: synced}
-	d := c.eval.Preview(c.inputLocked(received, lease.Target(received, synced)))
-	ack.Result, ack.AppliedW = hearth.ResultApplied, d.TargetW
-	switch d.Rule {
-	case "":
-	case safety.RuleStale, safety.RuleReadingQuality:
-		// Accepted, but no device can be commanded until it is read:
-		// the ack says why nothing is applied yet.
-		ack.Reason = d.Rule
-	default:
-		ack.Result, ack.Reason = hearth.ResultClamped, d.Rule
-		data := map[string]any{"lease_id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": d.TargetW}
-		if sp.PowerW != nil {
-			data["requested_w"] = *sp.PowerW
-		}
-		c.event(EventClamped, data)
-	}
-	if c.cloud != nil {
-		c.endLocked(c.cloud, "replaced")
-	}
-	c.cloud, c.highest = lease, sp.Version
-	c.persist(metaLease, lease)
-	if err := c.opt.Store.SetMeta(metaVersion, strconv.FormatUint(sp.Version, 10)); err != nil {
-		c.log.Error("persist setpoint version", "err", err)
-	}
-	c.event(EventLeaseStarted, leaseData(lease, nil))
-	return ack, true
-}
-
-// Override starts a local lease (hearth mode set MODE --for D): it takes
-// precedence over any cloud lease until it ends, then the cloud lease (if
-// still valid) or the fallback runs again. Only idle and auto may be set
-// locally.
-func (c *Controller) Override(mode hearth.Mode, d time.Duration) (hearth.Ack, error) {
-	if mode != hearth.ModeIdle && mode != hearth.ModeAuto {
-		return hearth.Ack{}, fmt.Errorf("mode %q cannot be set locally (idle or auto)", mode)
-	}
-	if d <= 0 || d > c.opt.Limits.MaxLease {
-		return hearth.Ack{}, fmt.Errorf("duration %s is outside 0..%s (safety.max_lease)", d, c.opt.Limits.MaxLease)
-	}
-	now := c.opt.Now()
-	c.mu.Lock()
-	wall := now.Round(0)
-	sp := hearth.Setpoint{ID: "local-" + strconv.FormatInt(wall.UnixNano(), 36), IssuedAt: wall, ValidUntil: wall.Add(d),
-		Mode: mode, Fallback: c.fallback}
-	l := &safety.Lease{Setpoint: sp, Source: safety.SourceLocal, Received: now, Synced: c.opt.Synced()}
-	if c.local != nil {
-		c.endLocked(c.local, "replaced")
-	}
-	c.local = l
-	c.persist(metaLocal, l)
-	c.event(EventLeaseStarted, leaseData(l, nil))
-	c.mu.Unlock()
-	c.wake()
-	return hearth.Ack{ID: sp.ID, Result: hearth.ResultApplied}, nil
-}
-
-// ClearOverride ends a local lease early.
-func (c *Controller) ClearOverride() {
-	c.mu.Lock()
-	if c.local != nil {
-		c.endLocked(c.local, "cleared")
-		c.local = nil
-		c.persist(metaLocal, nil)
-	}
-	c.mu.Unlock()
-	c.wake()
-}
-
 // Start runs the loop (Run) on a goroutine of its own until Close.
 func (c *Controller) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -400,6 +360,9 @@ func (c *Controller) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	c.Release(ctx)
+	c.mu.Lock()
+	c.persistFloorLocked(c.opt.Now())
+	c.mu.Unlock()
 }
 
 // Run steps the loop on every wake-up (reading, lease, e-stop) and at
@@ -442,7 +405,7 @@ func (c *Controller) Release(ctx context.Context) {
 // Healthy reports whether readings and control steps have both happened
 // within stall of now: the watchdogs are fed only then.
 func (c *Controller) Healthy(stall time.Duration) bool {
-	now := c.opt.Now()
+	now := mono(c.opt.Now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.lastObs.IsZero() && now.Sub(c.lastObs) <= stall && now.Sub(c.lastStep) <= stall
@@ -452,25 +415,23 @@ func (c *Controller) Healthy(stall time.Duration) bool {
 func (c *Controller) Step(ctx context.Context) {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
-	now := c.opt.Now()
+	inst := c.opt.Now()
+	now := mono(inst)
 
 	c.mu.Lock()
 	c.lastStep = now
 	synced := c.opt.Synced()
-	if c.local != nil && c.local.Expired(now, synced) {
-		c.endLocked(c.local, "expired")
-		c.local = nil
-		c.persist(metaLocal, nil)
+	if step := c.floor.observe(inst, synced); step != 0 {
+		c.log.Warn("wall clock stepped", "by", step)
+		c.event(EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
 	}
-	if c.cloud != nil && c.cloud.Expired(now, synced) {
-		c.fallback = c.cloud.Setpoint.Fallback
-		c.endLocked(c.cloud, "expired")
-		c.cloud = nil
-		c.persist(metaLease, nil)
+	if c.floor.due(inst) {
+		c.persistFloorLocked(inst)
 	}
+	c.expireLocked(inst, synced)
 	tgt := safety.Target{Mode: c.fallback}
 	if l := c.activeLocked(); l != nil {
-		tgt = l.Target(now, synced)
+		tgt = l.Target(inst)
 	}
 	dec := c.eval.Evaluate(c.inputLocked(now, tgt))
 	c.tripEventsLocked(dec)
@@ -525,7 +486,7 @@ func (c *Controller) Step(ctx context.Context) {
 		}
 	}
 	prev := c.state
-	c.state = c.stateLocked(now, dec)
+	c.state = c.stateLocked(inst, dec)
 	changed := !sameState(prev, c.state)
 	fns := c.onState
 	st := c.state
@@ -620,12 +581,13 @@ func isTrip(rule string) bool {
 	return true
 }
 
-func (c *Controller) stateLocked(now time.Time, dec safety.Decision) hearth.State {
-	s := hearth.State{Time: now.Round(0).UTC(), Mode: c.fallback, Safety: "ok", Trips: dec.Trips}
+func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth.State {
+	synced := c.opt.Synced()
+	s := hearth.State{Time: now.Wall.UTC(), Clock: clockState(synced), Mode: c.fallback, Safety: "ok", Trips: dec.Trips}
 	if l := c.activeLocked(); l != nil {
-		info := l.Info()
+		info := l.Info(now, synced, c.leaseFloorLocked(l, now))
 		s.Lease = &info
-		s.Mode = l.Target(now, c.opt.Synced()).Mode
+		s.Mode = l.Target(now).Mode
 	}
 	if len(dec.Trips) > 0 {
 		s.Safety = dec.Trips[0]
@@ -639,54 +601,31 @@ func (c *Controller) stateLocked(now time.Time, dec safety.Decision) hearth.Stat
 		}
 	}
 	if held {
+		sum = roundW(sum)
 		s.AppliedW = &sum
 	}
 	return s
 }
 
+// roundW rounds a power to 0.1 W: what a meter can tell apart, and no
+// float noise in the payloads.
+func roundW(w hearth.Watts) hearth.Watts { return hearth.Watts(math.Round(float64(w)*10) / 10) }
+
+func clockState(synced bool) hearth.ClockState {
+	if synced {
+		return hearth.ClockSynced
+	}
+	return hearth.ClockUnsynced
+}
+
+// sameState reports whether two states say the same, whatever their times
+// and the seconds a lease has left: only a change is published.
 func sameState(a, b hearth.State) bool {
 	a.Time, b.Time = time.Time{}, time.Time{}
+	if a.Lease != nil && b.Lease != nil {
+		la, lb := *a.Lease, *b.Lease
+		la.RemainingS, lb.RemainingS = 0, 0
+		a.Lease, b.Lease = &la, &lb
+	}
 	return reflect.DeepEqual(a, b)
 }
-
-func (c *Controller) endLocked(l *safety.Lease, reason string) {
-	fb := l.Setpoint.Fallback
-	if l.Source == safety.SourceLocal {
-		if c.cloud != nil && l != c.cloud {
-			fb = c.cloud.Setpoint.Mode
-		} else {
-			fb = c.fallback
-		}
-	}
-	c.log.Info("lease ended", "id", l.Setpoint.ID, "version", l.Setpoint.Version, "reason", reason, "fallback", fb)
-	c.event(EventLeaseEnded, leaseData(l, map[string]any{"reason": reason, "fallback": fb}))
-}
-
-func leaseData(l *safety.Lease, extra map[string]any) map[string]any {
-	m := map[string]any{"lease_id": l.Setpoint.ID, "version": l.Setpoint.Version, "source": l.Source,
-		"mode": l.Setpoint.Mode, "valid_until": l.Setpoint.ValidUntil, "fallback": l.Setpoint.Fallback}
-	if l.Setpoint.PowerW != nil {
-		m["power_w"] = *l.Setpoint.PowerW
-	}
-	for k, v := range extra {
-		m[k] = v
-	}
-	return m
-}
-
-func (c *Controller) persist(key string, l *safety.Lease) {
-	v := ""
-	if l != nil {
-		b, err := json.Marshal(l)
-		if err != nil {
-			c.log.Error("encode lease", "err", err)
-			return
-		}
-		v = string(b)
-	}
-	if err := c.opt.Store.SetMeta(key, v); err != nil {
-		c.log.Error("persist lease", "key", key, "err", err)
-	}
-}
-
-func (c *Controller) event(typ string, data map[string]any) { c.opt.Event(typ, data) }

@@ -29,6 +29,7 @@ type ctlRig struct {
 	dbPath string
 	ctl    *Controller
 	synced bool
+	build  time.Time // the build time the controller is given
 }
 
 func testSafetyLimits() safety.Limits {
@@ -47,7 +48,18 @@ var ctlT0 = time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC) // night: no PV
 func newCtlRig(t *testing.T) *ctlRig {
 	t.Helper()
 	r := &ctlRig{t: t, clock: clocktest.New(ctlT0), synced: true}
-	r.sim = sim.New(sim.Config{Now: r.clock.Now, InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
+	r.init()
+	return r
+}
+
+// init starts the simulator and the controller. The simulator keeps time
+// of its own, as a device does: from ctlT0 on the rig's monotonic clock,
+// so stepping the gateway's wall clock does not move it.
+func (r *ctlRig) init() {
+	t := r.t
+	t.Helper()
+	start := r.clock.Instant().Mono
+	r.sim = sim.New(sim.Config{Now: func() time.Time { return ctlT0.Add(r.clock.Instant().Mono - start) }, InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +83,6 @@ func newCtlRig(t *testing.T) *ctlRig {
 		<-done
 	})
 	r.restart()
-	return r
 }
 
 // restart closes the buffer and builds a fresh controller on the same
@@ -88,7 +99,7 @@ func (r *ctlRig) restart() {
 	r.store = store
 	ctl, err := New(Options{
 		Limits: testSafetyLimits(), Store: store, Devices: []Device{storageDevice{r.st}}, Event: storeEvent(store),
-		Now: r.clock.Now, Synced: func() bool { return r.synced }, EffectiveWithin: 5 * time.Second,
+		Now: r.clock.Instant, Synced: func() bool { return r.synced }, EffectiveWithin: 5 * time.Second, BuildTime: r.build,
 	})
 	if err != nil {
 		r.t.Fatal(err)
@@ -159,7 +170,7 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	t.Parallel()
 	r := newCtlRig(t)
 	r.cycle(time.Second)
-	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Now())
+	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Instant())
 	if ack.Result != hearth.ResultClamped || ack.Reason != safety.RuleMaxDischarge || ack.AppliedW == nil || *ack.AppliedW != 2500 {
 		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, safety.RuleMaxDischarge)
 	}
@@ -187,11 +198,11 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 		v    uint64
 		want hearth.Result
 	}{{1, hearth.ResultDuplicate}, {0, hearth.ResultStale}} {
-		if got := r.ctl.Submit(lease(c.v, r.clock.Now(), time.Minute, hearth.ModeIdle, 0), r.clock.Now()); got.Result != c.want {
+		if got := r.ctl.Submit(lease(c.v, r.clock.Now(), time.Minute, hearth.ModeIdle, 0), r.clock.Instant()); got.Result != c.want {
 			t.Errorf("version %d after 1: %s, want %s", c.v, got.Result, c.want)
 		}
 	}
-	if got := r.ctl.Submit(lease(2, r.clock.Now().Add(-time.Hour), time.Minute, hearth.ModeIdle, 0), r.clock.Now()); got.Result != hearth.ResultExpired {
+	if got := r.ctl.Submit(lease(2, r.clock.Now().Add(-time.Hour), time.Minute, hearth.ModeIdle, 0), r.clock.Instant()); got.Result != hearth.ResultExpired {
 		t.Errorf("expired lease: %+v", got)
 	}
 	if n := len(r.events(EventSetpointRejected)); n != 2 {
@@ -203,7 +214,7 @@ func TestSoCThroughMinStopsDischargeAtNextPoll(t *testing.T) {
 	t.Parallel()
 	r := newCtlRig(t)
 	r.cycle(time.Second)
-	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Now())
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Instant())
 	for range 4 {
 		r.cycle(time.Second)
 	}
@@ -229,7 +240,7 @@ func TestLeaseExpiryTakesFallback(t *testing.T) {
 	r.cycle(time.Second)
 	sp := lease(1, r.clock.Now(), 10*time.Second, hearth.ModePower, -1000)
 	sp.Fallback = hearth.ModeIdle
-	r.ctl.Submit(sp, r.clock.Now())
+	r.ctl.Submit(sp, r.clock.Instant())
 	for range 5 {
 		r.cycle(time.Second)
 	}
@@ -255,7 +266,7 @@ func TestRestartResumesUnexpiredLeaseOnly(t *testing.T) {
 	t.Parallel()
 	r := newCtlRig(t)
 	r.cycle(time.Second)
-	r.ctl.Submit(lease(7, r.clock.Now(), time.Minute, hearth.ModePower, 1500), r.clock.Now())
+	r.ctl.Submit(lease(7, r.clock.Now(), time.Minute, hearth.ModePower, 1500), r.clock.Instant())
 	r.cycle(time.Second)
 
 	r.restart()
@@ -263,7 +274,7 @@ func TestRestartResumesUnexpiredLeaseOnly(t *testing.T) {
 	if !ok || l.Setpoint.Version != 7 {
 		t.Fatalf("restarted controller has lease %+v %v, want version 7", l, ok)
 	}
-	if got := r.ctl.Submit(lease(7, r.clock.Now(), time.Minute, hearth.ModePower, 1500), r.clock.Now()); got.Result != hearth.ResultDuplicate {
+	if got := r.ctl.Submit(lease(7, r.clock.Now(), time.Minute, hearth.ModePower, 1500), r.clock.Instant()); got.Result != hearth.ResultDuplicate {
 		t.Errorf("replayed version 7 after restart: %s, want duplicate", got.Result)
 	}
 	for range 3 {
@@ -289,7 +300,7 @@ func TestRestartResumesUnexpiredLeaseOnly(t *testing.T) {
 	if s := r.sim.State(); s.Mode != sim.ModeSelfConsumption {
 		t.Errorf("simulator in %s, want handed back (self-consumption)", s.Mode)
 	}
-	if got := r.ctl.Submit(lease(6, r.clock.Now(), time.Minute, hearth.ModeIdle, 0), r.clock.Now()); got.Result != hearth.ResultStale {
+	if got := r.ctl.Submit(lease(6, r.clock.Now(), time.Minute, hearth.ModeIdle, 0), r.clock.Instant()); got.Result != hearth.ResultStale {
 		t.Errorf("version 6 after 7 across restarts: %s, want stale", got.Result)
 	}
 }
@@ -301,7 +312,7 @@ func TestUnsyncedLeaseRunsOnMonotonicTimeAndIsNotResumed(t *testing.T) {
 	r.cycle(time.Second)
 	// Issued by a cloud in 2026; this gateway's clock is far off.
 	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ack := r.ctl.Submit(lease(1, issued, 20*time.Second, hearth.ModePower, 1000), r.clock.Now())
+	ack := r.ctl.Submit(lease(1, issued, 20*time.Second, hearth.ModePower, 1000), r.clock.Instant())
 	if ack.Result != hearth.ResultApplied {
 		t.Fatalf("ack %+v, want applied", ack)
 	}
@@ -319,11 +330,11 @@ func TestLocalOverrideTakesPrecedence(t *testing.T) {
 	t.Parallel()
 	r := newCtlRig(t)
 	r.cycle(time.Second)
-	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Now())
-	if _, err := r.ctl.Override(hearth.ModeIdle, 30*time.Second); err != nil {
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Instant())
+	if _, err := r.ctl.Override(hearth.ModeIdle, nil, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ctl.Override(hearth.ModePower, time.Minute); err == nil {
+	if _, err := r.ctl.Override(hearth.ModeSelfConsumption, nil, time.Minute); err == nil {
 		t.Error("a local power override was accepted")
 	}
 	var states []hearth.State
@@ -353,7 +364,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	t.Parallel()
 	r := newCtlRig(t)
 	r.cycle(time.Second)
-	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Now())
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 2000), r.clock.Instant())
 	for range 3 {
 		r.cycle(time.Second)
 	}
@@ -362,7 +373,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 {
 		t.Errorf("e-stop: %v W, want 0", s.BatteryW)
 	}
-	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Now()); ack.Result != hearth.ResultRejected || ack.Reason != safety.RuleEStop {
+	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != safety.RuleEStop {
 		t.Errorf("setpoint during e-stop: %+v", ack)
 	}
 }
@@ -388,7 +399,7 @@ func BenchmarkReactionLimitCrossing(b *testing.B) {
 		}
 	}()
 	ctx := context.Background()
-	r.ctl.Submit(lease(1, r.clock.Now(), 24*time.Hour, hearth.ModePower, 2000), r.clock.Now())
+	r.ctl.Submit(lease(1, r.clock.Now(), 24*time.Hour, hearth.ModePower, 2000), r.clock.Instant())
 	poll := func() hearth.Reading {
 		rd, err := r.dev.Poll(ctx, r.clock.Now)
 		if err != nil {
@@ -446,7 +457,7 @@ func BenchmarkReactionLease(b *testing.B) {
 		}
 		before := len(r.sim.Writes())
 		start := time.Now()
-		r.ctl.Submit(lease(v, r.clock.Now(), time.Hour, mode, 0), r.clock.Now())
+		r.ctl.Submit(lease(v, r.clock.Now(), time.Hour, mode, 0), r.clock.Instant())
 		r.ctl.Step(ctx)
 		took = append(took, time.Since(start))
 		if len(r.sim.Writes()) == before {

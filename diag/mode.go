@@ -13,7 +13,10 @@ import (
 // ModeRequest is the body of POST /v1/mode: a local lease for field work.
 type ModeRequest struct {
 	Mode hearth.Mode `json:"mode"`
-	For  string      `json:"for"` // a duration such as 30m
+	// PowerW is the test power of mode power (positive discharges), for
+	// commissioning: checking sign, wiring and CT direction.
+	PowerW *hearth.Watts `json:"power_w,omitempty"`
+	For    string        `json:"for"` // a duration such as 30m
 }
 
 // maxLocalLease bounds a local override, so a forgotten one ends by itself.
@@ -34,7 +37,7 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s", req.For, maxLocalLease))
 			return
 		}
-		ack, err := a.SetMode(req.Mode, d)
+		ack, err := a.SetMode(req.Mode, req.PowerW, d)
 		if errors.Is(err, ErrNoControl) {
 			writeAPIError(w, http.StatusConflict, err)
 			return

@@ -72,10 +72,10 @@ type SafetyReport struct {
 	AppliedW *hearth.Watts `json:"applied_w,omitempty"`
 }
 
-// LeaseReport is the active setpoint lease.
+// LeaseReport is the active setpoint lease; RemainingS is how long the
+// agent still holds it, measured on its monotonic clock.
 type LeaseReport struct {
 	hearth.LeaseInfo
-	RemainingS float64 `json:"remaining_s"`
 }
 
 // UplinkReport is the MQTT session's health.
@@ -109,6 +109,26 @@ type BufferReport struct {
 	WriteBytes        int64      `json:"write_bytes"`
 	CommitsPerHour    float64    `json:"commits_per_hour"`
 	Error             string     `json:"error,omitempty"`
+}
+
+// KeysReport is the setpoint keys in force (GET /v1/keys, and the answer
+// of POST /v1/keys/reload).
+type KeysReport struct {
+	Keys    []string `json:"keys"`    // key ids trusted to sign setpoints; none: unsigned accepted
+	Revoked []string `json:"revoked"` // key ids refused
+	// LeaseEnded says a reload ended the running lease: its key is revoked.
+	LeaseEnded bool `json:"lease_ended,omitempty"`
+}
+
+// ResetVersionRequest is the body of POST /v1/lease/reset-version. Confirm
+// must be the gateway's id: the reset is deliberate.
+type ResetVersionRequest struct {
+	Confirm string `json:"confirm"`
+}
+
+// ResetVersionResult answers POST /v1/lease/reset-version.
+type ResetVersionResult struct {
+	FromVersion uint64 `json:"from_version"` // the highest version forgotten
 }
 
 // PointReport is one point's latest value.

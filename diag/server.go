@@ -41,10 +41,18 @@ type Agent interface {
 	// (any when empty), oldest first.
 	Events(since time.Time, typ string) []EventReport
 	Buffer() BufferReport
-	// SetMode starts a local lease for field work; ErrNoControl when the
-	// agent controls no device. ClearMode ends it.
-	SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error)
+	// SetMode starts a local lease for field work (powerW: the test power
+	// of mode power); ErrNoControl when the agent controls no device.
+	// ClearMode ends it.
+	SetMode(mode hearth.Mode, powerW *hearth.Watts, d time.Duration) (hearth.Ack, error)
 	ClearMode() error
+	// Keys reports the setpoint keys in force; ReloadKeys reads them again
+	// from the config file (as SIGHUP does).
+	Keys() KeysReport
+	ReloadKeys() (KeysReport, error)
+	// ResetVersion forgets the highest setpoint version accepted (the way
+	// out of a version lockout) and returns it.
+	ResetVersion() (uint64, error)
 	// Links returns the physical links the agent owns.
 	Links() []Link
 }
@@ -189,6 +197,35 @@ func (s *Server) handler() http.Handler {
 		s.opt.LogLevel.Set(lv)
 		s.log.Info("log level changed", "level", lv)
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
+	})
+	mux.HandleFunc("GET "+APIVersion+"/keys", func(w http.ResponseWriter, r *http.Request) {
+		writeAPI(w, http.StatusOK, a.Keys())
+	})
+	mux.HandleFunc("POST "+APIVersion+"/keys/reload", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := a.ReloadKeys()
+		if err != nil {
+			writeAPIError(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		writeAPI(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("POST "+APIVersion+"/lease/reset-version", func(w http.ResponseWriter, r *http.Request) {
+		var req ResetVersionRequest
+		if err := decodeBody(w, r, &req); err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
+			return
+		}
+		if st := a.Status(); req.Confirm != st.Agent.GatewayID {
+			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("confirm %q: give this gateway's id (%s) to reset its setpoint version", req.Confirm, st.Agent.GatewayID))
+			return
+		}
+		old, err := a.ResetVersion()
+		if err != nil {
+			writeAPIError(w, http.StatusConflict, err)
+			return
+		}
+		s.log.Warn("setpoint version reset through the diagnostics socket", "from", old)
+		writeAPI(w, http.StatusOK, ResetVersionResult{FromVersion: old})
 	})
 	s.modeHandlers(mux)
 	s.modbusHandlers(mux)

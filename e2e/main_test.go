@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	// Tests run the CLI as an unprivileged user too: it must reach the binary.
 	os.Chmod(dir, 0o755)
 	hearthBin = filepath.Join(dir, "hearth")
-	out, err := exec.Command("go", "build", "-race", "-o", hearthBin, "../cmd/hearth").CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build", "-race"}, harness.BuildFlags()...), "-o", hearthBin, "../cmd/hearth")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build hearth: %v\n%s", err, out)
 		os.Exit(1)

@@ -47,7 +47,7 @@ uplink:
 // carries a power.
 func lease(version uint64, issued, until time.Time, mode string, powerW float64) []byte {
 	l := map[string]any{
-		"id": fmt.Sprintf("lease-%d", version), "version": version,
+		"id": fmt.Sprintf("lease-%d", version), "version": version, "gateway": "gw-sp",
 		"issued_at": issued.UTC().Format(time.RFC3339), "valid_until": until.UTC().Format(time.RFC3339),
 		"mode": mode, "fallback": "auto",
 	}
@@ -182,7 +182,15 @@ func TestSetpointsOverMQTT(t *testing.T) {
 		t.Fatalf("mode clear: exit %d", code)
 	}
 	waitSim(t, s, "the cloud lease to resume after the override", 15*time.Second, func(st sim.State) bool { return st.BatteryW == 1500 })
-	if _, stderr, code := hearthCLI(t, nil, "mode", "set", "power", "--for", "10m", "--socket", sock); code == 0 {
-		t.Errorf("mode set power was accepted; only idle and auto may be set locally (stderr %q)", stderr)
+	// A commissioning test power: small, through safety, and only small.
+	if _, stderr, code := hearthCLI(t, nil, "mode", "set", "power", "5kW", "--for", "10m", "--socket", sock); code == 0 {
+		t.Errorf("a local test power of 5 kW was accepted (stderr %q); want at most ±1000 W", stderr)
+	}
+	if out, stderr, code := hearthCLI(t, nil, "mode", "set", "power", "-500W", "--for", "1m", "--socket", sock); code != 0 || !strings.Contains(out, "applied") {
+		t.Fatalf("mode set power -500W: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	waitSim(t, s, "the local test power to charge at 500 W", 15*time.Second, func(st sim.State) bool { return st.BatteryW == -500 })
+	if _, _, code := hearthCLI(t, nil, "mode", "clear", "--socket", sock); code != 0 {
+		t.Fatalf("mode clear: exit %d", code)
 	}
 }

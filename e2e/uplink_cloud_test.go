@@ -83,7 +83,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.HandleSetpoints(keys, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
+	s.HandleSetpoints(keys, nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
 		mu.Lock()
 		defer mu.Unlock()
 		applied = append(applied, sp)
@@ -120,7 +120,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 
 	// Unsigned, from a file: refused, exit code 3.
 	lease := filepath.Join(dir, "lease.json")
-	os.WriteFile(lease, []byte(`{"id":"lease-2","version":8,"issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"idle","fallback":"auto"}`+"\n"), 0o600)
+	os.WriteFile(lease, []byte(`{"id":"lease-2","version":8,"gateway":"gw-ops","issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"idle","fallback":"auto"}`+"\n"), 0o600)
 	out, _, code = runSim(t, "cloud", "send", "--broker", m.URL(), "--gateway", "gw-ops", "--file", lease)
 	if code != 3 || !strings.Contains(out, `"result":"rejected","reason":"unsigned"`) {
 		t.Errorf("unsigned send: exit %d, printed %q; want 3 and rejected/unsigned", code, out)

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	hearthBin = filepath.Join(dir, "hearth")
 	hearthsimBin = filepath.Join(dir, "hearthsim")
 	for bin, pkg := range map[string]string{hearthBin: "../cmd/hearth", hearthsimBin: "../cmd/hearthsim"} {
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", append(append([]string{"build"}, harness.BuildFlags()...), "-o", bin, pkg)...).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 			os.Exit(1)
 		}
@@ -578,10 +578,10 @@ func checkLimits(t *testing.T, s *sim.Simulator) int {
 	return n
 }
 
-// powerLease returns a signed-or-plain setpoint lease payload.
-func powerLease(id string, version uint64, w float64, valid time.Duration, key ed25519.PrivateKey) []byte {
+// powerLease returns a signed-or-plain setpoint lease payload for gateway gw.
+func powerLease(gw, id string, version uint64, w float64, valid time.Duration, key ed25519.PrivateKey) []byte {
 	now := time.Now().UTC()
-	p := map[string]any{"id": id, "version": version, "issued_at": now.Format(time.RFC3339Nano),
+	p := map[string]any{"id": id, "version": version, "gateway": gw, "issued_at": now.Format(time.RFC3339Nano),
 		"valid_until": now.Add(valid).Format(time.RFC3339Nano), "mode": "power", "power_w": w, "fallback": "auto"}
 	b, _ := json.Marshal(p)
 	if key == nil {

@@ -52,7 +52,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 	g.start()
 	waitReadings(t, o, 20, 20*time.Second)
 	step(t, "publish a 3000 W discharge lease (limit 1500 W)")
-	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease("brk", 1, 3000, 10*time.Minute, nil), false)
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "brk", 1, 3000, 10*time.Minute, nil), false)
 
 	restarts := pick(3, 12)
 	for i := range restarts {
@@ -135,7 +135,7 @@ func TestAgentKilledRepeatedly(t *testing.T) {
 	g.start()
 	waitReadings(t, o, 5, 20*time.Second)
 	step(t, "publish a 3000 W discharge lease (limit 1500 W)")
-	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease("kill", 1, 3000, 10*time.Minute, nil), false)
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "kill", 1, 3000, 10*time.Minute, nil), false)
 
 	span := pick(15*time.Second, 60*time.Second)
 	step(t, "SIGKILL the agent every 1-4 s for %s, restarting it each time", span)
@@ -239,12 +239,18 @@ func TestModbusDeviceMisbehaves(t *testing.T) {
 	t.Parallel()
 	mq := harness.StartMosquitto(t)
 	hs := startHearthsim(t, "--soc", "60", "--serial", "FLTMB")
+	// No sun: while the agent cannot reach it, the device runs its own
+	// logic, which would otherwise charge from PV at whatever the panels
+	// give in daytime. The agent's limits bind what it commands.
+	if _, err := hs.send("pv 0"); err != nil {
+		t.Fatal(err)
+	}
 	g := newGateway(t, "gw-modbus", gatewayOpts{Broker: mq.URL(), Poll: "200ms", Devices: []device{{"battery", hs.addr}}})
 	o := observe(t, mq.URL(), g.id)
 	g.start()
 	waitReadings(t, o, 5, 20*time.Second)
 	step(t, "publish a 3000 W discharge lease (limit 1500 W)")
-	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease("mb", 1, 3000, 10*time.Minute, nil), false)
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "mb", 1, 3000, 10*time.Minute, nil), false)
 
 	// The device's own battery power, sampled from outside all along,
 	// must never exceed the agent's limit.
@@ -507,7 +513,7 @@ func TestWallClockSteps(t *testing.T) {
 	g.start()
 	waitReadings(t, o, 5, 20*time.Second)
 	step(t, "publish a signed 3000 W discharge lease for 10 minutes (limit 1500 W)")
-	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease("clk", 1, 3000, 10*time.Minute, key), false)
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "clk", 1, 3000, 10*time.Minute, key), false)
 	waitFor(t, "the lease to discharge", 15*time.Second, func() bool { return s.State().BatteryW > 0 })
 
 	// newest returns the reading with the highest seq so far.
@@ -531,8 +537,8 @@ func TestWallClockSteps(t *testing.T) {
 	t.Logf("check step back: seq %d at %s follows seq %d at %s: seqs keep rising: ok",
 		back.Seq, back.Time.Format(time.TimeOnly), before.Seq, before.Time.Format(time.TimeOnly))
 	time.Sleep(2 * time.Second)
-	if st := s.State(); st.BatteryW <= 0 {
-		t.Errorf("check lease: the step back ended the lease (battery at %v W)", st.BatteryW)
+	if st := s.State(); st.Mode != sim.ModeDischarge || st.Reverted || st.BatteryW <= 0 {
+		t.Errorf("check lease: after the step back the device no longer holds the lease (%s, reverted %v, %v W)", st.Mode, st.Reverted, st.BatteryW)
 	} else {
 		t.Logf("check lease: still discharging at %v W after the step back: ok", st.BatteryW)
 	}
@@ -553,9 +559,38 @@ func TestWallClockSteps(t *testing.T) {
 		return st.Mode == sim.ModeSelfConsumption || st.BatteryW <= 0
 	})
 
-	step(t, "the clock is corrected (offset 0), then check")
+	step(t, "the clock is corrected (offset 0)")
 	setClock("0s")
 	time.Sleep(2 * time.Second)
+
+	// A real clock step moves the wall clock only: a 25 s lease, the
+	// clock stepped back an hour just after it arrives, still ends about
+	// 25 s after receipt (the lab clock moves the wall clock only, as a
+	// real step does).
+	step(t, "publish a signed 25 s lease, then step the wall clock back an hour")
+	sent := time.Now()
+	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "clk25", 2, 1000, 25*time.Second, key), false)
+	waitFor(t, "the 25 s lease to discharge", 15*time.Second, func() bool { return s.State().BatteryW > 0 })
+	setClock("-1h")
+	ended := func() bool {
+		for _, e := range o.ledger().eventsOfType("lease_ended") {
+			if e["lease_id"] == "clk25" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "the 25 s lease to end", 60*time.Second, ended)
+	took := time.Since(sent)
+	if took < 20*time.Second || took > 45*time.Second {
+		t.Errorf("check lease: the 25 s lease ended %s after it was sent, with the wall clock an hour back; want about 25 s", took.Round(100*time.Millisecond))
+	} else {
+		t.Logf("check lease: the 25 s lease ended %s after it was sent, the wall clock an hour back: ok", took.Round(100*time.Millisecond))
+	}
+	setClock("0s")
+	time.Sleep(2 * time.Second)
+
+	step(t, "check")
 	g.alive()
 	settle(t, g, o, 60*time.Second)
 	if n := checkLimits(t, s); n == 0 {
@@ -602,7 +637,7 @@ func TestSetpointBurst(t *testing.T) {
 	}
 	payloads := make([][]byte, n)
 	for v := 1; v <= n; v++ {
-		payloads[v-1] = powerLease(fmt.Sprintf("burst-%d", v), uint64(v), power(v), 10*time.Minute, priv)
+		payloads[v-1] = powerLease(g.id, fmt.Sprintf("burst-%d", v), uint64(v), power(v), 10*time.Minute, priv)
 	}
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("faults-burst").
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetMaxResumePubInFlight(n))

@@ -3,7 +3,6 @@ package hw
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,8 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/hearth-energy/hearth/internal/harness"
 )
 
 func TestEStopIsEdgeTriggered(t *testing.T) {
@@ -70,38 +71,6 @@ func TestOutputs(t *testing.T) {
 	}
 }
 
-// notifySocket listens where systemd would and collects what it is told.
-func notifySocket(t *testing.T) (string, func() []string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var msgs []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 512)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			msgs = append(msgs, string(buf[:n]))
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return path, func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), msgs...)
-	}
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -115,7 +84,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestWatchdogFedOnlyWhileHealthy(t *testing.T) {
 	t.Parallel()
-	sock, msgs := notifySocket(t)
+	sock, msgs := harness.NotifySocket(t)
 	hwPath := filepath.Join(t.TempDir(), "watchdog") // a file stands in for /dev/watchdog
 	if err := os.WriteFile(hwPath, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -164,7 +133,7 @@ func TestWatchdogFedOnlyWhileHealthy(t *testing.T) {
 // still fed by the running feeder.
 func TestFeederRunsWithoutHardwareWatchdog(t *testing.T) {
 	t.Parallel()
-	sock, msgs := notifySocket(t)
+	sock, msgs := harness.NotifySocket(t)
 	if _, err := OpenWatchdog(filepath.Join(t.TempDir(), "no", "watchdog")); err == nil {
 		t.Fatal("opening a missing watchdog device succeeded")
 	}

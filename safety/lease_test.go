@@ -40,6 +40,10 @@ func TestCheckOrder(t *testing.T) {
 			s.IssuedAt = now.Add(-48 * time.Hour)
 			s.ValidUntil = now.Add(-47 * time.Hour)
 		}), false, false, "", "", true},
+		{"unsynced clock, but valid_until is before the floor", mod(func(s *hearth.Setpoint) {
+			s.IssuedAt = now.Add(-300 * 24 * time.Hour)
+			s.ValidUntil = now.Add(-299 * 24 * time.Hour)
+		}), false, false, hearth.ResultExpired, hearth.ReasonExpired, false},
 		{"unknown mode", mod(func(s *hearth.Setpoint) { s.Mode = "turbo" }), true, false, hearth.ResultRejected, hearth.ReasonUnknownMode, false},
 		{"unknown fallback", mod(func(s *hearth.Setpoint) { s.Fallback = "power" }), true, false, hearth.ResultRejected, hearth.ReasonUnknownMode, false},
 		{"no power", mod(func(s *hearth.Setpoint) { s.PowerW = nil }), true, false, hearth.ResultRejected, hearth.ReasonBadValue, false},
@@ -50,9 +54,12 @@ func TestCheckOrder(t *testing.T) {
 			s.Schedule = []hearth.ScheduleEntry{{Start: now, End: now.Add(time.Minute), Mode: hearth.ModePower, PowerW: watts(math.NaN())}}
 		}), true, false, hearth.ResultRejected, hearth.ReasonBadValue, false},
 	}
+	// The floor: a lower bound on true time, well before now (the
+	// binary's build, say) but after every valid_until above but one.
+	floor := now.Add(-30 * 24 * time.Hour)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			v := lim.Check(c.sp, 4, now, c.synced, c.meter)
+			v := lim.Check(c.sp, 4, hearth.Instant{Wall: now, Mono: time.Hour}, c.synced, floor, c.meter)
 			if v.OK != c.accepted || v.Result != c.want || v.Reason != c.reason {
 				t.Errorf("got %+v, want ok=%v %s/%s", v, c.accepted, c.want, c.reason)
 			}
@@ -60,37 +67,143 @@ func TestCheckOrder(t *testing.T) {
 	}
 }
 
+// at is an instant mono after the process origin, with the wall clock at
+// wall.
+func at(wall time.Time, mono time.Duration) hearth.Instant {
+	return hearth.Instant{Wall: wall, Mono: mono}
+}
+
 func TestLeaseExpiryAndSchedule(t *testing.T) {
 	t.Parallel()
 	sp := setpoint(1, t0, t0.Add(10*time.Minute), hearth.ModePower, watts(-3000))
 	sp.Schedule = []hearth.ScheduleEntry{{Start: t0.Add(2 * time.Minute), End: t0.Add(4 * time.Minute), Mode: hearth.ModePower, PowerW: watts(2000)}}
+	m0 := time.Hour // monotonic reading at receipt
 
-	synced := Lease{Setpoint: sp, Received: t0, Synced: true}
-	if got := synced.Target(t0.Add(time.Minute), true); got != power(-3000) {
+	synced := Accept(sp, SourceCloud, at(t0, m0), true, time.Time{})
+	if got := synced.Target(at(t0.Add(time.Minute), m0+time.Minute)); got != power(-3000) {
 		t.Errorf("before the slot: %+v", got)
 	}
-	if got := synced.Target(t0.Add(3*time.Minute), true); got != power(2000) {
+	if got := synced.Target(at(t0.Add(3*time.Minute), m0+3*time.Minute)); got != power(2000) {
 		t.Errorf("in the slot: %+v", got)
 	}
-	if synced.Expired(t0.Add(10*time.Minute-time.Nanosecond), true) || !synced.Expired(t0.Add(10*time.Minute), true) {
+	end := at(t0.Add(10*time.Minute), m0+10*time.Minute)
+	if synced.Expired(end.Add(-time.Nanosecond), true, time.Time{}) || !synced.Expired(end, true, time.Time{}) {
 		t.Error("synced lease does not end exactly at valid_until")
 	}
 
 	// Received on a clock stuck in 1970: the lease runs its length from
 	// receipt, and the schedule runs on the same offset.
 	boot := time.Date(1970, 1, 1, 0, 0, 30, 0, time.UTC)
-	unsynced := Lease{Setpoint: sp, Received: boot, Synced: false}
-	if unsynced.Expired(boot.Add(9*time.Minute), false) {
+	unsynced := Accept(sp, SourceCloud, at(boot, m0), false, time.Time{})
+	if unsynced.Expired(at(boot.Add(9*time.Minute), m0+9*time.Minute), false, time.Time{}) {
 		t.Error("unsynced lease expired early")
 	}
-	if !unsynced.Expired(boot.Add(10*time.Minute), false) {
+	if !unsynced.Expired(at(boot.Add(10*time.Minute), m0+10*time.Minute), false, time.Time{}) {
 		t.Error("unsynced lease outlived its length")
 	}
-	if got := unsynced.Target(boot.Add(3*time.Minute), false); got != power(2000) {
+	if got := unsynced.Target(at(boot.Add(3*time.Minute), m0+3*time.Minute)); got != power(2000) {
 		t.Errorf("unsynced schedule slot: %+v", got)
 	}
 	// The clock syncs mid-lease: wall time also ends it.
-	if !unsynced.Expired(t0.Add(11*time.Minute), true) {
+	if !unsynced.Expired(at(t0.Add(11*time.Minute), m0+5*time.Minute), true, time.Time{}) {
 		t.Error("unsynced lease not ended by a synced wall clock past valid_until")
+	}
+}
+
+// TestWallClockStepsCannotStretchALease: each way a wall clock can move
+// under a running lease, and what the lease does.
+func TestWallClockStepsCannotStretchALease(t *testing.T) {
+	t.Parallel()
+	m0 := time.Hour
+	sp := setpoint(1, t0, t0.Add(10*time.Minute), hearth.ModePower, watts(1000))
+
+	// Stepped back an hour five minutes in: it still ends ten minutes
+	// after receipt, not an hour later.
+	l := Accept(sp, SourceCloud, at(t0, m0), true, time.Time{})
+	back := func(d time.Duration) hearth.Instant { return at(t0.Add(d-time.Hour), m0+d) }
+	if l.Expired(back(9*time.Minute), true, time.Time{}) {
+		t.Error("expired early after the step back")
+	}
+	if !l.Expired(back(10*time.Minute), true, time.Time{}) {
+		t.Errorf("a wall clock stepped back an hour stretched the lease: %s left at ten minutes", l.Left(back(10*time.Minute), true, time.Time{}))
+	}
+	// The schedule does not move with the step either.
+	if got := l.leaseTime(back(5 * time.Minute)); !got.Equal(t0.Add(5 * time.Minute)) {
+		t.Errorf("lease time after the step back: %s, want %s", got, t0.Add(5*time.Minute))
+	}
+
+	// Received with ten minutes left, then the clock turns unsynced: ten
+	// minutes, not the lease's full hour.
+	late := setpoint(2, t0.Add(-50*time.Minute), t0.Add(10*time.Minute), hearth.ModePower, watts(1000))
+	l = Accept(late, SourceCloud, at(t0, m0), true, time.Time{})
+	if l.Hold != 10*time.Minute {
+		t.Errorf("hold %s for a lease received with ten minutes left", l.Hold)
+	}
+	if !l.Expired(at(time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), m0+10*time.Minute), false, time.Time{}) {
+		t.Error("a lease received with ten minutes left ran on when the clock turned unsynced")
+	}
+
+	// Stepped forward a day: it ends at once (valid_until has passed on
+	// a synchronised clock), never later.
+	l = Accept(sp, SourceCloud, at(t0, m0), true, time.Time{})
+	if !l.Expired(at(t0.Add(24*time.Hour), m0+time.Minute), true, time.Time{}) {
+		t.Error("a lease outlived a wall clock past its valid_until")
+	}
+
+	// On an unsynchronised clock a floor after valid_until ends it, and a
+	// floor before it shortens the hold.
+	old := setpoint(3, t0.Add(-300*24*time.Hour), t0.Add(-299*24*time.Hour), hearth.ModePower, watts(1000))
+	l = Accept(old, SourceCloud, at(time.Unix(30, 0), m0), false, t0)
+	if l.Hold != 0 || !l.Expired(at(time.Unix(30, 0), m0), false, t0) {
+		t.Errorf("a lease 299 days past valid_until, floor today, unsynced clock: hold %s", l.Hold)
+	}
+	l = Accept(sp, SourceCloud, at(time.Unix(30, 0), m0), false, t0.Add(8*time.Minute))
+	if l.Hold != 2*time.Minute {
+		t.Errorf("floor two minutes before valid_until: hold %s, want 2m", l.Hold)
+	}
+}
+
+// TestLeaseResume: a persisted lease is resumed after a restart only on a
+// synchronised clock, with the time it already ran counted.
+func TestLeaseResume(t *testing.T) {
+	t.Parallel()
+	sp := setpoint(1, t0, t0.Add(10*time.Minute), hearth.ModePower, watts(1000))
+	l := Accept(sp, SourceCloud, at(t0, time.Hour), true, time.Time{})
+	restart := func(wall time.Time, synced bool, floor time.Time) (Lease, string) {
+		c := l
+		c.ReceivedMono = 0 // not persisted
+		r := c.Resume(at(wall, 5*time.Second), synced, floor)
+		return c, r
+	}
+	if c, r := restart(t0.Add(4*time.Minute), true, time.Time{}); r != "" || c.Left(at(t0.Add(4*time.Minute), 5*time.Second), true, time.Time{}) != 6*time.Minute {
+		t.Errorf("resumed four minutes in: %q, %s left", r, c.Left(at(t0.Add(4*time.Minute), 5*time.Second), true, time.Time{}))
+	}
+	if _, r := restart(t0.Add(4*time.Minute), false, time.Time{}); r != "clock_unsynced" {
+		t.Errorf("unsynced restart: %q, want clock_unsynced", r)
+	}
+	if _, r := restart(t0.Add(11*time.Minute), true, time.Time{}); r != "expired" {
+		t.Errorf("restart after valid_until: %q, want expired", r)
+	}
+	if _, r := restart(t0.Add(-time.Hour), true, time.Time{}); r != "clock_unsynced" {
+		t.Errorf("restart with the wall clock before receipt: %q, want clock_unsynced", r)
+	}
+	// The wall clock says four minutes, the floor nine: nine have passed.
+	if c, r := restart(t0.Add(4*time.Minute), true, t0.Add(9*time.Minute)); r != "" || c.Left(at(t0.Add(4*time.Minute), 5*time.Second), true, t0.Add(9*time.Minute)) != time.Minute {
+		t.Errorf("floor ahead of the wall clock: %q", r)
+	}
+}
+
+// TestLeaseResumeFromAnEarlierAgent: a lease persisted by an agent that
+// kept no hold (before an upgrade) resumes with the hold it had at
+// receipt.
+func TestLeaseResumeFromAnEarlierAgent(t *testing.T) {
+	t.Parallel()
+	sp := setpoint(1, t0, t0.Add(10*time.Minute), hearth.ModePower, watts(1000))
+	old := Lease{Setpoint: sp, Source: SourceCloud, Received: t0, Synced: true}
+	if r := old.Resume(at(t0.Add(4*time.Minute), time.Second), true, time.Time{}); r != "" {
+		t.Fatalf("resume: %q", r)
+	}
+	if got := old.Left(at(t0.Add(4*time.Minute), time.Second), true, time.Time{}); got != 6*time.Minute {
+		t.Errorf("%s left, want 6m", got)
 	}
 }

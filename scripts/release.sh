@@ -91,7 +91,8 @@ esac
 debversion="${debversion//-/+}"
 
 mkdir -p "$out"
-ldflags="-s -w -X $module.Version=$version"
+build_date="$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
+ldflags="-s -w -X $module.Version=$version -X $module.BuildDate=$build_date"
 for t in "${targets[@]}"; do
   target_vars "$t"
   echo "release: $t (GOARCH=$goarch${goarm:+ GOARM=$goarm}, CC=$cc)" >&2

@@ -93,7 +93,7 @@ func TestSessionContract(t *testing.T) {
 			key := newKey(t, "ops-1")
 			var sub submitter
 			s := startSession(t, proxy.URL(), gw, nil, func(s *Session) {
-				s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, sub.submit)
+				s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, nil, sub.submit)
 			})
 			waitConnected(t, s)
 			ctx := context.Background()
@@ -124,8 +124,8 @@ func TestSessionContract(t *testing.T) {
 			}
 
 			// Down: a signed lease is applied; an unsigned one refused.
-			harness.Publish(t, url, base+"/setpoint", sign(t, []byte(goodLease), key), false)
-			harness.Publish(t, url, base+"/setpoint", []byte(goodLease), false)
+			harness.Publish(t, url, base+"/setpoint", sign(t, forGW(t, gw), key), false)
+			harness.Publish(t, url, base+"/setpoint", forGW(t, gw), false)
 			msgs := rec.WaitFor(t, wait, func(m []harness.Message) bool { return count(m, base+"/setpoint/ack") >= 2 })
 			got := acks(t, msgs, base+"/setpoint/ack")
 			if got[0].Result != hearth.ResultApplied || got[0].ID != "b7e1" || got[0].Version != 42 || got[0].AppliedW == nil || *got[0].AppliedW != -3000 {
@@ -146,7 +146,7 @@ func TestSessionContract(t *testing.T) {
 
 			// A lease sent while the gateway is away waits in its session
 			// and is delivered, checked and acked after the reconnect.
-			second := lease(t, map[string]any{"version": 43, "power_w": 1000})
+			second := lease(t, map[string]any{"version": 43, "power_w": 1000, "gateway": gw})
 			harness.Publish(t, url, base+"/setpoint", sign(t, second, key), false)
 			cutOver := time.Now()
 			proxy.Refuse(false)
@@ -272,12 +272,12 @@ func TestTelemetryPartialDeliveryOnCut(t *testing.T) {
 func TestHostileSetpointsThroughBroker(t *testing.T) {
 	t.Parallel()
 	m := harness.StartMosquitto(t)
-	base := "hearth/v1/gw-hostile"
+	base := "hearth/v1/" + testGW
 	rec := harness.Subscribe(t, m.URL(), base+"/setpoint/ack")
 	key, rogue := newKey(t, "ops-1"), newKey(t, "rogue")
 	var sub submitter
-	s := startSession(t, m.URL(), "gw-hostile", func(c *Config) { c.SetpointQueue = 64 }, func(s *Session) {
-		s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, sub.submit)
+	s := startSession(t, m.URL(), testGW, func(c *Config) { c.SetpointQueue = 64 }, func(s *Session) {
+		s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, nil, sub.submit)
 	})
 	waitConnected(t, s)
 
@@ -330,13 +330,13 @@ func TestAckKeptAcrossOutage(t *testing.T) {
 	rec := harness.Subscribe(t, m.URL(), base+"/setpoint/ack")
 	release := make(chan struct{})
 	s := startSession(t, proxy.URL(), "gw-keepack", nil, func(s *Session) {
-		s.HandleSetpoints(nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
+		s.HandleSetpoints(nil, nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
 			<-release // safety is busy while the link dies
 			return hearth.Ack{Result: hearth.ResultApplied}
 		})
 	})
 	waitConnected(t, s)
-	harness.Publish(t, m.URL(), base+"/setpoint", []byte(goodLease), false)
+	harness.Publish(t, m.URL(), base+"/setpoint", forGW(t, "gw-keepack"), false)
 	waitUntil(t, "setpoint received", func() bool { return s.Stats().SetpointsReceived == 1 })
 	proxy.Refuse(true)
 	proxy.Cut()
@@ -407,7 +407,7 @@ func TestACLConfinesGateway(t *testing.T) {
 	var sub submitter
 	s := startSession(t, m.URL(), "gw-a", func(c *Config) {
 		c.CAFile, c.CertFile, c.KeyFile = certs.CAFile, gwCert, gwKey
-	}, func(s *Session) { s.HandleSetpoints(nil, sub.submit) })
+	}, func(s *Session) { s.HandleSetpoints(nil, nil, sub.submit) })
 	waitConnected(t, s)
 	ctx := context.Background()
 	if _, err := s.PublishTelemetry(ctx, []hearth.Reading{reading(1)}, false); err != nil {
@@ -426,7 +426,7 @@ func TestACLConfinesGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = raw.confirm(ctx, p)
-	harness.PublishTLS(t, m.URL(), "hearth/v1/gw-a/setpoint", []byte(goodLease), false, cloudTLS)
+	harness.PublishTLS(t, m.URL(), "hearth/v1/gw-a/setpoint", forGW(t, "gw-a"), false, cloudTLS)
 	// The setpoint's ack is the marker: everything the gateway sent before
 	// it has been routed by then.
 	msgs := rec.WaitFor(t, wait, func(m []harness.Message) bool { return count(m, "hearth/v1/gw-a/setpoint/ack") == 1 })

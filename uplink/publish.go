@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -336,9 +337,10 @@ func (s *Session) confirm(ctx context.Context, p *pending) error {
 }
 
 // HandleSetpoints makes the session check every setpoint message with
-// ParseSetpoint (keys as in uplink.setpoint_keys; none means unsigned
-// messages are accepted) and ack it on …/setpoint/ack: a rejection at
-// once, anything else with the ack submit returns. submit gets the lease
+// ParseSetpoint (keys and revoked as in uplink.setpoint_keys and
+// uplink.revoked_keys; no keys means unsigned messages are accepted; the
+// gateway is the session's own) and ack it on …/setpoint/ack: a rejection
+// at once, anything else with the ack submit returns. submit gets the lease
 // and the time the message arrived, and runs on the session's dispatch
 // goroutine, one message at a time, so it may block briefly but should not
 // wait on the network. Messages the broker delivers after a reconnect,
@@ -347,11 +349,14 @@ func (s *Session) confirm(ctx context.Context, p *pending) error {
 // An ack that cannot be published is kept (up to 64, oldest dropped and
 // counted) and sent after the next connect. HandleSetpoints replaces any
 // OnSetpoint handler.
-func (s *Session) HandleSetpoints(keys map[string]ed25519.PublicKey, submit func(sp hearth.Setpoint, received time.Time) hearth.Ack) {
-	keys = cloneKeys(keys)
+func (s *Session) HandleSetpoints(keys map[string]ed25519.PublicKey, revoked []string, submit func(sp hearth.Setpoint, received time.Time) hearth.Ack) {
+	s.SetKeys(keys, revoked)
 	s.mu.Lock()
 	s.onSetpoint = func(payload []byte, received time.Time) {
-		sp, rej := ParseSetpoint(payload, keys, s.cfg.MaxSetpointBytes)
+		s.mu.Lock()
+		tr := s.trust
+		s.mu.Unlock()
+		sp, rej := ParseSetpoint(payload, tr, s.cfg.MaxSetpointBytes)
 		var ack hearth.Ack
 		if rej != nil {
 			s.mu.Lock()
@@ -371,6 +376,15 @@ func (s *Session) HandleSetpoints(keys map[string]ed25519.PublicKey, submit func
 		}
 		s.sendAck(ack)
 	}
+	s.mu.Unlock()
+}
+
+// SetKeys replaces the keys setpoints are checked with, from the next
+// message on: for a key rotation or revocation without a restart.
+func (s *Session) SetKeys(keys map[string]ed25519.PublicKey, revoked []string) {
+	tr := Trust{Gateway: s.cfg.GatewayID, Keys: cloneKeys(keys), Revoked: slices.Clone(revoked)}
+	s.mu.Lock()
+	s.trust = tr
 	s.mu.Unlock()
 }
 

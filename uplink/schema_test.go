@@ -80,7 +80,7 @@ func TestPayloadsMatchSchemas(t *testing.T) {
 		s.SetBirth(Birth{Version: "1.2.3", Profile: "sunspec",
 			Devices: []DeviceInfo{{Name: "battery", Manufacturer: "Acme", Serial: "S1"}},
 			Limits:  map[string]any{"soc_min_pct": 10, "max_charge_w": 2500}})
-		s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
+		s.HandleSetpoints(map[string]ed25519.PublicKey{key.id: key.pub}, nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
 			w := hearth.Watts(-2500)
 			return hearth.Ack{Result: hearth.ResultClamped, Reason: "max_charge_w", AppliedW: &w}
 		})
@@ -116,7 +116,7 @@ func TestPayloadsMatchSchemas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	harness.Publish(t, m.URL(), "hearth/v1/gw-schema/setpoint", sign(t, []byte(goodLease), key), false)
+	harness.Publish(t, m.URL(), "hearth/v1/gw-schema/setpoint", sign(t, forGW(t, "gw-schema"), key), false)
 	harness.Publish(t, m.URL(), "hearth/v1/gw-schema/setpoint", []byte(`{"bad`), false)
 	rec.WaitFor(t, wait, func(msgs []harness.Message) bool { return count(msgs, "hearth/v1/gw-schema/setpoint/ack") == 2 })
 
@@ -176,7 +176,7 @@ func TestSetpointSchemaAgreesWithParser(t *testing.T) {
 		lease(t, map[string]any{"mode": "idle", "power_w": nil, "fallback": "self_consumption",
 			"schedule": []map[string]any{{"start": "2026-11-25T10:00:00Z", "end": "2026-11-25T10:05:00Z", "mode": "power", "power_w": 2000}}})}
 	for _, p := range good {
-		if _, rej := ParseSetpoint(p, nil, 0); rej != nil {
+		if _, rej := ParseSetpoint(p, Trust{Gateway: testGW}, 0); rej != nil {
 			t.Fatalf("parser refuses %s: %v", p, rej)
 		}
 		mustValidate(t, "setpoint", p)
@@ -191,7 +191,7 @@ func TestSetpointSchemaAgreesWithParser(t *testing.T) {
 		lease(t, map[string]any{"id": ""}), lease(t, map[string]any{"valid_until": nil}),
 	}
 	for _, p := range bad {
-		if _, rej := ParseSetpoint(p, nil, 0); rej == nil {
+		if _, rej := ParseSetpoint(p, Trust{Gateway: testGW}, 0); rej == nil {
 			t.Errorf("parser accepts %s", p)
 		}
 		if err := validate(t, "setpoint", p); err == nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,11 +91,28 @@ var (
 		"start": nil, "end": nil, "mode": nil, "power_w": nil,
 	}}}
 	setpointShape = &shape{fields: map[string]*shape{
-		"id": nil, "version": nil, "issued_at": nil, "valid_until": nil,
+		"id": nil, "version": nil, "gateway": nil, "issued_at": nil, "valid_until": nil,
 		"mode": nil, "power_w": nil, "schedule": scheduleShape, "fallback": nil,
 	}}
 	envelopeShape = &shape{fields: map[string]*shape{"payload": nil, "key_id": nil, "sig": nil}}
 )
+
+// Trust is what a gateway accepts setpoints by: its own id, which a lease
+// must name, and the keys it must be signed with.
+type Trust struct {
+	// Gateway is this gateway's id. A signed lease must name it in its
+	// gateway field; an unsigned one may, and must then be right.
+	Gateway string
+	// Keys are the ed25519 public keys by key id (uplink.setpoint_keys);
+	// none means unsigned messages are accepted.
+	Keys map[string]ed25519.PublicKey
+	// Revoked are key ids refused whatever Keys holds
+	// (uplink.revoked_keys): a leaked key is listed here, so a stale copy
+	// of the config that still names it cannot bring it back.
+	Revoked []string
+}
+
+func (tr Trust) revoked(id string) bool { return slices.Contains(tr.Revoked, id) }
 
 // ParseSetpoint checks one setpoint message in the contract's order and
 // returns the lease it carries, or a rejection: never both, never neither.
@@ -104,17 +122,22 @@ var (
 //  2. strict JSON: valid UTF-8, one value, no trailing data, no duplicate
 //     keys: bad_json; a field the contract does not define (names are
 //     case-sensitive): unknown_field;
-//  3. signature, when keys is not empty: the message must be an Envelope
-//     (unsigned), name a configured key (unknown_key), and carry a
-//     signature over its payload bytes (bad_signature). Without keys an
-//     envelope is unwrapped unchecked;
-//  4. types and values intrinsic to the message: a wrong JSON type is
+//  3. signature, when tr has keys: the message must be an Envelope
+//     (unsigned), name a key not revoked (key_revoked) and configured
+//     (unknown_key), and carry a signature over its payload bytes
+//     (bad_signature). Without keys an envelope is unwrapped unchecked;
+//  4. gateway: a signed lease must name this gateway, an unsigned one may
+//     (wrong_gateway), so that an envelope for one gateway is refused by
+//     another that trusts the same key;
+//  5. types and values intrinsic to the message: a wrong JSON type is
 //     bad_json; a missing, malformed, non-finite or out-of-range value is
 //     bad_value; an unknown mode or fallback is unknown_mode.
 //
 // Version, expiry and safety depend on the agent's state and are checked
-// by the caller. Negative zero power is returned as 0.
-func ParseSetpoint(payload []byte, keys map[string]ed25519.PublicKey, maxBytes int) (hearth.Setpoint, *Rejection) {
+// by the caller. The returned setpoint's KeyID names the key its signature
+// was verified with. Negative zero power is returned as 0.
+func ParseSetpoint(payload []byte, tr Trust, maxBytes int) (hearth.Setpoint, *Rejection) {
+	keys := tr.Keys
 	if maxBytes <= 0 || maxBytes > MaxSetpointBytes {
 		maxBytes = MaxSetpointBytes
 	}
@@ -125,6 +148,7 @@ func ParseSetpoint(payload []byte, keys map[string]ed25519.PublicKey, maxBytes i
 	if rej != nil {
 		return hearth.Setpoint{}, withID(rej, payload)
 	}
+	keyID := "" // the key the signature verified with
 	if isEnvelope {
 		if _, rej := checkStrict(payload, envelopeShape); rej != nil {
 			return hearth.Setpoint{}, rej
@@ -138,11 +162,14 @@ func ParseSetpoint(payload []byte, keys map[string]ed25519.PublicKey, maxBytes i
 			switch {
 			case env.KeyID == "" || len(env.Sig) == 0:
 				return hearth.Setpoint{}, peek(env.Payload, hearth.ReasonUnsigned, "envelope without key_id or sig")
+			case tr.revoked(env.KeyID):
+				return hearth.Setpoint{}, peek(env.Payload, hearth.ReasonKeyRevoked, fmt.Sprintf("key id %q is revoked", env.KeyID))
 			case !ok:
 				return hearth.Setpoint{}, peek(env.Payload, hearth.ReasonUnknownKey, fmt.Sprintf("key id %q is not configured", env.KeyID))
 			case len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, env.Payload, env.Sig):
 				return hearth.Setpoint{}, peek(env.Payload, hearth.ReasonBadSignature, fmt.Sprintf("signature does not verify with key %q", env.KeyID))
 			}
+			keyID = env.KeyID
 		}
 		payload = env.Payload
 	} else if len(keys) > 0 {
@@ -159,11 +186,33 @@ func ParseSetpoint(payload []byte, keys map[string]ed25519.PublicKey, maxBytes i
 	} else if isEnv {
 		return hearth.Setpoint{}, &Rejection{Reason: hearth.ReasonUnknownField, Detail: "envelope inside an envelope"}
 	}
+	if rej := checkGateway(payload, tr.Gateway, keyID != ""); rej != nil {
+		return hearth.Setpoint{}, withID(rej, payload)
+	}
 	sp, rej := decodeSetpoint(payload)
 	if rej != nil {
 		return hearth.Setpoint{}, withID(rej, payload)
 	}
+	sp.KeyID = keyID
 	return sp, nil
+}
+
+// checkGateway refuses a lease that names another gateway, and a signed
+// one that names none.
+func checkGateway(payload []byte, gateway string, signed bool) *Rejection {
+	var head struct {
+		Gateway *string `json:"gateway"`
+	}
+	if err := json.Unmarshal(payload, &head); err != nil {
+		return nil // the decoder reports the type
+	}
+	switch {
+	case head.Gateway == nil && signed:
+		return bad(hearth.ReasonWrongGateway, "a signed lease must name its gateway (%q)", gateway)
+	case head.Gateway != nil && *head.Gateway != gateway:
+		return bad(hearth.ReasonWrongGateway, "lease for gateway %q, this is %q", *head.Gateway, gateway)
+	}
+	return nil
 }
 
 // checkStrict reads payload as exactly one JSON value of shape s, and
@@ -291,6 +340,9 @@ func decodeSetpoint(payload []byte) (hearth.Setpoint, *Rejection) {
 	var sp hearth.Setpoint
 	var rej *Rejection
 	if sp.ID, rej = f.str("id", true); rej != nil {
+		return hearth.Setpoint{}, rej
+	}
+	if sp.Gateway, rej = f.str("gateway", false); rej != nil {
 		return hearth.Setpoint{}, rej
 	}
 	if sp.ID == "" || len(sp.ID) > MaxIDLength || strings.ContainsFunc(sp.ID, func(r rune) bool { return r < 0x20 || r == 0x7f }) {

@@ -14,7 +14,10 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-const goodLease = `{"id":"b7e1","version":42,"issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"power","power_w":-3000,"fallback":"auto"}`
+// testGW is the gateway the tests' leases are for.
+const testGW = "gw-test"
+
+const goodLease = `{"id":"b7e1","version":42,"gateway":"gw-test","issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"power","power_w":-3000,"fallback":"auto"}`
 
 // lease returns goodLease with fields replaced (a nil value deletes one).
 func lease(t testing.TB, set map[string]any) []byte {
@@ -37,10 +40,13 @@ func lease(t testing.TB, set map[string]any) []byte {
 	return b
 }
 
+// forGW returns goodLease for gateway gw.
+func forGW(t testing.TB, gw string) []byte { return lease(t, map[string]any{"gateway": gw}) }
+
 // raw splices a raw JSON token in for field's value in goodLease.
 func raw(field, token string) []byte {
 	var b bytes.Buffer
-	b.WriteString(`{"id":"b7e1","version":42,"issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"power","fallback":"auto","`)
+	b.WriteString(`{"id":"b7e1","version":42,"gateway":"gw-test","issued_at":"2026-11-25T10:00:00Z","valid_until":"2026-11-25T10:15:00Z","mode":"power","fallback":"auto","`)
 	b.WriteString(field + `":` + token + `}`)
 	return b.Bytes()
 }
@@ -70,7 +76,7 @@ func sign(t testing.TB, payload []byte, k testKey) []byte {
 }
 
 func TestParseSetpointGood(t *testing.T) {
-	sp, rej := ParseSetpoint([]byte(goodLease), nil, 0)
+	sp, rej := ParseSetpoint([]byte(goodLease), Trust{Gateway: testGW}, 0)
 	if rej != nil {
 		t.Fatalf("ParseSetpoint(good) rejected: %v", rej)
 	}
@@ -90,14 +96,14 @@ func TestParseSetpointGood(t *testing.T) {
 		{"start": "2026-11-25T10:00:00Z", "end": "2026-11-25T10:05:00Z", "mode": "power", "power_w": 2000},
 		{"start": "2026-11-25T10:05:00+01:00", "end": "2026-11-25T10:10:00Z", "mode": "idle"}, // 09:05Z: before the first
 	}})
-	if _, rej := ParseSetpoint(withSchedule, nil, 0); rej == nil || rej.Reason != hearth.ReasonBadValue {
+	if _, rej := ParseSetpoint(withSchedule, Trust{Gateway: testGW}, 0); rej == nil || rej.Reason != hearth.ReasonBadValue {
 		t.Errorf("out-of-order schedule: rejection %v, want bad_value", rej)
 	}
 	withSchedule = lease(t, map[string]any{"mode": "auto", "power_w": nil, "schedule": []map[string]any{
 		{"start": "2026-11-25T10:00:00Z", "end": "2026-11-25T10:05:00Z", "mode": "power", "power_w": 2000},
 		{"start": "2026-11-25T11:05:00+01:00", "end": "2026-11-25T10:10:00Z", "mode": "idle"},
 	}})
-	sp, rej = ParseSetpoint(withSchedule, nil, 0)
+	sp, rej = ParseSetpoint(withSchedule, Trust{Gateway: testGW}, 0)
 	if rej != nil {
 		t.Fatalf("schedule rejected: %v", rej)
 	}
@@ -108,7 +114,7 @@ func TestParseSetpointGood(t *testing.T) {
 }
 
 func TestParseSetpointNegativeZeroIsZero(t *testing.T) {
-	sp, rej := ParseSetpoint(raw("power_w", "-0"), nil, 0)
+	sp, rej := ParseSetpoint(raw("power_w", "-0"), Trust{Gateway: testGW}, 0)
 	if rej != nil {
 		t.Fatalf("power_w -0 rejected: %v", rej)
 	}
@@ -213,7 +219,7 @@ func TestParseSetpointHostile(t *testing.T) {
 			if tt.name == "over the configured limit" {
 				max = len(goodLease) - 1
 			}
-			sp, rej := ParseSetpoint(tt.payload, tt.keys, max)
+			sp, rej := ParseSetpoint(tt.payload, Trust{Gateway: testGW, Keys: tt.keys}, max)
 			if rej == nil {
 				t.Fatalf("ParseSetpoint accepted %+v, want reason %s", sp, tt.reason)
 			}
@@ -238,13 +244,13 @@ func TestParseSetpointSigned(t *testing.T) {
 	k1, k2 := newKey(t, "k1"), newKey(t, "k2")
 	keys := map[string]ed25519.PublicKey{k1.id: k1.pub, k2.id: k2.pub}
 	for _, k := range []testKey{k1, k2} {
-		sp, rej := ParseSetpoint(sign(t, []byte(goodLease), k), keys, 0)
+		sp, rej := ParseSetpoint(sign(t, []byte(goodLease), k), Trust{Gateway: testGW, Keys: keys}, 0)
 		if rej != nil || sp.ID != "b7e1" || sp.Version != 42 {
 			t.Errorf("signed with %s: %+v, %v; want the lease", k.id, sp, rej)
 		}
 	}
 	// Without keys an envelope is unwrapped, unchecked.
-	if sp, rej := ParseSetpoint(sign(t, []byte(goodLease), newKey(t, "x")), nil, 0); rej != nil || sp.ID != "b7e1" {
+	if sp, rej := ParseSetpoint(sign(t, []byte(goodLease), newKey(t, "x")), Trust{Gateway: testGW}, 0); rej != nil || sp.ID != "b7e1" {
 		t.Errorf("envelope without configured keys: %+v, %v", sp, rej)
 	}
 }
@@ -277,13 +283,14 @@ func FuzzParseSetpoint(f *testing.F) {
 	reasons := map[string]bool{
 		hearth.ReasonTooLarge: true, hearth.ReasonBadJSON: true, hearth.ReasonUnknownField: true, hearth.ReasonUnsigned: true,
 		hearth.ReasonUnknownKey: true, hearth.ReasonBadSignature: true, hearth.ReasonBadValue: true, hearth.ReasonUnknownMode: true,
+		hearth.ReasonWrongGateway: true,
 	}
 	f.Fuzz(func(t *testing.T, payload []byte, signed bool) {
 		var ks map[string]ed25519.PublicKey
 		if signed {
 			ks = keys
 		}
-		sp, rej := ParseSetpoint(payload, ks, 0)
+		sp, rej := ParseSetpoint(payload, Trust{Gateway: testGW, Keys: ks}, 0)
 		if rej != nil {
 			if !reasons[rej.Reason] {
 				t.Fatalf("unknown reason %q", rej.Reason)
@@ -306,4 +313,48 @@ func FuzzParseSetpoint(f *testing.F) {
 			t.Fatalf("accepted without a signature: %q", payload)
 		}
 	})
+}
+
+// TestSetpointNamesItsGateway: a lease signed for gw-a is refused by gw-b,
+// which trusts the same key; a signed lease that names no gateway is
+// refused too; an unsigned one may leave it out, but not name another.
+func TestSetpointNamesItsGateway(t *testing.T) {
+	t.Parallel()
+	k := newKey(t, "ops-1")
+	keys := map[string]ed25519.PublicKey{k.id: k.pub}
+	forA := sign(t, forGW(t, "gw-a"), k)
+	if sp, rej := ParseSetpoint(forA, Trust{Gateway: "gw-a", Keys: keys}, 0); rej != nil || sp.Gateway != "gw-a" || sp.KeyID != "ops-1" {
+		t.Fatalf("gw-a's own lease: %+v, %v; want it, verified with ops-1", sp, rej)
+	}
+	for _, c := range []struct {
+		name    string
+		payload []byte
+		trust   Trust
+	}{
+		{"gw-a's envelope replayed to gw-b", forA, Trust{Gateway: "gw-b", Keys: keys}},
+		{"signed, names no gateway", sign(t, lease(t, map[string]any{"gateway": nil}), k), Trust{Gateway: testGW, Keys: keys}},
+		{"unsigned, names another gateway", forGW(t, "gw-a"), Trust{Gateway: "gw-b"}},
+	} {
+		_, rej := ParseSetpoint(c.payload, c.trust, 0)
+		if rej == nil || rej.Reason != hearth.ReasonWrongGateway || rej.ID != "b7e1" {
+			t.Errorf("%s: %v, want wrong_gateway with the lease's id", c.name, rej)
+		}
+	}
+	if _, rej := ParseSetpoint(lease(t, map[string]any{"gateway": nil}), Trust{Gateway: testGW}, 0); rej != nil {
+		t.Errorf("unsigned lease without a gateway on a gateway without keys: %v", rej)
+	}
+}
+
+// TestRevokedKeyIsRefused: a key listed as revoked is refused even while
+// it is still among the trusted keys.
+func TestRevokedKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newKey(t, "k1"), newKey(t, "k2")
+	tr := Trust{Gateway: testGW, Keys: map[string]ed25519.PublicKey{k1.id: k1.pub, k2.id: k2.pub}, Revoked: []string{"k1"}}
+	if _, rej := ParseSetpoint(sign(t, []byte(goodLease), k1), tr, 0); rej == nil || rej.Reason != hearth.ReasonKeyRevoked {
+		t.Errorf("signed with revoked k1: %v, want key_revoked", rej)
+	}
+	if sp, rej := ParseSetpoint(sign(t, []byte(goodLease), k2), tr, 0); rej != nil || sp.KeyID != "k2" {
+		t.Errorf("signed with k2: %+v, %v, want accepted with key k2", sp, rej)
+	}
 }

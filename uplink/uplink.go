@@ -74,6 +74,7 @@ type Session struct {
 	gen        uint64      // incremented on every connect and every loss
 	birth      Birth
 	onSetpoint func(payload []byte, received time.Time)
+	trust      Trust        // what setpoints are checked by (HandleSetpoints, SetKeys)
 	acks       []hearth.Ack // acks not yet confirmed, oldest first, resent on connect
 	stats      Stats
 	started    bool

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -229,6 +230,9 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdLease(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "reset-version" {
+		return cmdResetVersion(args[1:], stdout, stderr)
+	}
 	fs := newFlags("hearth lease", stderr)
 	var f diagFlags
 	f.register(fs)
@@ -248,6 +252,75 @@ func cmdLease(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "lease", err)
 	}
 	renderLease(stdout, l, time.Now())
+	return exitOK
+}
+
+// cmdResetVersion is `hearth lease reset-version --confirm GATEWAY_ID`: the
+// way out of a version lockout (a lease accepted at a version so high that
+// no later one fits). It needs the diagnostics socket, on the gateway, and
+// the gateway's id typed out.
+func cmdResetVersion(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth lease reset-version", stderr)
+	var f diagFlags
+	f.register(fs)
+	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *confirm == "" {
+		fmt.Fprintln(stderr, "hearth lease reset-version: give --confirm GATEWAY_ID: after the reset the gateway accepts lease versions from 1 again")
+		return exitUsage
+	}
+	var res diag.ResetVersionResult
+	if err := diag.NewClient(f.socketPath()).Do("POST", "/lease/reset-version", nil, diag.ResetVersionRequest{Confirm: *confirm}, &res); err != nil {
+		return fail(stderr, "lease reset-version", err)
+	}
+	if f.json {
+		writeJSON(stdout, res)
+	} else {
+		fmt.Fprintf(stdout, "setpoint version reset (was %d): the cloud may number leases from 1 again\n", res.FromVersion)
+	}
+	return exitOK
+}
+
+// cmdKeys is `hearth keys` (the setpoint keys in force) and `hearth keys
+// reload` (read them again from the config file, as SIGHUP does).
+func cmdKeys(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("hearth keys", stderr)
+	var f diagFlags
+	f.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	method, path := "GET", "/keys"
+	switch {
+	case len(pos) == 0:
+	case len(pos) == 1 && pos[0] == "reload":
+		method, path = "POST", "/keys/reload"
+	default:
+		fmt.Fprintln(stderr, "usage: hearth keys [reload] [--json]")
+		return exitUsage
+	}
+	var rep diag.KeysReport
+	if err := diag.NewClient(f.socketPath()).Do(method, path, nil, nil, &rep); err != nil {
+		return fail(stderr, "keys", err)
+	}
+	if f.json {
+		writeJSON(stdout, rep)
+		return exitOK
+	}
+	if len(rep.Keys) == 0 {
+		fmt.Fprintln(stdout, "keys     none: unsigned setpoints are accepted")
+	} else {
+		fmt.Fprintln(stdout, "keys    ", strings.Join(rep.Keys, ", "))
+	}
+	if len(rep.Revoked) > 0 {
+		fmt.Fprintln(stdout, "revoked ", strings.Join(rep.Revoked, ", "))
+	}
+	if rep.LeaseEnded {
+		fmt.Fprintln(stdout, "the running lease was signed by a revoked key and has ended")
+	}
 	return exitOK
 }
 

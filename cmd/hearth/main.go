@@ -38,7 +38,10 @@ Usage:
   hearth events [--since D] [--type T]  trips, setpoints, connectivity, gaps
   hearth buffer                  depth, oldest unsent, bytes
   hearth lease                   active setpoint lease, expiry and fallback
+  hearth lease reset-version --confirm GATEWAY_ID   let the cloud number leases from 1 again
+  hearth keys [reload]           setpoint keys in force; reload them from the config (as SIGHUP)
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
+  hearth mode set power W --for D    a small test power (±1000 W) through safety
   hearth log-level LEVEL         change the running agent's log level
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
@@ -85,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBuffer(args[1:], stdout, stderr)
 	case "lease":
 		return cmdLease(args[1:], stdout, stderr)
+	case "keys":
+		return cmdKeys(args[1:], stdout, stderr)
 	case "mode":
 		return cmdMode(args[1:], stdout, stderr)
 	case "log-level":
@@ -141,6 +146,23 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitFailed
 	}
 	a.UseLogLevel(lv)
+	// SIGHUP reloads the setpoint keys (a rotation or a revocation)
+	// without a restart, which would interrupt control.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if _, err := a.ReloadKeys(); err != nil {
+					log.Error("SIGHUP: reload keys", "err", err)
+				}
+			}
+		}
+	}()
 	if err := a.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return exitFailed
@@ -232,6 +254,11 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
+		// A negative number (hearth mode set power -500W) is an argument,
+		// not a flag.
+		for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' && (args[0][1] >= '0' && args[0][1] <= '9' || args[0][1] == '.') {
+			pos, args = append(pos, args[0]), args[1:]
+		}
 		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}

@@ -3,14 +3,18 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/diag"
 )
 
-// cmdMode is `hearth mode set idle|auto --for 30m` and `hearth mode clear`:
-// a local lease for field work. It passes the agent's safety like any
-// setpoint, and the cloud sees it as a local lease in …/state.
+// cmdMode is `hearth mode set idle|auto --for 30m`, `hearth mode set power
+// -500W --for 2m` and `hearth mode clear`: a local lease for field work. It
+// passes the agent's safety like any setpoint, and the cloud sees it as a
+// local lease in …/state.
 func cmdMode(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth mode", stderr)
 	var f diagFlags
@@ -21,7 +25,7 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	usage := func() int {
-		fmt.Fprintln(stderr, "usage: hearth mode set idle|auto --for DURATION | hearth mode clear")
+		fmt.Fprintln(stderr, "usage: hearth mode set idle|auto --for DURATION | hearth mode set power WATTS --for DURATION | hearth mode clear")
 		return exitUsage
 	}
 	if len(pos) == 0 {
@@ -29,13 +33,26 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 	}
 	c := diag.NewClient(f.socketPath())
 	switch {
-	case pos[0] == "set" && len(pos) == 2:
+	case pos[0] == "set" && (len(pos) == 2 || len(pos) == 3 && pos[1] == string(hearth.ModePower)):
 		if *dur == "" {
 			fmt.Fprintln(stderr, "hearth mode set: --for is required, so a forgotten override ends by itself")
 			return exitUsage
 		}
 		var ack hearth.Ack
 		req := diag.ModeRequest{Mode: hearth.Mode(pos[1]), For: *dur}
+		if req.Mode == hearth.ModePower {
+			if len(pos) != 3 {
+				fmt.Fprintln(stderr, "hearth mode set power: give the power, e.g. -500W (charge) or 500W (discharge)")
+				return exitUsage
+			}
+			w, err := parseWatts(pos[2])
+			if err != nil {
+				fmt.Fprintf(stderr, "hearth mode set power: %v\n", err)
+				return exitUsage
+			}
+			req.PowerW = &w
+			pos[1] = fmt.Sprintf("power %g W", float64(w))
+		}
 		if err := c.Do("POST", "/mode", nil, req, &ack); err != nil {
 			return fail(stderr, "mode set", err)
 		}
@@ -65,4 +82,22 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return usage()
+}
+
+// parseWatts reads a power such as -500W, 1.5kW or 300: positive
+// discharges, negative charges.
+func parseWatts(s string) (hearth.Watts, error) {
+	t := strings.TrimSpace(s)
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(strings.ToLower(t), "kw"):
+		t, mult = t[:len(t)-2], 1000
+	case strings.HasSuffix(strings.ToLower(t), "w"):
+		t = t[:len(t)-1]
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("%q is not a power (want e.g. -500W, 1.5kW)", s)
+	}
+	return hearth.Watts(v * mult), nil
 }

@@ -122,7 +122,13 @@ func leaseLine(l *diag.LeaseReport, now time.Time) string {
 		return "none"
 	}
 	return fmt.Sprintf("%s v%d from %s until %s (%s left), then %s", clip(l.ID, 12), l.Version, l.Source,
-		l.ValidUntil.Local().Format("15:04:05"), diag.Age(l.ValidUntil.Sub(now)), l.Fallback)
+		l.ValidUntil.Local().Format("15:04:05"), diag.Age(remaining(l)), l.Fallback)
+}
+
+// remaining is how long the agent still holds the lease, as it measures
+// it: not valid_until minus this machine's clock, which may be off.
+func remaining(l *diag.LeaseReport) time.Duration {
+	return time.Duration(l.RemainingS * float64(time.Second))
 }
 
 func bufferLine(b diag.BufferReport, now time.Time) string {
@@ -181,7 +187,7 @@ func renderLease(w io.Writer, l *diag.LeaseReport, now time.Time) {
 	fmt.Fprintf(kv, "id\t%s\n", l.ID)
 	fmt.Fprintf(kv, "version\t%d\n", l.Version)
 	fmt.Fprintf(kv, "source\t%s\n", l.Source)
-	fmt.Fprintf(kv, "valid until\t%s (%s left)\n", l.ValidUntil.Local().Format(time.RFC3339), diag.Age(l.ValidUntil.Sub(now)))
+	fmt.Fprintf(kv, "valid until\t%s (%s left)\n", l.ValidUntil.Local().Format(time.RFC3339), diag.Age(remaining(l)))
 	fmt.Fprintf(kv, "fallback\t%s\n", l.Fallback)
 	kv.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,7 +45,7 @@ func fixedStatus() diag.StatusReport {
 		},
 		Safety: diag.SafetyReport{State: "ok", Trips: []string{}, Mode: "power", AppliedW: wp(-3000)},
 		Lease: &diag.LeaseReport{LeaseInfo: hearth.LeaseInfo{ID: "b7e1c2d3-0a4f", Version: 42,
-			ValidUntil: now.Add(12*time.Minute + 3*time.Second), Fallback: hearth.ModeAuto, Source: "cloud"}, RemainingS: 723},
+			ValidUntil: now.Add(12*time.Minute + 3*time.Second), Fallback: hearth.ModeAuto, Source: "cloud", RemainingS: 723}},
 		Uplink: diag.UplinkReport{Broker: "tls://mqtt.example.net:8883", Connected: false, DownSince: at(2*time.Hour + 13*time.Minute),
 			Attempts: 41, LastError: "dial tcp 198.51.100.7:8883: connect: network is unreachable"},
 		Buffer: diag.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
@@ -143,5 +144,24 @@ func TestJSONMatchesSchemas(t *testing.T) {
 	b, _ := json.Marshal(map[string]any{"ts": now})
 	if err := schemacheck.Validate(filepath.Join("..", "..", "docs", "schemas", "diag", "status.json"), b); err == nil {
 		t.Errorf("an incomplete status passed the schema")
+	}
+}
+
+// TestNegativePowerIsAnArgument: `hearth mode set power -500W --for 2m`
+// reads -500W as the power, not as a flag.
+func TestNegativePowerIsAnArgument(t *testing.T) {
+	fs := newFlags("t", io.Discard)
+	dur := fs.String("for", "", "")
+	pos, err := parseInterspersed(fs, []string{"set", "power", "-500W", "--for", "2m"})
+	if err != nil || len(pos) != 3 || pos[2] != "-500W" || *dur != "2m" {
+		t.Fatalf("parsed %q, --for %q, err %v", pos, *dur, err)
+	}
+	for in, want := range map[string]hearth.Watts{"-500W": -500, "1.5kW": 1500, "300": 300, "-0.2kw": -200} {
+		if got, err := parseWatts(in); err != nil || got != want {
+			t.Errorf("parseWatts(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseWatts("lots"); err == nil {
+		t.Error("parseWatts accepted lots")
 	}
 }

@@ -157,7 +157,7 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		payload = bytes.TrimSpace(payload)
 	} else {
-		payload, err = buildLease(*id, *version, hearth.Mode(*mode), *power, *forDur, hearth.Mode(*fallback))
+		payload, err = buildLease(*gateway, *id, *version, hearth.Mode(*mode), *power, *forDur, hearth.Mode(*fallback))
 		if err != nil {
 			fmt.Fprintln(stderr, "hearthsim cloud send:", err)
 			return exitUsage
@@ -232,7 +232,7 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // buildLease makes a lease from the send flags, issued now.
-func buildLease(id string, version uint64, mode hearth.Mode, power float64, d time.Duration, fallback hearth.Mode) ([]byte, error) {
+func buildLease(gateway, id string, version uint64, mode hearth.Mode, power float64, d time.Duration, fallback hearth.Mode) ([]byte, error) {
 	if !mode.Valid() {
 		return nil, fmt.Errorf("--mode %q: want power, idle, auto or self_consumption", mode)
 	}
@@ -246,7 +246,7 @@ func buildLease(id string, version uint64, mode hearth.Mode, power float64, d ti
 	if version == 0 {
 		version = uint64(now.UnixMilli())
 	}
-	sp := hearth.Setpoint{ID: id, Version: version, IssuedAt: now, ValidUntil: now.Add(d), Mode: mode, Fallback: fallback}
+	sp := hearth.Setpoint{ID: id, Version: version, Gateway: gateway, IssuedAt: now, ValidUntil: now.Add(d), Mode: mode, Fallback: fallback}
 	if mode == hearth.ModePower {
 		w := hearth.Watts(power)
 		sp.PowerW = &w

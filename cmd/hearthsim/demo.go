@@ -161,7 +161,7 @@ func demoLease(ctx context.Context, brokerURL string, key ed25519.PrivateKey, st
 		return
 	case <-time.After(5 * time.Second):
 	}
-	payload, err := buildLease("demo-lease", 1, hearth.ModePower, 4000, time.Minute, hearth.ModeAuto)
+	payload, err := buildLease("demo-gw", "demo-lease", 1, hearth.ModePower, 4000, time.Minute, hearth.ModeAuto)
 	if err == nil {
 		payload, err = uplink.SignSetpoint(payload, "demo-ops", key)
 	}

@@ -21,3 +21,18 @@ func TestClockMovesOnlyWhenTold(t *testing.T) {
 		t.Errorf("after Set: %v", got)
 	}
 }
+
+func TestStepWallLeavesTheMonotonicClock(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	c := New(t0)
+	before := c.Instant()
+	c.StepWall(-time.Hour)
+	c.Advance(time.Second)
+	after := c.Instant()
+	if got := after.Sub(before); got != time.Second {
+		t.Errorf("monotonic clock moved %v across a wall step and a second, want 1s", got)
+	}
+	if got, want := after.Wall, t0.Add(time.Second-time.Hour); !got.Equal(want) {
+		t.Errorf("wall clock %v, want %v", got, want)
+	}
+}

@@ -300,3 +300,11 @@ func (s *SyncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// BuildFlags are the go build flags the tests build hearth binaries with:
+// they stamp the build time (hearth.BuildDate), as make build and make
+// release stamp the commit time, so that the agent's floor under true
+// time holds in tests as on a gateway.
+func BuildFlags() []string {
+	return []string{"-ldflags", "-X github.com/hearth-energy/hearth.BuildDate=" + time.Now().UTC().Format(time.RFC3339)}
+}
