@@ -320,6 +320,7 @@ const (
 	ReasonWrongGateway   = "wrong_gateway"    // a signed lease that names another gateway, or none
 	ReasonKeyRevoked     = "key_revoked"      // signed with a key listed in uplink.revoked_keys
 	ReasonEnded          = "ended"            // this version already ran and has ended: send a new one
+	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
 
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
@@ -362,4 +363,7 @@ type State struct {
 	AppliedW *Watts     `json:"applied_w,omitempty"`
 	Safety   string     `json:"safety"`          // "ok", or the rule holding the battery
 	Trips    []string   `json:"trips,omitempty"` // rules currently tripped
+	// NotEffective names the devices that do not follow the command they
+	// hold (read-back or measured power), while they do not.
+	NotEffective []string `json:"not_effective,omitempty"`
 }

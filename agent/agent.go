@@ -214,8 +214,9 @@ func cmpOr(s, def string) string {
 // controller takes them.
 type storageDevice struct{ *drivers.Storage }
 
-func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (any, error) {
-	return d.Storage.Apply(ctx, a)
+func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
+	st, err := d.Storage.Apply(ctx, a)
+	return control.Readback{Detail: st}, err
 }
 
 // newControl builds the controller for every SunSpec device but the meter
@@ -239,11 +240,28 @@ func (a *Agent) newControl() error {
 }
 
 func (a *Agent) birth() uplink.Birth {
+	// The limits are per device, beside those of the whole site: the cloud
+	// must not take a device's limit for the site's.
+	s := a.cfg.Safety
+	controlled := 0
+	for _, d := range a.devices {
+		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+			controlled++
+		}
+	}
+	site := map[string]any{"controlled_devices": controlled}
+	for k, v := range map[string]*float64{"export_limit_w": s.ExportLimitW, "import_limit_w": s.ImportLimitW,
+		"max_discharge_w": s.SiteMaxDischargeW, "max_charge_w": s.SiteMaxChargeW} {
+		if v != nil {
+			site[k] = *v
+		}
+	}
 	b := uplink.Birth{Version: hearth.Version, Profile: a.profiles(), Limits: map[string]any{
-		"soc_min_pct":     a.cfg.Safety.SocMinPct,
-		"soc_max_pct":     a.cfg.Safety.SocMaxPct,
-		"max_charge_w":    a.cfg.Safety.MaxChargeW,
-		"max_discharge_w": a.cfg.Safety.MaxDischargeW,
+		"per_device": map[string]any{
+			"soc_min_pct": s.SocMinPct, "soc_max_pct": s.SocMaxPct,
+			"max_charge_w": s.MaxChargeW, "max_discharge_w": s.MaxDischargeW,
+		},
+		"site": site,
 	}}
 	if st, err := a.store.Stats(); err == nil {
 		b.Buffer = map[string]any{

@@ -40,6 +40,10 @@ func TestReadyWithoutHardwareWatchdog(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	// The datagrams are read on the listener's goroutine: let it catch up.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !slices.Contains(told(), "STOPPING=1"); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	got := told()
 	if len(got) == 0 || got[0] != "READY=1" {
 		t.Errorf("systemd was told %q first, want READY=1", got)

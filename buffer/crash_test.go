@@ -127,8 +127,11 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	compacted := false
 
-	const runs = 16
-	for run := range runs {
+	// At least 16 kills; more, up to 64, until one child has written
+	// enough to compact under its quota (a loaded machine writes less
+	// before each random kill).
+	const runs, maxRuns = 16, 64
+	for run := 0; run < runs || !compacted && run < maxRuns; run++ {
 		lines, stderr := runAndKill(t, path, run)
 
 		var maxReported uint64

@@ -126,8 +126,16 @@ type SafetyConfig struct {
 	TempCMin      float64  `yaml:"temp_c_min"`
 	TempCMax      float64  `yaml:"temp_c_max"`
 	ExportLimitW  *float64 `yaml:"export_limit_w"`
-	MaxLease      Duration `yaml:"max_lease"`
-	Fallback      string   `yaml:"fallback"`
+	// ImportLimitW bounds grid import (by the meter) by capping charge.
+	ImportLimitW *float64 `yaml:"import_limit_w"`
+	// SiteMaxDischargeW and SiteMaxChargeW bound the sum over every
+	// device (max_discharge_w and max_charge_w bound each device).
+	SiteMaxDischargeW *float64 `yaml:"site_max_discharge_w"`
+	SiteMaxChargeW    *float64 `yaml:"site_max_charge_w"`
+	// ChargeTempCMin: no charging while the coldest cell is at or below.
+	ChargeTempCMin float64  `yaml:"charge_temp_c_min"`
+	MaxLease       Duration `yaml:"max_lease"`
+	Fallback       string   `yaml:"fallback"`
 	// SocHysteresisPct is how far inside the SoC window a SoC trip clears.
 	SocHysteresisPct float64 `yaml:"soc_hysteresis_pct"`
 	// ClockSkew is how far a setpoint's issued_at may be ahead of the clock.
@@ -199,7 +207,8 @@ func defaultConfig() Config {
 			SocHysteresisPct: safety.DefaultSoCHysteresisPct,
 			ClockSkew:        Duration(safety.DefaultClockSkew),
 			RevertTimeout:    Duration(60 * time.Second),
-			EffectiveWithin:  Duration(15 * time.Second),
+			EffectiveWithin:  Duration(safety.DefaultEffectiveWithin),
+			ChargeTempCMin:   safety.DefaultChargeTempCMin,
 			MeterPoint:       "grid_power_w",
 		},
 		Uplink: UplinkConfig{
@@ -539,12 +548,19 @@ func (s SafetyConfig) Limits() safety.Limits {
 		CellVMin: s.CellVMin, CellVMax: s.CellVMax, CellVHysteresis: safety.DefaultCellVHysteresis,
 		TempCMin: s.TempCMin, TempCMax: s.TempCMax, TempHysteresisC: safety.DefaultTempHysteresisC,
 		MaxLease: s.MaxLease.D(), ClockSkew: s.ClockSkew.D(), Fallback: hearth.Mode(s.Fallback),
-	}
-	if s.ExportLimitW != nil {
-		w := hearth.Watts(*s.ExportLimitW)
-		l.ExportLimitW = &w
+		ChargeTempCMin: s.ChargeTempCMin, EffectiveWithin: s.EffectiveWithin.D(),
+		ExportLimitW: watts(s.ExportLimitW), ImportLimitW: watts(s.ImportLimitW),
+		SiteMaxDischargeW: watts(s.SiteMaxDischargeW), SiteMaxChargeW: watts(s.SiteMaxChargeW),
 	}
 	return l
+}
+
+func watts(f *float64) *hearth.Watts {
+	if f == nil {
+		return nil
+	}
+	w := hearth.Watts(*f)
+	return &w
 }
 
 // control checks the safety keys that depend on the rest of the config,

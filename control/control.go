@@ -35,6 +35,7 @@ const (
 	EventTrip             = "trip"
 	EventTripCleared      = "trip_cleared"
 	EventNotEffective     = "not_effective"
+	EventEffective        = "effective" // a device that did not follow does again
 	EventSetpointRejected = "setpoint_rejected"
 	EventWriteFailed      = "write_failed"
 	EventVersionReset     = "version_reset"
@@ -53,13 +54,23 @@ const (
 type Device interface {
 	Name() string
 	// Apply writes a and reads it back. A read-back that does not show
-	// what was written returns an error wrapping hearth.ErrNotEffective;
-	// readback then describes what was read (JSON-encodable, for the
-	// event).
-	Apply(ctx context.Context, a safety.Approved) (readback any, err error)
+	// what was written returns an error wrapping hearth.ErrNotEffective,
+	// with the Readback of what was read.
+	Apply(ctx context.Context, a safety.Approved) (Readback, error)
 	// RevertTimeout is the device's revert timer: a command not refreshed
 	// within it lapses, and the device returns to its own logic.
 	RevertTimeout() time.Duration
+}
+
+// Readback is what a device showed after a write.
+type Readback struct {
+	// HeldW is the power the device's registers say it holds, which may
+	// be less than approved (a rate truncated or saturated by its
+	// register); nil when the read-back does not say (then the approved
+	// power is taken as held).
+	HeldW *hearth.Watts
+	// Detail is the read-back as the device gives it, for events.
+	Detail any
 }
 
 // Store persists the lease state: a key-value table that survives a
@@ -137,8 +148,14 @@ type ctlDevice struct {
 	written   safety.Approved
 	writtenAt time.Time
 	since     time.Time // when the current command was first written
-	flagged   bool      // not_effective already reported for it
 	failing   bool
+	// held is the power the device holds after the last write read back
+	// (power mode only; heldOK false after a failed write or in auto).
+	held   hearth.Watts
+	heldOK bool
+	// notEffective says the device does not follow what it holds (by its
+	// read-back, or its measured power), and why; events mark the changes.
+	notEffective string
 }
 
 // New builds a controller and restores the persisted lease: an unexpired
@@ -454,7 +471,7 @@ func (c *Controller) Step(ctx context.Context) {
 	// on Modbus.
 	type result struct {
 		j   job
-		st  any
+		st  Readback
 		err error
 	}
 	results := make([]result, 0, len(jobs))
@@ -469,20 +486,36 @@ func (c *Controller) Step(ctx context.Context) {
 		switch {
 		case r.err == nil || errors.Is(r.err, hearth.ErrNotEffective):
 			if !d.written.Equal(a) {
-				d.since, d.flagged = now, false
+				d.since = now
 			}
 			d.written, d.writtenAt, d.failing = a, now, false
+			d.held, d.heldOK = a.Power(), a.Mode() == hearth.ModePower
+			if r.st.HeldW != nil {
+				d.held = *r.st.HeldW
+			}
+			if d.heldOK {
+				c.eval.Confirm(a.Device(), d.held)
+			}
 			if r.err != nil {
-				d.flagged = true
-				c.event(EventNotEffective, map[string]any{"device": a.Device(), "reason": "readback",
-					"want_w": a.Power(), "mode": a.Mode(), "readback": r.st, "error": r.err.Error()})
+				c.setEffectiveLocked(d, "readback", map[string]any{"want_w": a.Power(), "mode": a.Mode(),
+					"readback": r.st.Detail, "error": r.err.Error()})
+			} else if d.notEffective == "readback" {
+				c.setEffectiveLocked(d, "", nil)
 			}
 		default:
 			if !d.failing && ctx.Err() == nil {
 				c.log.Warn("device write failed", "device", a.Device(), "err", r.err)
 				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
 			}
-			d.failing = true
+			d.failing, d.heldOK = true, false
+			// It holds what it held before, not this: the ramp starts
+			// again from what it is measured doing.
+			c.eval.Unconfirmed(a.Device())
+		}
+	}
+	for _, a := range dec.Commands {
+		if d := c.dev[a.Device()]; a.Mode() != hearth.ModePower {
+			d.heldOK = false
 		}
 	}
 	prev := c.state
@@ -498,10 +531,12 @@ func (c *Controller) Step(ctx context.Context) {
 	}
 }
 
-// checkFollowLocked reports a device that has not come within tolerance of
-// its command EffectiveWithin after it was first written.
+// checkFollowLocked compares a device's measured power with the command
+// it holds, EffectiveWithin after it was first written: outside max(100 W,
+// 10 %) it does not follow (not_effective), and back inside it does again.
+// An event marks each change, never each refresh.
 func (c *Controller) checkFollowLocked(d *ctlDevice, a safety.Approved, now time.Time) {
-	if d.flagged || !d.written.Valid() || d.written.Mode() != hearth.ModePower || !d.written.Equal(a) ||
+	if !d.written.Valid() || d.written.Mode() != hearth.ModePower || !d.written.Equal(a) || !d.heldOK ||
 		now.Sub(d.since) < c.opt.EffectiveWithin {
 		return
 	}
@@ -510,12 +545,35 @@ func (c *Controller) checkFollowLocked(d *ctlDevice, a safety.Approved, now time
 	if !ok || !has || !p.Good() || o.At.Sub(d.since) < c.opt.EffectiveWithin {
 		return
 	}
-	want := float64(a.Power())
-	if math.Abs(p.Value-want) > max(100, 0.1*math.Abs(want)) {
-		d.flagged = true
-		c.event(EventNotEffective, map[string]any{"device": a.Device(), "reason": "power", "want_w": want, "got_w": p.Value,
-			"after_s": now.Sub(d.since).Seconds()})
+	want := float64(d.held)
+	off := math.Abs(p.Value-want) > max(100, 0.1*math.Abs(want))
+	switch {
+	case off && d.notEffective == "":
+		c.setEffectiveLocked(d, "power", map[string]any{"want_w": want, "got_w": p.Value, "after_s": math.Round(now.Sub(d.since).Seconds()*10) / 10})
+	case !off && d.notEffective == "power":
+		c.setEffectiveLocked(d, "", map[string]any{"got_w": p.Value})
 	}
+}
+
+// setEffectiveLocked records that a device does not follow (reason set)
+// or follows again (""), with an event when that changes.
+func (c *Controller) setEffectiveLocked(d *ctlDevice, reason string, data map[string]any) {
+	if reason == d.notEffective {
+		return
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["device"] = d.st.Name()
+	if reason != "" {
+		data["reason"] = reason
+		c.log.Warn("device does not follow its command", "device", d.st.Name(), "reason", reason)
+		c.event(EventNotEffective, data)
+	} else {
+		c.log.Info("device follows its command again", "device", d.st.Name())
+		c.event(EventEffective, data)
+	}
+	d.notEffective = reason
 }
 
 func (c *Controller) activeLocked() *safety.Lease {
@@ -549,8 +607,12 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 			continue
 		}
 		if !was[r] {
-			c.log.Warn("safety trip", "rule", r)
-			c.event(EventTrip, map[string]any{"rule": r})
+			data := map[string]any{"rule": r}
+			if why := dec.Why[r]; why != "" {
+				data["detail"] = why
+			}
+			c.log.Warn("safety trip", "rule", r, "detail", dec.Why[r])
+			c.event(EventTrip, data)
 		}
 		delete(was, r)
 	}
@@ -566,7 +628,11 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	rule := dec.Rule
 	if rule != c.rule && rule != "" && c.activeLocked() != nil && !isTrip(rule) {
 		l := c.activeLocked()
-		c.event(EventClamped, map[string]any{"lease_id": l.Setpoint.ID, "version": l.Setpoint.Version, "rule": rule, "allowed_w": dec.TargetW})
+		data := map[string]any{"lease_id": l.Setpoint.ID, "rule": rule, "allowed_w": roundPtr(dec.TargetW)}
+		if l.Setpoint.Version != 0 {
+			data["version"] = l.Setpoint.Version
+		}
+		c.event(EventClamped, data)
 	}
 	c.rule = rule
 }
@@ -592,12 +658,18 @@ func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth
 	if len(dec.Trips) > 0 {
 		s.Safety = dec.Trips[0]
 	}
+	// applied_w is what the devices hold, by their read-back, not what
+	// was approved: a device whose write failed holds none of it.
 	var sum hearth.Watts
 	held := false
-	for _, a := range dec.Commands {
-		if a.Mode() == hearth.ModePower {
-			sum += a.Power()
+	for _, dv := range c.opt.Devices {
+		d := c.dev[dv.Name()]
+		if d.heldOK && d.written.Mode() == hearth.ModePower {
+			sum += d.held
 			held = true
+		}
+		if d.notEffective != "" {
+			s.NotEffective = append(s.NotEffective, dv.Name())
 		}
 	}
 	if held {

@@ -30,6 +30,10 @@ type ctlRig struct {
 	ctl    *Controller
 	synced bool
 	build  time.Time // the build time the controller is given
+	// simCfg, when set before init, configures the simulator; wrap puts
+	// something between the controller and the device.
+	simCfg *sim.Config
+	wrap   func(Device) Device
 }
 
 func testSafetyLimits() safety.Limits {
@@ -59,7 +63,12 @@ func (r *ctlRig) init() {
 	t := r.t
 	t.Helper()
 	start := r.clock.Instant().Mono
-	r.sim = sim.New(sim.Config{Now: func() time.Time { return ctlT0.Add(r.clock.Instant().Mono - start) }, InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
+	cfg := sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000}
+	if r.simCfg != nil {
+		cfg = *r.simCfg
+	}
+	cfg.Now = func() time.Time { return ctlT0.Add(r.clock.Instant().Mono - start) }
+	r.sim = sim.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +106,12 @@ func (r *ctlRig) restart() {
 		r.t.Fatal(err)
 	}
 	r.store = store
+	var dev Device = storageDevice{r.st}
+	if r.wrap != nil {
+		dev = r.wrap(dev)
+	}
 	ctl, err := New(Options{
-		Limits: testSafetyLimits(), Store: store, Devices: []Device{storageDevice{r.st}}, Event: storeEvent(store),
+		Limits: testSafetyLimits(), Store: store, Devices: []Device{dev}, Event: storeEvent(store),
 		Now: r.clock.Instant, Synced: func() bool { return r.synced }, EffectiveWithin: 5 * time.Second, BuildTime: r.build,
 	})
 	if err != nil {
@@ -111,8 +124,9 @@ func (r *ctlRig) restart() {
 // sees them, as the agent wires them.
 type storageDevice struct{ *drivers.Storage }
 
-func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (any, error) {
-	return d.Storage.Apply(ctx, a)
+func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (Readback, error) {
+	st, err := d.Storage.Apply(ctx, a)
+	return Readback{Detail: st}, err
 }
 
 // storeEvent records events in the buffer's outbox, as the agent does.

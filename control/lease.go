@@ -80,6 +80,12 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		// The next step binds by the same rule: one clamp, one event.
 		c.rule = d.Rule
 	}
+	if c.local != nil {
+		// Accepted, but the local lease runs until it ends: the ack says
+		// what is commanded now.
+		ld := c.eval.Preview(c.inputLocked(mono(received), c.local.Target(received)))
+		ack.Result, ack.Reason, ack.AppliedW = hearth.ResultClamped, hearth.ReasonLocalOverride, roundPtr(ld.TargetW)
+	}
 	if c.cloud != nil {
 		c.endLocked(c.cloud, "replaced", &lease)
 	}

@@ -24,7 +24,13 @@ const (
 	RuleTempMin        = "temp_c_min"
 	RuleTempMax        = "temp_c_max"
 	RuleExport         = "export_limit_w"
-	RuleMeter          = "meter" // self_consumption without a fresh meter reading
+	RuleImport         = "import_limit_w"
+	RuleSiteDischarge  = "site_max_discharge_w"
+	RuleSiteCharge     = "site_max_charge_w"
+	RuleMeter          = "meter"           // self_consumption without a fresh meter reading
+	RuleCellTempMax    = "cell_temp_c_max" // the hottest cell above temp_c_max
+	RuleChargeTemp     = "charge_temp_c_min"
+	RuleImplausible    = "implausible" // the device contradicts itself
 )
 
 // Point names the evaluator reads from a controllable device's reading.
@@ -35,6 +41,14 @@ const (
 	PointCellVMax = "cell_v_max"
 	PointTemp     = "temp_c"
 	PointACPower  = "ac_power_w"
+	// Cell temperatures (SunSpec 803–805, or a profile's points), the
+	// battery's own DC voltage and current, and its charge status
+	// (SunSpec ChaSt: 3 discharging, 4 charging).
+	PointCellTempMin = "cell_temp_c_min"
+	PointCellTempMax = "cell_temp_c_max"
+	PointBatteryV    = "battery_v"
+	PointBatteryA    = "battery_a"
+	PointChargeState = "charge_state"
 )
 
 // Defaults for the hysteresis bands and the clock skew, used by the agent
@@ -44,6 +58,12 @@ const (
 	DefaultCellVHysteresis  = 0.05
 	DefaultTempHysteresisC  = 2
 	DefaultClockSkew        = 30 * time.Second
+	// DefaultChargeTempCMin: lithium cells are not charged at or below
+	// freezing.
+	DefaultChargeTempCMin = 0
+	// DefaultEffectiveWithin is how long a device may take to follow a
+	// command before what it reports is held against it.
+	DefaultEffectiveWithin = 15 * time.Second
 )
 
 // Limits are the local limits that hold whatever the cloud says. Powers
@@ -62,11 +82,23 @@ type Limits struct {
 	TempCMin         float64
 	TempCMax         float64
 	TempHysteresisC  float64
-	// ExportLimitW bounds site export; nil means no limit.
-	ExportLimitW *hearth.Watts
-	MaxLease     time.Duration // longest lease accepted
-	ClockSkew    time.Duration // how far issued_at may be ahead of the clock
-	Fallback     hearth.Mode   // what runs with no lease: auto or idle
+	// ChargeTempCMin: no charging while the coldest cell is at or below.
+	ChargeTempCMin float64
+	// ExportLimitW bounds site export (by the meter); ImportLimitW site
+	// import; SiteMaxDischargeW and SiteMaxChargeW the sum over every
+	// device. nil means no limit. The per-device limits above apply to
+	// each device on its own.
+	ExportLimitW      *hearth.Watts
+	ImportLimitW      *hearth.Watts
+	SiteMaxDischargeW *hearth.Watts
+	SiteMaxChargeW    *hearth.Watts
+	// EffectiveWithin is how long a device may take to follow a command
+	// before a response of the wrong sign counts against it; zero takes
+	// DefaultEffectiveWithin.
+	EffectiveWithin time.Duration
+	MaxLease        time.Duration // longest lease accepted
+	ClockSkew       time.Duration // how far issued_at may be ahead of the clock
+	Fallback        hearth.Mode   // what runs with no lease: auto or idle
 }
 
 // Validate reports every inconsistent limit, each as a hearth.FieldError
@@ -112,9 +144,15 @@ func (l Limits) Validate() error {
 	if finite("temp_c_min", l.TempCMin) && finite("temp_c_max", l.TempCMax) && l.TempCMin >= l.TempCMax {
 		errs.Add("temp_c_min", "%g must be below temp_c_max (%g)", l.TempCMin, l.TempCMax)
 	}
-	if l.ExportLimitW != nil && finite("export_limit_w", float64(*l.ExportLimitW)) && *l.ExportLimitW < 0 {
-		errs.Add("export_limit_w", "%g must not be negative", float64(*l.ExportLimitW))
+	for _, f := range []struct {
+		key string
+		v   *hearth.Watts
+	}{{"export_limit_w", l.ExportLimitW}, {"import_limit_w", l.ImportLimitW}, {"site_max_discharge_w", l.SiteMaxDischargeW}, {"site_max_charge_w", l.SiteMaxChargeW}} {
+		if f.v != nil && finite(f.key, float64(*f.v)) && *f.v < 0 {
+			errs.Add(f.key, "%g must not be negative", float64(*f.v))
+		}
 	}
+	finite("charge_temp_c_min", l.ChargeTempCMin)
 	if l.MaxReadingAge <= 0 {
 		errs.Add("max_reading_age", "must be above 0")
 	}

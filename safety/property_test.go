@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,22 +40,74 @@ func (s *byteScript) float(lo, hi float64) float64 {
 func (s *byteScript) done() bool { return len(s.b) < 2 }
 
 // maybePoint returns a value drawn around a window, or occasionally a
-// point without a value.
+// point without a value, or a value no device could give (a sentinel read
+// as a number, a wrong scale factor).
 func maybePoint(s script, lo, hi float64) hearth.Point {
-	switch s.intn(12) {
+	switch s.intn(16) {
 	case 0:
 		return hearth.Q(hearth.QualityCommError)
 	case 1:
 		return hearth.Q(hearth.QualityNotImplemented)
 	case 2:
 		return hearth.V(math.NaN())
+	case 3:
+		return hearth.Q(hearth.QualityOutOfRange)
+	case 4:
+		return hearth.V([]float64{32767, -32768, 65535, 250, -30, 1e9}[s.intn(6)])
 	}
 	return hearth.V(s.float(lo, hi))
 }
 
-// runProperty drives an evaluator through steps random steps of readings,
-// targets (leases and fallbacks), e-stops and clock steps, and checks every
-// approved command against every limit.
+// model is the checker's own account of what the rules must have tripped,
+// kept from the readings alone, to check hysteresis and unknown values.
+type model struct {
+	seen    map[string]bool
+	tripped map[string]bool
+}
+
+// observe updates the model with a reading, and returns the rules the
+// evaluator must hold the device for.
+func (m *model) observe(lim Limits, r hearth.Reading) {
+	val := func(name string) (float64, bool) {
+		v, ok := point(r, name)
+		if rg, has := plausible[name]; ok && has && (v < rg[0] || v > rg[1]) {
+			ok = false
+		}
+		if ok {
+			m.seen[name] = true
+		}
+		return v, ok
+	}
+	win := func(name string, lo, hi, hyst float64, ruleLo, ruleHi string) {
+		v, ok := val(name)
+		p, has := r.Points[name]
+		switch {
+		case ok:
+			m.tripped[ruleLo] = v < lo || m.tripped[ruleLo] && v < lo+hyst
+			m.tripped[ruleHi] = v > hi || m.tripped[ruleHi] && v > hi-hyst
+		case m.seen[name] || has && p.Quality != hearth.QualityNotImplemented:
+			m.tripped[ruleLo], m.tripped[ruleHi] = true, true
+		default:
+			m.tripped[ruleLo], m.tripped[ruleHi] = false, false
+		}
+	}
+	inf := math.Inf(1)
+	win(PointCellVMin, lim.CellVMin, inf, lim.CellVHysteresis, RuleCellVMin, "")
+	win(PointCellVMax, -inf, lim.CellVMax, lim.CellVHysteresis, "", RuleCellVMax)
+	win(PointTemp, lim.TempCMin, lim.TempCMax, lim.TempHysteresisC, RuleTempMin, RuleTempMax)
+	delete(m.tripped, "")
+	if v, ok := val(PointSoC); ok {
+		m.tripped[RuleSoCMin] = v <= lim.SoCMinPct || m.tripped[RuleSoCMin] && v < lim.SoCMinPct+lim.SoCHysteresisPct
+		m.tripped[RuleSoCMax] = v >= lim.SoCMaxPct || m.tripped[RuleSoCMax] && v > lim.SoCMaxPct-lim.SoCHysteresisPct
+	} else if m.seen[PointSoC] {
+		m.tripped[RuleSoCMin], m.tripped[RuleSoCMax] = true, true
+	}
+}
+
+// runProperty drives an evaluator through steps random steps of readings
+// (hostile ones among them), targets (leases and fallbacks), e-stops,
+// clock steps, stale meters and writes that fail or hold less than
+// approved, and checks every approved command against every limit.
 func runProperty(t *testing.T, s script, steps int, more func() bool) {
 	lim := testLimits()
 	if s.intn(2) == 0 {
@@ -70,12 +123,13 @@ func runProperty(t *testing.T, s script, steps int, more func() bool) {
 	obs := Observation{Reading: hearth.Reading{Device: "battery"}} // not read yet
 	var grid *GridSample
 	target := power(0)
-	prev := Approved{}
-	var prevAt time.Time
+	m := &model{seen: map[string]bool{}, tripped: map[string]bool{}}
+	base, baseOK := hearth.Watts(0), false // what the device holds, as the ramp's base
+	var baseAt time.Time
 	for i := 0; i < steps && more(); i++ {
 		switch s.intn(5) {
-		case 0: // the clock moves, sometimes backwards (a wall-clock step)
-			now = now.Add(time.Duration(s.float(-2, 30) * float64(time.Second)))
+		case 0: // time passes (the evaluator's clock is monotonic)
+			now = now.Add(time.Duration(s.float(0, 30) * float64(time.Second)))
 		case 1: // a new lease or schedule slot
 			switch s.intn(5) {
 			case 0:
@@ -97,27 +151,54 @@ func runProperty(t *testing.T, s script, steps int, more func() bool) {
 				PointCellVMax: maybePoint(s, 2.5, 3.8),
 				PointTemp:     maybePoint(s, -20, 70),
 			}}}
+			if s.intn(4) == 0 { // a device that reports power with the wrong sign
+				obs.Reading.Points[PointBatteryV] = hearth.V(52)
+				obs.Reading.Points[PointBatteryA] = hearth.V(-obs.Reading.Points[PointPower].Value / 52)
+			}
 			if s.intn(3) == 0 {
 				obs.At = now.Add(-time.Duration(s.float(0, 40) * float64(time.Second)))
 			}
-			if s.intn(2) == 0 {
+			switch s.intn(3) {
+			case 0:
 				grid = &GridSample{W: hearth.Watts(s.float(-8000, 8000)), At: now}
-			} else {
+			case 1: // the meter lags: a sample up to max_reading_age old
+				if grid != nil {
+					grid.At = now.Add(-time.Duration(s.float(0, 1) * float64(lim.MaxReadingAge)))
+				}
+			default:
 				grid = nil
+			}
+			if now.Sub(obs.At) <= lim.MaxReadingAge {
+				m.observe(lim, obs.Reading)
 			}
 		}
 		estop := s.intn(20) == 0
 		in := Input{Now: now, Target: target, EStop: estop, Devices: []Observation{obs}, Grid: grid}
-		a := e.Evaluate(in).Commands[0]
-		checkInvariants(t, lim, in, prev, prevAt, a)
+		d := e.Evaluate(in)
+		a := d.Commands[0]
+		checkInvariants(t, lim, in, m, base, baseOK, baseAt, a, d)
 		if t.Failed() {
 			t.Fatalf("step %d: input %+v", i, in)
 		}
-		prev, prevAt = a, now
+		// The write: it fails, or holds less than approved (a rate cut
+		// towards zero), or holds it.
+		switch {
+		case a.Mode() != hearth.ModePower:
+			baseOK = false
+		case s.intn(6) == 0:
+			e.Unconfirmed("battery")
+			baseOK = false
+		case s.intn(6) == 0:
+			held := a.Power() * hearth.Watts(s.float(0.5, 1))
+			e.Confirm("battery", held)
+			base, baseOK, baseAt = held, true, now
+		default:
+			base, baseOK, baseAt = a.Power(), true, now
+		}
 	}
 }
 
-func checkInvariants(t *testing.T, lim Limits, in Input, prev Approved, prevAt time.Time, a Approved) {
+func checkInvariants(t *testing.T, lim Limits, in Input, m *model, base hearth.Watts, baseOK bool, baseAt time.Time, a Approved, d Decision) {
 	t.Helper()
 	if !a.Valid() || a.Device() != "battery" {
 		t.Fatalf("approved %+v is not a valid command for the battery", a)
@@ -129,18 +210,17 @@ func checkInvariants(t *testing.T, lim Limits, in Input, prev Approved, prevAt t
 	if p > lim.MaxDischargeW || p < -lim.MaxChargeW || math.IsNaN(float64(p)) {
 		t.Errorf("power %v outside -%v..%v", p, lim.MaxChargeW, lim.MaxDischargeW)
 	}
-	// Ramp: away from zero at most RampWPerS since the previous command;
-	// taking over from the device's own logic, from what the battery was
-	// measured doing (0 when that is unknown).
+	// Ramp: away from zero at most RampWPerS from what the device holds
+	// (after a failed write, what it is measured doing; 0 when unknown).
 	last, dt := hearth.Watts(0), 0.0
-	if prev.Mode() == hearth.ModePower {
-		last, dt = prev.Power(), max(in.Now.Sub(prevAt).Seconds(), 0)
-	} else if m, ok := in.Devices[0].Reading.Points[PointPower]; ok && m.Good() {
-		last = hearth.Watts(m.Value)
+	if baseOK {
+		last, dt = base, max(in.Now.Sub(baseAt).Seconds(), 0)
+	} else if v, ok := point(in.Devices[0].Reading, PointPower); ok && math.Abs(v) <= 1e6 {
+		last = hearth.Watts(v)
 	}
 	step := hearth.Watts(lim.RampWPerS*dt) + 1e-6
 	if p > max(last, 0)+step || p < min(last, 0)-step {
-		t.Errorf("power %v from %v after %.3f s breaks the ramp of %v W/s", p, last, dt, lim.RampWPerS)
+		t.Errorf("power %v from %v (held %v) after %.3f s breaks the ramp of %v W/s", p, last, baseOK, dt, lim.RampWPerS)
 	}
 	if in.EStop {
 		if a.Mode() != hearth.ModePower || p != 0 {
@@ -155,26 +235,25 @@ func checkInvariants(t *testing.T, lim Limits, in Input, prev Approved, prevAt t
 		}
 		return
 	}
+	if slices.Contains(d.Trips, RuleImplausible) && a.Mode() != hearth.ModeAuto {
+		t.Errorf("an implausible device got %s, want the safe state", a)
+	}
 	if a.Mode() == hearth.ModeAuto {
-		return // the safe state satisfies every rule below
+		return // the device's own logic; the rules below bind commands
 	}
-	if v, ok := point(o.Reading, PointSoC); !ok {
-		t.Errorf("soc unreadable: got %s, want auto", a)
-	} else {
-		if v <= lim.SoCMinPct && p > 0 {
-			t.Errorf("soc %.2f at or below %v: discharging %v", v, lim.SoCMinPct, p)
+	if !m.seen[PointSoC] {
+		t.Errorf("soc never read: got %s, want auto", a)
+	}
+	if m.tripped[RuleSoCMin] && p > 0 {
+		t.Errorf("soc at or below %v, or unknown: discharging %v", lim.SoCMinPct, p)
+	}
+	if m.tripped[RuleSoCMax] && p < 0 {
+		t.Errorf("soc at or above %v, or unknown: charging %v", lim.SoCMaxPct, p)
+	}
+	for _, r := range []string{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax} {
+		if m.tripped[r] && p != 0 {
+			t.Errorf("%s tripped (out of window, unknown, or not yet back inside by the hysteresis): got %v W, want 0", r, p)
 		}
-		if v >= lim.SoCMaxPct && p < 0 {
-			t.Errorf("soc %.2f at or above %v: charging %v", v, lim.SoCMaxPct, p)
-		}
-	}
-	out := func(name string, lo, hi float64) bool {
-		v, ok := point(o.Reading, name)
-		return ok && (v < lo || v > hi)
-	}
-	if (out(PointCellVMin, lim.CellVMin, math.Inf(1)) || out(PointCellVMax, math.Inf(-1), lim.CellVMax) ||
-		out(PointTemp, lim.TempCMin, lim.TempCMax)) && p != 0 {
-		t.Errorf("cell voltage or temperature out of window: got %v W, want 0", p)
 	}
 	if lim.ExportLimitW != nil && p > 0 {
 		batt, bok := point(o.Reading, PointPower)
@@ -186,7 +265,6 @@ func checkInvariants(t *testing.T, lim Limits, in Input, prev Approved, prevAt t
 		}
 	}
 }
-
 func TestPropertyRandomSequences(t *testing.T) {
 	t.Parallel()
 	runs := 300
