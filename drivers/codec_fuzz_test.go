@@ -100,3 +100,32 @@ func FuzzSunSpecDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRate: a rate register is never written beyond what it carries (0 up
+// to 100 % within int16), never asks for more than approved, and without
+// saturation misses the approved power by less than one raw step.
+func FuzzRate(f *testing.F) {
+	f.Add(2000.0, 5000.0, int16(-3))
+	f.Add(2000.0, 5000.0, int16(-2))
+	f.Add(-7000.0, 5000.0, int16(-2))
+	f.Add(1.0, 5000.0, int16(10))
+	f.Add(1e9, 1.0, int16(-10))
+	f.Add(0.0, 5000.0, int16(0))
+	f.Fuzz(func(t *testing.T, w, ref float64, sf int16) {
+		if math.IsNaN(w) || math.IsInf(w, 0) || !(ref > 0) || math.IsInf(ref, 0) || sf < -10 || sf > 10 {
+			return // Apply refuses these before a rate is computed
+		}
+		raw, saturated := rate(w, ref, sf)
+		if raw < 0 || float64(raw) > maxRate(sf) || float64(raw) > math.MaxInt16 {
+			t.Fatalf("rate(%v, %v, %d) = %d: outside 0..%v", w, ref, sf, raw, maxRate(sf))
+		}
+		got := float64(raw) * math.Pow10(int(sf)) / 100 * ref
+		if got > math.Abs(w)*(1+1e-9) {
+			t.Fatalf("rate(%v, %v, %d) = %d: %v W, more than approved", w, ref, sf, raw, got)
+		}
+		step := math.Pow10(int(sf)) / 100 * ref
+		if !saturated && math.Abs(w)-got >= step*(1+1e-9) {
+			t.Fatalf("rate(%v, %v, %d) = %d: %v W, more than a step (%v W) short of %v W unsaturated", w, ref, sf, raw, got, step, w)
+		}
+	})
+}
