@@ -358,7 +358,7 @@ func TestStorageDischargeReference(t *testing.T) {
 	pct := float64(got.OutWRte) / 100
 	for _, ref := range []float64{5000, 10000} {
 		if w := pct / 100 * ref; w > 2000 {
-			t.Errorf("OutWRte %d %% of %v W is %v W, above the 2000 W approved", got.OutWRte, ref, w)
+			t.Errorf("OutWRte %d (%v %%) of %v W is %v W, above the 2000 W approved", got.OutWRte, pct, ref, w)
 		}
 	}
 	if b := s.State().BatteryW; b > 2000 || b <= 0 {
