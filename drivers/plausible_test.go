@@ -62,37 +62,20 @@ func TestSunSpecPhysicalRanges(t *testing.T) {
 	s, d := simDevice(t, sim.Config{InitialSoC: 60, MaxChargeW: 3000, MaxDischargeW: 3000})
 	r := poll(t, d)
 	wantPoint(t, r, "soc_pct", 60.0)
-	for _, tc := range []struct {
-		model uint16
-		point string
-		raw   int64
-		name  string
-		want  any
-	}{
-		{802, "SoC", 2500, "soc_pct", hearth.QualityOutOfRange},         // 250 % at SoC_SF -1
-		{802, "SoC", 1000, "soc_pct", 100.0},                            // 100 %: the bound is in range
-		{802, "SoH", 101, "soh_pct", hearth.QualityOutOfRange},          // SoH_SF 0
-		{802, "CellVMax", 5200, "cell_v_max", hearth.QualityOutOfRange}, // 5.2 V at CellV_SF -3
-		{802, "CellVMin", 1200, "cell_v_min", hearth.QualityOutOfRange}, // 1.2 V
-		{802, "CellVMin", 2800, "cell_v_min", 2.8},
-		{103, "TmpCab", 1500, "temp_c", hearth.QualityOutOfRange}, // 150.0 °C at Tmp_SF -1
-		{103, "TmpCab", -450, "temp_c", hearth.QualityOutOfRange}, // -45.0 °C
-		{103, "TmpCab", -395, "temp_c", -39.5},                    // cold, but a real winter
-		{802, "W", 6500, "power_w", hearth.QualityOutOfRange},     // above 2× the 3000 W rating (802, 124)
-		{802, "W", -6000, "power_w", -6000.0},                     // at 2× the rating: in range
-		{103, "W_SF", 4, "ac_power_w", hearth.QualityOutOfRange},  // 300 W of AC at 10^4: megawatts
-	} {
-		if err := s.SetRaw(tc.model, tc.point, tc.raw); err != nil {
-			t.Fatal(err)
-		}
-		r := poll(t, d)
-		wantPoint(t, r, tc.name, tc.want)
-		wantPoint(t, r, "battery_v", r.Points["battery_v"].Value) // the rest of the reading stays good
-		if !r.Points["battery_v"].Good() {
-			t.Errorf("%d.%s = %d: battery_v %+v, want good", tc.model, tc.point, tc.raw, r.Points["battery_v"])
-		}
-		s.ClearRaw()
-	}
+	tellLies(t, s, d, []lie{
+		{802, "SoC", 2500, "soc_pct", hearth.QualityOutOfRange, ""},         // 250 % at SoC_SF -1
+		{802, "SoC", 1000, "soc_pct", 100.0, ""},                            // 100 %: the bound is in range
+		{802, "SoH", 101, "soh_pct", hearth.QualityOutOfRange, ""},          // SoH_SF 0
+		{802, "CellVMax", 5200, "cell_v_max", hearth.QualityOutOfRange, ""}, // 5.2 V at CellV_SF -3
+		{802, "CellVMin", 1200, "cell_v_min", hearth.QualityOutOfRange, ""}, // 1.2 V
+		{802, "CellVMin", 2800, "cell_v_min", 2.8, ""},
+		{103, "TmpCab", 1500, "temp_c", hearth.QualityOutOfRange, ""}, // 150.0 °C at Tmp_SF -1
+		{103, "TmpCab", -450, "temp_c", hearth.QualityOutOfRange, ""}, // -45.0 °C
+		{103, "TmpCab", -395, "temp_c", -39.5, ""},                    // cold, but a real winter
+		{802, "W", 6500, "power_w", hearth.QualityOutOfRange, ""},     // above 2× the 3000 W rating (802, 124)
+		{802, "W", -6000, "power_w", -6000.0, ""},                     // at 2× the rating: in range
+		{103, "W_SF", 4, "ac_power_w", hearth.QualityOutOfRange, ""},  // 300 W of AC at 10^4: megawatts
+	})
 	wantPoint(t, poll(t, d), "soc_pct", 60.0)
 }
 
@@ -146,24 +129,45 @@ points:
 	r := poll(t, d)
 	wantPoint(t, r, "soc_pct", 60.0)
 	wantPoint(t, r, "soh_pct", 100.0)
-	for _, tc := range []struct {
-		point string
-		raw   int64
-		name  string
-		want  any
-	}{
-		{"SoC", -300, "soc_pct", hearth.QualityOutOfRange}, // -30.0 %
-		{"SoC", 2500, "soc_pct", hearth.QualityOutOfRange}, // 250.0 %
-		{"SoH", 79, "soh_pct", hearth.QualityOutOfRange},   // below the profile's own range
-		{"SoH", 80, "soh_pct", 80.0},
-		{"W", 4001, "power_w", hearth.QualityOutOfRange}, // above 2× rating_w
-		{"W", -4000, "power_w", -4000.0},
-		{"CellV_SF", 0x8000, "cell_v_max", hearth.QualityCommError}, // it had a value: lost, not absent
-	} {
-		if err := s.SetRaw(802, tc.point, tc.raw); err != nil {
+	tellLies(t, s, d, []lie{
+		{802, "SoC", -300, "soc_pct", hearth.QualityOutOfRange, ""}, // -30.0 %
+		{802, "SoC", 2500, "soc_pct", hearth.QualityOutOfRange, ""}, // 250.0 %
+		{802, "SoH", 79, "soh_pct", hearth.QualityOutOfRange, ""},   // below the profile's own range
+		{802, "SoH", 80, "soh_pct", 80.0, ""},
+		{802, "W", 4001, "power_w", hearth.QualityOutOfRange, ""}, // above 2× rating_w
+		{802, "W", -4000, "power_w", -4000.0, ""},
+		{802, "CellV_SF", 0x8000, "cell_v_max", hearth.QualityCommError, "cell_v_min"}, // it had a value: lost, not absent
+	})
+}
+
+// lie is a raw value a simulator serves in place of a point's registers,
+// and what the device must make of it.
+type lie struct {
+	model uint16
+	point string
+	raw   int64
+	name  string
+	want  any    // a value, or a quality
+	also  string // another point the lie spoils (one sharing the scale factor)
+}
+
+// tellLies serves each lie alone and checks the point d reads, and that
+// the rest of the reading stays good.
+func tellLies(t *testing.T, s *sim.Simulator, d interface {
+	Poll(context.Context, func() time.Time) (hearth.Reading, error)
+}, lies []lie) {
+	t.Helper()
+	for _, l := range lies {
+		if err := s.SetRaw(l.model, l.point, l.raw); err != nil {
 			t.Fatal(err)
 		}
-		wantPoint(t, poll(t, d), tc.name, tc.want)
+		r := poll(t, d)
+		wantPoint(t, r, l.name, l.want)
+		for name, p := range r.Points {
+			if name != l.name && name != l.also && !p.Good() && p.Quality != hearth.QualityNotImplemented {
+				t.Errorf("%d.%s = %d: %s %+v, want the rest of the reading good", l.model, l.point, l.raw, name, p)
+			}
+		}
 		s.ClearRaw()
 	}
 }

@@ -26,9 +26,16 @@ type storageRig struct {
 }
 
 func newStorageRig(t *testing.T, revert time.Duration) *storageRig {
+	return newStorageRigWith(t, revert, sim.Config{MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
+}
+
+// newStorageRigWith is newStorageRig for a simulator configured as cfg;
+// its clock is the rig's.
+func newStorageRigWith(t *testing.T, revert time.Duration, cfg sim.Config) *storageRig {
 	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)) // night: no PV
-	s := sim.New(sim.Config{Now: clock.Now, MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
+	cfg.Now = clock.Now
+	s := sim.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +154,18 @@ func equalRegs(a, b []uint16) bool {
 func TestStorageRefusesWhatSafetyDidNotApprove(t *testing.T) {
 	t.Parallel()
 	r := newStorageRig(t, 30*time.Second)
-	if _, err := r.st.Apply(context.Background(), safety.Approved{}); err == nil {
-		t.Error("the zero Approved was applied")
-	}
-	if _, err := r.st.Apply(context.Background(), approve(t, "other", hearth.ModePower, 1000)); err == nil {
-		t.Error("a command approved for another device was applied")
+	r.wantRefused(t, safety.Approved{}, "the zero Approved")
+	r.wantRefused(t, approve(t, "other", hearth.ModePower, 1000), "a command approved for another device")
+}
+
+// wantRefused checks Apply refuses a, and that nothing was written so far.
+func (r *storageRig) wantRefused(t *testing.T, a safety.Approved, what string) {
+	t.Helper()
+	if _, err := r.st.Apply(context.Background(), a); err == nil {
+		t.Errorf("%s was applied", what)
 	}
 	if w := r.sim.Writes(); len(w) != 0 {
-		t.Errorf("refused commands wrote %+v", w)
+		t.Errorf("%s: wrote %+v", what, w)
 	}
 }
 
@@ -302,12 +313,7 @@ func TestStorageRateScaleFactors(t *testing.T) {
 	if err := r.sim.SetRaw(124, "InOutWRte_SF", 11); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, 2000)); err == nil {
-		t.Error("InOutWRte_SF 11 accepted")
-	}
-	if w := r.sim.Writes(); len(w) != 0 {
-		t.Errorf("InOutWRte_SF 11: wrote %+v", w)
-	}
+	r.wantRefused(t, approve(t, "battery", hearth.ModePower, 2000), "a command at InOutWRte_SF 11")
 }
 
 // TestStorageScaleFactorChanges: a device whose InOutWRte_SF changes under
@@ -340,15 +346,8 @@ func TestStorageScaleFactorChanges(t *testing.T) {
 // is never asked for more than approved.
 func TestStorageDischargeReference(t *testing.T) {
 	t.Parallel()
-	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
-	s, addr := harnessSim(t, sim.Config{Now: clock.Now, MaxChargeW: 5000, MaxDischargeW: 10000, InitialSoC: 60})
-	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: addr, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bus.Close() })
-	st := drivers.NewStorage(drivers.NewSunSpecDevice("battery", bus, 1), 30*time.Second)
-	got, err := st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, 2000))
+	r := newStorageRigWith(t, 30*time.Second, sim.Config{MaxChargeW: 5000, MaxDischargeW: 10000, InitialSoC: 60})
+	got, err := r.st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, 2000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,22 +360,7 @@ func TestStorageDischargeReference(t *testing.T) {
 			t.Errorf("OutWRte %d (%v %%) of %v W is %v W, above the 2000 W approved", got.OutWRte, pct, ref, w)
 		}
 	}
-	if b := s.State().BatteryW; b > 2000 || b <= 0 {
+	if b := r.sim.State().BatteryW; b > 2000 || b <= 0 {
 		t.Errorf("simulator discharges at %v W, want (0, 2000]", b)
 	}
-}
-
-// harnessSim serves a simulator on a loopback socket until the test ends.
-func harnessSim(t *testing.T, cfg sim.Config) (*sim.Simulator, string) {
-	t.Helper()
-	s := sim.New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.ServeTCP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s, ln.Addr().String()
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,27 +13,10 @@ import (
 	"github.com/hearth-energy/hearth/internal/harness"
 )
 
-const liesConfig = `gateway_id: %[4]s
-data_dir: %[1]s
-diag_socket: %[1]s/hearth.sock
-assume_clock_synced: true
-devices:
-  - name: battery
-    transport: tcp
-    address: %[2]s
-    poll_interval: 200ms
-    timeout: 500ms
-safety:
-  soc_min_pct: 20
-  soc_max_pct: 95
-  max_discharge_w: 2500
-  max_charge_w: 2500
-  ramp_w_per_s: 5000
-  revert_timeout: 3s
-uplink:
-  broker: %[3]s
-  boot_delay: 0s
-`
+// liesConfig is safetyConfig with limits above 1638.35 W, the most OutWRte
+// carries at InOutWRte_SF -3, so a 2000 W lease saturates the register.
+var liesConfig = strings.NewReplacer("max_discharge_w: 1500", "max_discharge_w: 2500",
+	"max_charge_w: 1500", "max_charge_w: 2500").Replace(safetyConfig)
 
 // liarRig is the real agent, as a process, over Modbus TCP against a
 // simulator that lies as the test tells it, with a lease seeded before
@@ -44,7 +28,8 @@ func liarRig(t *testing.T, gw string, lease hearth.Setpoint, lie func(*sim.Simul
 	lie(s)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "hearth.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(liesConfig, dir, simAddr, mq.URL(), gw)), 0o600); err != nil {
+	text := strings.Replace(fmt.Sprintf(liesConfig, dir, simAddr, mq.URL()), "gateway_id: gw-safety", "gateway_id: "+gw, 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	seedLease(t, dir, lease)
