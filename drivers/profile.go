@@ -40,6 +40,8 @@ type Profile struct {
 	Points    []PointSpec `yaml:"points"`
 	Holes     []Hole      `yaml:"holes"`
 	File      string      `yaml:"-"`
+
+	keyLines map[string]int // line of each top-level key, for errors
 }
 
 // Meter sign conventions (Profile.MeterSign).
@@ -204,7 +206,9 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 	// Point lines, from the node tree: points is a sequence of mappings.
 	if len(root.Content) > 0 {
 		m := root.Content[0]
+		p.keyLines = map[string]int{}
 		for i := 0; i+1 < len(m.Content); i += 2 {
+			p.keyLines[m.Content[i].Value] = m.Content[i].Line
 			if m.Content[i].Value == "points" {
 				for j, n := range m.Content[i+1].Content {
 					if j < len(p.Points) {
@@ -285,16 +289,19 @@ func (p *Profile) check() error {
 	if p.Discovery == "" && len(p.Points) == 0 {
 		bad(nil, "points: a profile without discovery needs points")
 	}
+	badKey := func(key, format string, args ...any) {
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines[key], Msg: fmt.Sprintf(format, args...)})
+	}
 	if p.RatingW < 0 || math.IsNaN(p.RatingW) || math.IsInf(p.RatingW, 0) {
-		bad(nil, "rating_w %g: want watts above 0 (or leave it out)", p.RatingW)
+		badKey("rating_w", "rating_w %g: want watts above 0 (or leave it out)", p.RatingW)
 	}
 	switch {
 	case p.MeterSign == "" || p.MeterSign == MeterImportPositive || p.MeterSign == MeterExportPositive:
 		if p.MeterSign != "" && p.Discovery == "" {
-			bad(nil, "meter_sign is for discovery profiles; a point of a fixed map carries its sign in scale")
+			badKey("meter_sign", "meter_sign is for discovery profiles; a point of a fixed map carries its sign in scale")
 		}
 	default:
-		bad(nil, "meter_sign %q: want %s or %s", p.MeterSign, MeterImportPositive, MeterExportPositive)
+		badKey("meter_sign", "meter_sign %q: want %s or %s", p.MeterSign, MeterImportPositive, MeterExportPositive)
 	}
 	names := map[string]*PointSpec{}
 	for i := range p.Points {
