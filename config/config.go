@@ -580,15 +580,19 @@ func (v *validator) control(c *Config) {
 		v.errorf("safety.effective_within", "must be above 0")
 	}
 	if s.MeterDevice != "" {
-		found := false
-		for _, d := range c.Devices {
-			found = found || d.Name == s.MeterDevice
+		var meter *DeviceConfig
+		for i := range c.Devices {
+			if c.Devices[i].Name == s.MeterDevice {
+				meter = &c.Devices[i]
+			}
 		}
-		if !found {
+		switch {
+		case meter == nil:
 			v.errorf("safety.meter_device", "%q is not a configured device", s.MeterDevice)
-		}
-		if s.MeterPoint == "" {
+		case s.MeterPoint == "":
 			v.errorf("safety.meter_point", "required with meter_device")
+		default:
+			v.meterPoint(meter, s.MeterPoint)
 		}
 	}
 	if c.WatchdogDevice != "" && !strings.HasPrefix(c.WatchdogDevice, "/") {
@@ -604,6 +608,50 @@ func (v *validator) control(c *Config) {
 		}
 		pins[p.name] = p.key
 	}
+}
+
+// meterPoint checks that the meter device can give the meter point: a
+// SunSpec device only from a meter model (grid_power_w), a profile device
+// from one of its numeric points. The problem is reported on the
+// meter_point line, or on meter_device's when the point is the default.
+func (v *validator) meterPoint(d *DeviceConfig, point string) {
+	p := d.profile
+	if p == nil {
+		return // the profile is reported with the device
+	}
+	at, what := "safety.meter_point", fmt.Sprintf("%q", point)
+	if _, ok := v.lines[at]; !ok {
+		at, what = "safety.meter_device", fmt.Sprintf("meter_point %q (the default)", point)
+	}
+	report := func(format string, args ...any) {
+		v.errorf(at, "%s: "+format, append([]any{what}, args...)...)
+	}
+	if p.Discovery == "sunspec" {
+		if point != drivers.GridPowerPoint {
+			report("device %q is a SunSpec device, which gives grid power only as %s, from a meter model (201-204): use that point, on the device whose chain has the meter", d.Name, drivers.GridPowerPoint)
+		}
+		return
+	}
+	var names []string
+	for _, pt := range p.Points {
+		if pt.Type == "sunssf" || pt.Type == "string" {
+			continue
+		}
+		if pt.Name == point {
+			if pt.Type == "enum" || pt.Type == "bitfield" {
+				report("point of profile %q is a %s, not a power", p.Name, pt.Type)
+			}
+			return
+		}
+		if strings.HasSuffix(pt.Name, "_w") {
+			names = append(names, pt.Name)
+		}
+	}
+	have := "it has no power point"
+	if len(names) > 0 {
+		have = "its power points: " + strings.Join(names, ", ")
+	}
+	report("profile %q of device %q has no such point, so the meter would never give grid power: name the profile's point for grid power, positive exporting (%s)", p.Name, d.Name, have)
 }
 
 func (v *validator) uplink(c *Config) {

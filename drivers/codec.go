@@ -67,8 +67,9 @@ func StringValue(p PointSpec, regs []uint16) string {
 // Decode turns a numeric point's registers into a value: raw × scale ×
 // 10^sf + offset. sf is the value of the point's sunssf reference, nil
 // when it has none. A SunSpec not-implemented sentinel (in the point or
-// its scale factor) gives not_implemented; a non-finite float gives
-// out_of_range.
+// its scale factor) gives not_implemented; a non-finite float, a scale
+// factor outside SunSpec's -10..10, or a value outside the point's
+// physical range (PointSpec.Plausible) gives out_of_range.
 func Decode(p PointSpec, regs []uint16, sf *float64) hearth.Point {
 	v, ok := RawValue(p, regs)
 	if !ok {
@@ -96,7 +97,8 @@ func Decode(p PointSpec, regs []uint16, sf *float64) hearth.Point {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return hearth.Q(hearth.QualityOutOfRange) // scaling overflowed
 	}
-	return hearth.V(v)
+	r, ok := p.Plausible()
+	return plausible(hearth.V(v), r, ok)
 }
 
 // scaleSF applies 10^sf, rounding to the decimals it gives so 7235 at -2

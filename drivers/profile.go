@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"regexp"
@@ -19,17 +20,35 @@ import (
 // they are and how to decode them, and the registers that must never be
 // read. The sunspec profile has no points: its map is discovered.
 type Profile struct {
-	Name        string      `yaml:"name"`
-	Description string      `yaml:"description"`
-	Source      string      `yaml:"source"`     // the document the map was written from
-	Discovery   string      `yaml:"discovery"`  // "sunspec": the map is discovered, points are empty
-	MaxGap      uint16      `yaml:"max_gap"`    // unused registers a read may bridge
-	WordOrder   string      `yaml:"word_order"` // default for points: big (high word first) or little
-	ByteOrder   string      `yaml:"byte_order"` // default for points: big (high byte first) or little
-	Points      []PointSpec `yaml:"points"`
-	Holes       []Hole      `yaml:"holes"`
-	File        string      `yaml:"-"`
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	Source      string `yaml:"source"`     // the document the map was written from
+	Discovery   string `yaml:"discovery"`  // "sunspec": the map is discovered, points are empty
+	MaxGap      uint16 `yaml:"max_gap"`    // unused registers a read may bridge
+	WordOrder   string `yaml:"word_order"` // default for points: big (high word first) or little
+	ByteOrder   string `yaml:"byte_order"` // default for points: big (high byte first) or little
+	// RatingW is the device's power rating in watts: its power points
+	// (names ending in _w) read beyond ±2× it are out_of_range. 0: unknown,
+	// and the bound is FixedPowerBoundW.
+	RatingW float64 `yaml:"rating_w"`
+	// MeterSign says how a discovered device's SunSpec meter (models
+	// 201-204) signs total real power: import_positive (the default: power
+	// drawn from the grid is positive, as on a utility meter) or
+	// export_positive. Only for discovery profiles; hearth's grid_power_w
+	// is positive exporting either way.
+	MeterSign string      `yaml:"meter_sign"`
+	Points    []PointSpec `yaml:"points"`
+	Holes     []Hole      `yaml:"holes"`
+	File      string      `yaml:"-"`
+
+	keyLines map[string]int // line of each top-level key, for errors
 }
+
+// Meter sign conventions (Profile.MeterSign).
+const (
+	MeterImportPositive = "import_positive"
+	MeterExportPositive = "export_positive"
+)
 
 // PointSpec is one point of a profile.
 type PointSpec struct {
@@ -47,9 +66,39 @@ type PointSpec struct {
 	Enum      map[uint64]string `yaml:"enum"`
 	Bits      map[uint]string   `yaml:"bits"`
 	Writable  bool              `yaml:"writable"`
-	Min       *float64          `yaml:"min"`
-	Max       *float64          `yaml:"max"`
-	Line      int               `yaml:"-"`
+	Min       *float64          `yaml:"min"` // lowest value a write may carry
+	Max       *float64          `yaml:"max"` // highest value a write may carry
+	// Range is [lo, hi], the values the point can physically take; a
+	// decoded value outside it is out_of_range. Without it the point
+	// gets BuiltinRange by its name, if there is one.
+	Range []float64 `yaml:"range"`
+	Line  int       `yaml:"-"`
+
+	ratingW float64 // the profile's RatingW, set when the profile is checked
+}
+
+// Plausible returns the range the point's decoded values must lie in: its
+// own range, else the built-in one for its name at the rating of the
+// profile it was parsed with (unknown for a PointSpec built in code). ok
+// is false when the point has none.
+func (p PointSpec) Plausible() (r Range, ok bool) {
+	if len(p.Range) == 2 {
+		return Range{p.Range[0], p.Range[1]}, true
+	}
+	if !numericType(p.Type) {
+		return Range{}, false
+	}
+	return BuiltinRange(p.Name, p.ratingW)
+}
+
+// numericType reports whether a point type decodes to a physical
+// quantity (not a string, an enumeration, a bit field or a scale factor).
+func numericType(t string) bool {
+	switch t {
+	case "u16", "s16", "u32", "s32", "u64", "s64", "f32", "f64":
+		return true
+	}
+	return false
 }
 
 // Hole is a register range a device must never be asked for (reading it
@@ -157,7 +206,9 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 	// Point lines, from the node tree: points is a sequence of mappings.
 	if len(root.Content) > 0 {
 		m := root.Content[0]
+		p.keyLines = map[string]int{}
 		for i := 0; i+1 < len(m.Content); i += 2 {
+			p.keyLines[m.Content[i].Value] = m.Content[i].Line
 			if m.Content[i].Value == "points" {
 				for j, n := range m.Content[i+1].Content {
 					if j < len(p.Points) {
@@ -238,6 +289,20 @@ func (p *Profile) check() error {
 	if p.Discovery == "" && len(p.Points) == 0 {
 		bad(nil, "points: a profile without discovery needs points")
 	}
+	badKey := func(key, format string, args ...any) {
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines[key], Msg: fmt.Sprintf(format, args...)})
+	}
+	if p.RatingW < 0 || math.IsNaN(p.RatingW) || math.IsInf(p.RatingW, 0) {
+		badKey("rating_w", "rating_w %g: want watts above 0 (or leave it out)", p.RatingW)
+	}
+	switch {
+	case p.MeterSign == "" || p.MeterSign == MeterImportPositive || p.MeterSign == MeterExportPositive:
+		if p.MeterSign != "" && p.Discovery == "" {
+			badKey("meter_sign", "meter_sign is for discovery profiles; a point of a fixed map carries its sign in scale")
+		}
+	default:
+		badKey("meter_sign", "meter_sign %q: want %s or %s", p.MeterSign, MeterImportPositive, MeterExportPositive)
+	}
 	names := map[string]*PointSpec{}
 	for i := range p.Points {
 		pt := &p.Points[i]
@@ -283,6 +348,17 @@ func (p *Profile) check() error {
 		}
 		if pt.Min != nil && pt.Max != nil && *pt.Min > *pt.Max {
 			bad(pt, "min %g is above max %g", *pt.Min, *pt.Max)
+		}
+		pt.ratingW = p.RatingW
+		if pt.Range != nil {
+			switch {
+			case !numericType(pt.Type):
+				bad(pt, "range is for numeric points, not %s", pt.Type)
+			case len(pt.Range) != 2:
+				bad(pt, "range wants [lo, hi], got %d numbers", len(pt.Range))
+			case math.IsNaN(pt.Range[0]) || math.IsNaN(pt.Range[1]) || pt.Range[0] > pt.Range[1]:
+				bad(pt, "range [%g, %g]: lo must not be above hi", pt.Range[0], pt.Range[1])
+			}
 		}
 		if pt.Writable && pt.Size() > MaxWriteRegisters {
 			bad(pt, "a write carries at most %d registers", MaxWriteRegisters)

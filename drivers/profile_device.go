@@ -60,13 +60,14 @@ type ProfileDevice struct {
 	unit    uint8
 	profile *Profile
 	plan    []ReadRequest
+	seen    seenPoints // points that have carried a value; Poll's goroutine only
 }
 
 // NewProfileDevice returns a device on bus at unit read with profile p,
 // which must have points (not a discovery profile). The reads are planned
 // once, here.
 func NewProfileDevice(name string, bus *Bus, unit uint8, p *Profile) *ProfileDevice {
-	return &ProfileDevice{name: name, bus: bus, unit: unit, profile: p, plan: Plan(p.Points, p.Holes, p.MaxGap)}
+	return &ProfileDevice{name: name, bus: bus, unit: unit, profile: p, plan: Plan(p.Points, p.Holes, p.MaxGap), seen: seenPoints{}}
 }
 
 // Name returns the device's configured name.
@@ -80,7 +81,11 @@ func (d *ProfileDevice) Plan() []ReadRequest { return d.plan }
 
 // Poll reads the profile's points and returns a reading. Scale-factor
 // points are applied, not reported. When a read fails its points carry
-// quality comm_error and the first error is returned with the reading.
+// quality comm_error and the first error is returned with the reading. A
+// value outside the point's physical range is out_of_range, and a point
+// that has carried values and then reads as not implemented is
+// comm_error: a device does not lose a point while it runs. Poll is for
+// one goroutine at a time.
 func (d *ProfileDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	pts, err := ReadProfile(ctx, d.bus, d.unit, d.profile, d.plan)
 	r := hearth.Reading{Device: d.name, Time: now(), Points: map[string]hearth.Point{}}
@@ -89,7 +94,7 @@ func (d *ProfileDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			continue
 		}
 		if p, ok := pts[pt.Name]; ok {
-			r.Points[pt.Name] = p
+			r.Points[pt.Name] = d.seen.vet(pt.Name, p)
 		}
 	}
 	return r, err

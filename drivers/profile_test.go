@@ -188,3 +188,45 @@ func TestProfilePollAgainstSimulator(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileRangeErrors: a range is two numbers, low first, on a numeric
+// point; rating_w is watts; meter_sign is one of two words, on a discovery
+// profile.
+func TestProfileRangeErrors(t *testing.T) {
+	t.Parallel()
+	src := `name: ranges
+rating_w: -5
+meter_sign: import_positive
+points:
+  - {name: a, address: 10, type: u16, range: [5, 1]}
+  - {name: b, address: 11, type: u16, range: [1, 2, 3]}
+  - {name: c, address: 12, type: enum, range: [0, 1]}
+  - {name: d, address: 13, type: s16, range: [-40, 120]}
+`
+	_, err := ParseProfile("ranges.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`ranges.yaml:2: rating_w -5: want watts above 0`,
+		`ranges.yaml:3: meter_sign is for discovery profiles`,
+		`ranges.yaml:5: point a: range [5, 1]: lo must not be above hi`,
+		`ranges.yaml:6: point b: range wants [lo, hi], got 3 numbers`,
+		`ranges.yaml:7: point c: range is for numeric points, not enum`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "point d") {
+		t.Errorf("a valid range reported:\n%v", err)
+	}
+	if _, err := ParseProfile("sign.yaml", []byte("name: s\ndiscovery: sunspec\nmeter_sign: upside_down\n")); err == nil ||
+		!strings.Contains(err.Error(), `sign.yaml:3: meter_sign "upside_down": want import_positive or export_positive`) {
+		t.Errorf("bad meter_sign: %v", err)
+	}
+	p, err := ParseProfile("ok.yaml", []byte("name: s\ndiscovery: sunspec\nmeter_sign: export_positive\n"))
+	if err != nil || p.MeterSign != MeterExportPositive {
+		t.Errorf("meter_sign export_positive: %+v, %v", p, err)
+	}
+}

@@ -2,10 +2,13 @@ package drivers_test
 
 import (
 	"context"
-	"github.com/hearth-energy/hearth/internal/clocktest"
+	"errors"
+	"math"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/hearth-energy/hearth/internal/clocktest"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/drivers"
@@ -23,9 +26,16 @@ type storageRig struct {
 }
 
 func newStorageRig(t *testing.T, revert time.Duration) *storageRig {
+	return newStorageRigWith(t, revert, sim.Config{MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
+}
+
+// newStorageRigWith is newStorageRig for a simulator configured as cfg;
+// its clock is the rig's.
+func newStorageRigWith(t *testing.T, revert time.Duration, cfg sim.Config) *storageRig {
 	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)) // night: no PV
-	s := sim.New(sim.Config{Now: clock.Now, MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 60})
+	cfg.Now = clock.Now
+	s := sim.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -144,14 +154,18 @@ func equalRegs(a, b []uint16) bool {
 func TestStorageRefusesWhatSafetyDidNotApprove(t *testing.T) {
 	t.Parallel()
 	r := newStorageRig(t, 30*time.Second)
-	if _, err := r.st.Apply(context.Background(), safety.Approved{}); err == nil {
-		t.Error("the zero Approved was applied")
-	}
-	if _, err := r.st.Apply(context.Background(), approve(t, "other", hearth.ModePower, 1000)); err == nil {
-		t.Error("a command approved for another device was applied")
+	r.wantRefused(t, safety.Approved{}, "the zero Approved")
+	r.wantRefused(t, approve(t, "other", hearth.ModePower, 1000), "a command approved for another device")
+}
+
+// wantRefused checks Apply refuses a, and that nothing was written so far.
+func (r *storageRig) wantRefused(t *testing.T, a safety.Approved, what string) {
+	t.Helper()
+	if _, err := r.st.Apply(context.Background(), a); err == nil {
+		t.Errorf("%s was applied", what)
 	}
 	if w := r.sim.Writes(); len(w) != 0 {
-		t.Errorf("refused commands wrote %+v", w)
+		t.Errorf("%s: wrote %+v", what, w)
 	}
 }
 
@@ -193,5 +207,160 @@ func TestStorageWriteRefused(t *testing.T) {
 	// The next apply finds the model again and succeeds.
 	if _, err := r.st.Apply(ctx, a); err != nil {
 		t.Fatalf("apply after a refused write: %v", err)
+	}
+}
+
+// rateWrites returns the OutWRte and InWRte values written, as the
+// device's int16 registers, oldest first.
+func (r *storageRig) rateWrites() (out, in []int16) {
+	for _, w := range r.sim.Writes() {
+		for i, v := range w.Values {
+			switch w.Addr + uint16(i) {
+			case r.reg("OutWRte"):
+				out = append(out, int16(v))
+			case r.reg("InWRte"):
+				in = append(in, int16(v))
+			}
+		}
+	}
+	return out, in
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+// TestStorageStatusWatts: Apply reports, in watts, what the written
+// registers ask for and what the read-back registers hold.
+func TestStorageStatusWatts(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		mode      hearth.Mode
+		w         hearth.Watts
+		commanded float64
+		saturated bool
+	}{
+		{hearth.ModePower, 2500, 2500, false},
+		{hearth.ModePower, -1234, -1234, false},
+		{hearth.ModePower, 1234.567, 1234.5, false}, // cut towards zero to 0.01 %
+		{hearth.ModePower, 0, 0, false},
+		{hearth.ModePower, 7000, 5000, true}, // above 100 % of WChaMax
+		{hearth.ModePower, -7000, -5000, true},
+		{hearth.ModeAuto, 0, 0, false},
+	} {
+		r := newStorageRig(t, 30*time.Second)
+		st, err := r.st.Apply(context.Background(), approve(t, "battery", c.mode, c.w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !near(st.CommandedW, c.commanded) || !near(st.HeldW, c.commanded) || st.Saturated != c.saturated {
+			t.Errorf("%s %v W: commanded %v W, held %v W, saturated %v; want %v W, %v W, %v",
+				c.mode, c.w, st.CommandedW, st.HeldW, st.Saturated, c.commanded, c.commanded, c.saturated)
+		}
+		if st.OutRefW != 5000 || st.InRefW != 5000 || st.RateSF != -2 {
+			t.Errorf("%s %v W: references %v/%v W at SF %d, want 5000/5000 W at -2", c.mode, c.w, st.OutRefW, st.InRefW, st.RateSF)
+		}
+	}
+}
+
+// TestStorageRateSaturates: at InOutWRte_SF -3, 40 % (2000 W of 5000 W)
+// is 40000, beyond int16. The rate register saturates at 32767 (32.767 %,
+// 1638.35 W) and the status says so; nothing wraps to a negative rate,
+// which the device would take as the opposite direction.
+func TestStorageRateSaturates(t *testing.T) {
+	t.Parallel()
+	for _, w := range []hearth.Watts{2000, -2000} {
+		r := newStorageRig(t, 30*time.Second)
+		if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", -3); err != nil {
+			t.Fatal(err)
+		}
+		st, err := r.st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, w))
+		if err != nil {
+			t.Fatalf("%v W: %v", w, err)
+		}
+		want := 1638.35 * float64(w) / 2000
+		if !st.Saturated || !near(st.CommandedW, want) || !near(st.HeldW, want) {
+			t.Errorf("%v W: saturated %v, commanded %v W, held %v W; want saturated at %v W", w, st.Saturated, st.CommandedW, st.HeldW, want)
+		}
+		out, in := r.rateWrites()
+		for _, v := range append(out, in...) {
+			if v < 0 {
+				t.Errorf("%v W: a rate register was written %d: wrapped", w, v)
+			}
+		}
+		if rates := map[bool][]int16{true: out, false: in}[w > 0]; len(rates) != 1 || rates[0] != 32767 {
+			t.Errorf("%v W: wrote rates %v, want 32767", w, rates)
+		}
+		if got := r.sim.State().BatteryW; !near(float64(got), want) {
+			t.Errorf("%v W: the simulator runs at %v W, want %v W", w, got, want)
+		}
+	}
+}
+
+// TestStorageRateScaleFactors: a scale factor so coarse that no rate but
+// 0 fits writes 0 and says saturated; one outside SunSpec's -10..10 is
+// refused without a write.
+func TestStorageRateScaleFactors(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 3); err != nil { // a raw step of 1000 %
+		t.Fatal(err)
+	}
+	st, err := r.st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, 2000))
+	if err != nil || !st.Saturated || st.CommandedW != 0 || st.OutWRte != 0 {
+		t.Errorf("SF 3: %+v, %v; want 0 written, saturated", st, err)
+	}
+
+	r = newStorageRig(t, 30*time.Second)
+	if err := r.sim.SetRaw(124, "InOutWRte_SF", 11); err != nil {
+		t.Fatal(err)
+	}
+	r.wantRefused(t, approve(t, "battery", hearth.ModePower, 2000), "a command at InOutWRte_SF 11")
+}
+
+// TestStorageScaleFactorChanges: a device whose InOutWRte_SF changes under
+// a running command is not effective (the written rate means another
+// power now), and the next write uses the new scale factor.
+func TestStorageScaleFactorChanges(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	ctx := context.Background()
+	a := approve(t, "battery", hearth.ModePower, 1000)
+	if _, err := r.st.Apply(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", -3); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.st.Apply(ctx, a)
+	if !errors.Is(err, drivers.ErrNotEffective) || !near(st.HeldW, 100) {
+		t.Errorf("after the scale factor changed: %+v, %v; want not effective, holding 2000 at -3 (2 %%) = 100 W", st, err)
+	}
+	st, err = r.st.Apply(ctx, a)
+	if err != nil || st.OutWRte != 20000 || !near(st.HeldW, 1000) {
+		t.Errorf("next write: %+v, %v; want 20000 at -3 holding 1000 W", st, err)
+	}
+}
+
+// TestStorageDischargeReference: a device whose discharge maximum (model
+// 802 WDisChaRteMax, 10 kW) is larger than WChaMax (5 kW) gets OutWRte
+// against the larger one, so whichever of the two it takes for 100 %, it
+// is never asked for more than approved.
+func TestStorageDischargeReference(t *testing.T) {
+	t.Parallel()
+	r := newStorageRigWith(t, 30*time.Second, sim.Config{MaxChargeW: 5000, MaxDischargeW: 10000, InitialSoC: 60})
+	got, err := r.st.Apply(context.Background(), approve(t, "battery", hearth.ModePower, 2000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.OutRefW != 10000 || got.InRefW != 5000 || got.OutWRte != 2000 {
+		t.Errorf("references %v/%v W, OutWRte %d; want 10000/5000 W and 2000 (20 %%)", got.OutRefW, got.InRefW, got.OutWRte)
+	}
+	pct := float64(got.OutWRte) / 100
+	for _, ref := range []float64{5000, 10000} {
+		if w := pct / 100 * ref; w > 2000 {
+			t.Errorf("OutWRte %d (%v %%) of %v W is %v W, above the 2000 W approved", got.OutWRte, pct, ref, w)
+		}
+	}
+	if b := r.sim.State().BatteryW; b > 2000 || b <= 0 {
+		t.Errorf("simulator discharges at %v W, want (0, 2000]", b)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,46 +31,78 @@ type ModelInstance struct {
 
 // sunspecMap names the points hearth reads from each model. Earlier rows
 // win when two models give the same point (model 802's SoC before model
-// 124's ChaState).
+// 124's ChaState). A row with all set reads every instance of its model
+// and reports the extreme over them (the highest of the _max names, the
+// lowest of the _min names): one model 804 per string, 805 per module.
 var sunspecMap = []struct {
 	model uint16
 	point string
 	name  string
+	all   bool
 }{
-	{802, "SoC", "soc_pct"},
-	{802, "W", "power_w"},
-	{802, "V", "battery_v"},
-	{802, "A", "battery_a"},
-	{802, "CellVMax", "cell_v_max"},
-	{802, "CellVMin", "cell_v_min"},
-	{802, "SoH", "soh_pct"},
-	{124, "ChaState", "soc_pct"},
-	{124, "InBatV", "battery_v"},
-	{103, "W", "ac_power_w"},
-	{103, "Hz", "ac_hz"},
-	{103, "PhVphA", "ac_v"},
-	{103, "A", "ac_a"},
-	{103, "WH", "ac_energy_wh"},
-	{103, "DCW", "dc_power_w"},
-	{103, "TmpCab", "temp_c"},
-	{103, "TmpSnk", "temp_sink_c"},
-	{101, "W", "ac_power_w"},
-	{101, "Hz", "ac_hz"},
-	{101, "PhVphA", "ac_v"},
-	{101, "A", "ac_a"},
-	{101, "WH", "ac_energy_wh"},
-	{101, "DCW", "dc_power_w"},
-	{101, "TmpCab", "temp_c"},
-	{101, "TmpSnk", "temp_sink_c"},
-	{102, "W", "ac_power_w"},
-	{102, "Hz", "ac_hz"},
-	{102, "PhVphA", "ac_v"},
-	{102, "A", "ac_a"},
-	{102, "WH", "ac_energy_wh"},
-	{102, "DCW", "dc_power_w"},
-	{102, "TmpCab", "temp_c"},
-	{102, "TmpSnk", "temp_sink_c"},
+	{model: 802, point: "SoC", name: "soc_pct"},
+	{model: 802, point: "W", name: "power_w"},
+	{model: 802, point: "V", name: "battery_v"},
+	{model: 802, point: "A", name: "battery_a"},
+	{model: 802, point: "CellVMax", name: "cell_v_max"},
+	{model: 802, point: "CellVMin", name: "cell_v_min"},
+	{model: 802, point: "SoH", name: "soh_pct"},
+	{model: 124, point: "ChaState", name: "soc_pct"},
+	{model: 124, point: "InBatV", name: "battery_v"},
+	// Cell temperature: the bank's module extremes (803) first, one read
+	// for the whole bank; then the strings' (804), then the modules' own
+	// cell extremes (805).
+	{model: 803, point: "ModTmpMax", name: "cell_temp_c_max"},
+	{model: 803, point: "ModTmpMin", name: "cell_temp_c_min"},
+	{model: 804, point: "ModTmpMax", name: "cell_temp_c_max", all: true},
+	{model: 804, point: "ModTmpMin", name: "cell_temp_c_min", all: true},
+	{model: 805, point: "CellTmpMax", name: "cell_temp_c_max", all: true},
+	{model: 805, point: "CellTmpMin", name: "cell_temp_c_min", all: true},
+	{model: 103, point: "W", name: "ac_power_w"},
+	{model: 103, point: "Hz", name: "ac_hz"},
+	{model: 103, point: "PhVphA", name: "ac_v"},
+	{model: 103, point: "A", name: "ac_a"},
+	{model: 103, point: "WH", name: "ac_energy_wh"},
+	{model: 103, point: "DCW", name: "dc_power_w"},
+	{model: 103, point: "TmpCab", name: "temp_c"},
+	{model: 103, point: "TmpSnk", name: "temp_sink_c"},
+	{model: 101, point: "W", name: "ac_power_w"},
+	{model: 101, point: "Hz", name: "ac_hz"},
+	{model: 101, point: "PhVphA", name: "ac_v"},
+	{model: 101, point: "A", name: "ac_a"},
+	{model: 101, point: "WH", name: "ac_energy_wh"},
+	{model: 101, point: "DCW", name: "dc_power_w"},
+	{model: 101, point: "TmpCab", name: "temp_c"},
+	{model: 101, point: "TmpSnk", name: "temp_sink_c"},
+	{model: 102, point: "W", name: "ac_power_w"},
+	{model: 102, point: "Hz", name: "ac_hz"},
+	{model: 102, point: "PhVphA", name: "ac_v"},
+	{model: 102, point: "A", name: "ac_a"},
+	{model: 102, point: "WH", name: "ac_energy_wh"},
+	{model: 102, point: "DCW", name: "dc_power_w"},
+	{model: 102, point: "TmpCab", name: "temp_c"},
+	{model: 102, point: "TmpSnk", name: "temp_sink_c"},
+	// Meters, at the site's grid connection: total real power, turned to
+	// hearth's sign (positive exporting) by the device's meter sign, and
+	// the energy counters.
+	{model: 201, point: "W", name: GridPowerPoint},
+	{model: 202, point: "W", name: GridPowerPoint},
+	{model: 203, point: "W", name: GridPowerPoint},
+	{model: 204, point: "W", name: GridPowerPoint},
+	{model: 201, point: "TotWhImp", name: "grid_import_wh"},
+	{model: 202, point: "TotWhImp", name: "grid_import_wh"},
+	{model: 203, point: "TotWhImp", name: "grid_import_wh"},
+	{model: 204, point: "TotWhImp", name: "grid_import_wh"},
+	{model: 201, point: "TotWhExp", name: "grid_export_wh"},
+	{model: 202, point: "TotWhExp", name: "grid_export_wh"},
+	{model: 203, point: "TotWhExp", name: "grid_export_wh"},
+	{model: 204, point: "TotWhExp", name: "grid_export_wh"},
 }
+
+// GridPowerPoint is the point a SunSpec meter (models 201-204) gives for
+// power at the grid connection, positive exporting: the one point a
+// SunSpec device can serve as safety.meter_point.
+const GridPowerPoint = "grid_power_w"
 
 // SunSpecPointNames lists every point name a SunSpec device can report.
 func SunSpecPointNames() []string {
@@ -98,17 +132,40 @@ type SunSpecDevice struct {
 	models   []ModelInstance
 	identity Identity
 
-	// The poll plan, made after discovery.
+	// meterExportPositive: the device's meter models sign W positive
+	// exporting (Profile.MeterSign); fixed at construction.
+	meterExportPositive bool
+
+	// The poll plan and ratings, made after discovery.
 	wanted   []wantedPoint
 	specs    []PointSpec
 	plan     []ReadRequest
 	fallback map[string]bool // names whose first model said not_implemented
+	rating   ratings
+	seen     seenPoints // points that have carried a value
+}
+
+// SunSpecOption configures a SunSpecDevice.
+type SunSpecOption func(*SunSpecDevice)
+
+// WithProfile applies the settings of the device's discovery profile: its
+// meter_sign. A nil profile changes nothing.
+func WithProfile(p *Profile) SunSpecOption {
+	return func(d *SunSpecDevice) {
+		if p != nil {
+			d.meterExportPositive = p.MeterSign == MeterExportPositive
+		}
+	}
 }
 
 // NewSunSpecDevice returns a device on bus at unit. Discovery happens on the
 // first Poll, and again after a failed one.
-func NewSunSpecDevice(name string, bus *Bus, unit uint8) *SunSpecDevice {
-	return &SunSpecDevice{name: name, bus: bus, unit: unit}
+func NewSunSpecDevice(name string, bus *Bus, unit uint8, opts ...SunSpecOption) *SunSpecDevice {
+	d := &SunSpecDevice{name: name, bus: bus, unit: unit, seen: seenPoints{}}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
 }
 
 // Name returns the device's configured name.
@@ -218,14 +275,106 @@ func (d *SunSpecDevice) model(id uint16) (ModelInstance, bool) {
 	return ModelInstance{}, false
 }
 
+// instances returns every instance of model id, in chain order.
+func (d *SunSpecDevice) instances(id uint16) []ModelInstance {
+	var out []ModelInstance
+	for _, m := range d.models {
+		if m.ID == id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// ratings are a device's power ratings in watts, 0 when it gives none.
+type ratings struct {
+	battery  float64 // largest of 124 WChaMax, 802 WChaRteMax and WDisChaRteMax, 120 MaxChaRte and MaxDisChaRte
+	inverter float64 // largest of 120 WRtg and 121 WMax
+}
+
+// ratingPoints are the points ratings are read from, by model.
+var ratingPoints = []struct {
+	model    uint16
+	point    string
+	inverter bool
+}{
+	{model: 120, point: "WRtg", inverter: true},
+	{model: 120, point: "MaxChaRte"},
+	{model: 120, point: "MaxDisChaRte"},
+	{model: 121, point: "WMax", inverter: true},
+	{model: 124, point: "WChaMax"},
+	{model: 802, point: "WChaRteMax"},
+	{model: 802, point: "WDisChaRteMax"},
+}
+
+// readRatings reads the ratings once after discovery (one read per model
+// that has them): nameplate values, and settings a device rarely changes.
+func (d *SunSpecDevice) readRatings(ctx context.Context) (ratings, error) {
+	var rt ratings
+	regsOf := map[uint16][]uint16{}
+	for _, rp := range ratingPoints {
+		m, ok := d.model(rp.model)
+		if !ok {
+			continue
+		}
+		regs, ok := regsOf[rp.model]
+		if !ok {
+			var err error
+			regs, err = d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
+			if err != nil {
+				return ratings{}, fmt.Errorf("read ratings in model %d: %w", rp.model, err)
+			}
+			regsOf[rp.model] = regs
+		}
+		def := sunspec.Lookup(rp.model)
+		pd, _ := def.Point(rp.point)
+		v := decodeAt(def, pd, 0, regs)
+		if !v.Good() || v.Value <= 0 || math.IsInf(v.Value, 0) {
+			continue
+		}
+		if rp.inverter {
+			rt.inverter = max(rt.inverter, v.Value)
+		} else {
+			rt.battery = max(rt.battery, v.Value)
+		}
+	}
+	return rt, nil
+}
+
+// ratingFor returns the rating a power point is judged against: the
+// battery's for power_w (the inverter's when the battery gives none), the
+// inverter's for its AC and DC power. A meter's grid power measures the
+// whole site, which no device rating bounds: 0, the fixed bound.
+func (rt ratings) ratingFor(name string) float64 {
+	switch {
+	case name == "power_w":
+		if rt.battery > 0 {
+			return rt.battery
+		}
+		return rt.inverter
+	case name == "ac_power_w" || name == "dc_power_w" || strings.HasPrefix(name, "mppt") && strings.HasSuffix(name, "_dc_w"):
+		return rt.inverter
+	}
+	return 0
+}
+
 // Poll reads the points hearth maps, and their scale factors, in the
 // reads the planner finds cheapest on the bus (PollPlan), and returns a
 // reading. When the device cannot be read, every point it would have
-// given carries quality comm_error, and the error is returned too.
+// given carries quality comm_error, and the error is returned too. A value
+// outside its physical range (BuiltinRange, power judged against the
+// ratings read after discovery) is out_of_range; a point that has carried
+// values and then reads as not implemented is comm_error. Poll is for one
+// goroutine at a time.
 func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	r := hearth.Reading{Device: d.name, Points: map[string]hearth.Point{}}
 	if d.models == nil {
-		if err := d.Discover(ctx); err != nil {
+		err := d.Discover(ctx)
+		if err == nil {
+			d.rating, err = d.readRatings(ctx)
+		}
+		if err != nil {
+			d.forgetModels()
 			r.Time = now()
 			commError(r.Points, SunSpecPointNames())
 			return r, err
@@ -247,65 +396,131 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 		}
 		for _, i := range rq.Points {
 			okSpec[i] = true
-			w := d.wantedSpec(i)
-			blk := regsOf[w.model.Address]
-			if blk == nil {
-				blk = make([]uint16, int(w.model.Length)+2)
-				regsOf[w.model.Address] = blk
+			for _, w := range d.wantedSpec(i) {
+				blk := regsOf[w.model.Address]
+				if blk == nil {
+					blk = make([]uint16, int(w.model.Length)+2)
+					regsOf[w.model.Address] = blk
+				}
+				sp := d.specs[i]
+				copy(blk[sp.Address-w.model.Address:], regs[sp.Address-rq.Addr:sp.Address-rq.Addr+sp.Size()])
 			}
-			sp := d.specs[i]
-			copy(blk[sp.Address-w.model.Address:], regs[sp.Address-rq.Addr:sp.Address-rq.Addr+sp.Size()])
 		}
 	}
+	// Each name's point: the first model's, or a later model's when the
+	// first gave none; the instances of one model combined.
+	type found struct {
+		p              hearth.Point
+		model, primary uint16 // the model it came from; the name's first model
+	}
+	got := map[string]found{}
+	var order []string
 	for _, w := range d.wanted {
-		if _, done := r.Points[w.name]; done && r.Points[w.name].Good() {
-			continue
+		p := hearth.Q(hearth.QualityCommError)
+		if okSpec[w.spec] && (w.sfSpec < 0 || okSpec[w.sfSpec]) {
+			p = d.decode(w, regsOf[w.model.Address])
 		}
-		if !okSpec[w.spec] || (w.sfSpec >= 0 && !okSpec[w.sfSpec]) {
-			r.Points[w.name] = hearth.Q(hearth.QualityCommError)
-			continue
+		cur, ok := got[w.name]
+		switch {
+		case !ok: // wanted points come in sunspecMap's order: this is the first model
+			order = append(order, w.name)
+			got[w.name] = found{p, w.model.ID, w.model.ID}
+		case cur.model == w.model.ID:
+			got[w.name] = found{combine(w.name, cur.p, p), cur.model, cur.primary}
+		case !cur.p.Good():
+			got[w.name] = found{p, w.model.ID, cur.primary}
 		}
-		p := decodeAt(w.def, w.point, w.base, regsOf[w.model.Address])
-		r.Points[w.name] = p
-		if p.Quality == hearth.QualityNotImplemented && w.primary && !d.fallback[w.name] {
+	}
+	refall := false
+	for _, name := range order {
+		f := got[name]
+		p := d.seen.vet(name, f.p)
+		r.Points[name] = p
+		if p.Quality == hearth.QualityNotImplemented && f.model == f.primary && !d.fallback[name] {
 			// Read the next model's point for this name from the next cycle.
 			if d.fallback == nil {
 				d.fallback = map[string]bool{}
 			}
-			d.fallback[w.name] = true
-			d.wanted, d.specs, d.plan = d.planPoll()
+			d.fallback[name] = true
+			refall = true
 		}
+	}
+	if refall {
+		d.wanted, d.specs, d.plan = d.planPoll()
 	}
 	r.Time = now()
 	if firstErr != nil {
 		// A failed read may mean the map changed (firmware update, other
 		// device at the address): discover again next time.
-		d.mu.Lock()
-		d.models = nil
-		d.mu.Unlock()
+		d.forgetModels()
 	}
 	return r, firstErr
 }
 
-// wantedPoint is one point a SunSpec poll decodes.
-type wantedPoint struct {
-	name    string
-	model   ModelInstance
-	def     *sunspec.Model
-	point   sunspec.PointDef
-	base    uint16 // offset of the point's block (a repetition) from the model's ID
-	spec    int    // index of the point's registers in specs
-	sfSpec  int    // index of its scale factor's, or -1
-	primary bool   // the first model that gives this name
+// forgetModels drops the model chain, so the next Poll discovers again.
+func (d *SunSpecDevice) forgetModels() {
+	d.mu.Lock()
+	d.models = nil
+	d.mu.Unlock()
 }
 
-func (d *SunSpecDevice) wantedSpec(i int) wantedPoint {
+// decode decodes one wanted point from its model's registers: scale
+// factor, sentinels, hearth's sign for a meter's power, and the point's
+// physical range.
+func (d *SunSpecDevice) decode(w wantedPoint, regs []uint16) hearth.Point {
+	p := decodeAt(w.def, w.point, w.base, regs)
+	if w.meterPower && !d.meterExportPositive && p.Good() && p.Value != 0 {
+		p.Value = -p.Value // import-positive meter: hearth's grid power is positive exporting
+	}
+	r, ok := BuiltinRange(w.name, d.rating.ratingFor(w.name))
+	return plausible(p, r, ok)
+}
+
+// combine joins one point of two instances of a model: a point that could
+// not be read, or was read out of range, stands for them all (the unread
+// module may be the hot one); else the extreme of the good values (highest
+// of a _max name, lowest otherwise); not_implemented only when neither has
+// a value.
+func combine(name string, a, b hearth.Point) hearth.Point {
+	bad := func(p hearth.Point) bool { return !p.Good() && p.Quality != hearth.QualityNotImplemented }
+	switch {
+	case bad(a):
+		return a
+	case bad(b):
+		return b
+	case !a.Good():
+		return b
+	case !b.Good():
+		return a
+	case strings.HasSuffix(name, "_max"):
+		return hearth.V(max(a.Value, b.Value))
+	}
+	return hearth.V(min(a.Value, b.Value))
+}
+
+// wantedPoint is one point a SunSpec poll decodes.
+type wantedPoint struct {
+	name       string
+	model      ModelInstance
+	def        *sunspec.Model
+	point      sunspec.PointDef
+	base       uint16 // offset of the point's block (a repetition) from the model's ID
+	spec       int    // index of the point's registers in specs
+	sfSpec     int    // index of its scale factor's, or -1
+	primary    bool   // the first model that gives this name
+	meterPower bool   // a meter model's W, signed by the device's meter sign
+}
+
+// wantedSpec returns the wanted points whose registers (or scale factor)
+// spec i carries: more than one where points share a scale factor.
+func (d *SunSpecDevice) wantedSpec(i int) []wantedPoint {
+	var out []wantedPoint
 	for _, w := range d.wanted {
 		if w.spec == i || w.sfSpec == i {
-			return w
+			out = append(out, w)
 		}
 	}
-	return wantedPoint{}
+	return out
 }
 
 // Most MPPT modules (model 160 repetitions) read: enough for any
@@ -333,7 +548,8 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 		if int(base)+int(p.Offset)+int(p.Size) > int(m.Length)+2 {
 			return // the device's model is shorter than the definition
 		}
-		w := wantedPoint{name: name, model: m, def: def, point: p, base: base, sfSpec: -1, primary: primary}
+		w := wantedPoint{name: name, model: m, def: def, point: p, base: base, sfSpec: -1, primary: primary,
+			meterPower: name == GridPowerPoint && m.ID >= 201 && m.ID <= 204}
 		w.spec = spec(m.Address+base+p.Offset, p.Size, name)
 		if p.SF != "" {
 			sf, ok := def.Point(p.SF)
@@ -346,8 +562,8 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 	}
 	taken := map[string]bool{}
 	for _, row := range sunspecMap {
-		m, ok := d.model(row.model)
-		if !ok || (taken[row.name] && !d.fallback[row.name]) {
+		insts := d.instances(row.model)
+		if len(insts) == 0 || (taken[row.name] && !d.fallback[row.name]) {
 			continue
 		}
 		def := sunspec.Lookup(row.model)
@@ -355,7 +571,13 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 		if !ok {
 			continue
 		}
-		add(row.name, m, def, p, 0, !taken[row.name])
+		if !row.all {
+			insts = insts[:1]
+		}
+		primary := !taken[row.name]
+		for _, m := range insts {
+			add(row.name, m, def, p, 0, primary)
+		}
 		taken[row.name] = true
 	}
 	if m, ok := d.model(160); ok {

@@ -22,25 +22,41 @@ const thirdPartyPython = "/usr/bin/python3"
 // the device marks as not implemented must say so.
 func TestThirdPartySunSpecDevice(t *testing.T) {
 	t.Parallel()
+	checkThirdParty(t, "gw-thirdparty")
+}
+
+// TestThirdPartySunSpecDeviceLies: the same device reporting a SoC of
+// 250 % (raw 25000 at SoC_SF -2). The agent publishes soc_pct as
+// out_of_range with no value, and every other point as before.
+func TestThirdPartySunSpecDeviceLies(t *testing.T) {
+	t.Parallel()
+	checkThirdParty(t, "gw-thirdparty-lies", "--soc-raw", "25000")
+}
+
+// checkThirdParty starts the fixture with args and the agent polling it,
+// and checks the second reading published against the fixture's truth.
+func checkThirdParty(t *testing.T, gw string, args ...string) {
+	t.Helper()
 	if _, err := os.Stat(thirdPartyPython); err != nil {
 		t.Fatalf("%s missing: install python3 and python3-pymodbus (scripts/deps.sh does)", thirdPartyPython)
 	}
-	desc := startFixture(t, thirdPartyPython, "../test/fixtures/thirdparty_sunspec.py")
+	desc := startFixture(t, thirdPartyPython, append([]string{"../test/fixtures/thirdparty_sunspec.py"}, args...)...)
 	var port int
 	var expect map[string]*float64
 	var identity map[string]string
+	var quality map[string]hearth.Quality
 	if err := json.Unmarshal(desc["port"], &port); err != nil {
 		t.Fatal(err)
 	}
 	json.Unmarshal(desc["expect"], &expect)
 	json.Unmarshal(desc["identity"], &identity)
+	json.Unmarshal(desc["quality"], &quality)
 	if len(expect) < 10 {
 		t.Fatalf("fixture expects only %d points", len(expect))
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	waitListening(t, addr)
 
-	const gw = "gw-thirdparty"
 	mq := harness.StartMosquitto(t)
 	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	dir := t.TempDir()
@@ -61,6 +77,11 @@ func TestThirdPartySunSpecDevice(t *testing.T) {
 			t.Errorf("%s: got quality %s, want %v", name, got.Quality, *want)
 		case math.Abs(got.Value-*want) > 1e-9*math.Max(1, math.Abs(*want)):
 			t.Errorf("%s: got %v, want %v", name, got.Value, *want)
+		}
+	}
+	for name, want := range quality {
+		if got := r.Points[name]; got.Quality != want {
+			t.Errorf("%s: got %+v, want quality %s and no value", name, got, want)
 		}
 	}
 	status := ""

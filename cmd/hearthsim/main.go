@@ -55,7 +55,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rtuPath := fs.String("rtu", "", "serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3)")
 	baud := fs.Int("baud", 9600, "baud rate for --rtu (8N1)")
 	faultSpec := fs.String("fault", "", "inject a fault from the start: comma-separated latency=D, noresponse, exception=N, corrupt, drop, requests=N")
-	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, state, writes)")
+	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, cellv MIN MAX, celltemp MIN MAX, raw MODEL POINT VALUE, raw clear, sf MODEL POINT SF, state, writes [N])")
+	meter := fs.Bool("meter", false, "serve a SunSpec meter (model 203) at the grid connection after model 802: W positive importing")
+	meterExport := fs.Bool("meter-export-positive", false, "with --meter: sign the meter's W positive exporting instead")
+	cellTemps := fs.Bool("cell-temps", false, "serve SunSpec model 803 (lithium-ion bank, module temperatures) after model 802")
 	mqttAddr := fs.String("mqtt", "", "run an embedded MQTT broker on this address (e.g. 127.0.0.1:1883)")
 	unit := fs.Uint("unit", 1, "Modbus unit id")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
@@ -85,7 +88,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	errc := make(chan error, 3)
 	// One simulated device, whichever fronts it serves.
-	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim")})
+	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim"),
+		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps})
 	s.SetFault(fault)
 	if *modbusAddr != "" {
 		ln, err := net.Listen("tcp", *modbusAddr)

@@ -8,9 +8,20 @@ import (
 	"github.com/hearth-energy/hearth/drivers/sunspec"
 )
 
-// chain is the model chain the simulator serves, in order after the SunS
-// marker.
-var chain = []uint16{1, 103, 124, 802}
+// baseChain is the model chain every simulator serves, in order after the
+// SunS marker; the optional models (Config.CellTemps, Config.Meter) follow
+// model 802, so the addresses of the base chain never move.
+var baseChain = []uint16{1, 103, 124, 802}
+
+// Optional models.
+const (
+	modelBank  = 803 // lithium-ion battery bank: module temperatures
+	modelMeter = 203 // wye-connect three-phase meter at the grid connection
+)
+
+// repeats is how many repetitions of a model's repeating group the
+// simulator serves: model 803 describes one string.
+var repeats = map[uint16]int{modelBank: 1}
 
 // key names a point: model id and SunSpec point name.
 type key struct {
@@ -25,6 +36,7 @@ type loc struct {
 
 // layout is where every model and point sits; it is immutable after New.
 type layout struct {
+	chain    []uint16
 	base     uint16
 	end      uint16 // the end marker's ID register
 	last     uint16 // last mapped register (end marker's L)
@@ -33,8 +45,8 @@ type layout struct {
 	writable map[uint16]key // address → writable point
 }
 
-func newLayout(base uint16) layout {
-	l := layout{base: base, start: map[uint16]uint16{}, points: map[key]loc{},
+func newLayout(base uint16, chain []uint16) layout {
+	l := layout{chain: chain, base: base, start: map[uint16]uint16{}, points: map[key]loc{},
 		writable: map[uint16]key{}}
 	addr := int(base) + 2
 	for _, id := range chain {
@@ -42,14 +54,21 @@ func newLayout(base uint16) layout {
 		if m == nil {
 			panic(fmt.Sprintf("sim: sunspec model %d unknown", id))
 		}
-		if addr+2+int(m.FixedLen)+2 > 0x10000 {
+		n := int(m.FixedLen) + repeats[id]*int(m.RepeatLen)
+		if addr+2+n+2 > 0x10000 {
 			panic(fmt.Sprintf("sim: register map at base %d overflows the address space", base))
 		}
 		l.start[id] = uint16(addr)
 		for _, p := range m.Points {
 			l.points[key{id, p.Name}] = loc{uint16(addr) + p.Offset, p}
 		}
-		addr += 2 + int(m.FixedLen)
+		// Repeated points by their own names (one repetition at most).
+		for _, p := range m.RepeatPoints {
+			if repeats[id] > 0 {
+				l.points[key{id, p.Name}] = loc{uint16(addr) + 2 + m.FixedLen + p.Offset, p}
+			}
+		}
+		addr += 2 + n
 	}
 	l.end = uint16(addr)
 	l.last = uint16(addr + 1)
@@ -97,6 +116,18 @@ var fixedSF = map[key]int16{
 	{802, "A_SF"}:     -2,
 	{802, "AMax_SF"}:  -1,
 	{802, "W_SF"}:     0,
+
+	{803, "CellV_SF"}:  -3,
+	{803, "ModTmp_SF"}: -1,
+	{803, "A_SF"}:      -2,
+	{803, "SoH_SF"}:    0,
+	{803, "SoC_SF"}:    -1,
+	{803, "V_SF"}:      -1,
+
+	{203, "A_SF"}:     -2,
+	{203, "V_SF"}:     -1,
+	{203, "Hz_SF"}:    -2,
+	{203, "TotWh_SF"}: 0,
 }
 
 // writable lists the points a client may write, with their valid raw
@@ -108,7 +139,7 @@ var writable = map[key][2]int{
 	{124, "WChaGra"}:           {0, 65534},
 	{124, "WDisChaGra"}:        {0, 65534},
 	{124, "StorCtl_Mod"}:       {0, 3},
-	{124, "OutWRte"}:           {-10000, 10000}, // ±100 % at InOutWRte_SF −2
+	{124, "OutWRte"}:           {-10000, 10000}, // ±100 % at InOutWRte_SF (checkWrite: at the one in force)
 	{124, "InWRte"}:            {-10000, 10000},
 	{124, "InOutWRte_WinTms"}:  {0, 65534},
 	{124, "InOutWRte_RvrtTms"}: {0, 65534},
@@ -202,19 +233,26 @@ func (s *Simulator) initRegisters() {
 	l := &s.lay
 	s.regs = make([]uint16, int(l.last)-int(l.base)+1)
 	s.regs[0], s.regs[1] = sunspec.Marker>>16, sunspec.Marker&0xFFFF
-	for _, id := range chain {
+	for _, id := range l.chain {
 		m := sunspec.Lookup(id)
 		for _, p := range m.Points {
 			s.setRaw(id, p.Name, sentinel(p.Type, p.Size)...)
 		}
+		if repeats[id] > 0 {
+			for _, p := range m.RepeatPoints {
+				s.setRaw(id, p.Name, sentinel(p.Type, p.Size)...)
+			}
+		}
 		s.setRaw(id, "ID", id)
-		s.setRaw(id, "L", m.FixedLen)
+		s.setRaw(id, "L", m.FixedLen+uint16(repeats[id])*m.RepeatLen)
 	}
 	s.regs[l.end-l.base] = sunspec.EndModelID
 	s.regs[l.last-l.base] = 0
 
 	for k, sf := range fixedSF {
-		s.setRaw(k.model, k.name, uint16(sf))
+		if _, ok := l.points[k]; ok {
+			s.setRaw(k.model, k.name, uint16(sf))
+		}
 	}
 	s.setRaw(124, "WChaMax_SF", uint16(s.powSF))
 	s.setRaw(802, "WChaDisChaMax_SF", uint16(s.powSF))
@@ -271,6 +309,30 @@ func (s *Simulator) initRegisters() {
 	s.set(802, "ADisChaMax", s.cfg.MaxDischargeW/nominalV)
 	s.set(802, "SetOp", setOpConnect)
 	s.set(802, "SetInvState", invStarted)
+
+	if s.has(modelBank) {
+		s.set(modelBank, "NStr", 1)
+		s.set(modelBank, "NStrCon", 1)
+		s.set(modelBank, "ModTmpMaxStr", 1)
+		s.set(modelBank, "ModTmpMaxMod", 1)
+		s.set(modelBank, "ModTmpMinStr", 1)
+		s.set(modelBank, "ModTmpMinMod", 1)
+		s.set(modelBank, "NCellBal", 0)
+		s.set(modelBank, "StrNMod", 1)
+		s.setRaw(modelBank, "StrSt", 0, 0)
+		s.setRaw(modelBank, "StrEvt1", 0, 0)
+		s.set(modelBank, "StrSoH", 100)
+	}
+	if s.has(modelMeter) {
+		s.setRaw(modelMeter, "W_SF", uint16(s.gridSF))
+		s.setRaw(modelMeter, "Evt", 0, 0)
+	}
+}
+
+// has reports whether the simulator serves model id.
+func (s *Simulator) has(id uint16) bool {
+	_, ok := s.lay.start[id]
+	return ok
 }
 
 // render writes the measured points from the physics state. Callers hold
@@ -352,6 +414,71 @@ func (s *Simulator) render() {
 	s.set(802, "CellVAvg", cavg)
 	s.set(802, "A", s.batt/packV)
 	s.set(802, "W", s.batt)
+
+	if s.has(modelBank) {
+		tmin, tmax := s.cellTemp()
+		for _, p := range []string{"ModTmpMin", "StrModTmpMin"} {
+			s.set(modelBank, p, tmin)
+		}
+		for _, p := range []string{"ModTmpMax", "StrModTmpMax"} {
+			s.set(modelBank, p, tmax)
+		}
+		s.set(modelBank, "ModTmpAvg", (tmin+tmax)/2)
+		s.set(modelBank, "StrModTmpAvg", (tmin+tmax)/2)
+		for _, p := range []string{"StrVMax", "StrVMin", "StrVAvg"} {
+			s.set(modelBank, p, packV)
+		}
+		for _, p := range []string{"StrAMax", "StrAMin", "StrAAvg", "StrA"} {
+			s.set(modelBank, p, s.batt/packV)
+		}
+		s.set(modelBank, "StrSoC", soc)
+		s.set(modelBank, "StrCellVMax", cmax)
+		s.set(modelBank, "StrCellVMin", cmin)
+		s.set(modelBank, "StrCellVAvg", cavg)
+	}
+	if s.has(modelMeter) {
+		// Grid power in the meter's sign: positive importing, unless
+		// the meter is configured the other way round.
+		grid := ac - s.load // positive exporting
+		w := -grid
+		if s.cfg.MeterExportPositive {
+			w = grid
+		}
+		s.set(modelMeter, "W", w)
+		for _, ph := range []string{"A", "B", "C"} {
+			s.set(modelMeter, "Wph"+ph, w/3)
+		}
+		var amps float64
+		for i, ph := range []string{"A", "B", "C"} {
+			a := math.Abs(grid) / 3 / s.vph[i]
+			amps += a
+			s.set(modelMeter, "Aph"+ph, a)
+			s.set(modelMeter, "PhVph"+ph, s.vph[i])
+		}
+		s.set(modelMeter, "A", amps)
+		s.set(modelMeter, "PhV", (s.vph[0]+s.vph[1]+s.vph[2])/3)
+		s.set(modelMeter, "PhVphAB", (s.vph[0]+s.vph[1])/2*math.Sqrt(3))
+		s.set(modelMeter, "PhVphBC", (s.vph[1]+s.vph[2])/2*math.Sqrt(3))
+		s.set(modelMeter, "PhVphCA", (s.vph[2]+s.vph[0])/2*math.Sqrt(3))
+		s.set(modelMeter, "PPV", (s.vph[0]+s.vph[1]+s.vph[2])/3*math.Sqrt(3))
+		s.set(modelMeter, "Hz", s.hz)
+		s.set(modelMeter, "TotWhImp", s.gridImpWh)
+		s.set(modelMeter, "TotWhExp", s.gridExpWh)
+	}
+}
+
+// cellTemp returns the lowest and highest module temperature: pinned
+// values, else the enclosure's, the warmest module a degree above the
+// coolest.
+func (s *Simulator) cellTemp() (minC, maxC float64) {
+	minC, maxC = s.temp-0.5, s.temp+0.5
+	if !math.IsNaN(s.pinTempMin) {
+		minC = s.pinTempMin
+	}
+	if !math.IsNaN(s.pinTempMax) {
+		maxC = s.pinTempMax
+	}
+	return minC, maxC
 }
 
 func (s *Simulator) chaSt() int {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -75,12 +76,19 @@ func ParseFault(spec string) (Fault, error) {
 // "error: …"). Commands apply to every simulator in sims, or with a
 // "unit N " prefix to the one answering unit N:
 //
-//	fault SPEC     inject a fault (see ParseFault); "fault none" clears it
-//	soc PCT        set the state of charge
-//	pv W | load W  pin PV production or house load ("nan" releases)
-//	temp C         pin the enclosure temperature ("nan" releases)
-//	state          print the simulation state as JSON
-//	writes         print the number of writes received, as JSON
+//	fault SPEC              inject a fault (see ParseFault); "fault none" clears it
+//	soc PCT                 set the state of charge
+//	pv W | load W           pin PV production or house load ("nan" releases)
+//	temp C                  pin the enclosure temperature ("nan" releases)
+//	cellv MIN MAX           pin the cell voltages ("cellv nan" releases)
+//	celltemp MIN MAX        pin the module temperatures of model 803 ("celltemp nan" releases)
+//	raw MODEL POINT VALUE   serve VALUE in place of a point's registers (SetRaw), e.g.
+//	                        "raw 802 SoC 2500", "raw 802 CellV_SF 0x8000"; "raw clear" ends every one
+//	sf MODEL POINT SF       change a scale factor the device uses (SetScaleFactor), e.g.
+//	                        "sf 124 InOutWRte_SF -3"
+//	state                   print the simulation state as JSON
+//	writes                  print the number of writes received, as JSON
+//	writes N                print the latest N writes, oldest first, as JSON
 func ServeControl(r io.Reader, w io.Writer, sims ...*Simulator) error {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -115,8 +123,17 @@ func control(line string, sims []*Simulator) string {
 		}
 		fields = fields[2:]
 	}
-	cmd, arg := fields[0], strings.Join(fields[1:], " ")
+	cmd, args := fields[0], fields[1:]
+	arg := strings.Join(args, " ")
 	num := func() (float64, error) { return strconv.ParseFloat(arg, 64) }
+	each := func(f func(*Simulator) error) string {
+		for _, s := range targets {
+			if err := f(s); err != nil {
+				return fmt.Sprintf("error: %s: %v", cmd, err)
+			}
+		}
+		return "ok"
+	}
 	switch cmd {
 	case "fault":
 		f, err := ParseFault(arg)
@@ -143,12 +160,51 @@ func control(line string, sims []*Simulator) string {
 				s.SetTemp(v)
 			}
 		}
+	case "cellv", "celltemp":
+		lo, hi, err := pair(args)
+		if err != nil {
+			return fmt.Sprintf("error: %s: %v (want MIN MAX, or nan)", cmd, err)
+		}
+		return each(func(s *Simulator) error {
+			if cmd == "cellv" {
+				s.SetCellV(lo, hi)
+			} else {
+				s.SetCellTemp(lo, hi)
+			}
+			return nil
+		})
+	case "raw":
+		if len(args) == 1 && args[0] == "clear" {
+			return each(func(s *Simulator) error { s.ClearRaw(); return nil })
+		}
+		model, v, err := modelPointValue(args)
+		if err != nil {
+			return "error: raw: " + err.Error() + ` (want "raw MODEL POINT VALUE" or "raw clear")`
+		}
+		return each(func(s *Simulator) error { return s.SetRaw(model, args[1], v) })
+	case "sf":
+		model, v, err := modelPointValue(args)
+		if err != nil {
+			return "error: sf: " + err.Error() + ` (want "sf MODEL POINT SF")`
+		}
+		return each(func(s *Simulator) error { return s.SetScaleFactor(model, args[1], int16(max(min(v, 32767), -32768))) })
 	case "state", "writes":
 		out := map[string]any{}
+		n := -1
+		if cmd == "writes" && len(args) == 1 {
+			var err error
+			if n, err = strconv.Atoi(args[0]); err != nil || n < 0 {
+				return "error: writes: want a count, got " + args[0]
+			}
+		}
 		for _, s := range targets {
-			if cmd == "state" {
+			switch {
+			case cmd == "state":
 				out[strconv.Itoa(int(s.cfg.UnitID))] = s.State()
-			} else {
+			case n >= 0:
+				ws := s.Writes()
+				out[strconv.Itoa(int(s.cfg.UnitID))] = ws[max(0, len(ws)-n):]
+			default:
 				out[strconv.Itoa(int(s.cfg.UnitID))] = len(s.Writes())
 			}
 		}
@@ -158,9 +214,40 @@ func control(line string, sims []*Simulator) string {
 		}
 		return string(b)
 	default:
-		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, state, writes)", cmd)
+		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, cellv, celltemp, raw, sf, state, writes)", cmd)
 	}
 	return "ok"
+}
+
+// pair parses "MIN MAX" or "nan" (both NaN).
+func pair(args []string) (lo, hi float64, err error) {
+	if len(args) == 1 && strings.EqualFold(args[0], "nan") {
+		return math.NaN(), math.NaN(), nil
+	}
+	if len(args) != 2 {
+		return 0, 0, fmt.Errorf("%d values", len(args))
+	}
+	if lo, err = strconv.ParseFloat(args[0], 64); err == nil {
+		hi, err = strconv.ParseFloat(args[1], 64)
+	}
+	return lo, hi, err
+}
+
+// modelPointValue parses "MODEL POINT VALUE"; VALUE is an integer,
+// decimal or 0x-hex, and may be negative.
+func modelPointValue(args []string) (uint16, int64, error) {
+	if len(args) != 3 {
+		return 0, 0, fmt.Errorf("%d arguments", len(args))
+	}
+	model, err := strconv.ParseUint(args[0], 10, 16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("model %q: %v", args[0], err)
+	}
+	v, err := strconv.ParseInt(args[2], 0, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("value %q: %v", args[2], err)
+	}
+	return uint16(model), v, nil
 }
 
 // ServeControlListener runs the control protocol (see ServeControl) on

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"time"
 )
 
@@ -107,6 +108,9 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 		resp := make([]byte, 2+2*int(n))
 		resp[0], resp[1] = fc, byte(2*n)
 		for i, r := range s.regs[addr-s.lay.base : addr-s.lay.base+n] {
+			if v, ok := s.raw[addr+uint16(i)]; ok {
+				r = v
+			}
 			be.PutUint16(resp[2+2*i:], r)
 		}
 		return resp
@@ -179,6 +183,11 @@ func (s *Simulator) checkWrite(addr uint16, vals []uint16) (byte, bool) {
 		}
 		touched124 = touched124 || k.model == 124
 		r := writable[k]
+		if k.model == 124 && (k.name == "OutWRte" || k.name == "InWRte") {
+			// ±100 % at the scale factor in force, within int16.
+			n := rateLimit(int16(s.reg(124, "InOutWRte_SF")[0]))
+			r = [2]int{-n, n}
+		}
 		x := int(v)
 		if s.loc(k.model, k.name).def.Type == "int16" {
 			x = int(int16(v))
@@ -204,4 +213,17 @@ func (s *Simulator) logWrite(w Write) {
 		s.writes = s.writes[:n]
 	}
 	s.writes = append(s.writes, w)
+}
+
+// rateLimit is the largest raw OutWRte or InWRte at scale factor sf:
+// 100 %, or 32767 when 100 % does not fit an int16.
+func rateLimit(sf int16) int {
+	n := 100.0
+	for range max(0, -int(sf)) {
+		n *= 10
+	}
+	for range max(0, int(sf)) {
+		n /= 10
+	}
+	return int(min(n, math.MaxInt16))
 }

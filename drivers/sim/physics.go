@@ -78,6 +78,11 @@ func (s *Simulator) integrate(t0, t1 time.Time) {
 	if ac := pv + p; ac > 0 {
 		s.exportWh += ac * h / 3600
 	}
+	if grid := pv + p - load; grid > 0 {
+		s.gridExpWh += grid * h / 3600
+	} else {
+		s.gridImpWh -= grid * h / 3600
+	}
 	if math.IsNaN(s.pinTemp) {
 		target := s.cfg.AmbientC + tempPerBatteryKW*math.Abs(p)/1000 + tempPerPVKW*pv/1000
 		s.temp += (target - s.temp) * (1 - math.Exp(-h/tempTau.Seconds()))

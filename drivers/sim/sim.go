@@ -1,7 +1,8 @@
 // Package sim simulates a home battery behind a hybrid inverter that speaks
 // SunSpec over Modbus: models 1 (common), 103 (three-phase inverter), 124
 // (storage controls) and 802 (battery), laid out from the tables in package
-// sunspec. It is the device the drivers, safety and agent tests talk to, and
+// sunspec, and on request 803 (lithium-ion bank: module temperatures, one
+// string) and 203 (a three-phase meter at the grid connection), after 802. It is the device the drivers, safety and agent tests talk to, and
 // the device behind cmd/hearthsim.
 //
 // Physics (PV, house load, battery energy, cell voltage, temperature) is
@@ -47,9 +48,11 @@
 package sim
 
 import (
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -89,6 +92,16 @@ type Config struct {
 	BaseLoadW     float64 // house load outside the morning and evening peaks
 	AmbientC      float64 // temperature the enclosure settles to at rest
 	Seed          uint64  // seeds the grid frequency and voltage noise
+	// CellTemps serves model 803 (lithium-ion bank) after model 802:
+	// module temperatures, following the enclosure unless SetCellTemp
+	// pins them.
+	CellTemps bool
+	// Meter serves model 203 (three-phase meter) at the end of the chain:
+	// the grid connection, inverter AC minus house load. Its W is
+	// positive importing, as on a utility meter, or positive exporting
+	// with MeterExportPositive.
+	Meter               bool
+	MeterExportPositive bool
 	// Now is the simulation clock; nil means time.Now. PV and load curves
 	// use the hour of day in the location of the times it returns.
 	Now    func() time.Time
@@ -204,7 +217,7 @@ type Simulator struct {
 	log *slog.Logger
 	lay layout
 	// Scale factors that depend on the configuration, fixed at New.
-	powSF, whSF int16
+	powSF, whSF, gridSF int16
 
 	mu       sync.Mutex
 	regs     []uint16 // the whole map, base .. lay.last
@@ -221,22 +234,37 @@ type Simulator struct {
 	vph      [3]float64
 	// Pinned values from the setters; NaN when not pinned.
 	pinPV, pinLoad, pinTemp, pinCellMin, pinCellMax float64
+	pinTempMin, pinTempMax                          float64   // module temperatures (model 803)
+	gridImpWh, gridExpWh                            float64   // lifetime energy at the grid connection (model 203)
 	lastCtl                                         time.Time // last write to model 124
 	reverted                                        bool
 	writes                                          []Write
 	fault                                           Fault
+	// raw holds register values served in place of the true ones
+	// (SetRaw): what the device reports, not what it does.
+	raw map[uint16]uint16
 }
 
 // New returns a simulator for cfg. It panics if the register map does not
 // fit in the 16-bit address space above Base, which is a programming error.
 func New(cfg Config) *Simulator {
 	cfg = cfg.withDefaults()
+	chain := slices.Clone(baseChain)
+	if cfg.CellTemps {
+		chain = append(chain, modelBank)
+	}
+	if cfg.Meter {
+		chain = append(chain, modelMeter)
+	}
 	s := &Simulator{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		lay:        newLayout(cfg.Base),
-		powSF:      fitSF(max(cfg.MaxChargeW, cfg.MaxDischargeW)),
-		whSF:       fitSF(cfg.CapacityWh),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		lay:   newLayout(cfg.Base, chain),
+		powSF: fitSF(max(cfg.MaxChargeW, cfg.MaxDischargeW)),
+		whSF:  fitSF(cfg.CapacityWh),
+		// Grid power (int16: twice the margin of fitSF's uint16) reaches
+		// PV and full discharge, or the load's peaks and full charge.
+		gridSF:     fitSF(2 * (cfg.PVPeakW + cfg.MaxDischargeW + cfg.MaxChargeW + cfg.BaseLoadW + 3200)),
 		rng:        rand.New(rand.NewPCG(cfg.Seed, 0x6865617274680001)),
 		energyWh:   cfg.InitialSoC / 100 * cfg.CapacityWh,
 		exportWh:   1000, // acc32 0 would read as not implemented
@@ -246,6 +274,11 @@ func New(cfg Config) *Simulator {
 		pinTemp:    math.NaN(),
 		pinCellMin: math.NaN(),
 		pinCellMax: math.NaN(),
+		pinTempMin: math.NaN(),
+		pinTempMax: math.NaN(),
+		gridImpWh:  1000, // acc32 0 would read as not implemented
+		gridExpWh:  1000,
+		raw:        map[uint16]uint16{},
 	}
 	now := cfg.Now()
 	s.start, s.last = now, now
@@ -339,6 +372,13 @@ func (s *Simulator) SetCellV(minV, maxV float64) {
 	s.mutate(func() { s.pinCellMin, s.pinCellMax = minV, maxV })
 }
 
+// SetCellTemp pins the lowest and highest module temperature (model 803
+// ModTmpMin, ModTmpMax, when Config.CellTemps serves it) in degrees
+// Celsius; NaN for both releases them to follow the enclosure again.
+func (s *Simulator) SetCellTemp(minC, maxC float64) {
+	s.mutate(func() { s.pinTempMin, s.pinTempMax = minC, maxC })
+}
+
 // SetPV pins PV production at w watts; NaN returns to the daily curve.
 func (s *Simulator) SetPV(w float64) {
 	s.mutate(func() { s.pinPV = w })
@@ -397,3 +437,51 @@ func (s *Simulator) PointAddr(model uint16, point string) (uint16, bool) {
 }
 
 func clamp(v, lo, hi float64) float64 { return math.Max(lo, math.Min(hi, v)) }
+
+// SetRaw serves v in place of a point's true registers (model id and
+// SunSpec point name, scale factors included) until ClearRaw: the device
+// reports garbage, while its own behaviour follows the true value. v is
+// the point's raw value, signed or not (-32768..65535 for a one-register
+// point, e.g. 0x8000 for a scale factor that turns not implemented), big
+// endian over the point's registers.
+func (s *Simulator) SetRaw(model uint16, point string, v int64) error {
+	l, ok := s.lay.points[key{model, point}]
+	if !ok {
+		return fmt.Errorf("model %d has no point %q here", model, point)
+	}
+	bits := 16 * int(l.def.Size)
+	if bits < 64 && (v < -(1<<(bits-1)) || v >= 1<<bits) {
+		return fmt.Errorf("%d.%s: %d does not fit %d registers", model, point, v, l.def.Size)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := uint64(v)
+	for i := range int(l.def.Size) {
+		s.raw[l.addr+uint16(i)] = uint16(u >> (16 * (int(l.def.Size) - 1 - i)))
+	}
+	return nil
+}
+
+// ClearRaw serves the true registers again.
+func (s *Simulator) ClearRaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.raw)
+}
+
+// SetScaleFactor changes a scale factor the simulator really uses (unlike
+// SetRaw): points are encoded with it from now on, and writes interpreted
+// with it, as by a device whose configuration changed. It must be a
+// sunssf point, and sf within SunSpec's -10..10; model 124 InOutWRte_SF
+// also sets the range OutWRte and InWRte accept (±100 %, within int16).
+func (s *Simulator) SetScaleFactor(model uint16, point string, sf int16) error {
+	l, ok := s.lay.points[key{model, point}]
+	if !ok || l.def.Type != "sunssf" {
+		return fmt.Errorf("model %d has no scale factor %q here", model, point)
+	}
+	if sf < -10 || sf > 10 {
+		return fmt.Errorf("%d.%s: %d is outside SunSpec's -10..10", model, point, sf)
+	}
+	s.mutate(func() { s.setRaw(model, point, uint16(sf)) })
+	return nil
+}

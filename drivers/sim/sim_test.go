@@ -68,37 +68,44 @@ func TestBaseAddresses(t *testing.T) {
 // when a point it scales is, and the deliberately absent points are absent.
 func TestSentinels(t *testing.T) {
 	t.Parallel()
-	s := New(Config{Now: clocktest.New(noon).Now})
-	for _, id := range chain {
-		m := sunspec.Lookup(id)
-		used := map[string]bool{}
-		for _, p := range m.Points {
-			impl := !sunspec.IsNotImplemented(p.Type, s.reg(id, p.Name))
-			if p.Mandatory && !impl {
-				t.Errorf("%d.%s is mandatory but not implemented", id, p.Name)
+	for _, cfg := range []Config{{}, {CellTemps: true, Meter: true}} {
+		cfg.Now = clocktest.New(noon).Now
+		s := New(cfg)
+		for _, id := range s.lay.chain {
+			m := sunspec.Lookup(id)
+			points := m.Points
+			if repeats[id] > 0 {
+				points = append(slices.Clone(points), m.RepeatPoints...)
 			}
-			if p.SF != "" && impl {
-				used[p.SF] = true
+			used := map[string]bool{}
+			for _, p := range points {
+				impl := !sunspec.IsNotImplemented(p.Type, s.reg(id, p.Name))
+				if p.Mandatory && !impl {
+					t.Errorf("%d.%s is mandatory but not implemented", id, p.Name)
+				}
+				if p.SF != "" && impl {
+					used[p.SF] = true
+				}
+			}
+			for _, p := range points {
+				if p.Type != "sunssf" {
+					continue
+				}
+				impl := !sunspec.IsNotImplemented(p.Type, s.reg(id, p.Name))
+				if impl != used[p.Name] {
+					t.Errorf("%d.%s implemented=%v, but points scaled by it implemented=%v",
+						id, p.Name, impl, used[p.Name])
+				}
 			}
 		}
-		for _, p := range m.Points {
-			if p.Type != "sunssf" {
-				continue
-			}
-			impl := !sunspec.IsNotImplemented(p.Type, s.reg(id, p.Name))
-			if impl != used[p.Name] {
-				t.Errorf("%d.%s implemented=%v, but points scaled by it implemented=%v",
-					id, p.Name, impl, used[p.Name])
+		for _, name := range []string{"TmpSnk", "TmpTrns", "TmpOt", "VAr", "PF"} {
+			if r := s.reg(103, name); r[0] != 0x8000 {
+				t.Errorf("103.%s = %04x, want 8000", name, r[0])
 			}
 		}
-	}
-	for _, name := range []string{"TmpSnk", "TmpTrns", "TmpOt", "VAr", "PF"} {
-		if r := s.reg(103, name); r[0] != 0x8000 {
-			t.Errorf("103.%s = %04x, want 8000", name, r[0])
+		if r := s.reg(124, "MinRsvPct"); r[0] != 0xFFFF {
+			t.Errorf("124.MinRsvPct = %04x, want ffff", r[0])
 		}
-	}
-	if r := s.reg(124, "MinRsvPct"); r[0] != 0xFFFF {
-		t.Errorf("124.MinRsvPct = %04x, want ffff", r[0])
 	}
 }
 
