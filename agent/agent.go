@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -193,7 +194,7 @@ func (a *Agent) openDevices() error {
 		}
 		d := &device{cfg: dc, bus: bus, profile: p.Name}
 		if p.Discovery == "sunspec" {
-			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID))
+			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
@@ -216,7 +217,12 @@ type storageDevice struct{ *drivers.Storage }
 
 func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
 	st, err := d.Storage.Apply(ctx, a)
-	return control.Readback{Detail: st}, err
+	rb := control.Readback{Detail: st}
+	if err == nil || errors.Is(err, hearth.ErrNotEffective) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
 }
 
 // newControl builds the controller for every SunSpec device but the meter

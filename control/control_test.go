@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"github.com/hearth-energy/hearth/internal/clocktest"
 	"net"
 	"path/filepath"
@@ -126,7 +127,12 @@ type storageDevice struct{ *drivers.Storage }
 
 func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (Readback, error) {
 	st, err := d.Storage.Apply(ctx, a)
-	return Readback{Detail: st}, err
+	rb := Readback{Detail: st}
+	if err == nil || errors.Is(err, hearth.ErrNotEffective) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
 }
 
 // storeEvent records events in the buffer's outbox, as the agent does.

@@ -47,7 +47,11 @@ var sunspecMap = []struct {
 	{model: 802, point: "CellVMax", name: "cell_v_max"},
 	{model: 802, point: "CellVMin", name: "cell_v_min"},
 	{model: 802, point: "SoH", name: "soh_pct"},
+	// Charge status (ChaSt: 3 discharging, 4 charging), checked against
+	// the sign of power_w.
+	{model: 802, point: "ChaSt", name: "charge_state"},
 	{model: 124, point: "ChaState", name: "soc_pct"},
+	{model: 124, point: "ChaSt", name: "charge_state"},
 	{model: 124, point: "InBatV", name: "battery_v"},
 	// Cell temperature: the bank's module extremes (803) first, one read
 	// for the whole bank; then the strings' (804), then the modules' own

@@ -295,6 +295,11 @@ func (e *Evaluator) evaluate(in Input, commit bool) Decision {
 			e.lastTotal, e.totalAt = sum, in.Now
 		}
 	}
+	if siteRule == RuleMeter {
+		// self_consumption cannot run without its meter: the state must
+		// not say ok while the batteries are only handed back.
+		trips[RuleMeter] = true
+	}
 	for r := range trips {
 		d.Trips = append(d.Trips, r)
 	}
