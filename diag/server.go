@@ -165,7 +165,14 @@ func (s *Server) handler() http.Handler {
 			}
 			since = time.Now().Add(-d)
 		}
-		writeAPI(w, http.StatusOK, a.Events(since, r.URL.Query().Get("type")))
+		typ := r.URL.Query().Get("type")
+		if typ != "" {
+			if err := CheckEventType(typ); err != nil {
+				writeAPIError(w, http.StatusBadRequest, err)
+				return
+			}
+		}
+		writeAPI(w, http.StatusOK, a.Events(since, typ))
 	})
 	mux.HandleFunc("GET "+APIVersion+"/buffer", func(w http.ResponseWriter, r *http.Request) {
 		writeAPI(w, http.StatusOK, a.Buffer())

@@ -86,8 +86,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	watch := fs.Bool("watch", false, "refresh every second")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	c := diag.NewClient(f.socketPath())
 	once := func(w io.Writer) int {
@@ -134,9 +134,9 @@ func cmdPoints(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	watch := fs.Bool("watch", false, "refresh every second")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	q := url.Values{}
 	if len(pos) > 1 {
@@ -175,8 +175,8 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	f.register(fs)
 	since := fs.String("since", "", "only events newer than this (e.g. 10m, 2h)")
 	typ := fs.String("type", "", "only events of this type (e.g. trip, gap, uplink_lost)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	q := url.Values{}
 	if *since != "" {
@@ -187,6 +187,10 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 		q.Set("since", *since)
 	}
 	if *typ != "" {
+		if err := diag.CheckEventType(*typ); err != nil {
+			fmt.Fprintf(stderr, "hearth events: --type: %v\n", err)
+			return exitUsage
+		}
 		q.Set("type", *typ)
 	}
 	var raw json.RawMessage
@@ -209,8 +213,8 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth buffer", stderr)
 	var f diagFlags
 	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	var raw json.RawMessage
 	if err := diag.NewClient(f.socketPath()).Do("GET", "/buffer", nil, nil, &raw); err != nil {
@@ -232,8 +236,8 @@ func cmdLease(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth lease", stderr)
 	var f diagFlags
 	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	var raw json.RawMessage
 	if err := diag.NewClient(f.socketPath()).Do("GET", "/lease", nil, nil, &raw); err != nil {
@@ -255,9 +259,9 @@ func cmdLogLevel(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth log-level", stderr)
 	var f diagFlags
 	f.register(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: hearth log-level debug|info|warn|error")

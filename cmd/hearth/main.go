@@ -65,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "config":
 		switch {
 		case len(args) >= 2 && args[1] == "check":
@@ -73,7 +73,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case len(args) >= 2 && args[1] == "init":
 			return cmdConfigInit(args[2:], stdout, stderr)
 		}
-		fmt.Fprintln(stderr, "usage: hearth config check FILE | hearth config init [flags]")
+		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags]"
+		if isHelp(args[1:min(2, len(args))]) {
+			fmt.Fprintln(stdout, configUsage)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, configUsage)
 		return exitUsage
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
@@ -110,13 +115,60 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+// isHelp reports whether args ask for help (-h, -help, --help) before any
+// "--".
+func isHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// parseArgs parses args with fs, flags wherever they stand among the
+// positional arguments (so `hearth points battery --json` works as users
+// type it), and returns the positional arguments. When it returns ok
+// false, the command ends at once with code: 0 after --help, whose text
+// goes to stdout, or 2 (usage) after a bad flag, which flag has reported
+// on stderr.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) (pos []string, code int, ok bool) {
+	if isHelp(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return nil, exitOK, false
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, exitUsage, false
+	}
+	return pos, exitOK, true
+}
+
+// parseNoArgs is parseArgs for a command that takes no positional
+// argument: one given is a usage error, named on stderr.
+func parseNoArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code, false
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q (see %s --help)\n", fs.Name(), pos[0], fs.Name())
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth run", stderr)
 	path := fs.String("config", defaultPath, "config file")
 	format := fs.String("log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	lv := new(slog.LevelVar)
 	log, err := newLogger(stderr, *format, *level, lv)
@@ -165,16 +217,16 @@ func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logg
 func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth config check", stderr)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: hearth config check FILE [--json]")
 		return exitUsage
 	}
 	path := pos[0]
-	_, err = config.Load(path)
+	_, err := config.Load(path)
 	var ce config.Errors
 	if *asJSON {
 		type item struct {
@@ -215,8 +267,8 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth version", stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *asJSON {
 		writeJSON(stdout, map[string]string{"version": hearth.Version})

@@ -16,9 +16,9 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	dur := fs.String("for", "", "how long the local mode holds (e.g. 30m; at most 12h)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	usage := func() int {
 		fmt.Fprintln(stderr, "usage: hearth mode set idle|auto --for DURATION | hearth mode clear")

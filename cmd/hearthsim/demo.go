@@ -36,8 +36,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	agentPath := fs.String("agent", "", "path of the hearth binary (default: next to hearthsim, then $PATH)")
 	keep := fs.Bool("keep", false, "keep the demo's data folder")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "hearthsim demo:", err)
