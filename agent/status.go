@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -40,6 +41,14 @@ func (a *Agent) Status() diag.StatusReport {
 	r.Uplink = diag.UplinkReport{
 		Broker: a.cfg.Uplink.Broker, Connected: us.Connected, Attempts: us.Attempts,
 		Connects: us.Connects, Published: us.Published, LastError: us.LastError,
+	}
+	if !us.BootDelayUntil.IsZero() {
+		t := us.BootDelayUntil.UTC()
+		r.Uplink.BootDelayUntil = &t
+	}
+	if !us.NextAttempt.IsZero() {
+		t := us.NextAttempt.UTC()
+		r.Uplink.NextAttempt = &t
 	}
 	if us.Connected {
 		t := us.ConnectedSince.UTC()
@@ -91,7 +100,14 @@ func (d *device) report() diag.DeviceReport {
 		r.LastOK = &t
 	}
 	if s.LastErr != nil {
-		r.LastError = s.LastErr.Error()
+		// A device marked down is asked again only on its probe schedule;
+		// in between, the error that took it down says why.
+		cause := s.LastErr
+		if errors.Is(cause, drivers.ErrUnitDown) && s.DownErr != nil {
+			cause = s.DownErr
+		}
+		r.LastError = cause.Error()
+		r.Cause, r.Hint = diag.DeviceCause(cause, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
 		t := s.DownSince.UTC()
 		r.DownSinceTS = &t
 	}
@@ -182,3 +198,6 @@ func (a *Agent) Links() []diag.Link {
 	}
 	return out
 }
+
+// ReconnectUplink makes the uplink attempt to connect now.
+func (a *Agent) ReconnectUplink() bool { return a.up.Reconnect() }

@@ -101,3 +101,36 @@ func isGarbled(err error) bool {
 	}
 	return false
 }
+
+// CauseLabel is a DeviceCause in a few words, for a table cell or a
+// verdict: "connection refused", "no reply from unit 7". An unknown or
+// "other" cause gives "".
+func CauseLabel(cause string, unit int) string {
+	switch cause {
+	case CauseRefused:
+		return "connection refused"
+	case CauseUnreachable:
+		return "host unreachable"
+	case CauseConnTimeout:
+		return "connect timeout"
+	case CauseDNS:
+		return "unknown host"
+	case CauseNoPort:
+		return "no such serial port"
+	case CausePermission:
+		return "permission denied"
+	case CauseBusy:
+		return "port busy"
+	case CauseNoReply:
+		return fmt.Sprintf("no reply from unit %d", unit)
+	case CauseGateway:
+		return fmt.Sprintf("gateway reached no unit %d", unit)
+	case CauseException:
+		return fmt.Sprintf("unit %d refused the request", unit)
+	case CauseGarbled:
+		return "garbled replies"
+	case CauseClosed:
+		return "connection closed"
+	}
+	return ""
+}

@@ -40,16 +40,24 @@ type AgentReport struct {
 
 // DeviceReport is one device's health.
 type DeviceReport struct {
-	Name        string     `json:"name"`
-	Transport   string     `json:"transport"`
-	Address     string     `json:"address"`
-	UnitID      int        `json:"unit_id"`
-	Up          bool       `json:"up"`
-	LastPoll    *time.Time `json:"last_poll,omitempty"`
-	LastOK      *time.Time `json:"last_ok,omitempty"`
-	Polls       uint64     `json:"polls"`
-	Failures    uint64     `json:"failures"`
-	LastError   string     `json:"last_error,omitempty"`
+	Name      string     `json:"name"`
+	Transport string     `json:"transport"`
+	Address   string     `json:"address"`
+	UnitID    int        `json:"unit_id"`
+	Up        bool       `json:"up"`
+	LastPoll  *time.Time `json:"last_poll,omitempty"`
+	LastOK    *time.Time `json:"last_ok,omitempty"`
+	Polls     uint64     `json:"polls"`
+	Failures  uint64     `json:"failures"`
+	// LastError is the latest error that came from the device or its
+	// link; while the link only waits to probe a device marked down, the
+	// error that marked it down.
+	LastError string `json:"last_error,omitempty"`
+	// Cause classifies LastError (diag.Cause* constants: connection_refused,
+	// no_reply, …) and Hint says what to check next, while the device is
+	// down.
+	Cause       string     `json:"cause,omitempty"`
+	Hint        string     `json:"hint,omitempty"`
 	PollMS      float64    `json:"poll_ms"` // duration of the last poll
 	Identity    *Identity  `json:"identity,omitempty"`
 	DownSinceTS *time.Time `json:"down_since,omitempty"`
@@ -88,6 +96,12 @@ type UplinkReport struct {
 	Connects       uint64     `json:"connects"`
 	Published      uint64     `json:"published"`
 	LastError      string     `json:"last_error,omitempty"`
+	// BootDelayUntil is when the random boot delay ends, while the agent
+	// waits it out before its first attempt (the uplink is not down then:
+	// it has not tried yet). NextAttempt is when the next attempt is due,
+	// while it waits. `hearth uplink reconnect` attempts at once.
+	BootDelayUntil *time.Time `json:"boot_delay_until,omitempty"`
+	NextAttempt    *time.Time `json:"next_attempt,omitempty"`
 }
 
 // BufferReport is the telemetry buffer's depth and size.
@@ -158,6 +172,9 @@ func (r *StatusReport) Judge(now time.Time) {
 			if d.DownSinceTS != nil {
 				since = " for " + Age(now.Sub(*d.DownSinceTS))
 			}
+			if l := CauseLabel(d.Cause, d.UnitID); l != "" {
+				since += " (" + l + ")"
+			}
 			down = append(down, d.Name+since)
 		}
 	}
@@ -165,7 +182,9 @@ func (r *StatusReport) Judge(now time.Time) {
 	if len(down) > 0 {
 		reasons = append(reasons, "device down: "+strings.Join(down, ", "))
 	}
-	if !r.Uplink.Connected {
+	// Waiting out the boot delay is the design, not a fault: the uplink
+	// has not been tried yet.
+	if !r.Uplink.Connected && r.Uplink.BootDelayUntil == nil {
 		msg := "uplink down"
 		if r.Uplink.DownSince != nil {
 			msg += " for " + Age(now.Sub(*r.Uplink.DownSince))

@@ -47,6 +47,10 @@ type Agent interface {
 	ClearMode() error
 	// Links returns the physical links the agent owns.
 	Links() []Link
+	// ReconnectUplink makes the uplink attempt to connect now, cutting
+	// short the boot delay or backoff; it reports whether it was waiting
+	// (false: connected, or attempting already).
+	ReconnectUplink() bool
 }
 
 // Link is one physical link the agent owns, with the devices on it.
@@ -197,6 +201,16 @@ func (s *Server) handler() http.Handler {
 		s.log.Info("log level changed", "level", lv)
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
 	})
+	mux.HandleFunc("POST "+APIVersion+"/uplink/reconnect", func(w http.ResponseWriter, r *http.Request) {
+		res := ReconnectResult{Result: "attempting"}
+		switch {
+		case a.ReconnectUplink():
+			s.log.Info("uplink reconnect requested through the diagnostics API")
+		case a.Status().Uplink.Connected:
+			res.Result = "connected"
+		}
+		writeAPI(w, http.StatusOK, res)
+	})
 	s.modeHandlers(mux)
 	s.modbusHandlers(mux)
 	return mux
@@ -208,6 +222,12 @@ func writeAPI(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// ReconnectResult answers POST /v1/uplink/reconnect: "attempting" (an
+// attempt starts now, or is under way) or "connected" (nothing to do).
+type ReconnectResult struct {
+	Result string `json:"result"`
 }
 
 // APIError is the body of every non-2xx answer of the diagnostics API.

@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/drivers/sim/ptypair"
+	"github.com/hearth-energy/hearth/internal/harness"
 )
 
 // TestHelpExitsZero: --help on every command prints its help on stdout
@@ -94,5 +99,141 @@ func TestModbusScanDirectNamesTheCause(t *testing.T) {
 	// A unit that answers is found, and the scan succeeds.
 	if out, errOut, code := hearthCLI(t, nil, "modbus", "scan", "--direct", "--address", simAddr, "--units", "1-2", "--timeout", "200ms"); code != 0 || !strings.Contains(out, "yes") {
 		t.Errorf("scan of the simulator: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// waitStatus polls `hearth status --json` until cond holds, and returns
+// that report; the test fails after 30 s with the last one.
+func waitStatus(t *testing.T, sock string, cond func(diag.StatusReport) bool) diag.StatusReport {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var st diag.StatusReport
+	var out string
+	for {
+		out, _, _ = hearthCLI(t, nil, "status", "--json", "--socket", sock)
+		st = diag.StatusReport{}
+		if json.Unmarshal([]byte(out), &st) == nil && cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never met the condition; last:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestStatusNamesTheDeviceCause: a device at a closed port and one with a
+// wrong unit id are told apart in status, with the next step, and still
+// after the link has marked them down and only probes them; --wide shows
+// the whole error.
+func TestStatusNamesTheDeviceCause(t *testing.T) {
+	t.Parallel()
+	_, simAddr := startSim(t, sim.Config{UnitID: 1})
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	cfg := filepath.Join(dir, "hearth.yaml")
+	writeFile(t, cfg, `gateway_id: gw-cause
+data_dir: `+dir+`
+diag_socket: `+sock+`
+devices:
+  - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 300ms}
+  - {name: wrongport, address: "`+deadAddr(t)+`", poll_interval: 250ms, timeout: 300ms}
+  - {name: wrongunit, address: "`+simAddr+`", unit_id: 7, poll_interval: 250ms, timeout: 300ms}
+uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
+`)
+	startAgent(t, cfg)
+	// Many failed polls: the link has marked both down and refuses most
+	// polls without asking, yet the cause stays.
+	st := waitStatus(t, sock, func(st diag.StatusReport) bool {
+		return len(st.Devices) == 3 && st.Devices[1].Failures >= 8 && st.Devices[2].Failures >= 8
+	})
+	for _, c := range []struct {
+		dev         diag.DeviceReport
+		cause, hint string
+	}{
+		{st.Devices[1], diag.CauseRefused, "wrong port?"},
+		{st.Devices[2], diag.CauseNoReply, "no reply from unit 7: wrong unit id?"},
+	} {
+		if c.dev.Up || c.dev.Cause != c.cause || !strings.Contains(c.dev.Hint, c.hint) {
+			t.Errorf("%s: up %t, cause %q, hint %q, last_error %q; want down, %q, a hint with %q",
+				c.dev.Name, c.dev.Up, c.dev.Cause, c.dev.Hint, c.dev.LastError, c.cause, c.hint)
+		}
+	}
+	for _, want := range []string{"wrongport for", "(connection refused)", "wrongunit for", "(no reply from unit 7)"} {
+		if !strings.Contains(st.Verdict, want) {
+			t.Errorf("verdict %q lacks %q", st.Verdict, want)
+		}
+	}
+	human, _, code := hearthCLI(t, nil, "status", "--socket", sock)
+	for _, want := range []string{"connection refused", "wrongport: connection refused by", "wrongunit: no reply from unit 7: wrong unit id?"} {
+		if !strings.Contains(human, want) {
+			t.Errorf("status (exit %d) lacks %q:\n%s", code, want, human)
+		}
+	}
+	wide, _, _ := hearthCLI(t, nil, "status", "--wide", "--socket", sock)
+	if !strings.Contains(wide, st.Devices[1].LastError) || !strings.Contains(wide, "tcp "+simAddr) {
+		t.Errorf("status --wide lacks the whole error %q or the link:\n%s", st.Devices[1].LastError, wide)
+	}
+	// An event type that does not exist is an error, naming those that do.
+	_, errOut, code := hearthCLI(t, nil, "events", "--type", "nosuch", "--socket", sock)
+	if code != 2 || !strings.Contains(errOut, `unknown event type "nosuch"`) || !strings.Contains(errOut, "device_down") {
+		t.Errorf("events --type nosuch: exit %d, stderr %q; want exit 2 and the known types", code, errOut)
+	}
+	out, _, code := hearthCLI(t, nil, "events", "--type", "device_down", "--json", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "wrongunit") {
+		t.Errorf("events --type device_down: exit %d\n%s", code, out)
+	}
+}
+
+// TestBootDelayAndReconnect: while the agent waits out its boot delay,
+// status says so, with the time of the first attempt, and is not degraded
+// for it; `hearth uplink reconnect` connects at once.
+func TestBootDelayAndReconnect(t *testing.T) {
+	t.Parallel()
+	_, simAddr := startSim(t, sim.Config{UnitID: 1})
+	m := harness.StartMosquitto(t)
+	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-boot/#")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	cfg := filepath.Join(dir, "hearth.yaml")
+	writeFile(t, cfg, `gateway_id: gw-boot
+data_dir: `+dir+`
+diag_socket: `+sock+`
+devices:
+  - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 300ms}
+uplink: {broker: "`+m.URL()+`", boot_delay: 24h}
+`)
+	startAgent(t, cfg)
+	st := waitStatus(t, sock, func(st diag.StatusReport) bool {
+		return len(st.Devices) == 1 && st.Devices[0].Up && st.Uplink.BootDelayUntil != nil
+	})
+	if left := time.Until(*st.Uplink.BootDelayUntil); left < time.Minute || st.Uplink.Attempts != 0 || st.Uplink.Connected {
+		t.Errorf("boot delay ends in %s after %d attempts (connected %t); want a long wait and no attempt yet", left, st.Uplink.Attempts, st.Uplink.Connected)
+	}
+	human, _, code := hearthCLI(t, nil, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(human, "boot delay: first attempt to "+m.URL()) || !strings.Contains(human, "hearth uplink reconnect") || !strings.Contains(human, "\nOK\n") {
+		t.Errorf("status during the boot delay: exit %d (want 0, not degraded)\n%s", code, human)
+	}
+	out, errOut, code := hearthCLI(t, nil, "uplink", "reconnect", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "uplink connected to "+m.URL()) {
+		t.Fatalf("uplink reconnect: exit %d\n%s%s", code, out, errOut)
+	}
+	rec.WaitFor(t, 10*time.Second, func(msgs []harness.Message) bool {
+		return hasTopic(msgs, "hearth/v1/gw-boot/status", `"online"`)
+	})
+	st = waitStatus(t, sock, func(st diag.StatusReport) bool { return st.Uplink.Connected })
+	if st.Uplink.BootDelayUntil != nil || st.Uplink.NextAttempt != nil || st.Verdict != "OK" {
+		t.Errorf("connected: boot delay %v, next attempt %v, verdict %q", st.Uplink.BootDelayUntil, st.Uplink.NextAttempt, st.Verdict)
+	}
+	// Already connected: nothing to do, and it says so.
+	if out, _, code := hearthCLI(t, nil, "uplink", "reconnect", "--socket", sock); code != 0 || !strings.Contains(out, "connected") {
+		t.Errorf("uplink reconnect when connected: exit %d\n%s", code, out)
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

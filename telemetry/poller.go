@@ -43,9 +43,13 @@ type DeviceStats struct {
 	LastErr   error          // the latest poll's error; nil when it answered
 	LastOK    time.Time      // when it last answered
 	DownSince time.Time      // when it stopped answering, while LastErr is set
-	PollTime  time.Duration  // how long the latest poll took
-	Polls     uint64
-	Failures  uint64
+	// DownErr is the error of the poll that found the device not
+	// answering, while LastErr is set: later polls may only say that the
+	// link is waiting to probe it again, and the first says why.
+	DownErr  error
+	PollTime time.Duration // how long the latest poll took
+	Polls    uint64
+	Failures uint64
 }
 
 // Poller reads one device at its poll interval. A device that fails is
@@ -116,10 +120,10 @@ func (p *Poller) run(ctx context.Context) {
 		if err != nil {
 			s.Failures++
 			if prevErr == nil {
-				s.DownSince = began
+				s.DownSince, s.DownErr = began, err
 			}
 		} else {
-			s.LastOK = r.Time
+			s.LastOK, s.DownErr = r.Time, nil
 		}
 		p.mu.Unlock()
 		if p.opt.Observe != nil {

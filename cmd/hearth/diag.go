@@ -86,6 +86,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	watch := fs.Bool("watch", false, "refresh every second")
+	wide := fs.Bool("wide", false, "show every error whole, and each device's link, beyond 80 columns")
 	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -102,7 +103,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		if f.json {
 			w.Write(raw)
 		} else {
-			renderStatus(w, st, time.Now())
+			renderStatus(w, st, time.Now(), *wide)
 		}
 		if st.Verdict != "OK" {
 			return exitDegraded

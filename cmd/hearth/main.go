@@ -33,13 +33,14 @@ const usage = `hearth — home-battery gateway agent
 
 Usage:
   hearth run [--config FILE] [--log-format text|json] [--log-level LEVEL]
-  hearth status [--watch]        agent, devices, safety, lease, uplink, buffer at a glance
+  hearth status [--watch] [--wide]  agent, devices, safety, lease, uplink, buffer at a glance
   hearth points [DEVICE] [--watch]  latest values with age and quality
   hearth events [--since D] [--type T]  trips, setpoints, connectivity, gaps
   hearth buffer                  depth, oldest unsent, bytes
   hearth lease                   active setpoint lease, expiry and fallback
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
   hearth log-level LEVEL         change the running agent's log level
+  hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
   hearth config init             write a config for this gateway
@@ -98,6 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCert(args[1:], stdout, stderr)
 	case "modbus":
 		return cmdModbus(args[1:], stdout, stderr)
+	case "uplink":
+		return cmdUplink(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
