@@ -113,7 +113,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := a.openDevices(); err != nil {
 		return nil, err
 	}
-	ucfg, err := cfg.Session(log.With("component", "uplink"))
+	ucfg, err := cfg.Session(log) // the session names itself component=uplink
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,13 @@ func (a *Agent) Buffer() diag.BufferReport {
 		t := st.OldestPending.UTC()
 		b.OldestPending = &t
 	}
+	// The buffer counts the seqs reserved for readings held in memory; the
+	// writer knows the last one used. Asked after the buffer, so a block
+	// reserved in between is never shown as used.
+	b.ReservedSeq = st.LastSeq
+	if seq, ok := a.writer.LastSeq(); ok {
+		b.LastSeq = seq
+	}
 	return b
 }
 

@@ -112,17 +112,21 @@ type BufferReport struct {
 	OldestPending     *time.Time `json:"oldest_pending,omitempty"`
 	FileBytes         int64      `json:"file_bytes"`
 	MaxBytes          int64      `json:"max_bytes"`
-	LastSeq           uint64     `json:"last_seq"`
-	Compactions       int64      `json:"compactions"`
-	ReadingsCompacted int64      `json:"readings_compacted"`
-	AggregatesDropped int64      `json:"aggregates_dropped"`
-	ReadingsDropped   int64      `json:"readings_dropped"`
-	EventsDropped     int64      `json:"events_dropped"`
-	DiskFull          bool       `json:"disk_full"`
-	ReadingsRefused   int64      `json:"readings_refused"`
-	WriteBytes        int64      `json:"write_bytes"`
-	CommitsPerHour    float64    `json:"commits_per_hour"`
-	Error             string     `json:"error,omitempty"`
+	// LastSeq is the last seq given to a reading (delivered live, stored,
+	// or given up in a gap); ReservedSeq the highest seq set aside for
+	// readings the agent holds in memory, used or not.
+	LastSeq           uint64  `json:"last_seq"`
+	ReservedSeq       uint64  `json:"reserved_seq"`
+	Compactions       int64   `json:"compactions"`
+	ReadingsCompacted int64   `json:"readings_compacted"`
+	AggregatesDropped int64   `json:"aggregates_dropped"`
+	ReadingsDropped   int64   `json:"readings_dropped"`
+	EventsDropped     int64   `json:"events_dropped"`
+	DiskFull          bool    `json:"disk_full"`
+	ReadingsRefused   int64   `json:"readings_refused"`
+	WriteBytes        int64   `json:"write_bytes"`
+	CommitsPerHour    float64 `json:"commits_per_hour"`
+	Error             string  `json:"error,omitempty"`
 }
 
 // PointReport is one point's latest value.

@@ -225,6 +225,23 @@ uplink: {broker: "`+m.URL()+`", boot_delay: 24h}
 	if st.Uplink.BootDelayUntil != nil || st.Uplink.NextAttempt != nil || st.Verdict != "OK" {
 		t.Errorf("connected: boot delay %v, next attempt %v, verdict %q", st.Uplink.BootDelayUntil, st.Uplink.NextAttempt, st.Verdict)
 	}
+	// The buffer's last seq is the last given to a reading, not the end
+	// of the block reserved for them.
+	msgs := rec.WaitFor(t, 20*time.Second, func(msgs []harness.Message) bool { return len(readings(t, msgs, "gw-boot")) >= 8 })
+	before := maxSeq(seqSet(readings(t, msgs, "gw-boot")))
+	out, _, _ = hearthCLI(t, nil, "buffer", "--json", "--socket", sock)
+	var b diag.BufferReport
+	if err := json.Unmarshal([]byte(out), &b); err != nil {
+		t.Fatalf("buffer --json: %v\n%s", err, out)
+	}
+	after := maxSeq(seqSet(readings(t, rec.Messages(), "gw-boot")))
+	if b.LastSeq < before || b.LastSeq > after+8 || b.ReservedSeq != 1024 {
+		t.Errorf("buffer: last_seq %d, reserved_seq %d; the cloud had seqs up to %d before and %d after; want last_seq among those and one block of 1024 reserved",
+			b.LastSeq, b.ReservedSeq, before, after)
+	}
+	if human, _, _ := hearthCLI(t, nil, "buffer", "--socket", sock); !strings.Contains(human, "reserved          up to seq 1024") {
+		t.Errorf("buffer does not say what is reserved:\n%s", human)
+	}
 	// Already connected: nothing to do, and it says so.
 	if out, _, code := hearthCLI(t, nil, "uplink", "reconnect", "--socket", sock); code != 0 || !strings.Contains(out, "connected") {
 		t.Errorf("uplink reconnect when connected: exit %d\n%s", code, out)

@@ -219,6 +219,9 @@ func renderBuffer(w io.Writer, b diag.BufferReport, now time.Time) {
 	}
 	fmt.Fprintf(kv, "quota\t%s\n", quota)
 	fmt.Fprintf(kv, "last seq\t%d\n", b.LastSeq)
+	if b.ReservedSeq > b.LastSeq {
+		fmt.Fprintf(kv, "reserved\tup to seq %d, for readings held in memory\n", b.ReservedSeq)
+	}
 	fmt.Fprintf(kv, "compacted\t%s readings into minutes, in %s passes\n", count(b.ReadingsCompacted), count(b.Compactions))
 	fmt.Fprintf(kv, "pending minutes\t%s\n", count(b.PendingAggregates))
 	fmt.Fprintf(kv, "dropped\t%s readings, %s minutes, %s events (reported as gaps)\n",

@@ -50,7 +50,7 @@ func fixedStatus() diag.StatusReport {
 			Attempts: 41, LastError: "dial tcp 198.51.100.7:8883: connect: network is unreachable: an error long enough to be clipped",
 			NextAttempt: at(-37 * time.Second)},
 		Buffer: diag.BufferReport{PendingReadings: 7812, PendingEvents: 5, OldestPending: at(2*time.Hour + 13*time.Minute),
-			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234, Compactions: 2, ReadingsCompacted: 7200,
+			FileBytes: 3 << 20, MaxBytes: 256 << 20, LastSeq: 81234, ReservedSeq: 82944, Compactions: 2, ReadingsCompacted: 7200,
 			PendingAggregates: 120, WriteBytes: 41 << 20, CommitsPerHour: 3600},
 		Verdict: "DEGRADED: device down: meter for 2m13s; uplink down for 2h13m, 7,812 readings buffered",
 		Reasons: []string{"device down: meter for 2m13s", "uplink down for 2h13m, 7,812 readings buffered"},
