@@ -96,9 +96,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), wall: wall, started: time.Now()}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: func() time.Duration { return time.Since(a.started) },
 		Now: wall.Now, Synced: a.clockSynced}
+	built := a // a itself is nil once an error is returned
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			built.closeAll()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -252,5 +253,47 @@ func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunOnUnwritableDataDir: an agent that cannot write its data_dir
+// stops at once and says why and what to do, rather than SQLite's "no
+// such file or directory".
+func TestRunOnUnwritableDataDir(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "hearth-ro-") // reachable by nobody, unlike t.TempDir's parent
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	data := filepath.Join(dir, "data") // root's, 0755: not the agent user's
+	os.Mkdir(data, 0o755)
+	conf := func(dataDir string) string {
+		p := filepath.Join(dir, filepath.Base(dataDir)+".yaml")
+		writeFile(t, p, "gateway_id: gw-ro\ndata_dir: "+dataDir+"\ndiag_socket: "+filepath.Join(dir, "hearth.sock")+
+			"\ndevices:\n  - {name: battery, address: \""+deadAddr(t)+"\"}\nuplink: {broker: \"tcp://"+deadAddr(t)+"\"}\n")
+		os.Chmod(p, 0o644)
+		return p
+	}
+	_, errOut, code := runBinary(t, &syscall.Credential{Uid: 65534, Gid: 65534}, hearthBin, "run", "--config", conf(data))
+	for _, want := range []string{"data_dir " + data + " is not writable by uid 65534", "permission denied", "chown"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("run as nobody on a root-owned data_dir: exit %d, stderr lacks %q:\n%s", code, want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "no such file or directory") {
+		t.Errorf("the error still blames a missing file:\n%s", errOut)
+	}
+
+	ro := filepath.Join(dir, "ro")
+	os.Mkdir(ro, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a read-only file system here (%v: %s); the permission case above ran", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", ro).Run() }) // before RemoveAll: cleanups run last first
+	_, errOut, code = runBinary(t, nil, hearthBin, "run", "--config", conf(filepath.Join(ro, "hearth")))
+	if code != 1 || !strings.Contains(errOut, "is on a read-only file system") || !strings.Contains(errOut, "remount it read-write") {
+		t.Errorf("run on a read-only data_dir: exit %d, stderr:\n%s", code, errOut)
 	}
 }

@@ -181,11 +181,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, explainConfigError(*path, err))
 		var ce config.Errors
 		if errors.As(err, &ce) {
 			return exitConfig
 		}
+		return exitFailed
+	}
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitFailed
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -201,6 +205,49 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// explainConfigError adds what to do to a config file that cannot be
+// read; other errors (the file's own, on their lines) say it already.
+func explainConfigError(path string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w\n  no config at %s: write one with `hearth config init --out %s`, or pass --config FILE", err, path, path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w\n  %s is not readable by uid %d: run as root or the hearth user (sudo -u hearth …), or check its mode (0640 root:hearth)", err, path, os.Geteuid())
+	}
+	return err
+}
+
+// checkDataDir makes sure the agent can write in dir (creating it if need
+// be) before anything opens the buffer there, and otherwise says why and
+// what to do: SQLite itself would only say "unable to open database file".
+func checkDataDir(dir string) error {
+	err := os.MkdirAll(dir, 0o750)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, ".hearth-write-check-*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil
+		}
+	}
+	return dataDirError(dir, err)
+}
+
+// dataDirError explains why data_dir cannot be written.
+func dataDirError(dir string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("data_dir %s is on a read-only file system (%v): remount it read-write, or set data_dir to a writable folder such as /var/lib/hearth", dir, err)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("data_dir %s is not writable by uid %d (%v): give it to the user the agent runs as (sudo chown -R hearth:hearth %s), or set data_dir to a folder it owns", dir, os.Geteuid(), err, dir)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("data_dir %s: no space left on the device (%v): free some, or set data_dir on another file system", dir, err)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("data_dir %s: a file is in the way of the folder (%v): move it, or set data_dir elsewhere", dir, err)
+	}
+	return fmt.Errorf("data_dir %s cannot be written: %w", dir, err)
 }
 
 func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logger, error) {
@@ -252,7 +299,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	} else if err == nil {
 		fmt.Fprintf(stdout, "%s: OK\n", path)
 	} else {
-		fmt.Fprintln(stdout, err)
+		fmt.Fprintln(stdout, explainConfigError(path, err))
 	}
 	switch {
 	case err == nil:
