@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -296,4 +300,40 @@ func TestRunOnUnwritableDataDir(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "is on a read-only file system") || !strings.Contains(errOut, "remount it read-write") {
 		t.Errorf("run on a read-only data_dir: exit %d, stderr:\n%s", code, errOut)
 	}
+}
+
+// TestDemoPipedToHeadStopsItsAgent: `hearthsim demo | head -3` ends the
+// demo when head goes away, and takes its agent with it.
+func TestDemoPipedToHeadStopsItsAgent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", hearthsimBin(t)+" demo --agent "+hearthBin+" | head -3")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("hearthsim demo | head -3: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`agent pid (\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("the demo did not say its agent's pid:\n%s", out)
+	}
+	pid, _ := strconv.Atoi(string(m[1]))
+	deadline := time.Now().Add(15 * time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the demo's agent (pid %d) still runs 15 s after head exited", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// processAlive reports whether pid runs (a zombie does not).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
 }
