@@ -28,21 +28,27 @@ func TestConfigGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Parse(filepath.Base(f), data)
-			got := ""
+			cfg, err := Parse(filepath.Base(f), data)
+			got, warned := "", ""
 			if err != nil {
 				got = err.Error() + "\n"
+			} else {
+				for _, w := range cfg.Warnings() {
+					warned += w.Error() + "\n"
+				}
 			}
-			golden := strings.TrimSuffix(f, ".yaml") + ".err"
-			if *update {
-				os.WriteFile(golden, []byte(got), 0o644)
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != string(want) {
-				t.Errorf("errors differ\n got:\n%s\nwant:\n%s", got, want)
+			for _, g := range []struct{ ext, got string }{{".err", got}, {".warn", warned}} {
+				golden := strings.TrimSuffix(f, ".yaml") + g.ext
+				if *update {
+					os.WriteFile(golden, []byte(g.got), 0o644)
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g.got != string(want) {
+					t.Errorf("%s differ\n got:\n%s\nwant:\n%s", g.ext, g.got, want)
+				}
 			}
 		})
 	}

@@ -337,3 +337,59 @@ func processAlive(pid int) bool {
 	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 	return len(f) > 0 && f[0] != "Z"
 }
+
+// TestConfigCheckWarnsAndChecksFiles: config check reports certificate
+// files that do not exist as errors on their lines, and risky settings as
+// warnings on theirs (exit 0, or 3 with --strict).
+func TestConfigCheckWarnsAndChecksFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "config-missing-certs.yaml")
+	writeFile(t, missing, `gateway_id: gw-check
+devices:
+  - {name: battery, address: "192.0.2.10:502"}
+uplink:
+  broker: tls://mqtt.example.net:8883
+  ca_file: `+dir+`/nope-ca.pem
+  cert_file: `+dir+`/nope.crt
+  key_file: `+dir+`/nope.key
+`)
+	out, _, code := hearthCLI(t, nil, "config", "check", missing)
+	if code != 3 || !strings.Contains(out, missing+":6: uplink.ca_file") || !strings.Contains(out, missing+":7: uplink.cert_file") {
+		t.Errorf("config check with missing certificates: exit %d, want 3 and both files on their lines:\n%s", code, out)
+	}
+	risky := filepath.Join(dir, "risky.yaml")
+	writeFile(t, risky, `gateway_id: gw-check
+devices:
+  - {name: battery, address: "192.0.2.10:502"}
+safety:
+  max_discharge_w: 250000
+uplink:
+  broker: tcp://mqtt.example.net:1883
+`)
+	out, _, code = hearthCLI(t, nil, "config", "check", risky)
+	for _, want := range []string{
+		risky + ":5: warning: safety.max_discharge_w: 250000 W is far beyond a home battery",
+		risky + ":6: warning: uplink: no setpoint_keys: unsigned setpoints are accepted",
+		risky + ":7: warning: uplink.broker: plain tcp:// to mqtt.example.net:1883",
+		risky + ": OK (3 warnings)",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("config check of a risky config: exit %d (want 0), output lacks %q:\n%s", code, want, out)
+		}
+	}
+	if _, _, code := hearthCLI(t, nil, "config", "check", "--strict", risky); code != 3 {
+		t.Errorf("config check --strict with warnings: exit %d, want 3", code)
+	}
+	out, _, _ = hearthCLI(t, nil, "config", "check", "--json", risky)
+	var res struct {
+		Valid    bool
+		Warnings []struct {
+			Line    int
+			Message string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Valid || len(res.Warnings) != 3 || res.Warnings[2].Line != 7 {
+		t.Errorf("config check --json: %v %+v\n%s", err, res, out)
+	}
+}

@@ -188,6 +188,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailed
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + warningLine(w))
+	}
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitFailed
@@ -262,56 +265,6 @@ func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logg
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
-func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("hearth config check", stderr)
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, code, ok := parseArgs(fs, args, stdout)
-	if !ok {
-		return code
-	}
-	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: hearth config check FILE [--json]")
-		return exitUsage
-	}
-	path := pos[0]
-	_, err := config.Load(path)
-	var ce config.Errors
-	if *asJSON {
-		type item struct {
-			Line int    `json:"line,omitempty"`
-			Msg  string `json:"message"`
-		}
-		out := struct {
-			File   string `json:"file"`
-			Valid  bool   `json:"valid"`
-			Errors []item `json:"errors"`
-		}{File: path, Valid: err == nil, Errors: []item{}}
-		if errors.As(err, &ce) {
-			for _, e := range ce {
-				out.Errors = append(out.Errors, item{Line: e.Line, Msg: e.Msg})
-			}
-		} else if err != nil {
-			out.Errors = append(out.Errors, item{Msg: err.Error()})
-		}
-		writeJSON(stdout, out)
-	} else if err == nil {
-		fmt.Fprintf(stdout, "%s: OK\n", path)
-	} else {
-		fmt.Fprintln(stdout, explainConfigError(path, err))
-	}
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ce):
-		if !*asJSON {
-			fmt.Fprintf(stderr, "%d error(s) in %s\n", len(ce), path)
-		}
-		return exitConfig
-	default:
-		return exitFailed
-	}
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
