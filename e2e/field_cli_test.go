@@ -393,3 +393,116 @@ uplink:
 		t.Errorf("config check --json: %v %+v\n%s", err, res, out)
 	}
 }
+
+// gatewayACL is the broker setup of docs/mqtt.md, with the cloud's user.
+var gatewayACL = strings.Join([]string{
+	"pattern write hearth/v1/%u/telemetry",
+	"pattern write hearth/v1/%u/telemetry/backfill",
+	"pattern write hearth/v1/%u/event",
+	"pattern write hearth/v1/%u/status",
+	"pattern write hearth/v1/%u/state",
+	"pattern write hearth/v1/%u/setpoint/ack",
+	"pattern read hearth/v1/%u/setpoint",
+	"pattern readwrite hearth/v1/%u/check",
+	"",
+	"user cloud",
+	"topic readwrite hearth/v1/#",
+}, "\n")
+
+// TestConfigCheckOnline: --online identifies each device and checks the
+// broker (TLS, the gateway's certificate, its ACL) as the agent would use
+// them, names what fails, and touches nothing else: no device write, no
+// message but its own on …/check. With the agent running it asks the
+// devices through the agent.
+func TestConfigCheckOnline(t *testing.T) {
+	t.Parallel()
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "ONLINE-1"})
+	certs := harness.GenerateCerts(t)
+	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(gatewayACL))
+	gwCert, gwKey := certs.Client(t, "gw-online")
+	cloudCert, cloudKey := certs.Client(t, "cloud")
+	rec := harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey))
+	other := harness.GenerateCerts(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	conf := func(name, ca string, devices ...string) string {
+		p := filepath.Join(dir, name)
+		writeFile(t, p, `gateway_id: gw-online
+data_dir: `+dir+`
+diag_socket: `+sock+`
+devices:
+`+strings.Join(devices, "")+`uplink:
+  broker: `+m.URL()+`
+  ca_file: `+ca+`
+  cert_file: `+gwCert+`
+  key_file: `+gwKey+`
+  boot_delay: 0s
+`)
+		return p
+	}
+	battery := `  - {name: battery, address: "` + simAddr + `", poll_interval: 250ms, timeout: 500ms}` + "\n"
+	dead := `  - {name: meter, address: "` + deadAddr(t) + `", profile: sunspec}` + "\n"
+	good := conf("good.yaml", certs.CAFile, battery)
+
+	out, errOut, code := hearthCLI(t, nil, "config", "check", "--online", good)
+	for _, want := range []string{
+		"device battery (tcp " + simAddr + " unit 1, via direct): ok, SunSpec, models 1,103,124,802; hearth hearthsim, serial ONLINE-1",
+		"broker tls: ok: TLS 1.3, broker certificate",
+		"broker publish: ok: published on hearth/v1/gw-online/check and read it back",
+		"online: 1 of 1 devices answered; broker ok",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("config check --online: exit %d, output lacks %q:\n%s%s", code, want, out, errOut)
+		}
+	}
+	var res struct {
+		Online struct {
+			OK      bool
+			Devices []struct {
+				Name     string
+				OK       bool
+				Identity struct{ Serial string }
+			}
+			Broker struct{ OK bool }
+		}
+	}
+	out, _, code = hearthCLI(t, nil, "config", "check", "--online", "--json", good)
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || !res.Online.OK || res.Online.Devices[0].Identity.Serial != "ONLINE-1" {
+		t.Errorf("config check --online --json: exit %d, %v, %+v\n%s", code, err, res, out)
+	}
+
+	bad := conf("bad.yaml", other.CAFile, battery, dead)
+	out, _, code = hearthCLI(t, nil, "config", "check", "--online", bad)
+	for _, want := range []string{
+		"device meter (tcp ", "FAILED: ", "connection refused by", "wrong port?",
+		"broker tls: FAILED: tls: failed to verify certificate", "not signed by " + other.CAFile,
+		"online: 1 of 2 devices answered; broker FAILED",
+	} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("config check --online of a bad config: exit %d (want 1), output lacks %q:\n%s", code, want, out)
+		}
+	}
+
+	// Until the agent ran, the checks wrote nothing to the device and
+	// published only their probes, on …/check.
+	if w := s.Writes(); len(w) != 0 {
+		t.Errorf("the checks wrote to the device: %v", w)
+	}
+	before := rec.Messages()
+	for _, msg := range before {
+		if msg.Topic != "hearth/v1/gw-online/check" {
+			t.Errorf("a check published on %s: %s", msg.Topic, msg.Payload)
+		}
+	}
+	if len(before) != 2 {
+		t.Errorf("%d probe messages, want 2 (the check with the wrong CA never connected)", len(before))
+	}
+
+	// With the agent running, devices are asked through it.
+	startAgent(t, good)
+	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	out, _, code = hearthCLI(t, nil, "config", "check", "--online", good)
+	if code != 0 || !strings.Contains(out, "via agent): ok, SunSpec") {
+		t.Errorf("config check --online with the agent running: exit %d\n%s", code, out)
+	}
+}

@@ -20,6 +20,8 @@ type checkResult struct {
 	Valid    bool        `json:"valid"`
 	Errors   []checkItem `json:"errors"`
 	Warnings []checkItem `json:"warnings"`
+	// Online is what --online found of the devices and the broker.
+	Online *onlineResult `json:"online,omitempty"`
 }
 
 // cmdConfigCheck is `hearth config check FILE`: every error with its line
@@ -29,12 +31,13 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth config check", stderr)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	strict := fs.Bool("strict", false, "fail (exit 3) on warnings too")
+	online := fs.Bool("online", false, "also probe each device (one read-only identification) and the broker (TLS, login, subscribe and publish on the gateway's own topics); exit 1 if any fails")
 	pos, code, ok := parseArgs(fs, args, stdout)
 	if !ok {
 		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: hearth config check FILE [--strict] [--json]")
+		fmt.Fprintln(stderr, "usage: hearth config check FILE [--online] [--strict] [--json]")
 		return exitUsage
 	}
 	path := pos[0]
@@ -53,6 +56,12 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 			res.Warnings = append(res.Warnings, checkItem{Line: w.Line, Msg: w.Msg})
 		}
 	}
+	if *online && err == nil {
+		ctx, cancel := signalContext()
+		defer cancel()
+		on := checkOnline(ctx, cfg)
+		res.Online = &on
+	}
 	if *asJSON {
 		writeJSON(stdout, res)
 	} else {
@@ -68,6 +77,9 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 				line += fmt.Sprintf(" (%d warning%s)", n, plural(n))
 			}
 			fmt.Fprintln(stdout, line)
+			if res.Online != nil {
+				renderOnline(stdout, *res.Online)
+			}
 		}
 	}
 	switch {
@@ -77,6 +89,8 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitConfig
 	case err != nil:
+		return exitFailed
+	case res.Online != nil && !res.Online.OK:
 		return exitFailed
 	case *strict && len(res.Warnings) > 0:
 		if !*asJSON {

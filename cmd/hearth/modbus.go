@@ -293,31 +293,17 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 	defer bus.Close()
 	ctx, cancel := signalContext()
 	defer cancel()
-	// A port that cannot be opened or a connection refused is the same
-	// for every unit: say so once, rather than "no unit answered".
-	_, err = bus.ReadOnce(ctx, units[0], drivers.Holding, sunspecBase, 2, *lf.timeout)
+	var progress func(int, uint8)
+	if !*lf.asJSON && len(units) > 10 {
+		progress = func(i int, u uint8) { fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units)) }
+	}
+	found, err := scanLink(ctx, bus, lf.transportName(), *lf.address, units, *lf.timeout, progress)
+	if progress != nil {
+		fmt.Fprintln(stderr)
+	}
 	if cause, _ := diag.DeviceCause(err, lf.transportName(), *lf.address, int(units[0])); diag.LinkCause(cause) {
 		lf.explain(stderr, "hearth modbus scan", err, units[0])
 		return exitFailed
-	}
-	silent := errors.Is(err, drivers.ErrTimeout) // asked once already
-	found := []drivers.ScanResult{}
-	for i, u := range units {
-		if ctx.Err() != nil {
-			break
-		}
-		if i == 0 && silent {
-			continue
-		}
-		if !*lf.asJSON && len(units) > 10 {
-			fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units))
-		}
-		if res, ok := drivers.ScanUnit(ctx, bus, u, *lf.timeout); ok {
-			found = append(found, res)
-		}
-	}
-	if !*lf.asJSON && len(units) > 10 {
-		fmt.Fprintln(stderr)
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "hearth modbus scan: interrupted")
@@ -328,6 +314,39 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 
 // sunspecBase is the first address a SunSpec scan asks at.
 const sunspecBase = 40000
+
+// scanLink asks each of units on bus whether it is there (and speaks
+// SunSpec), calling progress before each, and returns those that
+// answered. err is the first unit's error when it did not answer: a port
+// that cannot be opened, or a connection refused, is the same for every
+// unit (diag.LinkCause), and then the scan stops there rather than report
+// that no unit answered.
+func scanLink(ctx context.Context, bus *drivers.Bus, transport, address string, units []uint8, timeout time.Duration, progress func(int, uint8)) (found []drivers.ScanResult, err error) {
+	found = []drivers.ScanResult{}
+	_, err = bus.ReadOnce(ctx, units[0], drivers.Holding, sunspecBase, 2, timeout)
+	var exc *drivers.ExceptionError
+	if errors.As(err, &exc) {
+		err = nil // an answer
+	}
+	if cause, _ := diag.DeviceCause(err, transport, address, int(units[0])); diag.LinkCause(cause) {
+		return found, err
+	}
+	for i, u := range units {
+		if ctx.Err() != nil {
+			break
+		}
+		if i == 0 && err != nil {
+			continue // asked once already, in vain
+		}
+		if progress != nil {
+			progress(i, u)
+		}
+		if res, ok := drivers.ScanUnit(ctx, bus, u, timeout); ok {
+			found = append(found, res)
+		}
+	}
+	return found, err
+}
 
 // scanViaAgent asks the running agent to scan on its own link.
 func scanViaAgent(lf linkFlags, units []uint8, stdout, stderr io.Writer) int {
