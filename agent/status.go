@@ -23,7 +23,7 @@ func (a *Agent) Status() diag.StatusReport {
 		Agent: diag.AgentReport{
 			Version: hearth.Version, GatewayID: a.cfg.GatewayID, Boot: a.clock.Boot,
 			Started: a.started.UTC(), UptimeS: now.Sub(a.started).Seconds(), Clock: a.clock.State(),
-			LogLevel: a.logLevel.Level().String(),
+			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
 	for _, d := range a.devices {
@@ -163,12 +163,43 @@ func (a *Agent) Events(since time.Time, typ string) []diag.EventReport {
 }
 
 // SetMode starts a local lease for field work, through safety like any
-// other lease.
-func (a *Agent) SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error) {
+// other lease. A local power (commissioning's test power) needs a
+// controller that holds one, bounded: localPower.
+func (a *Agent) SetMode(mode hearth.Mode, powerW *hearth.Watts, d time.Duration) (hearth.Ack, error) {
 	if !a.controls() {
 		return hearth.Ack{}, diag.ErrNoControl
 	}
-	return a.ctl.Override(mode, d)
+	if mode != hearth.ModePower {
+		return a.ctl.Override(mode, d)
+	}
+	lp, ok := any(a.ctl).(localPower)
+	if !ok || powerW == nil {
+		return hearth.Ack{}, diag.ErrLocalPowerUnsupported
+	}
+	return lp.OverridePower(*powerW, d)
+}
+
+// localModes names the modes a local lease can hold.
+func (a *Agent) localModes() []string {
+	if !a.controls() {
+		return []string{}
+	}
+	modes := []string{string(hearth.ModeIdle), string(hearth.ModeAuto)}
+	if _, ok := any(a.ctl).(localPower); ok {
+		modes = append(modes, string(hearth.ModePower))
+	}
+	return modes
+}
+
+// Config is the config the agent runs with, secrets redacted.
+func (a *Agent) Config() (map[string]any, error) { return a.cfg.Redacted() }
+
+// localPower is a controller that holds a local test power: w (positive
+// discharges) for d, through safety like any lease, its magnitude bounded
+// by the controller. control.Controller has it once the local power mode
+// lands there; until then mode power is refused locally.
+type localPower interface {
+	OverridePower(w hearth.Watts, d time.Duration) (hearth.Ack, error)
 }
 
 // ClearMode ends a local lease.

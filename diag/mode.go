@@ -14,10 +14,22 @@ import (
 type ModeRequest struct {
 	Mode hearth.Mode `json:"mode"`
 	For  string      `json:"for"` // a duration such as 30m
+	// PowerW is the power to hold in mode power (positive discharges): a
+	// small test power for commissioning (sign, wiring, CT direction),
+	// through safety like any setpoint; the agent bounds its magnitude.
+	PowerW *hearth.Watts `json:"power_w,omitempty"`
 }
 
-// maxLocalLease bounds a local override, so a forgotten one ends by itself.
-const maxLocalLease = 12 * time.Hour
+// Bounds of a local override, so a forgotten one ends by itself: a test
+// power is for a check of minutes.
+const (
+	maxLocalLease = 12 * time.Hour
+	maxLocalPower = 15 * time.Minute
+)
+
+// ErrLocalPowerUnsupported is returned by an agent whose control loop
+// cannot hold a local test power.
+var ErrLocalPowerUnsupported = errors.New("this agent cannot hold a local test power (mode power): only idle and auto can be set locally")
 
 func (s *Server) modeHandlers(mux *http.ServeMux) {
 	a := s.opt.Agent
@@ -29,13 +41,21 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("bad request: %w", err))
 			return
 		}
+		limit := maxLocalLease
+		if req.Mode == hearth.ModePower {
+			limit = maxLocalPower
+		}
 		d, err := time.ParseDuration(req.For)
-		if err != nil || d <= 0 || d > maxLocalLease {
-			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s", req.For, maxLocalLease))
+		if err != nil || d <= 0 || d > limit {
+			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s for mode %s", req.For, limit, req.Mode))
 			return
 		}
-		ack, err := a.SetMode(req.Mode, d)
-		if errors.Is(err, ErrNoControl) {
+		if (req.Mode == hearth.ModePower) != (req.PowerW != nil) {
+			writeAPIError(w, http.StatusBadRequest, errors.New("power_w goes with mode power, and only with it"))
+			return
+		}
+		ack, err := a.SetMode(req.Mode, req.PowerW, d)
+		if errors.Is(err, ErrNoControl) || errors.Is(err, ErrLocalPowerUnsupported) {
 			writeAPIError(w, http.StatusConflict, err)
 			return
 		}
@@ -43,7 +63,7 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		s.log.Info("local mode set", "mode", req.Mode, "for", d, "result", ack.Result, "reason", ack.Reason)
+		s.log.Info("local mode set", "mode", req.Mode, "power_w", req.PowerW, "for", d, "result", ack.Result, "reason", ack.Reason)
 		writeAPI(w, http.StatusOK, ack)
 	})
 	mux.HandleFunc("DELETE "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {

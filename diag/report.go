@@ -36,6 +36,9 @@ type AgentReport struct {
 	UptimeS   float64           `json:"uptime_s"`
 	Clock     hearth.ClockState `json:"clock"`
 	LogLevel  string            `json:"log_level"`
+	// LocalModes are the modes `hearth mode set` can hold here; "power"
+	// (a test power for commissioning) only where the control loop can.
+	LocalModes []string `json:"local_modes"`
 }
 
 // DeviceReport is one device's health.

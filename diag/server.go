@@ -41,12 +41,17 @@ type Agent interface {
 	// (any when empty), oldest first.
 	Events(since time.Time, typ string) []EventReport
 	Buffer() BufferReport
-	// SetMode starts a local lease for field work; ErrNoControl when the
-	// agent controls no device. ClearMode ends it.
-	SetMode(mode hearth.Mode, d time.Duration) (hearth.Ack, error)
+	// SetMode starts a local lease for field work: mode for d, holding
+	// powerW in mode power. ErrNoControl when the agent controls no
+	// device, ErrLocalPowerUnsupported when it cannot hold a local power.
+	// ClearMode ends it.
+	SetMode(mode hearth.Mode, powerW *hearth.Watts, d time.Duration) (hearth.Ack, error)
 	ClearMode() error
 	// Links returns the physical links the agent owns.
 	Links() []Link
+	// Config is the config the agent runs with, defaults applied, keyed
+	// as in the file, secrets redacted.
+	Config() (map[string]any, error)
 	// ReconnectUplink makes the uplink attempt to connect now, cutting
 	// short the boot delay or backoff; it reports whether it was waiting
 	// (false: connected, or attempting already).
@@ -200,6 +205,14 @@ func (s *Server) handler() http.Handler {
 		s.opt.LogLevel.Set(lv)
 		s.log.Info("log level changed", "level", lv)
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
+	})
+	mux.HandleFunc("GET "+APIVersion+"/config", func(w http.ResponseWriter, r *http.Request) {
+		cfg, err := a.Config()
+		if err != nil {
+			writeAPIError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeAPI(w, http.StatusOK, cfg)
 	})
 	mux.HandleFunc("POST "+APIVersion+"/uplink/reconnect", func(w http.ResponseWriter, r *http.Request) {
 		res := ReconnectResult{Result: "attempting"}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/hearth-energy/hearth"
@@ -39,6 +40,8 @@ Usage:
   hearth buffer                  depth, oldest unsent, bytes
   hearth lease                   active setpoint lease, expiry and fallback
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
+  hearth mode set power -500W --for 2m  a small local test power (sign, wiring)
+  hearth commission              check a new installation and print its report
   hearth log-level LEVEL         change the running agent's log level
   hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
   hearth modbus read|scan        raw Modbus reads and bus scans
@@ -101,6 +104,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdModbus(args[1:], stdout, stderr)
 	case "uplink":
 		return cmdUplink(args[1:], stdout, stderr)
+	case "commission":
+		return cmdCommission(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -287,13 +292,30 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		// A negative number (-500W) is an argument, not a flag: parse
+		// the flags before it, then take it as it is.
+		i := slices.IndexFunc(args, negativeNumber)
+		head := args
+		if i >= 0 {
+			head = args[:i]
+		}
+		if err := fs.Parse(head); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
-			return pos, nil
+			if i < 0 {
+				return pos, nil
+			}
+			pos = append(pos, args[i])
+			args = args[i+1:]
+			continue
 		}
 		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		args = append(fs.Args()[1:], args[len(head):]...)
 	}
+}
+
+// negativeNumber reports whether a looks like -500, -1.5kW or -.5.
+func negativeNumber(a string) bool {
+	return len(a) > 1 && a[0] == '-' && (a[1] >= '0' && a[1] <= '9' || a[1] == '.')
 }

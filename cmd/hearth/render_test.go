@@ -35,7 +35,7 @@ func fixedStatus() diag.StatusReport {
 	return diag.StatusReport{
 		Time: now,
 		Agent: diag.AgentReport{Version: "v0.3.0", GatewayID: "gw-0001", Boot: "9f2c61d04ab3e871",
-			UptimeS: (2*time.Hour + 13*time.Minute).Seconds(), Clock: hearth.ClockSynced, LogLevel: "INFO"},
+			UptimeS: (2*time.Hour + 13*time.Minute).Seconds(), Clock: hearth.ClockSynced, LogLevel: "INFO", LocalModes: []string{"idle", "auto"}},
 		Devices: []diag.DeviceReport{
 			{Name: "battery", Transport: "tcp", Address: "192.0.2.10:502", Up: true, LastOK: at(400 * time.Millisecond),
 				Polls: 7812, Identity: &diag.Identity{Manufacturer: "Acme Power", Model: "HX-10", Serial: "AC2231000457"}},
@@ -155,5 +155,36 @@ func TestJSONMatchesSchemas(t *testing.T) {
 	b, _ := json.Marshal(map[string]any{"ts": now})
 	if err := schemacheck.Validate(filepath.Join("..", "..", "docs", "schemas", "diag", "status.json"), b); err == nil {
 		t.Errorf("an incomplete status passed the schema")
+	}
+}
+
+func TestParseWatts(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want hearth.Watts
+		ok   bool
+	}{{"-500W", -500, true}, {"-500", -500, true}, {"1.5kW", 1500, true}, {"250w", 250, true}, {"-0.5KW", -500, true},
+		{"", 0, false}, {"W", 0, false}, {"fast", 0, false}, {"NaN", 0, false}, {"Infw", 0, false}} {
+		got, err := parseWatts(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parseWatts(%q) = %v, %v; want %v, ok %t", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func TestParseInterspersedTakesNegativeNumbers(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	dur := fs.String("for", "", "")
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parseInterspersed(fs, []string{"set", "power", "-500W", "--for", "2m", "--json"})
+	if err != nil || strings.Join(pos, " ") != "set power -500W" || *dur != "2m" || !*asJSON {
+		t.Errorf("got %q, --for %q, --json %t, err %v", pos, *dur, *asJSON, err)
+	}
+	pos, err = parseInterspersed(fs, []string{"--for", "1m", "-.5kW", "x"})
+	if err != nil || strings.Join(pos, " ") != "-.5kW x" || *dur != "1m" {
+		t.Errorf("got %q, --for %q, err %v", pos, *dur, err)
+	}
+	if _, err := parseInterspersed(fs, []string{"-frob"}); err == nil {
+		t.Error("an unknown flag was taken as an argument")
 	}
 }
