@@ -42,6 +42,7 @@ type Agent struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	logLevel *slog.LevelVar
+	logs     *diag.LogRing // recent log lines for the support bundle; nil: none
 	clock    telemetry.Clock
 	started  time.Time // carries the monotonic reading the clock counts from
 	wall     *wallClock
@@ -273,6 +274,10 @@ func (a *Agent) profiles() string {
 	return strings.Join(names, ",")
 }
 
+// UseLogRing makes the diagnostics API serve the log lines r keeps; r
+// should be written by the logger the agent was given.
+func (a *Agent) UseLogRing(r *diag.LogRing) { a.logs = r }
+
 // UseLogLevel makes lv the level the diagnostics API reads and changes; it
 // should be the level of the logger the agent was given.
 func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
@@ -296,7 +301,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Diagnostics are for people; a failure to serve them never stops
 	// the agent from keeping the battery safe.
 	srv, err := diag.Start(diag.ServerOptions{Socket: a.cfg.DiagSocket, Group: a.cfg.DiagGroup, Agent: a,
-		LogLevel: a.logLevel, Logger: a.log})
+		LogLevel: a.logLevel, Logger: a.log, Logs: a.logs})
 	if err != nil {
 		a.log.Error("diagnostics API unavailable", "err", err)
 	}

@@ -84,6 +84,9 @@ type ServerOptions struct {
 	// and changes; nil: a level of its own.
 	LogLevel *slog.LevelVar
 	Logger   *slog.Logger
+	// Logs keeps the agent's recent log lines for GET /v1/logs; nil
+	// serves none.
+	Logs *LogRing
 }
 
 // Server serves the diagnostics API.
@@ -205,6 +208,13 @@ func (s *Server) handler() http.Handler {
 		s.opt.LogLevel.Set(lv)
 		s.log.Info("log level changed", "level", lv)
 		writeAPI(w, http.StatusOK, map[string]string{"level": lv.String()})
+	})
+	mux.HandleFunc("GET "+APIVersion+"/logs", func(w http.ResponseWriter, r *http.Request) {
+		res := LogsReport{Lines: []string{}}
+		if s.opt.Logs != nil {
+			res.Lines = s.opt.Logs.Lines()
+		}
+		writeAPI(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("GET "+APIVersion+"/config", func(w http.ResponseWriter, r *http.Request) {
 		cfg, err := a.Config()

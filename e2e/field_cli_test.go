@@ -31,6 +31,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"modbus", "--help"}, {"modbus", "read", "--help"}, {"modbus", "scan", "--help"},
 		{"config", "--help"}, {"config", "check", "--help"}, {"config", "init", "--help"},
 		{"cert", "--help"}, {"cert", "request", "--help"}, {"version", "--help"},
+		{"uplink", "--help"}, {"uplink", "reconnect", "--help"}, {"commission", "--help"}, {"dump", "--help"},
 	} {
 		out, errOut, code := hearthCLI(t, nil, args...)
 		if code != 0 || strings.TrimSpace(out) == "" {

@@ -19,6 +19,7 @@ import (
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
 	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/diag"
 )
 
 // Exit codes.
@@ -28,6 +29,7 @@ const (
 	exitUsage   = 2
 	exitConfig  = 3
 	defaultPath = "/etc/hearth/hearth.yaml"
+	logLines    = 5000 // log lines the agent keeps for hearth dump
 )
 
 const usage = `hearth — home-battery gateway agent
@@ -42,6 +44,7 @@ Usage:
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
   hearth mode set power -500W --for 2m  a small local test power (sign, wiring)
   hearth commission              check a new installation and print its report
+  hearth dump [--out FILE]       one support bundle: config (no secrets), status, events, logs
   hearth log-level LEVEL         change the running agent's log level
   hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
   hearth modbus read|scan        raw Modbus reads and bus scans
@@ -106,6 +109,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdUplink(args[1:], stdout, stderr)
 	case "commission":
 		return cmdCommission(args[1:], stdout, stderr)
+	case "dump":
+		return cmdDump(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -179,7 +184,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	lv := new(slog.LevelVar)
-	log, err := newLogger(stderr, *format, *level, lv)
+	// The last lines are kept for `hearth dump` too: a gateway may have
+	// no journal, or one that has rotated them away.
+	ring := diag.NewLogRing(logLines)
+	log, err := newLogger(io.MultiWriter(stderr, ring), *format, *level, lv)
 	if err != nil {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitUsage
@@ -208,6 +216,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	a.UseLogLevel(lv)
+	a.UseLogRing(ring)
 	if err := a.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return exitFailed

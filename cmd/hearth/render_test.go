@@ -188,3 +188,21 @@ func TestParseInterspersedTakesNegativeNumbers(t *testing.T) {
 		t.Error("an unknown flag was taken as an argument")
 	}
 }
+
+func TestRedactText(t *testing.T) {
+	in := `broker=tls://gw:s3cret@mqtt.example.net:8883 {"password": "hunter2", "token":"abc"} password_file=/etc/hearth/pw
+-----BEGIN EC PRIVATE KEY-----
+MHcCAQEE
+-----END EC PRIVATE KEY-----`
+	out := string(redactText([]byte(in)))
+	for _, secret := range []string{"s3cret", "hunter2", "abc\"", "MHcCAQEE"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%q left in:\n%s", secret, out)
+		}
+	}
+	for _, kept := range []string{"tls://<redacted>@mqtt.example.net:8883", "password_file=/etc/hearth/pw", "<redacted private key>"} {
+		if !strings.Contains(out, kept) {
+			t.Errorf("%q missing from:\n%s", kept, out)
+		}
+	}
+}
