@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -108,13 +107,10 @@ func (d *device) report() diag.DeviceReport {
 	}
 	if s.LastErr != nil {
 		// A device marked down is asked again only on its probe schedule;
-		// in between, the error that took it down says why.
-		cause := s.LastErr
-		if errors.Is(cause, drivers.ErrUnitDown) && s.DownErr != nil {
-			cause = s.DownErr
-		}
-		r.LastError = cause.Error()
-		r.Cause, r.Hint = diag.DeviceCause(cause, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
+		// in between, the link's error (drivers.UnitDownError) still
+		// carries the cause.
+		r.LastError = s.LastErr.Error()
+		r.Cause, r.Hint = diag.DeviceCause(s.LastErr, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
 		t := s.DownSince.UTC()
 		r.DownSinceTS = &t
 	}

@@ -52,9 +52,8 @@ type DeviceReport struct {
 	LastOK    *time.Time `json:"last_ok,omitempty"`
 	Polls     uint64     `json:"polls"`
 	Failures  uint64     `json:"failures"`
-	// LastError is the latest error that came from the device or its
-	// link; while the link only waits to probe a device marked down, the
-	// error that marked it down.
+	// LastError is the latest poll's error; while the link waits to probe
+	// a device marked down, it names the last attempt's error too.
 	LastError string `json:"last_error,omitempty"`
 	// Cause classifies LastError (diag.Cause* constants: connection_refused,
 	// no_reply, …) and Hint says what to check next, while the device is

@@ -43,13 +43,9 @@ type DeviceStats struct {
 	LastErr   error          // the latest poll's error; nil when it answered
 	LastOK    time.Time      // when it last answered
 	DownSince time.Time      // when it stopped answering, while LastErr is set
-	// DownErr is the error of the poll that found the device not
-	// answering, while LastErr is set: later polls may only say that the
-	// link is waiting to probe it again, and the first says why.
-	DownErr  error
-	PollTime time.Duration // how long the latest poll took
-	Polls    uint64
-	Failures uint64
+	PollTime  time.Duration  // how long the latest poll took
+	Polls     uint64
+	Failures  uint64
 }
 
 // Poller reads one device at its poll interval. A device that fails is
@@ -120,10 +116,10 @@ func (p *Poller) run(ctx context.Context) {
 		if err != nil {
 			s.Failures++
 			if prevErr == nil {
-				s.DownSince, s.DownErr = began, err
+				s.DownSince = began
 			}
 		} else {
-			s.LastOK, s.DownErr = r.Time, nil
+			s.LastOK = r.Time
 		}
 		p.mu.Unlock()
 		if p.opt.Observe != nil {
