@@ -48,6 +48,8 @@ func TestCommissionAgainstSimulator(t *testing.T) {
 	certs := harness.GenerateCerts(t)
 	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(gatewayACL))
 	gwCert, gwKey := certs.Client(t, "gw-comm")
+	cloudCert, cloudKey := certs.Client(t, "cloud")
+	contract.Watch(t, harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey)))
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := filepath.Join(dir, "hearth.yaml")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers/sim"
-	"github.com/hearth-energy/hearth/internal/harness"
 	"github.com/hearth-energy/hearth/internal/schemacheck"
 )
 
@@ -49,7 +48,7 @@ func readBundle(t *testing.T, path string) map[string]string {
 func TestDumpBundle(t *testing.T) {
 	t.Parallel()
 	_, simAddr := startSim(t, sim.Config{UnitID: 1})
-	m := harness.StartMosquitto(t)
+	m := startBroker(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	pw := filepath.Join(dir, "password")

@@ -197,8 +197,8 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 func TestBootDelayAndReconnect(t *testing.T) {
 	t.Parallel()
 	_, simAddr := startSim(t, sim.Config{UnitID: 1})
-	m := harness.StartMosquitto(t)
-	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-boot/#")
+	m := startBroker(t)
+	rec := subscribe(t, m.URL(), "hearth/v1/gw-boot/#")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := filepath.Join(dir, "hearth.yaml")
@@ -423,6 +423,7 @@ func TestConfigCheckOnline(t *testing.T) {
 	gwCert, gwKey := certs.Client(t, "gw-online")
 	cloudCert, cloudKey := certs.Client(t, "cloud")
 	rec := harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey))
+	contract.Watch(t, rec)
 	other := harness.GenerateCerts(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")

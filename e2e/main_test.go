@@ -42,8 +42,35 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	fmt.Fprintln(os.Stderr, contract.Summary())
+	for _, a := range contract.Unused() {
+		fmt.Fprintf(os.Stderr, "contract: allowance no longer needed in this run: %s %q (%s)\n", a.Kind, a.Match, a.Fix)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// contract holds every payload the tests' agents publish to the MQTT
+// contract (docs/schemas), letting pass only the breaches being fixed in
+// package control (harness.PendingControlFixes).
+var contract = harness.NewContract(harness.SchemaDir(), harness.PendingControlFixes...)
+
+// subscribe is harness.Subscribe, with what arrives held to the contract
+// when the test ends.
+func subscribe(t *testing.T, url, topic string) *harness.Recorder {
+	t.Helper()
+	rec := harness.Subscribe(t, url, topic)
+	contract.Watch(t, rec)
+	return rec
+}
+
+// startBroker is harness.StartMosquitto (plain TCP) with everything
+// gateways publish on it held to the contract, until it is restarted.
+func startBroker(t *testing.T, opts ...harness.Option) *harness.Mosquitto {
+	t.Helper()
+	m := harness.StartMosquitto(t, opts...)
+	subscribe(t, m.URL(), "hearth/v1/#")
+	return m
 }
 
 // agentConfig is the config the tests run the agent with.

@@ -41,8 +41,8 @@ func TestThirdPartySunSpecDevice(t *testing.T) {
 	waitListening(t, addr)
 
 	const gw = "gw-thirdparty"
-	mq := harness.StartMosquitto(t)
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	mq := startBroker(t)
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	dir := t.TempDir()
 	startAgent(t, writeConfig(t, dir, gw, mq.URL(), "500ms", []devSpec{{"inverter", addr}}))
 
