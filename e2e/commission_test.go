@@ -46,17 +46,11 @@ func TestCommissionAgainstSimulator(t *testing.T) {
 	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-0001", InitialSoC: 60, PVPeakW: 1})
 	s.SetPV(0)
 	certs := harness.GenerateCerts(t)
-	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(gatewayACL))
+	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(harness.GatewayACL))
 	gwCert, gwKey := certs.Client(t, "gw-comm")
 	cloudCert, cloudKey := certs.Client(t, "cloud")
 	contract.Watch(t, harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey)))
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "hearth.sock")
-	cfg := filepath.Join(dir, "hearth.yaml")
-	writeFile(t, cfg, `gateway_id: gw-comm
-data_dir: `+dir+`
-diag_socket: `+sock+`
-devices:
+	dir, sock, cfg := newAgentConfig(t, "gw-comm", `devices:
   - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 500ms}
 uplink:
   broker: `+m.URL()+`
@@ -119,13 +113,7 @@ uplink:
 	}
 
 	// A second gateway whose device is configured with a wrong unit id.
-	dir2 := t.TempDir()
-	sock2 := filepath.Join(dir2, "hearth.sock")
-	cfg2 := filepath.Join(dir2, "hearth.yaml")
-	writeFile(t, cfg2, `gateway_id: gw-comm2
-data_dir: `+dir2+`
-diag_socket: `+sock2+`
-devices:
+	_, sock2, cfg2 := newAgentConfig(t, "gw-comm2", `devices:
   - {name: battery, address: "`+simAddr+`", unit_id: 7, poll_interval: 250ms, timeout: 300ms}
 uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 `)

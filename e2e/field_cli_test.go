@@ -135,13 +135,7 @@ func waitStatus(t *testing.T, sock string, cond func(diag.StatusReport) bool) di
 func TestStatusNamesTheDeviceCause(t *testing.T) {
 	t.Parallel()
 	_, simAddr := startSim(t, sim.Config{UnitID: 1})
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "hearth.sock")
-	cfg := filepath.Join(dir, "hearth.yaml")
-	writeFile(t, cfg, `gateway_id: gw-cause
-data_dir: `+dir+`
-diag_socket: `+sock+`
-devices:
+	_, sock, cfg := newAgentConfig(t, "gw-cause", `devices:
   - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 300ms}
   - {name: wrongport, address: "`+deadAddr(t)+`", poll_interval: 250ms, timeout: 300ms}
   - {name: wrongunit, address: "`+simAddr+`", unit_id: 7, poll_interval: 250ms, timeout: 300ms}
@@ -199,13 +193,7 @@ func TestBootDelayAndReconnect(t *testing.T) {
 	_, simAddr := startSim(t, sim.Config{UnitID: 1})
 	m := startBroker(t)
 	rec := subscribe(t, m.URL(), "hearth/v1/gw-boot/#")
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "hearth.sock")
-	cfg := filepath.Join(dir, "hearth.yaml")
-	writeFile(t, cfg, `gateway_id: gw-boot
-data_dir: `+dir+`
-diag_socket: `+sock+`
-devices:
+	_, sock, cfg := newAgentConfig(t, "gw-boot", `devices:
   - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 300ms}
 uplink: {broker: "`+m.URL()+`", boot_delay: 24h}
 `)
@@ -395,21 +383,6 @@ uplink:
 	}
 }
 
-// gatewayACL is the broker setup of docs/mqtt.md, with the cloud's user.
-var gatewayACL = strings.Join([]string{
-	"pattern write hearth/v1/%u/telemetry",
-	"pattern write hearth/v1/%u/telemetry/backfill",
-	"pattern write hearth/v1/%u/event",
-	"pattern write hearth/v1/%u/status",
-	"pattern write hearth/v1/%u/state",
-	"pattern write hearth/v1/%u/setpoint/ack",
-	"pattern read hearth/v1/%u/setpoint",
-	"pattern readwrite hearth/v1/%u/check",
-	"",
-	"user cloud",
-	"topic readwrite hearth/v1/#",
-}, "\n")
-
 // TestConfigCheckOnline: --online identifies each device and checks the
 // broker (TLS, the gateway's certificate, its ACL) as the agent would use
 // them, names what fails, and touches nothing else: no device write, no
@@ -419,7 +392,7 @@ func TestConfigCheckOnline(t *testing.T) {
 	t.Parallel()
 	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "ONLINE-1"})
 	certs := harness.GenerateCerts(t)
-	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(gatewayACL))
+	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(harness.GatewayACL))
 	gwCert, gwKey := certs.Client(t, "gw-online")
 	cloudCert, cloudKey := certs.Client(t, "cloud")
 	rec := harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey))

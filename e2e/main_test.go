@@ -221,3 +221,18 @@ func runBinary(t *testing.T, cred *syscall.Credential, bin string, args ...strin
 	}
 	return out.String(), errb.String(), code
 }
+
+// newAgentConfig writes a config for gateway, in a folder of the test's own
+// that is also its data_dir and holds its socket, followed by rest (the
+// devices and uplink sections), and returns the folder, the socket and
+// the config file.
+func newAgentConfig(t *testing.T, gateway, rest string) (dir, sock, cfg string) {
+	t.Helper()
+	dir = t.TempDir()
+	sock = filepath.Join(dir, "hearth.sock")
+	cfg = filepath.Join(dir, "hearth.yaml")
+	if err := os.WriteFile(cfg, []byte("gateway_id: "+gateway+"\ndata_dir: "+dir+"\ndiag_socket: "+sock+"\n"+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, sock, cfg
+}

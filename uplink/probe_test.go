@@ -9,18 +9,6 @@ import (
 	"github.com/hearth-energy/hearth/internal/harness"
 )
 
-// gatewayACL is the broker setup of docs/mqtt.md.
-var gatewayACL = strings.Join([]string{
-	"pattern write hearth/v1/%u/telemetry",
-	"pattern write hearth/v1/%u/telemetry/backfill",
-	"pattern write hearth/v1/%u/event",
-	"pattern write hearth/v1/%u/status",
-	"pattern write hearth/v1/%u/state",
-	"pattern write hearth/v1/%u/setpoint/ack",
-	"pattern read hearth/v1/%u/setpoint",
-	"pattern readwrite hearth/v1/%u/check",
-}, "\n")
-
 // TestProbe checks a gateway's broker the way `hearth config check
 // --online` does, against Mosquitto set up as in production, and each
 // way it can be wrong: the failing step is named, with a hint.
@@ -29,8 +17,8 @@ func TestProbe(t *testing.T) {
 	certs := harness.GenerateCerts(t)
 	other := harness.GenerateCerts(t) // a CA the broker does not know
 	tlsOpt := harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true)
-	good := harness.StartMosquitto(t, tlsOpt, harness.WithACL(gatewayACL))
-	noCheck := harness.StartMosquitto(t, tlsOpt, harness.WithACL(strings.ReplaceAll(gatewayACL, "pattern readwrite hearth/v1/%u/check", "")))
+	good := harness.StartMosquitto(t, tlsOpt, harness.WithACL(harness.GatewayACL))
+	noCheck := harness.StartMosquitto(t, tlsOpt, harness.WithACL(strings.ReplaceAll(harness.GatewayACL, "pattern readwrite hearth/v1/%u/check", "")))
 	gwCert, gwKey := certs.Client(t, "gw-probe")
 	strangerCert, strangerKey := other.Client(t, "gw-probe")
 	cfg := func(broker string, edit func(*Config)) Config {
