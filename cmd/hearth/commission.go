@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -174,7 +175,7 @@ func (cm *commissioner) run(ctx context.Context, sign bool) commissionReport {
 		ck := commissionCheck{Name: d.Name + " answers", Verdict: verdictPass}
 		switch {
 		case !d.Up:
-			ck.Verdict, ck.Detail, ck.Hint = verdictFail, cmpStr(d.LastError, "no good poll yet"), d.Hint
+			ck.Verdict, ck.Detail, ck.Hint = verdictFail, cmp.Or(d.LastError, "no good poll yet"), d.Hint
 		case d.Identity == nil || d.Identity.Serial == "":
 			ck.Verdict, ck.Detail = verdictWarn, "answers, but gives no serial number (a profile device, or an incomplete SunSpec model 1)"
 		default:
@@ -498,7 +499,7 @@ func renderCommission(w io.Writer, r commissionReport) {
 	fmt.Fprintln(tw, "DEVICE\tLINK\tUNIT\tMANUFACTURER\tMODEL\tSERIAL\tFIRMWARE")
 	for _, d := range r.Devices {
 		fmt.Fprintf(tw, "%s\t%s %s\t%d\t%s\t%s\t%s\t%s\n", d.Name, d.Transport, d.Address, d.Unit,
-			cmpStr(d.Manufacturer, "-"), cmpStr(d.Model, "-"), cmpStr(d.Serial, "-"), cmpStr(d.Firmware, "-"))
+			cmp.Or(d.Manufacturer, "-"), cmp.Or(d.Model, "-"), cmp.Or(d.Serial, "-"), cmp.Or(d.Firmware, "-"))
 	}
 	tw.Flush()
 	l := r.Limits

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -104,7 +105,7 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 			}
 			p.OK = f.SunSpec || dc.Profile != "sunspec"
 			if !p.OK {
-				p.Error = cmpStr(f.Error, "no SunSpec marker at 40000, 0 or 50000")
+				p.Error = cmp.Or(f.Error, "no SunSpec marker at 40000, 0 or 50000")
 				p.Hint = fmt.Sprintf("unit %d answers but does not speak SunSpec: name its profile (profile: in the device's section; hearth modbus read to look at its registers)", dc.UnitID)
 			}
 		case p.Error == "":
@@ -117,13 +118,6 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 		out = append(out, p)
 	}
 	return out
-}
-
-func cmpStr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // renderOnline prints an online check: a line per device and per broker
