@@ -65,7 +65,7 @@ var rules = map[string][]string{
 	"internal/broker":      {mochi},
 	"internal/cloud":       {paho},
 	"internal/clocktest":   {"."},
-	"internal/harness":     {"drivers/sim", paho},
+	"internal/harness":     {"drivers/sim", "internal/schemacheck", paho},
 	"internal/schemacheck": {jsonschema},
 	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "uplink", paho},
 	"e2e":                  {},

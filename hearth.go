@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -366,4 +367,16 @@ type State struct {
 	// NotEffective names the devices that do not follow the command they
 	// hold (read-back or measured power), while they do not.
 	NotEffective []string `json:"not_effective,omitempty"`
+}
+
+// Same reports whether two states say the same, whatever their times and
+// the seconds a lease has left: only a change is worth publishing.
+func (s State) Same(o State) bool {
+	s.Time, o.Time = time.Time{}, time.Time{}
+	if s.Lease != nil && o.Lease != nil {
+		a, b := *s.Lease, *o.Lease
+		a.RemainingS, b.RemainingS = 0, 0
+		s.Lease, o.Lease = &a, &b
+	}
+	return reflect.DeepEqual(s, o)
 }

@@ -44,6 +44,7 @@ type Agent struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	logLevel *slog.LevelVar
+	logs     *diag.LogRing // recent log lines for the support bundle; nil: none
 	clock    telemetry.Clock
 	clocks   *clock // the wall and monotonic clocks everything reads
 
@@ -97,9 +98,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	clocks := newClock()
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), clocks: clocks}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: clocks.Since, Now: clocks.Wall, Synced: a.clockSynced}
+	built := a // a itself is nil once an error is returned
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			built.closeAll()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -114,7 +116,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := a.openDevices(); err != nil {
 		return nil, err
 	}
-	ucfg, err := cfg.Session(log.With("component", "uplink"))
+	ucfg, err := cfg.Session(log) // the session names itself component=uplink
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +299,10 @@ func (a *Agent) profiles() string {
 	return strings.Join(names, ",")
 }
 
+// UseLogRing makes the diagnostics API serve the log lines r keeps; r
+// should be written by the logger the agent was given.
+func (a *Agent) UseLogRing(r *diag.LogRing) { a.logs = r }
+
 // UseLogLevel makes lv the level the diagnostics API reads and changes; it
 // should be the level of the logger the agent was given.
 func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
@@ -325,7 +331,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Diagnostics are for people; a failure to serve them never stops
 	// the agent from keeping the battery safe.
 	srv, err := diag.Start(diag.ServerOptions{Socket: a.cfg.DiagSocket, Group: a.cfg.DiagGroup, Agent: a,
-		LogLevel: a.logLevel, Logger: a.log})
+		LogLevel: a.logLevel, Logger: a.log, Logs: a.logs})
 	if err != nil {
 		a.log.Error("diagnostics API unavailable", "err", err)
 	}

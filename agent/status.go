@@ -22,7 +22,7 @@ func (a *Agent) Status() diag.StatusReport {
 		Agent: diag.AgentReport{
 			Version: hearth.Version, GatewayID: a.cfg.GatewayID, Boot: a.clock.Boot,
 			Started: a.clocks.origin.UTC(), UptimeS: a.clocks.Since().Seconds(), Clock: a.clock.State(),
-			LogLevel: a.logLevel.Level().String(),
+			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
 	for _, d := range a.devices {
@@ -40,6 +40,14 @@ func (a *Agent) Status() diag.StatusReport {
 	r.Uplink = diag.UplinkReport{
 		Broker: a.cfg.Uplink.Broker, Connected: us.Connected, Attempts: us.Attempts,
 		Connects: us.Connects, Published: us.Published, LastError: us.LastError,
+	}
+	if !us.BootDelayUntil.IsZero() {
+		t := us.BootDelayUntil.UTC()
+		r.Uplink.BootDelayUntil = &t
+	}
+	if !us.NextAttempt.IsZero() {
+		t := us.NextAttempt.UTC()
+		r.Uplink.NextAttempt = &t
 	}
 	if us.Connected {
 		t := us.ConnectedSince.UTC()
@@ -72,6 +80,13 @@ func (a *Agent) Buffer() diag.BufferReport {
 		t := st.OldestPending.UTC()
 		b.OldestPending = &t
 	}
+	// The buffer counts the seqs reserved for readings held in memory; the
+	// writer knows the last one used. Asked after the buffer, so a block
+	// reserved in between is never shown as used.
+	b.ReservedSeq = st.LastSeq
+	if seq, ok := a.writer.LastSeq(); ok {
+		b.LastSeq = seq
+	}
 	return b
 }
 
@@ -91,7 +106,11 @@ func (d *device) report() diag.DeviceReport {
 		r.LastOK = &t
 	}
 	if s.LastErr != nil {
+		// A device marked down is asked again only on its probe schedule;
+		// in between, the link's error (drivers.UnitDownError) still
+		// carries the cause.
 		r.LastError = s.LastErr.Error()
+		r.Cause, r.Hint = diag.DeviceCause(s.LastErr, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
 		t := s.DownSince.UTC()
 		r.DownSinceTS = &t
 	}
@@ -140,13 +159,25 @@ func (a *Agent) Events(since time.Time, typ string) []diag.EventReport {
 }
 
 // SetMode starts a local lease for field work, through safety like any
-// other lease; powerW is the test power of mode power.
+// other lease; powerW is the test power of mode power (commissioning's
+// sign check), which the controller bounds.
 func (a *Agent) SetMode(mode hearth.Mode, powerW *hearth.Watts, d time.Duration) (hearth.Ack, error) {
 	if !a.controls() {
 		return hearth.Ack{}, diag.ErrNoControl
 	}
 	return a.ctl.Override(mode, powerW, d)
 }
+
+// localModes names the modes a local lease can hold.
+func (a *Agent) localModes() []string {
+	if !a.controls() {
+		return []string{}
+	}
+	return []string{string(hearth.ModeIdle), string(hearth.ModeAuto), string(hearth.ModePower)}
+}
+
+// Config is the config the agent runs with, secrets redacted.
+func (a *Agent) Config() (map[string]any, error) { return a.cfg.Redacted() }
 
 // ClearMode ends a local lease.
 func (a *Agent) ClearMode() error {
@@ -182,3 +213,6 @@ func (a *Agent) Links() []diag.Link {
 	}
 	return out
 }
+
+// ReconnectUplink makes the uplink attempt to connect now.
+func (a *Agent) ReconnectUplink() bool { return a.up.Reconnect() }

@@ -59,6 +59,8 @@ type Config struct {
 	// fed only while the poll and control loops are healthy; empty: none.
 	WatchdogDevice string     `yaml:"watchdog_device"`
 	GPIO           GPIOConfig `yaml:"gpio"`
+
+	warnings []Error // risky but valid settings, found by Parse and Load
 }
 
 // GPIOConfig names the optional GPIO pins, by their periph names (such as
@@ -384,6 +386,8 @@ func parse(name string, data []byte, files bool) (*Config, error) {
 		return nil, errs
 	}
 	cfg.Path = name
+	cfg.warnings = v.warnings(&cfg)
+	sort.SliceStable(cfg.warnings, func(i, j int) bool { return cfg.warnings[i].Line < cfg.warnings[j].Line })
 	return &cfg, nil
 }
 

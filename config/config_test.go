@@ -28,21 +28,27 @@ func TestConfigGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Parse(filepath.Base(f), data)
-			got := ""
+			cfg, err := Parse(filepath.Base(f), data)
+			got, warned := "", ""
 			if err != nil {
 				got = err.Error() + "\n"
+			} else {
+				for _, w := range cfg.Warnings() {
+					warned += w.Error() + "\n"
+				}
 			}
-			golden := strings.TrimSuffix(f, ".yaml") + ".err"
-			if *update {
-				os.WriteFile(golden, []byte(got), 0o644)
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != string(want) {
-				t.Errorf("errors differ\n got:\n%s\nwant:\n%s", got, want)
+			for _, g := range []struct{ ext, got string }{{".err", got}, {".warn", warned}} {
+				golden := strings.TrimSuffix(f, ".yaml") + g.ext
+				if *update {
+					os.WriteFile(golden, []byte(g.got), 0o644)
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g.got != string(want) {
+					t.Errorf("%s differ\n got:\n%s\nwant:\n%s", g.ext, g.got, want)
+				}
 			}
 		})
 	}
@@ -127,5 +133,29 @@ func TestLoadChecksNamedFiles(t *testing.T) {
 	}
 	if _, err := Parse(path, data); err != nil {
 		t.Errorf("Parse read the certificate files: %v", err)
+	}
+}
+
+// TestRedacted: the config as a support bundle shows it keeps every
+// setting, defaults included, and hides what could be a secret.
+func TestRedacted(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte("gateway_id: gw-r\ndevices:\n  - {name: battery, address: \"192.0.2.1:502\"}\n"+
+		"uplink: {broker: \"tls://b.example:8883\", username: gw-r-user, password_file: /etc/hearth/pw}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cfg.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := m["uplink"].(map[string]any)
+	if up["username"] != "<redacted>" || up["password_file"] != "/etc/hearth/pw" || up["broker"] != "tls://b.example:8883" {
+		t.Errorf("uplink redacted as %v", up)
+	}
+	if m["gateway_id"] != "gw-r" || m["safety"].(map[string]any)["max_charge_w"] != 2500 {
+		t.Errorf("settings lost: gateway_id %v, safety %v", m["gateway_id"], m["safety"])
+	}
+	if d := m["devices"].([]any)[0].(map[string]any); d["poll_interval"] != "1s" {
+		t.Errorf("device defaults not shown: %v", d)
 	}
 }

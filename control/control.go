@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -520,7 +519,7 @@ func (c *Controller) Step(ctx context.Context) {
 	}
 	prev := c.state
 	c.state = c.stateLocked(inst, dec)
-	changed := !sameState(prev, c.state)
+	changed := !prev.Same(c.state)
 	fns := c.onState
 	st := c.state
 	c.mu.Unlock()
@@ -690,14 +689,3 @@ func clockState(synced bool) hearth.ClockState {
 	return hearth.ClockUnsynced
 }
 
-// sameState reports whether two states say the same, whatever their times
-// and the seconds a lease has left: only a change is published.
-func sameState(a, b hearth.State) bool {
-	a.Time, b.Time = time.Time{}, time.Time{}
-	if a.Lease != nil && b.Lease != nil {
-		la, lb := *a.Lease, *b.Lease
-		la.RemainingS, lb.RemainingS = 0, 0
-		a.Lease, b.Lease = &la, &lb
-	}
-	return reflect.DeepEqual(a, b)
-}

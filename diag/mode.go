@@ -13,14 +13,23 @@ import (
 // ModeRequest is the body of POST /v1/mode: a local lease for field work.
 type ModeRequest struct {
 	Mode hearth.Mode `json:"mode"`
-	// PowerW is the test power of mode power (positive discharges), for
-	// commissioning: checking sign, wiring and CT direction.
+	For  string      `json:"for"` // a duration such as 30m
+	// PowerW is the power to hold in mode power (positive discharges): a
+	// small test power for commissioning (sign, wiring, CT direction),
+	// through safety like any setpoint; the agent bounds its magnitude.
 	PowerW *hearth.Watts `json:"power_w,omitempty"`
-	For    string        `json:"for"` // a duration such as 30m
 }
 
-// maxLocalLease bounds a local override, so a forgotten one ends by itself.
-const maxLocalLease = 12 * time.Hour
+// Bounds of a local override, so a forgotten one ends by itself: a test
+// power is for a check of minutes.
+const (
+	maxLocalLease = 12 * time.Hour
+	maxLocalPower = 15 * time.Minute
+)
+
+// ErrLocalPowerUnsupported is returned by an agent whose control loop
+// cannot hold a local test power.
+var ErrLocalPowerUnsupported = errors.New("this agent cannot hold a local test power (mode power): only idle and auto can be set locally")
 
 func (s *Server) modeHandlers(mux *http.ServeMux) {
 	a := s.opt.Agent
@@ -32,13 +41,21 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("bad request: %w", err))
 			return
 		}
+		limit := maxLocalLease
+		if req.Mode == hearth.ModePower {
+			limit = maxLocalPower
+		}
 		d, err := time.ParseDuration(req.For)
-		if err != nil || d <= 0 || d > maxLocalLease {
-			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s", req.For, maxLocalLease))
+		if err != nil || d <= 0 || d > limit {
+			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s for mode %s", req.For, limit, req.Mode))
+			return
+		}
+		if (req.Mode == hearth.ModePower) != (req.PowerW != nil) {
+			writeAPIError(w, http.StatusBadRequest, errors.New("power_w goes with mode power, and only with it"))
 			return
 		}
 		ack, err := a.SetMode(req.Mode, req.PowerW, d)
-		if errors.Is(err, ErrNoControl) {
+		if errors.Is(err, ErrNoControl) || errors.Is(err, ErrLocalPowerUnsupported) {
 			writeAPIError(w, http.StatusConflict, err)
 			return
 		}
@@ -46,7 +63,7 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		s.log.Info("local mode set", "mode", req.Mode, "for", d, "result", ack.Result, "reason", ack.Reason)
+		s.log.Info("local mode set", "mode", req.Mode, "power_w", req.PowerW, "for", d, "result", ack.Result, "reason", ack.Reason)
 		writeAPI(w, http.StatusOK, ack)
 	})
 	mux.HandleFunc("DELETE "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {

@@ -36,20 +36,30 @@ type AgentReport struct {
 	UptimeS   float64           `json:"uptime_s"`
 	Clock     hearth.ClockState `json:"clock"`
 	LogLevel  string            `json:"log_level"`
+	// LocalModes are the modes `hearth mode set` can hold here; "power"
+	// (a test power for commissioning) only where the control loop can.
+	LocalModes []string `json:"local_modes"`
 }
 
 // DeviceReport is one device's health.
 type DeviceReport struct {
-	Name        string     `json:"name"`
-	Transport   string     `json:"transport"`
-	Address     string     `json:"address"`
-	UnitID      int        `json:"unit_id"`
-	Up          bool       `json:"up"`
-	LastPoll    *time.Time `json:"last_poll,omitempty"`
-	LastOK      *time.Time `json:"last_ok,omitempty"`
-	Polls       uint64     `json:"polls"`
-	Failures    uint64     `json:"failures"`
-	LastError   string     `json:"last_error,omitempty"`
+	Name      string     `json:"name"`
+	Transport string     `json:"transport"`
+	Address   string     `json:"address"`
+	UnitID    int        `json:"unit_id"`
+	Up        bool       `json:"up"`
+	LastPoll  *time.Time `json:"last_poll,omitempty"`
+	LastOK    *time.Time `json:"last_ok,omitempty"`
+	Polls     uint64     `json:"polls"`
+	Failures  uint64     `json:"failures"`
+	// LastError is the latest poll's error; while the link waits to probe
+	// a device marked down, it names the last attempt's error too.
+	LastError string `json:"last_error,omitempty"`
+	// Cause classifies LastError (diag.Cause* constants: connection_refused,
+	// no_reply, …) and Hint says what to check next, while the device is
+	// down.
+	Cause       string     `json:"cause,omitempty"`
+	Hint        string     `json:"hint,omitempty"`
 	PollMS      float64    `json:"poll_ms"` // duration of the last poll
 	Identity    *Identity  `json:"identity,omitempty"`
 	DownSinceTS *time.Time `json:"down_since,omitempty"`
@@ -88,6 +98,12 @@ type UplinkReport struct {
 	Connects       uint64     `json:"connects"`
 	Published      uint64     `json:"published"`
 	LastError      string     `json:"last_error,omitempty"`
+	// BootDelayUntil is when the random boot delay ends, while the agent
+	// waits it out before its first attempt (the uplink is not down then:
+	// it has not tried yet). NextAttempt is when the next attempt is due,
+	// while it waits. `hearth uplink reconnect` attempts at once.
+	BootDelayUntil *time.Time `json:"boot_delay_until,omitempty"`
+	NextAttempt    *time.Time `json:"next_attempt,omitempty"`
 }
 
 // BufferReport is the telemetry buffer's depth and size.
@@ -98,17 +114,21 @@ type BufferReport struct {
 	OldestPending     *time.Time `json:"oldest_pending,omitempty"`
 	FileBytes         int64      `json:"file_bytes"`
 	MaxBytes          int64      `json:"max_bytes"`
-	LastSeq           uint64     `json:"last_seq"`
-	Compactions       int64      `json:"compactions"`
-	ReadingsCompacted int64      `json:"readings_compacted"`
-	AggregatesDropped int64      `json:"aggregates_dropped"`
-	ReadingsDropped   int64      `json:"readings_dropped"`
-	EventsDropped     int64      `json:"events_dropped"`
-	DiskFull          bool       `json:"disk_full"`
-	ReadingsRefused   int64      `json:"readings_refused"`
-	WriteBytes        int64      `json:"write_bytes"`
-	CommitsPerHour    float64    `json:"commits_per_hour"`
-	Error             string     `json:"error,omitempty"`
+	// LastSeq is the last seq given to a reading (delivered live, stored,
+	// or given up in a gap); ReservedSeq the highest seq set aside for
+	// readings the agent holds in memory, used or not.
+	LastSeq           uint64  `json:"last_seq"`
+	ReservedSeq       uint64  `json:"reserved_seq"`
+	Compactions       int64   `json:"compactions"`
+	ReadingsCompacted int64   `json:"readings_compacted"`
+	AggregatesDropped int64   `json:"aggregates_dropped"`
+	ReadingsDropped   int64   `json:"readings_dropped"`
+	EventsDropped     int64   `json:"events_dropped"`
+	DiskFull          bool    `json:"disk_full"`
+	ReadingsRefused   int64   `json:"readings_refused"`
+	WriteBytes        int64   `json:"write_bytes"`
+	CommitsPerHour    float64 `json:"commits_per_hour"`
+	Error             string  `json:"error,omitempty"`
 }
 
 // KeysReport is the setpoint keys in force (GET /v1/keys, and the answer
@@ -178,6 +198,9 @@ func (r *StatusReport) Judge(now time.Time) {
 			if d.DownSinceTS != nil {
 				since = " for " + Age(now.Sub(*d.DownSinceTS))
 			}
+			if l := CauseLabel(d.Cause, d.UnitID); l != "" {
+				since += " (" + l + ")"
+			}
 			down = append(down, d.Name+since)
 		}
 	}
@@ -185,7 +208,9 @@ func (r *StatusReport) Judge(now time.Time) {
 	if len(down) > 0 {
 		reasons = append(reasons, "device down: "+strings.Join(down, ", "))
 	}
-	if !r.Uplink.Connected {
+	// Waiting out the boot delay is the design, not a fault: the uplink
+	// has not been tried yet.
+	if !r.Uplink.Connected && r.Uplink.BootDelayUntil == nil {
 		msg := "uplink down"
 		if r.Uplink.DownSince != nil {
 			msg += " for " + Age(now.Sub(*r.Uplink.DownSince))

@@ -55,6 +55,13 @@ type Agent interface {
 	ResetVersion() (uint64, error)
 	// Links returns the physical links the agent owns.
 	Links() []Link
+	// Config is the config the agent runs with, defaults applied, keyed
+	// as in the file, secrets redacted.
+	Config() (map[string]any, error)
+	// ReconnectUplink makes the uplink attempt to connect now, cutting
+	// short the boot delay or backoff; it reports whether it was waiting
+	// (false: connected, or attempting already).
+	ReconnectUplink() bool
 }
 
 // Link is one physical link the agent owns, with the devices on it.
@@ -83,6 +90,9 @@ type ServerOptions struct {
 	// and changes; nil: a level of its own.
 	LogLevel *slog.LevelVar
 	Logger   *slog.Logger
+	// Logs keeps the agent's recent log lines for GET /v1/logs; nil
+	// serves none.
+	Logs *LogRing
 }
 
 // Server serves the diagnostics API.
@@ -173,7 +183,14 @@ func (s *Server) handler() http.Handler {
 			}
 			since = time.Now().Add(-d)
 		}
-		writeAPI(w, http.StatusOK, a.Events(since, r.URL.Query().Get("type")))
+		typ := r.URL.Query().Get("type")
+		if typ != "" {
+			if err := CheckEventType(typ); err != nil {
+				writeAPIError(w, http.StatusBadRequest, err)
+				return
+			}
+		}
+		writeAPI(w, http.StatusOK, a.Events(since, typ))
 	})
 	mux.HandleFunc("GET "+APIVersion+"/buffer", func(w http.ResponseWriter, r *http.Request) {
 		writeAPI(w, http.StatusOK, a.Buffer())
@@ -227,6 +244,31 @@ func (s *Server) handler() http.Handler {
 		s.log.Warn("setpoint version reset through the diagnostics socket", "from", old)
 		writeAPI(w, http.StatusOK, ResetVersionResult{FromVersion: old})
 	})
+	mux.HandleFunc("GET "+APIVersion+"/logs", func(w http.ResponseWriter, r *http.Request) {
+		res := LogsReport{Lines: []string{}}
+		if s.opt.Logs != nil {
+			res.Lines = s.opt.Logs.Lines()
+		}
+		writeAPI(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("GET "+APIVersion+"/config", func(w http.ResponseWriter, r *http.Request) {
+		cfg, err := a.Config()
+		if err != nil {
+			writeAPIError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeAPI(w, http.StatusOK, cfg)
+	})
+	mux.HandleFunc("POST "+APIVersion+"/uplink/reconnect", func(w http.ResponseWriter, r *http.Request) {
+		res := ReconnectResult{Result: "attempting"}
+		switch {
+		case a.ReconnectUplink():
+			s.log.Info("uplink reconnect requested through the diagnostics API")
+		case a.Status().Uplink.Connected:
+			res.Result = "connected"
+		}
+		writeAPI(w, http.StatusOK, res)
+	})
 	s.modeHandlers(mux)
 	s.modbusHandlers(mux)
 	return mux
@@ -238,6 +280,12 @@ func writeAPI(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// ReconnectResult answers POST /v1/uplink/reconnect: "attempting" (an
+// attempt starts now, or is under way) or "connected" (nothing to do).
+type ReconnectResult struct {
+	Result string `json:"result"`
 }
 
 // APIError is the body of every non-2xx answer of the diagnostics API.

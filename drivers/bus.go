@@ -186,7 +186,28 @@ type unitState struct {
 	cfg     UnitConfig
 	stats   UnitStats
 	backoff time.Duration
-	failed  int // attempts failed in a row
+	failed  int   // attempts failed in a row
+	lastErr error // of the last failed attempt, while down
+}
+
+// UnitDownError is what a request to a unit marked down gets without
+// touching the link: it matches ErrUnitDown, and wraps the error of the
+// last attempt that failed, so that the cause (a refused connection, no
+// reply) stays visible while the link waits to probe again.
+type UnitDownError struct{ Last error }
+
+func (e *UnitDownError) Error() string {
+	if e.Last == nil {
+		return ErrUnitDown.Error()
+	}
+	return fmt.Sprintf("%v (last: %v)", ErrUnitDown, e.Last)
+}
+
+func (e *UnitDownError) Unwrap() []error {
+	if e.Last == nil {
+		return []error{ErrUnitDown}
+	}
+	return []error{ErrUnitDown, e.Last}
 }
 
 type request struct {
@@ -317,8 +338,9 @@ func (b *Bus) serve(r *request, last *time.Time) result {
 	down := u.stats.Down
 	if down && !r.once && time.Now().Before(u.stats.NextProbe) {
 		u.stats.Skipped++
+		last := u.lastErr
 		b.mu.Unlock()
-		return result{err: ErrUnitDown}
+		return result{err: &UnitDownError{Last: last}}
 	}
 	b.mu.Unlock()
 
@@ -376,12 +398,13 @@ func (b *Bus) serve(r *request, last *time.Time) result {
 		if u.stats.Down {
 			b.log.Info("unit answering again", "unit", r.unit)
 		}
-		u.stats.Down, u.stats.NextProbe, u.backoff, u.failed = false, time.Time{}, 0, 0
+		u.stats.Down, u.stats.NextProbe, u.backoff, u.failed, u.lastErr = false, time.Time{}, 0, 0, nil
 	default:
 		b.stats.Errors++
 		b.stats.LastError = err.Error()
 		u.stats.Failures++
 		u.failed++
+		u.lastErr = err
 		downAfter := b.cfg.DownAfter
 		if downAfter <= 0 {
 			downAfter = 1 + retries

@@ -22,7 +22,7 @@ import (
 func TestAgentKilledLosesNothingUnreported(t *testing.T) {
 	t.Parallel()
 	const gw = "gw-kill"
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	px := harness.StartProxy(t, mq.Addr())
 	var devs []devSpec
 	for i := range 1 {
@@ -31,7 +31,7 @@ func TestAgentKilledLosesNothingUnreported(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, gw, px.URL(), "100ms", devs)
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	count := func() int { return len(seqSet(readings(t, rec.Messages(), gw))) }
 	waitMore := func(n int) {
 		t.Helper()

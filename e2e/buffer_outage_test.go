@@ -75,7 +75,7 @@ func (f *outageFeed) deliverer(up *uplink.Session) *telemetry.Deliverer {
 func TestBufferOutageBackfill(t *testing.T) {
 	t.Parallel()
 	const gw = "gw-buf-outage"
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	px := harness.StartProxy(t, mq.Addr())
 	store, err := buffer.Open(filepath.Join(t.TempDir(), "hearth.db"), buffer.Options{MaxBytes: 64 << 20})
 	if err != nil {
@@ -98,7 +98,7 @@ func TestBufferOutageBackfill(t *testing.T) {
 		_ = up.Close(closeCtx)
 		cancel()
 	})
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	waitConnected(t, up)
 
 	feed := &outageFeed{t: t, store: store, start: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), stored: map[uint64]hearth.Reading{}}
@@ -134,7 +134,7 @@ func TestBufferOutageBackfill(t *testing.T) {
 
 	// The broker is back; a minute of live readings while the backlog drains.
 	mq.Start()
-	rec2 := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec2 := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	px.Refuse(false)
 	waitConnected(t, up)
 	for range 60 {

@@ -34,7 +34,7 @@ func TestAgentWear(t *testing.T) {
 		bin = b
 	}
 	const gw = "gw-wear"
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	var devs []devSpec
 	for i := range 4 {
 		_, addr := startSim(t, sim.Config{InitialSoC: 50 + float64(i), Serial: fmt.Sprintf("WEAR%04d", i)})
@@ -42,7 +42,7 @@ func TestAgentWear(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, gw, mq.URL(), "1s", devs)
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	saved := hearthBin
 	hearthBin = bin
 	agent := startAgent(t, cfg)

@@ -42,8 +42,35 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	fmt.Fprintln(os.Stderr, contract.Summary())
+	for _, a := range contract.Unused() {
+		fmt.Fprintf(os.Stderr, "contract: allowance no longer needed in this run: %s %q (%s)\n", a.Kind, a.Match, a.Fix)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// contract holds every payload the tests' agents publish to the MQTT
+// contract (docs/schemas), letting pass only the breaches being fixed in
+// package control (harness.PendingControlFixes).
+var contract = harness.NewContract(harness.SchemaDir(), harness.PendingControlFixes...)
+
+// subscribe is harness.Subscribe, with what arrives held to the contract
+// when the test ends.
+func subscribe(t *testing.T, url, topic string) *harness.Recorder {
+	t.Helper()
+	rec := harness.Subscribe(t, url, topic)
+	contract.Watch(t, rec)
+	return rec
+}
+
+// startBroker is harness.StartMosquitto (plain TCP) with everything
+// gateways publish on it held to the contract, until it is restarted.
+func startBroker(t *testing.T, opts ...harness.Option) *harness.Mosquitto {
+	t.Helper()
+	m := harness.StartMosquitto(t, opts...)
+	subscribe(t, m.URL(), "hearth/v1/#")
+	return m
 }
 
 // agentConfig is the config the tests run the agent with.
@@ -193,4 +220,19 @@ func runBinary(t *testing.T, cred *syscall.Credential, bin string, args ...strin
 		t.Fatalf("run %s %v: %v", filepath.Base(bin), args, err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// newAgentConfig writes a config for gateway, in a folder of the test's own
+// that is also its data_dir and holds its socket, followed by rest (the
+// devices and uplink sections), and returns the folder, the socket and
+// the config file.
+func newAgentConfig(t *testing.T, gateway, rest string) (dir, sock, cfg string) {
+	t.Helper()
+	dir = t.TempDir()
+	sock = filepath.Join(dir, "hearth.sock")
+	cfg = filepath.Join(dir, "hearth.yaml")
+	if err := os.WriteFile(cfg, []byte("gateway_id: "+gateway+"\ndata_dir: "+dir+"\ndiag_socket: "+sock+"\n"+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, sock, cfg
 }

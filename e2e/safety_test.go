@@ -13,7 +13,6 @@ import (
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/buffer"
 	"github.com/hearth-energy/hearth/drivers/sim"
-	"github.com/hearth-energy/hearth/internal/harness"
 	"github.com/hearth-energy/hearth/safety"
 )
 
@@ -99,7 +98,7 @@ func maxOutWRte(s *sim.Simulator, from int) int16 {
 // restarted agent resumes the unexpired lease and ignores an expired one.
 func TestSafetyAgainstSimulator(t *testing.T) {
 	t.Parallel()
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	s, simAddr := startSim(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000, Serial: "E2ESAFE"})
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "hearth.yaml")
@@ -167,7 +166,7 @@ func TestSafetyAgainstSimulator(t *testing.T) {
 // checks the agent switches to holding 0 W by itself when it ends.
 func TestLeaseExpiryTakesFallback(t *testing.T) {
 	t.Parallel()
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	s, simAddr := startSim(t, sim.Config{InitialSoC: 60, Serial: "E2EEXP"})
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "hearth.yaml")

@@ -44,14 +44,14 @@ func maxSeq(m map[uint64]bool) uint64 {
 func TestTelemetryThroughBrokerRestart(t *testing.T) {
 	t.Parallel()
 	const gw = "gw-e2e"
-	mq := harness.StartMosquitto(t)
+	mq := startBroker(t)
 	// The agent reaches the broker through a proxy, so the test can hold it
 	// off until a fresh subscriber is listening after the restart.
 	px := harness.StartProxy(t, mq.Addr())
 	s, simAddr := startSim(t, sim.Config{InitialSoC: 55, Serial: "E2E0001"})
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, gw, px.URL(), "200ms", []devSpec{{"battery", simAddr}})
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	agent := startAgent(t, cfg)
 
 	msgs := rec.WaitFor(t, 30*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) >= 10 })
@@ -90,7 +90,7 @@ func TestTelemetryThroughBrokerRestart(t *testing.T) {
 	mq.Stop()
 	time.Sleep(4 * time.Second)
 	mq.Start()
-	rec2 := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	rec2 := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	px.Refuse(false)
 	target := maxSeq(before) + 30 // the outage alone produced about 22 readings
 	union := func(m []harness.Message) map[uint64]bool {

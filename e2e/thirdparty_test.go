@@ -57,8 +57,8 @@ func checkThirdParty(t *testing.T, gw string, args ...string) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	waitListening(t, addr)
 
-	mq := harness.StartMosquitto(t)
-	rec := harness.Subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
+	mq := startBroker(t)
+	rec := subscribe(t, mq.URL(), "hearth/v1/"+gw+"/#")
 	dir := t.TempDir()
 	startAgent(t, writeConfig(t, dir, gw, mq.URL(), "500ms", []devSpec{{"inverter", addr}}))
 

@@ -58,7 +58,7 @@ func runSim(t *testing.T, args ...string) (string, string, int) {
 // documented ack while nothing but the signed lease reaches safety.
 func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 	t.Parallel()
-	m := harness.StartMosquitto(t)
+	m := startBroker(t)
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "ops.key")
 	out, errOut, code := runSim(t, "cloud", "keygen", "--out", keyFile, "--key-id", "ops-1")
@@ -104,7 +104,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	acks := harness.Subscribe(t, m.URL(), "hearth/v1/gw-ops/setpoint/ack")
+	acks := subscribe(t, m.URL(), "hearth/v1/gw-ops/setpoint/ack")
 
 	// A signed lease from flags: applied, and the ack printed.
 	out, errOut, code = runSim(t, "cloud", "send", "--broker", m.URL(), "--gateway", "gw-ops",

@@ -45,8 +45,23 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	reportContract()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// contract holds every payload the scenarios' agents publish to the MQTT
+// contract (docs/schemas), letting pass only the breaches being fixed in
+// package control (harness.PendingControlFixes).
+var contract = harness.NewContract(harness.SchemaDir(), harness.PendingControlFixes...)
+
+// reportContract says what the run validated, and which known breaches no
+// longer occur (their allowance can go).
+func reportContract() {
+	fmt.Fprintln(os.Stderr, contract.Summary())
+	for _, a := range contract.Unused() {
+		fmt.Fprintf(os.Stderr, "contract: allowance no longer needed in this run: %s %q (%s)\n", a.Kind, a.Match, a.Fix)
+	}
 }
 
 // full says whether the scenarios run in their full length (make faults).
@@ -267,6 +282,7 @@ func observe(t *testing.T, brokerURL, gw string) *observer {
 func (o *observer) resubscribe(brokerURL string) {
 	o.t.Helper()
 	r := harness.Subscribe(o.t, brokerURL, "hearth/v1/"+o.gw+"/#")
+	contract.Watch(o.t, r)
 	o.mu.Lock()
 	o.recs = append(o.recs, r)
 	o.mu.Unlock()

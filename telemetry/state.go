@@ -12,6 +12,9 @@ import (
 // StateUplink is what the state publisher needs of the MQTT session.
 type StateUplink interface {
 	Connected() bool
+	// Connects counts the connections made so far: a new one gets the
+	// state again, even unchanged.
+	Connects() uint64
 	PublishState(ctx context.Context, st hearth.State) error
 }
 
@@ -63,6 +66,8 @@ func (p *StatePublisher) run(ctx context.Context) {
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
 	dirty := false
+	var last hearth.State // published on connection conn
+	var conn uint64
 	for {
 		final := false
 		select {
@@ -76,13 +81,18 @@ func (p *StatePublisher) run(ctx context.Context) {
 			dirty = true
 		}
 		if dirty && p.up.Connected() {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := p.up.PublishState(pctx, p.state())
-			cancel()
-			if err == nil {
-				dirty = false
+			st, c := p.state(), p.up.Connects()
+			if c == conn && st.Same(last) {
+				dirty = false // already published on this connection
 			} else {
-				p.log.Debug("publish state", "err", err)
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := p.up.PublishState(pctx, st)
+				cancel()
+				if err == nil {
+					dirty, last, conn = false, st, c
+				} else {
+					p.log.Debug("publish state", "err", err)
+				}
 			}
 		}
 		if final {

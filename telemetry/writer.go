@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -71,6 +72,22 @@ type Writer struct {
 	log  *slog.Logger
 	in   chan hearth.Reading
 	done chan struct{}
+	// lastSeq is the last seq given to a reading, once seqKnown: from the
+	// first reservation of this run (the seq before the block) on.
+	lastSeq  atomic.Uint64
+	seqKnown atomic.Bool
+}
+
+// LastSeq returns the last seq given to a reading: in this run, or before
+// the first one, the last one before this run's first block. ok is false
+// until the writer has reserved its first block; until then the buffer's
+// own high-water mark is the answer. Unlike the buffer's, it never counts
+// seqs reserved and not yet used.
+func (w *Writer) LastSeq() (seq uint64, ok bool) {
+	if !w.seqKnown.Load() {
+		return 0, false
+	}
+	return w.lastSeq.Load(), true
 }
 
 // NewWriter returns a writer; it takes readings once started.
@@ -166,6 +183,10 @@ func (w *Writer) run() {
 					return
 				}
 				next, last = first, l
+				if !w.seqKnown.Load() {
+					w.lastSeq.Store(first - 1)
+					w.seqKnown.Store(true)
+				}
 			}
 			n := min(uint64(len(batch)), last-next+1)
 			rs := slices.Clone(batch[:n])
@@ -175,6 +196,7 @@ func (w *Writer) run() {
 				next++
 			}
 			used = rs[len(rs)-1].Seq
+			w.lastSeq.Store(used)
 			fresh.add(rs, clock.Mono())
 			batch = batch[n:]
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"testing"
@@ -77,5 +78,71 @@ func TestReconnectDelaysLoggedGrowAndJitter(t *testing.T) {
 	}
 	if len(distinct) < n-1 {
 		t.Errorf("%d distinct delays in %d attempts: not jittered", len(distinct), n)
+	}
+}
+
+// TestReconnectCutsTheBootDelayAndTheBackoff: while the session waits out
+// a long boot delay, Stats says until when and Reconnect connects at once;
+// after losing the broker, Stats shows the next attempt, and Reconnect
+// skips the rest of the backoff once the broker is back.
+func TestReconnectCutsTheBootDelayAndTheBackoff(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMosquitto(t)
+	s, err := New(Config{
+		Broker: m.URL(), GatewayID: "gw-reconnect", BootDelayMax: time.Hour,
+		BackoffMin: time.Hour, BackoffMax: time.Hour, // only Reconnect can make it retry
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delays are uniform in [0, 1h]; one under a minute could pass while
+	// the test looks. A generator whose first draws are all longer makes
+	// every wait real.
+	s.rng = drawsAbove(time.Minute, time.Hour, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), wait)
+		defer ccancel()
+		s.Close(cctx)
+	}()
+	waitUntil(t, "boot delay reported", func() bool { return !s.Stats().BootDelayUntil.IsZero() })
+	st := s.Stats()
+	if st.Connected || st.Attempts != 0 || !st.NextAttempt.Equal(st.BootDelayUntil) || time.Until(st.BootDelayUntil) < time.Minute {
+		t.Fatalf("in the boot delay: %+v; want no attempt yet and the next one due at its end, over a minute away", st)
+	}
+	if !s.Reconnect() {
+		t.Error("Reconnect during the boot delay reported no wait")
+	}
+	waitConnected(t, s)
+	if st := s.Stats(); !st.BootDelayUntil.IsZero() || !st.NextAttempt.IsZero() || st.Attempts != 1 {
+		t.Errorf("connected: %+v; want no delay nor next attempt, one attempt", st)
+	}
+	if s.Reconnect() {
+		t.Error("Reconnect while connected reported a wait")
+	}
+
+	m.Stop()
+	waitUntil(t, "next attempt reported", func() bool { return !s.Stats().NextAttempt.IsZero() })
+	if st := s.Stats(); st.Connected || time.Until(st.NextAttempt) < time.Minute || !st.BootDelayUntil.IsZero() {
+		t.Errorf("after the loss: %+v; want down, the next attempt over a minute away, no boot delay", st)
+	}
+	m.Start()
+	s.Reconnect()
+	waitConnected(t, s)
+}
+
+// drawsAbove returns a generator whose first n delays drawn in [0, window]
+// (as jitter and backoff draw them) all exceed min.
+func drawsAbove(min, window time.Duration, n int) *rand.Rand {
+	for seed := uint64(1); ; seed++ {
+		r, ok := rand.New(rand.NewPCG(seed, seed)), true
+		for i := 0; i < n && ok; i++ {
+			ok = time.Duration(r.Int64N(int64(window)+1)) > min
+		}
+		if ok {
+			return rand.New(rand.NewPCG(seed, seed))
+		}
 	}
 }

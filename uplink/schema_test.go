@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/internal/schemacheck"
 )
 
 var (
@@ -32,6 +33,7 @@ func schema(t *testing.T, name string) *jsonschema.Schema {
 		c := jsonschema.NewCompiler()
 		c.AssertFormat()
 		c.AssertContent()
+		c.UseLoader(schemacheck.Loader(filepath.Join("..", "docs", "schemas")))
 		for _, n := range []string{"telemetry", "status", "state", "event", "setpoint", "setpoint-envelope", "ack"} {
 			abs, err := filepath.Abs(filepath.Join("..", "docs", "schemas", n+".schema.json"))
 			if err != nil {
@@ -106,10 +108,11 @@ func TestPayloadsMatchSchemas(t *testing.T) {
 		}
 	}
 	events := []hearth.Event{
-		{ID: 1, Type: "gap", Data: json.RawMessage(`{"from_seq":10,"to_seq":99,"reason":"quota"}`)},
-		{ID: 2, Type: "lease_ended", Data: json.RawMessage(`{"lease_id":"b7e1","version":42,"fallback":"auto"}`)},
-		{ID: 3, Type: "trip", Data: json.RawMessage(`{"rule":"temp_c_max","value":61.5}`)},
-		{ID: 4, Type: "buffer_corrupt"},
+		{ID: 1, Type: "gap", Data: json.RawMessage(`{"from_seq":10,"to_seq":99,"reason":"quota","readings":90}`)},
+		{ID: 2, Type: "lease_ended", Data: json.RawMessage(`{"lease_id":"b7e1","version":42,"source":"cloud","mode":"idle",` +
+			`"valid_until":"2026-11-25T10:15:00Z","fallback":"auto","reason":"expired"}`)},
+		{ID: 3, Type: "trip", Data: json.RawMessage(`{"rule":"temp_c_max"}`)},
+		{ID: 4, Type: "buffer_corrupt", Data: json.RawMessage(`{"path":"/var/lib/hearth/hearth.db","moved_to":"/var/lib/hearth/hearth.db.corrupt-1","reason":"database disk image is malformed"}`)},
 	}
 	for _, ev := range events {
 		if err := s.PublishEvent(ctx, ev); err != nil {

@@ -60,6 +60,9 @@ type Session struct {
 	tls    *tls.Config
 	topics topics
 	inbox  chan inbound // setpoint payloads waiting for the handler
+	// wake cuts short the wait before the next connection attempt
+	// (Reconnect); it holds at most one request.
+	wake chan struct{}
 	// inboxBytes is the payload bytes in inbox, guarded by mu.
 	inboxBytes int
 	birthC     chan struct{} // birth changed while connected: republish
@@ -183,6 +186,13 @@ type Stats struct {
 	SetpointsRejected uint64 // setpoint messages refused by ParseSetpoint
 	AcksPending       int    // acks waiting for a connection
 	AcksDropped       uint64 // acks lost because the pending queue was full
+	// BootDelayUntil is when the random boot delay ends, while the
+	// session waits it out before its first attempt; zero otherwise.
+	BootDelayUntil time.Time
+	// NextAttempt is when the next connection attempt is due, while the
+	// session waits (boot delay or backoff); zero while connected or
+	// attempting.
+	NextAttempt time.Time
 }
 
 // New validates cfg and builds the TLS configuration (broker verified
@@ -209,6 +219,7 @@ func New(cfg Config) (*Session, error) {
 			ack:       base + "/setpoint/ack",
 		},
 		inbox:  make(chan inbound, cfg.SetpointQueue),
+		wake:   make(chan struct{}, 1),
 		birthC: make(chan struct{}, 1),
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		birth:  Birth{Version: hearth.Version},
@@ -276,6 +287,9 @@ func (s *Session) Connected() bool {
 	return s.cur != nil
 }
 
+// Connects counts the connections established so far.
+func (s *Session) Connects() uint64 { return s.Stats().Connects }
+
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() Stats {
 	s.mu.Lock()
@@ -286,6 +300,55 @@ func (s *Session) Stats() Stats {
 		st.ConnectedSince = s.cur.since
 	}
 	return st
+}
+
+// Reconnect cuts short the wait before the next connection attempt, be it
+// the boot delay or a backoff: the attempt starts at once. It reports
+// whether the session was waiting; a connected session, or one attempting
+// right now, is left alone (a request made during an attempt that then
+// fails skips the next backoff). For a person at the gateway: automatic
+// retries keep their jitter.
+func (s *Session) Reconnect() (waiting bool) {
+	s.mu.Lock()
+	waiting = s.cur == nil && !s.stats.NextAttempt.IsZero()
+	connected := s.cur != nil
+	s.mu.Unlock()
+	if connected {
+		return false
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return waiting
+}
+
+// wait waits d before the next attempt, or until ctx ends (false) or
+// Reconnect is called; Stats shows when the attempt is due meanwhile.
+func (s *Session) wait(ctx context.Context, d time.Duration, boot bool) bool {
+	due := time.Now().Add(d)
+	s.mu.Lock()
+	s.stats.NextAttempt = due
+	if boot {
+		s.stats.BootDelayUntil = due
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.stats.NextAttempt, s.stats.BootDelayUntil = time.Time{}, time.Time{}
+		s.mu.Unlock()
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.wake:
+		s.log.Info("mqtt reconnect requested: attempting now")
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // OnSetpoint sets the function that receives each payload published to
@@ -321,7 +384,7 @@ func (s *Session) run(ctx context.Context) {
 	if s.cfg.BootDelayMax > 0 {
 		d := s.jitter(s.cfg.BootDelayMax)
 		s.log.Info("mqtt boot delay", "delay", d)
-		if !sleep(ctx, d) {
+		if !s.wait(ctx, d, true) {
 			return
 		}
 	}
@@ -336,10 +399,14 @@ func (s *Session) run(ctx context.Context) {
 			d := s.backoff(attempt)
 			attempt++
 			s.log.Warn("mqtt connect failed", "err", err, "attempt", attempt, "retry_in", d)
-			if !sleep(ctx, d) {
+			if !s.wait(ctx, d, false) {
 				return
 			}
 			continue
+		}
+		select { // a request to reconnect is answered by this connection
+		case <-s.wake:
+		default:
 		}
 		s.log.Info("mqtt connected", "client_id", s.cfg.ClientID)
 		lostErr := s.serve(ctx, c)
@@ -359,7 +426,7 @@ func (s *Session) run(ctx context.Context) {
 		}
 		attempt++
 		s.log.Warn("mqtt connection lost", "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d)
-		if !sleep(ctx, d) {
+		if !s.wait(ctx, d, false) {
 			return
 		}
 	}
@@ -635,16 +702,4 @@ func (s *Session) backoff(n int) time.Duration {
 	s.rngMu.Lock()
 	defer s.rngMu.Unlock()
 	return backoff(n, s.cfg.BackoffMin, s.cfg.BackoffMax, s.rng)
-}
-
-// sleep waits d or until ctx ends, reporting whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

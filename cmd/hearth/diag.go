@@ -87,8 +87,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	watch := fs.Bool("watch", false, "refresh every second")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	wide := fs.Bool("wide", false, "show every error whole, and each device's link, beyond 80 columns")
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	c := diag.NewClient(f.socketPath())
 	once := func(w io.Writer) int {
@@ -103,7 +104,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		if f.json {
 			w.Write(raw)
 		} else {
-			renderStatus(w, st, time.Now())
+			renderStatus(w, st, time.Now(), *wide)
 		}
 		if st.Verdict != "OK" {
 			return exitDegraded
@@ -135,9 +136,9 @@ func cmdPoints(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	watch := fs.Bool("watch", false, "refresh every second")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	q := url.Values{}
 	if len(pos) > 1 {
@@ -176,8 +177,8 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	f.register(fs)
 	since := fs.String("since", "", "only events newer than this (e.g. 10m, 2h)")
 	typ := fs.String("type", "", "only events of this type (e.g. trip, gap, uplink_lost)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	q := url.Values{}
 	if *since != "" {
@@ -188,6 +189,10 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 		q.Set("since", *since)
 	}
 	if *typ != "" {
+		if err := diag.CheckEventType(*typ); err != nil {
+			fmt.Fprintf(stderr, "hearth events: --type: %v\n", err)
+			return exitUsage
+		}
 		q.Set("type", *typ)
 	}
 	var raw json.RawMessage
@@ -210,8 +215,8 @@ func cmdBuffer(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth buffer", stderr)
 	var f diagFlags
 	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	var raw json.RawMessage
 	if err := diag.NewClient(f.socketPath()).Do("GET", "/buffer", nil, nil, &raw); err != nil {
@@ -236,8 +241,8 @@ func cmdLease(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth lease", stderr)
 	var f diagFlags
 	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	var raw json.RawMessage
 	if err := diag.NewClient(f.socketPath()).Do("GET", "/lease", nil, nil, &raw); err != nil {
@@ -328,9 +333,9 @@ func cmdLogLevel(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth log-level", stderr)
 	var f diagFlags
 	f.register(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "usage: hearth log-level debug|info|warn|error")

@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
 	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/diag"
 )
 
 // Exit codes.
@@ -27,13 +29,14 @@ const (
 	exitUsage   = 2
 	exitConfig  = 3
 	defaultPath = "/etc/hearth/hearth.yaml"
+	logLines    = 5000 // log lines the agent keeps for hearth dump
 )
 
 const usage = `hearth — home-battery gateway agent
 
 Usage:
   hearth run [--config FILE] [--log-format text|json] [--log-level LEVEL]
-  hearth status [--watch]        agent, devices, safety, lease, uplink, buffer at a glance
+  hearth status [--watch] [--wide]  agent, devices, safety, lease, uplink, buffer at a glance
   hearth points [DEVICE] [--watch]  latest values with age and quality
   hearth events [--since D] [--type T]  trips, setpoints, connectivity, gaps
   hearth buffer                  depth, oldest unsent, bytes
@@ -41,8 +44,11 @@ Usage:
   hearth lease reset-version --confirm GATEWAY_ID   let the cloud number leases from 1 again
   hearth keys [reload]           setpoint keys in force; reload them from the config (as SIGHUP)
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
-  hearth mode set power W --for D    a small test power (±1000 W) through safety
+  hearth mode set power -500W --for 2m  a small local test power (sign, wiring; at most ±1000 W)
+  hearth commission              check a new installation and print its report
+  hearth dump [--out FILE]       one support bundle: config (no secrets), status, events, logs
   hearth log-level LEVEL         change the running agent's log level
+  hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
   hearth config init             write a config for this gateway
@@ -68,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "config":
 		switch {
 		case len(args) >= 2 && args[1] == "check":
@@ -76,7 +82,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case len(args) >= 2 && args[1] == "init":
 			return cmdConfigInit(args[2:], stdout, stderr)
 		}
-		fmt.Fprintln(stderr, "usage: hearth config check FILE | hearth config init [flags]")
+		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags]"
+		if isHelp(args[1:min(2, len(args))]) {
+			fmt.Fprintln(stdout, configUsage)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, configUsage)
 		return exitUsage
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
@@ -98,6 +109,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCert(args[1:], stdout, stderr)
 	case "modbus":
 		return cmdModbus(args[1:], stdout, stderr)
+	case "uplink":
+		return cmdUplink(args[1:], stdout, stderr)
+	case "commission":
+		return cmdCommission(args[1:], stdout, stderr)
+	case "dump":
+		return cmdDump(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -115,27 +132,84 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+// isHelp reports whether args ask for help (-h, -help, --help) before any
+// "--".
+func isHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// parseArgs parses args with fs, flags wherever they stand among the
+// positional arguments (so `hearth points battery --json` works as users
+// type it), and returns the positional arguments. When it returns ok
+// false, the command ends at once with code: 0 after --help, whose text
+// goes to stdout, or 2 (usage) after a bad flag, which flag has reported
+// on stderr.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) (pos []string, code int, ok bool) {
+	if isHelp(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return nil, exitOK, false
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, exitUsage, false
+	}
+	return pos, exitOK, true
+}
+
+// parseNoArgs is parseArgs for a command that takes no positional
+// argument: one given is a usage error, named on stderr.
+func parseNoArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code, false
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q (see %s --help)\n", fs.Name(), pos[0], fs.Name())
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth run", stderr)
 	path := fs.String("config", defaultPath, "config file")
 	format := fs.String("log-format", "text", "log format: text or json")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	lv := new(slog.LevelVar)
-	log, err := newLogger(stderr, *format, *level, lv)
+	// The last lines are kept for `hearth dump` too: a gateway may have
+	// no journal, or one that has rotated them away.
+	ring := diag.NewLogRing(logLines)
+	log, err := newLogger(io.MultiWriter(stderr, ring), *format, *level, lv)
 	if err != nil {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitUsage
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, explainConfigError(*path, err))
 		var ce config.Errors
 		if errors.As(err, &ce) {
 			return exitConfig
 		}
+		return exitFailed
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + warningLine(w))
+	}
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitFailed
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -146,6 +220,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitFailed
 	}
 	a.UseLogLevel(lv)
+	a.UseLogRing(ring)
 	// SIGHUP reloads the setpoint keys (a rotation or a revocation)
 	// without a restart, which would interrupt control.
 	hup := make(chan os.Signal, 1)
@@ -170,6 +245,49 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return exitOK
 }
 
+// explainConfigError adds what to do to a config file that cannot be
+// read; other errors (the file's own, on their lines) say it already.
+func explainConfigError(path string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w\n  no config at %s: write one with `hearth config init --out %s`, or pass --config FILE", err, path, path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w\n  %s is not readable by uid %d: run as root or the hearth user (sudo -u hearth …), or check its mode (0640 root:hearth)", err, path, os.Geteuid())
+	}
+	return err
+}
+
+// checkDataDir makes sure the agent can write in dir (creating it if need
+// be) before anything opens the buffer there, and otherwise says why and
+// what to do: SQLite itself would only say "unable to open database file".
+func checkDataDir(dir string) error {
+	err := os.MkdirAll(dir, 0o750)
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(dir, ".hearth-write-check-*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil
+		}
+	}
+	return dataDirError(dir, err)
+}
+
+// dataDirError explains why data_dir cannot be written.
+func dataDirError(dir string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("data_dir %s is on a read-only file system (%v): remount it read-write, or set data_dir to a writable folder such as /var/lib/hearth", dir, err)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("data_dir %s is not writable by uid %d (%v): give it to the user the agent runs as (sudo chown -R hearth:hearth %s), or set data_dir to a folder it owns", dir, os.Geteuid(), err, dir)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("data_dir %s: no space left on the device (%v): free some, or set data_dir on another file system", dir, err)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("data_dir %s: a file is in the way of the folder (%v): move it, or set data_dir elsewhere", dir, err)
+	}
+	return fmt.Errorf("data_dir %s cannot be written: %w", dir, err)
+}
+
 func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
@@ -184,61 +302,11 @@ func newLogger(w io.Writer, format, level string, lv *slog.LevelVar) (*slog.Logg
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
-func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("hearth config check", stderr)
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
-	}
-	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: hearth config check FILE [--json]")
-		return exitUsage
-	}
-	path := pos[0]
-	_, err = config.Load(path)
-	var ce config.Errors
-	if *asJSON {
-		type item struct {
-			Line int    `json:"line,omitempty"`
-			Msg  string `json:"message"`
-		}
-		out := struct {
-			File   string `json:"file"`
-			Valid  bool   `json:"valid"`
-			Errors []item `json:"errors"`
-		}{File: path, Valid: err == nil, Errors: []item{}}
-		if errors.As(err, &ce) {
-			for _, e := range ce {
-				out.Errors = append(out.Errors, item{Line: e.Line, Msg: e.Msg})
-			}
-		} else if err != nil {
-			out.Errors = append(out.Errors, item{Msg: err.Error()})
-		}
-		writeJSON(stdout, out)
-	} else if err == nil {
-		fmt.Fprintf(stdout, "%s: OK\n", path)
-	} else {
-		fmt.Fprintln(stdout, err)
-	}
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ce):
-		if !*asJSON {
-			fmt.Fprintf(stderr, "%d error(s) in %s\n", len(ce), path)
-		}
-		return exitConfig
-	default:
-		return exitFailed
-	}
-}
-
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth version", stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *asJSON {
 		writeJSON(stdout, map[string]string{"version": hearth.Version})
@@ -254,18 +322,30 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		// A negative number (hearth mode set power -500W) is an argument,
-		// not a flag.
-		for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' && (args[0][1] >= '0' && args[0][1] <= '9' || args[0][1] == '.') {
-			pos, args = append(pos, args[0]), args[1:]
+		// A negative number (-500W) is an argument, not a flag: parse
+		// the flags before it, then take it as it is.
+		i := slices.IndexFunc(args, negativeNumber)
+		head := args
+		if i >= 0 {
+			head = args[:i]
 		}
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(head); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
-			return pos, nil
+			if i < 0 {
+				return pos, nil
+			}
+			pos = append(pos, args[i])
+			args = args[i+1:]
+			continue
 		}
 		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		args = append(fs.Args()[1:], args[len(head):]...)
 	}
+}
+
+// negativeNumber reports whether a looks like -500, -1.5kW or -.5.
+func negativeNumber(a string) bool {
+	return len(a) > 1 && a[0] == '-' && (a[1] >= '0' && a[1] <= '9' || a[1] == '.')
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -105,13 +107,7 @@ func (l linkFlags) open(name string, stderr io.Writer) (*drivers.Bus, int) {
 		fmt.Fprintf(stderr, "%s: --address is required\n", name)
 		return nil, exitUsage
 	}
-	tr := *l.transport
-	if tr == "" {
-		tr = drivers.TransportTCP
-		if strings.HasPrefix(*l.address, "/") {
-			tr = drivers.TransportRTU
-		}
-	}
+	tr := l.transportName()
 	if *l.timeout <= 0 {
 		fmt.Fprintf(stderr, "%s: --timeout must be positive\n", name)
 		return nil, exitUsage
@@ -128,6 +124,28 @@ func (l linkFlags) open(name string, stderr io.Writer) (*drivers.Bus, int) {
 		return nil, exitUsage
 	}
 	return bus, exitOK
+}
+
+// transportName is --transport, or the one an address implies: rtu for
+// a /dev path, else tcp.
+func (l linkFlags) transportName() string {
+	if *l.transport != "" {
+		return *l.transport
+	}
+	if strings.HasPrefix(*l.address, "/") {
+		return drivers.TransportRTU
+	}
+	return drivers.TransportTCP
+}
+
+// explain prints a failed direct request's error and, on a line of its
+// own, what to check next.
+func (l linkFlags) explain(stderr io.Writer, name string, err error, unit uint8) {
+	_, hint := diag.DeviceCause(err, l.transportName(), *l.address, int(unit))
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	if hint != "" && hint != err.Error() {
+		fmt.Fprintf(stderr, "  %s\n", hint)
+	}
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -148,13 +166,10 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 	start := fs.Uint("start", 0, "first register address (0..65535, as on the wire)")
 	count := fs.Uint("count", 1, "number of registers (1..125)")
 	table := fs.String("table", "holding", "holding or input")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "hearth modbus read: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
 	case *unit > 247:
 		fmt.Fprintln(stderr, "hearth modbus read: --unit must be 0..247")
 		return exitUsage
@@ -181,7 +196,7 @@ func cmdModbusRead(args []string, stdout, stderr io.Writer) int {
 		var err error
 		regs, err = bus.Read(ctx, uint8(*unit), drivers.Table(*table), uint16(*start), uint16(*count))
 		if err != nil {
-			fmt.Fprintln(stderr, "hearth modbus read:", err)
+			lf.explain(stderr, "hearth modbus read", err, uint8(*unit))
 			return exitFailed
 		}
 	} else {
@@ -260,12 +275,8 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 	unitsFlag := fs.String("units", "1-247", "unit ids to try: a list of ids and ranges, such as 1-10,100")
 	fs.Lookup("timeout").DefValue = "300ms"
 	*lf.timeout = 300 * time.Millisecond
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "hearth modbus scan: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	units, err := parseUnits(*unitsFlag)
 	if err != nil {
@@ -282,26 +293,59 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 	defer bus.Close()
 	ctx, cancel := signalContext()
 	defer cancel()
-	found := []drivers.ScanResult{}
-	for i, u := range units {
-		if ctx.Err() != nil {
-			break
-		}
-		if !*lf.asJSON && len(units) > 10 {
-			fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units))
-		}
-		if res, ok := drivers.ScanUnit(ctx, bus, u, *lf.timeout); ok {
-			found = append(found, res)
-		}
-	}
+	var progress func(int, uint8)
 	if !*lf.asJSON && len(units) > 10 {
+		progress = func(i int, u uint8) { fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units)) }
+	}
+	found, err := scanLink(ctx, bus, lf.transportName(), *lf.address, units, *lf.timeout, progress)
+	if progress != nil {
 		fmt.Fprintln(stderr)
+	}
+	if cause, _ := diag.DeviceCause(err, lf.transportName(), *lf.address, int(units[0])); diag.LinkCause(cause) {
+		lf.explain(stderr, "hearth modbus scan", err, units[0])
+		return exitFailed
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "hearth modbus scan: interrupted")
 		return exitFailed
 	}
-	return printScan(found, *lf.asJSON, stdout, stderr)
+	return printScan(found, lf, *unitsFlag, stdout, stderr)
+}
+
+// sunspecBase is the first address a SunSpec scan asks at.
+const sunspecBase = 40000
+
+// scanLink asks each of units on bus whether it is there (and speaks
+// SunSpec), calling progress before each, and returns those that
+// answered. err is the first unit's error when it did not answer: a port
+// that cannot be opened, or a connection refused, is the same for every
+// unit (diag.LinkCause), and then the scan stops there rather than report
+// that no unit answered.
+func scanLink(ctx context.Context, bus *drivers.Bus, transport, address string, units []uint8, timeout time.Duration, progress func(int, uint8)) (found []drivers.ScanResult, err error) {
+	found = []drivers.ScanResult{}
+	_, err = bus.ReadOnce(ctx, units[0], drivers.Holding, sunspecBase, 2, timeout)
+	var exc *drivers.ExceptionError
+	if errors.As(err, &exc) {
+		err = nil // an answer
+	}
+	if cause, _ := diag.DeviceCause(err, transport, address, int(units[0])); diag.LinkCause(cause) {
+		return found, err
+	}
+	for i, u := range units {
+		if ctx.Err() != nil {
+			break
+		}
+		if i == 0 && err != nil {
+			continue // asked once already, in vain
+		}
+		if progress != nil {
+			progress(i, u)
+		}
+		if res, ok := drivers.ScanUnit(ctx, bus, u, timeout); ok {
+			found = append(found, res)
+		}
+	}
+	return found, err
 }
 
 // scanViaAgent asks the running agent to scan on its own link.
@@ -324,20 +368,32 @@ func scanViaAgent(lf linkFlags, units []uint8, stdout, stderr io.Writer) int {
 	if err := c.Do("POST", "/modbus/scan", nil, req, &res); err != nil {
 		return fail(stderr, "modbus scan", err)
 	}
-	return printScan(res.Units, *lf.asJSON, stdout, stderr)
+	return printScan(res.Units, lf, units2string(units), stdout, stderr)
 }
 
-// printScan prints what a scan found.
-func printScan(found []drivers.ScanResult, asJSON bool, stdout, stderr io.Writer) int {
-	if asJSON {
+// printScan prints what a scan of units found. A scan that found no unit
+// failed (exit 1), with what to check next on stderr; its JSON form still
+// goes to stdout.
+func printScan(found []drivers.ScanResult, lf linkFlags, units string, stdout, stderr io.Writer) int {
+	code := exitOK
+	if len(found) == 0 {
+		_, hint := diag.DeviceCause(drivers.ErrTimeout, lf.transportName(), *lf.address, 0)
+		hint = strings.Replace(hint, "no reply from unit 0: wrong unit id?", "wrong unit ids, or a device that is off?", 1)
+		where := *lf.address
+		if where == "" {
+			where = "the link of " + cmp.Or(*lf.device, "the agent's device")
+		}
+		fmt.Fprintf(stderr, "hearth modbus scan: no unit answered on %s (units %s, %s each)\n  %s\n", where, units, *lf.timeout, hint)
+		code = exitFailed
+	}
+	if *lf.asJSON {
 		writeJSON(stdout, struct {
 			Units []drivers.ScanResult `json:"units"`
 		}{found})
-		return exitOK
+		return code
 	}
 	if len(found) == 0 {
-		fmt.Fprintln(stderr, "hearth modbus scan: no unit answered")
-		return exitOK
+		return code
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "UNIT\tSUNSPEC\tBASE\tMODELS\tDEVICE")
@@ -360,4 +416,22 @@ func printScan(found []drivers.ScanResult, asJSON bool, stdout, stderr io.Writer
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// units2string writes a unit list back in the --units form, for messages.
+func units2string(units []uint8) string {
+	var parts []string
+	for i := 0; i < len(units); {
+		j := i
+		for j+1 < len(units) && units[j+1] == units[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", units[i], units[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(int(units[i])))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
 }

@@ -11,21 +11,24 @@ import (
 	"github.com/hearth-energy/hearth/diag"
 )
 
+const modeUsage = "usage: hearth mode set idle|auto --for DURATION | hearth mode set power WATTS --for DURATION | hearth mode clear"
+
 // cmdMode is `hearth mode set idle|auto --for 30m`, `hearth mode set power
-// -500W --for 2m` and `hearth mode clear`: a local lease for field work. It
-// passes the agent's safety like any setpoint, and the cloud sees it as a
-// local lease in …/state.
+// -500W --for 2m` and `hearth mode clear`: a local lease for field work,
+// or a small test power to check sign and wiring. It passes the agent's
+// safety like any setpoint, and the cloud sees it as a local lease in
+// …/state.
 func cmdMode(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth mode", stderr)
 	var f diagFlags
 	f.register(fs)
-	dur := fs.String("for", "", "how long the local mode holds (e.g. 30m; at most 12h)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	dur := fs.String("for", "", "how long the local mode holds (e.g. 30m; at most 12h, 15m for a power)")
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	usage := func() int {
-		fmt.Fprintln(stderr, "usage: hearth mode set idle|auto --for DURATION | hearth mode set power WATTS --for DURATION | hearth mode clear")
+		fmt.Fprintln(stderr, modeUsage)
 		return exitUsage
 	}
 	if len(pos) == 0 {
@@ -34,15 +37,10 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 	c := diag.NewClient(f.socketPath())
 	switch {
 	case pos[0] == "set" && (len(pos) == 2 || len(pos) == 3 && pos[1] == string(hearth.ModePower)):
-		if *dur == "" {
-			fmt.Fprintln(stderr, "hearth mode set: --for is required, so a forgotten override ends by itself")
-			return exitUsage
-		}
-		var ack hearth.Ack
 		req := diag.ModeRequest{Mode: hearth.Mode(pos[1]), For: *dur}
 		if req.Mode == hearth.ModePower {
 			if len(pos) != 3 {
-				fmt.Fprintln(stderr, "hearth mode set power: give the power, e.g. -500W (charge) or 500W (discharge)")
+				fmt.Fprintln(stderr, "hearth mode set power: give the power, e.g. -500W (negative charges, positive discharges)")
 				return exitUsage
 			}
 			w, err := parseWatts(pos[2])
@@ -51,19 +49,19 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 				return exitUsage
 			}
 			req.PowerW = &w
-			pos[1] = fmt.Sprintf("power %g W", float64(w))
 		}
-		if err := c.Do("POST", "/mode", nil, req, &ack); err != nil {
+		if *dur == "" {
+			fmt.Fprintln(stderr, "hearth mode set: --for is required, so a forgotten override ends by itself")
+			return exitUsage
+		}
+		ack, err := setMode(c, req)
+		if err != nil {
 			return fail(stderr, "mode set", err)
 		}
 		if f.json {
 			writeJSON(stdout, ack)
 		} else {
-			line := fmt.Sprintf("mode %s for %s: %s", pos[1], *dur, ack.Result)
-			if ack.Reason != "" {
-				line += " (" + ack.Reason + ")"
-			}
-			fmt.Fprintln(stdout, line)
+			fmt.Fprintln(stdout, modeLine(req, ack))
 		}
 		if ack.Result != hearth.ResultApplied && ack.Result != hearth.ResultClamped {
 			return exitFailed
@@ -84,8 +82,30 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 	return usage()
 }
 
-// parseWatts reads a power such as -500W, 1.5kW or 300: positive
-// discharges, negative charges.
+// setMode asks the agent for a local mode.
+func setMode(c *diag.Client, req diag.ModeRequest) (hearth.Ack, error) {
+	var ack hearth.Ack
+	err := c.Do("POST", "/mode", nil, req, &ack)
+	return ack, err
+}
+
+// modeLine says what became of a local mode.
+func modeLine(req diag.ModeRequest, ack hearth.Ack) string {
+	what := string(req.Mode)
+	if req.PowerW != nil {
+		what += " " + watts(float64(*req.PowerW))
+	}
+	line := fmt.Sprintf("mode %s for %s: %s", what, req.For, ack.Result)
+	if ack.Reason != "" {
+		line += " (" + ack.Reason + ")"
+	}
+	if ack.AppliedW != nil && ack.Result == hearth.ResultClamped {
+		line += ", holding " + watts(float64(*ack.AppliedW))
+	}
+	return line
+}
+
+// parseWatts reads a power as a tech types it: -500W, -500, 1.5kW.
 func parseWatts(s string) (hearth.Watts, error) {
 	t := strings.TrimSpace(s)
 	mult := 1.0
@@ -95,9 +115,9 @@ func parseWatts(s string) (hearth.Watts, error) {
 	case strings.HasSuffix(strings.ToLower(t), "w"):
 		t = t[:len(t)-1]
 	}
-	v, err := strconv.ParseFloat(t, 64)
+	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("%q is not a power (want e.g. -500W, 1.5kW)", s)
+		return 0, fmt.Errorf("power %q: want watts such as -500W or 1.5kW (negative charges)", s)
 	}
 	return hearth.Watts(v * mult), nil
 }

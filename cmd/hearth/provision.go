@@ -58,12 +58,8 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 	out := fs.String("out", defaultPath, "file to write, or - for stdout")
 	force := fs.Bool("force", false, "overwrite an existing file")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "hearth config init: unexpected argument", fs.Arg(0))
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *out != "-" && !*force {
 		if _, err := os.Lstat(*out); err == nil {
@@ -200,8 +196,13 @@ func yamlString(s string) string {
 // and a certificate signing request with the gateway id as common name for
 // the operator's CA to sign.
 func cmdCert(args []string, stdout, stderr io.Writer) int {
+	const certUsage = "usage: hearth cert request --gateway-id ID [--out-dir DIR] [--force] [--json]"
+	if len(args) > 0 && isHelp(args[:1]) {
+		fmt.Fprintln(stdout, certUsage)
+		return exitOK
+	}
 	if len(args) == 0 || args[0] != "request" {
-		fmt.Fprintln(stderr, "usage: hearth cert request --gateway-id ID [--out-dir DIR] [--force] [--json]")
+		fmt.Fprintln(stderr, certUsage)
 		return exitUsage
 	}
 	fs := newFlags("hearth cert request", stderr)
@@ -210,8 +211,8 @@ func cmdCert(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("out-dir", "/etc/hearth", "folder for gateway.key and gateway.csr")
 	force := fs.Bool("force", false, "replace an existing key (a certificate signed for the old key stops working)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
 	if *id == "" {
 		cfg, err := config.Read(*cfgPath) // the certificate is what this makes

@@ -31,13 +31,26 @@ func clip(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-func renderStatus(w io.Writer, st diag.StatusReport, now time.Time) {
+// renderStatus writes the status screen. wide shows every error whole and
+// each device's link, for a terminal wider than 80 columns.
+func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 	a := st.Agent
 	fmt.Fprintf(w, "hearth %s on %s · up %s · clock %s · log %s\n", a.Version, a.GatewayID,
 		diag.Age(time.Duration(a.UptimeS*float64(time.Second))), a.Clock, strings.ToLower(a.LogLevel))
 	fmt.Fprintln(w)
+	fit := func(s string, n int) string {
+		if wide {
+			return s
+		}
+		return clip(s, n)
+	}
 	tw := table(w)
-	fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST OK\tPOLLS\tFAILS\tDETAIL")
+	if wide {
+		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST OK\tPOLLS\tFAILS\tLINK\tUNIT\tDETAIL")
+	} else {
+		fmt.Fprintln(tw, "DEVICE\tSTATE\tLAST OK\tPOLLS\tFAILS\tDETAIL")
+	}
+	var hints []string
 	for _, d := range st.Devices {
 		state, last, detail := "up", "never", ""
 		if !d.Up {
@@ -46,17 +59,34 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time) {
 		if d.LastOK != nil {
 			last = ago(now, *d.LastOK)
 		}
+		label := diag.CauseLabel(d.Cause, d.UnitID)
 		switch {
-		case d.LastError != "":
+		case d.LastError != "" && (wide || label == ""):
 			detail = d.LastError
+		case d.LastError != "":
+			detail = label
 		case d.Identity != nil:
 			detail = strings.TrimSpace(d.Identity.Manufacturer + " " + d.Identity.Model + " " + d.Identity.Serial)
 		default:
 			detail = d.Transport + " " + d.Address
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, state, last, d.Polls, d.Failures, clip(detail, 34))
+		if d.Hint != "" && d.Hint != d.LastError {
+			hints = append(hints, d.Name+": "+d.Hint)
+		}
+		if wide {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s %s\t%d\t%s\n", d.Name, state, last, d.Polls, d.Failures, d.Transport, d.Address, d.UnitID, detail)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", d.Name, state, last, d.Polls, d.Failures, clip(detail, 34))
+		}
 	}
 	tw.Flush()
+	for _, h := range hints {
+		if wide {
+			fmt.Fprintln(w, h)
+		} else {
+			fmt.Fprintln(w, wrap(h, 80, "  "))
+		}
+	}
 	fmt.Fprintln(w)
 	kv := table(w)
 	safety := st.Safety.State
@@ -76,21 +106,51 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time) {
 		fmt.Fprintf(kv, "uplink\tconnected to %s for %s\n", up.Broker, diag.Age(now.Sub(*up.ConnectedSince)))
 	case up.Connected:
 		fmt.Fprintf(kv, "uplink\tconnected to %s\n", up.Broker)
+	case up.BootDelayUntil != nil:
+		fmt.Fprintf(kv, "uplink\tboot delay: first attempt to %s in %s\n", up.Broker, diag.Age(up.BootDelayUntil.Sub(now)))
+		fmt.Fprintf(kv, "\t(`hearth uplink reconnect` connects now)\n")
 	default:
 		msg := "DOWN"
 		if up.DownSince != nil {
 			msg += " for " + diag.Age(now.Sub(*up.DownSince))
 		}
 		msg += fmt.Sprintf(", %d attempts to %s", up.Attempts, up.Broker)
+		if up.NextAttempt != nil {
+			msg += ", next in " + diag.Age(up.NextAttempt.Sub(now))
+		} else {
+			msg += ", attempting now"
+		}
 		fmt.Fprintf(kv, "uplink\t%s\n", msg)
 		if up.LastError != "" {
-			fmt.Fprintf(kv, "\tlast error: %s\n", clip(up.LastError, 60))
+			fmt.Fprintf(kv, "\tlast error: %s\n", fit(up.LastError, 60))
+		}
+		if up.NextAttempt != nil {
+			fmt.Fprintf(kv, "\t(`hearth uplink reconnect` tries now)\n")
 		}
 	}
 	fmt.Fprintf(kv, "buffer\t%s\n", bufferLine(st.Buffer, now))
 	kv.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, wrapVerdict(st.Verdict, 80))
+}
+
+// wrap folds s at spaces into lines of at most width runes (a longer word
+// stays whole), indenting the continuations.
+func wrap(s string, width int, indent string) string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case len([]rune(line))+1+len([]rune(word)) > width:
+			lines = append(lines, line)
+			line = indent + word
+		default:
+			line += " " + word
+		}
+	}
+	return strings.Join(append(lines, line), "\n")
 }
 
 // wrapVerdict folds a long verdict at its "; " separators, indenting the
@@ -165,6 +225,9 @@ func renderBuffer(w io.Writer, b diag.BufferReport, now time.Time) {
 	}
 	fmt.Fprintf(kv, "quota\t%s\n", quota)
 	fmt.Fprintf(kv, "last seq\t%d\n", b.LastSeq)
+	if b.ReservedSeq > b.LastSeq {
+		fmt.Fprintf(kv, "reserved\tup to seq %d, for readings held in memory\n", b.ReservedSeq)
+	}
 	fmt.Fprintf(kv, "compacted\t%s readings into minutes, in %s passes\n", count(b.ReadingsCompacted), count(b.Compactions))
 	fmt.Fprintf(kv, "pending minutes\t%s\n", count(b.PendingAggregates))
 	fmt.Fprintf(kv, "dropped\t%s readings, %s minutes, %s events (reported as gaps)\n",

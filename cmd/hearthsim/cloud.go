@@ -42,6 +42,9 @@ func cmdCloud(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(stdout, cloudUsage)
+		return exitOK
 	case "keygen":
 		return cmdKeygen(args[1:], stdout, stderr)
 	case "send":
@@ -61,8 +64,8 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "setpoint.key", "write the private key to this file (refuses to overwrite)")
 	keyID := fs.String("key-id", "ops-1", "the key id gateways will know the key by")
 	asJSON := fs.Bool("json", false, "print {\"key_id\",\"public_key\",\"private_key_file\"} as JSON")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return exitUsage
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -135,8 +138,8 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	caFile := fs.String("tls-ca", "", "CA file for a tls:// broker")
 	certFile := fs.String("tls-cert", "", "client certificate for a tls:// broker")
 	certKey := fs.String("tls-key", "", "client certificate key")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return exitUsage
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	if *gateway == "" || strings.ContainsAny(*gateway, "/+#") {
 		fmt.Fprintln(stderr, "hearthsim cloud send: --gateway ID is required (one topic level)")

@@ -13,7 +13,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"text/template"
 	"time"
@@ -36,13 +38,22 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	agentPath := fs.String("agent", "", "path of the hearth binary (default: next to hearthsim, then $PATH)")
 	keep := fs.Bool("keep", false, "keep the demo's data folder")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "hearthsim demo:", err)
 		return 1
 	}
+	// A reader that goes away (`hearthsim demo | head -3`) ends the demo
+	// like Ctrl-C, agent included: writes to the closed pipe fail instead
+	// of killing this process with SIGPIPE and orphaning the agent.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+	ctx, stopDemo := context.WithCancel(ctx)
+	defer stopDemo()
+	stdout = &pipeWriter{w: stdout, broken: stopDemo}
 	bin, err := findAgent(*agentPath)
 	if err != nil {
 		return fail(err)
@@ -102,6 +113,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer logFile.Close()
 	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = stopWithParent() // should this process die anyway
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start agent: %w", err))
 	}
@@ -180,6 +192,30 @@ func demoLease(ctx context.Context, brokerURL string, key ed25519.PrivateKey, st
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintln(stderr, "hearthsim demo: sending the demo lease:", err)
 	}
+}
+
+// pipeWriter passes writes on to w until one fails, as writes to a pipe
+// whose reader has gone do; then it calls broken, once, and drops the
+// rest.
+type pipeWriter struct {
+	w      io.Writer
+	broken func()
+	mu     sync.Mutex
+	failed bool
+}
+
+func (p *pipeWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := p.w.Write(b)
+	if err != nil {
+		p.failed = true
+		p.broken()
+	}
+	return n, err
 }
 
 func findAgent(flagPath string) (string, error) {

@@ -42,8 +42,8 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	restartAfter := fs.Duration("restart-broker-after", 0, "restart the private mosquitto this long after the start (0: never)")
 	bootDelay := fs.Duration("boot-delay", 30*time.Second, "each gateway's uplink.boot_delay: the jitter window for connects")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON line as well")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	if *n < 1 {
 		fmt.Fprintln(stderr, "hearthsim fleet: --gateways must be at least 1")

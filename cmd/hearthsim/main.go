@@ -1,10 +1,6 @@
 // Command hearthsim is the lab and demo tool: a simulated battery and
 // inverter speaking SunSpec over Modbus, an embedded MQTT broker, and a
-// cloud-side console.
-//
-//	hearthsim [--modbus ADDR] [--mqtt ADDR]   serve the simulator and/or a broker
-//	hearthsim demo [--agent PATH]             simulator + broker + agent, live telemetry
-//	hearthsim watch --broker URL [--gateway ID]  print what gateways publish
+// cloud-side console. Its usage text below lists every subcommand.
 package main
 
 import (
@@ -27,6 +23,52 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+const usage = `hearthsim — lab and demo tool for hearth
+
+Usage:
+  hearthsim [--modbus ADDR] [--rtu DEV] [--mqtt ADDR] [flags]
+                        serve a simulated battery+inverter (SunSpec over Modbus
+                        TCP and/or RTU) and/or an embedded MQTT broker
+  hearthsim demo [--agent PATH] [--keep]
+                        simulator, broker and agent on free loopback ports,
+                        live telemetry, and a signed demo lease; Ctrl-C stops
+  hearthsim watch --broker URL [--gateway ID|+]
+                        print what gateways publish
+  hearthsim cloud keygen|send|watch
+                        the operator's side: make a setpoint key, send a
+                        (signed) lease and print its ack, watch gateways
+  hearthsim fleet [--gateways N] [--broker URL]
+                        run N whole agents against one broker and report
+  hearthsim version
+
+Run 'hearthsim COMMAND --help' for a command's flags. The server's flags:
+`
+
+// parse parses a (sub)command's flags. When it returns ok false, the
+// command ends at once with code: 0 after --help, whose text goes to
+// stdout, or 2 after a bad flag (reported on stderr by flag) or an
+// unexpected positional argument when none are taken (noArgs).
+func parse(fs *flag.FlagSet, args []string, noArgs bool, stdout, stderr io.Writer) (code int, ok bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0, false
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2, false
+	}
+	if noArgs && fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q (see %s --help)\n", fs.Name(), fs.Arg(0), fs.Name())
+		return 2, false
+	}
+	return 0, true
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -43,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, "hearthsim", hearth.Version)
 			return 0
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return cmdServe(ctx, []string{"--help"}, stdout, stderr)
 		}
 	}
 	return cmdServe(ctx, args, stdout, stderr)
@@ -63,12 +108,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	unit := fs.Uint("unit", 1, "Modbus unit id")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
 	serial := fs.String("serial", "SIM0001", "serial number reported in SunSpec model 1")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs.Usage = fs.PrintDefaults
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
-		fmt.Fprintln(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand (demo, watch)")
-		fs.Usage()
+		fmt.Fprintf(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand\n\n%s", usage)
+		fs.PrintDefaults()
 		return 2
 	}
 	fault, err := sim.ParseFault(*faultSpec)

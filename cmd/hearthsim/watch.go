@@ -24,8 +24,8 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	caFile := fs.String("tls-ca", "", "CA file for a tls:// broker")
 	certFile := fs.String("tls-cert", "", "client certificate for a tls:// broker")
 	certKey := fs.String("tls-key", "", "client certificate key")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
+		return code
 	}
 	opts := cloud.Options{CAFile: *caFile, CertFile: *certFile, KeyFile: *certKey}
 	if err := watchWith(ctx, *brokerURL, *prefix, *gateway, opts, stdout); err != nil {

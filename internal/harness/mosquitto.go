@@ -63,6 +63,22 @@ func WithACL(acl string) Option {
 	return func(c *mosqConfig) { c.acl = &acl }
 }
 
+// GatewayACL is the broker setup of docs/mqtt.md for WithACL: each
+// gateway (its certificate's common name) confined to its own topics, and
+// a user "cloud" that reads and writes them all.
+const GatewayACL = `pattern write hearth/v1/%u/telemetry
+pattern write hearth/v1/%u/telemetry/backfill
+pattern write hearth/v1/%u/event
+pattern write hearth/v1/%u/status
+pattern write hearth/v1/%u/state
+pattern write hearth/v1/%u/setpoint/ack
+pattern read hearth/v1/%u/setpoint
+pattern readwrite hearth/v1/%u/check
+
+user cloud
+topic readwrite hearth/v1/#
+`
+
 // Mosquitto is a broker process owned by one test.
 type Mosquitto struct {
 	t    testing.TB

@@ -5,7 +5,9 @@ package schemacheck
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -28,6 +30,9 @@ func Validate(file string, doc []byte) error {
 	if !ok {
 		c := jsonschema.NewCompiler()
 		c.AssertFormat()
+		// The schemas name one another by their published URLs; they are
+		// read from the tree they came from.
+		c.UseLoader(Loader(schemaRoot(abs)))
 		sch, err = c.Compile(abs)
 		if err != nil {
 			mu.Unlock()
@@ -44,4 +49,45 @@ func Validate(file string, doc []byte) error {
 		return fmt.Errorf("does not match %s: %v", filepath.Base(file), err)
 	}
 	return nil
+}
+
+// PublishedBase is where the schemas are published: the prefix of their
+// $id. A $ref to a URL under it is read from the docs/schemas tree.
+const PublishedBase = "https://hearth-energy.github.io/schemas/v1/"
+
+// Loader returns a loader for a jsonschema.Compiler that reads file URLs,
+// and the schemas' published URLs (PublishedBase…) from root, the
+// docs/schemas folder: the schemas name one another by those.
+func Loader(root string) jsonschema.URLLoader {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		abs = root
+	}
+	return jsonschema.SchemeURLLoader{"file": jsonschema.FileLoader{}, "https": published{root: abs}}
+}
+
+// published loads the schemas' published URLs from root.
+type published struct{ root string }
+
+func (p published) Load(url string) (any, error) {
+	rel, ok := strings.CutPrefix(url, PublishedBase)
+	if !ok || p.root == "" {
+		return nil, fmt.Errorf("%s: only %s… is known here", url, PublishedBase)
+	}
+	f, err := os.Open(filepath.Join(p.root, filepath.FromSlash(rel)))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return jsonschema.UnmarshalJSON(f)
+}
+
+// schemaRoot is the docs/schemas folder that file is in, or "".
+func schemaRoot(file string) string {
+	for dir := filepath.Dir(file); dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		if filepath.Base(dir) == "schemas" {
+			return dir
+		}
+	}
+	return ""
 }

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hearth-energy/hearth/agent"
+	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/diag"
+	"github.com/hearth-energy/hearth/drivers"
+)
+
+// deviceProbe is what an online check found of one configured device.
+type deviceProbe struct {
+	Name      string            `json:"name"`
+	Transport string            `json:"transport"`
+	Address   string            `json:"address"`
+	Unit      int               `json:"unit_id"`
+	Profile   string            `json:"profile"`
+	Via       string            `json:"via"` // "direct", or "agent" when the running agent owns the link
+	OK        bool              `json:"ok"`
+	SunSpec   bool              `json:"sunspec"`
+	Models    []int             `json:"models,omitempty"`
+	Identity  *drivers.Identity `json:"identity,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	Cause     string            `json:"cause,omitempty"`
+	Hint      string            `json:"hint,omitempty"`
+}
+
+// onlineResult is the online part of `hearth config check --online`.
+type onlineResult struct {
+	OK      bool              `json:"ok"`
+	Devices []deviceProbe     `json:"devices"`
+	Broker  agent.BrokerProbe `json:"broker"`
+}
+
+// checkOnline probes every device of cfg and its broker, reading only:
+// one identification scan of each device's unit, and a broker session of
+// its own (agent.ProbeBroker). When an agent runs on the config's socket,
+// devices are asked through it, so that its links keep a single master.
+func checkOnline(ctx context.Context, cfg *config.Config) onlineResult {
+	res := onlineResult{Devices: probeDevices(ctx, cfg)}
+	res.Broker = agent.ProbeBroker(ctx, cfg)
+	res.OK = res.Broker.OK
+	for _, d := range res.Devices {
+		res.OK = res.OK && d.OK
+	}
+	return res
+}
+
+func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
+	c := diag.NewClient(cfg.DiagSocket)
+	var st diag.StatusReport
+	viaAgent := c.Do("GET", "/status", nil, nil, &st) == nil
+	buses := map[string]*drivers.Bus{}
+	defer func() {
+		for _, b := range buses {
+			b.Close()
+		}
+	}()
+	var out []deviceProbe
+	for _, dc := range cfg.Devices {
+		p := deviceProbe{Name: dc.Name, Transport: dc.Transport, Address: dc.Address, Unit: dc.UnitID, Profile: dc.Profile, Via: "direct"}
+		var found []drivers.ScanResult
+		var err error
+		timeout := max(dc.Timeout.D(), 300*time.Millisecond)
+		if viaAgent {
+			p.Via = "agent"
+			var r diag.ModbusScanResult
+			sc := c.WithTimeout(diag.RequestTimeout + timeout)
+			err = sc.Do("POST", "/modbus/scan", nil, diag.ModbusScanRequest{ModbusTarget: diag.ModbusTarget{Device: dc.Name},
+				Units: []int{dc.UnitID}, Timeout: min(timeout, 5*time.Second).String()}, &r)
+			found = r.Units
+			if err == nil && len(found) == 0 {
+				err = drivers.ErrTimeout
+				if i := slices.IndexFunc(st.Devices, func(d diag.DeviceReport) bool { return d.Name == dc.Name }); i >= 0 && st.Devices[i].LastError != "" {
+					p.Error, p.Cause, p.Hint = st.Devices[i].LastError, st.Devices[i].Cause, st.Devices[i].Hint
+				}
+			}
+		} else {
+			bus, ok := buses[dc.LinkKey()]
+			if !ok {
+				lc := dc.Link()
+				lc.DownAfter = 1 << 30 // report what the link does, no back-off
+				if bus, err = drivers.OpenBus(lc); err == nil {
+					buses[dc.LinkKey()] = bus
+				}
+			}
+			if err == nil {
+				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, nil)
+			}
+		}
+		switch {
+		case len(found) == 1:
+			f := found[0]
+			p.SunSpec, p.Identity = f.SunSpec, f.Identity
+			for _, m := range f.Models {
+				p.Models = append(p.Models, int(m.ID))
+			}
+			p.OK = f.SunSpec || dc.Profile != "sunspec"
+			if !p.OK {
+				p.Error = cmp.Or(f.Error, "no SunSpec marker at 40000, 0 or 50000")
+				p.Hint = fmt.Sprintf("unit %d answers but does not speak SunSpec: name its profile (profile: in the device's section; hearth modbus read to look at its registers)", dc.UnitID)
+			}
+		case p.Error == "":
+			if err == nil {
+				err = drivers.ErrTimeout
+			}
+			p.Error = err.Error()
+			p.Cause, p.Hint = diag.DeviceCause(err, dc.Transport, dc.Address, dc.UnitID)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// renderOnline prints an online check: a line per device and per broker
+// step, then a summary.
+func renderOnline(w io.Writer, r onlineResult) {
+	fmt.Fprintln(w, "online:")
+	okDevices := 0
+	for _, d := range r.Devices {
+		link := fmt.Sprintf("%s %s unit %d", d.Transport, d.Address, d.Unit)
+		if !d.OK {
+			fmt.Fprintf(w, "  device %s (%s, via %s): FAILED: %s\n", d.Name, link, d.Via, d.Error)
+			if d.Hint != "" && d.Hint != d.Error {
+				fmt.Fprintf(w, "    %s\n", d.Hint)
+			}
+			continue
+		}
+		okDevices++
+		what := "answers"
+		if d.SunSpec {
+			ids := make([]string, len(d.Models))
+			for i, m := range d.Models {
+				ids[i] = strconv.Itoa(m)
+			}
+			what = "SunSpec, models " + strings.Join(ids, ",")
+		}
+		if id := d.Identity; id != nil {
+			what += fmt.Sprintf("; %s %s, serial %s, firmware %s", id.Manufacturer, id.Model, id.Serial, id.Firmware)
+		}
+		fmt.Fprintf(w, "  device %s (%s, via %s): ok, %s\n", d.Name, link, d.Via, what)
+	}
+	for _, st := range r.Broker.Steps {
+		mark := "ok"
+		if !st.OK {
+			mark = "FAILED"
+		}
+		fmt.Fprintf(w, "  broker %s: %s: %s\n", st.Name, mark, st.Detail)
+		if !st.OK && st.Hint != "" {
+			fmt.Fprintf(w, "    %s\n", st.Hint)
+		}
+	}
+	broker := "broker ok"
+	if !r.Broker.OK {
+		broker = "broker FAILED"
+	}
+	fmt.Fprintf(w, "online: %d of %d devices answered; %s (%s)\n", okDevices, len(r.Devices), broker, r.Broker.Broker)
+}

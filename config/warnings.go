@@ -1,0 +1,101 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"time"
+)
+
+// Warnings are settings that are valid but risky: the agent runs with
+// them, and `hearth config check` reports each on its line so that an
+// installer decides knowingly. They are computed by Parse and Load.
+func (c *Config) Warnings() []Error { return c.warnings }
+
+// Bounds beyond which a limit is implausible for a home battery, or risky
+// for lithium cells: far outside what any data sheet allows, or a number
+// in the wrong unit (kW for W).
+const (
+	maxPlausibleW      = 50_000 // a large home battery is 10–20 kW
+	minPlausibleW      = 100    // below: the battery can hardly be used, or kW was meant
+	lithiumCellVMax    = 4.25   // NMC charges to 4.2 V, LFP to 3.65 V
+	lithiumCellVMin    = 2.5    // below, cells are damaged
+	maxCellTempC       = 60     // lithium cells' operating range ends about here
+	minSoCWindowPct    = 20     // a narrower window leaves little to use
+	minSoCPct          = 5      // deeper discharge shortens the battery's life
+	maxReasonableAge   = time.Minute
+	maxReasonableLease = 7 * 24 * time.Hour
+)
+
+// warner collects warnings at the lines of their keys.
+type warner struct {
+	v    *validator
+	list []Error
+}
+
+func (w *warner) warnf(path, format string, args ...any) {
+	n := len(w.v.errs)
+	w.v.errorf(path, format, args...)
+	w.list = append(w.list, w.v.errs[n])
+	w.v.errs = w.v.errs[:n]
+}
+
+// warnings finds the risky settings of a valid config.
+func (v *validator) warnings(c *Config) []Error {
+	w := &warner{v: v}
+	if u, err := url.Parse(c.Uplink.Broker); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !loopback(u.Hostname()) {
+		w.warnf("uplink.broker", "plain %s:// to %s: readings, setpoints and any password cross the network unencrypted, and nothing proves the broker is the operator's; use tls:// with ca_file and a client certificate", u.Scheme, u.Host)
+	}
+	if len(c.Uplink.SetpointKeys) == 0 {
+		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
+	}
+	s := c.Safety
+	for _, l := range []struct {
+		key string
+		w   float64
+	}{{"max_charge_w", s.MaxChargeW}, {"max_discharge_w", s.MaxDischargeW}} {
+		switch {
+		case l.w > maxPlausibleW:
+			w.warnf("safety."+l.key, "%g W is far beyond a home battery (a large one does 10–20 kW): check the figure and its unit, watts", l.w)
+		case l.w > 0 && l.w < minPlausibleW:
+			w.warnf("safety."+l.key, "%g W leaves the battery next to useless: kilowatts meant? The unit is watts", l.w)
+		}
+	}
+	if s.ExportLimitW != nil && *s.ExportLimitW > maxPlausibleW {
+		w.warnf("safety.export_limit_w", "%g W is far beyond a home connection: check the figure and its unit, watts", *s.ExportLimitW)
+	}
+	if s.SocMinPct < minSoCPct {
+		w.warnf("safety.soc_min_pct", "%g %%: discharging this deep shortens the battery's life; vendors keep %d–10 %%", s.SocMinPct, minSoCPct)
+	}
+	if s.SocMaxPct-s.SocMinPct < minSoCWindowPct {
+		w.warnf("safety.soc_max_pct", "a window of %g %% (soc_min_pct %g to soc_max_pct %g) leaves little of the battery to use", s.SocMaxPct-s.SocMinPct, s.SocMinPct, s.SocMaxPct)
+	}
+	if s.CellVMax > lithiumCellVMax {
+		w.warnf("safety.cell_v_max", "%g V is beyond any lithium cell's charge limit (NMC 4.2 V, LFP 3.65 V): check the cell data sheet", s.CellVMax)
+	}
+	if s.CellVMin < lithiumCellVMin {
+		w.warnf("safety.cell_v_min", "%g V lets lithium cells be discharged into damage (below %g V): check the cell data sheet", s.CellVMin, lithiumCellVMin)
+	}
+	if s.TempCMax > maxCellTempC {
+		w.warnf("safety.temp_c_max", "%g °C is beyond lithium cells' operating range (about %d °C)", s.TempCMax, maxCellTempC)
+	}
+	if s.TempCMin < 0 {
+		w.warnf("safety.temp_c_min", "%g °C: charging lithium cells below 0 °C plates them with lithium; keep 0 unless the battery heats its cells", s.TempCMin)
+	}
+	if s.MaxReadingAge.D() > maxReasonableAge {
+		w.warnf("safety.max_reading_age", "%s: the battery is commanded on readings that old; a device that stops answering goes unnoticed that long", s.MaxReadingAge)
+	}
+	if s.MaxLease.D() > maxReasonableLease {
+		w.warnf("safety.max_lease", "%s: a cloud that goes away can hold the battery to its last setpoint that long", s.MaxLease)
+	}
+	return w.list
+}
+
+// loopback reports whether host is this machine: a broker there (a local
+// bridge) is not reached over the network.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

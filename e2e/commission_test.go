@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hearth-energy/hearth/diag"
+	"github.com/hearth-energy/hearth/drivers/sim"
+	"github.com/hearth-energy/hearth/internal/harness"
+)
+
+// commissionReport is the JSON report of `hearth commission`.
+type commissionReport struct {
+	Gateway string `json:"gateway_id"`
+	Devices []struct {
+		Name, Serial, Firmware, Manufacturer string
+		Models                               []int
+	}
+	Limits map[string]any
+	Checks []struct {
+		Name, Verdict, Detail, Hint string
+	}
+	Verdict string
+}
+
+func (r commissionReport) check(prefix string) (verdict, detail string) {
+	for _, c := range r.Checks {
+		if strings.HasPrefix(c.Name, prefix) {
+			return c.Verdict, c.Detail
+		}
+	}
+	return "", ""
+}
+
+// TestCommissionAgainstSimulator runs `hearth commission` as an installer
+// would, against the simulator, a production-like broker (TLS, client
+// certificates, the documented ACL) and the real agent, and reads the
+// report it keeps. A second installation with a wrong unit id fails, and
+// says why.
+func TestCommissionAgainstSimulator(t *testing.T) {
+	t.Parallel()
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-0001", InitialSoC: 60, PVPeakW: 1})
+	s.SetPV(0)
+	certs := harness.GenerateCerts(t)
+	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(harness.GatewayACL))
+	gwCert, gwKey := certs.Client(t, "gw-comm")
+	cloudCert, cloudKey := certs.Client(t, "cloud")
+	contract.Watch(t, harness.SubscribeTLS(t, m.URL(), "hearth/v1/#", certs.TLSConfig(t, cloudCert, cloudKey)))
+	dir, sock, cfg := newAgentConfig(t, "gw-comm", `devices:
+  - {name: battery, address: "`+simAddr+`", poll_interval: 250ms, timeout: 500ms}
+uplink:
+  broker: `+m.URL()+`
+  ca_file: `+certs.CAFile+`
+  cert_file: `+gwCert+`
+  key_file: `+gwKey+`
+  boot_delay: 0s
+`)
+	startAgent(t, cfg)
+	st := waitStatus(t, sock, func(st diag.StatusReport) bool {
+		return len(st.Devices) == 1 && st.Devices[0].Up && st.Devices[0].Identity != nil && st.Uplink.Connected && st.Uplink.Published > 0
+	})
+	localPower := slices.Contains(st.Agent.LocalModes, "power")
+
+	report := filepath.Join(dir, "commissioning.json")
+	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "1m")
+	t.Logf("hearth commission (exit %d):\n%s%s", code, out, errOut)
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("the report was not kept: %v", err)
+	}
+	var r commissionReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, data)
+	}
+	if r.Gateway != "gw-comm" || len(r.Devices) != 1 || r.Devices[0].Serial != "COMM-0001" || r.Devices[0].Firmware == "" ||
+		!slices.Equal(r.Devices[0].Models, []int{1, 103, 124, 802}) || r.Limits["max_charge_w"] != 2500.0 || r.Limits["soc_min_pct"] != 10.0 {
+		t.Errorf("report identifies %+v with limits %v; want the simulator's serial, firmware, models and the default limits", r.Devices, r.Limits)
+	}
+	for _, want := range []struct{ check, verdict, detail string }{
+		{"battery answers", "pass", "serial COMM-0001"},
+		{"battery readings plausible", "pass", "soc_pct 60"},
+		{"uplink (the agent's session)", "pass", "messages acknowledged"},
+		{"broker probe", "pass", "tls ok, connect ok, subscribe ok, publish ok"},
+	} {
+		if v, d := r.check(want.check); v != want.verdict || !strings.Contains(d, want.detail) {
+			t.Errorf("check %q: %s %q; want %s with %q", want.check, v, d, want.verdict, want.detail)
+		}
+	}
+	if localPower {
+		// The battery charges at the test power, with the right sign.
+		if v, d := r.check("sign"); v != "pass" || !strings.Contains(d, "power_w -") || r.Verdict != "PASS" || code != 0 {
+			t.Errorf("sign check %s %q, verdict %s, exit %d; want pass, charging, PASS, 0", v, d, r.Verdict, code)
+		}
+	} else {
+		// The control loop cannot hold a local power yet: the report says
+		// the sign was not checked, and the installation is not done.
+		if v, d := r.check("sign"); v != "blocked" || !strings.Contains(d, "cannot hold a local test power") || r.Verdict != "INCOMPLETE" || code != 1 {
+			t.Errorf("sign check %s %q, verdict %s, exit %d; want blocked, INCOMPLETE, exit 1", v, d, r.Verdict, code)
+		}
+	}
+	for _, want := range []string{"hearth commissioning report", "gateway gw-comm", "COMM-0001", "limits  SoC 10–95 %, charge ≤ 2500 W", "PASS    battery answers", "VERDICT: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text report lacks %q", want)
+		}
+	}
+	// Commissioning leaves no local mode behind.
+	if st := waitStatus(t, sock, func(diag.StatusReport) bool { return true }); st.Lease != nil {
+		t.Errorf("a lease is left after commissioning: %+v", st.Lease)
+	}
+
+	// A second gateway whose device is configured with a wrong unit id.
+	_, sock2, cfg2 := newAgentConfig(t, "gw-comm2", `devices:
+  - {name: battery, address: "`+simAddr+`", unit_id: 7, poll_interval: 250ms, timeout: 300ms}
+uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
+`)
+	startAgent(t, cfg2)
+	waitStatus(t, sock2, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Failures > 0 })
+	out, _, code = hearthCLI(t, nil, "commission", "--json", "--socket", sock2, "--config", cfg2, "--skip-sign")
+	r = commissionReport{}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("commission --json: %v\n%s", err, out)
+	}
+	v, d := r.check("battery answers")
+	if code != 1 || r.Verdict != "FAIL" || v != "fail" || !strings.Contains(d, "timeout") {
+		t.Errorf("commission of a wrong unit id: exit %d, verdict %s, battery %s %q; want 1, FAIL, fail", code, r.Verdict, v, d)
+	}
+	if v, _ := r.check("uplink"); v != "fail" {
+		t.Errorf("uplink check %s without a broker, want fail", v)
+	}
+	if v, _ := r.check("sign"); v != "skipped" {
+		t.Errorf("sign check %s with --skip-sign, want skipped", v)
+	}
+}
+
+// TestModeSetPower: `hearth mode set power -500W --for 2m` holds a small
+// local test power through safety where the control loop can, and is
+// refused with the reason where it cannot; bad powers and durations are
+// usage errors.
+func TestModeSetPower(t *testing.T) {
+	t.Parallel()
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, InitialSoC: 60, PVPeakW: 1})
+	s.SetPV(0)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	cfg := writeConfig(t, dir, "gw-power", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
+	startAgent(t, cfg)
+	st := waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"mode", "set", "power", "--for", "2m"}, 2, "give the power"},
+		{[]string{"mode", "set", "power", "fast", "--for", "2m"}, 2, `power "fast"`},
+		{[]string{"mode", "set", "power", "-500W"}, 2, "--for is required"},
+		{[]string{"mode", "set", "power", "-500W", "--for", "1h"}, 1, "at most 15m0s for mode power"},
+	} {
+		_, errOut, code := hearthCLI(t, nil, append(tc.args, "--socket", sock)...)
+		if code != tc.code || !strings.Contains(errOut, tc.msg) {
+			t.Errorf("hearth %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut, tc.code, tc.msg)
+		}
+	}
+	out, errOut, code := hearthCLI(t, nil, "mode", "set", "power", "-500W", "--for", "2m", "--socket", sock)
+	if !slices.Contains(st.Agent.LocalModes, "power") {
+		if code != 1 || !strings.Contains(errOut, "cannot hold a local test power") {
+			t.Errorf("mode set power on an agent without local power: exit %d, stderr %q; want 1 and the reason", code, errOut)
+		}
+		if st := waitStatus(t, sock, func(diag.StatusReport) bool { return true }); st.Lease != nil {
+			t.Errorf("a refused local power left a lease: %+v", st.Lease)
+		}
+		return
+	}
+	if code != 0 || !strings.Contains(out, "mode power -500 W (charging) for 2m") {
+		t.Fatalf("mode set power: exit %d\n%s%s", code, out, errOut)
+	}
+	waitStatus(t, sock, func(st diag.StatusReport) bool {
+		return st.Lease != nil && st.Lease.Source == "local" && st.Safety.Mode == "power"
+	})
+	if _, _, code := hearthCLI(t, nil, "mode", "clear", "--socket", sock); code != 0 {
+		t.Errorf("mode clear: exit %d", code)
+	}
+}
