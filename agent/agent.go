@@ -46,7 +46,9 @@ type Agent struct {
 	started  time.Time // carries the monotonic reading the clock counts from
 	wall     *wallClock
 
+	dataDir *dataDirLock // held from the start of New to the end of closeAll
 	store   *buffer.Store
+	leases  *buffer.State // the control loop's lease state, apart from the buffer
 	buses   []*drivers.Bus
 	devices []*device
 	up      *uplink.Session
@@ -96,6 +98,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), wall: wall, started: time.Now()}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: func() time.Duration { return time.Since(a.started) },
 		Now: wall.Now, Synced: a.clockSynced}
+	if a.dataDir, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			a.closeAll()
@@ -109,6 +114,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	if a.leases, err = openLeaseState(cfg.DataDir, a.store, log); err != nil {
+		return nil, err
 	}
 	if err := a.openDevices(); err != nil {
 		return nil, err
@@ -227,7 +235,7 @@ func (a *Agent) newControl() error {
 		}
 	}
 	ctl, err := control.New(control.Options{
-		Limits: a.cfg.Safety.Limits(), Store: a.store, Devices: devs,
+		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
 		Now:             a.wall.Now, Synced: a.clockSynced, Event: a.events.Record,
@@ -488,4 +496,5 @@ func (a *Agent) closeAll() {
 			a.log.Error("close buffer", "err", err)
 		}
 	}
+	a.dataDir.release()
 }
