@@ -141,7 +141,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
 	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
 	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
-		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices),
+		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices), CommitInterval: cfg.Buffer.CommitInterval.D(),
 		Online: a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
 	})
 	for _, d := range a.devices {
