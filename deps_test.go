@@ -69,7 +69,7 @@ var rules = map[string][]string{
 	"internal/harness":     {"drivers/sim", paho},
 	"internal/schemacheck": {jsonschema},
 	"internal/powercut":    {gofuse},
-	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "uplink", paho},
+	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "internal/powercut", "uplink", paho},
 	"e2e":                  {},
 	"faults":               {},
 }

@@ -48,9 +48,24 @@ func main() {
 	fleet := flag.Int("fleet", 100, "gateways in the fleet run (0 skips it)")
 	fleetDur := flag.Duration("fleet-duration", time.Minute, "how long the fleet runs")
 	out := flag.String("out", "bench", "directory for REPORT.md and results.json")
+	only := flag.String("only", "", "run only this section (wear) and merge it into the existing report")
+	wearWindow := flag.Duration("wear-window", time.Minute, "measured window of each wear case")
 	flag.Parse()
-	r := &run{results: map[string]any{}, notes: map[string]string{}}
-	if err := r.all(*count, *runs, *fleet, *fleetDur); err != nil {
+	r := &run{results: map[string]any{}, notes: map[string]string{}, wearWindow: *wearWindow}
+	do := func() error { return r.all(*count, *runs, *fleet, *fleetDur) }
+	switch *only {
+	case "":
+	case "wear":
+		if err := r.loadPrevious(*out, "## Wear:"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		do = r.onlyWear
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -only %q: the only section that runs alone is wear\n", *only)
+		os.Exit(2)
+	}
+	if err := do(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		r.cleanup()
 		os.Exit(1)
@@ -63,13 +78,14 @@ func main() {
 }
 
 type run struct {
-	tb       *shim
-	dir      string
-	hearth   string
-	hsim     string
-	results  map[string]any
-	notes    map[string]string
-	sections []string
+	wearWindow time.Duration
+	tb         *shim
+	dir        string
+	hearth     string
+	hsim       string
+	results    map[string]any
+	notes      map[string]string
+	sections   []string
 }
 
 // shim lets the test harness (Mosquitto, recorders) serve a program: a
@@ -132,6 +148,7 @@ func (r *run) all(count, runs, fleet int, fleetDur time.Duration) (err error) {
 	r.steady()
 	r.setpointLatency(runs)
 	r.backfill()
+	r.wear(r.wearWindow)
 	if fleet > 0 {
 		r.fleet(fleet, fleetDur)
 	}
@@ -260,7 +277,7 @@ func (r *run) drainBenchmark(runs int) {
 // --- agent processes ----------------------------------------------------
 
 const agentYAML = `gateway_id: {{GW}}
-data_dir: {{DIR}}
+data_dir: {{DATA}}
 diag_socket: {{DIR}}/hearth.sock
 assume_clock_synced: true
 devices:
@@ -274,22 +291,29 @@ uplink:
   boot_delay: 0s
   setpoint_keys:
     ops-1: {{KEY}}
-`
+{{EXTRA}}`
 
 // startAgent writes the agent's config into dir and runs `hearth run`
 // with it, its output in dir/agent.log; it is killed when the run ends.
 func (r *run) startAgent(gw, dir, broker string, addrs []string, poll string, pub ed25519.PublicKey) *harness.Agent {
+	return r.startAgentWith(r.hearth, gw, dir, dir, broker, addrs, poll, pub, "")
+}
+
+// startAgentWith is startAgent for the binary bin with its data_dir at
+// data (config, log and socket stay in dir), and extra appended to the
+// config (e.g. a buffer: section).
+func (r *run) startAgentWith(bin, gw, dir, data, broker string, addrs []string, poll string, pub ed25519.PublicKey, extra string) *harness.Agent {
 	var devs strings.Builder
 	for i, a := range addrs {
 		fmt.Fprintf(&devs, "  - name: dev%d\n    address: %s\n    poll_interval: %s\n", i, a, poll)
 	}
-	cfg := strings.NewReplacer("{{GW}}", gw, "{{DIR}}", dir, "{{DEVICES}}", devs.String(), "{{BROKER}}", broker,
-		"{{KEY}}", base64.StdEncoding.EncodeToString(pub)).Replace(agentYAML)
+	cfg := strings.NewReplacer("{{GW}}", gw, "{{DIR}}", dir, "{{DATA}}", data, "{{DEVICES}}", devs.String(), "{{BROKER}}", broker,
+		"{{KEY}}", base64.StdEncoding.EncodeToString(pub), "{{EXTRA}}", extra).Replace(agentYAML)
 	path := filepath.Join(dir, "hearth.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		panic(err)
 	}
-	return harness.StartAgent(r.tb, r.hearth, harness.AgentOptions{Config: path, LogFile: filepath.Join(dir, "agent.log")})
+	return harness.StartAgent(r.tb, bin, harness.AgentOptions{Config: path, LogFile: filepath.Join(dir, "agent.log")})
 }
 
 // rssMB returns the VmRSS of pid in MB, 0 if it cannot be read.
@@ -606,6 +630,57 @@ func (r *run) peer() {
 	}
 	r.results["peer"] = nil
 	r.sections = append(r.sections, "## Peer comparison\n\n"+msg+"\n")
+}
+
+// onlyWear builds the agent and runs the wear section alone.
+func (r *run) onlyWear() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	r.tb = &shim{}
+	r.dir = r.tb.TempDir()
+	r.hearth = filepath.Join(r.dir, "hearth")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", r.hearth, "./cmd/hearth").CombinedOutput(); err != nil {
+		return fmt.Errorf("build hearth: %v\n%s", err, out)
+	}
+	r.wear(r.wearWindow)
+	return nil
+}
+
+// loadPrevious reads the report in dir, so that a section run alone
+// replaces its own figures and text and keeps the others: the results and
+// their notes, and every section but the headline table and the one whose
+// heading starts with replace.
+func (r *run) loadPrevious(dir, replace string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return fmt.Errorf("a section alone merges into the last full report: %w", err)
+	}
+	if err := json.Unmarshal(b, &r.results); err != nil {
+		return fmt.Errorf("results.json: %w", err)
+	}
+	if notes, ok := r.results["notes"].(map[string]any); ok {
+		for k, v := range notes {
+			r.notes[k], _ = v.(string)
+		}
+	}
+	delete(r.results, "notes")
+	delete(r.results, "machine")
+	rep, err := os.ReadFile(filepath.Join(dir, "REPORT.md"))
+	if err != nil {
+		return err
+	}
+	parts := strings.Split(string(rep), "\n## ")
+	for _, p := range parts[1:] {
+		p = "## " + strings.TrimRight(p, "\n") + "\n"
+		if strings.HasPrefix(p, "## Headline figures") || strings.HasPrefix(p, replace) {
+			continue
+		}
+		r.sections = append(r.sections, p)
+	}
+	return nil
 }
 
 // --- report -------------------------------------------------------------
