@@ -134,14 +134,8 @@ func (r *run) all(count, runs, fleet int, fleetDur time.Duration) (err error) {
 			err = fmt.Errorf("%v", p)
 		}
 	}()
-	r.tb = &shim{}
-	r.dir = r.tb.TempDir()
-	r.hearth = filepath.Join(r.dir, "hearth")
-	r.hsim = filepath.Join(r.dir, "hearthsim")
-	for bin, pkg := range map[string]string{r.hearth: "./cmd/hearth", r.hsim: "./cmd/hearthsim"} {
-		if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, pkg).CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
-		}
+	if err := r.build(true); err != nil {
+		return err
 	}
 	r.goBenchmarks(count)
 	r.drainBenchmark(runs)
@@ -639,13 +633,29 @@ func (r *run) onlyWear() (err error) {
 			err = fmt.Errorf("%v", p)
 		}
 	}()
+	if err := r.build(false); err != nil {
+		return err
+	}
+	r.wear(r.wearWindow)
+	return nil
+}
+
+// build sets the run up and builds the hearth binary, and hearthsim when
+// sim is set, into its directory.
+func (r *run) build(sim bool) error {
 	r.tb = &shim{}
 	r.dir = r.tb.TempDir()
 	r.hearth = filepath.Join(r.dir, "hearth")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", r.hearth, "./cmd/hearth").CombinedOutput(); err != nil {
-		return fmt.Errorf("build hearth: %v\n%s", err, out)
+	r.hsim = filepath.Join(r.dir, "hearthsim")
+	bins := map[string]string{r.hearth: "./cmd/hearth"}
+	if sim {
+		bins[r.hsim] = "./cmd/hearthsim"
 	}
-	r.wear(r.wearWindow)
+	for bin, pkg := range bins {
+		if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -115,23 +114,12 @@ func (r *run) wear(window time.Duration) {
 // wearRun runs one case and returns what it cost and the mean JSON size
 // of the readings received live (0 offline).
 func (r *run) wearRun(c wearCase, window time.Duration, nofsyncBin string) (wearResult, float64) {
-	root := r.tb.TempDir()
-	backing, mnt := filepath.Join(root, "disk"), filepath.Join(root, "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			panic(err)
-		}
-	}
+	fsys := powercut.MountTemp(r.tb)
+	mnt, root := fsys.Dir(), r.tb.TempDir()
 	if c.backlog > 0 {
-		// Left by a long outage: written on the backing directory, before
-		// the count starts.
-		wearBacklog(filepath.Join(backing, "hearth.db"), c.backlog)
+		// Left by a long outage, before the count starts.
+		wearBacklog(filepath.Join(mnt, "hearth.db"), c.backlog)
 	}
-	fsys, err := powercut.Mount(backing, mnt, powercut.Options{})
-	if err != nil {
-		panic(fmt.Sprintf("the power-cut file system needs root and /dev/fuse: %v", err))
-	}
-	defer fsys.Close()
 	mq := harness.StartMosquitto(r.tb)
 	px := harness.StartProxy(r.tb, mq.Addr())
 	px.Refuse(c.offline)

@@ -23,18 +23,8 @@ import (
 // returns the line.
 func cutUnder(t *testing.T, mode string) (dir, line string) {
 	t.Helper()
-	root := t.TempDir()
-	backing, mnt := filepath.Join(root, "disk"), filepath.Join(root, "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fsys, err := powercut.Mount(backing, mnt, powercut.Options{})
-	if err != nil {
-		t.Fatalf("the power-cut file system is a FUSE mount, which needs root and /dev/fuse: %v", err)
-	}
-	t.Cleanup(func() { fsys.Close() })
+	fsys := powercut.MountTemp(t)
+	mnt := fsys.Dir()
 	child := exec.Command(os.Args[0], "-test.run=^TestPowerCutChild$")
 	child.Env = append(os.Environ(), "BUFFER_POWERCUT_CHILD="+mode+":"+mnt)
 	out, err := child.StdoutPipe()

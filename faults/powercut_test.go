@@ -107,22 +107,8 @@ func newPowerRig(t *testing.T, bin string) *powerRig {
 		seed = s
 	}
 	t.Logf("seed %d (HEARTH_POWERCUT_SEED replays the moments of the cuts)", seed)
-	root := t.TempDir()
-	backing, mnt := filepath.Join(root, "disk"), filepath.Join(root, "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fsys, err := powercut.Mount(backing, mnt, powercut.Options{})
-	if err != nil {
-		t.Fatalf("the power-cut file system is a FUSE mount, which needs root and /dev/fuse: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := fsys.Close(); err != nil {
-			t.Errorf("unmount the power-cut file system: %v", err)
-		}
-	})
+	fsys := powercut.MountTemp(t)
+	mnt := fsys.Dir()
 	pubKey, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

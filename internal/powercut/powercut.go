@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -865,4 +866,29 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // which are recorded.
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut, size, flags uint64) (uint32, syscall.Errno) {
 	return 0, syscall.ENOTSUP
+}
+
+// MountTemp mounts a power-cut file system over a fresh backing directory
+// in a temporary directory of tb's and returns it; it is unmounted when tb
+// ends (its processes must have exited by then). A mount that fails ends
+// tb, saying that it needs root and /dev/fuse.
+func MountTemp(tb testing.TB) *FS {
+	tb.Helper()
+	root := tb.TempDir()
+	backing, mnt := filepath.Join(root, "disk"), filepath.Join(root, "mnt")
+	for _, d := range []string{backing, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	f, err := Mount(backing, mnt, Options{})
+	if err != nil {
+		tb.Fatalf("the power-cut file system is a FUSE mount, which needs root and /dev/fuse: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			tb.Errorf("unmount the power-cut file system: %v", err)
+		}
+	})
+	return f
 }

@@ -13,28 +13,8 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 )
 
-// mountTest mounts a fresh power-cut file system and returns it; it is
-// unmounted when the test ends.
-func mountTest(t *testing.T) *FS {
-	t.Helper()
-	dir := t.TempDir()
-	backing, mnt := filepath.Join(dir, "disk"), filepath.Join(dir, "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := Mount(backing, mnt, Options{})
-	if err != nil {
-		t.Fatalf("the power-cut file system is a FUSE mount, which needs root and /dev/fuse: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := f.Close(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	return f
-}
+// mountTest mounts a fresh power-cut file system for the test.
+func mountTest(t *testing.T) *FS { return MountTemp(t) }
 
 func cut(t *testing.T, f *FS) int {
 	t.Helper()
