@@ -216,10 +216,11 @@ func (f *FS) Cut() (int, error) {
 	f.stats.Cuts++
 	f.stats.Undone += int64(n)
 	f.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		return n, fmt.Errorf("powercut: undo: %w", err)
+	err := f.mount()
+	if uerr := errors.Join(errs...); uerr != nil {
+		err = errors.Join(fmt.Errorf("powercut: undo: %w", uerr), err)
 	}
-	return n, f.mount()
+	return n, err
 }
 
 // Close unmounts the file system and keeps everything, as a clean
@@ -654,12 +655,14 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 	if !ok {
 		return n.syncDir()
 	}
-	if err := syscall.Fsync(fd); err != nil {
-		return fs.ToErrno(err)
-	}
+	// Under the lock, so that no write lands between the real fsync and
+	// the bookkeeping and is taken for synced.
 	f := n.fsys
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := syscall.Fsync(fd); err != nil {
+		return fs.ToErrno(err)
+	}
 	f.stats.Fsyncs++
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
@@ -672,8 +675,10 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 }
 
 func (n *node) syncDir() syscall.Errno {
-	p := n.fsys.abs(n.rel())
-	d, err := os.Open(p)
+	f := n.fsys
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, err := os.Open(f.abs(n.rel()))
 	if err != nil {
 		return fs.ToErrno(err)
 	}
@@ -685,9 +690,6 @@ func (n *node) syncDir() syscall.Errno {
 	if err := syscall.Fstat(int(d.Fd()), &st); err != nil {
 		return fs.ToErrno(err)
 	}
-	f := n.fsys
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.stats.DirFsyncs++
 	f.dirSyncedLocked(st.Ino)
 	return 0
