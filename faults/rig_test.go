@@ -101,9 +101,14 @@ uplink:
   setpoint_keys:
     ops-1: {{.KeyB64}}
 {{- end}}
-{{- if .MaxBytes}}
+{{- if or .MaxBytes .CommitInterval}}
 buffer:
+{{- if .MaxBytes}}
   max_bytes: {{.MaxBytes}}
+{{- end}}
+{{- if .CommitInterval}}
+  commit_interval: {{.CommitInterval}}
+{{- end}}
 {{- end}}
 `
 
@@ -128,7 +133,9 @@ type gatewayOpts struct {
 	Poll     string
 	PubKey   ed25519.PublicKey
 	MaxBytes int64
-	Dir      string // "" makes a temp dir
+	// CommitInterval is buffer.commit_interval ("" for the default).
+	CommitInterval string
+	Dir            string // "" makes a temp dir
 }
 
 func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
@@ -141,7 +148,7 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 		o.Poll = "200ms"
 	}
 	var b bytes.Buffer
-	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes}
+	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
 	if o.PubKey != nil {
 		data["KeyB64"] = base64.StdEncoding.EncodeToString(o.PubKey)
 	}
