@@ -96,7 +96,7 @@ func (r *run) wear(window time.Duration) {
 	for _, w := range res {
 		x := "—"
 		if payload > 0 {
-			x = fmt.Sprintf("%.1f×", w.perReading()/payload)
+			x = fmt.Sprintf("%.2f×", w.perReading()/payload)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | **%.0f** | %s | %d | %d | %.0f |\n", w.name, w.how, w.stats.WriteBytes, w.stats.Medium(), w.perReading(), x, w.stats.Fsyncs, w.stats.DirFsyncs, w.compacted)
 		r.results["wear_bytes_per_reading_"+w.name] = round(w.perReading(), 0)
