@@ -47,10 +47,19 @@ rss: ## resident memory of the arm64 agent under qemu with two simulated devices
 faults: ## run the fault-injection scenarios in full (minutes; make test runs them short)
 	HEARTH_FAULTS_FULL=1 $(GO) test -count=1 -v -timeout 60m ./faults/
 
+powercut: ## power cuts under a real agent on a disk that loses all it did not sync: 50 cuts, then a build without the fsyncs, which must be caught
+	HEARTH_POWERCUT_CUTS=50 $(GO) test -count=1 -v -timeout 30m -run '^TestPowerCut$$' ./faults/
+	@echo "powercut: the agent built without its fsyncs (-tags nofsync) must fail the same checks"
+	@log=$$(mktemp); if HEARTH_POWERCUT_NOFSYNC=1 HEARTH_POWERCUT_CUTS=20 $(GO) test -count=1 -v -timeout 30m -run '^TestPowerCut$$' ./faults/ >$$log 2>&1; then \
+		tail -20 $$log; echo "powercut: FAIL: 20 cuts under an agent without fsyncs and nothing was caught"; exit 1; fi; \
+	grep -E 'check [a-z ]+( after cut [0-9]+)?:' $$log | grep -v ': ok$$' | head -10; \
+	grep -qE 'went back|carried two different readings|neither arrived nor' $$log || { tail -40 $$log; echo "powercut: FAIL: the nofsync run failed for another reason"; exit 1; }; \
+	rm -f $$log; echo "powercut: without the fsyncs a power cut is caught: ok"
+
 bench: ## benchmarks and end-to-end measurements into bench/REPORT.md and bench/results.json (~30 min)
 	ulimit -n 65536 2>/dev/null; $(GO) run ./bench
 
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help deps build demo test vet check generate clean release release-check rss faults bench
+.PHONY: help deps build demo test vet check generate clean release release-check rss faults powercut bench

@@ -26,6 +26,7 @@ const (
 	periphHost = "periph.io/x/host/v3"
 	yaml       = "gopkg.in/yaml.v3"
 	jsonschema = "github.com/santhosh-tekuri/jsonschema/v6"
+	gofuse     = "github.com/hanwen/go-fuse/v2"
 )
 
 // rules gives, for every package of the module (by its path inside the
@@ -67,7 +68,8 @@ var rules = map[string][]string{
 	"internal/clocktest":   {"."},
 	"internal/harness":     {"drivers/sim", "internal/schemacheck", paho},
 	"internal/schemacheck": {jsonschema},
-	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "uplink", paho},
+	"internal/powercut":    {gofuse},
+	"bench":                {".", "buffer", "drivers/sim", "internal/harness", "internal/powercut", "uplink", paho},
 	"e2e":                  {},
 	"faults":               {},
 }
@@ -77,7 +79,7 @@ var rules = map[string][]string{
 // simulator, embedded broker, test harness or testing package, and the
 // pure packages no I/O library.
 var unreachable = map[string][]string{
-	"cmd/hearth": {"drivers/sim", "internal/broker", "internal/cloud", "internal/harness", "internal/clocktest", mochi, jsonschema, "testing"},
+	"cmd/hearth": {"drivers/sim", "internal/broker", "internal/cloud", "internal/harness", "internal/clocktest", "internal/powercut", mochi, jsonschema, gofuse, "testing"},
 	".":          {sqlite, paho, modbus, periphConn, periphHost, "net", "os/exec"},
 	"safety":     {sqlite, paho, modbus, periphConn, periphHost, "net", "os/exec"},
 	"control":    {sqlite, paho, modbus, periphConn, periphHost, "net", "os/exec"},

@@ -48,7 +48,9 @@ type Agent struct {
 	clock    telemetry.Clock
 	clocks   *clock // the wall and monotonic clocks everything reads
 
+	dataDir *dataDirLock // held from the start of New to the end of closeAll
 	store   *buffer.Store
+	leases  *buffer.State // the control loop's lease state, apart from the buffer
 	buses   []*drivers.Bus
 	devices []*device
 	up      *uplink.Session
@@ -99,6 +101,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), clocks: clocks}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: clocks.Since, Now: clocks.Wall, Synced: a.clockSynced}
 	built := a // a itself is nil once an error is returned
+	if a.dataDir, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			built.closeAll()
@@ -112,6 +117,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	if a.leases, err = openLeaseState(cfg.DataDir, a.store, log); err != nil {
+		return nil, err
 	}
 	if err := a.openDevices(); err != nil {
 		return nil, err
@@ -136,7 +144,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
 	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
 	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
-		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices),
+		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices), CommitInterval: cfg.Buffer.CommitInterval.D(),
 		Online: a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
 	})
 	for _, d := range a.devices {
@@ -237,7 +245,7 @@ func (a *Agent) newControl() error {
 		}
 	}
 	ctl, err := control.New(control.Options{
-		Limits: a.cfg.Safety.Limits(), Store: a.store, Devices: devs,
+		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
 		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
@@ -524,4 +532,5 @@ func (a *Agent) closeAll() {
 			a.log.Error("close buffer", "err", err)
 		}
 	}
+	a.dataDir.release()
 }

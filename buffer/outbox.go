@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -341,10 +342,48 @@ func (s *Store) deleteIDs(query string, ids []uint64) error {
 
 // inTx runs fn in a write transaction (BEGIN IMMEDIATE, from the DSN) and
 // commits it, or rolls it back if fn fails. Errors for a full disk wrap
-// ErrDiskFull.
+// ErrDiskFull. The commit is not synced (synchronous=NORMAL): a power cut
+// may roll it back.
 func (s *Store) inTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.runTx(context.Background(), s.db, fn)
+}
+
+// inDurableTx is inTx for a commit that must survive a power cut: it runs
+// on the pinned connection with synchronous=FULL, so SQLite fsyncs the WAL
+// (and, the first time, its directory) before the commit returns, which
+// also makes every commit before it durable. Pinning the one connection
+// keeps the setting to this transaction: nothing else can run on the
+// connection between the two PRAGMAs.
+func (s *Store) inDurableTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if !syncs {
+		return s.inTx(fn)
+	}
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return s.noteFull(fmt.Errorf("connect: %w", err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+		return fmt.Errorf("synchronous full: %w", err)
+	}
+	err = s.runTx(ctx, conn, fn)
+	if _, rerr := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); rerr != nil {
+		// A connection left at FULL costs an fsync per commit; better
+		// to drop it than keep it.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		s.log.Warn("buffer: restoring synchronous=NORMAL failed; reconnecting", "err", rerr)
+	}
+	return err
+}
+
+// beginner is a *sql.DB or a pinned *sql.Conn.
+type beginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+func (s *Store) runTx(ctx context.Context, db beginner, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.noteFull(fmt.Errorf("begin: %w", err))
 	}

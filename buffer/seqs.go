@@ -57,8 +57,9 @@ func setReserved(ctx context.Context, tx *sql.Tx, seq uint64) error {
 // ReserveSeqs reserves the n seqs first..last, above every seq assigned,
 // stored or reserved before, for readings the caller will deliver from
 // memory and store with AppendWithSeq only if they are not delivered soon.
-// The reservation is one small write, so reserve many at a time. It is
-// persistent: until ReleaseSeqs says which were used, a restart treats the
+// The reservation is one small commit, synced to the medium before
+// ReserveSeqs returns (the only fsync of the store's own, so reserve many
+// at a time). It survives a power cut: until ReleaseSeqs says which were used, a restart treats the
 // reserved seqs above the last stored one as lost and records a gap event
 // (reason GapNotStored) for them at Open, and starts after them.
 func (s *Store) ReserveSeqs(n int) (first, last uint64, err error) {
@@ -67,7 +68,10 @@ func (s *Store) ReserveSeqs(n int) (first, last uint64, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err = s.inTx(func(ctx context.Context, tx *sql.Tx) error {
+	// Durable before any seq of the block is handed out: a reservation
+	// rolled back by a power cut would give the next run the same seqs
+	// again, and the cloud would drop its new readings as duplicates.
+	err = s.inDurableTx(func(ctx context.Context, tx *sql.Tx) error {
 		if err := s.reportLost(ctx, tx, true); err != nil {
 			return err
 		}

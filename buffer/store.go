@@ -468,6 +468,28 @@ func (s *Store) SetMeta(key, value string) error {
 	return nil
 }
 
+// foreignMeta returns every meta key the store does not keep for itself:
+// what its users (the control loop's lease state) stored there.
+func (s *Store) foreignMeta() (map[string]string, error) {
+	rows, err := s.db.Query("SELECT key, value FROM meta WHERE key <> ?", metaSeqReserved)
+	if err != nil {
+		return nil, fmt.Errorf("read meta: %w", err)
+	}
+	defer rows.Close()
+	m := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("read meta: %w", err)
+		}
+		m[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read meta: %w", err)
+	}
+	return m, nil
+}
+
 func toMillis(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }

@@ -176,6 +176,10 @@ type UplinkConfig struct {
 // BufferConfig bounds the on-disk telemetry buffer.
 type BufferConfig struct {
 	MaxBytes ByteSize `yaml:"max_bytes"`
+	// CommitInterval is how long readings wait in memory for one commit
+	// while the uplink is down: the window a power cut can take (reported
+	// as a gap) against the bytes each reading costs the SD card.
+	CommitInterval Duration `yaml:"commit_interval"`
 }
 
 // Defaults applied where the file is silent.
@@ -186,6 +190,10 @@ const (
 	// DefaultMaxBytes holds a week of 1 Hz readings from four devices at
 	// roughly 300 bytes each on disk.
 	DefaultMaxBytes = 256 << 20
+	// DefaultCommitInterval matches the 5 s a reading waits in memory for
+	// the broker with a healthy uplink: a crash costs the same window
+	// either way.
+	DefaultCommitInterval = 5 * time.Second
 )
 
 func defaultConfig() Config {
@@ -217,7 +225,7 @@ func defaultConfig() Config {
 			TopicPrefix: uplink.DefaultTopicPrefix,
 			BootDelay:   Duration(30 * time.Second),
 		},
-		Buffer: BufferConfig{MaxBytes: DefaultMaxBytes},
+		Buffer: BufferConfig{MaxBytes: DefaultMaxBytes, CommitInterval: Duration(DefaultCommitInterval)},
 	}
 }
 
@@ -499,6 +507,9 @@ func (v *validator) validate(c *Config) {
 	v.uplink(c)
 	if c.Buffer.MaxBytes < 1<<20 {
 		v.errorf("buffer.max_bytes", "%d is below the 1 MiB minimum", c.Buffer.MaxBytes)
+	}
+	if ci := c.Buffer.CommitInterval.D(); ci < 0 || ci > time.Minute {
+		v.errorf("buffer.commit_interval", "%s is outside 0s..1m (0 commits every poll cycle)", ci)
 	}
 }
 

@@ -688,4 +688,3 @@ func clockState(synced bool) hearth.ClockState {
 	}
 	return hearth.ClockUnsynced
 }
-

@@ -38,15 +38,20 @@ uplink:
   boot_delay: 0s
 `
 
-// seedLease writes a lease into the agent's database as a running agent
-// would have persisted it, before the agent starts.
+// seedLease writes a lease into the agent's lease state (data_dir's
+// state.json, with its copy in the buffer) as a running agent would have
+// persisted it, before the agent starts.
 func seedLease(t *testing.T, dir string, sp hearth.Setpoint) {
 	t.Helper()
-	st, err := buffer.Open(filepath.Join(dir, "hearth.db"), buffer.Options{})
+	db, err := buffer.Open(filepath.Join(dir, "hearth.db"), buffer.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer db.Close()
+	st, err := buffer.OpenState(filepath.Join(dir, "state.json"), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l := safety.Lease{Setpoint: sp, Source: safety.SourceCloud, Received: sp.IssuedAt, Synced: true}
 	b, _ := json.Marshal(l)
 	if err := st.SetMeta("safety.lease", string(b)); err != nil {

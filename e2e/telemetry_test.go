@@ -106,9 +106,23 @@ func TestTelemetryThroughBrokerRestart(t *testing.T) {
 	// Wait until everything up to target has come, or the time is up; the
 	// assertions below say what is missing.
 	deadline := time.Now().Add(60 * time.Second)
+	complete := func(all map[uint64]bool) bool {
+		hi := maxSeq(all)
+		if hi < target {
+			return false
+		}
+		for s := uint64(1); s <= hi; s++ {
+			if !all[s] {
+				return false
+			}
+		}
+		return true
+	}
 	for time.Now().Before(deadline) {
-		all := union(rec2.Messages())
-		if uint64(len(all)) >= target && maxSeq(all) >= target {
+		// Readings whose live publish the cut interrupted wait in memory
+		// up to buffer.commit_interval, then come as backfill, after
+		// newer live ones.
+		if complete(union(rec2.Messages())) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -116,9 +116,14 @@ uplink:
   setpoint_keys:
     ops-1: {{.KeyB64}}
 {{- end}}
-{{- if .MaxBytes}}
+{{- if or .MaxBytes .CommitInterval}}
 buffer:
+{{- if .MaxBytes}}
   max_bytes: {{.MaxBytes}}
+{{- end}}
+{{- if .CommitInterval}}
+  commit_interval: {{.CommitInterval}}
+{{- end}}
 {{- end}}
 `
 
@@ -132,6 +137,7 @@ type gateway struct {
 	dir     string
 	cfgPath string
 	env     []string // extra environment, e.g. LD_PRELOAD
+	bin     string   // the agent binary; "" means hearthBin
 
 	agent *harness.Agent // nil until the first start
 }
@@ -142,7 +148,9 @@ type gatewayOpts struct {
 	Poll     string
 	PubKey   ed25519.PublicKey
 	MaxBytes int64
-	Dir      string // "" makes a temp dir
+	// CommitInterval is buffer.commit_interval ("" for the default).
+	CommitInterval string
+	Dir            string // "" makes a temp dir
 }
 
 func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
@@ -155,7 +163,7 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 		o.Poll = "200ms"
 	}
 	var b bytes.Buffer
-	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes}
+	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
 	if o.PubKey != nil {
 		data["KeyB64"] = base64.StdEncoding.EncodeToString(o.PubKey)
 	}
@@ -178,7 +186,11 @@ func (g *gateway) start() {
 		g.agent.Restart()
 		return
 	}
-	g.agent = harness.StartAgent(g.t, hearthBin, harness.AgentOptions{Config: g.cfgPath, Env: g.env,
+	bin := g.bin
+	if bin == "" {
+		bin = hearthBin
+	}
+	g.agent = harness.StartAgent(g.t, bin, harness.AgentOptions{Config: g.cfgPath, Env: g.env,
 		Name: "agent " + g.id, LogTail: 60, SampleRSS: 200 * time.Millisecond})
 }
 
@@ -232,26 +244,34 @@ func (g *gateway) checkRSS() {
 
 // diagBuffer asks the running agent's diagnostics API for its buffer report.
 func (g *gateway) diagBuffer() (map[string]any, error) {
+	var out map[string]any
+	if err := g.diagGet("buffer", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// diagGet decodes the running agent's answer to GET /v1/PATH into out.
+func (g *gateway) diagGet(path string, out any) error {
 	sock := filepath.Join(g.dir, "hearth.sock")
 	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		},
 	}}
-	resp, err := c.Get("http://hearth/v1/buffer")
+	resp, err := c.Get("http://hearth/v1/" + path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("buffer report %q: %w", b, err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s report %q: %w", path, b, err)
 	}
-	return out, nil
+	return nil
 }
 
 // startSim serves an in-process simulator over Modbus TCP on a loopback

@@ -420,7 +420,10 @@ func TestDiskFull(t *testing.T) {
 	px := harness.StartProxy(t, mq.Addr())
 	_, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTFULL"})
 	n := prefill(t, filepath.Join(dir, "hearth.db"), 2000, false)
-	g := newGateway(t, "gw-full", gatewayOpts{Broker: px.URL(), Poll: "100ms", Dir: dir,
+	// A commit every poll cycle fills the room the buffer's reserve gives
+	// back within seconds; batched (the default commit_interval) it
+	// would take minutes.
+	g := newGateway(t, "gw-full", gatewayOpts{Broker: px.URL(), Poll: "100ms", Dir: dir, CommitInterval: "0s",
 		Devices: []device{{"battery", addr}, {"inverter", addr}}})
 	filler := filepath.Join(dir, "filler")
 	fillDisk(t, filler)

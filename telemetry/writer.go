@@ -52,8 +52,15 @@ type WriterOptions struct {
 	// devices): a full cycle gets its seqs at once.
 	CycleSize int
 	// Online says whether the uplink is connected; while it is not,
-	// readings are stored at once.
+	// nothing will confirm readings, and they are stored together.
 	Online func() bool
+	// CommitInterval is how long readings wait in memory for one commit
+	// while the uplink is down (buffer.commit_interval): they are stored
+	// together once the oldest has waited this long. 0 stores every poll
+	// cycle. A crash or power cut costs at most this much, reported as a
+	// not_stored gap; each commit writes whole pages, so the longer the
+	// interval, the fewer bytes a reading costs the medium.
+	CommitInterval time.Duration
 	// Wake tells the deliverer there is something new.
 	Wake   func()
 	Record Recorder
@@ -64,7 +71,8 @@ type WriterOptions struct {
 // device has reported, or every CommitEvery), and hands them to the
 // deliverer in memory at once. It stores in one transaction the readings
 // that were not confirmed live within StoreAfter, and, while the uplink is
-// down, all of them every cycle, as it does at Close. Seqs come from
+// down, all of them once the oldest has waited CommitInterval, as it does
+// at Close. Seqs come from
 // blocks reserved in the buffer, so a healthy uplink costs one small write
 // per block of readings instead of two commits per cycle.
 type Writer struct {
@@ -203,10 +211,13 @@ func (w *Writer) run() {
 		batch = batch[:0]
 		w.opt.Wake()
 	}
-	// store writes what must not wait for the uplink any longer.
+	// store writes what must not wait for the uplink any longer: what
+	// it has not confirmed within StoreAfter or, while it is down, all of
+	// it once the oldest has waited CommitInterval.
 	store := func(all bool) {
-		all = all || !w.opt.Online()
-		if fresh.store(clock.Mono()-StoreAfter, all, write) > 0 {
+		now := clock.Mono()
+		due := all || w.opt.Online() || fresh.queuedBy(now-w.opt.CommitInterval)
+		if due && fresh.store(now-StoreAfter, all || !w.opt.Online(), write) > 0 {
 			w.opt.Wake()
 		}
 		// Readings taken before the clock synced get true times.
@@ -324,6 +335,13 @@ func (q *Fresh) store(until time.Duration, all bool, write func([]hearth.Reading
 		q.rs = slices.Delete(q.rs, 0, n)
 	}
 	return n
+}
+
+// queuedBy says whether a reading queued at or before at is waiting.
+func (q *Fresh) queuedBy(at time.Duration) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.rs) > 0 && q.rs[0].at <= at
 }
 
 // Len returns how many readings are queued.

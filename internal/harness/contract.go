@@ -133,7 +133,15 @@ func (c *Contract) Check(msgs []Message) (violations, known []string) {
 		}
 		switch {
 		case kind == "status" && bytes.Contains(m.Payload, []byte(`"online"`)):
-			delete(lastState, gw) // a new connection republishes its state
+			// A new connection republishes its state, and a new agent
+			// (a restart) records its own events, which may say what
+			// the last one's did.
+			delete(lastState, gw)
+			for k := range lastEvent {
+				if strings.HasPrefix(k, gw+"/") {
+					delete(lastEvent, k)
+				}
+			}
 		case kind == "state" && !m.Retained:
 			if bytes.Equal(lastState[gw], m.Payload) {
 				report("duplicate:state", m.Topic, m.Payload, "the same state published twice on one connection")
