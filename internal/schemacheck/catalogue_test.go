@@ -104,6 +104,7 @@ func TestContractRefusesKnownBreaches(t *testing.T) {
 	for _, c := range []struct{ schema, doc string }{
 		{"state.schema.json", `{"ts":"2026-11-25T10:00:00Z","mode":"idle","safety":"ok","applied_w":2685.1,"lease":{"id":"local-x","valid_until":"2026-11-25T10:00:00Z","fallback":"auto","source":"local","remaining_s":12.5}}`},
 		{"ack.schema.json", `{"id":"b7e1","version":42,"result":"clamped","reason":"max_charge_w","applied_w":-2500}`},
+		{"telemetry.schema.json", `{"aggregates":[{"device":"battery","ts":"2026-11-25T10:00:00Z","seq_from":81234,"seq_to":81470,"n":60,"clock":"synced","points":{"soc_pct":{"min":72.1,"avg":72.4,"max":72.5,"n":60},"temp_c":{"n":0,"q":{"comm_error":60}}}}]}`},
 	} {
 		if err := Validate(filepath.Join(schemas, c.schema), []byte(c.doc)); err != nil {
 			t.Errorf("%s refuses %s: %v", c.schema, c.doc, err)
