@@ -63,7 +63,9 @@ uplink:
 	st := waitStatus(t, sock, func(st diag.StatusReport) bool {
 		return len(st.Devices) == 1 && st.Devices[0].Up && st.Devices[0].Identity != nil && st.Uplink.Connected && st.Uplink.Published > 0
 	})
-	localPower := slices.Contains(st.Agent.LocalModes, "power")
+	if !slices.Contains(st.Agent.LocalModes, "power") {
+		t.Fatalf("the agent's local modes %v lack power: the sign check cannot run", st.Agent.LocalModes)
+	}
 
 	report := filepath.Join(dir, "commissioning.json")
 	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "1m")
@@ -90,17 +92,9 @@ uplink:
 			t.Errorf("check %q: %s %q; want %s with %q", want.check, v, d, want.verdict, want.detail)
 		}
 	}
-	if localPower {
-		// The battery charges at the test power, with the right sign.
-		if v, d := r.check("sign"); v != "pass" || !strings.Contains(d, "power_w -") || r.Verdict != "PASS" || code != 0 {
-			t.Errorf("sign check %s %q, verdict %s, exit %d; want pass, charging, PASS, 0", v, d, r.Verdict, code)
-		}
-	} else {
-		// The control loop cannot hold a local power yet: the report says
-		// the sign was not checked, and the installation is not done.
-		if v, d := r.check("sign"); v != "blocked" || !strings.Contains(d, "cannot hold a local test power") || r.Verdict != "INCOMPLETE" || code != 1 {
-			t.Errorf("sign check %s %q, verdict %s, exit %d; want blocked, INCOMPLETE, exit 1", v, d, r.Verdict, code)
-		}
+	// The battery charges at the test power, with the right sign.
+	if v, d := r.check("sign"); v != "pass" || !strings.Contains(d, "power_w -500 W") || r.Verdict != "PASS" || code != 0 {
+		t.Errorf("sign check %s %q, verdict %s, exit %d; want pass, charging at the test power, PASS, 0", v, d, r.Verdict, code)
 	}
 	for _, want := range []string{"hearth commissioning report", "gateway gw-comm", "COMM-0001", "limits  SoC 10–95 %, charge ≤ 2500 W", "PASS    battery answers", "VERDICT: "} {
 		if !strings.Contains(out, want) {
@@ -164,16 +158,13 @@ func TestModeSetPower(t *testing.T) {
 			t.Errorf("hearth %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut, tc.code, tc.msg)
 		}
 	}
-	out, errOut, code := hearthCLI(t, nil, "mode", "set", "power", "-500W", "--for", "2m", "--socket", sock)
 	if !slices.Contains(st.Agent.LocalModes, "power") {
-		if code != 1 || !strings.Contains(errOut, "cannot hold a local test power") {
-			t.Errorf("mode set power on an agent without local power: exit %d, stderr %q; want 1 and the reason", code, errOut)
-		}
-		if st := waitStatus(t, sock, func(diag.StatusReport) bool { return true }); st.Lease != nil {
-			t.Errorf("a refused local power left a lease: %+v", st.Lease)
-		}
-		return
+		t.Fatalf("local modes %v lack power", st.Agent.LocalModes)
 	}
+	if _, errOut, code := hearthCLI(t, nil, "mode", "set", "power", "1500W", "--for", "2m", "--socket", sock); code == 0 {
+		t.Errorf("a local test power of 1500 W was taken (stderr %q); want at most ±1000 W", errOut)
+	}
+	out, errOut, code := hearthCLI(t, nil, "mode", "set", "power", "-500W", "--for", "2m", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "mode power -500 W (charging) for 2m") {
 		t.Fatalf("mode set power: exit %d\n%s%s", code, out, errOut)
 	}
@@ -182,5 +173,62 @@ func TestModeSetPower(t *testing.T) {
 	})
 	if _, _, code := hearthCLI(t, nil, "mode", "clear", "--socket", sock); code != 0 {
 		t.Errorf("mode clear: exit %d", code)
+	}
+}
+
+// TestCommissionFindsAnInvertedSign: a device that reports charging as
+// positive power (a register map with the wrong sign) fails the sign
+// check, which says so, instead of passing on a reading taken before the
+// device held the test power.
+func TestCommissionFindsAnInvertedSign(t *testing.T) {
+	t.Parallel()
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-INV", InitialSoC: 60, PVPeakW: 1})
+	s.SetPV(0)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	cfg := writeConfig(t, dir, "gw-inv", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
+	startAgent(t, cfg)
+	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	// 802 W at W_SF 0 reads +500 W whatever the battery does: charging
+	// at the test power looks like discharging.
+	if err := s.SetRaw(802, "W", 500); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "1m", "--no-broker-probe")
+	var r commissionReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("commission --json: %v\n%s%s", err, out, errOut)
+	}
+	if v, d := r.check("sign"); v != "fail" || !strings.Contains(d, "+500") && !strings.Contains(d, "power_w 500") || code != 1 {
+		t.Errorf("sign check of an inverted device: %s %q, exit %d; want fail naming the reported +500 W", v, d, code)
+	}
+	if !strings.Contains(out, "inverted") {
+		t.Errorf("the report does not say the sign is inverted:\n%s", out)
+	}
+}
+
+// TestCommissionWaitsForTheTestPower: a device already charging on its
+// own (PV, say) at 3 kW, whose power then does not follow the test power:
+// the sign check must not pass on the charging it saw before the device
+// held the test power.
+func TestCommissionWaitsForTheTestPower(t *testing.T) {
+	t.Parallel()
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-OLD", InitialSoC: 60, PVPeakW: 1})
+	s.SetPV(0)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "hearth.sock")
+	cfg := writeConfig(t, dir, "gw-old", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
+	startAgent(t, cfg)
+	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	if err := s.SetRaw(802, "W", -3000); err != nil { // charging 3 kW, whatever it is told
+		t.Fatal(err)
+	}
+	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "15s", "--no-broker-probe")
+	var r commissionReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("commission --json: %v\n%s%s", err, out, errOut)
+	}
+	if v, d := r.check("sign"); v != "fail" || !strings.Contains(d, "-3000") || code != 1 {
+		t.Errorf("sign check of a device that does not follow: %s %q, exit %d; want fail, power_w staying at -3000 W", v, d, code)
 	}
 }

@@ -297,7 +297,7 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	defer func() { r.add(ck) }()
 	if !slices.Contains(cm.st.Agent.LocalModes, string(hearth.ModePower)) {
 		ck.Verdict = verdictBlocked
-		ck.Detail = "this agent's control loop cannot hold a local test power (hearth mode set power); only idle and auto can be set locally"
+		ck.Detail = "this agent controls no device (no SunSpec storage controls): it cannot hold a local test power"
 		ck.Hint = "check the sign with a small setpoint from the cloud instead (hearthsim cloud send --mode power --power -500 --for 2m)"
 		return
 	}
@@ -342,33 +342,49 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	fmt.Fprintf(cm.progress, "commission: holding %s on %s for the sign check…\n", watts(float64(target)), dev)
 	begun := time.Now()
 	deadline := begun.Add(min(cm.hold, 45*time.Second))
+	// Only a reading taken once the device holds the test power says
+	// anything: before that, power_w is still what its own logic did.
+	var heldAt time.Time
 	var last float64
+	tol := max(100, 0.25*math.Abs(float64(target)))
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(500 * time.Millisecond)
-		v, ok := cm.point(dev, "power_w")
-		if !ok {
+		if heldAt.IsZero() {
+			var st diag.StatusReport
+			if cm.c.Do("GET", "/status", nil, nil, &st) == nil && st.Safety.AppliedW != nil &&
+				math.Abs(float64(*st.Safety.AppliedW-target)) < 1 {
+				heldAt = time.Now()
+			}
 			continue
+		}
+		v, at, ok := cm.reading(dev, "power_w")
+		if !ok || !at.After(heldAt.Add(time.Second)) {
+			continue // not yet a reading of the held command
 		}
 		last = v
-		if math.Abs(v) < 0.5*math.Abs(float64(target)) {
-			continue
-		}
 		after := time.Since(begun).Round(100 * time.Millisecond)
-		if (v < 0) != (target < 0) {
+		switch {
+		case math.Abs(v-float64(target)) <= tol:
+			ck.Verdict = verdictPass
+			ck.Detail = fmt.Sprintf("commanded %s, power_w %s W after %s", watts(float64(target)), number(v), after)
+			if haveGrid {
+				cm.meterCheck(r, meter, meterPoint, gridBefore, target)
+			}
+			return
+		case math.Abs(v+float64(target)) <= tol:
 			ck.Verdict = verdictFail
 			ck.Detail = fmt.Sprintf("commanded %s, the device reports power_w %s W after %s", watts(float64(target)), number(v), after)
 			ck.Hint = "the sign is inverted: the device or its register map reports charging as positive; fix the profile before leaving the site"
 			return
 		}
-		ck.Verdict = verdictPass
-		ck.Detail = fmt.Sprintf("commanded %s, power_w %s W after %s", watts(float64(target)), number(v), after)
-		if haveGrid {
-			cm.meterCheck(r, meter, meterPoint, gridBefore, target)
-		}
-		return
 	}
 	ck.Verdict = verdictFail
-	ck.Detail = fmt.Sprintf("commanded %s; power_w stayed at %s W for %s", watts(float64(target)), number(last), time.Since(begun).Round(time.Second))
+	if heldAt.IsZero() {
+		ck.Detail = fmt.Sprintf("commanded %s; the device never held it within %s", watts(float64(target)), time.Since(begun).Round(time.Second))
+		ck.Hint = "the writes do not take: see hearth status and hearth events (write_failed, not_effective); is remote control enabled on the inverter?"
+		return
+	}
+	ck.Detail = fmt.Sprintf("commanded %s, held by the device; power_w stayed at %s W for %s", watts(float64(target)), number(last), time.Since(begun).Round(time.Second))
 	ck.Hint = "the device does not follow: is remote control enabled on the inverter (model 124 StorCtl_Mod)? See hearth events for not_effective"
 }
 
@@ -395,6 +411,21 @@ func (cm *commissioner) meterCheck(r *commissionReport, meter, point string, bef
 		ck.Verdict = verdictWarn
 		ck.Hint = "the meter barely moved: is its CT on the grid connection, and on the phase the battery feeds? A changing house load blurs this check"
 	}
+}
+
+// reading reads one good value of a device's point through the agent,
+// with when it was read.
+func (cm *commissioner) reading(device, name string) (float64, time.Time, bool) {
+	var pts []diag.PointReport
+	if cm.c.Do("GET", "/points", map[string][]string{"device": {device}}, nil, &pts) != nil {
+		return 0, time.Time{}, false
+	}
+	for _, p := range pts {
+		if p.Name == name && p.Value != nil && !p.Stale {
+			return *p.Value, p.Time, true
+		}
+	}
+	return 0, time.Time{}, false
 }
 
 // point reads one good value of a device's point through the agent.
