@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -63,9 +62,10 @@ type Agent struct {
 
 	closers []func() error // what Run opened for New's parts to use, closed last first
 
-	mu              sync.Mutex
-	uplinkDownSince time.Time
-	keys            keyState // the setpoint keys in force
+	conn *telemetry.ConnWatcher
+
+	mu   sync.Mutex
+	keys keyState // the setpoint keys in force
 }
 
 // device is one configured device and what reads it.
@@ -142,6 +142,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
+	a.conn = telemetry.NewConnWatcher(telemetry.ConnWatcherOptions{Link: a.up, Broker: cfg.Uplink.Broker,
+		Record: a.events.Record, Connected: a.state.Changed,
+		Refresh: func() { a.up.SetBirth(a.birth()) }, RefreshEvery: birthRefresh})
 	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
 	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
 		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices), CommitInterval: cfg.Buffer.CommitInterval.D(),
@@ -255,58 +258,6 @@ func (a *Agent) newControl() error {
 	return err
 }
 
-func (a *Agent) birth() uplink.Birth {
-	// The limits are per device, beside those of the whole site: the cloud
-	// must not take a device's limit for the site's.
-	s := a.cfg.Safety
-	controlled := 0
-	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
-			controlled++
-		}
-	}
-	site := map[string]any{"controlled_devices": controlled}
-	for k, v := range map[string]*float64{"export_limit_w": s.ExportLimitW, "import_limit_w": s.ImportLimitW,
-		"max_discharge_w": s.SiteMaxDischargeW, "max_charge_w": s.SiteMaxChargeW} {
-		if v != nil {
-			site[k] = *v
-		}
-	}
-	b := uplink.Birth{Version: hearth.Version, Profile: a.profiles(), Limits: map[string]any{
-		"per_device": map[string]any{
-			"soc_min_pct": s.SocMinPct, "soc_max_pct": s.SocMaxPct,
-			"max_charge_w": s.MaxChargeW, "max_discharge_w": s.MaxDischargeW,
-		},
-		"site": site,
-	}}
-	if st, err := a.store.Stats(); err == nil {
-		b.Buffer = map[string]any{
-			"pending_readings": st.PendingReadings, "write_bytes": st.WriteBytes,
-			"commits_per_hour": st.CommitsPerHour, "compactions": st.Compactions,
-			"readings_dropped": st.ReadingsDropped, "disk_full": st.DiskFull,
-		}
-	}
-	for _, d := range a.devices {
-		id := d.drv.Identity()
-		b.Devices = append(b.Devices, uplink.DeviceInfo{
-			Name: d.cfg.Name, Manufacturer: id.Manufacturer, Model: id.Model, Serial: id.Serial, Firmware: id.Firmware,
-		})
-	}
-	return b
-}
-
-// profiles names the register maps the devices are read with, in device
-// order without repeats, comma-separated.
-func (a *Agent) profiles() string {
-	var names []string
-	for _, d := range a.devices {
-		if !slices.Contains(names, d.profile) {
-			names = append(names, d.profile)
-		}
-	}
-	return strings.Join(names, ",")
-}
-
 // UseLogRing makes the diagnostics API serve the log lines r keeps; r
 // should be written by the logger the agent was given.
 func (a *Agent) UseLogRing(r *diag.LogRing) { a.logs = r }
@@ -333,9 +284,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	upCtx, upCancel := context.WithCancel(context.Background())
 	defer upCancel()
 	a.up.Start(upCtx)
-	a.mu.Lock()
-	a.uplinkDownSince = time.Now()
-	a.mu.Unlock()
 	// Diagnostics are for people; a failure to serve them never stops
 	// the agent from keeping the battery safe.
 	srv, err := diag.Start(diag.ServerOptions{Socket: a.cfg.DiagSocket, Group: a.cfg.DiagGroup, Agent: a,
@@ -349,9 +297,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("metrics unavailable", "err", err)
 		}
 	}
-	watch := a.watchUplink()
+	a.conn.Start()
 	a.ctl.Start()
-	stopHW := a.startHardware()
+	estop := a.startHardware()
 	a.state.Start()
 	a.deliver.Start()
 	a.writer.Start()
@@ -370,7 +318,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, d := range a.devices {
 		d.poller.Close()
 	}
-	stopHW()
+	estop.Close()
 	a.ctl.Close() // devices handed back to their own logic
 	// The last state (devices handed back) goes out before the session ends.
 	a.state.Changed()
@@ -384,7 +332,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("uplink close", "err", err)
 	}
 	upCancel()
-	watch()
+	a.conn.Close()
 	if srv != nil {
 		srv.Close()
 	}
@@ -397,54 +345,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// watchUplink turns the session's connection state into events and the
-// down-since time the status report shows, and refreshes the status
-// record now and then (it carries the buffer's wear). The returned
-// function stops it and waits.
-func (a *Agent) watchUplink() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		refresh := time.NewTicker(birthRefresh)
-		defer refresh.Stop()
-		was := false
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-refresh.C:
-				a.up.SetBirth(a.birth())
-				continue
-			case <-t.C:
-			}
-			st := a.up.Stats()
-			if st.Connected == was {
-				continue
-			}
-			was = st.Connected
-			if st.Connected {
-				a.events.Record("uplink_connected", map[string]any{"broker": a.cfg.Uplink.Broker})
-				a.state.Changed()
-				continue
-			}
-			a.mu.Lock()
-			a.uplinkDownSince = time.Now()
-			a.mu.Unlock()
-			a.events.Record("uplink_lost", map[string]any{"broker": a.cfg.Uplink.Broker, "error": st.LastError})
-		}
-	})
-	return func() { cancel(); wg.Wait() }
-}
-
-// startHardware drives the optional GPIO: the e-stop input, the contactor
-// and the status LED. The control loop always runs: a pin that cannot be
-// opened is logged, and a missing e-stop input counts as an engaged stop.
-// The returned function stops the e-stop watcher and waits.
-func (a *Agent) startHardware() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
+// startHardware drives the optional GPIO: the contactor and the status
+// LED follow the safety state, and an e-stop input engages the stop. The
+// control loop always runs: a pin that cannot be opened is logged, and a
+// missing e-stop input counts as an engaged stop.
+func (a *Agent) startHardware() *hw.EStop {
 	g := a.cfg.GPIO
 	out, err := hw.OpenOutputs(g.Contactor, g.StatusLED)
 	if err != nil {
@@ -457,25 +362,13 @@ func (a *Agent) startHardware() (stop func()) {
 			}
 		})
 	}
-	if g.EStop != "" {
-		pin, err := hw.PinByName(g.EStop)
-		if err != nil {
-			a.log.Error("gpio.estop: holding the e-stop engaged", "err", err)
-			a.ctl.SetEStop(true)
-		} else {
-			wg.Go(func() {
-				err := hw.WatchEStop(ctx, pin, g.EStopActiveHigh, func(on bool) {
-					a.log.Warn("emergency stop", "engaged", on)
-					a.ctl.SetEStop(on)
-				})
-				if err != nil {
-					a.log.Error("e-stop input: holding the e-stop engaged", "err", err)
-					a.ctl.SetEStop(true)
-				}
-			})
-		}
+	if g.EStop == "" {
+		return &hw.EStop{}
 	}
-	return func() { cancel(); wg.Wait() }
+	return hw.StartEStop(g.EStop, g.EStopActiveHigh, func(on bool) {
+		a.log.Warn("emergency stop", "engaged", on)
+		a.ctl.SetEStop(on)
+	}, func(err error) { a.log.Error("e-stop input: holding the e-stop engaged", "err", err) })
 }
 
 // startWatchdogs tells systemd the agent is ready (its loops run) and

@@ -3,11 +3,13 @@ package agent
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 // The diagnostics API's view of the agent: what each part knows, in the
@@ -53,9 +55,7 @@ func (a *Agent) Status() diag.StatusReport {
 		t := us.ConnectedSince.UTC()
 		r.Uplink.ConnectedSince = &t
 	} else {
-		a.mu.Lock()
-		t := a.uplinkDownSince
-		a.mu.Unlock()
+		t := a.conn.DownSince()
 		r.Uplink.DownSince = &t
 	}
 	r.Buffer = a.Buffer()
@@ -216,3 +216,56 @@ func (a *Agent) Links() []diag.Link {
 
 // ReconnectUplink makes the uplink attempt to connect now.
 func (a *Agent) ReconnectUplink() bool { return a.up.Reconnect() }
+
+// birth is the status record the uplink publishes, retained.
+func (a *Agent) birth() uplink.Birth {
+	// The limits are per device, beside those of the whole site: the cloud
+	// must not take a device's limit for the site's.
+	s := a.cfg.Safety
+	controlled := 0
+	for _, d := range a.devices {
+		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+			controlled++
+		}
+	}
+	site := map[string]any{"controlled_devices": controlled}
+	for k, v := range map[string]*float64{"export_limit_w": s.ExportLimitW, "import_limit_w": s.ImportLimitW,
+		"max_discharge_w": s.SiteMaxDischargeW, "max_charge_w": s.SiteMaxChargeW} {
+		if v != nil {
+			site[k] = *v
+		}
+	}
+	b := uplink.Birth{Version: hearth.Version, Profile: a.profiles(), Limits: map[string]any{
+		"per_device": map[string]any{
+			"soc_min_pct": s.SocMinPct, "soc_max_pct": s.SocMaxPct,
+			"max_charge_w": s.MaxChargeW, "max_discharge_w": s.MaxDischargeW,
+		},
+		"site": site,
+	}}
+	if st, err := a.store.Stats(); err == nil {
+		b.Buffer = map[string]any{
+			"pending_readings": st.PendingReadings, "write_bytes": st.WriteBytes,
+			"commits_per_hour": st.CommitsPerHour, "compactions": st.Compactions,
+			"readings_dropped": st.ReadingsDropped, "disk_full": st.DiskFull,
+		}
+	}
+	for _, d := range a.devices {
+		id := d.drv.Identity()
+		b.Devices = append(b.Devices, uplink.DeviceInfo{
+			Name: d.cfg.Name, Manufacturer: id.Manufacturer, Model: id.Model, Serial: id.Serial, Firmware: id.Firmware,
+		})
+	}
+	return b
+}
+
+// profiles names the register maps the devices are read with, in device
+// order without repeats, comma-separated.
+func (a *Agent) profiles() string {
+	var names []string
+	for _, d := range a.devices {
+		if !slices.Contains(names, d.profile) {
+			names = append(names, d.profile)
+		}
+	}
+	return strings.Join(names, ",")
+}

@@ -274,7 +274,8 @@ func (c *Controller) restore() error {
 		} else {
 			c.local = &lease
 		}
-		c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true}))
+		left := lease.Left(now, synced, lf)
+		c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true, "remaining_s": math.Round(left.Seconds()*10) / 10}))
 	}
 	return nil
 }

@@ -112,3 +112,41 @@ func PinByName(name string) (gpio.PinIO, error) {
 	}
 	return p, nil
 }
+
+// EStop watches an emergency-stop input by name (WatchEStop) on a
+// goroutine of its own. A pin that cannot be found or set up counts as an
+// engaged stop: changed(true), and the failure told to failed.
+type EStop struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartEStop watches the pin named name until Close; changed is told the
+// stop's state, failed why the input cannot be watched (it then holds the
+// stop engaged). Neither may block.
+func StartEStop(name string, activeHigh bool, changed func(engaged bool), failed func(error)) *EStop {
+	e := &EStop{}
+	pin, err := PinByName(name)
+	if err != nil {
+		failed(fmt.Errorf("gpio.estop: %w", err))
+		changed(true)
+		return e
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.wg.Go(func() {
+		if err := WatchEStop(ctx, pin, activeHigh, changed); err != nil {
+			failed(err)
+			changed(true)
+		}
+	})
+	return e
+}
+
+// Close stops watching and waits.
+func (e *EStop) Close() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	e.wg.Wait()
+}

@@ -287,6 +287,9 @@ func (s *Session) Connected() bool {
 	return s.cur != nil
 }
 
+// LastError is the last connection error, "" when none.
+func (s *Session) LastError() string { return s.Stats().LastError }
+
 // Connects counts the connections established so far.
 func (s *Session) Connects() uint64 { return s.Stats().Connects }
 

@@ -49,9 +49,14 @@ type KnownViolation struct {
 // those that no longer occur).
 var PendingControlFixes = []KnownViolation{}
 
+// repeatWindow is how close together two events with the same content
+// are a fault: one cause recorded twice. An agent restarted (killed, or
+// its power cut) may record what the last one did, but not this soon.
+const repeatWindow = 250 * time.Millisecond
+
 // Contract holds what gateways publish to the MQTT contract: every
 // payload to its JSON Schema in docs/schemas (events to their type's),
-// no event repeated with the same content within a second, no state
+// no event repeated with the same content within repeatWindow, no state
 // republished unchanged on one connection. It is safe for concurrent use;
 // one Contract may serve a whole test binary, to report Unused at the end.
 type Contract struct {
@@ -155,7 +160,7 @@ func (c *Contract) Check(msgs []Message) (violations, known []string) {
 			seenID[idKey] = true
 			body := eventBody(ev.Type, m.Payload)
 			key := gw + "/" + ev.Type
-			if prev, ok := lastEvent[key]; ok && prev.body == body && ev.TS.Sub(prev.ts) < time.Second {
+			if prev, ok := lastEvent[key]; ok && prev.body == body && ev.TS.Sub(prev.ts) < repeatWindow {
 				report("duplicate:"+full, m.Topic, m.Payload, fmt.Sprintf("the same %s event again %s later", ev.Type, ev.TS.Sub(prev.ts)))
 			}
 			lastEvent[key] = seenEvent{ev.TS, body}
