@@ -158,18 +158,18 @@ func (r *run) wearRun(c wearCase, window time.Duration, nofsyncBin string) (wear
 		}
 		mu.Unlock()
 	})
-	start := fsys.Stats()
+	start := wearStats(r.tb, fsys)
 	a := r.startAgentWith(bin, "gw-wear", root, mnt, px.URL(), addrs, "1s", pub, extra.String())
 	if c.backlog == 0 {
 		time.Sleep(10 * time.Second)
-		start = fsys.Stats()
+		start = wearStats(r.tb, fsys)
 	}
 	c0 := 0.0 // with a backlog the count starts before the agent does
 	if c.backlog == 0 {
 		c0 = diagFloat(root, "readings_compacted")
 	}
 	time.Sleep(window)
-	end := fsys.Stats()
+	end := wearStats(r.tb, fsys)
 	c1 := diagFloat(root, "readings_compacted")
 	a.Kill() // the count ends here; a clean stop would flush what is in memory
 	d := powercut.Stats{WriteBytes: end.WriteBytes - start.WriteBytes, Fsyncs: end.Fsyncs - start.Fsyncs,
@@ -214,4 +214,13 @@ func wearBacklog(path string, n int) {
 	if _, err := st.Append(batch); err != nil {
 		panic(err)
 	}
+}
+
+// wearStats returns the power-cut file system's counters.
+func wearStats(tb *shim, fsys *powercut.FS) powercut.Stats {
+	st, err := fsys.Stats()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
 }

@@ -218,6 +218,15 @@ func (r *powerRig) round(i, n int, kind string) {
 	r.checkIntegrity(i)
 }
 
+// stats returns the power-cut file system's counters.
+func (r *powerRig) stats() powercut.Stats {
+	st, err := r.fsys.Stats()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
 // waitDiag waits until the agent answers on its diagnostics socket.
 func (r *powerRig) waitDiag() {
 	waitFor(r.t, "the agent's diagnostics API", 20*time.Second, func() bool {
@@ -327,13 +336,13 @@ func (r *powerRig) checkIntegrity(i int) {
 // outbox is empty, then checks every seq and what the runs left behind.
 func (r *powerRig) finish() {
 	t := r.t
-	step(t, "after %d cuts (%v), run with the broker reachable until the outbox is empty", r.fsys.Stats().Cuts, r.rounds)
+	step(t, "after %d cuts (%v), run with the broker reachable until the outbox is empty", r.stats().Cuts, r.rounds)
 	r.px.Refuse(false)
 	r.g.start()
 	r.waitDiag()
-	r.checkLeaseKept(r.fsys.Stats().Cuts + 1)
+	r.checkLeaseKept(r.stats().Cuts + 1)
 	r.waitLive()
-	r.checkReplayRefused(r.fsys.Stats().Cuts + 1)
+	r.checkReplayRefused(r.stats().Cuts + 1)
 	l := settle(t, r.g, r.o, 60*time.Second)
 	// settle's seq check fails on a seq that carried two readings too;
 	// this names it for what a power cut does.
@@ -348,7 +357,7 @@ func (r *powerRig) finish() {
 	if r.accepted == 0 {
 		t.Errorf("check lease: no lease was ever acked as taken, so none was defended")
 	}
-	st := r.fsys.Stats()
+	st := r.stats()
 	t.Logf("lease versions up to %d published, %d the newest taken; %d rounds saw the agent compacting; file system: %d writes, %d fsyncs, %d directory fsyncs, %d changes undone by %d cuts",
 		r.version, r.accepted, r.compacts, st.Writes, st.Fsyncs, st.DirFsyncs, st.Undone, st.Cuts)
 	if r.rounds["quota"] > 0 && len(l.aggregates) == 0 {

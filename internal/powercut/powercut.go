@@ -3,7 +3,9 @@
 // last fsync undoable, in the spirit of Jepsen's LazyFS. Cut, called once
 // the processes using it are dead, unmounts it, undoes every change that
 // was not made durable, and mounts it again, as a machine that lost power
-// and rebooted would find its disk.
+// and rebooted would find its disk. The file system is served by a copy
+// of the running binary in a process of its own (see process.go): the
+// process that uses a FUSE mount must not be the one that serves it.
 //
 // What is durable follows POSIX at its strictest:
 //
@@ -35,7 +37,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -54,8 +55,6 @@ type Options struct {
 	// Expire is how long a page stays dirty before it counts as written
 	// back (wear only: it does not make it durable). 0 means DefaultExpire.
 	Expire time.Duration
-	// Now is the clock of the wear model; nil means time.Now.
-	Now func() time.Time
 }
 
 // Stats is what the file system has seen since it was mounted first.
@@ -78,16 +77,18 @@ type Stats struct {
 // Medium returns the bytes written back plus those that will be.
 func (s Stats) Medium() int64 { return s.FlushedBytes + s.DirtyBytes }
 
-// FS is a mounted power-cut file system. Its methods are safe for
-// concurrent use.
-type FS struct {
+// server is a mounted power-cut file system, served by this process.
+// Its methods are safe for concurrent use. The process that serves a FUSE
+// mount must not use it (see FS), so a server runs in a process of its
+// own and nothing else there touches the mount.
+type server struct {
 	backing string // where the content lives
 	trash   string // removed entries wait here until the removal is durable
 	mnt     string
 	opt     Options
 
 	mu      sync.Mutex
-	server  *fuse.Server
+	conn    *fuse.Server     // nil while unmounted
 	log     []*change        // undoable changes, oldest first
 	files   map[uint64]*file // by backing inode: files with pending data or dirty pages
 	dirs    map[uint64]bool  // by backing inode: directories with pending entries
@@ -128,21 +129,18 @@ const (
 	renamed              // from became to; an entry replaced at to was moved to trashed
 )
 
-// Mount mounts a power-cut view of backing (an existing directory) at
-// mountpoint (an existing, empty directory). It needs root and /dev/fuse.
-// Removed entries wait in backing+".trash" until their removal is durable.
-func Mount(backing, mountpoint string, opt Options) (*FS, error) {
+// mountServer mounts a power-cut view of backing at mountpoint, served
+// by this process. Removed entries wait in backing+".trash" until their
+// removal is durable.
+func mountServer(backing, mountpoint string, opt Options) (*server, error) {
 	if opt.Expire <= 0 {
 		opt.Expire = DefaultExpire
-	}
-	if opt.Now == nil {
-		opt.Now = time.Now
 	}
 	backing, err := filepath.Abs(backing)
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{backing: backing, trash: backing + ".trash", mnt: mountpoint, opt: opt,
+	f := &server{backing: backing, trash: backing + ".trash", mnt: mountpoint, opt: opt,
 		files: map[uint64]*file{}, dirs: map[uint64]bool{}}
 	if err := os.MkdirAll(f.trash, 0o700); err != nil {
 		return nil, fmt.Errorf("powercut: %w", err)
@@ -153,14 +151,14 @@ func Mount(backing, mountpoint string, opt Options) (*FS, error) {
 	return f, nil
 }
 
-func (f *FS) mount() error {
+func (f *server) mount() error {
 	rootOps, err := fs.NewLoopbackRoot(f.backing)
 	if err != nil {
 		return fmt.Errorf("powercut: loopback root %s: %w", f.backing, err)
 	}
 	root := &node{LoopbackNode: rootOps.(*fs.LoopbackNode), fsys: f}
 	sec := time.Second
-	server, err := fs.Mount(f.mnt, root, &fs.Options{
+	srv, err := fs.Mount(f.mnt, root, &fs.Options{
 		AttrTimeout: &sec, EntryTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			DirectMountStrict: true, FsName: "powercut:" + f.backing, Name: "powercut",
@@ -171,19 +169,19 @@ func (f *FS) mount() error {
 		return fmt.Errorf("powercut: mount %s: %w", f.mnt, err)
 	}
 	f.mu.Lock()
-	f.server = server
+	f.conn = srv
 	f.mu.Unlock()
 	return nil
 }
 
 // Dir returns the mount point.
-func (f *FS) Dir() string { return f.mnt }
+func (f *server) Dir() string { return f.mnt }
 
 // Backing returns the backing directory.
-func (f *FS) Backing() string { return f.backing }
+func (f *server) Backing() string { return f.backing }
 
 // Stats returns the counters.
-func (f *FS) Stats() Stats {
+func (f *server) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.expireLocked(true)
@@ -198,7 +196,7 @@ func (f *FS) Stats() Stats {
 // Cut loses power: it unmounts the file system (every process that had a
 // file open on it must have exited), undoes every change not made durable,
 // newest first, and mounts it again. It returns how many changes it undid.
-func (f *FS) Cut() (int, error) {
+func (f *server) Cut() (int, error) {
 	if err := f.unmount(); err != nil {
 		return 0, err
 	}
@@ -226,7 +224,7 @@ func (f *FS) Cut() (int, error) {
 // Close unmounts the file system and keeps everything, as a clean
 // shutdown that synced its disk would. The processes using it must have
 // exited.
-func (f *FS) Close() error {
+func (f *server) Close() error {
 	if err := f.unmount(); err != nil {
 		return err
 	}
@@ -241,33 +239,33 @@ func (f *FS) Close() error {
 	return os.RemoveAll(f.trash)
 }
 
-func (f *FS) unmount() error {
+func (f *server) unmount() error {
 	f.mu.Lock()
-	server := f.server
-	f.server = nil
+	srv := f.conn
+	f.conn = nil
 	f.mu.Unlock()
-	if server == nil {
+	if srv == nil {
 		return errors.New("powercut: not mounted")
 	}
 	var err error
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		// The kernel may still be releasing the files of a process
 		// that was just killed.
-		if err = server.Unmount(); err == nil || time.Now().After(end) {
+		if err = srv.Unmount(); err == nil || time.Now().After(end) {
 			break
 		}
 	}
 	if err != nil {
 		f.mu.Lock()
-		f.server = server
+		f.conn = srv
 		f.mu.Unlock()
 		return fmt.Errorf("powercut: unmount %s (is a process still using it?): %w", f.mnt, err)
 	}
-	server.Wait()
+	srv.Wait()
 	return nil
 }
 
-func (f *FS) resetLocked() {
+func (f *server) resetLocked() {
 	for _, fl := range f.files {
 		fl.fd.Close()
 	}
@@ -276,7 +274,7 @@ func (f *FS) resetLocked() {
 }
 
 // undo reverts one change on the backing directory.
-func (f *FS) undo(c *change) error {
+func (f *server) undo(c *change) error {
 	switch c.kind {
 	case dataChange:
 		if len(c.old) > 0 {
@@ -300,17 +298,17 @@ func (f *FS) undo(c *change) error {
 	return nil
 }
 
-func (f *FS) abs(rel string) string { return filepath.Join(f.backing, rel) }
+func (f *server) abs(rel string) string { return filepath.Join(f.backing, rel) }
 
 // trashPath names a fresh place in the trash.
-func (f *FS) trashPathLocked() string {
+func (f *server) trashPathLocked() string {
 	f.trashN++
 	return filepath.Join(f.trash, strconv.Itoa(f.trashN))
 }
 
 // tracked returns the file record of the backing file open as fd (a
 // descriptor of the loopback), creating it.
-func (f *FS) trackedLocked(fd int) (*file, error) {
+func (f *server) trackedLocked(fd int) (*file, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, err
@@ -332,7 +330,7 @@ func (f *FS) trackedLocked(fd int) (*file, error) {
 // recordDataLocked records that [off, off+n) of fl is about to be written
 // or that its size is about to change to newSize (n < 0 for a size change
 // only), keeping what a cut must restore.
-func (f *FS) recordDataLocked(fl *file, off, n, newSize int64) error {
+func (f *server) recordDataLocked(fl *file, off, n, newSize int64) error {
 	fi, err := fl.fd.Stat()
 	if err != nil {
 		return err
@@ -358,11 +356,11 @@ func (f *FS) recordDataLocked(fl *file, off, n, newSize int64) error {
 }
 
 // dirtyLocked marks the pages of [off, off+n) dirty for the wear figures.
-func (f *FS) dirtyLocked(fl *file, off, n int64) {
+func (f *server) dirtyLocked(fl *file, off, n int64) {
 	if n <= 0 {
 		return
 	}
-	now := f.opt.Now()
+	now := time.Now()
 	for p := off / PageSize; p <= (off+n-1)/PageSize; p++ {
 		if _, ok := fl.dirty[p]; !ok {
 			fl.dirty[p] = now
@@ -373,8 +371,8 @@ func (f *FS) dirtyLocked(fl *file, off, n int64) {
 
 // expireLocked counts the pages dirty for longer than Expire as written
 // back, at most once a second unless forced.
-func (f *FS) expireLocked(force bool) {
-	now := f.opt.Now()
+func (f *server) expireLocked(force bool) {
+	now := time.Now()
 	if !force && now.Sub(f.lastExp) < time.Second {
 		return
 	}
@@ -392,7 +390,7 @@ func (f *FS) expireLocked(force bool) {
 
 // syncedLocked makes every change of fl durable and writes its dirty
 // pages back.
-func (f *FS) syncedLocked(fl *file) {
+func (f *server) syncedLocked(fl *file) {
 	f.stats.FlushedBytes += int64(len(fl.dirty)) * PageSize
 	clear(fl.dirty)
 	if fl.pending == 0 {
@@ -412,7 +410,7 @@ func (f *FS) syncedLocked(fl *file) {
 
 // dropIfIdleLocked forgets a file with nothing to undo and no dirty page,
 // closing its descriptor: files come and go (every temp file is a new one).
-func (f *FS) dropIfIdleLocked(fl *file) {
+func (f *server) dropIfIdleLocked(fl *file) {
 	if fl.pending == 0 && len(fl.dirty) == 0 {
 		fl.fd.Close()
 		delete(f.files, fl.ino)
@@ -421,7 +419,7 @@ func (f *FS) dropIfIdleLocked(fl *file) {
 
 // dirSyncedLocked makes every entry change in the directory with inode ino
 // durable, and empties the trash of the entries it removed for good.
-func (f *FS) dirSyncedLocked(ino uint64) {
+func (f *server) dirSyncedLocked(ino uint64) {
 	if !f.dirs[ino] {
 		return
 	}
@@ -442,7 +440,7 @@ func (f *FS) dirSyncedLocked(ino uint64) {
 
 // recordEntryLocked appends an entry change in the directory at relative
 // path dir.
-func (f *FS) recordEntryLocked(c *change, dir string) error {
+func (f *server) recordEntryLocked(c *change, dir string) error {
 	var st syscall.Stat_t
 	if err := syscall.Stat(f.abs(dir), &st); err != nil {
 		return err
@@ -456,7 +454,7 @@ func (f *FS) recordEntryLocked(c *change, dir string) error {
 // node is a loopback node whose changes are recorded.
 type node struct {
 	*fs.LoopbackNode
-	fsys *FS
+	fsys *server
 }
 
 var (
@@ -757,7 +755,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 }
 
 // recordTruncLocked records the truncation to zero of the file at rel.
-func (f *FS) recordTruncLocked(rel string) syscall.Errno {
+func (f *server) recordTruncLocked(rel string) syscall.Errno {
 	tmp, err := os.OpenFile(f.abs(rel), os.O_RDWR, 0)
 	if err != nil {
 		return fs.ToErrno(err)
@@ -868,29 +866,4 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // which are recorded.
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut, size, flags uint64) (uint32, syscall.Errno) {
 	return 0, syscall.ENOTSUP
-}
-
-// MountTemp mounts a power-cut file system over a fresh backing directory
-// in a temporary directory of tb's and returns it; it is unmounted when tb
-// ends (its processes must have exited by then). A mount that fails ends
-// tb, saying that it needs root and /dev/fuse.
-func MountTemp(tb testing.TB) *FS {
-	tb.Helper()
-	root := tb.TempDir()
-	backing, mnt := filepath.Join(root, "disk"), filepath.Join(root, "mnt")
-	for _, d := range []string{backing, mnt} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	f, err := Mount(backing, mnt, Options{})
-	if err != nil {
-		tb.Fatalf("the power-cut file system is a FUSE mount, which needs root and /dev/fuse: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := f.Close(); err != nil {
-			tb.Errorf("unmount the power-cut file system: %v", err)
-		}
-	})
-	return f
 }

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3"
 )
@@ -23,6 +25,15 @@ func cut(t *testing.T, f *FS) int {
 		t.Fatalf("cut: %v", err)
 	}
 	return n
+}
+
+func stats(t *testing.T, f *FS) Stats {
+	t.Helper()
+	st, err := f.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func writeFile(t *testing.T, path string, data []byte, sync bool) {
@@ -131,7 +142,7 @@ func TestEntriesNeedTheirDirectorySynced(t *testing.T) {
 	wantContent(t, filepath.Join(dir, "kept"), []byte("kept"))
 	wantContent(t, filepath.Join(dir, "old"), []byte("old"))
 	wantContent(t, filepath.Join(dir, "new"), []byte("data"))
-	if ents, _ := os.ReadDir(f.trash); len(ents) != 0 {
+	if ents, _ := os.ReadDir(f.Backing() + ".trash"); len(ents) != 0 {
 		t.Errorf("the trash holds %d entries after the cut, want none", len(ents))
 	}
 }
@@ -215,7 +226,7 @@ func TestSQLiteCommits(t *testing.T) {
 			if n != tc.want {
 				t.Errorf("synchronous=%s: %d rows after the cut, want %d", tc.sync, n, tc.want)
 			}
-			st := f.Stats()
+			st := stats(t, f)
 			t.Logf("synchronous=%s: %d rows, %d changes undone, %d fsyncs, %d dir fsyncs", tc.sync, n, undone, st.Fsyncs, st.DirFsyncs)
 		})
 	}
@@ -254,7 +265,7 @@ func TestWearCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	before := f.Stats()
+	before := stats(t, f)
 	for range 10 {
 		if _, err := fh.WriteAt(make([]byte, 100), 0); err != nil { // one page, ten times
 			t.Fatal(err)
@@ -266,7 +277,7 @@ func TestWearCounts(t *testing.T) {
 	if err := fh.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	st := f.Stats()
+	st := stats(t, f)
 	if got := st.WriteBytes - before.WriteBytes; got != 1000+2*PageSize {
 		t.Errorf("write bytes %d, want %d", got, 1000+2*PageSize)
 	}
@@ -276,4 +287,54 @@ func TestWearCounts(t *testing.T) {
 	if st.Fsyncs-before.Fsyncs != 1 || st.DirtyBytes != 0 {
 		t.Errorf("after one fsync: %d fsyncs counted, %d bytes still dirty", st.Fsyncs-before.Fsyncs, st.DirtyBytes)
 	}
+}
+
+// TestServerLeavesWithItsParent: the file system is served by a process
+// of its own, which detaches the mount and exits when the process that
+// started it goes away (its stdin closes) without closing it: a test
+// killed by its timeout leaves no mount behind.
+func TestServerLeavesWithItsParent(t *testing.T) {
+	f := mountTest(t)
+	if f.cmd.Process.Pid == os.Getpid() {
+		t.Fatal("the file system is served by the process that uses it")
+	}
+	writeFile(t, filepath.Join(f.Dir(), "x"), []byte("x"), true)
+	if !mounted(t, f.Dir()) {
+		t.Fatalf("%s is not a mount point while the file system runs", f.Dir())
+	}
+	f.mu.Lock()
+	f.in.Close() // as when this process dies
+	f.mu.Unlock()
+	exited := make(chan error, 1)
+	go func() { exited <- f.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the server exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		f.cmd.Process.Kill()
+		t.Fatal("the server did not exit when its parent went away")
+	}
+	f.mu.Lock()
+	f.done = true
+	f.mu.Unlock()
+	if mounted(t, f.Dir()) {
+		t.Errorf("%s is still mounted after the server left", f.Dir())
+	}
+}
+
+// mounted says whether dir is a mount point.
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if fields := strings.Fields(line); len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
 }
