@@ -45,7 +45,7 @@ var rules = map[string][]string{
 	"safety":    {"."},
 	"control":   {".", "safety"},
 	"telemetry": {"."},
-	"hw":        {periphConn, periphHost},
+	"hw":        {".", periphConn, periphHost},
 	"buffer":    {".", sqlite},
 	"uplink":    {".", paho},
 	"drivers":   {".", "safety", "drivers/rtu", "drivers/serial", "drivers/sunspec", modbus, yaml},

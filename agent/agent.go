@@ -45,9 +45,9 @@ type Agent struct {
 	logLevel *slog.LevelVar
 	logs     *diag.LogRing // recent log lines for the support bundle; nil: none
 	clock    telemetry.Clock
-	clocks   *clock // the wall and monotonic clocks everything reads
+	clocks   *hw.Clock // the wall and monotonic clocks everything reads
 
-	dataDir *dataDirLock // held from the start of New to the end of closeAll
+	dataDir *buffer.DirLock // held from the start of New to the end of closeAll
 	store   *buffer.Store
 	leases  *buffer.State // the control loop's lease state, apart from the buffer
 	buses   []*drivers.Bus
@@ -97,11 +97,11 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	}
 	boot := make([]byte, 8)
 	rand.Read(boot)
-	clocks := newClock()
+	clocks := hw.NewClock()
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), clocks: clocks}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: clocks.Since, Now: clocks.Wall, Synced: a.clockSynced}
 	built := a // a itself is nil once an error is returned
-	if a.dataDir, err = lockDataDir(cfg.DataDir); err != nil {
+	if a.dataDir, err = buffer.LockDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -170,7 +170,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
 	a.up.HandleSetpoints(keys, cfg.Uplink.RevokedKeys, func(sp hearth.Setpoint, received time.Time) hearth.Ack {
-		return a.ctl.Submit(sp, clocks.at(received))
+		return a.ctl.Submit(sp, clocks.At(received))
 	})
 	return a, nil
 }
@@ -267,12 +267,7 @@ func (a *Agent) UseLogRing(r *diag.LogRing) { a.logs = r }
 func (a *Agent) UseLogLevel(lv *slog.LevelVar) { a.logLevel = lv }
 
 // clockSynced says whether readings and leases can trust the wall clock.
-func (a *Agent) clockSynced() bool {
-	if a.clocks.labUnsynced() {
-		return false
-	}
-	return a.cfg.AssumeClockSynced || kernelClockSynced()
-}
+func (a *Agent) clockSynced() bool { return a.clocks.Synced(a.cfg.AssumeClockSynced) }
 
 // Run starts every part, consumers before producers, tells systemd the
 // agent is ready once its loops run, and runs until ctx is cancelled. Then
@@ -425,5 +420,5 @@ func (a *Agent) closeAll() {
 			a.log.Error("close buffer", "err", err)
 		}
 	}
-	a.dataDir.release()
+	a.dataDir.Release()
 }

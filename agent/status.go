@@ -23,7 +23,7 @@ func (a *Agent) Status() diag.StatusReport {
 		Time: now,
 		Agent: diag.AgentReport{
 			Version: hearth.Version, GatewayID: a.cfg.GatewayID, Boot: a.clock.Boot,
-			Started: a.clocks.origin.UTC(), UptimeS: a.clocks.Since().Seconds(), Clock: a.clock.State(),
+			Started: a.clocks.Started().UTC(), UptimeS: a.clocks.Since().Seconds(), Clock: a.clock.State(),
 			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}

@@ -1,4 +1,4 @@
-package agent
+package hw
 
 import (
 	"os"
@@ -18,10 +18,11 @@ import (
 // production, where the agent reads time.Now and the kernel's sync state.
 const ClockOffsetEnv = "HEARTH_CLOCK_OFFSET_FILE"
 
-// clock is the agent's pair of clocks: the wall clock (shifted by the lab
-// offset when one is set) and the monotonic clock since the agent started,
-// which no offset moves, as no real clock step moves it.
-type clock struct {
+// Clock is the gateway's pair of clocks: the wall clock (shifted by the
+// lab offset when one is set) and the monotonic clock since the agent
+// started, which no offset moves, as no real clock step moves it. Its
+// methods are safe for concurrent use.
+type Clock struct {
 	path   string
 	origin time.Time // carries the monotonic reading the clock counts from
 
@@ -31,24 +32,40 @@ type clock struct {
 	readAt   time.Time
 }
 
-func newClock() *clock { return &clock{path: os.Getenv(ClockOffsetEnv), origin: time.Now()} }
+// NewClock starts the monotonic clock at now and reads the lab offset
+// file ClockOffsetEnv names, if any.
+func NewClock() *Clock { return &Clock{path: os.Getenv(ClockOffsetEnv), origin: time.Now()} }
+
+// Started is the wall time the clock was made at, unshifted.
+func (c *Clock) Started() time.Time { return c.origin }
+
+// Synced says whether the wall clock can be trusted: the kernel says NTP
+// disciplines it, or assume (the config's assume_clock_synced, for an RTC
+// or GPS the kernel does not know of) says so; never while the lab offset
+// file says unsynced.
+func (c *Clock) Synced(assume bool) bool {
+	if c.labUnsynced() {
+		return false
+	}
+	return assume || kernelClockSynced()
+}
 
 // Now reads both clocks.
-func (c *clock) Now() hearth.Instant { return c.at(time.Now()) }
+func (c *Clock) Now() hearth.Instant { return c.At(time.Now()) }
 
 // Wall reads the wall clock.
-func (c *clock) Wall() time.Time { return c.Now().Wall }
+func (c *Clock) Wall() time.Time { return c.Now().Wall }
 
 // Since is the monotonic time since the agent started.
-func (c *clock) Since() time.Duration { return time.Since(c.origin) }
+func (c *Clock) Since() time.Duration { return time.Since(c.origin) }
 
-// at returns both clocks' readings at t, a time taken from time.Now.
-func (c *clock) at(t time.Time) hearth.Instant {
+// At returns both clocks' readings at t, a time taken from time.Now.
+func (c *Clock) At(t time.Time) hearth.Instant {
 	return hearth.Instant{Wall: c.shift(t).Round(0), Mono: t.Sub(c.origin)}
 }
 
 // shift applies the current offset to t's wall reading.
-func (c *clock) shift(t time.Time) time.Time {
+func (c *Clock) shift(t time.Time) time.Time {
 	if c.path == "" {
 		return t
 	}
@@ -60,7 +77,7 @@ func (c *clock) shift(t time.Time) time.Time {
 
 // labUnsynced reports whether the offset file says the wall clock is not
 // synchronised.
-func (c *clock) labUnsynced() bool {
+func (c *Clock) labUnsynced() bool {
 	if c.path == "" {
 		return false
 	}
@@ -71,7 +88,7 @@ func (c *clock) labUnsynced() bool {
 }
 
 // readLocked reads the offset file at most once a second.
-func (c *clock) readLocked() {
+func (c *Clock) readLocked() {
 	if time.Since(c.readAt) < time.Second {
 		return
 	}

@@ -1,4 +1,4 @@
-package agent
+package hw
 
 import (
 	"os"
@@ -15,7 +15,7 @@ func TestClockOffsetFileShiftsTheWallClockOnly(t *testing.T) {
 	if err := os.WriteFile(path, []byte("-1h\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := newClock()
+	c := NewClock()
 	c.path = path
 	real := time.Now()
 	got := c.Now()
@@ -28,7 +28,7 @@ func TestClockOffsetFileShiftsTheWallClockOnly(t *testing.T) {
 	if el := c.Now().Sub(got); el < 0 || el > time.Minute {
 		t.Errorf("two readings of the shifted clock are %v apart, want a moment", el)
 	}
-	if plain := newClock().Wall(); time.Since(plain) > time.Minute {
+	if plain := NewClock().Wall(); time.Since(plain) > time.Minute {
 		t.Errorf("without an offset file the clock is not time.Now: %v", plain)
 	}
 }
@@ -40,7 +40,7 @@ func TestClockOffsetFileCanSayUnsynced(t *testing.T) {
 	if err := os.WriteFile(path, []byte("-490000h unsynced\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := newClock()
+	c := NewClock()
 	c.path = path
 	if !c.labUnsynced() {
 		t.Error("the offset file says unsynced; the clock does not")

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package agent
+package hw
 
 // kernelClockSynced cannot tell on this platform, so it says no.
 func kernelClockSynced() bool { return false }
