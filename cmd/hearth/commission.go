@@ -347,14 +347,27 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	var heldAt time.Time
 	var last float64
 	tol := max(100, 0.25*math.Abs(float64(target)))
+	tripped := map[string]bool{} // trips already holding before the test
+	for _, t := range cm.st.Safety.Trips {
+		tripped[t] = true
+	}
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(500 * time.Millisecond)
-		if heldAt.IsZero() {
-			var st diag.StatusReport
-			if cm.c.Do("GET", "/status", nil, nil, &st) == nil && st.Safety.AppliedW != nil &&
-				math.Abs(float64(*st.Safety.AppliedW-target)) < 1 {
+		var st diag.StatusReport
+		if cm.c.Do("GET", "/status", nil, nil, &st) == nil {
+			// The agent's own plausibility checks may see the device
+			// contradict itself before a reading of the held power
+			// arrives; safety then holds it at 0 W, and that trip is
+			// the answer.
+			if rule := newTrip(st.Safety.Trips, tripped); rule != "" {
+				cm.tripVerdict(&ck, rule, begun, target)
+				return
+			}
+			if heldAt.IsZero() && st.Safety.AppliedW != nil && math.Abs(float64(*st.Safety.AppliedW-target)) < 1 {
 				heldAt = time.Now()
 			}
+		}
+		if heldAt.IsZero() {
 			continue
 		}
 		v, at, ok := cm.reading(dev, "power_w")
@@ -386,6 +399,42 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	}
 	ck.Detail = fmt.Sprintf("commanded %s, held by the device; power_w stayed at %s W for %s", watts(float64(target)), number(last), time.Since(begun).Round(time.Second))
 	ck.Hint = "the device does not follow: is remote control enabled on the inverter (model 124 StorCtl_Mod)? See hearth events for not_effective"
+}
+
+// newTrip returns a trip rule in trips that was not holding before.
+func newTrip(trips []string, before map[string]bool) string {
+	for _, t := range trips {
+		if !before[t] {
+			return t
+		}
+	}
+	return ""
+}
+
+// tripVerdict fails the sign check on a safety trip during it, with what
+// the agent's trip event says.
+func (cm *commissioner) tripVerdict(ck *commissionCheck, rule string, begun time.Time, target hearth.Watts) {
+	detail := ""
+	var evs []diag.EventReport
+	if cm.c.Do("GET", "/events", map[string][]string{"type": {"trip"}}, nil, &evs) == nil {
+		for _, e := range evs {
+			if r, _ := e.Data["rule"].(string); r == rule && !e.Time.Before(begun.Add(-time.Second)) {
+				detail, _ = e.Data["detail"].(string)
+			}
+		}
+	}
+	ck.Verdict = verdictFail
+	ck.Detail = fmt.Sprintf("commanded %s; safety tripped %s and holds the battery at 0 W", watts(float64(target)), rule)
+	if detail != "" {
+		ck.Detail += ": " + detail
+	}
+	if rule == "implausible" { // the rule's name on the wire (docs/events.md)
+		// Every plausibility check compares signs: the reported power
+		// against V×A, the charge status, or the command it follows.
+		ck.Hint = "the sign is inverted: the device or its register map reports charging as positive; fix the profile before leaving the site"
+		return
+	}
+	ck.Hint = "a safety rule stopped the test: see hearth status and hearth events, fix the cause and run hearth commission again"
 }
 
 // meterCheck: with the battery charging (or discharging) at target, the
