@@ -239,11 +239,15 @@ func TestModbusDeviceMisbehaves(t *testing.T) {
 	t.Parallel()
 	mq := harness.StartMosquitto(t)
 	hs := startHearthsim(t, "--soc", "60", "--serial", "FLTMB")
-	// No sun: while the agent cannot reach it, the device runs its own
-	// logic, which would otherwise charge from PV at whatever the panels
-	// give in daytime. The agent's limits bind what it commands.
-	if _, err := hs.send("pv 0"); err != nil {
-		t.Fatal(err)
+	// No sun and a steady 300 W house load: while the agent cannot reach
+	// it, the device runs its own logic, which would otherwise charge from
+	// PV at whatever the panels give in daytime or cover the evening peak
+	// at up to 2.2 kW. The agent's limits bind what it commands; the
+	// device's own logic is bound by its own settings (docs/safety.md).
+	for _, c := range []string{"pv 0", "load 300"} {
+		if _, err := hs.send(c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g := newGateway(t, "gw-modbus", gatewayOpts{Broker: mq.URL(), Poll: "200ms", Devices: []device{{"battery", hs.addr}}})
 	o := observe(t, mq.URL(), g.id)
