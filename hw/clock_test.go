@@ -11,12 +11,7 @@ import (
 // wall clock moves by its content while the monotonic clock does not, as
 // with a real clock step.
 func TestClockOffsetFileShiftsTheWallClockOnly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "offset")
-	if err := os.WriteFile(path, []byte("-1h\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c := NewClock()
-	c.path = path
+	c := offsetClock(t, "-1h\n")
 	real := time.Now()
 	got := c.Now()
 	if d := real.Sub(got.Wall); d < 59*time.Minute || d > 61*time.Minute {
@@ -36,16 +31,23 @@ func TestClockOffsetFileShiftsTheWallClockOnly(t *testing.T) {
 // TestClockOffsetFileCanSayUnsynced: "… unsynced" makes the agent take
 // its wall clock for unsynchronised, as after a boot with no NTP.
 func TestClockOffsetFileCanSayUnsynced(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "offset")
-	if err := os.WriteFile(path, []byte("-490000h unsynced\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c := NewClock()
-	c.path = path
+	c := offsetClock(t, "-490000h unsynced\n")
 	if !c.labUnsynced() {
 		t.Error("the offset file says unsynced; the clock does not")
 	}
 	if y := c.Wall().Year(); y > 1971 {
 		t.Errorf("wall clock in %d, want about 1970", y)
 	}
+}
+
+// offsetClock is a clock reading the lab offset file, which holds content.
+func offsetClock(t *testing.T, content string) *Clock {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "offset")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := NewClock()
+	c.path = path
+	return c
 }

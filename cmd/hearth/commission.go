@@ -424,7 +424,7 @@ func (cm *commissioner) tripVerdict(ck *commissionCheck, rule string, begun time
 		}
 	}
 	ck.Verdict = verdictFail
-	ck.Detail = fmt.Sprintf("commanded %s; safety tripped %s and holds the battery at 0 W", watts(float64(target)), rule)
+	ck.Detail = fmt.Sprintf("commanded %s; safety tripped %s and took the test power away", watts(float64(target)), rule)
 	if detail != "" {
 		ck.Detail += ": " + detail
 	}
