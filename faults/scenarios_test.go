@@ -439,12 +439,14 @@ func TestDiskFull(t *testing.T) {
 	for {
 		g.alive()
 		rep, err := g.diagBuffer()
-		if err == nil && rep["disk_full"] == true {
-			t.Logf("buffer reports disk full, %v readings refused", rep["readings_refused"])
+		// Full, and at least one reading refused: before that there is
+		// no loss for a gap event to report.
+		if refused, _ := rep["readings_refused"].(float64); err == nil && rep["disk_full"] == true && refused > 0 {
+			t.Logf("buffer reports disk full, %v readings refused", refused)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("check disk full: the buffer never reported a full disk (last report %v, err %v)", rep, err)
+			t.Fatalf("check disk full: the buffer never reported a full disk with a reading refused (last report %v, err %v)", rep, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
