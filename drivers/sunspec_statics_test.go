@@ -3,6 +3,7 @@ package drivers
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +172,32 @@ func TestSunSpecScaleFactorBound(t *testing.T) {
 	}
 	if max := int(StaticRefresh / time.Second); wrong > max {
 		t.Errorf("%d readings at the old scale, more than the %d polls of StaticRefresh", wrong, max)
+	}
+}
+
+// TestSunSpecSerialChangeRediscovers: a serial number that differs at a
+// static refresh means another device answers at the unit: that poll
+// fails with every point comm_error, and the next discovers the new one.
+func TestSunSpecSerialChangeRediscovers(t *testing.T) {
+	t.Parallel()
+	r := newStaticsRig(t, sim.Config{InitialSoC: 60})
+	r.poll(t, 0)
+	if err := r.sim.SetRaw(1, "SN", 0x4e45); err != nil { // "NE" in the last register
+		t.Fatal(err)
+	}
+	r.clock = r.clock.Add(StaticRefresh)
+	rd, err := r.dev.Poll(context.Background(), func() time.Time { return r.clock })
+	if err == nil {
+		t.Fatal("the poll after the serial changed succeeded")
+	}
+	for name, p := range rd.Points {
+		if p.Quality != hearth.QualityCommError {
+			t.Errorf("%s = %+v, want comm_error", name, p)
+		}
+	}
+	rd, _ = r.poll(t, time.Second)
+	wantTruth(t, rd, map[string]float64{"soc_pct": r.sim.State().SoCPct}, "after rediscovery")
+	if id := r.dev.Identity(); id.Serial == sim.DefaultSerial || !strings.HasSuffix(id.Serial, "NE") {
+		t.Errorf("identity after rediscovery %+v, want the new serial", id)
 	}
 }
