@@ -375,6 +375,19 @@ func (d *SunSpecDevice) ratingsOf(vals map[uint16]uint16) ratings {
 	return rt
 }
 
+// blocks returns blockOf over vals, each model's block made once.
+func blocks(vals map[uint16]uint16) func(ModelInstance) []uint16 {
+	made := map[uint16][]uint16{}
+	return func(m ModelInstance) []uint16 {
+		blk, ok := made[m.Address]
+		if !ok {
+			blk = blockOf(m, vals)
+			made[m.Address] = blk
+		}
+		return blk
+	}
+}
+
 // blockOf returns model m's registers, from its ID register on, taken
 // from vals (by address); registers vals does not hold are 0.
 func blockOf(m ModelInstance, vals map[uint16]uint16) []uint16 {
@@ -448,14 +461,7 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	if fresh {
 		d.oorRaw = map[uint16]float64{}
 	}
-	blocks := map[uint16][]uint16{}
-	block := func(m ModelInstance) []uint16 {
-		if blk, ok := blocks[m.Address]; ok {
-			return blk
-		}
-		blocks[m.Address] = blockOf(m, vals)
-		return blocks[m.Address]
-	}
+	block := blocks(vals)
 	// Each name's point: the first model's, or a later model's when the
 	// first gave none; the instances of one model combined.
 	type found struct {
@@ -585,6 +591,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
 		}
 	}
 	raws := d.scaledRaws(vals, okSpec)
+	block := blocks(vals)
 	for _, w := range d.wanted {
 		if w.sfSpec < 0 || !okSpec[w.spec] {
 			continue
@@ -592,7 +599,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
 		if known, ok := d.oorRaw[d.specs[w.spec].Address]; ok && known == raws[d.specs[w.spec].Address] {
 			continue // out of range at the scale factor read with it: a broken value, not a stale scale
 		}
-		if d.decode(w, blockOf(w.model, vals)).Quality == hearth.QualityOutOfRange {
+		if d.decode(w, block(w.model)).Quality == hearth.QualityOutOfRange {
 			return true
 		}
 	}
