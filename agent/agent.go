@@ -166,6 +166,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
 	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys)}
+	a.up.RequireKeys(a.keysRequired(cfg.Uplink, len(keys)))
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
