@@ -253,7 +253,8 @@ func (a *Agent) newControl() error {
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
 		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
-		Logger: a.log.With("component", "control"),
+		Revoked: a.cfg.Uplink.RevokedKeys,
+		Logger:  a.log.With("component", "control"),
 	})
 	a.ctl = ctl
 	return err

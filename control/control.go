@@ -102,6 +102,11 @@ type Options struct {
 	// mode set power): enough to check sign and wiring, no more; default
 	// 1000 W. The safety limits apply on top.
 	LocalMaxW hearth.Watts
+	// Revoked are the setpoint key ids revoked (uplink.revoked_keys) when
+	// the controller is built: a persisted cloud lease signed with one is
+	// not resumed but ended (reason key_revoked), as Revoke ends one at a
+	// reload.
+	Revoked []string
 	// Event records an event (required); it must not block.
 	Event  func(typ string, data map[string]any)
 	Logger *slog.Logger
@@ -251,6 +256,13 @@ func (c *Controller) restore() error {
 		var l safety.Lease
 		if err := json.Unmarshal([]byte(v), &l); err != nil {
 			c.log.Warn("persisted lease unreadable, not resumed", "key", key, "err", err)
+			c.persist(key, nil)
+			continue
+		}
+		if key == metaLease && l.Setpoint.KeyID != "" && slices.Contains(c.opt.Revoked, l.Setpoint.KeyID) {
+			// Revoked while the agent was down: as at a reload.
+			c.setFallback(l.Setpoint.Fallback)
+			c.endLocked(&l, "key_revoked", nil)
 			c.persist(key, nil)
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"syscall"
@@ -109,5 +110,42 @@ func TestRevokingTheLastKeyClosesTheGateway(t *testing.T) {
 	if ack := a.send(t, mq.URL(), unsignedLease(a.gw, 5, 1000)); ack.Result != hearth.ResultApplied {
 		t.Errorf("unsigned lease with allow_unsigned: true: %+v, want applied", ack)
 	}
-	waitSim(t, a.sim, "the unsigned lease to run", 15*time.Second, func(st sim.State) bool { return st.BatteryW == 1000 })
+	waitSim(t, a.sim, "the unsigned lease to run", 15*time.Second, func(st sim.State) bool { return math.Abs(float64(st.BatteryW)-1000) < 1 })
+}
+
+// TestRevokedAtRestartEndsTheLease: a lease signed by ops-1 runs on a
+// synchronised clock (so a restart would resume it); the config is edited
+// to revoke ops-1 while the agent is down. The restarted agent must end
+// the persisted lease (lease_ended, reason key_revoked, naming ops-1), not
+// resume it, and the device returns to its fallback.
+func TestRevokedAtRestartEndsTheLease(t *testing.T) {
+	t.Parallel()
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	pub2, _, _ := ed25519.GenerateKey(rand.Reader)
+	mq := harness.StartMosquitto(t)
+	a := startTrustAgent(t, "gw-revstart", mq.URL(), pub1, "")
+	contract.Watch(t, a.rec)
+	a.rewrite(t, "devices:\n", "assume_clock_synced: true\ndevices:\n")
+	a.restart(t)
+	if ack := a.send(t, mq.URL(), signedLease(t, a.gw, 1, time.Now(), 30*time.Minute, 700, key1)); ack.Result != hearth.ResultApplied || ack.KeyID != "ops-1" {
+		t.Fatalf("lease signed by ops-1: %+v, want applied", ack)
+	}
+	waitSim(t, a.sim, "the ops-1 lease to run", 15*time.Second, func(st sim.State) bool { return math.Abs(float64(st.BatteryW)-700) < 1 })
+
+	a.rewrite(t, "    ops-1: "+base64.StdEncoding.EncodeToString(pub1)+"\n",
+		"    ops-2: "+base64.StdEncoding.EncodeToString(pub2)+"\n  revoked_keys: [ops-1]\n")
+	a.restart(t)
+	a.rec.WaitFor(t, 15*time.Second, func([]harness.Message) bool { return len(a.events(t, "lease_ended")) > 0 })
+	if ended := a.events(t, "lease_ended")[0]; ended["reason"] != "key_revoked" || ended["key_id"] != "ops-1" {
+		t.Errorf("lease_ended %v, want reason key_revoked naming ops-1", ended)
+	}
+	for _, e := range a.events(t, "lease_started") {
+		if e["resumed"] == true {
+			t.Errorf("the lease signed by the revoked key was resumed: %v", e)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	if st := a.sim.State(); math.Abs(float64(st.BatteryW)-700) < 1 || st.Mode == sim.ModeDischarge {
+		t.Errorf("after the restart the device is in %s at %v W: the revoked key's lease still runs", st.Mode, st.BatteryW)
+	}
 }
