@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/diag"
@@ -64,6 +65,22 @@ func (a *Agent) ResetVersion() (uint64, error) {
 		return 0, diag.ErrNoControl
 	}
 	return a.ctl.ResetVersion(), nil
+}
+
+// ResetFloor sets the clock floor back to the build time, so that leases
+// are judged again after a floor went far ahead (hearth clock
+// reset-floor).
+func (a *Agent) ResetFloor() (diag.ResetFloorResult, error) {
+	from, to := a.ctl.ResetFloor()
+	return diag.ResetFloorResult{From: timePtr(from), To: timePtr(to)}, nil
+}
+
+// timePtr is t, or nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // metaKeysConfigured is the lease-state key that remembers that setpoint

@@ -139,6 +139,11 @@ type Controller struct {
 	floor    timeFloor
 	lastObs  time.Time // on the monotonic timeline (mono)
 	lastStep time.Time
+	// lastSigned is the issued_at of the newest verified signed lease
+	// accepted (persisted), and distrusted the floor found far ahead of
+	// every other source, if one was.
+	lastSigned time.Time
+	distrusted time.Time
 
 	applyMu sync.Mutex // one evaluate-and-write at a time
 
@@ -242,8 +247,16 @@ func (c *Controller) restore() error {
 			c.floor.persisted = t
 		}
 	}
+	if v, ok, err := st.Meta(metaLastSigned); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.lastSigned = t.UTC()
+		}
+	}
 	c.floor.raise(now, c.opt.BuildTime)
 	c.floor.observe(now, synced)
+	c.checkFloorLocked(now, synced)
 	floor := c.floor.now(now)
 	for _, key := range []string{metaLease, metaLocal} {
 		v, ok, err := st.Meta(key)
@@ -454,6 +467,7 @@ func (c *Controller) Step(ctx context.Context) {
 		c.log.Warn("wall clock stepped", "by", step)
 		c.event(EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
 	}
+	c.checkFloorLocked(inst, synced)
 	if c.floor.due(inst) {
 		c.persistFloorLocked(inst)
 	}

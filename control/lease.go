@@ -20,7 +20,8 @@ import (
 //
 // A lease with the highest version seen that is not running (it ended, or
 // a restart ended it) is not a duplicate but over: acked expired, reason
-// ended. The issued_at of a verified signed lease raises the floor.
+// ended. The issued_at of a verified signed lease raises the floor, once
+// the lease is accepted (a refused one moves nothing).
 func (c *Controller) Submit(sp hearth.Setpoint, received hearth.Instant) hearth.Ack {
 	c.mu.Lock()
 	ack, accepted := c.submitLocked(sp, received)
@@ -41,10 +42,6 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		v = safety.Verdict{Result: hearth.ResultExpired, Reason: hearth.ReasonEnded}
 	} else {
 		v = c.opt.Limits.Check(sp, c.highest, received, synced, floor, c.opt.MeterDevice != "")
-	}
-	if sp.KeyID != "" && v.Reason != hearth.ReasonIssuedInFuture {
-		// The cloud signed it: true time is no earlier than its issue.
-		c.floor.confirm(received, sp.IssuedAt, c.opt.Limits.ClockSkew)
 	}
 	if v.OK && c.estop {
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: safety.RuleEStop}
@@ -72,6 +69,11 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		// is not, so it does not run: the running one, if any, runs on.
 		c.log.Error("persist lease: lease refused", "id", sp.ID, "version", sp.Version, "err", err)
 		return c.notDurableLocked(ack, sp), false
+	}
+	if sp.KeyID != "" {
+		// The cloud signed it and it is accepted: true time is no earlier
+		// than its issue. A refused message moves nothing.
+		c.signedLocked(received, sp.IssuedAt)
 	}
 	hold := math.Round(lease.Hold.Seconds()*10) / 10
 	ack.HoldS = &hold

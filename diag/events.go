@@ -13,7 +13,7 @@ import (
 var EventTypes = []string{
 	"lease_started", "lease_ended", "setpoint_rejected", "keys_reloaded", "version_reset",
 	"clamped", "trip", "trip_cleared", "not_effective", "effective", "write_failed",
-	"clock_stepped",
+	"clock_stepped", "clock_floor_distrusted", "clock_floor_reset",
 	"device_down", "device_up",
 	"uplink_connected", "uplink_lost",
 	"gap", "events_dropped", "disk_full", "buffer_corrupt",

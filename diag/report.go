@@ -39,6 +39,33 @@ type AgentReport struct {
 	// LocalModes are the modes `hearth mode set` can hold here; "power"
 	// (a test power for commissioning) only where the control loop can.
 	LocalModes []string `json:"local_modes"`
+	// ClockFloor is the lower bound on true time the agent judges leases
+	// by; nil when it has none.
+	ClockFloor *ClockFloorReport `json:"clock_floor,omitempty"`
+}
+
+// ClockFloorReport is the floor under true time (docs/safety.md, "Time").
+type ClockFloorReport struct {
+	Floor *time.Time `json:"floor,omitempty"` // the bound now; absent: none
+	// WallAhead: the synchronised wall clock is more than a day ahead of
+	// the floor, and raises it only once a verified signed lease agrees.
+	WallAhead bool `json:"wall_ahead,omitempty"`
+	// Distrusted is a floor found far ahead of every other source and
+	// dropped (a clock_floor_distrusted event says when).
+	Distrusted *time.Time `json:"distrusted,omitempty"`
+}
+
+// ResetFloorRequest is the body of POST /v1/clock/reset-floor. Confirm
+// must be the gateway's id: the reset is deliberate.
+type ResetFloorRequest struct {
+	Confirm string `json:"confirm"`
+}
+
+// ResetFloorResult answers POST /v1/clock/reset-floor: the floor before
+// and after (the build time); absent: none.
+type ResetFloorResult struct {
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to,omitempty"`
 }
 
 // DeviceReport is one device's health.

@@ -46,12 +46,8 @@ func (a *trustAgent) rewrite(t *testing.T, old, new string) {
 // waiting for a reading from the new process.
 func (a *trustAgent) restart(t *testing.T) {
 	t.Helper()
-	if _, err := a.proc.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	n := len(readings(t, a.rec.Messages(), a.gw))
-	a.proc.Restart()
-	a.rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, a.gw)) > n })
+	a.stop(t)
+	a.start(t)
 }
 
 // TestRevokingTheLastKeyClosesTheGateway: the only setpoint key moves to
