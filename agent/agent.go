@@ -112,14 +112,20 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
+	// The lease state file first: it keeps the buffer's high-water marks
+	// too, which a fresh buffer (the old one corrupt) starts above.
+	if a.leases, err = openLeaseState(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	a.store, err = buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
 		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: clocks.Wall,
+		Marks: a.leases,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	if a.leases, err = openLeaseState(cfg.DataDir, a.store, log); err != nil {
-		return nil, err
+	if err := a.leases.UseMirror(a.store); err != nil {
+		return nil, fmt.Errorf("open lease state: %w", err)
 	}
 	if err := a.openDevices(); err != nil {
 		return nil, err
