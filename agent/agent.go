@@ -66,6 +66,11 @@ type Agent struct {
 
 	mu   sync.Mutex
 	keys keyState // the setpoint keys in force
+
+	// buildTime is the binary's build time, a floor under true time, and
+	// buildFrom where it came from (hw.BuildStamp).
+	buildTime time.Time
+	buildFrom string
 }
 
 // device is one configured device and what reads it.
@@ -248,6 +253,10 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 // newControl builds the controller for every SunSpec device but the meter
 // (only SunSpec devices have storage controls).
 func (a *Agent) newControl() error {
+	a.buildTime, a.buildFrom = hw.BuildStamp()
+	if a.buildFrom == hw.BuildFromNone {
+		a.log.Warn("this binary carries no build time (no stamp, no vcs.time, no usable file time): with the clock unsynchronised, nothing bounds how old a lease is; such a lease is held at most " + safety.UnverifiedHold.String())
+	}
 	var devs []control.Device
 	for _, d := range a.devices {
 		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
@@ -258,7 +267,7 @@ func (a *Agent) newControl() error {
 		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
-		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
+		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: a.buildTime, Event: a.events.Record,
 		Revoked: a.cfg.Uplink.RevokedKeys,
 		Logger:  a.log.With("component", "control"),
 	})

@@ -27,9 +27,9 @@ func (a *Agent) Status() diag.StatusReport {
 			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
-	if fl := a.ctl.Floor(); !fl.Floor.IsZero() || !fl.Distrusted.IsZero() {
-		r.Agent.ClockFloor = &diag.ClockFloorReport{Floor: timePtr(fl.Floor), WallAhead: fl.WallAhead, Distrusted: timePtr(fl.Distrusted)}
-	}
+	fl := a.ctl.Floor()
+	r.Agent.ClockFloor = &diag.ClockFloorReport{Floor: timePtr(fl.Floor), WallAhead: fl.WallAhead, Distrusted: timePtr(fl.Distrusted),
+		BuildTime: timePtr(a.buildTime), BuildTimeFrom: a.buildFrom}
 	for _, d := range a.devices {
 		r.Devices = append(r.Devices, d.report())
 	}

@@ -40,7 +40,7 @@ type AgentReport struct {
 	// (a test power for commissioning) only where the control loop can.
 	LocalModes []string `json:"local_modes"`
 	// ClockFloor is the lower bound on true time the agent judges leases
-	// by; nil when it has none.
+	// by, and the build time under it.
 	ClockFloor *ClockFloorReport `json:"clock_floor,omitempty"`
 }
 
@@ -53,6 +53,12 @@ type ClockFloorReport struct {
 	// Distrusted is a floor found far ahead of every other source and
 	// dropped (a clock_floor_distrusted event says when).
 	Distrusted *time.Time `json:"distrusted,omitempty"`
+	// BuildTime is the binary's build time (absent: unknown), and
+	// BuildTimeFrom where it came from: stamp, vcs, binary (the file's
+	// time) or none. With none, a lease on an unsynchronised clock with no
+	// floor is held at most 15 minutes.
+	BuildTime     *time.Time `json:"build_time,omitempty"`
+	BuildTimeFrom string     `json:"build_time_from,omitempty"`
 }
 
 // ResetFloorRequest is the body of POST /v1/clock/reset-floor. Confirm

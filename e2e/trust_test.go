@@ -61,6 +61,12 @@ func startTrustAgent(t *testing.T, gw, broker string, pub ed25519.PublicKey, clo
 // lines (e.g. "assume_clock_synced: true\n") before the devices.
 func startTrustAgentWith(t *testing.T, gw, broker string, pub ed25519.PublicKey, clockOffset, extra string) *trustAgent {
 	t.Helper()
+	return startTrustAgentBin(t, hearthBin, gw, broker, pub, clockOffset, extra)
+}
+
+// startTrustAgentBin is startTrustAgentWith running the agent binary bin.
+func startTrustAgentBin(t *testing.T, bin, gw, broker string, pub ed25519.PublicKey, clockOffset, extra string) *trustAgent {
+	t.Helper()
 	s, addr := startSim(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
 	// No sun and a steady 300 W house load: with no lease running, the
 	// device's own logic covers the load at 300 W whatever the hour, so a
@@ -84,7 +90,7 @@ func startTrustAgentWith(t *testing.T, gw, broker string, pub ed25519.PublicKey,
 		env = append(env, "HEARTH_CLOCK_OFFSET_FILE="+offset)
 	}
 	a.rec = harness.Subscribe(t, broker, "hearth/v1/"+gw+"/#")
-	a.proc = harness.StartAgent(t, hearthBin, harness.AgentOptions{Config: cfg, Env: env, Name: gw, Args: []string{"--log-level", "debug"}})
+	a.proc = harness.StartAgent(t, bin, harness.AgentOptions{Config: cfg, Env: env, Name: gw, Args: []string{"--log-level", "debug"}})
 	a.rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
 	return a
 }

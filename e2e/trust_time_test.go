@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,4 +186,67 @@ func TestDistrustedFloorAndReset(t *testing.T) {
 	}
 	waitSim(t, a.sim, "the fresh lease to run", 15*time.Second, runsW(700))
 	a.rec.WaitFor(t, 10*time.Second, func([]harness.Message) bool { return len(a.events(t, "clock_floor_reset")) == 1 })
+}
+
+// copyFile copies src to dst, executable, with a new modification time.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBinaryWithoutBuildStamp builds hearth as a plain `go build
+// -buildvcs=false` does: no stamped build date, no vcs.time. On a clock
+// that booted into 1970 and never synced, a 24 h lease that ended 299
+// days ago must not be held for 24 h. The binary file's own time is the
+// next best floor: it expires the lease. A binary whose file time says
+// nothing either (1970) has no floor at all: the status says so, and the
+// lease is held at most 15 minutes (safety.UnverifiedHold).
+func TestBinaryWithoutBuildStamp(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "hearth-plain")
+	if out, err := exec.Command("go", "build", "-buildvcs=false", "-o", plain, "../cmd/hearth").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	stale := filepath.Join(dir, "hearth-stale")
+	copyFile(t, plain, stale)
+	if err := os.Chtimes(stale, time.Unix(0, 0), time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mq := harness.StartMosquitto(t)
+	old := func(gw string) []byte {
+		return signedLease(t, gw, 1, time.Now().Add(-300*24*time.Hour), 24*time.Hour, 800, key)
+	}
+
+	a := startTrustAgentBin(t, plain, "gw-plain", mq.URL(), pub, "-490000h unsynced", "")
+	contract.Watch(t, a.rec)
+	if fl := a.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "binary" || fl.BuildTime == nil {
+		t.Errorf("status clock_floor %+v, want the build time taken from the binary file", fl)
+	}
+	if ack := a.send(t, mq.URL(), old(a.gw)); ack.Result != hearth.ResultExpired {
+		t.Errorf("a lease that ended 299 days ago, binary time as the floor: %+v, want expired", ack)
+	}
+
+	b := startTrustAgentBin(t, stale, "gw-stale", mq.URL(), pub, "-490000h unsynced", "")
+	contract.Watch(t, b.rec)
+	if fl := b.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "none" || fl.BuildTime != nil || fl.Floor != nil {
+		t.Errorf("status clock_floor %+v, want no build time and no floor reported", fl)
+	}
+	if !strings.Contains(b.proc.Log(), "carries no build time") {
+		t.Error("the agent did not log that it has no build time")
+	}
+	ack := b.send(t, mq.URL(), old(b.gw))
+	if ack.HoldS == nil || *ack.HoldS > 900 {
+		t.Errorf("a lease that ended 299 days ago, no floor at all: %+v, want held at most 900 s", ack)
+	}
 }
