@@ -18,10 +18,10 @@ const (
 	// EventClockFloorDistrusted: the floor was found far ahead of every
 	// other source (the synchronised wall clock, the build time, the last
 	// verified lease) and dropped to the best of them.
-	EventClockFloorDistrusted = "clock_floor_distrusted"
+	EventClockFloorDistrusted = hearth.EventClockFloorDistrusted
 	// EventClockFloorReset: the floor was reset by hand (hearth clock
 	// reset-floor), to the build time.
-	EventClockFloorReset = "clock_floor_reset"
+	EventClockFloorReset = hearth.EventClockFloorReset
 )
 
 // FloorInfo is the floor under true time as the controller holds it, for
