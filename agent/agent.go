@@ -254,6 +254,12 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 // (only SunSpec devices have storage controls).
 func (a *Agent) newControl() error {
 	a.buildTime, a.buildFrom = hw.BuildStamp()
+	if a.buildFrom == hw.BuildFromBinary && a.clockSynced() && a.buildTime.Sub(a.clocks.Wall()) > 24*time.Hour {
+		// A file copied on a machine whose clock ran ahead: taken for a
+		// floor, it would expire every lease until then.
+		a.log.Warn("the binary's file time is ahead of the synchronised clock: not taken for its build time", "file_time", a.buildTime)
+		a.buildTime, a.buildFrom = time.Time{}, hw.BuildFromNone
+	}
 	if a.buildFrom == hw.BuildFromNone {
 		a.log.Warn("this binary carries no build time (no stamp, no vcs.time, no usable file time): with the clock unsynchronised, nothing bounds how old a lease is; such a lease is held at most " + safety.UnverifiedHold.String())
 	}

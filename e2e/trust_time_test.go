@@ -249,4 +249,22 @@ func TestBinaryWithoutBuildStamp(t *testing.T) {
 	if ack.HoldS == nil || *ack.HoldS > 900 {
 		t.Errorf("a lease that ended 299 days ago, no floor at all: %+v, want held at most 900 s", ack)
 	}
+
+	// A file time a year ahead of a synchronised clock (copied on a
+	// machine whose clock ran ahead) is no build time: taken for a floor,
+	// it would expire every lease for a year.
+	ahead := filepath.Join(dir, "hearth-ahead")
+	copyFile(t, plain, ahead)
+	future := time.Now().Add(365 * 24 * time.Hour)
+	if err := os.Chtimes(ahead, future, future); err != nil {
+		t.Fatal(err)
+	}
+	c := startTrustAgentBin(t, ahead, "gw-ahead", mq.URL(), pub, "", syncedClock)
+	contract.Watch(t, c.rec)
+	if fl := c.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "none" {
+		t.Errorf("status clock_floor %+v, want the file time a year ahead not taken for the build time", fl)
+	}
+	if ack := c.send(t, mq.URL(), signedLease(t, c.gw, 1, time.Now(), 10*time.Minute, 600, key)); ack.Result != hearth.ResultApplied {
+		t.Errorf("a fresh lease under a binary stamped a year ahead: %+v, want applied", ack)
+	}
 }
