@@ -176,8 +176,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
-	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys)}
-	a.up.RequireKeys(a.keysRequired(cfg.Uplink, len(keys)))
+	required := a.keysRequired(cfg.Uplink, len(keys))
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys), closed: required && len(keys) == 0}
+	a.up.RequireKeys(required)
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.

@@ -16,13 +16,14 @@ import (
 type keyState struct {
 	trusted []string // key ids
 	revoked []string
+	closed  bool // no key in force, and unsigned refused
 }
 
 // Keys reports the setpoint keys in force.
 func (a *Agent) Keys() diag.KeysReport {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return diag.KeysReport{Keys: append([]string{}, a.keys.trusted...), Revoked: append([]string{}, a.keys.revoked...)}
+	return diag.KeysReport{Keys: append([]string{}, a.keys.trusted...), Revoked: append([]string{}, a.keys.revoked...), Closed: a.keys.closed}
 }
 
 // ReloadKeys reads the config file again and puts its setpoint_keys and
@@ -44,9 +45,10 @@ func (a *Agent) ReloadKeys() (diag.KeysReport, error) {
 	}
 	revoked := slices.Clone(cfg.Uplink.RevokedKeys)
 	a.up.SetKeys(keys, revoked)
-	a.up.RequireKeys(a.keysRequired(cfg.Uplink, len(keys)))
+	required := a.keysRequired(cfg.Uplink, len(keys))
+	a.up.RequireKeys(required)
 	a.mu.Lock()
-	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: revoked}
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: revoked, closed: required && len(keys) == 0}
 	a.mu.Unlock()
 	ended := a.ctl.Revoke(revoked)
 	a.log.Info("setpoint keys reloaded", "keys", len(keys), "revoked", len(revoked), "lease_ended", ended)

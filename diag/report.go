@@ -169,6 +169,11 @@ type BufferReport struct {
 type KeysReport struct {
 	Keys    []string `json:"keys"`    // key ids trusted to sign setpoints; none: unsigned accepted
 	Revoked []string `json:"revoked"` // key ids refused
+	// Closed says no key is in force and unsigned setpoints are refused
+	// too: keys were configured on this gateway once (or some are
+	// revoked), and uplink.allow_unsigned is not set. Every setpoint is
+	// refused (no_keys).
+	Closed bool `json:"closed,omitempty"`
 	// LeaseEnded says a reload ended the running lease: its key is revoked.
 	LeaseEnded bool `json:"lease_ended,omitempty"`
 }

@@ -82,6 +82,9 @@ func TestRevokingTheLastKeyClosesTheGateway(t *testing.T) {
 	if ack := a.send(t, mq.URL(), signedLease(t, a.gw, 3, time.Now(), 10*time.Minute, 1500, key)); ack.Result != hearth.ResultRejected || ack.Reason != hearth.ReasonKeyRevoked {
 		t.Errorf("lease signed by the revoked key: %+v, want key_revoked", ack)
 	}
+	if out, _, code := hearthCLI(t, nil, "keys", "--socket", sock); code != 0 || !strings.Contains(out, "no_keys") {
+		t.Errorf("hearth keys with every key revoked: exit %d, %q; want it to say every setpoint is refused (no_keys)", code, out)
+	}
 	out, stderr, _ := hearthCLI(t, nil, "config", "check", a.cfg)
 	if msg := out + stderr; !strings.Contains(msg, "uplink.revoked_keys") || !strings.Contains(msg, "no_keys") {
 		t.Errorf("config check of a config with every key revoked says:\n%s\nwant a warning on uplink.revoked_keys naming no_keys", msg)
