@@ -170,7 +170,11 @@ type UplinkConfig struct {
 	// setpoint_keys says; a running lease signed by one ends at once on
 	// reload (SIGHUP, hearth keys reload).
 	RevokedKeys []string `yaml:"revoked_keys"`
-	BootDelay   Duration `yaml:"boot_delay"`
+	// AllowUnsigned re-allows unsigned setpoints when no key is in force.
+	// Without it, a gateway that once had setpoint_keys (a fact kept with
+	// its lease state) refuses every setpoint when none is left.
+	AllowUnsigned bool     `yaml:"allow_unsigned"`
+	BootDelay     Duration `yaml:"boot_delay"`
 }
 
 // BufferConfig bounds the on-disk telemetry buffer.
