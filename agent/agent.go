@@ -76,6 +76,10 @@ type device struct {
 	bus     *drivers.Bus           // the device's link, shared with its neighbours
 	profile string                 // the register map's name
 	poller  *telemetry.Poller
+	// vendor commands the device through its profile's control section;
+	// nil when it has none, or none hearth may use (no device-side timeout
+	// and no allow_unguarded_control).
+	vendor *drivers.VendorDevice
 }
 
 // driver is a device as drivers reads it.
@@ -211,6 +215,9 @@ func (a *Agent) openDevices() error {
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
+			if c := p.Control; c != nil && dc.Name != a.cfg.Safety.MeterDevice && (c.Guarded() || dc.AllowUnguardedControl) {
+				d.vendor = drivers.NewVendorDevice(dc.Name, bus, uint8(dc.UnitID), p, nil)
+			}
 		}
 		a.devices = append(a.devices, d)
 	}
@@ -238,13 +245,39 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 	return rb, err
 }
 
-// newControl builds the controller for every SunSpec device but the meter
-// (only SunSpec devices have storage controls).
+// vendorDevice is a device commanded through its profile's control
+// section, as the controller takes it.
+type vendorDevice struct{ *drivers.VendorDevice }
+
+func (d vendorDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
+	st, err := d.VendorDevice.Apply(ctx, a)
+	rb := control.Readback{Detail: st}
+	if a.Mode() == hearth.ModePower && (err == nil || errors.Is(err, hearth.ErrNotEffective)) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
+}
+
+// controlled reports whether the controller commands the device: a
+// SunSpec device (model 124) or one whose profile has a control section
+// hearth may use, but never the site meter.
+func (a *Agent) controlled(d *device) bool {
+	return d.cfg.Name != a.cfg.Safety.MeterDevice && (d.sunspec != nil || d.vendor != nil)
+}
+
+// newControl builds the controller for every controlled device: SunSpec
+// storage controls (model 124), or a profile's control section. Devices
+// without either are only read.
 func (a *Agent) newControl() error {
 	var devs []control.Device
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+		switch {
+		case !a.controlled(d):
+		case d.sunspec != nil:
 			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D())})
+		default:
+			devs = append(devs, vendorDevice{d.vendor})
 		}
 	}
 	ctl, err := control.New(control.Options{

@@ -224,7 +224,7 @@ func (a *Agent) birth() uplink.Birth {
 	s := a.cfg.Safety
 	controlled := 0
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+		if a.controlled(d) {
 			controlled++
 		}
 	}

@@ -46,6 +46,11 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		// The cloud signed it: true time is no earlier than its issue.
 		c.floor.confirm(received, sp.IssuedAt, c.opt.Limits.ClockSkew)
 	}
+	if v.OK && len(c.dev) == 0 && sp.Mode != hearth.ModeAuto {
+		// Read-only devices only: acking it applied would tell the
+		// cloud a battery follows that does not.
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
+	}
 	if v.OK && c.estop {
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: safety.RuleEStop}
 	}

@@ -115,8 +115,9 @@ type Timeout struct {
 }
 
 // Budget bounds writes to flash and unknown registers: a change within the
-// same direction is written at most every MinInterval and only when it
-// moves the power by DeadbandW or more. A change of direction, a command a
+// same direction is written only when it moves the power by DeadbandW or
+// more, and after a burst of BudgetBurst changes at most one every
+// MinInterval. A change of direction, a command a
 // safety rule bound, a refresh and a release are written at once.
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`

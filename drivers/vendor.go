@@ -60,11 +60,14 @@ type VendorDevice struct {
 	armed bool
 	// The last command written: valid, power, when; and when a budgeted
 	// (flash or unknown) register was last changed.
-	wrote     bool
-	lastW     float64
-	lastAt    time.Time
-	budgetAt  time.Time
-	budgetSet bool
+	wrote  bool
+	lastW  float64
+	lastAt time.Time
+	// The budget's tokens: BudgetBurst changes at most, one more each
+	// MinInterval, so a ramp settles while a jittering target cannot
+	// write every second.
+	tokens   float64
+	tokensAt time.Time
 }
 
 // NewVendorDevice returns the controls of a device on bus at unit, driven
@@ -140,9 +143,6 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return got, fmt.Errorf("command %s: %w", d.name, err)
 	}
 	now := d.now()
-	if d.touchesBudget(writes) && (!d.wrote || commanded != d.lastW) {
-		d.budgetAt, d.budgetSet = now, true
-	}
 	d.wrote, d.lastW, d.lastAt = true, commanded, now
 	return got, err
 }
@@ -213,10 +213,15 @@ func (d *VendorDevice) touchesBudget(writes []PointValue) bool {
 	return false
 }
 
+// BudgetBurst is how many changes in one direction a budgeted device takes
+// at once (a ramp to a new lease's power) before its budget paces them to
+// one every MinInterval.
+const BudgetBurst = 5
+
 // deferLocked says whether the write budget holds the last command instead
 // of writing this one: only a change in the same direction, not bound by
-// a safety rule, to a budgeted register, within the budget's interval or
-// deadband. A refresh (the same power) is never deferred: the device's
+// a safety rule, to a budgeted register, within the deadband or beyond the
+// budget's pace. A refresh (the same power) is never deferred: the device's
 // timeout needs it.
 func (d *VendorDevice) deferLocked(w float64, rule string, writes []PointValue) bool {
 	b := d.c.Budget
@@ -225,13 +230,27 @@ func (d *VendorDevice) deferLocked(w float64, rule string, writes []PointValue) 
 		// at the budget's pace, in case the device lost it.
 		return d.now().Sub(d.lastAt) < b.MinInterval.D()
 	}
-	if !d.wrote || !d.budgetSet || w == d.lastW || rule != "" || !d.touchesBudget(writes) {
+	if !d.wrote || w == d.lastW || rule != "" || !d.touchesBudget(writes) {
 		return false
 	}
 	if (w > 0) != (d.lastW > 0) || (w < 0) != (d.lastW < 0) {
 		return false
 	}
-	return d.now().Sub(d.budgetAt) < b.MinInterval.D() || math.Abs(w-d.lastW) < b.DeadbandW
+	if math.Abs(w-d.lastW) < b.DeadbandW {
+		return true
+	}
+	now := d.now()
+	if d.tokensAt.IsZero() {
+		d.tokens = BudgetBurst
+	} else {
+		d.tokens = min(BudgetBurst, d.tokens+float64(now.Sub(d.tokensAt))/float64(b.MinInterval.D()))
+	}
+	d.tokensAt = now
+	if d.tokens < 1 {
+		return true
+	}
+	d.tokens--
+	return false
 }
 
 // arm reads the required settings and makes the arm writes the device

@@ -182,7 +182,7 @@ func TestVendorFlashBudget(t *testing.T) {
 			}
 			got := r.sim.State().FlashWrites - start
 			b := r.p.Control.Budget.MinInterval.D()
-			limit := (int(run/b) + 1) * perCommand
+			limit := (int(run/b) + drivers.BudgetBurst + 1) * perCommand
 			if r.dev.Guarded() {
 				limit += (int(run/(r.dev.RevertTimeout()/3)) + 1) * perCommand
 			}
