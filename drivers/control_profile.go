@@ -294,7 +294,7 @@ func (p *Profile) checkControl(root *yaml.Node) error {
 		}
 	}
 	for i, r := range c.Requires {
-		point(fmt.Sprintf("control.requires.%d", i), r.Point, false)
+		point(fmt.Sprintf("control.requires.%d.point", i), r.Point, false)
 		if strings.TrimSpace(r.Hint) == "" {
 			bad(fmt.Sprintf("control.requires.%d.hint", i), "required: name the device setting the installer must change")
 		}
