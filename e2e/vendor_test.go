@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ diag_socket: %[1]s/hearth.sock
 assume_clock_synced: true
 devices:
   - name: inverter
-    profile: sungrow_sh
+    profile: %[6]s
     transport: tcp
     address: %[2]s
     poll_interval: 200ms
@@ -72,7 +73,7 @@ func TestReadOnlyGatewayRefusesLeases(t *testing.T) {
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: "sungrow_sh", LoadW: 300, PVW: 0})
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "hearth.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, allow)), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, allow, "sungrow_sh")), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			base := "hearth/v1/" + gw
@@ -123,5 +124,65 @@ func waitVendor(t *testing.T, v *sim.Vendor, what string, cond func(sim.VendorSt
 			t.Fatalf("waited for %s: state %+v", what, v.State())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// jumpClock is the real clock plus an offset the test can move: the
+// simulated device lives through minutes while the agent is dead.
+type jumpClock struct{ off atomic.Int64 }
+
+func (c *jumpClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *jumpClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// TestVendorKilledMidLease: the real agent drives a vendor battery under
+// a lease and is killed (SIGKILL). A guarded device (SolarEdge) drops the
+// command by its own timeout; an unguarded one (Sungrow, with the opt-in)
+// holds it, as its documents say. The lease survives the restart: the
+// agent takes the battery back to the lease's power.
+func TestVendorKilledMidLease(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		profile  string
+		settings map[uint16]uint16
+		guarded  bool
+	}{
+		{"solaredge_storedge", map[uint16]uint16{0xE004: 4, 0xE005: 1}, true},
+		{"sungrow_sh", nil, false},
+	} {
+		t.Run(c.profile, func(t *testing.T) {
+			t.Parallel()
+			gw := "gw-kill-" + c.profile
+			mq := startBroker(t)
+			clock := &jumpClock{}
+			v, addr := startVendorSim(t, sim.VendorConfig{Profile: c.profile, LoadW: 300, Settings: c.settings, Now: clock.Now})
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "hearth.yaml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, !c.guarded, c.profile)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			base := "hearth/v1/" + gw
+			rec := subscribe(t, mq.URL(), base+"/#")
+			agent := startAgent(t, cfg)
+			rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
+			now := time.Now()
+			l := map[string]any{"id": "lease-7", "version": 7, "gateway": gw,
+				"issued_at": now.UTC().Format(time.RFC3339), "valid_until": now.Add(time.Hour).UTC().Format(time.RFC3339),
+				"mode": "power", "power_w": -1200, "fallback": "auto"}
+			payload, _ := json.Marshal(l)
+			harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
+			waitVendor(t, v, "the battery to charge 1200 W", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == -1200 })
+
+			agent.Kill()
+			clock.Advance(6 * time.Minute) // past SolarEdge's 300 s timeout
+			st := v.State()
+			if c.guarded && (st.Forced || st.Reverts == 0 || st.BatteryW != 300) {
+				t.Fatalf("after the device timeout the battery runs %+v, want it back in self-consumption (300 W)", st)
+			}
+			if !c.guarded && (!st.Forced || st.BatteryW != -1200) {
+				t.Fatalf("an unguarded battery runs %+v, want it still holding -1200 W", st)
+			}
+			agent.Restart()
+			waitVendor(t, v, "the restarted agent to resume the lease", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == -1200 })
+		})
 	}
 }
