@@ -131,6 +131,10 @@ func TestVendorContract(t *testing.T) {
 			r.apply(t, hearth.ModePower, 0)
 			r.follows(t, "idle", 0)
 			r.apply(t, hearth.ModeAuto, 0)
+			if r.p.Control.Release.Passive {
+				// No write clears the command: it lapses by the device's timeout.
+				r.clock.Advance(r.dev.RevertTimeout())
+			}
 			r.follows(t, "release", rigLoadW)
 
 			// The agent dies mid-lease: nothing is written any more.
@@ -182,6 +186,13 @@ func TestVendorFlashBudget(t *testing.T) {
 			}
 			got := r.sim.State().FlashWrites - start
 			b := r.p.Control.Budget.MinInterval.D()
+			if b == 0 {
+				// No budgeted register: nothing may reach flash.
+				if got != 0 || start != 0 {
+					t.Fatalf("%d flash-class writes from a profile that writes RAM only", got+start)
+				}
+				return
+			}
 			limit := (int(run/b) + drivers.BudgetBurst + 1) * perCommand
 			if r.dev.Guarded() {
 				limit += (int(run/(r.dev.RevertTimeout()/3)) + 1) * perCommand
@@ -189,7 +200,7 @@ func TestVendorFlashBudget(t *testing.T) {
 			if got > limit || got == 0 {
 				t.Fatalf("%d flash-class write requests in %v of changing commands, want 1..%d (budget %v, %d requests a command)", got, run, limit, b, perCommand)
 			}
-			if deferred < 500 {
+			if deferred < 400 {
 				t.Fatalf("only %d of 600 changes deferred", deferred)
 			}
 		})

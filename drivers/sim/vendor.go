@@ -102,6 +102,8 @@ var vendorKinds = map[string]*vendorKind{
 	"sungrow_sh":         sungrowKind,
 	"solaredge_storedge": solaredgeKind,
 	"huawei_sun2000":     huaweiKind,
+	"goodwe_et":          goodweKind,
+	"kostal_plenticore":  kostalKind,
 }
 
 // VendorProfiles lists the vendor maps NewVendor serves.

@@ -273,3 +273,96 @@ var huaweiKind = &vendorKind{
 	},
 	factory: map[uint16]uint16{hwPeriod: 120},
 }
+
+// GoodWe ET/EH/BT/BH hybrids (OpenEMS io.openems.edge.goodwe
+// AbstractGoodWe and EmsPowerMode; marcelblijleven/goodwe et.py). Unit
+// 247, holding registers, big-endian. 47511 EMS power mode and 47512 EMS
+// power set (W), written together in one FC 16: 1 auto (self-use), 8
+// battery standby (0 W), 11 charge the battery at 47512, 12 discharge it
+// at 47512. No device-side timeout is published: a mode holds until
+// changed. Battery power 35182 (S32, positive discharging), SoC 37007
+// (%), meter total active power 36025 (S32, positive exporting). A mode
+// or power out of range gets exception 3.
+const (
+	gwEMSMode  = 47511
+	gwEMSPower = 47512
+)
+
+var goodweKind = &vendorKind{
+	unit:       247,
+	holdRanges: [][2]uint16{{35182, 35183}, {36025, 36026}, {37007, 37007}, {47511, 47512}},
+	outOfRange: ExceptionIllegalDataValue,
+	valid: func(v *Vendor, a, x uint16) (bool, bool) {
+		switch a {
+		case gwEMSMode:
+			return true, (x >= 1 && x <= 12) || x == 0xFF
+		case gwEMSPower:
+			return true, float64(x) <= math.Max(v.cfg.MaxChargeW, v.cfg.MaxDischargeW)
+		}
+		return false, false
+	},
+	flash: func(a uint16) bool { return a == gwEMSMode || a == gwEMSPower },
+	written: func(v *Vendor, _ time.Time, _ uint16, _ int) {
+		x := float64(v.hold[gwEMSPower])
+		switch v.hold[gwEMSMode] {
+		case 11:
+			v.forced, v.forceW = true, -x
+		case 12:
+			v.forced, v.forceW = true, x
+		case 8:
+			v.forced, v.forceW = true, 0
+		default:
+			v.forced, v.forceW = false, 0
+		}
+	},
+	revert: func(*Vendor) {},
+	render: func(v *Vendor) {
+		h := v.hold
+		put32(h, 35182, uint32(int32(math.Round(v.batt))), false)
+		put32(h, 36025, uint32(int32(math.Round(v.cfg.PVW+v.batt-v.cfg.LoadW))), false)
+		h[37007] = uint16(math.Round(v.soc()))
+	},
+	factory: map[uint16]uint16{gwEMSMode: 1},
+}
+
+// Kostal Plenticore plus (Kostal "Interface description MODBUS (TCP) &
+// SunSpec", as read by OpenEMS KostalManagedEssImpl and openWB's
+// kostal_plenticore bat.py). Unit 71, port 1502, word order little
+// (the inverter's default). 1034 is the battery charge power setpoint
+// (float32 W, negative charging, positive discharging). It cannot be
+// cleared: writing 0 holds the battery at 0 W; the setpoint lapses only
+// when no write reaches 1026–1044 for the inverter's external-control
+// timeout (an installer setting, 30 s by default), and the battery goes
+// back to the inverter's own management. 582 is the actual battery power
+// (S16, positive discharging) and 514 the SoC (%). A setpoint beyond the
+// battery's rating or not a number gets exception 3.
+const (
+	koSetpoint = 1034
+	koTimeout  = 30 * time.Second
+)
+
+var kostalKind = &vendorKind{
+	unit:       71,
+	holdRanges: [][2]uint16{{514, 514}, {582, 582}, {1026, 1045}},
+	outOfRange: ExceptionIllegalDataValue,
+	valid: func(v *Vendor, a, x uint16) (bool, bool) {
+		return a >= 1026 && a <= 1045, true // the float is checked whole in written
+	},
+	flash: func(uint16) bool { return false },
+	written: func(v *Vendor, now time.Time, addr uint16, n int) {
+		// Any write in 1026–1044 re-arms the timeout.
+		if int(addr)+n <= 1026 || addr > 1044 {
+			return
+		}
+		w := float64(math.Float32frombits(get32(v.hold, koSetpoint, true)))
+		if math.IsNaN(w) || w > v.cfg.MaxDischargeW || -w > v.cfg.MaxChargeW {
+			return
+		}
+		v.forced, v.forceW, v.deadline = true, w, now.Add(koTimeout)
+	},
+	revert: func(*Vendor) {},
+	render: func(v *Vendor) {
+		v.hold[514] = uint16(math.Round(v.soc()))
+		v.hold[582] = uint16(int16(math.Round(v.batt)))
+	},
+}
