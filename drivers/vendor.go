@@ -223,7 +223,7 @@ const BudgetBurst = 5
 // a safety rule, to a budgeted register, within the deadband or beyond the
 // budget's pace. A refresh (the same power) is never deferred: the device's
 // timeout needs it.
-func (d *VendorDevice) deferLocked(w float64, rule string, writes []PointValue) bool {
+func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
 	b := d.c.Budget
 	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
 		// Nothing lapses on the device: the same command is re-sent only
