@@ -523,3 +523,41 @@ func applySignBits(p *Profile, pts map[string]hearth.Point, raw func(name string
 		pts[pt.Name] = v
 	}
 }
+
+// ProbeProfile reads a fixed-map profile's points once from unit and, for
+// a profile with a control section, the settings control requires,
+// writing nothing: what `hearth config check --online` shows of a vendor
+// device. It returns the points that read good, an error when the unit
+// does not answer as the profile says (a read fails, or power_w or soc_pct
+// does not read good), and, separately, the first requirement the device
+// does not meet (wrapping ErrPrecondition, with the profile's hint).
+func ProbeProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile) (read map[string]float64, notReady, err error) {
+	pts, err := ReadProfile(ctx, bus, unit, p, Plan(p.Points, p.Holes, p.MaxGap))
+	read = map[string]float64{}
+	for name, v := range pts {
+		if v.Good() {
+			read[name] = v.Value
+		}
+	}
+	if err != nil {
+		return read, nil, fmt.Errorf("read the %s map: %w", p.Name, err)
+	}
+	if p.Control != nil {
+		for _, name := range []string{"power_w", "soc_pct"} {
+			if _, ok := read[name]; !ok {
+				return read, nil, fmt.Errorf("%s reads %s: the unit does not answer as %s", name, pts[name].Quality, p.Name)
+			}
+		}
+		d := NewVendorDevice("probe", bus, unit, p, nil)
+		for _, r := range p.Control.Requires {
+			v, err := d.readPoint(ctx, d.pts[r.Point])
+			if err != nil {
+				return read, nil, fmt.Errorf("read %s: %w", r.Point, err)
+			}
+			if v != r.Equals {
+				return read, fmt.Errorf("%s reads %g, control needs %g: %s: %w", r.Point, v, r.Equals, r.Hint, ErrPrecondition), nil
+			}
+		}
+	}
+	return read, nil, nil
+}

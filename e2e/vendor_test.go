@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,4 +189,96 @@ func TestVendorKilledMidLease(t *testing.T) {
 			waitVendor(t, v, "the restarted agent to resume the lease", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == -1200 })
 		})
 	}
+}
+
+// startSimProfile runs `hearthsim --profile NAME --modbus 127.0.0.1:0` and
+// returns the address it serves.
+func startSimProfile(t *testing.T, profile string, args ...string) string {
+	t.Helper()
+	var out harness.SyncBuffer
+	cmd := exec.Command(hearthsimBin(t), append([]string{"--profile", profile, "--modbus", "127.0.0.1:0"}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("hearthsim output:\n%s", out.String())
+		}
+	})
+	re := regexp.MustCompile(`serving Modbus TCP on (\S+) `)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hearthsim --profile %s did not start:\n%s", profile, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConfigCheckOnlineIdentifiesVendors: `hearth config check --online`
+// reads each vendor device as its profile says, against `hearthsim
+// --profile` (the real binaries), and says whether control is ready; a
+// SolarEdge not set up for remote control gets the installer's step, and
+// a device configured with another vendor's profile fails.
+func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
+	t.Parallel()
+	mq := startBroker(t)
+	check := func(t *testing.T, profile, addr, extra string) (string, int) {
+		dir := t.TempDir()
+		cfg := filepath.Join(dir, "hearth.yaml")
+		text := fmt.Sprintf("gateway_id: gw-check\ndata_dir: %s\ndiag_socket: %s/hearth.sock\ndevices:\n  - {name: inverter, profile: %s, address: %q, unit_id: %d, timeout: 1s%s}\nuplink:\n  broker: %s\n  boot_delay: 0s\n",
+			dir, dir, profile, addr, unitOf(profile), extra, mq.URL())
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := hearthCLI(t, nil, "config", "check", "--online", cfg)
+		return out + errOut, code
+	}
+	for _, c := range []struct {
+		profile, extra, control string
+		args                    []string
+	}{
+		{"sungrow_sh", "", "control: read only: no device-side timeout", nil},
+		{"sungrow_sh", ", allow_unguarded_control: true", "control: ready", nil},
+		{"solaredge_storedge", "", "control: NOT READY: se_ctrl_mode reads 1, control needs 4: set Storage Control Mode (0xE004)", nil},
+		{"solaredge_storedge", "", "control: ready", []string{"--setting", "0xE004=4", "--setting", "0xE005=1"}},
+		{"huawei_sun2000", "", "control: ready", nil},
+		{"goodwe_et", ", allow_unguarded_control: true", "control: ready", nil},
+		{"kostal_plenticore", "", "control: ready", nil},
+	} {
+		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
+			t.Parallel()
+			addr := startSimProfile(t, c.profile, append([]string{"--unit", strconv.Itoa(unitOf(c.profile))}, c.args...)...)
+			out, code := check(t, c.profile, addr, c.extra)
+			want := "device inverter (tcp " + addr + " unit " + strconv.Itoa(unitOf(c.profile)) + ", via direct): ok, profile " + c.profile + ": power_w "
+			if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, c.control) {
+				t.Fatalf("exit %d, output lacks %q or %q:\n%s", code, want, c.control, out)
+			}
+		})
+	}
+	t.Run("another vendor's profile", func(t *testing.T) {
+		t.Parallel()
+		addr := startSimProfile(t, "huawei_sun2000", "--unit", "1")
+		out, code := check(t, "solaredge_storedge", addr, "")
+		if code != 1 || !strings.Contains(out, "FAILED") || !strings.Contains(out, "not as profile solaredge_storedge") {
+			t.Fatalf("exit %d (want 1), output:\n%s", code, out)
+		}
+	})
+}
+
+// unitOf is the unit id each simulated vendor answers by default.
+func unitOf(profile string) int {
+	switch profile {
+	case "goodwe_et":
+		return 247
+	case "kostal_plenticore":
+		return 71
+	}
+	return 1
 }
