@@ -80,6 +80,9 @@ type device struct {
 	// nil when it has none, or none hearth may use (no device-side timeout
 	// and no allow_unguarded_control).
 	vendor *drivers.VendorDevice
+	// window says the SunSpec device reads model 124 as a power window
+	// (profile storage_control: window).
+	window bool
 }
 
 // driver is a device as drivers reads it.
@@ -209,7 +212,7 @@ func (a *Agent) openDevices() error {
 				return fmt.Errorf("device %s: %w", dc.Name, err)
 			}
 		}
-		d := &device{cfg: dc, bus: bus, profile: p.Name}
+		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow}
 		if p.Discovery == "sunspec" {
 			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
 			d.drv = d.sunspec
@@ -275,7 +278,11 @@ func (a *Agent) newControl() error {
 		switch {
 		case !a.controlled(d):
 		case d.sunspec != nil:
-			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D())})
+			var opts []drivers.StorageOption
+			if d.window {
+				opts = append(opts, drivers.PowerWindow())
+			}
+			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D(), opts...)})
 		default:
 			devs = append(devs, vendorDevice{d.vendor})
 		}

@@ -154,6 +154,10 @@ const (
 	StorageUnknown = "unknown"
 )
 
+// StorageControlWindow is Profile.StorageControl for a device that reads
+// model 124 as a power window.
+const StorageControlWindow = "window"
+
 // MinFlashInterval is the shortest budget interval a profile may give when
 // it writes flash or unknown registers.
 const MinFlashInterval = time.Minute
@@ -179,6 +183,12 @@ func storageOf(pt *PointSpec) string {
 // storage and sign_bit.
 func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 	var errs []error
+	switch {
+	case p.StorageControl != "" && p.StorageControl != StorageControlWindow:
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: fmt.Sprintf("storage_control %q: want window (or leave it out)", p.StorageControl)})
+	case p.StorageControl != "" && p.Discovery != "sunspec":
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: "storage_control is for discovery: sunspec profiles (model 124)"})
+	}
 	for i := range p.Points {
 		pt := &p.Points[i]
 		bad := func(format string, args ...any) {

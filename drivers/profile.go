@@ -36,9 +36,13 @@ type Profile struct {
 	// drawn from the grid is positive, as on a utility meter) or
 	// export_positive. Only for discovery profiles; hearth's grid_power_w
 	// is positive exporting either way.
-	MeterSign string      `yaml:"meter_sign"`
-	Points    []PointSpec `yaml:"points"`
-	Holes     []Hole      `yaml:"holes"`
+	MeterSign string `yaml:"meter_sign"`
+	// StorageControl says how a discovered device reads model 124:
+	// standard (empty) or window (Fronius GEN24: the rates bound the
+	// device's own logic, so a forced charge is a negative OutWRte).
+	StorageControl string      `yaml:"storage_control"`
+	Points         []PointSpec `yaml:"points"`
+	Holes          []Hole      `yaml:"holes"`
 	// Control says how the device takes a battery power setpoint through
 	// its own registers (see Control); nil: the profile is read-only.
 	Control *Control `yaml:"control"`

@@ -110,7 +110,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	unit := fs.Uint("unit", 1, "Modbus unit id")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
 	serial := fs.String("serial", "SIM0001", "serial number reported in SunSpec model 1")
-	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
+	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
 	load := fs.Float64("load", 300, "with a vendor --profile: the constant house load (W)")
 	pv := fs.Float64("pv", 0, "with a vendor --profile: the constant PV production (W)")
 	settings := map[uint16]uint16{}
@@ -128,7 +128,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
 		return code
 	}
-	if *profile != "sunspec" {
+	if *profile != "sunspec" && *profile != "fronius_gen24" {
 		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
 			Settings: settings}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
 	}
@@ -155,7 +155,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	errc := make(chan error, 3)
 	// One simulated device, whichever fronts it serves.
 	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim"),
-		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps})
+		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps, PowerWindow: *profile == "fronius_gen24"})
 	s.SetFault(fault)
 	if *modbusAddr != "" {
 		ln, err := net.Listen("tcp", *modbusAddr)
