@@ -86,7 +86,10 @@ type vendorKind struct {
 	// a register it does not know is not writable.
 	valid      func(v *Vendor, addr, val uint16) (known, ok bool)
 	outOfRange byte // the exception a value out of range gets
-	flash      func(addr uint16) bool
+	// check, when set, judges a whole write (values spanning registers,
+	// such as a float): the exception code, or 0.
+	check func(v *Vendor, addr uint16, vals []uint16) byte
+	flash func(addr uint16) bool
 	// written runs after an accepted write: the device takes up what its
 	// registers now say.
 	written func(v *Vendor, now time.Time, addr uint16, n int)
@@ -333,6 +336,9 @@ func (v *Vendor) write(now time.Time, fc byte, addr uint16, vals []uint16) byte 
 			code = v.kind.outOfRange
 		}
 		flash = flash || v.kind.flash(a)
+	}
+	if code == 0 && v.kind.check != nil {
+		code = v.kind.check(v, addr, vals)
 	}
 	if len(v.writes) >= maxWriteLog {
 		v.writes = v.writes[1:]

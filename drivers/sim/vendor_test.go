@@ -116,3 +116,22 @@ func TestSungrowRefusesOutOfRangeWithException4(t *testing.T) {
 		t.Fatalf("a day later: %+v, want the forced command still held", st)
 	}
 }
+
+// TestFloatsOutOfRangeAreRefused: a Kostal setpoint beyond the battery or
+// not a number, and a negative SolarEdge limit, get exception 3 and
+// change nothing.
+func TestFloatsOutOfRangeAreRefused(t *testing.T) {
+	t.Parallel()
+	k, _ := newTestVendor(t, "kostal_plenticore", nil)
+	for _, f := range []float32{9000, -9000, float32(math.NaN())} {
+		lo, hi := lowFirstFloat(f)
+		if code := writeRegs(k, koSetpoint, lo, hi); code != ExceptionIllegalDataValue || k.State().Forced {
+			t.Fatalf("Kostal setpoint %v: exception %d, state %+v; want 3 and nothing forced", f, code, k.State())
+		}
+	}
+	se, _ := newTestVendor(t, "solaredge_storedge", map[uint16]uint16{0xE004: 4, 0xE005: 1})
+	lo, hi := lowFirstFloat(-500)
+	if code := writeRegs(se, 0xE00B, 60, 0, 3, lo, hi, 0, 0); code != ExceptionIllegalDataValue || se.State().Forced {
+		t.Fatalf("SolarEdge charge limit -500: exception %d, state %+v; want 3 and nothing forced", code, se.State())
+	}
+}

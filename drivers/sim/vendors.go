@@ -139,14 +139,25 @@ var solaredgeKind = &vendorKind{
 		case seDefault, seCmdMode:
 			return true, x <= 7 && x != 6
 		case seTimeout, seTimeout + 1, seChargeLim, seChargeLim + 1, seDischLim, seDischLim + 1:
-			return true, true // checked whole in written's validation below
+			return true, true // 32-bit values are judged whole by check
 		}
 		return false, false
 	},
+	check: func(v *Vendor, addr uint16, vals []uint16) byte {
+		for _, a := range []uint16{seChargeLim, seDischLim} {
+			if w, ok := floatIn(addr, vals, a); ok && (math.IsNaN(w) || w < 0 || w > 1e6) {
+				return ExceptionIllegalDataValue
+			}
+		}
+		if i := int(seTimeout) - int(addr); i >= 0 && i+1 < len(vals) {
+			if t := uint32(vals[i+1])<<16 | uint32(vals[i]); t > seMaxTimeout {
+				return ExceptionIllegalDataValue
+			}
+		}
+		return 0
+	},
 	flash: func(a uint16) bool { return a >= 0xE000 && a <= 0xE011 },
 	written: func(v *Vendor, now time.Time, addr uint16, n int) {
-		// Out-of-range 32-bit values are clamped by the real device's
-		// validation; here they leave the command off.
 		if touches(addr, n, seTimeout) || touches(addr, n, seCmdMode) || touches(addr, n, seChargeLim) || touches(addr, n, seDischLim) {
 			t := get32(v.hold, seTimeout, true)
 			if t > 0 && t <= seMaxTimeout {
@@ -168,6 +179,16 @@ var solaredgeKind = &vendorKind{
 	},
 	factory: map[uint16]uint16{seCtrlMode: 1, seACCharge: 0, seDefault: 7, seCmdMode: 7,
 		seTimeout: 3600 & 0xFFFF, seTimeout + 1: 3600 >> 16},
+}
+
+// floatIn decodes the float32 (low word first) at a from a write of vals
+// at addr, when the write carries both of its registers.
+func floatIn(addr uint16, vals []uint16, a uint16) (float64, bool) {
+	i := int(a) - int(addr)
+	if i < 0 || i+1 >= len(vals) {
+		return 0, false
+	}
+	return float64(math.Float32frombits(uint32(vals[i+1])<<16 | uint32(vals[i]))), true
 }
 
 // seApply takes up the command the registers hold: only under remote
@@ -346,7 +367,14 @@ var kostalKind = &vendorKind{
 	holdRanges: [][2]uint16{{514, 514}, {582, 582}, {1026, 1045}},
 	outOfRange: ExceptionIllegalDataValue,
 	valid: func(v *Vendor, a, x uint16) (bool, bool) {
-		return a >= 1026 && a <= 1045, true // the float is checked whole in written
+		return a >= 1026 && a <= 1045, true // the float is judged whole by check
+	},
+	check: func(v *Vendor, addr uint16, vals []uint16) byte {
+		w, ok := floatIn(addr, vals, koSetpoint)
+		if ok && (math.IsNaN(w) || w > v.cfg.MaxDischargeW || -w > v.cfg.MaxChargeW) {
+			return ExceptionIllegalDataValue
+		}
+		return 0
 	},
 	flash: func(uint16) bool { return false },
 	written: func(v *Vendor, now time.Time, addr uint16, n int) {
@@ -355,9 +383,6 @@ var kostalKind = &vendorKind{
 			return
 		}
 		w := float64(math.Float32frombits(get32(v.hold, koSetpoint, true)))
-		if math.IsNaN(w) || w > v.cfg.MaxDischargeW || -w > v.cfg.MaxChargeW {
-			return
-		}
 		v.forced, v.forceW, v.deadline = true, w, now.Add(koTimeout)
 	},
 	revert: func(*Vendor) {},
