@@ -141,6 +141,9 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	if d <= 0 || d > c.opt.Limits.MaxLease {
 		return hearth.Ack{}, fmt.Errorf("duration %s is outside 0..%s (safety.max_lease)", d, c.opt.Limits.MaxLease)
 	}
+	if len(c.dev) == 0 && mode != hearth.ModeAuto {
+		return hearth.Ack{}, fmt.Errorf("mode %s: %s: this gateway commands no device (read-only profiles, or no allow_unguarded_control)", mode, hearth.ReasonNoDevice)
+	}
 	now := c.opt.Now()
 	c.mu.Lock()
 	wall := now.Wall
