@@ -191,7 +191,7 @@ func (a *Agent) ClearMode() error {
 // controls reports whether the agent controls any device.
 func (a *Agent) controls() bool {
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+		if a.controlled(d) {
 			return true
 		}
 	}

@@ -58,11 +58,15 @@ type VendorDevice struct {
 
 	mu    sync.Mutex
 	armed bool
-	// The last command written: valid, power, when; and when a budgeted
-	// (flash or unknown) register was last changed.
+	// The last command written: valid, power, when.
 	wrote  bool
 	lastW  float64
 	lastAt time.Time
+	// lastRule is the rule that bound the last command written: the
+	// command after a ramp (or a clamp) ends is written whatever the
+	// budget, so the device settles on the lease's power, not one step
+	// short of it.
+	lastRule hearth.Rule
 	// The budget's tokens: BudgetBurst changes at most, one more each
 	// MinInterval, so a ramp settles while a jittering target cannot
 	// write every second.
@@ -142,8 +146,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		d.wrote = false
 		return got, fmt.Errorf("command %s: %w", d.name, err)
 	}
-	now := d.now()
-	d.wrote, d.lastW, d.lastAt = true, commanded, now
+	d.wrote, d.lastW, d.lastAt, d.lastRule = true, commanded, d.now(), a.Rule()
 	return got, err
 }
 
@@ -220,9 +223,10 @@ const BudgetBurst = 5
 
 // deferLocked says whether the write budget holds the last command instead
 // of writing this one: only a change in the same direction, not bound by
-// a safety rule, to a budgeted register, within the deadband or beyond the
-// budget's pace. A refresh (the same power) is never deferred: the device's
-// timeout needs it.
+// a safety rule (the ramp included) and not the first after one, to a
+// budgeted register, within the deadband or beyond the budget's pace. A
+// refresh (the same power) is never deferred: the device's timeout needs
+// it.
 func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
 	b := d.c.Budget
 	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
@@ -230,7 +234,7 @@ func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointVa
 		// at the budget's pace, in case the device lost it.
 		return d.now().Sub(d.lastAt) < b.MinInterval.D()
 	}
-	if !d.wrote || w == d.lastW || rule != "" || !d.touchesBudget(writes) {
+	if !d.wrote || w == d.lastW || rule != "" || d.lastRule != "" || !d.touchesBudget(writes) {
 		return false
 	}
 	if (w > 0) != (d.lastW > 0) || (w < 0) != (d.lastW < 0) {

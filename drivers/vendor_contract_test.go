@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-energy/hearth/drivers"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/clocktest"
+	"github.com/hearth-energy/hearth/safety"
 )
 
 // installerSettings are what an installer sets on each device before
@@ -285,5 +286,39 @@ func TestSungrowOutOfRangeIsRefused(t *testing.T) {
 	var ex *drivers.ExceptionError
 	if !errors.As(err, &ex) || ex.Code != 4 {
 		t.Fatalf("err %v, want Modbus exception 4", err)
+	}
+}
+
+// TestVendorBudgetSettlesAfterRamp: a ramp's steps are written (the ramp
+// is a safety limit), and so is the command that ends it even when it is
+// within the deadband of the last step: the battery settles on the
+// lease's power, not one step short of it.
+func TestVendorBudgetSettlesAfterRamp(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "solaredge_storedge", installerSettings["solaredge_storedge"])
+	e, err := safety.NewEvaluator(safety.Limits{
+		SoCMinPct: 5, SoCMaxPct: 100, MaxChargeW: 10000, MaxDischargeW: 10000, RampWPerS: 450,
+		MaxReadingAge: time.Minute, CellVMin: 2, CellVMax: 4, TempCMin: -40, TempCMax: 90,
+		MaxLease: time.Hour, Fallback: hearth.ModeAuto,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []hearth.Rule
+	for range 4 {
+		r.clock.Advance(time.Second)
+		now := r.clock.Now()
+		obs := safety.Observation{At: now, Reading: hearth.Reading{Device: r.dev.Name(), Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}
+		dec := e.Evaluate(safety.Input{Now: now, Target: safety.Target{Mode: hearth.ModePower, Power: -500}, Devices: []safety.Observation{obs}})
+		a := dec.Commands[0]
+		st, err := r.dev.Apply(context.Background(), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Confirm(a.Device(), hearth.Watts(st.HeldW))
+		rules = append(rules, a.Rule())
+	}
+	if got := r.sim.State().BatteryW; got != -500 {
+		t.Fatalf("after the ramp (rules %v) the battery runs %v W, want the lease's -500 W", rules, got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/harness"
 )
@@ -281,4 +282,47 @@ func unitOf(profile string) int {
 		return 71
 	}
 	return 1
+}
+
+// TestCommissionSignOfVendors: `hearth commission`'s sign check (a small
+// local charge through the control loop) passes on every vendor profile
+// with control, against its simulator: the battery charges at the test
+// power and hearth reads it with its own sign.
+func TestCommissionSignOfVendors(t *testing.T) {
+	t.Parallel()
+	mq := startBroker(t)
+	for _, c := range []struct {
+		profile, extra string
+		settings       map[uint16]uint16
+	}{
+		{"sungrow_sh", ", allow_unguarded_control: true", nil},
+		{"solaredge_storedge", "", map[uint16]uint16{0xE004: 4, 0xE005: 1}},
+		{"huawei_sun2000", "", nil},
+		{"goodwe_et", ", allow_unguarded_control: true", nil},
+		{"kostal_plenticore", "", nil},
+	} {
+		t.Run(c.profile, func(t *testing.T) {
+			t.Parallel()
+			v, addr := startVendorSim(t, sim.VendorConfig{Profile: c.profile, LoadW: 300, Settings: c.settings})
+			dir, sock, cfg := newAgentConfig(t, "gw-sign-"+c.profile, fmt.Sprintf(`devices:
+  - {name: battery, profile: %s, address: %q, unit_id: %d, poll_interval: 250ms, timeout: 500ms%s}
+uplink: {broker: %q, boot_delay: 0s}
+`, c.profile, addr, v.Unit(), c.extra, mq.URL()))
+			startAgent(t, cfg)
+			waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+			report := filepath.Join(dir, "commissioning.json")
+			out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "1m")
+			data, err := os.ReadFile(report)
+			if err != nil {
+				t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
+			}
+			var r commissionReport
+			if err := json.Unmarshal(data, &r); err != nil {
+				t.Fatalf("report: %v\n%s", err, data)
+			}
+			if vd, d := r.check("sign"); vd != "pass" || !strings.Contains(d, "power_w -500 W") {
+				t.Fatalf("sign check %s %q; want pass, charging at the test power\n%s", vd, d, out)
+			}
+		})
+	}
 }
