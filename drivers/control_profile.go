@@ -117,8 +117,9 @@ type Timeout struct {
 // Budget bounds writes to flash and unknown registers: a change within the
 // same direction is written only when it moves the power by DeadbandW or
 // more, and after a burst of BudgetBurst changes at most one every
-// MinInterval. A change of direction, a command a
-// safety rule bound, a refresh and a release are written at once.
+// MinInterval. A change of direction, a command a safety rule bound (the
+// ramp included) and the first after one, a refresh and a release are
+// written at once.
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`
 	DeadbandW   float64  `yaml:"deadband_w"`
