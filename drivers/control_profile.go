@@ -59,6 +59,13 @@ type PointValue struct {
 	Value float64 `yaml:"value"`
 }
 
+// Setpoint units (Setpoint.Unit).
+const (
+	UnitW       = "W"
+	UnitPercent = "pct"
+	UnitAmps    = "A"
+)
+
 // Setpoint styles.
 const (
 	StyleSigned = "signed" // one register carries the signed power
@@ -71,7 +78,13 @@ const (
 // magnitude to the leg of its direction, then that leg's mode command;
 // Zero says how 0 W is held (without it, the charge leg at 0 W).
 type Setpoint struct {
-	Style     string  `yaml:"style"`
+	Style string `yaml:"style"`
+	// Unit is what the power registers count: W (the default; a point's
+	// scale carries 0.01 kW and the like), pct (percent of Reference, a
+	// point in W) or A (amps at Reference, a point in V, such as the
+	// battery voltage). The reference is read before every command.
+	Unit      string  `yaml:"unit"`
+	Reference string  `yaml:"reference"`
 	Signed    *Signed `yaml:"signed"`
 	Charge    *Leg    `yaml:"charge"`
 	Discharge *Leg    `yaml:"discharge"`
@@ -347,6 +360,18 @@ func (p *Profile) checkControl(root *yaml.Node) error {
 		}
 	default:
 		bad("control.setpoint.style", "%q: want signed or split", sp.Style)
+	}
+	switch sp.Unit {
+	case "", UnitW:
+		if sp.Reference != "" {
+			bad("control.setpoint.reference", "a reference is for unit pct or A")
+		}
+	case UnitPercent, UnitAmps:
+		if ref := point("control.setpoint.reference", sp.Reference, false); ref != nil && !numericType(ref.Type) {
+			bad("control.setpoint.reference", "point %q is a %s: a reference is a number", sp.Reference, ref.Type)
+		}
+	default:
+		bad("control.setpoint.unit", "%q: want W, pct or A", sp.Unit)
 	}
 	t := c.Timeout
 	switch t.Kind {

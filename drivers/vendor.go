@@ -129,7 +129,11 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return st, nil
 	}
 	want := float64(a.Power())
-	writes, commanded, saturated := d.command(want)
+	per, err := d.wattsPerUnit(ctx)
+	if err != nil {
+		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
+	}
+	writes, commanded, saturated := d.command(want, per)
 	st := VendorStatus{CommandedW: commanded, HeldW: commanded, Saturated: saturated}
 	if d.deferLocked(commanded, a.Rule(), writes) {
 		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
@@ -153,7 +157,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 // command builds the writes for a power: the timeout (kind register),
 // the power and the mode command last. It returns the power the writes
 // stand for, clamped to what the power point carries.
-func (d *VendorDevice) command(w float64) (writes []PointValue, commanded float64, saturated bool) {
+func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded float64, saturated bool) {
 	c := d.c
 	if c.Timeout.Kind == TimeoutRegister {
 		pt := d.pts[c.Timeout.Point]
@@ -162,14 +166,14 @@ func (d *VendorDevice) command(w float64) (writes []PointValue, commanded float6
 	sp := c.Setpoint
 	if sp.Style == StyleSigned {
 		pt := d.pts[sp.Signed.Point]
-		v := w
+		v := w / per
 		if sp.Signed.Sign == "charge_positive" {
-			v = -w
+			v = -v
 		}
 		v, saturated = clampTo(pt, v)
-		commanded = v
+		commanded = v * per
 		if sp.Signed.Sign == "charge_positive" {
-			commanded = -v
+			commanded = -commanded
 		}
 		return append(writes, PointValue{Point: pt.Name, Value: v}), commanded, saturated
 	}
@@ -181,9 +185,9 @@ func (d *VendorDevice) command(w float64) (writes []PointValue, commanded float6
 		leg = sp.Zero
 	}
 	if leg.Point != "" {
-		v, sat := clampTo(d.pts[leg.Point], math.Abs(w))
+		v, sat := clampTo(d.pts[leg.Point], math.Abs(w)/per)
 		writes = append(writes, PointValue{Point: leg.Point, Value: v})
-		commanded, saturated = sign*v, sat
+		commanded, saturated = sign*v*per, sat
 	}
 	writes = append(writes, leg.Also...)
 	if leg.Mode != nil {
@@ -195,8 +199,36 @@ func (d *VendorDevice) command(w float64) (writes []PointValue, commanded float6
 	return writes, commanded, saturated
 }
 
-// clampTo bounds v to the point's min and max.
+// wattsPerUnit is what one unit of the setpoint registers stands for:
+// 1 W (the points' own scale carries 0.01 kW and the like), the reference
+// point's watts over 100 for a percentage, or the voltage point's volts
+// for amps. A reference that does not read good, or reads 0 or less, is an
+// error: nothing is written with an unknown conversion.
+func (d *VendorDevice) wattsPerUnit(ctx context.Context) (float64, error) {
+	sp := d.c.Setpoint
+	if sp.Unit == "" || sp.Unit == UnitW {
+		return 1, nil
+	}
+	v, err := d.readPoint(ctx, d.pts[sp.Reference])
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("read the setpoint reference %s: %w", sp.Reference, err)
+	case v <= 0 || math.IsInf(v, 0):
+		return 0, fmt.Errorf("setpoint reference %s reads %g: no conversion from watts", sp.Reference, v)
+	case sp.Unit == UnitPercent:
+		return v / 100, nil
+	}
+	return v, nil // amps at the reference voltage
+}
+
+// clampTo bounds v to the point's min and max, and cuts it towards zero
+// to the point's resolution (one raw step), so that the device is never
+// asked for more than was approved.
 func clampTo(pt *PointSpec, v float64) (float64, bool) {
+	if pt.Type != "f32" && pt.Type != "f64" {
+		step := math.Abs(cmpScale(pt.Scale))
+		v = math.Trunc(v/step+math.Copysign(1e-9, v)) * step
+	}
 	if pt.Max != nil && v > *pt.Max {
 		return *pt.Max, true
 	}

@@ -322,3 +322,42 @@ func TestVendorBudgetSettlesAfterRamp(t *testing.T) {
 		t.Fatalf("after the ramp (rules %v) the battery runs %v W, want the lease's -500 W", rules, got)
 	}
 }
+
+// TestVendorSetpointUnits: a power register that counts percent of a
+// reference point, or amps at a voltage point, gets the approved watts
+// converted with the reference read from the device, cut towards zero so
+// the device is never asked for more than approved; the power reported
+// held is what the written value stands for.
+func TestVendorSetpointUnits(t *testing.T) {
+	t.Parallel()
+	base, err := drivers.EmbeddedProfile("sungrow_sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		unit, ref string
+		raw       uint16
+		held      float64
+	}{
+		{"pct", "nominal_power_w", 40, -2000}, // 2000 W of the simulated 5000 W nominal power
+		{"A", "ac_v_a", 8, -8 * 230.1},        // 2000 W at 230.1 V is 8.69 A: 8 A, never 9
+		{"W", "", 2000, -2000},
+	} {
+		t.Run(c.unit, func(t *testing.T) {
+			t.Parallel()
+			p := *base
+			ctl := *base.Control
+			ctl.Setpoint.Unit, ctl.Setpoint.Reference = c.unit, c.ref
+			p.Control = &ctl
+			r := newVendorRig(t, "sungrow_sh", nil)
+			dev := drivers.NewVendorDevice("sungrow_sh", r.bus, r.sim.Unit(), &p, r.clock.Now)
+			st, err := dev.Apply(context.Background(), approve(t, "sungrow_sh", hearth.ModePower, -2000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.sim.Holding(13051, 1)[0]; got != c.raw || math.Abs(st.HeldW-c.held) > 0.01 {
+				t.Fatalf("unit %s: wrote %d, held %v W; want %d, %v W", c.unit, got, st.HeldW, c.raw, c.held)
+			}
+		})
+	}
+}
