@@ -233,7 +233,7 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 	check := func(t *testing.T, profile, addr, extra string) (string, int) {
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "hearth.yaml")
-		text := fmt.Sprintf("gateway_id: gw-check\ndata_dir: %s\ndiag_socket: %s/hearth.sock\ndevices:\n  - {name: inverter, profile: %s, address: %q, unit_id: %d, timeout: 1s%s}\nuplink:\n  broker: %s\n  boot_delay: 0s\n",
+		text := fmt.Sprintf("gateway_id: gw-check\ndata_dir: %s\ndiag_socket: %s/hearth.sock\ndevices:\n  - {name: inverter, profile: %s, address: %q, unit_id: %d, timeout: 3s%s}\nuplink:\n  broker: %s\n  boot_delay: 0s\n",
 			dir, dir, profile, addr, unitOf(profile), extra, mq.URL())
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
