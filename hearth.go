@@ -303,27 +303,32 @@ func (e *DeviceError) Unwrap() error { return e.Err }
 // Reason codes carried in setpoint acks and events. A reason says which
 // check refused or bound a setpoint, so the cloud can act on it.
 const (
-	ReasonTooLarge       = "too_large"              // payload over the size limit
-	ReasonBadJSON        = "bad_json"               // not strict JSON, or wrong types
-	ReasonUnknownField   = "unknown_field"          // a field the contract does not define
-	ReasonUnsigned       = "unsigned"               // signatures are required and none came
-	ReasonUnknownKey     = "unknown_key"            // signed with a key id not configured
-	ReasonBadSignature   = "bad_signature"          // signature does not verify over the payload
-	ReasonStale          = "stale"                  // version older than the highest seen
-	ReasonDuplicate      = "duplicate"              // version equal to the highest seen
-	ReasonExpired        = "expired"                // valid_until already passed
-	ReasonLeaseTooLong   = "lease_too_long"         // valid_until beyond safety.max_lease
-	ReasonIssuedInFuture = "issued_in_future"       // issued_at ahead of the clock beyond skew
-	ReasonBadValue       = "bad_value"              // a value is missing, not finite or out of range
-	ReasonUnknownMode    = "unknown_mode"           // mode or fallback is not a known mode
-	ReasonNoMeter        = "no_meter"               // self_consumption without a configured meter
-	ReasonNoDevice       = "no_controllable_device" // the gateway commands no device: only auto can be honoured
-	ReasonSafety         = "safety"                 // refused by a safety rule; the ack names it
-	ReasonWrongGateway   = "wrong_gateway"          // a signed lease that names another gateway, or none
-	ReasonKeyRevoked     = "key_revoked"            // signed with a key listed in uplink.revoked_keys
-	ReasonEnded          = "ended"                  // this version already ran and has ended: send a new one
-	ReasonLocalOverride  = "local_override"         // accepted, but a local lease (hearth mode) runs until it ends
+	ReasonTooLarge       = "too_large"        // payload over the size limit
+	ReasonBadJSON        = "bad_json"         // not strict JSON, or wrong types
+	ReasonUnknownField   = "unknown_field"    // a field the contract does not define
+	ReasonUnsigned       = "unsigned"         // signatures are required and none came
+	ReasonUnknownKey     = "unknown_key"      // signed with a key id not configured
+	ReasonBadSignature   = "bad_signature"    // signature does not verify over the payload
+	ReasonStale          = "stale"            // version older than the highest seen
+	ReasonDuplicate      = "duplicate"        // version equal to the highest seen
+	ReasonExpired        = "expired"          // valid_until already passed
+	ReasonLeaseTooLong   = "lease_too_long"   // valid_until beyond safety.max_lease
+	ReasonIssuedInFuture = "issued_in_future" // issued_at ahead of the clock beyond skew
+	ReasonBadValue       = "bad_value"        // a value is missing, not finite or out of range
+	ReasonUnknownMode    = "unknown_mode"     // mode or fallback is not a known mode
+	ReasonNoMeter        = "no_meter"         // self_consumption without a configured meter
+	ReasonSafety         = "safety"           // refused by a safety rule; the ack names it
+	ReasonWrongGateway   = "wrong_gateway"    // a signed lease that names another gateway, or none
+	ReasonKeyRevoked     = "key_revoked"      // signed with a key listed in uplink.revoked_keys
+	ReasonEnded          = "ended"            // this version already ran and has ended: send a new one
+	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
+
+// ReasonNoDevice refuses a lease of any mode but auto on a gateway that
+// commands no device (its devices are read-only, or lack
+// allow_unguarded_control): acking it applied would tell the cloud a
+// battery follows that does not.
+const ReasonNoDevice = "no_controllable_device"
 
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
 type Ack struct {
