@@ -198,6 +198,7 @@ func TestVendorFlashBudget(t *testing.T) {
 			if r.dev.Guarded() {
 				limit += (int(run/(r.dev.RevertTimeout()/3)) + 1) * perCommand
 			}
+			t.Logf("%d flash-class write requests in %v of changing commands (bound %d), %d of 600 changes deferred", got, run, limit, deferred)
 			if got > limit || got == 0 {
 				t.Fatalf("%d flash-class write requests in %v of changing commands, want 1..%d (budget %v, %d requests a command)", got, run, limit, b, perCommand)
 			}
