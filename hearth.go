@@ -305,6 +305,12 @@ const (
 	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
 
+// ReasonNoDevice refuses a lease of any mode but auto on a gateway that
+// commands no device (its devices are read-only, or lack
+// allow_unguarded_control): acking it applied would tell the cloud a
+// battery follows that does not.
+const ReasonNoDevice = "no_controllable_device"
+
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
 type Ack struct {
 	ID       string `json:"id"`

@@ -194,7 +194,7 @@ func (a *Agent) ClearMode() error {
 // controls reports whether the agent controls any device.
 func (a *Agent) controls() bool {
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+		if a.controlled(d) {
 			return true
 		}
 	}
@@ -227,7 +227,7 @@ func (a *Agent) birth() uplink.Birth {
 	s := a.cfg.Safety
 	controlled := 0
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+		if a.controlled(d) {
 			controlled++
 		}
 	}

@@ -43,6 +43,11 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	} else {
 		v = c.opt.Limits.Check(sp, c.highest, received, synced, floor, c.opt.MeterDevice != "")
 	}
+	if v.OK && len(c.dev) == 0 && sp.Mode != hearth.ModeAuto {
+		// Read-only devices only: acking it applied would tell the
+		// cloud a battery follows that does not.
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
+	}
 	if v.OK && c.estop {
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(safety.RuleEStop)}
 	}
@@ -153,6 +158,9 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	}
 	if d <= 0 || d > c.opt.Limits.MaxLease {
 		return hearth.Ack{}, fmt.Errorf("duration %s is outside 0..%s (safety.max_lease)", d, c.opt.Limits.MaxLease)
+	}
+	if len(c.dev) == 0 && mode != hearth.ModeAuto {
+		return hearth.Ack{}, fmt.Errorf("mode %s: %s: this gateway commands no device (read-only profiles, or no allow_unguarded_control)", mode, hearth.ReasonNoDevice)
 	}
 	now := c.opt.Now()
 	c.mu.Lock()
