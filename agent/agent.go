@@ -207,7 +207,8 @@ func (a *Agent) openDevices() error {
 		}
 		d := &device{cfg: dc, bus: bus, profile: p.Name}
 		if p.Discovery == "sunspec" {
-			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
+			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p),
+				drivers.WithHoleStore(holeStore{st: a.leases, log: a.log.With("component", "drivers")}))
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)

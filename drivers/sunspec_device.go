@@ -147,6 +147,18 @@ type SunSpecDevice struct {
 	fallback map[string]bool // names whose first model said not_implemented
 	rating   ratings
 	seen     seenPoints // points that have carried a value
+
+	// Registers the device refused (holes.go); poll goroutine only.
+	holes     []Hole
+	holeStore HoleStore
+	holeErr   error
+	readOK    map[[2]uint16]bool // planned reads that have read whole since discovery
+	replan    bool               // holes learned: plan again after this poll
+	// Discovery back-off for a device that answers but cannot be
+	// discovered.
+	discoveryFailed int
+	nextDiscovery   time.Time
+	discoveryErr    error
 }
 
 // SunSpecOption configures a SunSpecDevice.
@@ -206,11 +218,15 @@ func (d *SunSpecDevice) Discover(ctx context.Context) error {
 	d.base, d.models = base, models
 	d.mu.Unlock()
 	if m, ok := d.model(1); ok {
+		def := sunspec.Lookup(1)
 		regs, err := d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
+		if illegalAddress(err) {
+			// A register of model 1 refused: read the identity alone.
+			regs, err = d.readModelPoints(ctx, m, def, []string{"Mn", "Md", "SN", "Vr"})
+		}
 		if err != nil {
 			return fmt.Errorf("read common model: %w", err)
 		}
-		def := sunspec.Lookup(1)
 		str := func(point string) string {
 			p, _ := def.Point(point)
 			if int(p.Offset+p.Size) > len(regs) {
@@ -321,17 +337,22 @@ func (d *SunSpecDevice) readRatings(ctx context.Context) (ratings, error) {
 		if !ok {
 			continue
 		}
+		def := sunspec.Lookup(rp.model)
+		pd, _ := def.Point(rp.point)
 		regs, ok := regsOf[rp.model]
 		if !ok {
 			var err error
 			regs, err = d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
+			if illegalAddress(err) {
+				// The device refuses a register of the model: read the
+				// rating points alone (holes.go).
+				regs, err = d.readModelPoints(ctx, m, def, ratingNames(rp.model))
+			}
 			if err != nil {
 				return ratings{}, fmt.Errorf("read ratings in model %d: %w", rp.model, err)
 			}
 			regsOf[rp.model] = regs
 		}
-		def := sunspec.Lookup(rp.model)
-		pd, _ := def.Point(rp.point)
 		v := decodeAt(def, pd, 0, regs)
 		if !v.Good() || v.Value <= 0 || math.IsInf(v.Value, 0) {
 			continue
@@ -373,9 +394,13 @@ func (rt ratings) ratingFor(name string) float64 {
 func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	r := hearth.Reading{Device: d.name, Points: map[string]hearth.Point{}}
 	if d.models == nil {
-		err := d.Discover(ctx)
+		err := d.discoveryDue(now())
 		if err == nil {
-			d.rating, err = d.readRatings(ctx)
+			err = d.Discover(ctx)
+			if err == nil {
+				d.rating, err = d.readRatings(ctx)
+			}
+			d.discovered(err, now())
 		}
 		if err != nil {
 			d.forgetModels()
@@ -383,6 +408,8 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			commError(r.Points, SunSpecPointNames())
 			return r, err
 		}
+		d.loadHoles(now())
+		d.readOK = nil // what read before was another map's
 		d.wanted, d.specs, d.plan = d.planPoll()
 	}
 	// Registers of each model read this cycle, by model address; a point
@@ -390,15 +417,14 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	regsOf := map[uint16][]uint16{}
 	okSpec := make([]bool, len(d.specs))
 	var firstErr error
+	rediscover := false
 	for _, rq := range d.plan {
-		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+		got, changed := d.readPlanned(ctx, rq, now())
+		rediscover = rediscover || changed
+		if got.err != nil && firstErr == nil {
+			firstErr = got.err
 		}
-		for _, i := range rq.Points {
+		for i, regs := range got.regs {
 			okSpec[i] = true
 			for _, w := range d.wantedSpec(i) {
 				blk := regsOf[w.model.Address]
@@ -407,7 +433,7 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 					regsOf[w.model.Address] = blk
 				}
 				sp := d.specs[i]
-				copy(blk[sp.Address-w.model.Address:], regs[sp.Address-rq.Addr:sp.Address-rq.Addr+sp.Size()])
+				copy(blk[sp.Address-w.model.Address:], regs)
 			}
 		}
 	}
@@ -421,8 +447,13 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	var order []string
 	for _, w := range d.wanted {
 		p := hearth.Q(hearth.QualityCommError)
-		if okSpec[w.spec] && (w.sfSpec < 0 || okSpec[w.sfSpec]) {
+		switch {
+		case okSpec[w.spec] && (w.sfSpec < 0 || okSpec[w.sfSpec]):
 			p = d.decode(w, regsOf[w.model.Address])
+		case inHoles(d.holes, d.specs[w.spec]) || w.sfSpec >= 0 && inHoles(d.holes, d.specs[w.sfSpec]):
+			// The device refuses the point's registers, or its scale
+			// factor's: it does not have the point.
+			p = hearth.Q(hearth.QualityNotImplemented)
 		}
 		cur, ok := got[w.name]
 		switch {
@@ -449,13 +480,15 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			refall = true
 		}
 	}
-	if refall {
+	if refall || d.replan {
 		d.wanted, d.specs, d.plan = d.planPoll()
 	}
 	r.Time = now()
-	if firstErr != nil {
+	if rediscover {
 		// A failed read may mean the map changed (firmware update, other
-		// device at the address): discover again next time.
+		// device at the address): discover again next time. An exception
+		// is an answer: the device is there, and only a refusal of what
+		// it served before says its map may have moved.
 		d.forgetModels()
 	}
 	return r, firstErr
@@ -600,9 +633,10 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 			}
 		}
 	}
-	// No holes: every register of a model chain is readable, and a read
-	// may bridge into the next model's header.
-	return wanted, specs, Plan(specs, nil, MaxReadRegisters)
+	// A read may bridge into the next model's header; it bridges no
+	// register the device refused (holes.go).
+	d.replan = false
+	return wanted, specs, d.planAround(specs)
 }
 
 // PollPlan returns, after discovery, the registers a poll needs (the

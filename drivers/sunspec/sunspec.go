@@ -61,6 +61,27 @@ func (m *Model) Point(name string) (PointDef, bool) {
 // know it.
 func Lookup(id uint16) *Model { return models[id] }
 
+// NotImplemented returns the registers of a point of type typ and size
+// registers that carry the type's not-implemented value (IsNotImplemented
+// is true of them): what a point a device refuses to serve stands for.
+func NotImplemented(typ string, size uint16) []uint16 {
+	regs := make([]uint16, size)
+	if size == 0 {
+		return regs
+	}
+	switch typ {
+	case "int16", "sunssf", "int32", "int64":
+		regs[0] = 0x8000
+	case "uint16", "enum16", "bitfield16", "uint32", "enum32", "bitfield32", "uint64", "acc64":
+		for i := range regs {
+			regs[i] = 0xFFFF
+		}
+	case "float32":
+		regs[0] = 0x7FC0 // a quiet NaN
+	}
+	return regs
+}
+
 // IsNotImplemented reports whether the raw registers of a point hold the
 // SunSpec not-implemented sentinel for its type.
 func IsNotImplemented(typ string, regs []uint16) bool {
