@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/safety"
 )
 
@@ -48,23 +48,23 @@ const (
 
 // bounds checks the safety and timing keys against the bounds above, and
 // against the physical range of the readings each limit is compared with
-// (drivers.BuiltinRange): a limit no reading can reach never binds. A key
+// (hearth.PhysicalRange): a limit no reading can reach never binds. A key
 // another check has already reported is not reported again.
 func (v *validator) bounds(c *Config) {
 	s := c.Safety
-	v.physical("safety.cell_v_min", s.CellVMin, safety.PointCellVMin)
-	v.physical("safety.cell_v_max", s.CellVMax, safety.PointCellVMax)
-	v.physical("safety.temp_c_min", s.TempCMin, safety.PointTemp)
-	v.physical("safety.temp_c_max", s.TempCMax, safety.PointTemp)
-	v.physical("safety.charge_temp_c_min", s.ChargeTempCMin, safety.PointCellTempMin)
+	v.physical("safety.cell_v_min", s.CellVMin, hearth.PointCellVMin)
+	v.physical("safety.cell_v_max", s.CellVMax, hearth.PointCellVMax)
+	v.physical("safety.temp_c_min", s.TempCMin, hearth.PointTemp)
+	v.physical("safety.temp_c_max", s.TempCMax, hearth.PointTemp)
+	v.physical("safety.charge_temp_c_min", s.ChargeTempCMin, hearth.PointCellTempMin)
 	powers := []struct {
 		key string
 		w   *float64
 	}{{"max_charge_w", &s.MaxChargeW}, {"max_discharge_w", &s.MaxDischargeW}, {"export_limit_w", s.ExportLimitW},
 		{"import_limit_w", s.ImportLimitW}, {"site_max_discharge_w", s.SiteMaxDischargeW}, {"site_max_charge_w", s.SiteMaxChargeW}}
 	for _, p := range powers {
-		if p.w != nil && *p.w > drivers.FixedPowerBoundW && !v.reported("safety."+p.key) {
-			v.errorf("safety."+p.key, "%.0f W is beyond what any power reading can show (%.0f W): the limit could never bind; the unit is watts", *p.w, drivers.FixedPowerBoundW)
+		if p.w != nil && *p.w > hearth.FixedPowerBoundW && !v.reported("safety."+p.key) {
+			v.errorf("safety."+p.key, "%.0f W is beyond what any power reading can show (%.0f W): the limit could never bind; the unit is watts", *p.w, hearth.FixedPowerBoundW)
 		}
 	}
 
@@ -132,8 +132,8 @@ func (v *validator) pollBounds(p string, d DeviceConfig, s SafetyConfig) {
 
 // physical reports a limit outside the physical range of the point it is
 // compared with.
-func (v *validator) physical(key string, x float64, point string) {
-	r, ok := drivers.BuiltinRange(point, 0)
+func (v *validator) physical(key string, x float64, point hearth.PointName) {
+	r, ok := hearth.PhysicalRange(point.String(), 0)
 	if !ok || v.reported(key) || r.Contains(x) {
 		return
 	}
