@@ -281,3 +281,41 @@ func TestSunSpecRefusedRegisterInIdentityAndRatings(t *testing.T) {
 		t.Errorf("soc_pct %+v", r.Points["soc_pct"])
 	}
 }
+
+// TestProfileRefusedRegisterIsLearned: a device read through a fixed
+// register map (the hearthsim profile) that refuses TmpOt, bridged by the
+// plan, and TmpCab, a point of the map: the first poll splits the refused
+// read, only temp_c is not_implemented, and later polls make no refused
+// read.
+func TestProfileRefusedRegisterIsLearned(t *testing.T) {
+	s := sim.New(sim.Config{Now: func() time.Time { return night }})
+	refuse(t, s, "103.TmpOt", "103.TmpCab")
+	p, err := EmbeddedProfile("hearthsim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewProfileDevice("battery", openBus(t, serveSims(t, TransportTCP, s)), 1, p)
+	for i := range 4 {
+		r, err := d.Poll(context.Background(), time.Now)
+		if err != nil {
+			t.Fatalf("poll %d: %v", i+1, err)
+		}
+		wantPoint(t, r, "temp_c", hearth.QualityNotImplemented)
+		for _, name := range []string{"soc_pct", "power_w", "ac_power_w", "cell_v_max"} {
+			if !r.Points[name].Good() {
+				t.Errorf("poll %d: %s = %+v, want a value", i+1, name, r.Points[name])
+			}
+		}
+		if i == 0 {
+			if refusedReads(s.Reads()) == 0 {
+				t.Fatal("the first poll made no refused read: the test refuses nothing the map reads")
+			}
+			mark := len(s.Reads())
+			t.Cleanup(func() {
+				if n := refusedReads(readsSince(s, mark)); n != 0 {
+					t.Errorf("%d refused reads after the first poll, want 0", n)
+				}
+			})
+		}
+	}
+}
