@@ -44,6 +44,10 @@ const (
 	maxMaxLease = 30 * 24 * time.Hour
 	// minRampWPerS: a slower ramp takes hours to reach a few kilowatts.
 	minRampWPerS = 1
+	// maxBootDelay: the random delay before the first connect spreads a
+	// fleet's reconnects after an outage; longer, a gateway stays off the
+	// cloud for that long after every start.
+	maxBootDelay = 10 * time.Minute
 )
 
 // bounds checks the safety and timing keys against the bounds above, and
@@ -100,6 +104,8 @@ func (v *validator) bounds(c *Config) {
 	for i, d := range c.Devices {
 		v.pollBounds(fmt.Sprintf("devices[%d]", i), d, s)
 	}
+	v.between("uplink.boot_delay", c.Uplink.BootDelay.D(), 0, maxBootDelay,
+		"longer, the gateway stays off the cloud that long after every start")
 }
 
 // pollBounds checks max_reading_age and effective_within against one
