@@ -45,9 +45,9 @@ const (
 	// minRampWPerS: a slower ramp takes hours to reach a few kilowatts.
 	minRampWPerS = 1
 	// maxBootDelay: the random delay before the first connect spreads a
-	// fleet's reconnects after an outage; longer, a gateway stays off the
-	// cloud for that long after every start.
-	maxBootDelay = 10 * time.Minute
+	// fleet's reconnects after an outage (minutes are usual); beyond a
+	// day, a gateway may stay off the cloud for days after a start.
+	maxBootDelay = 24 * time.Hour
 )
 
 // bounds checks the safety and timing keys against the bounds above, and
@@ -105,7 +105,7 @@ func (v *validator) bounds(c *Config) {
 		v.pollBounds(fmt.Sprintf("devices[%d]", i), d, s)
 	}
 	v.between("uplink.boot_delay", c.Uplink.BootDelay.D(), 0, maxBootDelay,
-		"longer, the gateway stays off the cloud that long after every start")
+		"longer, the gateway may stay off the cloud for days after a start")
 }
 
 // pollBounds checks max_reading_age and effective_within against one
