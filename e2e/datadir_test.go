@@ -143,8 +143,8 @@ func TestOneAgentPerGateway(t *testing.T) {
 	twinCfg, _ := write("twin", "gw-one", sock, addr) // differs only in data_dir
 	for _, tc := range []struct{ name, cfg, want string }{
 		{"only data_dir differs", twinCfg, "holds gateway gw-one"},
-		{"same device link", must(write("link", "gw-link", filepath.Join(run, "link.sock"), addr)), "holds device link " + addr + " unit 1 (device battery)"},
-		{"same socket", must(write("sock", "gw-sock", sock, addr2)), "holds the diagnostics socket " + sock},
+		{"same device link", firstOf(write("link", "gw-link", filepath.Join(run, "link.sock"), addr)), "holds device link " + addr + " unit 1 (device battery)"},
+		{"same socket", firstOf(write("sock", "gw-sock", sock, addr2)), "holds the diagnostics socket " + sock},
 	} {
 		second := harness.StartAgent(t, hearthBin, harness.AgentOptions{Config: tc.cfg, Name: tc.name})
 		select {
@@ -227,5 +227,5 @@ func TestOneAgentPerGateway(t *testing.T) {
 	}
 }
 
-// must returns the first of two values.
-func must[T, U any](v T, _ U) T { return v }
+// firstOf returns the first of two values.
+func firstOf[T, U any](v T, _ U) T { return v }
