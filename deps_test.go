@@ -51,7 +51,8 @@ var rules = map[string][]string{
 	"drivers":   {".", "safety", "drivers/rtu", "drivers/serial", "drivers/sunspec", modbus, yaml},
 	"config":    {".", "drivers", "safety", "uplink", yaml},
 	"diag":      {".", "drivers"},
-	"agent":     {".", "buffer", "config", "control", "diag", "drivers", "hw", "safety", "telemetry", "uplink"},
+	"agent":     {".", "buffer", "config", "control", "diag", "drivers", "hw", "runlock", "safety", "telemetry", "uplink"},
+	"runlock":   {},
 
 	"drivers/rtu":         {},
 	"drivers/serial":      {},

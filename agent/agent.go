@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers"
 	"github.com/hearth-energy/hearth/hw"
+	"github.com/hearth-energy/hearth/runlock"
 	"github.com/hearth-energy/hearth/safety"
 	"github.com/hearth-energy/hearth/telemetry"
 	"github.com/hearth-energy/hearth/uplink"
@@ -47,13 +48,14 @@ type Agent struct {
 	clock    telemetry.Clock
 	clocks   *hw.Clock // the wall and monotonic clocks everything reads
 
-	dataDir *buffer.DirLock // held from the start of New to the end of closeAll
-	store   *buffer.Store
-	leases  *buffer.State // the control loop's lease state, apart from the buffer
-	buses   []*drivers.Bus
-	devices []*device
-	up      *uplink.Session
-	ctl     *control.Controller
+	runLocks runlock.Set     // gateway, socket, links: held from the start of New to the end of closeAll
+	dataDir  *buffer.DirLock // held from the start of New to the end of closeAll
+	store    *buffer.Store
+	leases   *buffer.State // the control loop's lease state, apart from the buffer
+	buses    []*drivers.Bus
+	devices  []*device
+	up       *uplink.Session
+	ctl      *control.Controller
 
 	events  *telemetry.Events
 	writer  *telemetry.Writer
@@ -113,7 +115,12 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	a = &Agent{cfg: cfg, log: log, logLevel: new(slog.LevelVar), clocks: clocks}
 	a.clock = telemetry.Clock{Boot: hex.EncodeToString(boot), Since: clocks.Since, Now: clocks.Wall, Synced: a.clockSynced}
 	built := a // a itself is nil once an error is returned
+	// One agent per gateway: nothing is opened before the locks are held.
+	if a.runLocks, err = lockRuntime(cfg); err != nil {
+		return nil, err
+	}
 	if a.dataDir, err = buffer.LockDir(cfg.DataDir); err != nil {
+		a.runLocks.Release()
 		return nil, err
 	}
 	defer func() {
@@ -227,7 +234,8 @@ func (a *Agent) openDevices() error {
 		}
 		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow}
 		if p.Discovery == "sunspec" {
-			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
+			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p),
+				drivers.WithHoleStore(holeStore{st: a.leases, log: a.log.With("component", "drivers")}))
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
@@ -485,4 +493,5 @@ func (a *Agent) closeAll() {
 		}
 	}
 	a.dataDir.Release()
+	a.runLocks.Release()
 }

@@ -17,9 +17,16 @@ import (
 // (New dials nothing).
 func testConfig(t *testing.T, dir string) *config.Config {
 	t.Helper()
-	yaml := fmt.Sprintf("gateway_id: gw-dir\ndata_dir: %s\ndiag_socket: %s\nassume_clock_synced: true\n"+
-		"devices:\n  - name: battery\n    address: 127.0.0.1:1\nuplink:\n  broker: tcp://127.0.0.1:1\n",
-		dir, filepath.Join(dir, "s.sock"))
+	return testConfigOf(t, "gw-dir", dir, filepath.Join(dir, "s.sock"), "127.0.0.1:1")
+}
+
+// testConfigOf is testConfig with its gateway id, data_dir, socket and
+// device address given.
+func testConfigOf(t *testing.T, gateway, dir, sock, addr string) *config.Config {
+	t.Helper()
+	yaml := fmt.Sprintf("gateway_id: %s\ndata_dir: %s\ndiag_socket: %s\nassume_clock_synced: true\n"+
+		"devices:\n  - name: battery\n    address: %s\nuplink:\n  broker: tcp://127.0.0.1:1\n",
+		gateway, dir, sock, addr)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -28,8 +35,9 @@ func testConfig(t *testing.T, dir string) *config.Config {
 }
 
 // TestSecondAgentOnDataDirRefused: while one agent holds a data_dir, a
-// second New on it fails with the holder's pid and the directory, and
-// leaves the buffer alone; once the first is closed, it succeeds.
+// second New on it (of another gateway, socket and device) fails with the
+// holder's pid and the directory, and leaves the buffer alone; once the
+// first is closed, it succeeds.
 func TestSecondAgentOnDataDirRefused(t *testing.T) {
 	dir := t.TempDir()
 	first, err := New(testConfig(t, dir), nil)
@@ -41,7 +49,10 @@ func TestSecondAgentOnDataDirRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := New(testConfig(t, dir), nil)
+	second, err := New(testConfigOf(t, "gw-dir-2", dir, filepath.Join(t.TempDir(), "s.sock"), "127.0.0.1:2"), nil)
+	if !IsAnotherAgent(err) {
+		t.Errorf("second agent's error %v is not IsAnotherAgent", err)
+	}
 	if err == nil {
 		second.closeAll()
 		first.closeAll()
@@ -60,6 +71,54 @@ func TestSecondAgentOnDataDirRefused(t *testing.T) {
 		t.Fatalf("after the first agent closed, New failed: %v", err)
 	}
 	again.closeAll()
+}
+
+// TestSecondAgentOfGatewayRefused: while one agent runs, a second New
+// whose config shares only one thing with the first's (the gateway id,
+// the diagnostics socket, or a device link) fails naming the holder's pid
+// and config and what they share, and creates nothing in its own
+// data_dir; a device on another unit of the same address is no conflict.
+func TestSecondAgentOfGatewayRefused(t *testing.T) {
+	run := t.TempDir()
+	sock := filepath.Join(run, "hearth.sock")
+	first := testConfigOf(t, "gw-one", t.TempDir(), sock, "192.0.2.7:502")
+	first.Path = "/etc/hearth/first.yaml"
+	a, err := New(first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.closeAll()
+	for _, tc := range []struct {
+		name, gateway, sock, addr, want string
+	}{
+		{"only data_dir differs", "gw-one", sock, "192.0.2.7:502", "holds gateway gw-one"},
+		{"same socket", "gw-two", sock, "192.0.2.8:502", "holds the diagnostics socket " + sock},
+		{"same device link", "gw-two", filepath.Join(run, "two.sock"), "192.0.2.7:502", "holds device link 192.0.2.7:502 unit 1 (device battery)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			b, err := New(testConfigOf(t, tc.gateway, dir, tc.sock, tc.addr), nil)
+			if err == nil {
+				b.closeAll()
+				t.Fatal("the second agent was built")
+			}
+			want := fmt.Sprintf("another hearth (pid %d, config /etc/hearth/first.yaml) %s", os.Getpid(), tc.want)
+			if !IsAnotherAgent(err) || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q (another agent: %v), want one saying %q", err, IsAnotherAgent(err), want)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("the refused agent made its data_dir (stat: %v)", err)
+			}
+		})
+	}
+	// Another unit behind the same address is another device.
+	other := testConfigOf(t, "gw-three", t.TempDir(), filepath.Join(run, "three.sock"), "192.0.2.7:502")
+	other.Devices[0].UnitID = 2
+	c, err := New(other, nil)
+	if err != nil {
+		t.Fatalf("a device on unit 2 of the same address: %v", err)
+	}
+	c.closeAll()
 }
 
 // TestLeaseStateSurvivesCorruptBuffer: the lease and the highest version

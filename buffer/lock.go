@@ -15,6 +15,16 @@ import (
 // per data_dir. It holds the pid of the agent that has it.
 const LockFile = "hearth.lock"
 
+// ErrDirHeld is matched (errors.Is) by LockDir's error when another
+// process holds the directory.
+var ErrDirHeld = errors.New("data_dir held by another agent")
+
+// heldError is LockDir's refusal: its message, matching ErrDirHeld.
+type heldError struct{ msg string }
+
+func (e *heldError) Error() string        { return e.msg }
+func (e *heldError) Is(target error) bool { return target == ErrDirHeld }
+
 // DirLock is the exclusive lock on a data directory.
 type DirLock struct{ f *os.File }
 
@@ -34,7 +44,7 @@ func LockDir(dir string) (*DirLock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another hearth (pid %s) holds %s: stop that agent first (systemctl stop hearth), or give this one a data_dir of its own", lockHolder(path), dir)
+			return nil, &heldError{fmt.Sprintf("another hearth (pid %s) holds %s: stop that agent first (systemctl stop hearth), or give this one a data_dir of its own", lockHolder(path), dir)}
 		}
 		return nil, fmt.Errorf("lock data_dir %s: %w", dir, err)
 	}

@@ -514,6 +514,7 @@ func (v *validator) validate(c *Config) {
 	v.profiles(c)
 	v.safety(c.Safety)
 	v.control(c)
+	v.bounds(c)
 	v.uplink(c)
 	if c.Buffer.MaxBytes < 1<<20 {
 		v.errorf("buffer.max_bytes", "%d is below the 1 MiB minimum", c.Buffer.MaxBytes)

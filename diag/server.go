@@ -104,10 +104,13 @@ type Server struct {
 	log  *slog.Logger
 	srv  *http.Server
 	done chan struct{}
+	ino  uint64 // the socket file this server made: Close removes only it
 }
 
 // Start listens on the socket and serves on a goroutine of its own until
-// Close. A socket left by a killed agent is replaced.
+// Close. A socket left by a killed agent (nothing accepts on it) is
+// replaced; one that a process still accepts on is left alone, and Start
+// fails naming that process.
 func Start(opt ServerOptions) (*Server, error) {
 	if opt.LogLevel == nil {
 		opt.LogLevel = new(slog.LevelVar)
@@ -120,12 +123,18 @@ func Start(opt ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("diag socket folder: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		// Only a stale socket is removed: one that a process still
+		// accepts on belongs to another agent.
+		if pid, live := SocketPeer(path); live {
+			return nil, fmt.Errorf("diag socket %s is served by another process (pid %d): left alone", path, pid)
+		}
 		os.Remove(path)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("diag socket: %w", err)
 	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Close removes it, if it is still ours
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("diag socket mode: %w", err)
@@ -141,7 +150,7 @@ func Start(opt ServerOptions) (*Server, error) {
 			return nil, fmt.Errorf("diag socket group %q: %w", g, err)
 		}
 	}
-	s := &Server{opt: opt, log: opt.Logger, done: make(chan struct{})}
+	s := &Server{opt: opt, log: opt.Logger, done: make(chan struct{}), ino: inode(path)}
 	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		defer close(s.done)
@@ -159,7 +168,9 @@ func (s *Server) Close() {
 	defer cancel()
 	s.srv.Shutdown(ctx)
 	<-s.done
-	os.Remove(s.opt.Socket)
+	if inode(s.opt.Socket) == s.ino {
+		os.Remove(s.opt.Socket)
+	}
 }
 
 func (s *Server) handler() http.Handler {

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -13,19 +14,33 @@ import (
 // leaves its points with quality comm_error and the first error is
 // returned with the values.
 func ReadProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []ReadRequest) (map[string]hearth.Point, error) {
+	out, _, err := readProfile(ctx, bus, unit, p, plan, nil)
+	return out, err
+}
+
+// readProfile is ReadProfile around holes the device was found to refuse:
+// a read refused with exception 2 is split (readSplitting), what it
+// refused is returned as learned, and a point whose registers (or scale
+// factor's) lie in a hole, learned or known, is not_implemented.
+func readProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []ReadRequest, holes []Hole) (map[string]hearth.Point, []Hole, error) {
 	regsOf := make([][]uint16, len(p.Points))
 	var firstErr error
+	var learned []Hole
 	for _, r := range plan {
-		regs, err := bus.Read(ctx, unit, r.Table, r.Addr, r.Count)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+		got := readSplitting(ctx, bus, unit, p.Points, r)
+		if got.err != nil && firstErr == nil {
+			firstErr = got.err
 		}
-		for _, i := range r.Points {
-			off := p.Points[i].Address - r.Addr
-			regsOf[i] = regs[off : off+p.Points[i].Size()]
+		learned = append(learned, got.holes...)
+		for i, regs := range got.regs {
+			regsOf[i] = regs
+		}
+	}
+	holes = append(slices.Clone(holes), learned...)
+	refused := map[string]bool{}
+	for _, pt := range p.Points {
+		if inHoles(holes, pt) {
+			refused[pt.Name] = true
 		}
 	}
 	raw := map[string]*float64{}
@@ -39,6 +54,8 @@ func ReadProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 	out := make(map[string]hearth.Point, len(p.Points))
 	for i, pt := range p.Points {
 		switch {
+		case refused[pt.Name] || pt.SF != "" && refused[pt.SF]:
+			out[pt.Name] = hearth.Q(hearth.QualityNotImplemented)
 		case regsOf[i] == nil:
 			out[pt.Name] = hearth.Q(hearth.QualityCommError)
 		case pt.Type == "string":
@@ -58,7 +75,7 @@ func ReadProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 		}
 		return 0, false
 	})
-	return out, firstErr
+	return out, learned, firstErr
 }
 
 // ProfileDevice is a device read through a fixed register map (a profile
@@ -70,6 +87,7 @@ type ProfileDevice struct {
 	profile *Profile
 	plan    []ReadRequest
 	seen    seenPoints // points that have carried a value; Poll's goroutine only
+	holes   []Hole     // registers the device refused (learned, for this run only: a fixed map has no identity); Poll's goroutine only
 }
 
 // NewProfileDevice returns a device on bus at unit read with profile p,
@@ -96,7 +114,19 @@ func (d *ProfileDevice) Plan() []ReadRequest { return d.plan }
 // comm_error: a device does not lose a point while it runs. Poll is for
 // one goroutine at a time.
 func (d *ProfileDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
-	pts, err := ReadProfile(ctx, d.bus, d.unit, d.profile, d.plan)
+	pts, learned, err := readProfile(ctx, d.bus, d.unit, d.profile, d.plan, d.holes)
+	if len(learned) > 0 {
+		// Plan again around what the device refused: the points in it
+		// are left out, and no read bridges it.
+		d.holes = append(d.holes, learned...)
+		plannable := slices.Clone(d.profile.Points)
+		for i := range plannable {
+			if inHoles(d.holes, plannable[i]) {
+				plannable[i].Type, plannable[i].Length = "string", 0 // no registers: not planned
+			}
+		}
+		d.plan = Plan(plannable, append(slices.Clone(d.profile.Holes), d.holes...), d.profile.MaxGap)
+	}
 	r := hearth.Reading{Device: d.name, Time: now(), Points: map[string]hearth.Point{}}
 	for _, pt := range d.profile.Points {
 		if pt.Type == "sunssf" || pt.Type == "string" {

@@ -157,6 +157,19 @@ type SunSpecDevice struct {
 	fallback   map[string]bool    // names whose first model said not_implemented
 	rating     ratings
 	seen       seenPoints // points that have carried a value
+
+	// Registers the device refused (holes.go); poll goroutine only. Both
+	// plans are made around them.
+	holes     []Hole
+	holeStore HoleStore
+	holeErr   error
+	readOK    map[[2]uint16]bool // planned reads (points' or statics') that have read whole since discovery
+	replan    bool               // holes learned: plan again
+	// Discovery back-off for a device that answers but cannot be
+	// discovered.
+	discoveryFailed int
+	nextDiscovery   time.Time
+	discoveryErr    error
 }
 
 // StaticRefresh is how often a SunSpec poll reads the device's static
@@ -213,24 +226,84 @@ func (d *SunSpecDevice) Models() []ModelInstance {
 var ErrNoSunSpec = errors.New("no SunSpec marker at 40000, 0 or 50000")
 
 // Discover finds the SunS marker, walks the model chain to its end and
-// reads model 1's identity.
+// reads model 1's identity (split where the device refuses a register of
+// model 1, as a poll's reads are).
 func (d *SunSpecDevice) Discover(ctx context.Context) error {
 	if err := d.discoverChain(ctx); err != nil {
 		return err
 	}
+	_, err := d.readIdentity(ctx, nil)
+	return err
+}
+
+// discover is a poll's discovery: the model chain, then the identity, read
+// around the holes kept for the device's name (a restart does not ask
+// again for what it refused). The kept holes are the device's when they
+// were learned from the same identity; those the identity read was
+// refused are learned. Then the polls are planned around them.
+func (d *SunSpecDevice) discover(ctx context.Context, now time.Time) error {
+	if err := d.discoverChain(ctx); err != nil {
+		return err
+	}
+	kept := d.keptHoles(now)
+	learned, err := d.readIdentity(ctx, kept.Holes)
+	if err != nil {
+		return err
+	}
+	d.holes = nil
+	if kept.Identity == d.Identity() {
+		d.holes = slices.Clone(kept.Holes)
+	}
+	d.readOK = nil // what read before was another map's
+	if len(learned) > 0 {
+		d.learn(learned, now)
+	}
+	d.planPoll()
+	return nil
+}
+
+// readIdentity reads model 1's strings into the device's identity, in
+// reads that bridge none of holes, each split where the device refuses it
+// (readSplitting). It returns the registers found refused; a string the
+// device refuses is empty.
+func (d *SunSpecDevice) readIdentity(ctx context.Context, holes []Hole) ([]Hole, error) {
 	m, ok := d.model(1)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	regs, err := d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
-	if err != nil {
-		return fmt.Errorf("read common model: %w", err)
+	var specs []PointSpec
+	def := sunspec.Lookup(1)
+	for _, name := range identityPoints {
+		if sp, ok := modelPoint(m, def, name); ok {
+			specs = append(specs, sp)
+		}
 	}
-	id := identityOf(regs)
+	vals := map[uint16]uint16{}
+	var learned []Hole
+	for _, rq := range Plan(specs, holes, MaxReadRegisters) {
+		got := readSplitting(ctx, d.bus, d.unit, specs, rq)
+		if got.err != nil {
+			return nil, fmt.Errorf("read common model: %w", got.err)
+		}
+		learned = append(learned, got.holes...)
+		got.own(specs, vals)
+	}
+	id := identityOf(blockOf(m, vals))
 	d.mu.Lock()
 	d.identity = id
 	d.mu.Unlock()
-	return nil
+	return learned, nil
+}
+
+// modelPoint returns point name of model m (definition def) as a planner
+// point at its absolute address; false when the device's model is too
+// short to hold it.
+func modelPoint(m ModelInstance, def *sunspec.Model, name string) (PointSpec, bool) {
+	p, ok := def.Point(name)
+	if !ok || int(p.Offset)+int(p.Size) > int(m.Length)+2 {
+		return PointSpec{}, false
+	}
+	return PointSpec{Name: name, Address: m.Address + p.Offset, Table: Holding, Type: "string", Length: p.Size}, true
 }
 
 // discoverChain finds the SunS marker and walks the model chain.
@@ -420,42 +493,50 @@ func (rt ratings) ratingFor(name string) float64 {
 // (scale factors, ratings) read at discovery and every StaticRefresh
 // (StaticPlan), and returns a reading. When a value looks mis-scaled (see
 // StaticRefresh) it reads the static registers and the points again before
-// it decodes. When the device cannot be read, every point it would have
-// given carries quality comm_error, and the error is returned too. A value
-// outside its physical range (BuiltinRange, power judged against the
-// ratings) is out_of_range; a point that has carried values and then reads
-// as not implemented is comm_error. Poll is for one goroutine at a time.
+// it decodes. Both plans are read around the registers the device refuses
+// (holes.go): a read refused with exception 2 is split and what it refused
+// learned, and a point whose own registers or scale factor's are refused
+// is not_implemented. When the device cannot be read, every point it
+// would have given carries quality comm_error, and the error is returned
+// too. A value outside its physical range (BuiltinRange, power judged
+// against the ratings) is out_of_range; a point that has carried values
+// and then reads as not implemented is comm_error. Poll is for one
+// goroutine at a time.
 func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	r := hearth.Reading{Device: d.name, Points: map[string]hearth.Point{}}
-	fail := func(err error) (hearth.Reading, error) {
-		// A failed read may mean the map changed (firmware update, other
-		// device at the address): discover again next time.
-		d.forgetModels()
+	fail := func(err error, rediscover bool) (hearth.Reading, error) {
+		if rediscover {
+			d.forgetModels()
+		}
 		r.Time = now()
 		commError(r.Points, SunSpecPointNames())
 		return r, err
 	}
 	if d.models == nil {
-		if err := d.discoverChain(ctx); err != nil {
-			return fail(err)
+		if err := d.discoveryDue(now()); err != nil {
+			return fail(err, false)
 		}
-		d.planPoll()
+		err := d.discover(ctx, now())
+		d.discovered(err, now())
+		if err != nil {
+			return fail(err, true)
+		}
 	}
 	at := now()
 	fresh := false // the static registers were read in this poll
 	if d.static == nil || at.Sub(d.staticAt) >= StaticRefresh || at.Before(d.staticAt) {
-		if err := d.readStatics(ctx); err != nil {
-			return fail(err)
+		if rediscover, err := d.readStatics(ctx, at); err != nil {
+			return fail(err, rediscover)
 		}
 		d.staticAt, fresh = at, true
 	}
-	vals, okSpec, firstErr := d.readPoints(ctx)
-	if !fresh && d.misScaled(vals, okSpec) {
-		if err := d.readStatics(ctx); err != nil {
-			return fail(err)
+	vals, okSpec, rediscover, firstErr := d.readPoints(ctx, at)
+	if !fresh && !rediscover && d.misScaled(vals, okSpec) {
+		if again, err := d.readStatics(ctx, at); err != nil {
+			return fail(err, again)
 		}
 		d.staticAt, fresh = at, true
-		vals, okSpec, firstErr = d.readPoints(ctx)
+		vals, okSpec, rediscover, firstErr = d.readPoints(ctx, at)
 	}
 	raws := d.scaledRaws(vals, okSpec)
 	if fresh {
@@ -472,7 +553,12 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	var order []string
 	for _, w := range d.wanted {
 		p := hearth.Q(hearth.QualityCommError)
-		if okSpec[w.spec] {
+		switch {
+		case d.lacks(w):
+			// The device refuses the point's registers, or its scale
+			// factor's: it does not have the point.
+			p = hearth.Q(hearth.QualityNotImplemented)
+		case okSpec[w.spec]:
 			p = d.decode(w, block(w.model))
 		}
 		if a := d.specs[w.spec].Address; fresh && p.Quality == hearth.QualityOutOfRange && w.sfSpec >= 0 {
@@ -506,61 +592,59 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			refall = true
 		}
 	}
-	if refall {
+	if refall || d.replan {
 		d.planPoll()
 	}
 	r.Time = now()
-	if firstErr != nil {
+	if rediscover {
+		// A failed read may mean the map changed (firmware update, other
+		// device at the address): discover again next time. An exception
+		// is an answer: the device is there, and only a refusal of what
+		// it served before says its map may have moved.
 		d.forgetModels()
 	}
 	return r, firstErr
 }
 
-// readPoints makes the reads of the poll plan. It returns the registers
-// read by address over the static registers as kept (a read's register
-// wins: it is newer), which of the specs were read, and the first error.
-func (d *SunSpecDevice) readPoints(ctx context.Context) (map[uint16]uint16, []bool, error) {
-	vals := make(map[uint16]uint16, len(d.static)+2*len(d.specs))
+// readPoints makes the reads of the poll plan (readPlanned). It returns
+// the registers read by address over the static registers as kept (a
+// read's register wins: it is newer), which of the specs were read,
+// whether a failure says the map may have changed, and the first error.
+func (d *SunSpecDevice) readPoints(ctx context.Context, now time.Time) (vals map[uint16]uint16, okSpec []bool, rediscover bool, firstErr error) {
+	vals = make(map[uint16]uint16, len(d.static)+2*len(d.specs))
 	for a, v := range d.static {
 		vals[a] = v
 	}
-	okSpec := make([]bool, len(d.specs))
-	var firstErr error
+	okSpec = make([]bool, len(d.specs))
 	for _, rq := range d.plan {
-		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+		got, changed := d.readPlanned(ctx, d.specs, rq, now)
+		rediscover = rediscover || changed
+		if got.err != nil && firstErr == nil {
+			firstErr = got.err
 		}
-		for i, v := range regs {
-			vals[rq.Addr+uint16(i)] = v
-		}
-		for _, i := range rq.Points {
+		got.all(vals)
+		for i := range got.regs {
 			okSpec[i] = true
 		}
 	}
-	return vals, okSpec, firstErr
+	return vals, okSpec, rediscover, firstErr
 }
 
-// readStatics reads the static registers, keeps them and the ratings they
-// give, and takes model 1's identity from them. A serial number that
-// differs from the one discovered means another device answers at the
-// address: an error, so the next poll discovers it.
-func (d *SunSpecDevice) readStatics(ctx context.Context) error {
+// readStatics reads the static registers (readPlanned: a refused one is
+// learned as a hole and left out, and the points that need it are
+// not_implemented), keeps them and the ratings they give, and takes model
+// 1's identity from them. Any other failure is returned, with whether it
+// says the map may have changed. A serial number that differs from the
+// one discovered means another device answers at the address: an error
+// that rediscovers it.
+func (d *SunSpecDevice) readStatics(ctx context.Context, now time.Time) (rediscover bool, err error) {
 	vals := map[uint16]uint16{}
 	for _, rq := range d.staticPlan {
-		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
-		if err != nil {
-			return fmt.Errorf("read static registers at %d: %w", rq.Addr, err)
+		got, changed := d.readPlanned(ctx, d.statics, rq, now)
+		if got.err != nil {
+			return changed, fmt.Errorf("read static registers at %d: %w", rq.Addr, got.err)
 		}
-		for _, i := range rq.Points { // the static registers only, not the gaps bridged
-			sp := d.statics[i]
-			for a := sp.Address; a < sp.Address+sp.Size(); a++ {
-				vals[a] = regs[a-rq.Addr]
-			}
-		}
+		got.own(d.statics, vals) // the static registers only, not the gaps bridged
 	}
 	if m, ok := d.model(1); ok {
 		id := identityOf(blockOf(m, vals))
@@ -569,11 +653,22 @@ func (d *SunSpecDevice) readStatics(ctx context.Context) error {
 		d.identity = id
 		d.mu.Unlock()
 		if prev.Serial != "" && id.Serial != prev.Serial {
-			return fmt.Errorf("serial number changed from %q to %q: another device at unit %d", prev.Serial, id.Serial, d.unit)
+			return true, fmt.Errorf("serial number changed from %q to %q: another device at unit %d", prev.Serial, id.Serial, d.unit)
 		}
 	}
 	d.static, d.rating = vals, d.ratingsOf(vals)
-	return nil
+	if d.replan {
+		// Plan the points' reads around what the statics taught before
+		// they are read.
+		d.planPoll()
+	}
+	return false, nil
+}
+
+// lacks reports whether the device refuses a register point w needs:
+// its own or its scale factor's.
+func (d *SunSpecDevice) lacks(w wantedPoint) bool {
+	return inHoles(d.holes, d.specs[w.spec]) || w.sfSpec >= 0 && inHoles(d.holes, d.statics[w.sfSpec])
 }
 
 // misScaled reports whether a poll's registers look decoded with a scale
@@ -593,7 +688,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
 	raws := d.scaledRaws(vals, okSpec)
 	block := blocks(vals)
 	for _, w := range d.wanted {
-		if w.sfSpec < 0 || !okSpec[w.spec] {
+		if w.sfSpec < 0 || !okSpec[w.spec] || d.lacks(w) {
 			continue
 		}
 		if known, ok := d.oorRaw[d.specs[w.spec].Address]; ok && known == raws[d.specs[w.spec].Address] {
@@ -621,7 +716,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
 func (d *SunSpecDevice) scaledRaws(vals map[uint16]uint16, okSpec []bool) map[uint16]float64 {
 	out := map[uint16]float64{}
 	for _, w := range d.wanted {
-		if w.sfSpec < 0 || !okSpec[w.spec] || w.point.Type == "string" {
+		if w.sfSpec < 0 || !okSpec[w.spec] || w.point.Type == "string" || d.lacks(w) {
 			continue
 		}
 		a := d.specs[w.spec].Address
@@ -715,11 +810,11 @@ func (d *SunSpecDevice) planPoll() {
 		return len(*list) - 1
 	}
 	static := func(m ModelInstance, def *sunspec.Model, name string) (int, bool) {
-		p, ok := def.Point(name)
-		if !ok || int(p.Offset)+int(p.Size) > int(m.Length)+2 {
+		sp, ok := modelPoint(m, def, name)
+		if !ok {
 			return -1, false
 		}
-		return spec(&statics, staticAt, m.Address+p.Offset, p.Size, name), true
+		return spec(&statics, staticAt, sp.Address, sp.Size(), name), true
 	}
 	add := func(name string, m ModelInstance, def *sunspec.Model, p sunspec.PointDef, base uint16, primary bool) {
 		if int(base)+int(p.Offset)+int(p.Size) > int(m.Length)+2 {
@@ -788,12 +883,13 @@ func (d *SunSpecDevice) planPoll() {
 			static(m, sunspec.Lookup(1), name)
 		}
 	}
-	// No holes: every register of a model chain is readable, and a read
-	// may bridge into the next model's header.
+	// A read may bridge into the next model's header; it bridges no
+	// register the device refused (holes.go).
 	d.wanted, d.specs, d.statics = wanted, specs, statics
-	d.plan, d.staticPlan = Plan(specs, nil, MaxReadRegisters), Plan(statics, nil, MaxReadRegisters)
+	d.plan, d.staticPlan = d.planAround(specs), d.planAround(statics)
+	d.replan = false
 	for _, sp := range statics {
-		if _, ok := d.static[sp.Address]; !ok {
+		if _, ok := d.static[sp.Address]; !ok && !inHoles(d.holes, sp) {
 			d.static = nil // a static register not read yet: read them all next poll
 			break
 		}

@@ -24,10 +24,14 @@ import (
 
 // Exit codes.
 const (
-	exitOK      = 0
-	exitFailed  = 1
-	exitUsage   = 2
-	exitConfig  = 3
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+	exitConfig = 3
+	// exitHeld: `hearth run` refused to start beside another agent that
+	// holds its gateway id, diagnostics socket, a device link or its
+	// data_dir (one agent per gateway).
+	exitHeld    = 7
 	defaultPath = "/etc/hearth/hearth.yaml"
 	logLines    = 5000 // log lines the agent keeps for hearth dump
 )
@@ -59,7 +63,8 @@ Usage:
 Commands that talk to the running agent take --socket PATH (default:
 $HEARTH_SOCKET, then diag_socket in --config, then /run/hearth/hearth.sock)
 and --json. Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config,
-4 agent not running, 5 permission denied, 6 status degraded.
+4 agent not running, 5 permission denied, 6 status degraded,
+7 another agent holds this gateway (hearth run).
 
 Run 'hearth COMMAND --help' for a command's flags.
 `
@@ -234,6 +239,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
+		if agent.IsAnotherAgent(err) {
+			return exitHeld
+		}
 		return exitFailed
 	}
 	a.UseLogLevel(lv)

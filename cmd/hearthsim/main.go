@@ -102,7 +102,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rtuPath := fs.String("rtu", "", "serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3)")
 	baud := fs.Int("baud", 9600, "baud rate for --rtu (8N1)")
 	faultSpec := fs.String("fault", "", "inject a fault from the start: comma-separated latency=D, noresponse, exception=N, corrupt, drop, requests=N")
-	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, cellv MIN MAX, celltemp MIN MAX, raw MODEL POINT VALUE, raw clear, sf MODEL POINT SF, state, writes [N])")
+	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, cellv MIN MAX, celltemp MIN MAX, raw MODEL POINT VALUE, raw clear, refuse MODEL POINT, refuse clear, sf MODEL POINT SF, state, writes [N])")
+	refuse := fs.String("refuse", "", "answer reads of these points with exception 2 (illegal data address): comma-separated MODEL.POINT, e.g. 103.TmpOt")
 	meter := fs.Bool("meter", false, "serve a SunSpec meter (model 203) at the grid connection after model 802: W positive importing")
 	meterExport := fs.Bool("meter-export-positive", false, "with --meter: sign the meter's W positive exporting instead")
 	cellTemps := fs.Bool("cell-temps", false, "serve SunSpec model 803 (lithium-ion bank, module temperatures) after model 802")
@@ -157,6 +158,20 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim"),
 		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps, PowerWindow: *profile == "fronius_gen24"})
 	s.SetFault(fault)
+	for item := range strings.SplitSeq(*refuse, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		model, point, _ := strings.Cut(item, ".")
+		id, err := strconv.ParseUint(model, 10, 16)
+		if err == nil {
+			err = s.Refuse(uint16(id), point)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "hearthsim: --refuse %s: %v (want MODEL.POINT, e.g. 103.TmpOt)\n", item, err)
+			return 2
+		}
+	}
 	if *modbusAddr != "" {
 		ln, err := net.Listen("tcp", *modbusAddr)
 		if err != nil {

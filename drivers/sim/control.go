@@ -86,6 +86,9 @@ func ParseFault(spec string) (Fault, error) {
 //	                        "raw 802 SoC 2500", "raw 802 CellV_SF 0x8000"; "raw clear" ends every one
 //	sf MODEL POINT SF       change a scale factor the device uses (SetScaleFactor), e.g.
 //	                        "sf 124 InOutWRte_SF -3"
+//	refuse MODEL POINT      answer reads and writes touching a point's registers with
+//	                        exception 2 (illegal data address), e.g. "refuse 103 TmpOt";
+//	                        "refuse clear" serves them all again
 //	state                   print the simulation state as JSON
 //	writes                  print the number of writes received, as JSON
 //	writes N                print the latest N writes, oldest first, as JSON
@@ -182,6 +185,18 @@ func control(line string, sims []*Simulator) string {
 			return "error: raw: " + err.Error() + ` (want "raw MODEL POINT VALUE" or "raw clear")`
 		}
 		return each(func(s *Simulator) error { return s.SetRaw(model, args[1], v) })
+	case "refuse":
+		if len(args) == 1 && args[0] == "clear" {
+			return each(func(s *Simulator) error { s.ClearRefused(); return nil })
+		}
+		if len(args) != 2 {
+			return "error: usage: refuse MODEL POINT | refuse clear"
+		}
+		model, err := strconv.ParseUint(args[0], 10, 16)
+		if err != nil {
+			return "error: refuse: model: " + err.Error()
+		}
+		return each(func(s *Simulator) error { return s.Refuse(uint16(model), args[1]) })
 	case "sf":
 		model, v, err := modelPointValue(args)
 		if err != nil {

@@ -102,9 +102,11 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 		if n < 1 || n > maxReadRegs {
 			return exception(fc, ExceptionIllegalDataValue)
 		}
-		if !s.lay.mapped(addr, n) {
+		if !s.lay.mapped(addr, n) || s.refusedLocked(addr, n) {
+			s.logReadLocked(addr, n, ExceptionIllegalDataAddress)
 			return exception(fc, ExceptionIllegalDataAddress)
 		}
+		s.logReadLocked(addr, n, 0)
 		resp := make([]byte, 2+2*int(n))
 		resp[0], resp[1] = fc, byte(2*n)
 		for i, r := range s.regs[addr-s.lay.base : addr-s.lay.base+n] {
@@ -170,7 +172,7 @@ func (s *Simulator) write(now time.Time, unit uint8, fc byte, addr uint16, vals 
 // checkWrite returns the exception code for a write, and whether it
 // touches model 124.
 func (s *Simulator) checkWrite(addr uint16, vals []uint16) (byte, bool) {
-	if !s.lay.mapped(addr, uint16(len(vals))) {
+	if !s.lay.mapped(addr, uint16(len(vals))) || s.refusedLocked(addr, uint16(len(vals))) {
 		return ExceptionIllegalDataAddress, false
 	}
 	touched124 := false

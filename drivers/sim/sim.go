@@ -249,6 +249,10 @@ type Simulator struct {
 	// raw holds register values served in place of the true ones
 	// (SetRaw): what the device reports, not what it does.
 	raw map[uint16]uint16
+	// refused are register ranges (inclusive) answered with exception 2
+	// (Refuse); reads logs the read requests (Reads).
+	refused [][2]uint16
+	reads   []Read
 }
 
 // New returns a simulator for cfg. It panics if the register map does not
