@@ -72,8 +72,10 @@ type verdict struct {
 	hiRule  hearth.Rule
 	batt    hearth.Watts // measured battery power
 	battOK  bool
-	target  hearth.Watts // its share, before ramping
-	binding hearth.Rule  // the rule that bound its share
+	target  hearth.Watts  // its share, before ramping
+	binding hearth.Rule   // the rule that bound its share
+	down    bool          // the device could not be read at all
+	holds   *hearth.Watts // what a device that cannot be read may still hold
 }
 
 // assess checks one device's reading against every rule that is the
@@ -99,14 +101,27 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 		return v
 	}
 
-	setTrip(RuleEStop, in.EStop)
+	delete(s.trips, RuleEStop) // the e-stop holds the site, not one device
 	if in.EStop {
 		return safe(hearth.ModePower, RuleEStop)
 	}
 	stale := o.At.IsZero() || in.Now.Sub(o.At) > l.MaxReadingAge
 	setTrip(RuleStale, stale)
 	if stale {
+		setTrip(RuleDeviceDown, false)
+		v.holds = holdOf(o)
 		return safe(hearth.ModeAuto, RuleStale)
+	}
+	// A device that cannot be read at all is down: that is one fact,
+	// device_down, not a trip of every rule whose point it did not give.
+	// Its rules keep the state they had until it answers again. Until
+	// its revert timer lapses it may still run its last command, and
+	// counts at that.
+	v.down = unreadable(o.Reading)
+	setTrip(RuleDeviceDown, v.down)
+	if v.down {
+		v.holds = holdOf(o)
+		return safe(hearth.ModePower, RuleDeviceDown)
 	}
 	batt, battOK := value(o, s, hearth.PointPower)
 	v.batt, v.battOK = hearth.Watts(batt), battOK
@@ -225,11 +240,24 @@ func read(o Observation, s *devState, name hearth.PointName) (float64, readState
 		// device has the point, and it is broken.
 		return 0, bad
 	}
-	if has && p.Quality == hearth.QualityCommError {
-		// Not read this time; whether the device has it is not known.
-		return 0, bad
-	}
+	// Never given (not implemented, or not read yet): the device is not
+	// known to have the point, and no rule judges it.
 	return 0, absent
+}
+
+// unreadable reports whether a reading holds nothing the device said: no
+// point with a value, and some that could not be read.
+func unreadable(r hearth.Reading) bool {
+	comm := false
+	for _, p := range r.Points {
+		switch p.Quality {
+		case hearth.QualityGood, hearth.QualityOutOfRange:
+			return false
+		case hearth.QualityCommError:
+			comm = true
+		}
+	}
+	return comm
 }
 
 // value returns a point's value when it is good, finite and physically
@@ -288,4 +316,13 @@ func (dc *decider) plausibility(o Observation, s *devState, v *verdict) {
 	} else {
 		check("response", false, "")
 	}
+}
+
+// holdOf is the power a device that cannot be read may still hold.
+func holdOf(o Observation) *hearth.Watts {
+	if o.MayHold == nil || math.IsNaN(float64(*o.MayHold)) || math.IsInf(float64(*o.MayHold), 0) {
+		return nil
+	}
+	w := *o.MayHold
+	return &w
 }

@@ -7,14 +7,19 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-// measuredSum is the battery power the devices report, if every one does.
+// measuredSum is the battery power the devices report, if every one does
+// (or, not read, may still hold).
 func measuredSum(vs []*verdict) (hearth.Watts, bool) {
 	var sum hearth.Watts
 	for _, v := range vs {
-		if !v.battOK && !v.safe.Valid() {
+		switch {
+		case v.holds != nil:
+			sum += *v.holds // not read: counted at what it may still hold
+		case !v.battOK && !v.safe.Valid():
 			return 0, false
+		default:
+			sum += v.batt
 		}
-		sum += v.batt
 	}
 	return sum, true
 }
