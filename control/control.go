@@ -678,6 +678,9 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	}
 	c.trips = now
 	rule := dec.Rule
+	if rule.Limit() && dec.TargetW == nil {
+		return // nothing is commanded yet: nothing is bound
+	}
 	if rule != c.rule && rule.Limit() && c.activeLocked() != nil {
 		c.event(EventClamped, c.clampData(c.activeLocked(), dec))
 	}

@@ -2,6 +2,7 @@ package safety
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +142,55 @@ func TestUnreadDeviceCountsAtWhatItMayHold(t *testing.T) {
 	d = step(b2)
 	if a := d.Commands[0]; a.Power() != 2500 {
 		t.Errorf("battery2's timer lapsed: battery1 %s, want 2500 W (its own limit)", a)
+	}
+}
+
+// selfConsumption runs a self_consumption loop over one battery whose
+// true power moves follow of the way to each command per reading, and
+// which reports its power multiplied by sign (-1: inverted, with nothing
+// else in the reading to contradict it). It returns the last decision.
+func selfConsumption(t *testing.T, sign, follow float64, steps int) Decision {
+	t.Helper()
+	lim := testLimits()
+	lim.RampWPerS = 5000
+	e, err := NewEvaluator(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const load, pv = 900, 0
+	now, actual := t0, 0.0
+	var d Decision
+	for range steps {
+		now = now.Add(time.Second)
+		grid := pv + actual - load
+		o := battery(now, 50, map[string]hearth.Point{PointPower: hearth.V(sign * actual)})
+		d = e.Evaluate(Input{Now: now, Target: Target{Mode: hearth.ModeSelfConsumption}, Devices: []Observation{o},
+			Grid: &GridSample{W: hearth.Watts(grid), At: now}})
+		a := d.Commands[0]
+		if a.Mode() != hearth.ModePower {
+			return d
+		}
+		e.Confirm("battery", a.Power())
+		actual += follow * (float64(a.Power()) - actual)
+	}
+	return d
+}
+
+// A battery reporting its power with the wrong sign, consistently, makes
+// self_consumption swing from one limit to the other: the response moves
+// away from every command, which trips implausible with the detail,
+// within a few readings instead of never.
+func TestDivergingLoopTripsImplausible(t *testing.T) {
+	t.Parallel()
+	d := selfConsumption(t, -1, 1, 30)
+	if a := d.Commands[0]; a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, RuleImplausible) ||
+		!strings.Contains(d.Why[RuleImplausible], "the loop diverges") {
+		t.Errorf("inverted battery under self_consumption: %s, trips %v, why %q; want implausible, handed back", a, d.Trips, d.Why[RuleImplausible])
+	}
+	// A battery that follows, even slowly, never does.
+	for _, follow := range []float64{1, 0.5, 0.1} {
+		if d := selfConsumption(t, 1, follow, 120); slices.Contains(d.Trips, RuleImplausible) {
+			t.Errorf("battery following %g of each step: implausible (%q)", follow, d.Why[RuleImplausible])
+		}
 	}
 }

@@ -102,6 +102,11 @@ type Config struct {
 	// with MeterExportPositive.
 	Meter               bool
 	MeterExportPositive bool
+	// InvertPowerSign makes the battery report its power and current with
+	// the wrong sign (charging positive), consistently: model 802 W and A
+	// agree with each other, and no charge status (ChaSt not implemented)
+	// contradicts them. A register map read with the wrong sign looks so.
+	InvertPowerSign bool
 	// Now is the simulation clock; nil means time.Now. PV and load curves
 	// use the hour of day in the location of the times it returns.
 	Now    func() time.Time
