@@ -235,3 +235,54 @@ func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
 		t.Errorf("charging %v W, want 1000 W (import 3000 W with 2000 W of house)", -got)
 	}
 }
+
+// tickerClock is a manual clock that reports the tickers asked of it.
+type tickerClock struct {
+	hearth.Clock
+	periods chan time.Duration
+}
+
+func (c tickerClock) NewTicker(d time.Duration) hearth.Ticker {
+	c.periods <- d
+	return c.Clock.NewTicker(d)
+}
+
+// The loop's tick comes from the injected clock: moving that clock alone
+// ends a lease, with no reading and no real time passing for it.
+func TestLoopTicksOnTheInjectedClock(t *testing.T) {
+	t.Parallel()
+	clk := clocktest.New(ctlT0)
+	tc := tickerClock{Clock: clk.Hearth(), periods: make(chan time.Duration, 1)}
+	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	dev := &plainDevice{name: "battery1"}
+	ctl, err := New(Options{Limits: testSafetyLimits(), Store: store, Devices: []Device{dev}, Event: storeEvent(store), Clock: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := ctl.Submit(lease(1, clk.Now(), 10*time.Second, hearth.ModeIdle, 0), clk.Instant()); ack.Result != hearth.ResultApplied {
+		t.Fatalf("ack %+v", ack)
+	}
+	ctl.Start()
+	t.Cleanup(ctl.Close)
+	select {
+	case p := <-tc.periods:
+		if p != time.Second {
+			t.Errorf("ticker of %s, want 1 s (a sixth of a 60 s revert timer, at most 1 s)", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop asked the injected clock for no ticker")
+	}
+	r := &ctlRig{t: t, store: store}
+	for range 400 {
+		clk.Advance(100 * time.Millisecond)
+		if len(r.events(EventLeaseEnded)) > 0 {
+			return
+		}
+		time.Sleep(time.Millisecond) // let the loop take the tick
+	}
+	t.Fatalf("40 s on the injected clock past a 10 s lease: no lease_ended")
+}
