@@ -159,7 +159,8 @@ func TestSiteHoldsItsCapWhenABatteryDrops(t *testing.T) {
 }
 
 // TestLostLinkIsOneDeviceDown: battery2's link drops for two seconds.
-// That is one device_down and one device_up for battery2, no trip or
+// That is one device_down (with the error and its cause) and one
+// device_up for battery2, no trip or
 // clear at all (it used to be a trip per rule, cell temperatures on a
 // battery without the sensor among them, none naming the device); the
 // state says battery2 is down and battery1 ok; a lease sent meanwhile is
@@ -212,8 +213,8 @@ func TestLostLinkIsOneDeviceDown(t *testing.T) {
 		ss := r.states(t)
 		return len(ss) > 0 && ss[len(ss)-1].Devices["battery2"].Safety == "ok"
 	})
-	if d := r.events(t, "device_down"); len(d) != 1 || d[0]["device"] != "battery2" {
-		t.Errorf("device_down events %v, want one, for battery2", d)
+	if d := r.events(t, "device_down"); len(d) != 1 || d[0]["device"] != "battery2" || d[0]["cause"] == nil || d[0]["error"] == nil {
+		t.Errorf("device_down events %v, want one, for battery2, with its error and cause", d)
 	}
 	if tr, cl := r.events(t, "trip"), r.events(t, "trip_cleared"); len(tr)+len(cl) != 0 {
 		t.Errorf("a lost link gave trips %v and clears %v, want none", tr, cl)
