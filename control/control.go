@@ -134,12 +134,14 @@ type Controller struct {
 	dev      map[string]*ctlDevice
 	trips    map[tripKey]string // tripped, with the detail
 	rule     hearth.Rule
-	devSafe  map[string]hearth.DeviceSafety
-	state    hearth.State
-	onState  []func(hearth.State)
-	floor    timeFloor
-	lastObs  time.Time // on the monotonic timeline (mono)
-	lastStep time.Time
+	// importSince is the meter sample at which import_limit_w began to
+	// bind, until a later one confirms it.
+	importSince time.Time
+	state       hearth.State
+	onState     []func(hearth.State)
+	floor       timeFloor
+	lastObs     time.Time // on the monotonic timeline (mono)
+	lastStep    time.Time
 
 	applyMu sync.Mutex // one evaluate-and-write at a time
 
@@ -680,6 +682,20 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	rule := dec.Rule
 	if rule.Limit() && dec.TargetW == nil {
 		return // nothing is commanded yet: nothing is bound
+	}
+	if rule != safety.RuleImport {
+		c.importSince = time.Time{}
+	} else if rule != c.rule && c.grid != nil {
+		// The meter and the batteries are read apart: while a battery's
+		// power changes, one meter sample can show import the battery's
+		// reading does not yet. The binding is reported once a later
+		// meter sample still shows it.
+		if c.importSince.IsZero() {
+			c.importSince = c.grid.At
+		}
+		if !c.grid.At.After(c.importSince) {
+			return
+		}
 	}
 	if rule != c.rule && rule.Limit() && c.activeLocked() != nil {
 		c.event(EventClamped, c.clampData(c.activeLocked(), dec))

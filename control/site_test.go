@@ -223,6 +223,17 @@ func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
 	if n := len(r.events(EventClamped)); n != 0 {
 		t.Fatalf("%d clamps before anything binds", n)
 	}
+	// One meter sample over the limit (read while a battery moved, say),
+	// the next one under it: that is no binding to report.
+	r.gridW = -2000
+	r.cycle()
+	r.gridW = -500
+	for range 3 {
+		r.cycle()
+	}
+	if cl := r.events(EventClamped); len(cl) != 0 {
+		t.Fatalf("one meter sample over import_limit_w gave clamps %v, want none", cl)
+	}
 	r.gridW = -2000 // the house now imports 2000 W: 4000 W with the batteries, over 3000 W
 	for range 8 {
 		r.cycle()

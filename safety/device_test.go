@@ -194,3 +194,31 @@ func TestDivergingLoopTripsImplausible(t *testing.T) {
 		}
 	}
 }
+
+// A meter sample older than the last change of command holds the charge
+// for a reading, as a ramp does; it is no binding of import_limit_w, which
+// is named only when the meter's own headroom runs out.
+func TestMeterLagIsNoImportBinding(t *testing.T) {
+	t.Parallel()
+	lim := testLimits()
+	lim.ImportLimitW = watts(2500)
+	e, err := NewEvaluator(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	eval := func(s int, target Target, gridW float64, gridAt int) Decision {
+		return e.Evaluate(Input{Now: at(s), Target: target, Devices: []Observation{battery(at(s), 50, nil)},
+			Grid: &GridSample{W: hearth.Watts(gridW), At: at(gridAt)}})
+	}
+	eval(1, Target{Mode: hearth.ModeAuto}, -300, 1)
+	if d := eval(2, power(-1500), -300, 1); d.Rule != "" {
+		t.Errorf("a charge lease on a meter sample from before it: rule %q, want none (the meter has not seen it yet)", d.Rule)
+	}
+	if d := eval(3, power(-1500), -300, 3); d.Rule != "" || d.TargetW == nil || *d.TargetW != -1500 {
+		t.Errorf("the meter has seen it: rule %q target %v, want -1500 W unbound", d.Rule, d.TargetW)
+	}
+	if d := eval(4, power(-1500), -1800-2000, 4); d.Rule != RuleImport {
+		t.Errorf("importing 3800 W with a 2500 W limit: rule %q, want %s", d.Rule, RuleImport)
+	}
+}

@@ -47,8 +47,19 @@ func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rul
 		bind(min(total, max(dc.exportBound(vs), 0)), RuleExport)
 	}
 	if l.ImportLimitW != nil && total < 0 {
-		if bound, ok := dc.importBound(vs); ok {
-			bind(max(total, min(bound, 0)), RuleImport)
+		if bound, seen, ok := dc.importBound(vs); ok {
+			// What the meter has not seen yet holds the charge back for
+			// a reading, as a ramp does: that is no binding of the limit.
+			r := hearth.Rule("")
+			if max(total, min(seen, 0)) != total {
+				r = RuleImport
+			}
+			if v := max(total, min(bound, 0)); v != total {
+				total = v
+				if rule == "" {
+					rule = r
+				}
+			}
 		}
 	}
 	return total, rule
@@ -90,16 +101,19 @@ func (dc *decider) exportBound(vs []*verdict) hearth.Watts {
 // importBound is the most the site's batteries may charge (a negative
 // total) with grid import at its limit, from a fresh meter only; without
 // one the import limit cannot be judged and charging is not capped by it.
-func (dc *decider) importBound(vs []*verdict) (hearth.Watts, bool) {
+// seen is the bound by the meter alone; bound also holds the charge at
+// what is commanded until the meter has seen the last change.
+func (dc *decider) importBound(vs []*verdict) (bound, seen hearth.Watts, ok bool) {
 	sum, ok := measuredSum(vs)
 	if !ok || !dc.gridFresh() {
-		return 0, false
+		return 0, 0, false
 	}
-	bound := sum - dc.in.Grid.W - *dc.lim.ImportLimitW
+	seen = sum - dc.in.Grid.W - *dc.lim.ImportLimitW
+	bound = seen
 	if !dc.coincident() {
 		bound = max(bound, min(dc.prev.lastTotal, 0))
 	}
-	return bound, true
+	return bound, seen, true
 }
 
 // capState is whether the export cap holds the site in auto, and since
