@@ -233,7 +233,9 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 	check := func(t *testing.T, profile, addr, extra string) (string, int) {
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "hearth.yaml")
-		text := fmt.Sprintf("gateway_id: gw-check\ndata_dir: %s\ndiag_socket: %s/hearth.sock\ndevices:\n  - {name: inverter, profile: %s, address: %q, unit_id: %d, timeout: 3s%s}\nuplink:\n  broker: %s\n  boot_delay: 0s\n",
+		// 3 s a request, as a loaded machine needs; max_reading_age covers
+		// two polls and three such requests (config bounds).
+		text := fmt.Sprintf("gateway_id: gw-check\ndata_dir: %s\ndiag_socket: %s/hearth.sock\ndevices:\n  - {name: inverter, profile: %s, address: %q, unit_id: %d, timeout: 3s%s}\nsafety:\n  max_reading_age: 15s\nuplink:\n  broker: %s\n  boot_delay: 0s\n",
 			dir, dir, profile, addr, unitOf(profile), extra, mq.URL())
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
