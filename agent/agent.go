@@ -142,9 +142,16 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
-	a.conn = telemetry.NewConnWatcher(telemetry.ConnWatcherOptions{Link: a.up, Broker: cfg.Uplink.Broker,
+	a.conn = telemetry.NewConnWatcher(telemetry.ConnWatcherOptions{
 		Record: a.events.Record, Connected: a.state.Changed,
 		Refresh: func() { a.up.SetBirth(a.birth()) }, RefreshEvery: birthRefresh})
+	a.up.OnLink(func(ch uplink.LinkChange) {
+		if ch.Up {
+			a.conn.Up(ch.Broker)
+		} else {
+			a.conn.Lost(ch.Broker, ch.Err)
+		}
+	})
 	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
 	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
 		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices), CommitInterval: cfg.Buffer.CommitInterval.D(),

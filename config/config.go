@@ -157,7 +157,9 @@ type SafetyConfig struct {
 
 // UplinkConfig is the MQTT connection to the cloud.
 type UplinkConfig struct {
-	Broker       string            `yaml:"broker"`
+	Broker string `yaml:"broker"`
+	// Brokers lists the nodes of a broker cluster (set it or Broker).
+	Brokers      []string          `yaml:"brokers"`
 	ClientID     string            `yaml:"client_id"`
 	Username     string            `yaml:"username"`
 	PasswordFile string            `yaml:"password_file"`
@@ -171,6 +173,19 @@ type UplinkConfig struct {
 	// reload (SIGHUP, hearth keys reload).
 	RevokedKeys []string `yaml:"revoked_keys"`
 	BootDelay   Duration `yaml:"boot_delay"`
+	// BackoffMin and BackoffMax shape the waits between reconnect rounds;
+	// KeepAlive is the MQTT keepalive; CleanSession asks the broker not to
+	// keep the session (setpoints sent while offline are then lost, and
+	// the cloud must resend them). Zero: uplink's defaults.
+	BackoffMin   Duration `yaml:"backoff_min"`
+	BackoffMax   Duration `yaml:"backoff_max"`
+	KeepAlive    Duration `yaml:"keepalive"`
+	CleanSession bool     `yaml:"clean_session"`
+}
+
+// Nodes returns the broker URLs: brokers, or broker alone.
+func (u UplinkConfig) Nodes() []string {
+	return uplink.Config{Broker: u.Broker, Brokers: u.Brokers}.Nodes()
 }
 
 // BufferConfig bounds the on-disk telemetry buffer.
@@ -681,6 +696,20 @@ func (v *validator) uplink(c *Config) {
 		}
 		v.attach("uplink.", c.session("").CheckFiles(), nil)
 	}
+	for _, r := range []struct {
+		key      string
+		v        Duration
+		min, max time.Duration
+		why      string
+	}{
+		{"backoff_min", u.BackoffMin, 100 * time.Millisecond, 10 * time.Minute, "the wait after a lost connection and between nodes"},
+		{"backoff_max", u.BackoffMax, time.Second, time.Hour, "the longest wait between reconnect rounds"},
+		{"keepalive", u.KeepAlive, 5 * time.Second, 65535 * time.Second, "MQTT keepalive; at most 65535s by the protocol"},
+	} {
+		if d := r.v.D(); d != 0 && (d < r.min || d > r.max) {
+			v.errorf("uplink."+r.key, "%s is outside %s..%s (%s)", d, r.min, r.max, r.why)
+		}
+	}
 	for id, key := range u.SetpointKeys {
 		if _, err := decodeKey(key); err != nil {
 			v.errorf("uplink.setpoint_keys."+id, "%v", err)
@@ -712,10 +741,12 @@ func (c *Config) Session(log *slog.Logger) (uplink.Config, error) {
 func (c *Config) session(password string) uplink.Config {
 	u := c.Uplink
 	return uplink.Config{
-		Broker: u.Broker, ClientID: u.ClientID, GatewayID: c.GatewayID, TopicPrefix: u.TopicPrefix,
+		Broker: u.Broker, Brokers: u.Brokers, ClientID: u.ClientID, GatewayID: c.GatewayID, TopicPrefix: u.TopicPrefix,
 		Username: u.Username, Password: password,
 		CAFile: u.CAFile, CertFile: u.CertFile, KeyFile: u.KeyFile,
 		BootDelayMax: u.BootDelay.D(),
+		BackoffMin:   u.BackoffMin.D(), BackoffMax: u.BackoffMax.D(),
+		KeepAlive: u.KeepAlive.D(), CleanSession: u.CleanSession,
 	}
 }
 
