@@ -110,7 +110,14 @@ safety:
   ramp_w_per_s: 1000000
   revert_timeout: 3s
 uplink:
+{{- if .Brokers}}
+  brokers:
+{{- range .Brokers}}
+    - {{.}}
+{{- end}}
+{{- else}}
   broker: {{.Broker}}
+{{- end}}
   boot_delay: 0s
 {{- if .KeyB64}}
   setpoint_keys:
@@ -143,8 +150,10 @@ type gateway struct {
 }
 
 type gatewayOpts struct {
-	Devices  []device
-	Broker   string
+	Devices []device
+	Broker  string
+	// Brokers are the nodes of a cluster, instead of Broker.
+	Brokers  []string
 	Poll     string
 	PubKey   ed25519.PublicKey
 	MaxBytes int64
@@ -163,7 +172,7 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 		o.Poll = "200ms"
 	}
 	var b bytes.Buffer
-	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
+	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Brokers": o.Brokers, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
 	if o.PubKey != nil {
 		data["KeyB64"] = base64.StdEncoding.EncodeToString(o.PubKey)
 	}
@@ -296,6 +305,16 @@ type observer struct {
 func observe(t *testing.T, brokerURL, gw string) *observer {
 	o := &observer{t: t, gw: gw}
 	o.resubscribe(brokerURL)
+	return o
+}
+
+// observeCluster records a gateway's topics on a broker cluster through
+// one persistent session that moves between the nodes.
+func observeCluster(t *testing.T, urls []string, gw string) *observer {
+	o := &observer{t: t, gw: gw}
+	r := harness.SubscribeCluster(t, urls, "hearth/v1/"+gw+"/#")
+	contract.Watch(t, r)
+	o.recs = append(o.recs, r)
 	return o
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what hearth's tests need on a Debian machine, when it is missing:
-# mosquitto (the real broker the tests start on free ports) and socat
+# mosquitto (the real broker the tests start on free ports), nats-server
+# (a second broker, run alone and as a 3-node cluster with MQTT) and socat
 # (pseudo-terminal pairs for RTU tests), and Debian's pymodbus with its
 # serial modules (an independent Modbus stack). Run as root or with sudo.
 set -euo pipefail
@@ -8,6 +9,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # Debian's pymodbus only recommends the serial modules its server imports.
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus, serial, serial_asyncio" 2>/dev/null ||
   need+=(python3 python3-pymodbus python3-serial python3-serial-asyncio)
