@@ -181,6 +181,9 @@ type UplinkConfig struct {
 	BackoffMax   Duration `yaml:"backoff_max"`
 	KeepAlive    Duration `yaml:"keepalive"`
 	CleanSession bool     `yaml:"clean_session"`
+	// Heartbeat is how often the retained online status is published
+	// again with a fresh ts (the cloud's liveness signal).
+	Heartbeat Duration `yaml:"heartbeat"`
 }
 
 // Nodes returns the broker URLs: brokers, or broker alone.
@@ -705,6 +708,7 @@ func (v *validator) uplink(c *Config) {
 		{"backoff_min", u.BackoffMin, 100 * time.Millisecond, 10 * time.Minute, "the wait after a lost connection and between nodes"},
 		{"backoff_max", u.BackoffMax, time.Second, time.Hour, "the longest wait between reconnect rounds"},
 		{"keepalive", u.KeepAlive, 5 * time.Second, 65535 * time.Second, "MQTT keepalive; at most 65535s by the protocol"},
+		{"heartbeat", u.Heartbeat, 10 * time.Second, time.Hour, "how often the online status is refreshed for the cloud's liveness check"},
 	} {
 		if d := r.v.D(); d != 0 && (d < r.min || d > r.max) {
 			v.errorf("uplink."+r.key, "%s is outside %s..%s (%s)", d, r.min, r.max, r.why)
@@ -746,7 +750,7 @@ func (c *Config) session(password string) uplink.Config {
 		CAFile: u.CAFile, CertFile: u.CertFile, KeyFile: u.KeyFile,
 		BootDelayMax: u.BootDelay.D(),
 		BackoffMin:   u.BackoffMin.D(), BackoffMax: u.BackoffMax.D(),
-		KeepAlive: u.KeepAlive.D(), CleanSession: u.CleanSession,
+		KeepAlive: u.KeepAlive.D(), CleanSession: u.CleanSession, Heartbeat: u.Heartbeat.D(),
 	}
 }
 

@@ -173,7 +173,7 @@ func TestUplinkClusterSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"tls://mqtt-1.example.net:8883", "tls://mqtt-2.example.net:8883", "tls://mqtt-3.example.net:8883"}
-	if !slices.Equal(s.Nodes(), want) || s.Broker != "" || s.BackoffMin != 2*time.Second || s.BackoffMax != 5*time.Minute || s.KeepAlive != 30*time.Second || s.CleanSession {
-		t.Errorf("session config %+v; want the three nodes, backoff 2s..5m, keepalive 30s, a kept session", s)
+	if !slices.Equal(s.Nodes(), want) || s.Broker != "" || s.BackoffMin != 2*time.Second || s.BackoffMax != 5*time.Minute || s.KeepAlive != 30*time.Second || s.CleanSession || s.Heartbeat != 2*time.Minute {
+		t.Errorf("session config %+v; want the three nodes, backoff 2s..5m, keepalive 30s, a kept session, heartbeat 2m", s)
 	}
 }

@@ -22,7 +22,11 @@ const (
 	DefaultPublishTimeout = 10 * time.Second
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultKeepAlive      = 60 * time.Second
-	DefaultMaxPayload     = 256 << 10
+	// DefaultHeartbeat is how often the retained online status is
+	// published again with a fresh ts while connected: what the cloud
+	// times a silent gateway out on.
+	DefaultHeartbeat  = 60 * time.Second
+	DefaultMaxPayload = 256 << 10
 	// DefaultSetpointQueue and DefaultSetpointQueueBytes bound the setpoints
 	// waiting for the handler: a burst of a thousand leases (a cloud
 	// catching up) is taken whole, while memory stays bounded.
@@ -70,8 +74,14 @@ type Config struct {
 	PublishTimeout time.Duration // wait for a PUBACK; default 10s
 	ConnectTimeout time.Duration // dial, TLS handshake, CONNACK, SUBACK; default 30s
 	KeepAlive      time.Duration // MQTT keepalive; default 60s
-	MaxPayload     int           // largest payload Publish accepts, bytes; default 256 KiB
-	SetpointQueue  int           // inbound setpoints held for the handler; default 2048
+	// Heartbeat is how often the retained online status (with ts and
+	// heartbeat_s) is published again while connected; default 60s. A
+	// broker node that dies takes the Last Will with it, and some brokers
+	// do not send it on a graceful stop: a status whose ts is older than
+	// three heartbeats tells the cloud the gateway is silent.
+	Heartbeat     time.Duration
+	MaxPayload    int // largest payload Publish accepts, bytes; default 256 KiB
+	SetpointQueue int // inbound setpoints held for the handler; default 2048
 	// SetpointQueueBytes bounds the payload bytes those setpoints hold;
 	// default 1 MiB.
 	SetpointQueueBytes int
@@ -158,6 +168,7 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 		{"publish_timeout", &cfg.PublishTimeout, DefaultPublishTimeout},
 		{"connect_timeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
 		{"keepalive", &cfg.KeepAlive, DefaultKeepAlive},
+		{"heartbeat", &cfg.Heartbeat, DefaultHeartbeat},
 	}
 	for _, d := range durations {
 		switch {

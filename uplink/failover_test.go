@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +107,36 @@ func TestNodesSpreadTheFleet(t *testing.T) {
 	for _, n := range nodes {
 		if seen[n] == 0 {
 			t.Errorf("no session of 90 started at %s: %v", n, seen)
+		}
+	}
+}
+
+// TestHeartbeatRefreshesTheStatus: while connected, the retained online
+// status is published again every Heartbeat with a later ts and the
+// interval in heartbeat_s, so a cloud can tell a silent gateway (its Will
+// lost with a dead broker node) from a live one.
+func TestHeartbeatRefreshesTheStatus(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMosquitto(t)
+	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-beat/status")
+	startSession(t, m.URL(), "gw-beat", func(c *Config) { c.Heartbeat = 2 * time.Second })
+	msgs := rec.WaitFor(t, 15*time.Second, func(ms []harness.Message) bool { return len(ms) >= 3 })
+	var last time.Time
+	for i, msg := range msgs[:3] {
+		var st struct {
+			State      string    `json:"state"`
+			TS         time.Time `json:"ts"`
+			HeartbeatS int       `json:"heartbeat_s"`
+		}
+		if err := json.Unmarshal(msg.Payload, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.State != "online" || st.HeartbeatS != 2 || !st.TS.After(last) {
+			t.Errorf("status %d: %s; want online, heartbeat_s 2, a ts after the last", i, msg.Payload)
+		}
+		last = st.TS
+		if bad, _ := harness.NewContract(harness.SchemaDir()).Check([]harness.Message{msg}); len(bad) > 0 {
+			t.Error(bad)
 		}
 	}
 }

@@ -30,15 +30,18 @@ type DeviceInfo struct {
 // statusMsg is the payload of …/status. "online" carries the birth record;
 // "offline" (clean shutdown, or the Will) carries the reason.
 type statusMsg struct {
-	State   string          `json:"state"`
-	Gateway string          `json:"gateway"`
-	Version string          `json:"version,omitempty"`
-	TS      *time.Time      `json:"ts,omitempty"`
-	Reason  string          `json:"reason,omitempty"`
-	Profile string          `json:"profile,omitempty"`
-	Devices *[]DeviceInfo   `json:"devices,omitempty"`
-	Limits  json.RawMessage `json:"limits,omitempty"`
-	Buffer  json.RawMessage `json:"buffer,omitempty"`
+	State   string     `json:"state"`
+	Gateway string     `json:"gateway"`
+	Version string     `json:"version,omitempty"`
+	TS      *time.Time `json:"ts,omitempty"`
+	// HeartbeatS is the interval at which an online status is published
+	// again: the cloud times the gateway out after three.
+	HeartbeatS int             `json:"heartbeat_s,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	Profile    string          `json:"profile,omitempty"`
+	Devices    *[]DeviceInfo   `json:"devices,omitempty"`
+	Limits     json.RawMessage `json:"limits,omitempty"`
+	Buffer     json.RawMessage `json:"buffer,omitempty"`
 }
 
 // SetBirth sets the birth record. If the session is connected it is
@@ -78,6 +81,7 @@ func (s *Session) statusPayload(state, reason string, stamped bool) []byte {
 		m.TS = &now
 	}
 	if state == "online" {
+		m.HeartbeatS = int(s.cfg.Heartbeat.Round(time.Second) / time.Second)
 		devs := s.birth.Devices
 		if devs == nil {
 			devs = []DeviceInfo{}

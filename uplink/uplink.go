@@ -647,14 +647,18 @@ func (s *Session) dropConnection(c *connection, err error) {
 
 // serve publishes the birth record and then waits for the connection to be
 // lost (returning why) or ctx to end, republishing the birth when it
-// changes.
+// changes and every Heartbeat.
 func (s *Session) serve(ctx context.Context, c *connection) error {
 	s.publishBirth(ctx)
 	s.flushAcks(ctx)
+	beat := time.NewTicker(s.cfg.Heartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-c.lost:
 			return c.lostErr()
+		case <-beat.C: // the retained status, with a fresh ts: alive
+			s.publishBirth(ctx)
 		case <-s.birthC:
 			s.publishBirth(ctx)
 		case <-ctx.Done():
