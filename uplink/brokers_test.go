@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,12 @@ var brokers = []brokerUnderTest{
 		return b.Addr()
 	}},
 	{"nats", func(t *testing.T) string { return harness.StartNATS(t).Addr() }},
+	{"rabbitmq", func(t *testing.T) string {
+		if os.Getenv("HEARTH_RABBITMQ") == "" {
+			t.Skip("a RabbitMQ node boots in 20-60 s: `make rabbitmq` (run by .ci/run) runs these checks against one")
+		}
+		return harness.StartRabbitMQ(t).Addr()
+	}},
 }
 
 // submitter records the leases handed to safety and acks them applied.
