@@ -184,6 +184,23 @@ type UplinkConfig struct {
 	// Heartbeat is how often the retained online status is published
 	// again with a fresh ts (the cloud's liveness signal).
 	Heartbeat Duration `yaml:"heartbeat"`
+	// TelemetryFormat is lean (the default) or json (the format of
+	// earlier versions); TelemetryWindow gathers live readings this long
+	// into one message (0: each poll cycle's at once).
+	TelemetryFormat string    `yaml:"telemetry_format"`
+	TelemetryWindow *Duration `yaml:"telemetry_window"`
+}
+
+// DefaultTelemetryWindow is how long live readings are gathered into one
+// message when uplink.telemetry_window is not set.
+const DefaultTelemetryWindow = 5 * time.Second
+
+// Window returns telemetry_window, or its default when unset.
+func (u UplinkConfig) Window() time.Duration {
+	if u.TelemetryWindow == nil {
+		return DefaultTelemetryWindow
+	}
+	return u.TelemetryWindow.D()
 }
 
 // Nodes returns the broker URLs: brokers, or broker alone.
@@ -714,6 +731,9 @@ func (v *validator) uplink(c *Config) {
 			v.errorf("uplink."+r.key, "%s is outside %s..%s (%s)", d, r.min, r.max, r.why)
 		}
 	}
+	if w := u.Window(); w < 0 || w > time.Minute {
+		v.errorf("uplink.telemetry_window", "%s is outside 0s..1m (0 sends each poll cycle's readings at once)", w)
+	}
 	for id, key := range u.SetpointKeys {
 		if _, err := decodeKey(key); err != nil {
 			v.errorf("uplink.setpoint_keys."+id, "%v", err)
@@ -751,6 +771,7 @@ func (c *Config) session(password string) uplink.Config {
 		BootDelayMax: u.BootDelay.D(),
 		BackoffMin:   u.BackoffMin.D(), BackoffMax: u.BackoffMax.D(),
 		KeepAlive: u.KeepAlive.D(), CleanSession: u.CleanSession, Heartbeat: u.Heartbeat.D(),
+		TelemetryFormat: u.TelemetryFormat, TelemetryWindow: u.Window(),
 	}
 }
 

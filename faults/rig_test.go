@@ -360,12 +360,9 @@ func (o *observer) ledger() *ledger {
 	for _, m := range o.messages() {
 		switch m.Topic {
 		case p + "telemetry", p + "telemetry/backfill":
-			var batch struct {
-				Readings   []hearth.Reading   `json:"readings"`
-				Aggregates []hearth.Aggregate `json:"aggregates"`
-			}
-			if err := json.Unmarshal(m.Payload, &batch); err != nil {
-				o.t.Fatalf("%s carried invalid JSON: %v\n%.300s", m.Topic, err, m.Payload)
+			batch, err := uplink.DecodeTelemetry(m.Payload)
+			if err != nil {
+				o.t.Fatalf("%s does not decode: %v\n%.300q", m.Topic, err, m.Payload)
 			}
 			for _, r := range batch.Readings {
 				if prev, ok := l.readings[r.Seq]; ok && !sameReading(prev, r) {

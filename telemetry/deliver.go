@@ -55,6 +55,11 @@ type DelivererOptions struct {
 	Fresh  *Fresh
 	Clock  Clock // Boot and Start tell live readings from the backlog
 	Logger *slog.Logger
+	// Window gathers live readings into one message: they are sent once
+	// the oldest has waited this long (or a message is full). 0 sends each
+	// round's at once. The control loop never waits on it, and a reading
+	// still leaves the outbox only after its PUBACK.
+	Window time.Duration
 }
 
 // Deliverer sends what the gateway has for the cloud whenever the uplink is
@@ -157,15 +162,19 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 	}
 	// Age is judged on the monotonic clock, which a wall-clock step cannot move.
 	now := d.opt.Clock.Mono().Milliseconds()
+	maxAge := liveMaxAge + d.opt.Window // a reading may wait out the window and still be live
 	var live []hearth.Reading
 	for _, r := range newest {
-		if r.Boot == d.opt.Clock.Boot && now-r.MonoMS <= liveMaxAge.Milliseconds() {
+		if r.Boot == d.opt.Clock.Boot && now-r.MonoMS <= maxAge.Milliseconds() {
 			live = append(live, r)
 		}
 	}
 	// Readings still in memory are newer than every stored one.
-	live = append(live, d.fresh.live(time.Duration(now)*time.Millisecond-liveMaxAge, liveBatch-len(live))...)
-	if len(live) > 0 {
+	live = append(live, d.fresh.live(time.Duration(now)*time.Millisecond-maxAge, liveBatch-len(live))...)
+	// The window: hold the live readings until the oldest has waited it
+	// out, unless a message is full or the deliverer is closing.
+	held := len(live) > 0 && len(live) < liveBatch && now-live[0].MonoMS < d.opt.Window.Milliseconds() && !d.closing()
+	if len(live) > 0 && !held {
 		if err := d.publish(ctx, live, false); err != nil {
 			return sent, err
 		}
@@ -198,6 +207,16 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 		sent += len(backlog)
 	}
 	return sent, nil
+}
+
+// closing says whether Close was called: what is held is sent now.
+func (d *Deliverer) closing() bool {
+	select {
+	case <-d.draining:
+		return true
+	default:
+		return false
+	}
 }
 
 // publish sends rs and forgets what the broker confirmed: from memory if

@@ -92,6 +92,15 @@ type Config struct {
 	// and upper bound MaxSetpointBytes (64 KiB).
 	MaxSetpointBytes int
 
+	// TelemetryFormat is how readings are encoded: FormatLean (default)
+	// or FormatJSON, the format of earlier versions, for consumers that
+	// have not moved yet.
+	TelemetryFormat string
+	// TelemetryWindow is how long live readings are gathered into one
+	// message (the deliverer's; the session announces it in the birth
+	// record). Zero sends each poll cycle's readings at once.
+	TelemetryWindow time.Duration
+
 	// CleanSession asks the broker to forget the session on disconnect.
 	// The default (false) keeps it, so that setpoints published while the
 	// gateway is offline are delivered on reconnect, and checked like any
@@ -194,6 +203,13 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 	}
 	if cfg.MaxSetpointBytes == 0 || cfg.MaxSetpointBytes > MaxSetpointBytes {
 		cfg.MaxSetpointBytes = MaxSetpointBytes
+	}
+	switch cfg.TelemetryFormat {
+	case "":
+		cfg.TelemetryFormat = FormatLean
+	case FormatLean, FormatJSON:
+	default:
+		errs.Add("telemetry_format", "%q is not one of %s, %s", cfg.TelemetryFormat, FormatLean, FormatJSON)
 	}
 	if cfg.MaxInflight == 0 {
 		cfg.MaxInflight = DefaultMaxInflight

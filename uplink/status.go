@@ -36,12 +36,22 @@ type statusMsg struct {
 	TS      *time.Time `json:"ts,omitempty"`
 	// HeartbeatS is the interval at which an online status is published
 	// again: the cloud times the gateway out after three.
-	HeartbeatS int             `json:"heartbeat_s,omitempty"`
-	Reason     string          `json:"reason,omitempty"`
-	Profile    string          `json:"profile,omitempty"`
-	Devices    *[]DeviceInfo   `json:"devices,omitempty"`
-	Limits     json.RawMessage `json:"limits,omitempty"`
-	Buffer     json.RawMessage `json:"buffer,omitempty"`
+	HeartbeatS int `json:"heartbeat_s,omitempty"`
+	// Telemetry announces the encoding of …/telemetry: how to decode the
+	// readings that follow.
+	Telemetry *telemetryInfo  `json:"telemetry,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Profile   string          `json:"profile,omitempty"`
+	Devices   *[]DeviceInfo   `json:"devices,omitempty"`
+	Limits    json.RawMessage `json:"limits,omitempty"`
+	Buffer    json.RawMessage `json:"buffer,omitempty"`
+}
+
+// telemetryInfo is the "telemetry" of an online status.
+type telemetryInfo struct {
+	Format   string `json:"format"`         // lean or json
+	Lean     int    `json:"lean,omitempty"` // LeanVersion, for lean
+	WindowMS int64  `json:"window_ms"`      // live readings are gathered this long into one message
 }
 
 // SetBirth sets the birth record. If the session is connected it is
@@ -82,6 +92,10 @@ func (s *Session) statusPayload(state, reason string, stamped bool) []byte {
 	}
 	if state == "online" {
 		m.HeartbeatS = int(s.cfg.Heartbeat.Round(time.Second) / time.Second)
+		m.Telemetry = &telemetryInfo{Format: s.cfg.TelemetryFormat, WindowMS: s.cfg.TelemetryWindow.Milliseconds()}
+		if m.Telemetry.Format == FormatLean {
+			m.Telemetry.Lean = LeanVersion
+		}
 		devs := s.birth.Devices
 		if devs == nil {
 			devs = []DeviceInfo{}

@@ -1,0 +1,80 @@
+package telemetry
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// memOutbox is an empty buffer: every reading is in memory.
+type memOutbox struct{}
+
+func (memOutbox) Newest(int) ([]hearth.Reading, error)              { return nil, nil }
+func (memOutbox) Pending(int) ([]hearth.Reading, error)             { return nil, nil }
+func (memOutbox) Ack([]uint64) error                                { return nil }
+func (memOutbox) PendingEvents(int) ([]hearth.Event, error)         { return nil, nil }
+func (memOutbox) AckEvents([]uint64) error                          { return nil }
+func (memOutbox) PendingAggregates(int) ([]hearth.Aggregate, error) { return nil, nil }
+func (memOutbox) AckAggregates([]uint64) error                      { return nil }
+
+// batchUplink records each telemetry batch and acknowledges it whole.
+type batchUplink struct {
+	mu      sync.Mutex
+	batches [][]uint64
+}
+
+func (u *batchUplink) Connected() bool { return true }
+func (u *batchUplink) PublishTelemetry(_ context.Context, rs []hearth.Reading, _ bool) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var seqs []uint64
+	for _, r := range rs {
+		seqs = append(seqs, r.Seq)
+	}
+	u.batches = append(u.batches, seqs)
+	return len(rs), nil
+}
+func (u *batchUplink) PublishEvent(context.Context, hearth.Event) error            { return nil }
+func (u *batchUplink) PublishAggregates(context.Context, []hearth.Aggregate) error { return nil }
+
+// TestWindowGathersLiveReadings: with a 5 s window, readings arriving
+// each second go out together once the oldest has waited 5 s, none before
+// and none left behind; without a window each round's go at once.
+func TestWindowGathersLiveReadings(t *testing.T) {
+	for _, tc := range []struct {
+		window time.Duration
+		want   [][]uint64
+	}{
+		{5 * time.Second, [][]uint64{{1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}}},
+		{0, [][]uint64{{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}}},
+	} {
+		var mono time.Duration
+		clock := Clock{Boot: "b", Since: func() time.Duration { return mono }, Now: time.Now, Synced: func() bool { return true }}
+		fresh := &Fresh{}
+		up := &batchUplink{}
+		d := NewDeliverer(DelivererOptions{Outbox: memOutbox{}, Uplink: up, Fresh: fresh, Clock: clock, Window: tc.window})
+		for seq := uint64(1); seq <= 12; seq++ {
+			fresh.add([]hearth.Reading{{Seq: seq, Device: "battery", Boot: "b", MonoMS: mono.Milliseconds(),
+				Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}, mono)
+			if _, err := d.DeliverOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			mono += time.Second
+		}
+		if len(up.batches) != len(tc.want) {
+			t.Fatalf("window %v: batches %v, want %v", tc.window, up.batches, tc.want)
+		}
+		for i := range tc.want {
+			if len(up.batches[i]) != len(tc.want[i]) || up.batches[i][0] != tc.want[i][0] {
+				t.Errorf("window %v: batches %v, want %v", tc.window, up.batches, tc.want)
+				break
+			}
+		}
+		if fresh.Len() != 0 {
+			t.Errorf("window %v: %d readings left in memory", tc.window, fresh.Len())
+		}
+	}
+}
