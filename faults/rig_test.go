@@ -119,6 +119,9 @@ uplink:
   broker: {{.Broker}}
 {{- end}}
   boot_delay: 0s
+{{- if .Window}}
+  telemetry_window: {{.Window}}
+{{- end}}
 {{- if .KeyB64}}
   setpoint_keys:
     ops-1: {{.KeyB64}}
@@ -153,7 +156,9 @@ type gatewayOpts struct {
 	Devices []device
 	Broker  string
 	// Brokers are the nodes of a cluster, instead of Broker.
-	Brokers  []string
+	Brokers []string
+	// Window is uplink.telemetry_window ("" for the default).
+	Window   string
 	Poll     string
 	PubKey   ed25519.PublicKey
 	MaxBytes int64
@@ -172,7 +177,7 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 		o.Poll = "200ms"
 	}
 	var b bytes.Buffer
-	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Brokers": o.Brokers, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
+	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Brokers": o.Brokers, "Window": o.Window, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
 	if o.PubKey != nil {
 		data["KeyB64"] = base64.StdEncoding.EncodeToString(o.PubKey)
 	}
