@@ -162,14 +162,16 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 	}
 	// Age is judged on the monotonic clock, which a wall-clock step cannot move.
 	now := d.opt.Clock.Mono().Milliseconds()
-	maxAge := liveMaxAge + d.opt.Window // a reading may wait out the window and still be live
 	var live []hearth.Reading
 	for _, r := range newest {
-		if r.Boot == d.opt.Clock.Boot && now-r.MonoMS <= maxAge.Milliseconds() {
+		if r.Boot == d.opt.Clock.Boot && now-r.MonoMS <= liveMaxAge.Milliseconds() {
 			live = append(live, r)
 		}
 	}
-	// Readings still in memory are newer than every stored one.
+	// Readings still in memory are newer than every stored one; they may
+	// have waited out the window and still be live. (Stored ones were
+	// taken while the uplink was down, or not confirmed in time: backlog.)
+	maxAge := liveMaxAge + d.opt.Window
 	live = append(live, d.fresh.live(time.Duration(now)*time.Millisecond-maxAge, liveBatch-len(live))...)
 	// The window: hold the live readings until the oldest has waited it
 	// out, unless a message is full or the deliverer is closing.

@@ -124,6 +124,24 @@ func StartNATSCluster(t testing.TB, n int) []*NATS {
 	if err != nil {
 		t.Skip(err)
 	}
+	// A free port may be taken by another process before the server binds
+	// it: a cluster that does not start is tried again on other ports.
+	for attempt := 1; ; attempt++ {
+		nodes, err := startNATSCluster(t, bin, n)
+		if err == nil {
+			return nodes
+		}
+		for _, nd := range nodes {
+			nd.Stop()
+		}
+		if attempt == 3 {
+			t.Fatalf("start nats cluster: %v", err)
+		}
+		t.Logf("start nats cluster (attempt %d): %v; again on other ports", attempt, err)
+	}
+}
+
+func startNATSCluster(t testing.TB, bin string, n int) ([]*NATS, error) {
 	dir := t.TempDir()
 	name := fmt.Sprintf("hearth-%d", FreePort(t))
 	nodes := make([]*NATS, n)
@@ -176,17 +194,21 @@ mqtt {
 	for _, nd := range nodes {
 		go func() { errs <- nd.start(nd.conf) }()
 	}
+	var first error
 	for range nodes {
-		if err := <-errs; err != nil {
-			t.Fatalf("start nats cluster: %v", err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		return nodes, first
 	}
 	for i, nd := range nodes {
 		if err := mqttReady(nd.URL(), startTimeout); err != nil {
-			t.Fatalf("nats cluster node %d: %v", i, err)
+			return nodes, fmt.Errorf("node %d: %v", i, err)
 		}
 	}
-	return nodes
+	return nodes, nil
 }
 
 // mqttReady retries an MQTT connect and QoS 1 publish to url until the
