@@ -22,12 +22,13 @@ func (memOutbox) AckAggregates([]uint64) error                      { return nil
 
 // batchUplink records each telemetry batch and acknowledges it whole.
 type batchUplink struct {
-	mu      sync.Mutex
-	batches [][]uint64
+	mu       sync.Mutex
+	batches  [][]uint64
+	backfill []bool
 }
 
 func (u *batchUplink) Connected() bool { return true }
-func (u *batchUplink) PublishTelemetry(_ context.Context, rs []hearth.Reading, _ bool) (int, error) {
+func (u *batchUplink) PublishTelemetry(_ context.Context, rs []hearth.Reading, backfill bool) (int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var seqs []uint64
@@ -35,6 +36,7 @@ func (u *batchUplink) PublishTelemetry(_ context.Context, rs []hearth.Reading, _
 		seqs = append(seqs, r.Seq)
 	}
 	u.batches = append(u.batches, seqs)
+	u.backfill = append(u.backfill, backfill)
 	return len(rs), nil
 }
 func (u *batchUplink) PublishEvent(context.Context, hearth.Event) error            { return nil }
@@ -76,5 +78,32 @@ func TestWindowGathersLiveReadings(t *testing.T) {
 		if fresh.Len() != 0 {
 			t.Errorf("window %v: %d readings left in memory", tc.window, fresh.Len())
 		}
+	}
+}
+
+// storedOutbox holds readings stored while the uplink was down.
+type storedOutbox struct {
+	memOutbox
+	rs []hearth.Reading
+}
+
+func (o storedOutbox) Newest(int) ([]hearth.Reading, error)  { return o.rs, nil }
+func (o storedOutbox) Pending(int) ([]hearth.Reading, error) { return o.rs, nil }
+
+// TestWindowLeavesTheOutageOnBackfill: readings stored during an outage,
+// a few seconds old, are backlog (…/telemetry/backfill), whatever the
+// window, which only readings in memory wait out.
+func TestWindowLeavesTheOutageOnBackfill(t *testing.T) {
+	mono := 10 * time.Second
+	clock := Clock{Boot: "b", Since: func() time.Duration { return mono }, Now: time.Now, Synced: func() bool { return true }}
+	stored := []hearth.Reading{{Seq: 1, Device: "battery", Boot: "b", MonoMS: (mono - 3*time.Second).Milliseconds(),
+		Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}
+	up := &batchUplink{}
+	d := NewDeliverer(DelivererOptions{Outbox: storedOutbox{rs: stored}, Uplink: up, Fresh: &Fresh{}, Clock: clock, Window: 5 * time.Second})
+	if _, err := d.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(up.batches) != 1 || !up.backfill[0] {
+		t.Errorf("batches %v, backfill %v; want the stored reading on backfill", up.batches, up.backfill)
 	}
 }
