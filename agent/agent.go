@@ -66,6 +66,11 @@ type Agent struct {
 
 	mu   sync.Mutex
 	keys keyState // the setpoint keys in force
+
+	// buildTime is the binary's build time, a floor under true time, and
+	// buildFrom where it came from (hw.BuildStamp).
+	buildTime time.Time
+	buildFrom string
 }
 
 // device is one configured device and what reads it.
@@ -112,14 +117,20 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
+	// The lease state file first: it keeps the buffer's high-water marks
+	// too, which a fresh buffer (the old one corrupt) starts above.
+	if a.leases, err = openLeaseState(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	a.store, err = buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
 		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: clocks.Wall,
+		Marks: a.leases,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	if a.leases, err = openLeaseState(cfg.DataDir, a.store, log); err != nil {
-		return nil, err
+	if err := a.leases.UseMirror(a.store); err != nil {
+		return nil, fmt.Errorf("open lease state: %w", err)
 	}
 	if err := a.openDevices(); err != nil {
 		return nil, err
@@ -174,7 +185,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
-	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys)}
+	required := a.keysRequired(cfg.Uplink, len(keys))
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys), closed: required && len(keys) == 0}
+	a.up.RequireKeys(required)
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
@@ -250,6 +263,16 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 // newControl builds the controller for every SunSpec device but the meter
 // (only SunSpec devices have storage controls).
 func (a *Agent) newControl() error {
+	a.buildTime, a.buildFrom = hw.BuildStamp()
+	if a.buildFrom == hw.BuildFromBinary && a.clockSynced() && a.buildTime.Sub(a.clocks.Wall()) > 24*time.Hour {
+		// A file copied on a machine whose clock ran ahead: taken for a
+		// floor, it would expire every lease until then.
+		a.log.Warn("the binary's file time is ahead of the synchronised clock: not taken for its build time", "file_time", a.buildTime)
+		a.buildTime, a.buildFrom = time.Time{}, hw.BuildFromNone
+	}
+	if a.buildFrom == hw.BuildFromNone {
+		a.log.Warn("this binary carries no build time (no stamp, no vcs.time, no usable file time): with the clock unsynchronised, nothing bounds how old a lease is; such a lease is held at most " + safety.UnverifiedHold.String())
+	}
 	var devs []control.Device
 	for _, d := range a.devices {
 		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
@@ -260,8 +283,9 @@ func (a *Agent) newControl() error {
 		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
-		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
-		Logger: a.log.With("component", "control"),
+		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: a.buildTime, Event: a.events.Record,
+		Revoked: a.cfg.Uplink.RevokedKeys,
+		Logger:  a.log.With("component", "control"),
 	})
 	a.ctl = ctl
 	return err

@@ -27,6 +27,9 @@ func (a *Agent) Status() diag.StatusReport {
 			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
+	fl := a.ctl.Floor()
+	r.Agent.ClockFloor = &diag.ClockFloorReport{Floor: timePtr(fl.Floor), WallAhead: fl.WallAhead, Distrusted: timePtr(fl.Distrusted),
+		BuildTime: timePtr(a.buildTime), BuildTimeFrom: a.buildFrom}
 	for _, d := range a.devices {
 		r.Devices = append(r.Devices, d.report())
 	}

@@ -172,7 +172,11 @@ type UplinkConfig struct {
 	// setpoint_keys says; a running lease signed by one ends at once on
 	// reload (SIGHUP, hearth keys reload).
 	RevokedKeys []string `yaml:"revoked_keys"`
-	BootDelay   Duration `yaml:"boot_delay"`
+	// AllowUnsigned re-allows unsigned setpoints when no key is in force.
+	// Without it, a gateway that once had setpoint_keys (a fact kept with
+	// its lease state) refuses every setpoint when none is left.
+	AllowUnsigned bool     `yaml:"allow_unsigned"`
+	BootDelay     Duration `yaml:"boot_delay"`
 	// BackoffMin and BackoffMax shape the waits between reconnect rounds;
 	// KeepAlive is the MQTT keepalive; CleanSession asks the broker not to
 	// keep the session (setpoints sent while offline are then lost, and

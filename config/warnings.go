@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -53,9 +54,7 @@ func (v *validator) warnings(c *Config) []Error {
 	if c.Uplink.CleanSession {
 		w.warnf("uplink.clean_session", "true: the broker forgets the gateway's session on every disconnect, so setpoints published while it is offline are lost; the cloud must resend every unacked lease (docs/mqtt.md, Leases)")
 	}
-	if len(c.Uplink.SetpointKeys) == 0 {
-		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
-	}
+	w.keys(c.Uplink)
 	s := c.Safety
 	for _, l := range []struct {
 		key string
@@ -106,4 +105,27 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// keys warns about a key set that is open, or closed by accident.
+func (w *warner) keys(u UplinkConfig) {
+	live := 0
+	for id := range u.SetpointKeys {
+		if !slices.Contains(u.RevokedKeys, id) {
+			live++
+		}
+	}
+	switch {
+	case live > 0 && u.AllowUnsigned:
+		w.warnf("uplink.allow_unsigned", "has no effect while setpoint_keys holds a key in force; it re-allows unsigned setpoints the moment the last key is revoked or removed")
+	case live > 0:
+	case u.AllowUnsigned:
+		w.warnf("uplink.allow_unsigned", "no setpoint key is in force and unsigned setpoints are allowed: anyone who can publish on the gateway's …/setpoint topic commands the battery; configure the cloud's ed25519 public keys")
+	case len(u.RevokedKeys) > 0:
+		w.warnf("uplink.revoked_keys", "every setpoint key is revoked and none is left in setpoint_keys: the gateway refuses every cloud setpoint (no_keys), signed or not, until a key is configured; unsigned ones only with uplink.allow_unsigned: true")
+	default:
+		// On a gateway that had keys, every setpoint is refused (no_keys)
+		// instead; docs/mqtt.md says so.
+		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
+	}
 }
