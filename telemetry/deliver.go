@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -73,6 +74,10 @@ type Deliverer struct {
 	fresh *Fresh
 	wake  chan struct{}
 
+	// upSince is when the deliverer last saw the uplink come up, on the
+	// monotonic clock (a time.Duration); 0 before.
+	upSince atomic.Int64
+
 	cancel   context.CancelFunc
 	draining chan struct{} // closed by Close: deliver once more, then return
 	wg       sync.WaitGroup
@@ -122,6 +127,7 @@ func (d *Deliverer) Close(deadline time.Time) {
 func (d *Deliverer) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	up := false
 	for last := false; !last; {
 		select {
 		case <-ctx.Done():
@@ -130,6 +136,12 @@ func (d *Deliverer) run(ctx context.Context) {
 			last = true
 		case <-d.wake:
 		case <-t.C:
+		}
+		if now := d.opt.Uplink.Connected(); now != up {
+			up = now
+			if up {
+				d.upSince.Store(int64(d.opt.Clock.Mono()))
+			}
 		}
 		for ctx.Err() == nil && d.opt.Uplink.Connected() {
 			sent, err := d.DeliverOnce(ctx)
@@ -171,8 +183,11 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 	// Readings still in memory are newer than every stored one; they may
 	// have waited out the window and still be live. (Stored ones were
 	// taken while the uplink was down, or not confirmed in time: backlog.)
-	maxAge := liveMaxAge + d.opt.Window
-	live = append(live, d.fresh.live(time.Duration(now)*time.Millisecond-maxAge, liveBatch-len(live))...)
+	// Not those taken while the uplink was down, though: the outage goes on
+	// backfill, as it would had it been stored.
+	nowD := time.Duration(now) * time.Millisecond
+	since := max(nowD-liveMaxAge-d.opt.Window, min(time.Duration(d.upSince.Load()), nowD-liveMaxAge))
+	live = append(live, d.fresh.live(since, liveBatch-len(live))...)
 	// The window: hold the live readings until the oldest has waited it
 	// out, unless a message is full or the deliverer is closing.
 	held := len(live) > 0 && len(live) < liveBatch && now-live[0].MonoMS < d.opt.Window.Milliseconds() && !d.closing()

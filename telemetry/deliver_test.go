@@ -107,3 +107,29 @@ func TestWindowLeavesTheOutageOnBackfill(t *testing.T) {
 		t.Errorf("batches %v, backfill %v; want the stored reading on backfill", up.batches, up.backfill)
 	}
 }
+
+// TestWindowKeepsTheOutageOffLive: a reading still in memory that was
+// taken before the uplink came back is not sent live, however short the
+// outage: it is backlog; one taken since is held for the window, then live.
+func TestWindowKeepsTheOutageOffLive(t *testing.T) {
+	mono := 10 * time.Second
+	clock := Clock{Boot: "b", Since: func() time.Duration { return mono }, Now: time.Now, Synced: func() bool { return true }}
+	fresh := &Fresh{}
+	up := &batchUplink{}
+	d := NewDeliverer(DelivererOptions{Outbox: memOutbox{}, Uplink: up, Fresh: fresh, Clock: clock, Window: 5 * time.Second})
+	add := func(seq uint64) {
+		fresh.add([]hearth.Reading{{Seq: seq, Device: "battery", Boot: "b", MonoMS: mono.Milliseconds(),
+			Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}, mono)
+	}
+	add(1) // taken during the outage
+	mono += 2 * time.Second
+	d.upSince.Store(int64(mono)) // the uplink is back
+	add(2)
+	mono += 5 * time.Second
+	if _, err := d.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(up.batches) != 1 || len(up.batches[0]) != 1 || up.batches[0][0] != 2 || up.backfill[0] {
+		t.Errorf("batches %v (backfill %v); want seq 2 alone, live", up.batches, up.backfill)
+	}
+}
