@@ -74,8 +74,8 @@ type Deliverer struct {
 	fresh *Fresh
 	wake  chan struct{}
 
-	// upSince is when the deliverer last saw the uplink come up, on the
-	// monotonic clock (a time.Duration); 0 before.
+	// upSince is when the deliverer last saw the uplink come back after
+	// it was lost, on the monotonic clock (a time.Duration); 0 before.
 	upSince atomic.Int64
 
 	cancel   context.CancelFunc
@@ -127,7 +127,7 @@ func (d *Deliverer) Close(deadline time.Time) {
 func (d *Deliverer) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	up := false
+	up, wasUp := false, false
 	for last := false; !last; {
 		select {
 		case <-ctx.Done():
@@ -139,9 +139,10 @@ func (d *Deliverer) run(ctx context.Context) {
 		}
 		if now := d.opt.Uplink.Connected(); now != up {
 			up = now
-			if up {
+			if up && wasUp { // back after an outage; the first connect at boot is none
 				d.upSince.Store(int64(d.opt.Clock.Mono()))
 			}
+			wasUp = wasUp || up
 		}
 		for ctx.Err() == nil && d.opt.Uplink.Connected() {
 			sent, err := d.DeliverOnce(ctx)
@@ -183,11 +184,24 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 	// Readings still in memory are newer than every stored one; they may
 	// have waited out the window and still be live. (Stored ones were
 	// taken while the uplink was down, or not confirmed in time: backlog.)
-	// Not those taken while the uplink was down, though: the outage goes on
-	// backfill, as it would had it been stored.
+	// Those taken while the uplink was down are the outage, though: they go
+	// on backfill, from memory, as they would had they been stored.
 	nowD := time.Duration(now) * time.Millisecond
-	since := max(nowD-liveMaxAge-d.opt.Window, min(time.Duration(d.upSince.Load()), nowD-liveMaxAge))
-	live = append(live, d.fresh.live(since, liveBatch-len(live))...)
+	cut := min(time.Duration(d.upSince.Load()), nowD-liveMaxAge).Milliseconds()
+	var early []hearth.Reading
+	for _, r := range d.fresh.live(nowD-liveMaxAge-d.opt.Window, liveBatch-len(live)) {
+		if r.MonoMS < cut {
+			early = append(early, r)
+		} else {
+			live = append(live, r)
+		}
+	}
+	if len(early) > 0 {
+		if err := d.publish(ctx, early, true); err != nil {
+			return sent, err
+		}
+		sent += len(early)
+	}
 	// The window: hold the live readings until the oldest has waited it
 	// out, unless a message is full or the deliverer is closing.
 	held := len(live) > 0 && len(live) < liveBatch && now-live[0].MonoMS < d.opt.Window.Milliseconds() && !d.closing()

@@ -110,7 +110,8 @@ func TestWindowLeavesTheOutageOnBackfill(t *testing.T) {
 
 // TestWindowKeepsTheOutageOffLive: a reading still in memory that was
 // taken before the uplink came back is not sent live, however short the
-// outage: it is backlog; one taken since is held for the window, then live.
+// outage: it goes on backfill, from memory (the disk is spared); one taken
+// since is held for the window, then live.
 func TestWindowKeepsTheOutageOffLive(t *testing.T) {
 	mono := 10 * time.Second
 	clock := Clock{Boot: "b", Since: func() time.Duration { return mono }, Now: time.Now, Synced: func() bool { return true }}
@@ -129,7 +130,11 @@ func TestWindowKeepsTheOutageOffLive(t *testing.T) {
 	if _, err := d.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(up.batches) != 1 || len(up.batches[0]) != 1 || up.batches[0][0] != 2 || up.backfill[0] {
-		t.Errorf("batches %v (backfill %v); want seq 2 alone, live", up.batches, up.backfill)
+	if len(up.batches) != 2 || len(up.batches[0]) != 1 || up.batches[0][0] != 1 || !up.backfill[0] ||
+		len(up.batches[1]) != 1 || up.batches[1][0] != 2 || up.backfill[1] {
+		t.Errorf("batches %v (backfill %v); want seq 1 on backfill, then seq 2 live", up.batches, up.backfill)
+	}
+	if fresh.Len() != 0 {
+		t.Errorf("%d readings left in memory", fresh.Len())
 	}
 }
