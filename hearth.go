@@ -305,6 +305,12 @@ const (
 	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
 
+// ReasonNoDevice refuses a lease of any mode but auto on a gateway that
+// commands no device (its devices are read-only, or lack
+// allow_unguarded_control): acking it applied would tell the cloud a
+// battery follows that does not.
+const ReasonNoDevice = "no_controllable_device"
+
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
 type Ack struct {
 	ID       string `json:"id"`
@@ -320,6 +326,10 @@ type Ack struct {
 	HoldS *float64   `json:"hold_s,omitempty"`
 	// KeyID is the key the lease was verified with, when signed.
 	KeyID string `json:"key_id,omitempty"`
+	// Excluded names the devices that take no part in the lease as it
+	// starts, each with the rule that holds it (device_down, a trip): the
+	// site is partial, and applied_w is what the others can take.
+	Excluded map[string]string `json:"excluded,omitempty"`
 }
 
 // LeaseInfo describes the lease being executed.
@@ -348,6 +358,18 @@ type State struct {
 	// NotEffective names the devices that do not follow the command they
 	// hold (read-back or measured power), while they do not.
 	NotEffective []string `json:"not_effective,omitempty"`
+	// Devices is the safety of each controllable device, by name: Safety
+	// and Trips above are the site's (every device's trips and the
+	// site's own), these say which device holds which.
+	Devices map[string]DeviceSafety `json:"devices,omitempty"`
+}
+
+// DeviceSafety is one device's safety state.
+type DeviceSafety struct {
+	// Safety is "ok", "device_down" while the device cannot be read, or
+	// the rule holding it.
+	Safety string   `json:"safety"`
+	Trips  []string `json:"trips,omitempty"` // rules tripped on this device
 }
 
 // Same reports whether two states say the same, whatever their times and

@@ -81,6 +81,13 @@ type device struct {
 	bus     *drivers.Bus           // the device's link, shared with its neighbours
 	profile string                 // the register map's name
 	poller  *telemetry.Poller
+	// vendor commands the device through its profile's control section;
+	// nil when it has none, or none hearth may use (no device-side timeout
+	// and no allow_unguarded_control).
+	vendor *drivers.VendorDevice
+	// window says the SunSpec device reads model 124 as a power window
+	// (profile storage_control: window).
+	window bool
 }
 
 // driver is a device as drivers reads it.
@@ -174,6 +181,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		d.poller = telemetry.NewPoller(telemetry.PollerOptions{
 			Device: d.drv, Interval: d.cfg.PollInterval.D(), Clock: a.clock,
 			Out: a.writer.Submit, Observe: a.ctl.Observe, Record: a.events.Record, Logger: log,
+			Cause: func(err error) string {
+				c, _ := diag.DeviceCause(err, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
+				return c
+			},
 			Identified: func() {
 				id := d.drv.Identity()
 				log.Info("device identified", "device", d.cfg.Name, "manufacturer", id.Manufacturer, "model", id.Model, "serial", id.Serial)
@@ -227,12 +238,15 @@ func (a *Agent) openDevices() error {
 				return fmt.Errorf("device %s: %w", dc.Name, err)
 			}
 		}
-		d := &device{cfg: dc, bus: bus, profile: p.Name}
+		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow}
 		if p.Discovery == "sunspec" {
 			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
+			if c := p.Control; c != nil && dc.Name != a.cfg.Safety.MeterDevice && (c.Guarded() || dc.AllowUnguardedControl) {
+				d.vendor = drivers.NewVendorDevice(dc.Name, bus, uint8(dc.UnitID), p, nil)
+			}
 		}
 		a.devices = append(a.devices, d)
 	}
@@ -260,8 +274,30 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 	return rb, err
 }
 
-// newControl builds the controller for every SunSpec device but the meter
-// (only SunSpec devices have storage controls).
+// vendorDevice is a device commanded through its profile's control
+// section, as the controller takes it.
+type vendorDevice struct{ *drivers.VendorDevice }
+
+func (d vendorDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
+	st, err := d.VendorDevice.Apply(ctx, a)
+	rb := control.Readback{Detail: st}
+	if a.Mode() == hearth.ModePower && (err == nil || errors.Is(err, hearth.ErrNotEffective)) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
+}
+
+// controlled reports whether the controller commands the device: a
+// SunSpec device (model 124) or one whose profile has a control section
+// hearth may use, but never the site meter.
+func (a *Agent) controlled(d *device) bool {
+	return d.cfg.Name != a.cfg.Safety.MeterDevice && (d.sunspec != nil || d.vendor != nil)
+}
+
+// newControl builds the controller for every controlled device: SunSpec
+// storage controls (model 124), or a profile's control section. Devices
+// without either are only read.
 func (a *Agent) newControl() error {
 	a.buildTime, a.buildFrom = hw.BuildStamp()
 	if a.buildFrom == hw.BuildFromBinary && a.clockSynced() && a.buildTime.Sub(a.clocks.Wall()) > 24*time.Hour {
@@ -275,8 +311,16 @@ func (a *Agent) newControl() error {
 	}
 	var devs []control.Device
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
-			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D())})
+		switch {
+		case !a.controlled(d):
+		case d.sunspec != nil:
+			var opts []drivers.StorageOption
+			if d.window {
+				opts = append(opts, drivers.PowerWindow())
+			}
+			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D(), opts...)})
+		default:
+			devs = append(devs, vendorDevice{d.vendor})
 		}
 	}
 	ctl, err := control.New(control.Options{

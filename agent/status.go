@@ -34,7 +34,7 @@ func (a *Agent) Status() diag.StatusReport {
 		r.Devices = append(r.Devices, d.report())
 	}
 	st := a.ctl.State()
-	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW}
+	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW, Devices: st.Devices}
 	if r.Safety.Trips == nil {
 		r.Safety.Trips = []string{}
 	}
@@ -197,7 +197,7 @@ func (a *Agent) ClearMode() error {
 // controls reports whether the agent controls any device.
 func (a *Agent) controls() bool {
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+		if a.controlled(d) {
 			return true
 		}
 	}
@@ -230,7 +230,7 @@ func (a *Agent) birth() uplink.Birth {
 	s := a.cfg.Safety
 	controlled := 0
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+		if a.controlled(d) {
 			controlled++
 		}
 	}

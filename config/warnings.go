@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"slices"
@@ -55,6 +56,19 @@ func (v *validator) warnings(c *Config) []Error {
 		w.warnf("uplink.clean_session", "true: the broker forgets the gateway's session on every disconnect, so setpoints published while it is offline are lost; the cloud must resend every unacked lease (docs/mqtt.md, Leases)")
 	}
 	w.keys(c.Uplink)
+	for i, d := range c.Devices {
+		key := fmt.Sprintf("devices[%d].allow_unguarded_control", i)
+		pr := d.profile
+		guarded := pr == nil || pr.Control == nil || pr.Control.Guarded()
+		switch {
+		case !guarded && !d.AllowUnguardedControl:
+			w.warnf(fmt.Sprintf("devices[%d].profile", i), "profile %s has no device-side timeout: device %s is only read, never commanded, unless allow_unguarded_control: true (then a battery whose agent dies mid-lease holds the last command until hearth starts again)", pr.Name, d.Name)
+		case !guarded:
+			w.warnf(key, "device %s has no timeout of its own: if hearth dies mid-lease the battery holds the last command until hearth starts again and releases it; hearth releases it on every stop and start", d.Name)
+		case d.AllowUnguardedControl:
+			w.warnf(key, "has no effect: profile %s is read-only or has its own timeout", pr.Name)
+		}
+	}
 	s := c.Safety
 	for _, l := range []struct {
 		key string

@@ -1,12 +1,14 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/safety"
 )
 
 // failingStore is a Store in memory whose writes fail while full is set,
@@ -34,6 +36,16 @@ func (s *failingStore) SetMeta(key, value string) error {
 	return nil
 }
 
+// idleDevice takes every command and holds nothing: the lease checks
+// need a controllable device, not its physics.
+type idleDevice struct{}
+
+func (idleDevice) Name() string { return "battery" }
+func (idleDevice) Apply(context.Context, safety.Approved) (Readback, error) {
+	return Readback{}, nil
+}
+func (idleDevice) RevertTimeout() time.Duration { return time.Minute }
+
 // TestLeaseNotDurableIsRefused: a lease whose version cannot be written is
 // refused (not_durable) and changes nothing; once the store takes writes,
 // the same version is accepted, and a restart remembers it.
@@ -41,7 +53,7 @@ func TestLeaseNotDurableIsRefused(t *testing.T) {
 	t.Parallel()
 	st := &failingStore{m: map[string]string{}}
 	now := time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)
-	opt := Options{Limits: testSafetyLimits(), Store: st, Event: func(string, map[string]any) {},
+	opt := Options{Limits: testSafetyLimits(), Store: st, Devices: []Device{idleDevice{}}, Event: func(string, map[string]any) {},
 		Now: func() hearth.Instant { return hearth.Instant{Wall: now, Mono: time.Second} }}
 	c, err := New(opt)
 	if err != nil {

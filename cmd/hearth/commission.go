@@ -297,7 +297,7 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	defer func() { r.add(ck) }()
 	if !slices.Contains(cm.st.Agent.LocalModes, string(hearth.ModePower)) {
 		ck.Verdict = verdictBlocked
-		ck.Detail = "this agent controls no device (no SunSpec storage controls): it cannot hold a local test power"
+		ck.Detail = "this agent controls no device (no SunSpec storage controls, no profile control section it may use): it cannot hold a local test power"
 		ck.Hint = "check the sign with a small setpoint from the cloud instead (hearthsim cloud send --mode power --power -500 --for 2m)"
 		return
 	}
