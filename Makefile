@@ -24,6 +24,10 @@ deps: ## install what the tests need when missing (mosquitto, socat, python3-pym
 test: deps ## run every test against real Mosquitto, ptys and SQLite files (installs what they need first)
 	$(GO) test -race -count=1 -timeout 12m ./...
 
+rabbitmq: ## the broker contract checks against a RabbitMQ node of the tests' own (installs rabbitmq-server; the node boots in 10-60 s)
+	bash scripts/deps.sh rabbitmq
+	HEARTH_RABBITMQ=1 $(GO) test -count=1 -timeout 5m -run '^TestSessionContract$$' -v ./uplink 2>&1 | grep -E '^(---|    ---|ok|FAIL|PASS)|rabbitmq'; exit $${PIPESTATUS[0]}
+
 vet: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -62,4 +66,4 @@ bench: ## benchmarks and end-to-end measurements into bench/REPORT.md and bench/
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help deps build demo test vet check generate clean release release-check rss faults powercut bench
+.PHONY: help deps build demo test rabbitmq vet check generate clean release release-check rss faults powercut bench

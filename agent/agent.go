@@ -161,19 +161,28 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	fresh := &telemetry.Fresh{}
 	a.deliver = telemetry.NewDeliverer(telemetry.DelivererOptions{
 		Outbox: a.store, Uplink: a.up, Fresh: fresh, Clock: a.clock, Logger: log.With("component", "deliver"),
+		Window: cfg.Uplink.Window(),
 	})
 	a.events = telemetry.NewEvents(a.store, clocks.Wall, a.deliver.Wake, log)
 	if err := a.newControl(); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	a.state = telemetry.NewStatePublisher(a.up, a.ctl.State, log)
-	a.conn = telemetry.NewConnWatcher(telemetry.ConnWatcherOptions{Link: a.up, Broker: cfg.Uplink.Broker,
+	a.conn = telemetry.NewConnWatcher(telemetry.ConnWatcherOptions{
 		Record: a.events.Record, Connected: a.state.Changed,
 		Refresh: func() { a.up.SetBirth(a.birth()) }, RefreshEvery: birthRefresh})
+	a.up.OnLink(func(ch uplink.LinkChange) {
+		if ch.Up {
+			a.conn.Up(ch.Broker)
+		} else {
+			a.conn.Lost(ch.Broker, ch.Err)
+		}
+	})
 	a.ctl.OnState(func(hearth.State) { a.state.Changed() })
 	a.writer = telemetry.NewWriter(telemetry.WriterOptions{
 		Store: a.store, Fresh: fresh, Clock: a.clock, CycleSize: len(a.devices), CommitInterval: cfg.Buffer.CommitInterval.D(),
-		Online: a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
+		StoreAfter: telemetry.StoreAfter + cfg.Uplink.Window(), // the window's readings wait in memory, not on the medium
+		Online:     a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
 	})
 	for _, d := range a.devices {
 		d.poller = telemetry.NewPoller(telemetry.PollerOptions{

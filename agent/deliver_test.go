@@ -2,16 +2,15 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 // TestHealthyUplinkSparesTheDisk runs the agent against a simulated device
@@ -48,8 +47,8 @@ func TestHealthyUplinkSparesTheDisk(t *testing.T) {
 	received := func(msgs []harness.Message) map[uint64]bool {
 		seqs := map[uint64]bool{}
 		for _, m := range msgs {
-			var b struct{ Readings []hearth.Reading }
-			if err := json.Unmarshal(m.Payload, &b); err != nil {
+			b, err := uplink.DecodeTelemetry(m.Payload)
+			if err != nil {
 				t.Fatalf("telemetry %s: %v", m.Topic, err)
 			}
 			for _, r := range b.Readings {

@@ -43,8 +43,11 @@ func (a *Agent) Status() diag.StatusReport {
 	}
 	us := a.up.Stats()
 	r.Uplink = diag.UplinkReport{
-		Broker: a.cfg.Uplink.Broker, Connected: us.Connected, Attempts: us.Attempts,
+		Broker: us.Broker, Connected: us.Connected, Attempts: us.Attempts,
 		Connects: us.Connects, Published: us.Published, LastError: us.LastError,
+	}
+	if nodes := a.cfg.Uplink.Nodes(); len(nodes) > 1 {
+		r.Uplink.Brokers = nodes
 	}
 	if !us.BootDelayUntil.IsZero() {
 		t := us.BootDelayUntil.UTC()

@@ -163,7 +163,9 @@ type SafetyConfig struct {
 
 // UplinkConfig is the MQTT connection to the cloud.
 type UplinkConfig struct {
-	Broker       string            `yaml:"broker"`
+	Broker string `yaml:"broker"`
+	// Brokers lists the nodes of a broker cluster (set it or Broker).
+	Brokers      []string          `yaml:"brokers"`
 	ClientID     string            `yaml:"client_id"`
 	Username     string            `yaml:"username"`
 	PasswordFile string            `yaml:"password_file"`
@@ -181,6 +183,39 @@ type UplinkConfig struct {
 	// its lease state) refuses every setpoint when none is left.
 	AllowUnsigned bool     `yaml:"allow_unsigned"`
 	BootDelay     Duration `yaml:"boot_delay"`
+	// BackoffMin and BackoffMax shape the waits between reconnect rounds;
+	// KeepAlive is the MQTT keepalive; CleanSession asks the broker not to
+	// keep the session (setpoints sent while offline are then lost, and
+	// the cloud must resend them). Zero: uplink's defaults.
+	BackoffMin   Duration `yaml:"backoff_min"`
+	BackoffMax   Duration `yaml:"backoff_max"`
+	KeepAlive    Duration `yaml:"keepalive"`
+	CleanSession bool     `yaml:"clean_session"`
+	// Heartbeat is how often the retained online status is published
+	// again with a fresh ts (the cloud's liveness signal).
+	Heartbeat Duration `yaml:"heartbeat"`
+	// TelemetryFormat is lean (the default) or json (the format of
+	// earlier versions); TelemetryWindow gathers live readings this long
+	// into one message (0: each poll cycle's at once).
+	TelemetryFormat string    `yaml:"telemetry_format"`
+	TelemetryWindow *Duration `yaml:"telemetry_window"`
+}
+
+// DefaultTelemetryWindow is how long live readings are gathered into one
+// message when uplink.telemetry_window is not set.
+const DefaultTelemetryWindow = 5 * time.Second
+
+// Window returns telemetry_window, or its default when unset.
+func (u UplinkConfig) Window() time.Duration {
+	if u.TelemetryWindow == nil {
+		return DefaultTelemetryWindow
+	}
+	return u.TelemetryWindow.D()
+}
+
+// Nodes returns the broker URLs: brokers, or broker alone.
+func (u UplinkConfig) Nodes() []string {
+	return uplink.Config{Broker: u.Broker, Brokers: u.Brokers}.Nodes()
 }
 
 // BufferConfig bounds the on-disk telemetry buffer.
@@ -692,6 +727,24 @@ func (v *validator) uplink(c *Config) {
 		}
 		v.attach("uplink.", c.session("").CheckFiles(), nil)
 	}
+	for _, r := range []struct {
+		key      string
+		v        Duration
+		min, max time.Duration
+		why      string
+	}{
+		{"backoff_min", u.BackoffMin, 100 * time.Millisecond, 10 * time.Minute, "the wait after a lost connection and between nodes"},
+		{"backoff_max", u.BackoffMax, time.Second, time.Hour, "the longest wait between reconnect rounds"},
+		{"keepalive", u.KeepAlive, 5 * time.Second, 65535 * time.Second, "MQTT keepalive; at most 65535s by the protocol"},
+		{"heartbeat", u.Heartbeat, 10 * time.Second, time.Hour, "how often the online status is refreshed for the cloud's liveness check"},
+	} {
+		if d := r.v.D(); d != 0 && (d < r.min || d > r.max) {
+			v.errorf("uplink."+r.key, "%s is outside %s..%s (%s)", d, r.min, r.max, r.why)
+		}
+	}
+	if w := u.Window(); w < 0 || w > time.Minute {
+		v.errorf("uplink.telemetry_window", "%s is outside 0s..1m (0 sends each poll cycle's readings at once)", w)
+	}
 	for id, key := range u.SetpointKeys {
 		if _, err := decodeKey(key); err != nil {
 			v.errorf("uplink.setpoint_keys."+id, "%v", err)
@@ -723,10 +776,13 @@ func (c *Config) Session(log *slog.Logger) (uplink.Config, error) {
 func (c *Config) session(password string) uplink.Config {
 	u := c.Uplink
 	return uplink.Config{
-		Broker: u.Broker, ClientID: u.ClientID, GatewayID: c.GatewayID, TopicPrefix: u.TopicPrefix,
+		Broker: u.Broker, Brokers: u.Brokers, ClientID: u.ClientID, GatewayID: c.GatewayID, TopicPrefix: u.TopicPrefix,
 		Username: u.Username, Password: password,
 		CAFile: u.CAFile, CertFile: u.CertFile, KeyFile: u.KeyFile,
 		BootDelayMax: u.BootDelay.D(),
+		BackoffMin:   u.BackoffMin.D(), BackoffMax: u.BackoffMax.D(),
+		KeepAlive: u.KeepAlive.D(), CleanSession: u.CleanSession, Heartbeat: u.Heartbeat.D(),
+		TelemetryFormat: u.TelemetryFormat, TelemetryWindow: u.Window(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +158,22 @@ func TestRedacted(t *testing.T) {
 	}
 	if d := m["devices"].([]any)[0].(map[string]any); d["poll_interval"] != "1s" {
 		t.Errorf("device defaults not shown: %v", d)
+	}
+}
+
+// TestUplinkClusterSession: uplink.brokers and the reconnect settings reach
+// the session's config.
+func TestUplinkClusterSession(t *testing.T) {
+	cfg, err := Load("testdata/config/uplink_cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cfg.Session(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"tls://mqtt-1.example.net:8883", "tls://mqtt-2.example.net:8883", "tls://mqtt-3.example.net:8883"}
+	if !slices.Equal(s.Nodes(), want) || s.Broker != "" || s.BackoffMin != 2*time.Second || s.BackoffMax != 5*time.Minute || s.KeepAlive != 30*time.Second || s.CleanSession || s.Heartbeat != 2*time.Minute {
+		t.Errorf("session config %+v; want the three nodes, backoff 2s..5m, keepalive 30s, a kept session, heartbeat 2m", s)
 	}
 }

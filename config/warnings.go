@@ -44,8 +44,16 @@ func (w *warner) warnf(path, format string, args ...any) {
 // warnings finds the risky settings of a valid config.
 func (v *validator) warnings(c *Config) []Error {
 	w := &warner{v: v}
-	if u, err := url.Parse(c.Uplink.Broker); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !loopback(u.Hostname()) {
-		w.warnf("uplink.broker", "plain %s:// to %s: readings, setpoints and any password cross the network unencrypted, and nothing proves the broker is the operator's; use tls:// with ca_file and a client certificate", u.Scheme, u.Host)
+	key := "uplink.broker"
+	if len(c.Uplink.Brokers) > 0 {
+		key = "uplink.brokers"
+	}
+	// Every node has the same scheme (checked): the first speaks for all.
+	if u, err := url.Parse(append(c.Uplink.Nodes(), "")[0]); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !loopback(u.Hostname()) {
+		w.warnf(key, "plain %s:// to %s: readings, setpoints and any password cross the network unencrypted, and nothing proves the broker is the operator's; use tls:// with ca_file and a client certificate", u.Scheme, u.Host)
+	}
+	if c.Uplink.CleanSession {
+		w.warnf("uplink.clean_session", "true: the broker forgets the gateway's session on every disconnect, so setpoints published while it is offline are lost; the cloud must resend every unacked lease (docs/mqtt.md, Leases)")
 	}
 	w.keys(c.Uplink)
 	for i, d := range c.Devices {

@@ -126,7 +126,12 @@ type LeaseReport struct {
 
 // UplinkReport is the MQTT session's health.
 type UplinkReport struct {
-	Broker         string     `json:"broker"`
+	// Broker is the node in use while connected; while down, the node
+	// tried next.
+	Broker string `json:"broker"`
+	// Brokers lists the cluster's nodes when uplink.brokers names more
+	// than one.
+	Brokers        []string   `json:"brokers,omitempty"`
 	Connected      bool       `json:"connected"`
 	ConnectedSince *time.Time `json:"connected_since,omitempty"`
 	DownSince      *time.Time `json:"down_since,omitempty"`

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -230,10 +229,8 @@ func drainAll(t *testing.T, s *buffer.Store, d *telemetry.Deliverer) {
 
 func batchOf(t *testing.T, m harness.Message) []hearth.Reading {
 	t.Helper()
-	var b struct {
-		Readings []hearth.Reading `json:"readings"`
-	}
-	if err := json.Unmarshal(m.Payload, &b); err != nil {
+	b, err := uplink.DecodeTelemetry(m.Payload)
+	if err != nil {
 		t.Fatalf("telemetry on %s: %v", m.Topic, err)
 	}
 	return b.Readings

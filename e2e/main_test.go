@@ -22,6 +22,7 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 // hearthBin is the agent binary built once for the package's tests.
@@ -124,11 +125,9 @@ func readings(t *testing.T, msgs []harness.Message, gateway string) []hearth.Rea
 		if m.Topic != "hearth/v1/"+gateway+"/telemetry" && m.Topic != "hearth/v1/"+gateway+"/telemetry/backfill" {
 			continue
 		}
-		var batch struct {
-			Readings []hearth.Reading `json:"readings"`
-		}
-		if err := json.Unmarshal(m.Payload, &batch); err != nil {
-			t.Fatalf("telemetry on %s is not valid JSON: %v\n%s", m.Topic, err, m.Payload)
+		batch, err := uplink.DecodeTelemetry(m.Payload)
+		if err != nil {
+			t.Fatalf("telemetry on %s does not decode: %v\n%q", m.Topic, err, m.Payload)
 		}
 		out = append(out, batch.Readings...)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -77,26 +78,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 		t.Error("keygen overwrote an existing key file")
 	}
 
-	var mu sync.Mutex
-	var applied []hearth.Setpoint
-	s, err := uplink.New(uplink.Config{Broker: m.URL(), GatewayID: "gw-ops", BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.HandleSetpoints(keys, nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
-		mu.Lock()
-		defer mu.Unlock()
-		applied = append(applied, sp)
-		return hearth.Ack{Result: hearth.ResultApplied, AppliedW: sp.PowerW}
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.Start(ctx)
-	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		s.Close(cctx)
-	})
+	s, leases := ackingGateway(t, uplink.Config{Broker: m.URL(), GatewayID: "gw-ops"}, keys)
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.Connected() {
 		if time.Now().After(deadline) {
@@ -162,9 +144,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 			t.Errorf("hostile input %d: ack %s, want rejected/%s", i, msgs[3+i].Payload, h.reason)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(applied) != 2 || applied[0].ID != "lease-1" || applied[1].ID != "lease-2" {
+	if applied := leases(); len(applied) != 2 || applied[0].ID != "lease-1" || applied[1].ID != "lease-2" {
 		t.Errorf("leases that reached safety: %+v, want lease-1 and lease-2 only", applied)
 	}
 }
@@ -172,4 +152,81 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 func itoaPort(p int) string {
 	b, _ := json.Marshal(p)
 	return string(b)
+}
+
+// TestCloudToolResendsAnUnackedLease: the contract's rule for a lease
+// without an ack is to send it again with the same version. A gateway with
+// a clean session that comes online after the first send never gets that
+// one; `hearthsim cloud send` sends it again, and the gateway's ack of the
+// repeat ends the wait.
+func TestCloudToolResendsAnUnackedLease(t *testing.T) {
+	t.Parallel()
+	m := startBroker(t)
+	var stdout, stderr harness.SyncBuffer
+	cmd := exec.Command(hearthsimBinary(t), "cloud", "send", "--broker", m.URL(), "--gateway", "gw-resend",
+		"--mode", "idle", "--id", "lease-r", "--version", "3", "--resend", "300ms", "--wait", "20s")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	// The gateway comes online after the first send.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "sent lease-r") {
+		if time.Now().After(deadline) {
+			t.Fatal("hearthsim never sent the lease")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, leases := ackingGateway(t, uplink.Config{Broker: m.URL(), GatewayID: "gw-resend", CleanSession: true}, nil)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("send: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("send still waiting\nstderr: %s", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"id":"lease-r","version":3,"result":"applied"`) || !strings.Contains(stderr.String(), "sent lease-r version 3 again") {
+		t.Errorf("send printed %q, logged %q; want the applied ack of a resend", stdout.String(), stderr.String())
+	}
+	if got := leases(); len(got) == 0 || got[0].ID != "lease-r" || got[0].Version != 3 {
+		t.Errorf("leases that reached the gateway: %+v; want lease-r v3", got)
+	}
+}
+
+// ackingGateway starts a gateway's session with cfg (fast reconnects) that
+// checks setpoints with keys and acks every lease applied; leases returns
+// those that reached it. The session is closed when the test ends.
+func ackingGateway(t *testing.T, cfg uplink.Config, keys map[string]ed25519.PublicKey) (s *uplink.Session, leases func() []hearth.Setpoint) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []hearth.Setpoint
+	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 200*time.Millisecond
+	s, err := uplink.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HandleSetpoints(keys, nil, func(sp hearth.Setpoint, _ time.Time) hearth.Ack {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, sp)
+		return hearth.Ack{Result: hearth.ResultApplied, AppliedW: sp.PowerW}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Start(ctx)
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		s.Close(cctx)
+		cancel()
+	})
+	return s, func() []hearth.Setpoint {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]hearth.Setpoint(nil), got...)
+	}
 }

@@ -110,8 +110,18 @@ safety:
   ramp_w_per_s: 1000000
   revert_timeout: 3s
 uplink:
+{{- if .Brokers}}
+  brokers:
+{{- range .Brokers}}
+    - {{.}}
+{{- end}}
+{{- else}}
   broker: {{.Broker}}
+{{- end}}
   boot_delay: 0s
+{{- if .Window}}
+  telemetry_window: {{.Window}}
+{{- end}}
 {{- if .KeyB64}}
   setpoint_keys:
     ops-1: {{.KeyB64}}
@@ -143,8 +153,12 @@ type gateway struct {
 }
 
 type gatewayOpts struct {
-	Devices  []device
-	Broker   string
+	Devices []device
+	Broker  string
+	// Brokers are the nodes of a cluster, instead of Broker.
+	Brokers []string
+	// Window is uplink.telemetry_window ("" for the default).
+	Window   string
 	Poll     string
 	PubKey   ed25519.PublicKey
 	MaxBytes int64
@@ -163,7 +177,7 @@ func newGateway(t *testing.T, id string, o gatewayOpts) *gateway {
 		o.Poll = "200ms"
 	}
 	var b bytes.Buffer
-	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
+	data := map[string]any{"GW": id, "Dir": dir, "Devices": o.Devices, "Broker": o.Broker, "Brokers": o.Brokers, "Window": o.Window, "Poll": o.Poll, "KeyB64": "", "MaxBytes": o.MaxBytes, "CommitInterval": o.CommitInterval}
 	if o.PubKey != nil {
 		data["KeyB64"] = base64.StdEncoding.EncodeToString(o.PubKey)
 	}
@@ -299,6 +313,16 @@ func observe(t *testing.T, brokerURL, gw string) *observer {
 	return o
 }
 
+// observeCluster records a gateway's topics on a broker cluster through
+// one persistent session that moves between the nodes.
+func observeCluster(t *testing.T, urls []string, gw string) *observer {
+	o := &observer{t: t, gw: gw}
+	r := harness.SubscribeCluster(t, urls, "hearth/v1/"+gw+"/#")
+	contract.Watch(t, r)
+	o.recs = append(o.recs, r)
+	return o
+}
+
 func (o *observer) resubscribe(brokerURL string) {
 	o.t.Helper()
 	r := harness.Subscribe(o.t, brokerURL, "hearth/v1/"+o.gw+"/#")
@@ -341,12 +365,9 @@ func (o *observer) ledger() *ledger {
 	for _, m := range o.messages() {
 		switch m.Topic {
 		case p + "telemetry", p + "telemetry/backfill":
-			var batch struct {
-				Readings   []hearth.Reading   `json:"readings"`
-				Aggregates []hearth.Aggregate `json:"aggregates"`
-			}
-			if err := json.Unmarshal(m.Payload, &batch); err != nil {
-				o.t.Fatalf("%s carried invalid JSON: %v\n%.300s", m.Topic, err, m.Payload)
+			batch, err := uplink.DecodeTelemetry(m.Payload)
+			if err != nil {
+				o.t.Fatalf("%s does not decode: %v\n%.300q", m.Topic, err, m.Payload)
 			}
 			for _, r := range batch.Readings {
 				if prev, ok := l.readings[r.Seq]; ok && !sameReading(prev, r) {

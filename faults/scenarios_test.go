@@ -130,7 +130,12 @@ func TestAgentKilledRepeatedly(t *testing.T) {
 	t.Parallel()
 	mq := harness.StartMosquitto(t)
 	s, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTKILL"})
-	g := newGateway(t, "gw-kill", gatewayOpts{Broker: mq.URL(), Poll: "100ms", Devices: []device{{"battery", addr}}})
+	// Readings wait in memory for the telemetry window (and then for
+	// their PUBACK) before anything stores them: an agent killed every
+	// 1-4 s would deliver none with the default 5 s window, only report
+	// them as a gap (which check seqs counts). Each boot must deliver
+	// here, so readings go out every poll cycle.
+	g := newGateway(t, "gw-kill", gatewayOpts{Broker: mq.URL(), Poll: "100ms", Window: "0s", Devices: []device{{"battery", addr}}})
 	o := observe(t, mq.URL(), g.id)
 	g.start()
 	waitReadings(t, o, 5, 20*time.Second)

@@ -6,17 +6,8 @@ import (
 	"time"
 )
 
-// LinkState is what the connection watcher needs of the MQTT session.
-type LinkState interface {
-	Connected() bool
-	// LastError is the last connection error, "" when none.
-	LastError() string
-}
-
 // ConnWatcherOptions configures a ConnWatcher.
 type ConnWatcherOptions struct {
-	Link   LinkState
-	Broker string // named in the events
 	Record Recorder
 	// Connected is called on every (re)connection, after the event.
 	Connected func()
@@ -26,13 +17,25 @@ type ConnWatcherOptions struct {
 	RefreshEvery time.Duration
 }
 
-// ConnWatcher turns the session's connection state into uplink_connected
-// and uplink_lost events, and keeps since when the uplink has been down.
+// linkChange is one connection made or lost, as the session reported it.
+type linkChange struct {
+	up     bool
+	broker string
+	err    string
+}
+
+// ConnWatcher turns the session's connection changes into uplink_connected
+// and uplink_lost events naming the broker node, and keeps since when the
+// uplink has been down. The session tells it of each change (Up, Lost) as
+// it happens, with the error that ended the connection: nothing is
+// polled, so a lost event never carries a later retry's error instead.
 type ConnWatcher struct {
 	opt ConnWatcherOptions
 
 	mu        sync.Mutex
 	downSince time.Time
+	queue     []linkChange // told and not yet recorded, oldest first
+	wake      chan struct{}
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -40,7 +43,7 @@ type ConnWatcher struct {
 
 // NewConnWatcher returns a watcher; the uplink counts as down from now.
 func NewConnWatcher(opt ConnWatcherOptions) *ConnWatcher {
-	return &ConnWatcher{opt: opt, downSince: time.Now()}
+	return &ConnWatcher{opt: opt, downSince: time.Now(), wake: make(chan struct{}, 1)}
 }
 
 // DownSince is when the uplink was last lost (or the watcher made), while
@@ -51,8 +54,31 @@ func (w *ConnWatcher) DownSince() time.Time {
 	return w.downSince
 }
 
-// Start watches, a few times a second, on a goroutine of its own until
-// Close.
+// Up tells the watcher a connection to broker was made. It never blocks:
+// the event is recorded on the watcher's goroutine.
+func (w *ConnWatcher) Up(broker string) { w.tell(linkChange{up: true, broker: broker}) }
+
+// Lost tells the watcher the connection to broker was lost, and why. It
+// never blocks.
+func (w *ConnWatcher) Lost(broker, err string) {
+	w.mu.Lock()
+	w.downSince = time.Now()
+	w.mu.Unlock()
+	w.tell(linkChange{broker: broker, err: err})
+}
+
+func (w *ConnWatcher) tell(ch linkChange) {
+	w.mu.Lock()
+	w.queue = append(w.queue, ch)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start records what it is told, and refreshes, on a goroutine of its own
+// until Close.
 func (w *ConnWatcher) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -68,15 +94,12 @@ func (w *ConnWatcher) Close() {
 }
 
 func (w *ConnWatcher) run(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
 	var refresh <-chan time.Time
 	if w.opt.Refresh != nil && w.opt.RefreshEvery > 0 {
 		r := time.NewTicker(w.opt.RefreshEvery)
 		defer r.Stop()
 		refresh = r.C
 	}
-	was := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,23 +107,21 @@ func (w *ConnWatcher) run(ctx context.Context) {
 		case <-refresh:
 			w.opt.Refresh()
 			continue
-		case <-t.C:
-		}
-		up := w.opt.Link.Connected()
-		if up == was {
-			continue
-		}
-		was = up
-		if up {
-			w.opt.Record("uplink_connected", map[string]any{"broker": w.opt.Broker})
-			if w.opt.Connected != nil {
-				w.opt.Connected()
-			}
-			continue
+		case <-w.wake:
 		}
 		w.mu.Lock()
-		w.downSince = time.Now()
+		q := w.queue
+		w.queue = nil
 		w.mu.Unlock()
-		w.opt.Record("uplink_lost", map[string]any{"broker": w.opt.Broker, "error": w.opt.Link.LastError()})
+		for _, ch := range q {
+			if ch.up {
+				w.opt.Record("uplink_connected", map[string]any{"broker": ch.broker})
+				if w.opt.Connected != nil {
+					w.opt.Connected()
+				}
+				continue
+			}
+			w.opt.Record("uplink_lost", map[string]any{"broker": ch.broker, "error": ch.err})
+		}
 	}
 }

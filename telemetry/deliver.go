@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -55,6 +56,11 @@ type DelivererOptions struct {
 	Fresh  *Fresh
 	Clock  Clock // Boot and Start tell live readings from the backlog
 	Logger *slog.Logger
+	// Window gathers live readings into one message: they are sent once
+	// the oldest has waited this long (or a message is full). 0 sends each
+	// round's at once. The control loop never waits on it, and a reading
+	// still leaves the outbox only after its PUBACK.
+	Window time.Duration
 }
 
 // Deliverer sends what the gateway has for the cloud whenever the uplink is
@@ -67,6 +73,10 @@ type Deliverer struct {
 	log   *slog.Logger
 	fresh *Fresh
 	wake  chan struct{}
+
+	// upSince is when the deliverer last saw the uplink come back after
+	// it was lost, on the monotonic clock (a time.Duration); 0 before.
+	upSince atomic.Int64
 
 	cancel   context.CancelFunc
 	draining chan struct{} // closed by Close: deliver once more, then return
@@ -117,6 +127,7 @@ func (d *Deliverer) Close(deadline time.Time) {
 func (d *Deliverer) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	up, wasUp := false, false
 	for last := false; !last; {
 		select {
 		case <-ctx.Done():
@@ -125,6 +136,13 @@ func (d *Deliverer) run(ctx context.Context) {
 			last = true
 		case <-d.wake:
 		case <-t.C:
+		}
+		if now := d.opt.Uplink.Connected(); now != up {
+			up = now
+			if up && wasUp { // back after an outage; the first connect at boot is none
+				d.upSince.Store(int64(d.opt.Clock.Mono()))
+			}
+			wasUp = wasUp || up
 		}
 		for ctx.Err() == nil && d.opt.Uplink.Connected() {
 			sent, err := d.DeliverOnce(ctx)
@@ -163,9 +181,31 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 			live = append(live, r)
 		}
 	}
-	// Readings still in memory are newer than every stored one.
-	live = append(live, d.fresh.live(time.Duration(now)*time.Millisecond-liveMaxAge, liveBatch-len(live))...)
-	if len(live) > 0 {
+	// Readings still in memory are newer than every stored one; they may
+	// have waited out the window and still be live. (Stored ones were
+	// taken while the uplink was down, or not confirmed in time: backlog.)
+	// Those taken while the uplink was down are the outage, though: they go
+	// on backfill, from memory, as they would had they been stored.
+	nowD := time.Duration(now) * time.Millisecond
+	cut := min(time.Duration(d.upSince.Load()), nowD-liveMaxAge).Milliseconds()
+	var early []hearth.Reading
+	for _, r := range d.fresh.live(nowD-liveMaxAge-d.opt.Window, liveBatch-len(live)) {
+		if r.MonoMS < cut {
+			early = append(early, r)
+		} else {
+			live = append(live, r)
+		}
+	}
+	if len(early) > 0 {
+		if err := d.publish(ctx, early, true); err != nil {
+			return sent, err
+		}
+		sent += len(early)
+	}
+	// The window: hold the live readings until the oldest has waited it
+	// out, unless a message is full or the deliverer is closing.
+	held := len(live) > 0 && len(live) < liveBatch && now-live[0].MonoMS < d.opt.Window.Milliseconds() && !d.closing()
+	if len(live) > 0 && !held {
 		if err := d.publish(ctx, live, false); err != nil {
 			return sent, err
 		}
@@ -198,6 +238,16 @@ func (d *Deliverer) DeliverOnce(ctx context.Context) (int, error) {
 		sent += len(backlog)
 	}
 	return sent, nil
+}
+
+// closing says whether Close was called: what is held is sent now.
+func (d *Deliverer) closing() bool {
+	select {
+	case <-d.draining:
+		return true
+	default:
+		return false
+	}
 }
 
 // publish sends rs and forgets what the broker confirmed: from memory if

@@ -61,10 +61,22 @@ type WriterOptions struct {
 	// not_stored gap; each commit writes whole pages, so the longer the
 	// interval, the fewer bytes a reading costs the medium.
 	CommitInterval time.Duration
+	// StoreAfter is how long a reading waits in memory for the broker's
+	// PUBACK while the uplink is up before it is stored; 0: StoreAfter. It
+	// must exceed the deliverer's telemetry window, or every batch would
+	// be written to the medium before it is sent.
+	StoreAfter time.Duration
 	// Wake tells the deliverer there is something new.
 	Wake   func()
 	Record Recorder
 	Logger *slog.Logger
+}
+
+func (w *Writer) storeAfter() time.Duration {
+	if w.opt.StoreAfter > 0 {
+		return w.opt.StoreAfter
+	}
+	return StoreAfter
 }
 
 // Writer gives readings their seqs, one poll cycle at a time (when every
@@ -217,7 +229,7 @@ func (w *Writer) run() {
 	store := func(all bool) {
 		now := clock.Mono()
 		due := all || w.opt.Online() || fresh.queuedBy(now-w.opt.CommitInterval)
-		if due && fresh.store(now-StoreAfter, all || !w.opt.Online(), write) > 0 {
+		if due && fresh.store(now-w.storeAfter(), all || !w.opt.Online(), write) > 0 {
 			w.opt.Wake()
 		}
 		// Readings taken before the clock synced get true times.

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +38,12 @@ var brokers = []brokerUnderTest{
 		return b.Addr()
 	}},
 	{"nats", func(t *testing.T) string { return harness.StartNATS(t).Addr() }},
+	{"rabbitmq", func(t *testing.T) string {
+		if os.Getenv("HEARTH_RABBITMQ") == "" {
+			t.Skip("a RabbitMQ node boots in 20-60 s: `make rabbitmq` (run by .ci/run) runs these checks against one")
+		}
+		return harness.StartRabbitMQ(t).Addr()
+	}},
 }
 
 // submitter records the leases handed to safety and acks them applied.
@@ -183,16 +192,32 @@ func TestSessionContract(t *testing.T) {
 // reading that cannot fit is reported with how many went before it.
 func TestTelemetrySplitsToMaxPayload(t *testing.T) {
 	t.Parallel()
+	for _, format := range []string{FormatLean, FormatJSON} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			testTelemetrySplits(t, format)
+		})
+	}
+}
+
+func testTelemetrySplits(t *testing.T, format string) {
 	m := harness.StartMosquitto(t)
 	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-split/telemetry/#")
 	const max = 1000
-	s := startSession(t, m.URL(), "gw-split", func(c *Config) { c.MaxPayload = max; c.MaxInflight = 3 })
+	s := startSession(t, m.URL(), "gw-split", func(c *Config) { c.MaxPayload = max; c.MaxInflight = 3; c.TelemetryFormat = format })
 	waitConnected(t, s)
 	ctx := context.Background()
 
+	// Values that differ reading to reading, so compression cannot fold
+	// them all into one message.
 	var rs []hearth.Reading
 	for i := range 40 {
-		rs = append(rs, reading(uint64(100+i)))
+		r := reading(uint64(100 + i))
+		r.Points = map[string]hearth.Point{"soc_pct": hearth.V(72.5 + float64(i)*0.013), "temp_c": hearth.Q(hearth.QualityCommError)}
+		for j := range 12 {
+			r.Points[fmt.Sprintf("p%02d", j)] = hearth.V(float64(i*7919+j*104729) / 977)
+		}
+		rs = append(rs, r)
 	}
 	n, err := s.PublishTelemetry(ctx, rs, true)
 	if err != nil || n != len(rs) {
@@ -202,7 +227,7 @@ func TestTelemetrySplitsToMaxPayload(t *testing.T) {
 	msgs := rec.WaitFor(t, wait, func(msgs []harness.Message) bool {
 		total := 0
 		for _, m := range msgs {
-			total += bytes.Count(m.Payload, []byte(`"seq"`))
+			total += len(seqsOf(t, m.Payload))
 		}
 		return total >= len(rs)
 	})
@@ -214,13 +239,7 @@ func TestTelemetrySplitsToMaxPayload(t *testing.T) {
 			t.Errorf("topic %s, want backfill", msg.Topic)
 		}
 		mustValidate(t, "telemetry", msg.Payload)
-		var body struct{ Readings []hearth.Reading }
-		if err := json.Unmarshal(msg.Payload, &body); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range body.Readings {
-			seqs = append(seqs, r.Seq)
-		}
+		seqs = append(seqs, seqsOf(t, msg.Payload)...)
 	}
 	if len(msgs) < 2 {
 		t.Errorf("40 readings in %d message(s) of ≤ %d bytes: not split", len(msgs), max)
@@ -236,7 +255,9 @@ func TestTelemetrySplitsToMaxPayload(t *testing.T) {
 
 	// A reading that can never fit: the ones before it go, and n says so.
 	big := reading(500)
-	big.Device = strings.Repeat("x", max)
+	noise := make([]byte, max)
+	rand.Read(noise)
+	big.Device = hex.EncodeToString(noise) // incompressible
 	n, err = s.PublishTelemetry(ctx, []hearth.Reading{reading(498), reading(499), big, reading(501)}, false)
 	if !errors.Is(err, ErrPayloadTooLarge) || n != 2 {
 		t.Errorf("PublishTelemetry with an oversized reading = %d, %v; want 2, ErrPayloadTooLarge", n, err)

@@ -3,6 +3,7 @@ package uplink
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -21,7 +22,11 @@ const (
 	DefaultPublishTimeout = 10 * time.Second
 	DefaultConnectTimeout = 30 * time.Second
 	DefaultKeepAlive      = 60 * time.Second
-	DefaultMaxPayload     = 256 << 10
+	// DefaultHeartbeat is how often the retained online status is
+	// published again with a fresh ts while connected: what the cloud
+	// times a silent gateway out on.
+	DefaultHeartbeat  = 60 * time.Second
+	DefaultMaxPayload = 256 << 10
 	// DefaultSetpointQueue and DefaultSetpointQueueBytes bound the setpoints
 	// waiting for the handler: a burst of a thousand leases (a cloud
 	// catching up) is taken whole, while memory stays bounded.
@@ -35,7 +40,14 @@ const (
 // Config configures a Session. Zero durations and sizes take the defaults
 // above; New rejects negative ones.
 type Config struct {
-	Broker    string // tcp://host:port, or tls://host:port (also ssl://, mqtts://)
+	Broker string // tcp://host:port, or tls://host:port (also ssl://, mqtts://)
+	// Brokers lists the nodes of a broker cluster, each like Broker; set
+	// Broker or Brokers, not both. The session starts at a random node (a
+	// fleet spreads over the cluster) and, when a connection is lost or an
+	// attempt fails, tries the next node after a short jitter; only after
+	// every node failed in turn does it back off (BackoffMin, BackoffMax).
+	// All nodes use the same scheme: a list mixing tls and tcp is refused.
+	Brokers   []string
 	ClientID  string // default "hearth-" + GatewayID
 	GatewayID string // required; one topic level, no wildcards
 
@@ -49,17 +61,27 @@ type Config struct {
 
 	// BootDelayMax bounds a random delay before the first connect, so that
 	// a town's gateways rebooting together after an outage do not all hit
-	// the broker in the same second. Zero means connect at once.
+	// the broker in the same second. Zero means connect at once. It
+	// applies at boot only: after a lost connection the next attempt
+	// waits a random [0, BackoffMin].
 	BootDelayMax time.Duration
-	// BackoffMin and BackoffMax shape the delay between reconnect attempts:
-	// uniformly random in [0, min(BackoffMax, BackoffMin·2^n)].
+	// BackoffMin and BackoffMax shape the delay between rounds of reconnect
+	// attempts (a round tries every node once): uniformly random in
+	// [0, min(BackoffMax, BackoffMin·2^n)]. Between nodes of one round, and
+	// after a lost connection, the wait is random in [0, BackoffMin].
 	BackoffMin, BackoffMax time.Duration
 
 	PublishTimeout time.Duration // wait for a PUBACK; default 10s
 	ConnectTimeout time.Duration // dial, TLS handshake, CONNACK, SUBACK; default 30s
 	KeepAlive      time.Duration // MQTT keepalive; default 60s
-	MaxPayload     int           // largest payload Publish accepts, bytes; default 256 KiB
-	SetpointQueue  int           // inbound setpoints held for the handler; default 2048
+	// Heartbeat is how often the retained online status (with ts and
+	// heartbeat_s) is published again while connected; default 60s. A
+	// broker node that dies takes the Last Will with it, and some brokers
+	// do not send it on a graceful stop: a status whose ts is older than
+	// three heartbeats tells the cloud the gateway is silent.
+	Heartbeat     time.Duration
+	MaxPayload    int // largest payload Publish accepts, bytes; default 256 KiB
+	SetpointQueue int // inbound setpoints held for the handler; default 2048
 	// SetpointQueueBytes bounds the payload bytes those setpoints hold;
 	// default 1 MiB.
 	SetpointQueueBytes int
@@ -69,6 +91,15 @@ type Config struct {
 	// MaxSetpointBytes is the largest setpoint message accepted; default
 	// and upper bound MaxSetpointBytes (64 KiB).
 	MaxSetpointBytes int
+
+	// TelemetryFormat is how readings are encoded: FormatLean (default)
+	// or FormatJSON, the format of earlier versions, for consumers that
+	// have not moved yet.
+	TelemetryFormat string
+	// TelemetryWindow is how long live readings are gathered into one
+	// message (the deliverer's; the session announces it in the birth
+	// record). Zero sends each poll cycle's readings at once.
+	TelemetryWindow time.Duration
 
 	// CleanSession asks the broker to forget the session on disconnect.
 	// The default (false) keeps it, so that setpoints published while the
@@ -118,25 +149,7 @@ func (cfg *Config) validate() (*tls.Config, error) {
 // whether the broker is reached over TLS.
 func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 
-	u, err := url.Parse(cfg.Broker)
-	switch {
-	case cfg.Broker == "":
-		errs.Add("broker", "required (tcp://host:port or tls://host:port)")
-	case err != nil:
-		errs.Add("broker", "%q: %v", cfg.Broker, err)
-	default:
-		switch u.Scheme {
-		case "tcp", "mqtt":
-		case "tls", "ssl", "mqtts":
-			useTLS = true
-		default:
-			errs.Add("broker", "%q: scheme must be tcp or tls (want tcp://host:port or tls://host:port)", cfg.Broker)
-		}
-		if _, port, err := net.SplitHostPort(u.Host); u.Scheme != "" && (err != nil || port == "" || u.Hostname() == "") {
-			errs.Add("broker", "%q: want tcp://host:port or tls://host:port", cfg.Broker)
-		}
-	}
-
+	useTLS, errs = cfg.checkNodes()
 	if cfg.GatewayID == "" {
 		errs.Add("gateway_id", "required")
 	} else if strings.ContainsAny(cfg.GatewayID, "/+#") {
@@ -164,6 +177,7 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 		{"publish_timeout", &cfg.PublishTimeout, DefaultPublishTimeout},
 		{"connect_timeout", &cfg.ConnectTimeout, DefaultConnectTimeout},
 		{"keepalive", &cfg.KeepAlive, DefaultKeepAlive},
+		{"heartbeat", &cfg.Heartbeat, DefaultHeartbeat},
 	}
 	for _, d := range durations {
 		switch {
@@ -190,6 +204,13 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 	if cfg.MaxSetpointBytes == 0 || cfg.MaxSetpointBytes > MaxSetpointBytes {
 		cfg.MaxSetpointBytes = MaxSetpointBytes
 	}
+	switch cfg.TelemetryFormat {
+	case "":
+		cfg.TelemetryFormat = FormatLean
+	case FormatLean, FormatJSON:
+	default:
+		errs.Add("telemetry_format", "%q is not one of %s, %s", cfg.TelemetryFormat, FormatLean, FormatJSON)
+	}
 	if cfg.MaxInflight == 0 {
 		cfg.MaxInflight = DefaultMaxInflight
 	}
@@ -209,12 +230,12 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		errs.Add("cert_file", "cert_file and key_file go together")
 	}
-	if !useTLS && u != nil && cfg.Broker != "" && (cfg.CAFile != "" || cfg.CertFile != "") {
+	if nodes := cfg.Nodes(); !useTLS && len(nodes) > 0 && (cfg.CAFile != "" || cfg.CertFile != "") {
 		field := "ca_file"
 		if cfg.CertFile != "" {
 			field = "cert_file"
 		}
-		errs.Add(field, "set, but broker %q is not tls://: the certificates would not be used", cfg.Broker)
+		errs.Add(field, "set, but broker %q is not tls://: the certificates would not be used", nodes[0])
 	}
 	return useTLS, errs
 }
@@ -222,11 +243,8 @@ func (cfg *Config) check() (useTLS bool, errs hearth.FieldErrors) {
 // tlsConfig loads the CA and the client certificate of a TLS broker.
 func (cfg *Config) tlsConfig() (*tls.Config, error) {
 	var errs hearth.FieldErrors
-	u, err := url.Parse(cfg.Broker)
-	if err != nil {
-		return nil, err
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+	// The server name is each node's own: set when dialling it (tlsFor).
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -251,4 +269,85 @@ func (cfg *Config) tlsConfig() (*tls.Config, error) {
 		return nil, errs
 	}
 	return tc, nil
+}
+
+// Nodes returns the broker URLs the session connects to: Brokers, or
+// Broker alone.
+func (cfg Config) Nodes() []string {
+	if len(cfg.Brokers) > 0 {
+		return cfg.Brokers
+	}
+	if cfg.Broker != "" {
+		return []string{cfg.Broker}
+	}
+	return nil
+}
+
+// checkNodes checks Broker and Brokers: one of them set, every URL
+// tcp:// or tls:// with a host and port, no node twice, one scheme for
+// all. It says whether the nodes are reached over TLS.
+func (cfg Config) checkNodes() (useTLS bool, errs hearth.FieldErrors) {
+	switch {
+	case cfg.Broker != "" && len(cfg.Brokers) > 0:
+		errs.Add("brokers", "set broker (one node) or brokers (a list), not both")
+		return false, errs
+	case cfg.Broker == "" && len(cfg.Brokers) == 0:
+		errs.Add("broker", "required (tcp://host:port or tls://host:port; brokers: a list of them for a cluster)")
+		return false, errs
+	}
+	seen := map[string]int{}
+	tlsOf := -1 // useTLS of the first good node, -1 before it
+	for i, b := range cfg.Nodes() {
+		field := "broker"
+		if len(cfg.Brokers) > 0 {
+			field = fmt.Sprintf("brokers[%d]", i)
+		}
+		u, err := url.Parse(b)
+		switch {
+		case b == "":
+			errs.Add(field, "empty (want tcp://host:port or tls://host:port)")
+			continue
+		case err != nil:
+			errs.Add(field, "%q: %v", b, err)
+			continue
+		}
+		secure := false
+		switch u.Scheme {
+		case "tcp", "mqtt":
+		case "tls", "ssl", "mqtts":
+			secure = true
+		default:
+			errs.Add(field, "%q: scheme must be tcp or tls (want tcp://host:port or tls://host:port)", b)
+			continue
+		}
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Hostname() == "" {
+			errs.Add(field, "%q: want tcp://host:port or tls://host:port", b)
+			continue
+		}
+		if j, dup := seen[u.Host]; dup {
+			errs.Add(field, "%q: the same node as brokers[%d]", b, j)
+			continue
+		}
+		seen[u.Host] = i
+		switch {
+		case tlsOf < 0:
+			if tlsOf = 0; secure {
+				tlsOf = 1
+			}
+		case secure != (tlsOf == 1):
+			errs.Add(field, "%q: every node uses the same scheme (a tcp:// node would let a failover drop TLS)", b)
+		}
+	}
+	return tlsOf == 1, errs
+}
+
+// tlsFor returns tc for dialling u: a copy naming u's host, which the
+// broker's certificate must carry. nil stays nil (no TLS).
+func tlsFor(tc *tls.Config, u *url.URL) *tls.Config {
+	if tc == nil {
+		return nil
+	}
+	c := tc.Clone()
+	c.ServerName = u.Hostname()
+	return c
 }

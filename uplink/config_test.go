@@ -27,6 +27,11 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"certs on plain tcp", Config{Broker: "tcp://h:1", GatewayID: "gw", CAFile: certs.CAFile}, "not tls"},
 		{"missing ca", Config{Broker: "tls://h:1", GatewayID: "gw", CAFile: "/nonexistent/ca.pem"}, "ca_file"},
 		{"ca not pem", Config{Broker: "tls://h:1", GatewayID: "gw", CAFile: certs.ClientKeyFile}, "no PEM certificate"},
+		{"broker and brokers", Config{Broker: "tcp://h:1", Brokers: []string{"tcp://h:2"}, GatewayID: "gw"}, "brokers: set broker (one node) or brokers (a list), not both"},
+		{"bad node", Config{Brokers: []string{"tcp://h:1", "tcp://h"}, GatewayID: "gw"}, "brokers[1]: \"tcp://h\": want"},
+		{"node twice", Config{Brokers: []string{"tcp://h:1", "tcp://h:1"}, GatewayID: "gw"}, "brokers[1]: \"tcp://h:1\": the same node as brokers[0]"},
+		{"schemes mixed", Config{Brokers: []string{"tls://h:1", "tcp://h:2"}, GatewayID: "gw"}, "brokers[1]: \"tcp://h:2\": every node uses the same scheme"},
+		{"empty node", Config{Brokers: []string{"tcp://h:1", ""}, GatewayID: "gw"}, "brokers[1]: empty"},
 		{"key mismatch", Config{Broker: "tls://h:1", GatewayID: "gw", CertFile: certs.ClientCertFile, KeyFile: certs.ServerKeyFile}, "client certificate"},
 	}
 	for _, tt := range tests {

@@ -53,7 +53,7 @@ func (r *ProbeReport) add(st ProbeStep) bool {
 }
 
 // Probe checks, without disturbing anything, that a gateway with cfg can
-// use its broker: the TCP connection, the TLS handshake against CAFile
+// use its broker (with Brokers, the first node): the TCP connection, the TLS handshake against CAFile
 // (and the broker's certificate), MQTT CONNECT with the gateway's
 // credentials, SUBSCRIBE to its …/setpoint topic, and a message published
 // on its …/check topic and read back, which proves the broker's ACL lets
@@ -66,12 +66,16 @@ func (r *ProbeReport) add(st ProbeStep) bool {
 // setpoints that arrive meanwhile are ignored.
 func Probe(ctx context.Context, cfg Config) ProbeReport {
 	r := ProbeReport{Broker: cfg.Broker}
+	if nodes := cfg.Nodes(); len(nodes) > 0 {
+		r.Broker = nodes[0]
+	}
 	tc, err := cfg.validate()
 	if err != nil {
 		r.add(ProbeStep{Name: "config", Detail: err.Error(), Hint: "fix the uplink section: hearth config check"})
 		return r
 	}
-	u, _ := url.Parse(cfg.Broker)
+	u, _ := url.Parse(r.Broker)
+	tc = tlsFor(tc, u)
 	wait := min(cfg.ConnectTimeout, probeWait)
 	dctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -97,7 +101,7 @@ func Probe(ctx context.Context, cfg Config) ProbeReport {
 	probe, _ := json.Marshal(map[string]any{"probe": hex.EncodeToString(nonce), "ts": time.Now().UTC(), "client_id": cfg.ClientID + "-check"})
 	back := make(chan struct{}, 1)
 	opts := paho.NewClientOptions().
-		AddBroker(cfg.Broker).
+		AddBroker(r.Broker).
 		SetClientID(cfg.ClientID + "-check").
 		SetUsername(cfg.Username).
 		SetPassword(cfg.Password).

@@ -23,7 +23,8 @@ const (
 	telemetryTail = `]}`
 )
 
-// PublishTelemetry publishes readings as {"readings":[…]} to …/telemetry,
+// PublishTelemetry publishes readings in Config.TelemetryFormat (lean by
+// default, or {"readings":[…]}) to …/telemetry,
 // or to …/telemetry/backfill when backfill is set, QoS 1, not retained.
 // Readings that do not fit in one message of Config.MaxPayload bytes are
 // split, in order, over several; up to Config.MaxInflight of them await
@@ -43,45 +44,12 @@ func (s *Session) PublishTelemetry(ctx context.Context, readings []hearth.Readin
 	if backfill {
 		topic = s.topics.backfill
 	}
-	type chunk struct {
-		payload []byte
-		end     int // readings[:end] are delivered once this chunk is
-	}
-	var (
-		chunks  []chunk
-		buf     = bytes.NewBufferString(telemetryHead)
-		inBuf   = 0
-		room    = s.cfg.MaxPayload - len(telemetryHead) - len(telemetryTail)
-		tooBig  error
-		encoded = 0
-	)
-	for i, r := range readings {
-		b, err := json.Marshal(r)
-		if err != nil {
-			tooBig = fmt.Errorf("encode reading seq %d: %w", r.Seq, err)
-			break
-		}
-		if len(b) > room {
-			tooBig = fmt.Errorf("reading seq %d is %d bytes: %w", r.Seq, len(b), ErrPayloadTooLarge)
-			break
-		}
-		if inBuf > 0 && buf.Len()+1+len(b)+len(telemetryTail) > s.cfg.MaxPayload {
-			buf.WriteString(telemetryTail)
-			chunks = append(chunks, chunk{payload: bytes.Clone(buf.Bytes()), end: i})
-			buf.Reset()
-			buf.WriteString(telemetryHead)
-			inBuf = 0
-		}
-		if inBuf > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(b)
-		inBuf++
-		encoded = i + 1
-	}
-	if inBuf > 0 {
-		buf.WriteString(telemetryTail)
-		chunks = append(chunks, chunk{payload: bytes.Clone(buf.Bytes()), end: encoded})
+	var chunks []chunk
+	var tooBig error
+	if s.cfg.TelemetryFormat == FormatLean {
+		chunks, tooBig = s.leanChunks(readings)
+	} else {
+		chunks, tooBig = s.jsonChunks(readings)
 	}
 
 	// Send with a bounded window; stop sending at the first failure.
@@ -128,6 +96,79 @@ func (s *Session) PublishTelemetry(ctx context.Context, readings []hearth.Readin
 		return delivered, fmt.Errorf("publish %s: %w", topic, tooBig)
 	}
 	return delivered, nil
+}
+
+// chunk is one telemetry message of a batch: readings[:end] are delivered
+// once it is.
+type chunk struct {
+	payload []byte
+	end     int
+}
+
+// jsonChunks encodes readings as {"readings":[…]} messages of at most
+// MaxPayload bytes, in order, up to the first that cannot be encoded or
+// does not fit alone (tooBig says why).
+func (s *Session) jsonChunks(readings []hearth.Reading) (chunks []chunk, tooBig error) {
+	var (
+		buf     = bytes.NewBufferString(telemetryHead)
+		inBuf   = 0
+		room    = s.cfg.MaxPayload - len(telemetryHead) - len(telemetryTail)
+		encoded = 0
+	)
+	for i, r := range readings {
+		b, err := json.Marshal(r)
+		if err != nil {
+			tooBig = fmt.Errorf("encode reading seq %d: %w", r.Seq, err)
+			break
+		}
+		if len(b) > room {
+			tooBig = fmt.Errorf("reading seq %d is %d bytes: %w", r.Seq, len(b), ErrPayloadTooLarge)
+			break
+		}
+		if inBuf > 0 && buf.Len()+1+len(b)+len(telemetryTail) > s.cfg.MaxPayload {
+			buf.WriteString(telemetryTail)
+			chunks = append(chunks, chunk{payload: bytes.Clone(buf.Bytes()), end: i})
+			buf.Reset()
+			buf.WriteString(telemetryHead)
+			inBuf = 0
+		}
+		if inBuf > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(b)
+		inBuf++
+		encoded = i + 1
+	}
+	if inBuf > 0 {
+		buf.WriteString(telemetryTail)
+		chunks = append(chunks, chunk{payload: bytes.Clone(buf.Bytes()), end: encoded})
+	}
+	return chunks, tooBig
+}
+
+// leanMaxRows bounds the readings of one lean message before its size is
+// looked at: a backlog is split into messages of this many at most.
+const leanMaxRows = 1000
+
+// leanChunks encodes readings as lean messages of at most MaxPayload
+// bytes, halving a message's readings until it fits.
+func (s *Session) leanChunks(readings []hearth.Reading) (chunks []chunk, tooBig error) {
+	for i := 0; i < len(readings); {
+		n := min(len(readings)-i, leanMaxRows)
+		for {
+			p := encodeLean(readings[i : i+n])
+			if len(p) <= s.cfg.MaxPayload {
+				chunks = append(chunks, chunk{payload: p, end: i + n})
+				i += n
+				break
+			}
+			if n == 1 {
+				return chunks, fmt.Errorf("reading seq %d is %d bytes: %w", readings[i].Seq, len(p), ErrPayloadTooLarge)
+			}
+			n /= 2
+		}
+	}
+	return chunks, nil
 }
 
 // PublishAggregates publishes compacted minutes of readings as

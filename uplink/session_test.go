@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/internal/harness"
+	"github.com/hearth-energy/hearth/internal/schemacheck"
 )
 
 const wait = 10 * time.Second
@@ -143,9 +145,18 @@ func stateIs(t *testing.T, topic, state string) func([]harness.Message) bool {
 
 func TestTelemetryTopicAndJSON(t *testing.T) {
 	t.Parallel()
+	for _, format := range []string{FormatLean, FormatJSON} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			testTelemetryTopic(t, format)
+		})
+	}
+}
+
+func testTelemetryTopic(t *testing.T, format string) {
 	m := harness.StartMosquitto(t)
 	rec := harness.Subscribe(t, m.URL(), "hearth/v1/gw-tel/telemetry/#")
-	s := startSession(t, m.URL(), "gw-tel", nil)
+	s := startSession(t, m.URL(), "gw-tel", func(c *Config) { c.TelemetryFormat = format })
 	waitConnected(t, s)
 	ctx := context.Background()
 
@@ -164,14 +175,11 @@ func TestTelemetryTopicAndJSON(t *testing.T) {
 		if msg.Topic != wantTopics[i] || msg.Retained || msg.QoS != 1 {
 			t.Errorf("message %d: topic %s retained %t qos %d, want %s, not retained, qos 1", i, msg.Topic, msg.Retained, msg.QoS, wantTopics[i])
 		}
-		var body struct {
-			Readings []hearth.Reading `json:"readings"`
+		body, err := DecodeTelemetry(msg.Payload)
+		if err != nil {
+			t.Fatalf("message %d payload %q: %v", i, msg.Payload, err)
 		}
-		dec := json.NewDecoder(bytes.NewReader(msg.Payload))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			t.Fatalf("message %d payload %s: %v", i, msg.Payload, err)
-		}
+		mustValidate(t, "telemetry", msg.Payload)
 		if len(body.Readings) != len(wantSeqs[i]) {
 			t.Fatalf("message %d: %d readings, want %d", i, len(body.Readings), len(wantSeqs[i]))
 		}
@@ -183,9 +191,13 @@ func TestTelemetryTopicAndJSON(t *testing.T) {
 			}
 		}
 	}
-	// The raw JSON uses the contract's field names.
-	if !bytes.Contains(msgs[0].Payload, []byte(`"points":{"soc_pct":{"v":72.5},"temp_c":{"q":"comm_error"}}`)) {
-		t.Errorf("payload %s lacks the contract's point encoding", msgs[0].Payload)
+	// The raw document uses the contract's field names.
+	want := `"points":{"soc_pct":{"v":72.5},"temp_c":{"q":"comm_error"}}`
+	if format == FormatLean {
+		want = `"dev":[["battery",["soc_pct","temp_c"]]],"rows":[[0,0,0,0,1,[72.5,"comm_error"]],[1,0,0,0,1,[72.5,"comm_error"]]]}`
+	}
+	if doc, _, _ := schemacheck.Telemetry(msgs[0].Payload); !bytes.Contains(doc, []byte(want)) {
+		t.Errorf("payload %s lacks the contract's encoding %s", doc, want)
 	}
 	if st := s.Stats(); st.Published < 3 { // birth + 2 telemetry
 		t.Errorf("Stats().Published = %d, want ≥ 3", st.Published)
@@ -303,7 +315,7 @@ func TestPublishFailsWhileBrokerDownAndRecovers(t *testing.T) {
 	}
 	rec.WaitFor(t, wait, func(msgs []harness.Message) bool {
 		for _, m := range msgs {
-			if m.Topic == "hearth/v1/gw-down/telemetry" && bytes.Contains(m.Payload, []byte(`"seq":2`)) {
+			if m.Topic == "hearth/v1/gw-down/telemetry" && slices.Contains(seqsOf(t, m.Payload), 2) {
 				return true
 			}
 		}
@@ -554,4 +566,18 @@ func TestCancelledStartContextLeavesCleanly(t *testing.T) {
 	if err := s.Close(cctx); err != nil {
 		t.Errorf("Close after cancel = %v", err)
 	}
+}
+
+// seqsOf returns the seqs of the readings a telemetry payload carries.
+func seqsOf(t *testing.T, payload []byte) []uint64 {
+	t.Helper()
+	tel, err := DecodeTelemetry(payload)
+	if err != nil {
+		t.Fatalf("telemetry payload %q: %v", payload, err)
+	}
+	var seqs []uint64
+	for _, r := range tel.Readings {
+		seqs = append(seqs, r.Seq)
+	}
+	return seqs
 }

@@ -30,15 +30,28 @@ type DeviceInfo struct {
 // statusMsg is the payload of …/status. "online" carries the birth record;
 // "offline" (clean shutdown, or the Will) carries the reason.
 type statusMsg struct {
-	State   string          `json:"state"`
-	Gateway string          `json:"gateway"`
-	Version string          `json:"version,omitempty"`
-	TS      *time.Time      `json:"ts,omitempty"`
-	Reason  string          `json:"reason,omitempty"`
-	Profile string          `json:"profile,omitempty"`
-	Devices *[]DeviceInfo   `json:"devices,omitempty"`
-	Limits  json.RawMessage `json:"limits,omitempty"`
-	Buffer  json.RawMessage `json:"buffer,omitempty"`
+	State   string     `json:"state"`
+	Gateway string     `json:"gateway"`
+	Version string     `json:"version,omitempty"`
+	TS      *time.Time `json:"ts,omitempty"`
+	// HeartbeatS is the interval at which an online status is published
+	// again: the cloud times the gateway out after three.
+	HeartbeatS int `json:"heartbeat_s,omitempty"`
+	// Telemetry announces the encoding of …/telemetry: how to decode the
+	// readings that follow.
+	Telemetry *telemetryInfo  `json:"telemetry,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Profile   string          `json:"profile,omitempty"`
+	Devices   *[]DeviceInfo   `json:"devices,omitempty"`
+	Limits    json.RawMessage `json:"limits,omitempty"`
+	Buffer    json.RawMessage `json:"buffer,omitempty"`
+}
+
+// telemetryInfo is the "telemetry" of an online status.
+type telemetryInfo struct {
+	Format   string `json:"format"`         // lean or json
+	Lean     int    `json:"lean,omitempty"` // LeanVersion, for lean
+	WindowMS int64  `json:"window_ms"`      // live readings are gathered this long into one message
 }
 
 // SetBirth sets the birth record. If the session is connected it is
@@ -78,6 +91,11 @@ func (s *Session) statusPayload(state, reason string, stamped bool) []byte {
 		m.TS = &now
 	}
 	if state == "online" {
+		m.HeartbeatS = int(s.cfg.Heartbeat.Round(time.Second) / time.Second)
+		m.Telemetry = &telemetryInfo{Format: s.cfg.TelemetryFormat, WindowMS: s.cfg.TelemetryWindow.Milliseconds()}
+		if m.Telemetry.Format == FormatLean {
+			m.Telemetry.Lean = LeanVersion
+		}
 		devs := s.birth.Devices
 		if devs == nil {
 			devs = []DeviceInfo{}

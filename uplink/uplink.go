@@ -1,5 +1,7 @@
 // Package uplink is the gateway's MQTT session with the cloud: it connects
-// (and reconnects, with capped exponential backoff and full jitter),
+// to one broker or to the nodes of a cluster in turn (and reconnects, to
+// the next node at once, with capped exponential backoff and full jitter
+// once every node failed),
 // announces the gateway with a retained birth record and a Last Will,
 // publishes telemetry, events, state and acks with QoS 1, and checks
 // inbound setpoint messages (size, strict JSON, signature, values: see
@@ -55,8 +57,12 @@ const stableConnection = 30 * time.Second
 // setpoint handler and birth record, then Start; Close ends it. Its methods
 // are safe for concurrent use.
 type Session struct {
-	cfg    Config
-	log    *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	nodes []string // broker URLs, tried in turn from a random one
+	// stable is how long a connection must last for the backoff to
+	// start again from BackoffMin: stableConnection.
+	stable time.Duration
 	tls    *tls.Config
 	topics topics
 	inbox  chan inbound // setpoint payloads waiting for the handler
@@ -73,6 +79,8 @@ type Session struct {
 	ackMu sync.Mutex // serialises publishing kept acks
 
 	mu         sync.Mutex
+	node       int // index in nodes of the node in use, or tried next
+	onLink     func(LinkChange)
 	cur        *connection // current connection, nil when down
 	gen        uint64      // incremented on every connect and every loss
 	birth      Birth
@@ -106,6 +114,7 @@ type inbound struct {
 // acknowledged as if on a new one.
 type connection struct {
 	client paho.Client
+	broker string // the node's URL
 	gen    uint64 // set under Session.mu once connected
 	since  time.Time
 
@@ -172,12 +181,15 @@ func (w *watchedConn) Write(p []byte) (int, error) {
 
 // Stats is a snapshot of the session's counters.
 type Stats struct {
-	Connected         bool
-	ConnectedSince    time.Time // zero when down
-	Attempts          uint64    // connection attempts, successful or not
-	Connects          uint64    // connections established (CONNACK and SUBACK received)
-	Disconnects       uint64    // established connections lost or closed
-	LastError         string    // most recent connect or connection error
+	Connected      bool
+	ConnectedSince time.Time // zero when down
+	// Broker is the URL of the node in use while connected; while down,
+	// of the node tried next.
+	Broker            string
+	Attempts          uint64 // connection attempts, successful or not
+	Connects          uint64 // connections established (CONNACK and SUBACK received)
+	Disconnects       uint64 // established connections lost or closed
+	LastError         string // most recent connect or connection error
 	LastErrorAt       time.Time
 	Published         uint64 // messages acknowledged by PUBACK on their connection
 	PublishFailures   uint64 // publishes that returned an error other than ErrNotConnected
@@ -207,9 +219,11 @@ func New(cfg Config) (*Session, error) {
 	}
 	base := cfg.TopicPrefix + "/" + cfg.GatewayID
 	s := &Session{
-		cfg: cfg,
-		log: cfg.Logger.With("component", "uplink", "broker", cfg.Broker),
-		tls: tc,
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "uplink"),
+		tls:    tc,
+		nodes:  append([]string(nil), cfg.Nodes()...),
+		stable: stableConnection,
 		topics: topics{
 			base:      base,
 			status:    base + "/status",
@@ -226,6 +240,8 @@ func New(cfg Config) (*Session, error) {
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		birth:  Birth{Version: hearth.Version},
 	}
+	// A fleet that lists the same nodes spreads over them.
+	s.node = s.rng.IntN(len(s.nodes))
 	return s, nil
 }
 
@@ -301,8 +317,10 @@ func (s *Session) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Connected = s.cur != nil
+	st.Broker = s.nodes[s.node]
 	if s.cur != nil {
 		st.ConnectedSince = s.cur.since
+		st.Broker = s.cur.broker
 	}
 	return st
 }
@@ -393,17 +411,27 @@ func (s *Session) run(ctx context.Context) {
 			return
 		}
 	}
-	attempt := 0
+	// attempt counts the rounds of failures since the last stable
+	// connection (it sets the backoff window); tried counts the nodes
+	// tried in the current round.
+	attempt, tried := 0, 0
 	for ctx.Err() == nil {
-		c, err := s.connect(ctx)
+		broker := s.nodeInUse()
+		c, err := s.connect(ctx, broker)
 		if ctx.Err() != nil {
 			return // an established connection is left for goodbye
 		}
 		if err != nil {
 			s.recordError(err)
-			d := s.backoff(attempt)
-			attempt++
-			s.log.Warn("mqtt connect failed", "err", err, "attempt", attempt, "retry_in", d)
+			s.nextNode()
+			tried++
+			d := s.jitter(s.cfg.BackoffMin) // the next node of the round
+			if tried >= len(s.nodes) {      // every node failed: back off
+				d = s.backoff(attempt)
+				attempt++
+				tried = 0
+			}
+			s.log.Warn("mqtt connect failed", "broker", broker, "err", err, "attempt", attempt, "retry_in", d, "next", s.nodeInUse())
 			if !s.wait(ctx, d, false) {
 				return
 			}
@@ -413,42 +441,87 @@ func (s *Session) run(ctx context.Context) {
 		case <-s.wake:
 		default:
 		}
-		s.log.Info("mqtt connected", "client_id", s.cfg.ClientID)
+		tried = 0
+		s.log.Info("mqtt connected", "broker", broker, "client_id", s.cfg.ClientID)
+		s.linkChanged(LinkChange{Up: true, Broker: broker})
 		lostErr := s.serve(ctx, c)
 		if ctx.Err() != nil {
 			return
 		}
 		s.dropConnection(c, lostErr)
-		if time.Since(c.since) >= stableConnection {
+		s.linkChanged(LinkChange{Broker: broker, Err: c.lostErr().Error()})
+		// The boot delay is for boots: a lost connection is followed by
+		// a short jitter and the next node (the same one when alone).
+		// Only a connection that did not last backs off further, so a
+		// broker that accepts and drops us at once is not hammered.
+		d := s.jitter(s.cfg.BackoffMin)
+		if time.Since(c.since) >= s.stable {
 			attempt = 0
+		} else {
+			d = s.backoff(attempt)
+			attempt++
 		}
-		d := s.backoff(attempt)
-		if attempt == 0 && s.cfg.BootDelayMax > 0 {
-			// A broker that restarts loses every gateway at once: the
-			// first retry is spread over the same window as the boot
-			// delay, so they do not all come back in the same second.
-			d = s.jitter(s.cfg.BootDelayMax)
-		}
-		attempt++
-		s.log.Warn("mqtt connection lost", "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d)
+		s.nextNode()
+		s.log.Warn("mqtt connection lost", "broker", broker, "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d, "next", s.nodeInUse())
 		if !s.wait(ctx, d, false) {
 			return
 		}
 	}
 }
 
+// LinkChange is a connection made or lost, as the session's connect loop
+// saw it.
+type LinkChange struct {
+	Up     bool   // connected; false: lost
+	Broker string // the node's URL
+	// Err is why the connection was lost: the first error on it, as its
+	// connection-lost handler or socket reported it (not a later retry's).
+	Err string
+}
+
+// OnLink sets the function told of every connection made and lost, in
+// order, on the connect loop's goroutine: it must return quickly.
+func (s *Session) OnLink(fn func(LinkChange)) {
+	s.mu.Lock()
+	s.onLink = fn
+	s.mu.Unlock()
+}
+
+func (s *Session) linkChanged(ch LinkChange) {
+	s.mu.Lock()
+	fn := s.onLink
+	s.mu.Unlock()
+	if fn != nil {
+		fn(ch)
+	}
+}
+
+// nodeInUse is the URL of the node in use, or tried next.
+func (s *Session) nodeInUse() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodes[s.node]
+}
+
+// nextNode moves on to the next node of the list.
+func (s *Session) nextNode() {
+	s.mu.Lock()
+	s.node = (s.node + 1) % len(s.nodes)
+	s.mu.Unlock()
+}
+
 // connect makes one connection attempt: dial (and TLS), CONNECT with the
 // Last Will, SUBSCRIBE to the setpoint topic. On success the connection
 // becomes current with a new generation.
-func (s *Session) connect(ctx context.Context) (*connection, error) {
+func (s *Session) connect(ctx context.Context, broker string) (*connection, error) {
 	s.mu.Lock()
 	s.stats.Attempts++
 	will := s.statusPayload("offline", "connection_lost", false)
 	s.mu.Unlock()
 
-	c := &connection{lost: make(chan struct{})}
+	c := &connection{lost: make(chan struct{}), broker: broker}
 	opts := paho.NewClientOptions().
-		AddBroker(s.cfg.Broker).
+		AddBroker(broker).
 		SetClientID(s.cfg.ClientID).
 		SetUsername(s.cfg.Username).
 		SetPassword(s.cfg.Password).
@@ -532,8 +605,8 @@ func (s *Session) dial(ctx context.Context, u *url.URL, c *connection) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	if s.tls != nil {
-		tc := tls.Client(conn, s.tls)
+	if tcfg := tlsFor(s.tls, u); tcfg != nil {
+		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("tls handshake: %w", err)
@@ -576,14 +649,18 @@ func (s *Session) dropConnection(c *connection, err error) {
 
 // serve publishes the birth record and then waits for the connection to be
 // lost (returning why) or ctx to end, republishing the birth when it
-// changes.
+// changes and every Heartbeat.
 func (s *Session) serve(ctx context.Context, c *connection) error {
 	s.publishBirth(ctx)
 	s.flushAcks(ctx)
+	beat := time.NewTicker(s.cfg.Heartbeat)
+	defer beat.Stop()
 	for {
 		select {
 		case <-c.lost:
 			return c.lostErr()
+		case <-beat.C: // the retained status, with a fresh ts: alive
+			s.publishBirth(ctx)
 		case <-s.birthC:
 			s.publishBirth(ctx)
 		case <-ctx.Done():

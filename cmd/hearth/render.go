@@ -111,9 +111,13 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 	fmt.Fprintf(kv, "mode\t%s\n", mode)
 	fmt.Fprintf(kv, "lease\t%s\n", leaseLine(st.Lease, now))
 	up := st.Uplink
+	node := ""
+	if i := slices.Index(up.Brokers, up.Broker); i >= 0 {
+		node = fmt.Sprintf(" (node %d of %d)", i+1, len(up.Brokers))
+	}
 	switch {
 	case up.Connected && up.ConnectedSince != nil:
-		fmt.Fprintf(kv, "uplink\tconnected to %s for %s\n", up.Broker, diag.Age(now.Sub(*up.ConnectedSince)))
+		fmt.Fprintf(kv, "uplink\tconnected to %s%s for %s\n", up.Broker, node, diag.Age(now.Sub(*up.ConnectedSince)))
 	case up.Connected:
 		fmt.Fprintf(kv, "uplink\tconnected to %s\n", up.Broker)
 	case up.BootDelayUntil != nil:
@@ -124,7 +128,7 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 		if up.DownSince != nil {
 			msg += " for " + diag.Age(now.Sub(*up.DownSince))
 		}
-		msg += fmt.Sprintf(", %d attempts to %s", up.Attempts, up.Broker)
+		msg += fmt.Sprintf(", %d attempts to %s%s", up.Attempts, up.Broker, node)
 		if up.NextAttempt != nil {
 			msg += ", next in " + diag.Age(up.NextAttempt.Sub(now))
 		} else {

@@ -122,7 +122,7 @@ func readPrivateKey(path string) (ed25519.PrivateKey, error) {
 func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hearthsim cloud send", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "broker URL (tcp:// or tls://)")
+	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "broker URL (tcp:// or tls://); the nodes of a cluster comma-separated")
 	gateway := fs.String("gateway", "", "gateway id (required)")
 	prefix := fs.String("prefix", uplink.DefaultTopicPrefix, "topic prefix")
 	keyFile := fs.String("key", "", "sign with this ed25519 private key (from keygen); unsigned when empty")
@@ -135,6 +135,7 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	id := fs.String("id", "", "lease id (random when empty)")
 	version := fs.Uint64("version", 0, "lease version (now in Unix milliseconds when 0)")
 	waitFor := fs.Duration("wait", 10*time.Second, "how long to wait for the ack (0: do not wait)")
+	resend := fs.Duration("resend", 3*time.Second, "send the same lease (same version) again after this without an ack, until --wait ends (0: never); the gateway acks a repeat duplicate")
 	caFile := fs.String("tls-ca", "", "CA file for a tls:// broker")
 	certFile := fs.String("tls-cert", "", "client certificate for a tls:// broker")
 	certKey := fs.String("tls-key", "", "client certificate key")
@@ -218,19 +219,40 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *waitFor == 0 {
 		return exitOK
 	}
-	select {
-	case a := <-acks:
-		b, _ := json.Marshal(a)
-		fmt.Fprintln(stdout, string(b))
-		if a.Result == hearth.ResultApplied || a.Result == hearth.ResultClamped {
-			return exitOK
+	deadline := time.After(*waitFor)
+	var again <-chan time.Time
+	if *resend > 0 {
+		t := time.NewTicker(*resend)
+		defer t.Stop()
+		again = t.C
+	}
+	for {
+		select {
+		case a := <-acks:
+			b, _ := json.Marshal(a)
+			fmt.Fprintln(stdout, string(b))
+			// duplicate: a resend of the lease the gateway already runs.
+			if a.Result == hearth.ResultApplied || a.Result == hearth.ResultClamped || a.Result == hearth.ResultDuplicate {
+				return exitOK
+			}
+			return exitRefused
+		case <-again:
+			// The contract's rule for an unacked lease: send it again,
+			// same version (the ack, or the lease, may have been lost).
+			pctx, pcancel := context.WithTimeout(ctx, *resend)
+			err := c.Publish(pctx, base+"/setpoint", msg, false)
+			pcancel()
+			if err != nil {
+				fmt.Fprintf(stderr, "hearthsim cloud send: resend %s version %d: %v\n", ref.ID, ref.Version, err)
+			} else {
+				fmt.Fprintf(stderr, "no ack yet: sent %s version %d again\n", ref.ID, ref.Version)
+			}
+		case <-deadline:
+			fmt.Fprintf(stderr, "hearthsim cloud send: no ack for %s version %d within %v\n", ref.ID, ref.Version, *waitFor)
+			return exitNoAck
+		case <-ctx.Done():
+			return exitNoAck
 		}
-		return exitRefused
-	case <-time.After(*waitFor):
-		fmt.Fprintf(stderr, "hearthsim cloud send: no ack for %s version %d within %v\n", ref.ID, ref.Version, *waitFor)
-		return exitNoAck
-	case <-ctx.Done():
-		return exitNoAck
 	}
 }
 

@@ -22,10 +22,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
 	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/drivers/sim"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 // cmdFleet runs N simulated gateways in this process, each a full agent
@@ -319,11 +319,8 @@ func (o *fleetObserver) receive(_ paho.Client, m paho.Message) {
 			}
 		}
 	case "telemetry", "telemetry/backfill":
-		var b struct {
-			Readings   []hearth.Reading   `json:"readings"`
-			Aggregates []hearth.Aggregate `json:"aggregates"`
-		}
-		if json.Unmarshal(m.Payload(), &b) != nil {
+		b, err := uplink.DecodeTelemetry(m.Payload())
+		if err != nil {
 			return
 		}
 		o.msgs++

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/internal/cloud"
+	"github.com/hearth-energy/hearth/uplink"
 )
 
 func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -70,10 +71,8 @@ func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts clou
 		gw, kind := parts[0], strings.Join(parts[1:], "/")
 		switch kind {
 		case "telemetry", "telemetry/backfill":
-			var batch struct {
-				Readings []hearth.Reading `json:"readings"`
-			}
-			if err := json.Unmarshal(m.Payload, &batch); err != nil {
+			batch, err := uplink.DecodeTelemetry(m.Payload) // lean or json
+			if err != nil {
 				print("%s  bad telemetry payload: %v\n", time.Now().Format("15:04:05"), err)
 				return
 			}

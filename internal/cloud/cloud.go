@@ -8,7 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -21,9 +24,14 @@ type Message struct {
 	Retained bool
 }
 
-// Client is a cloud-side MQTT client.
+// Client is a cloud-side MQTT client. Its session is clean: it
+// subscribes again to every filter after each reconnect.
 type Client struct {
 	c mqtt.Client
+
+	mu       sync.Mutex
+	subs     map[string]mqtt.MessageHandler // filters to subscribe again on reconnect
+	connects int                            // connections made so far
 }
 
 // Options are the optional credentials of a cloud client.
@@ -34,7 +42,9 @@ type Options struct {
 	Username, Password        string
 }
 
-// Dial connects to broker (tcp://host:port) within ctx's deadline.
+// Dial connects to broker (tcp://host:port) within ctx's deadline. broker
+// may list the nodes of a cluster, comma-separated: the client connects to
+// the first that answers and moves to another when it is lost.
 func Dial(ctx context.Context, broker, clientID string) (*Client, error) {
 	return DialWith(ctx, broker, clientID, Options{})
 }
@@ -42,11 +52,16 @@ func Dial(ctx context.Context, broker, clientID string) (*Client, error) {
 // DialWith connects to broker (tcp:// or tls://) with o's credentials,
 // within ctx's deadline.
 func DialWith(ctx context.Context, broker, clientID string, o Options) (*Client, error) {
-	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(clientID).
+	cl := &Client{subs: map[string]mqtt.MessageHandler{}}
+	opts := mqtt.NewClientOptions().SetClientID(clientID).
 		SetProtocolVersion(4).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(500 * time.Millisecond).SetMaxReconnectInterval(2 * time.Second).
 		SetOrderMatters(false).SetCleanSession(true).
-		SetUsername(o.Username).SetPassword(o.Password)
+		SetUsername(o.Username).SetPassword(o.Password).
+		SetOnConnectHandler(cl.resubscribe)
+	for _, b := range strings.Split(broker, ",") {
+		opts.AddBroker(strings.TrimSpace(b))
+	}
 	if o.CAFile != "" || o.CertFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if o.CAFile != "" {
@@ -69,6 +84,7 @@ func DialWith(ctx context.Context, broker, clientID string, o Options) (*Client,
 		opts.SetTLSConfig(tc)
 	}
 	c := mqtt.NewClient(opts)
+	cl.c = c
 	tok := c.Connect()
 	select {
 	case <-tok.Done():
@@ -85,16 +101,61 @@ func DialWith(ctx context.Context, broker, clientID string, o Options) (*Client,
 		c.Disconnect(0)
 		return nil, fmt.Errorf("connect %s: %w", broker, ctx.Err())
 	}
-	return &Client{c: c}, nil
+	return cl, nil
+}
+
+// resubscribe subscribes again, after a reconnect, to what was subscribed
+// before: the session is clean, so the broker forgot it.
+func (c *Client) resubscribe(mc mqtt.Client) {
+	c.mu.Lock()
+	c.connects++
+	first := c.connects == 1
+	subs := maps.Clone(c.subs)
+	c.mu.Unlock()
+	if first {
+		return // Subscribe is on its way
+	}
+	for filter, h := range subs {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = subscribe(ctx, mc, filter, h)
+		}()
+	}
 }
 
 // Subscribe delivers every message on filter to fn, in its own goroutine
 // per message order as the broker sends them. fn must not block for long.
+// A broker that refuses the subscription for now (SUBACK 0x80, as a NATS
+// cluster does while it elects a leader) is asked again until ctx ends;
+// after a reconnect the client subscribes again by itself.
 func (c *Client) Subscribe(ctx context.Context, filter string, fn func(Message)) error {
-	tok := c.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+	h := func(_ mqtt.Client, m mqtt.Message) {
 		fn(Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained()})
-	})
-	return wait(ctx, tok, "subscribe "+filter)
+	}
+	c.mu.Lock()
+	c.subs[filter] = h
+	c.mu.Unlock()
+	return subscribe(ctx, c.c, filter, h)
+}
+
+func subscribe(ctx context.Context, c mqtt.Client, filter string, h mqtt.MessageHandler) error {
+	for {
+		tok := c.Subscribe(filter, 1, h)
+		err := wait(ctx, tok, "subscribe "+filter)
+		if err == nil {
+			if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] > 1 {
+				err = fmt.Errorf("subscribe %s: refused by the broker (code %#x)", filter, st.Result()[filter])
+			} else {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Publish sends payload at QoS 1 and waits for the broker's PUBACK.

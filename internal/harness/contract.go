@@ -133,8 +133,17 @@ func (c *Contract) Check(msgs []Message) (violations, known []string) {
 		if kind == "event" && json.Unmarshal(m.Payload, &ev) == nil && ev.Type != "" {
 			full = "event:" + ev.Type
 		}
-		if err := schemacheck.Validate(filepath.Join(c.dir, schema), m.Payload); err != nil {
-			report(full, m.Topic, m.Payload, err.Error())
+		doc := m.Payload
+		if strings.HasPrefix(kind, "telemetry") {
+			// Lean (the default) or {"readings"}, gzipped or not.
+			var err error
+			if doc, schema, err = schemacheck.Telemetry(m.Payload); err != nil {
+				report(full, m.Topic, m.Payload, err.Error())
+				continue
+			}
+		}
+		if err := schemacheck.Validate(filepath.Join(c.dir, schema), doc); err != nil {
+			report(full, m.Topic, doc, err.Error())
 		}
 		switch {
 		case kind == "status" && bytes.Contains(m.Payload, []byte(`"online"`)):

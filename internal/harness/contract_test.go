@@ -14,7 +14,7 @@ func TestContractCheck(t *testing.T) {
 	}
 	good := m("event", `{"id":1,"ts":"2026-11-25T10:00:00Z","type":"trip","rule":"soc_max_pct"}`)
 	state := m("state", `{"ts":"2026-11-25T10:00:00Z","mode":"auto","safety":"ok"}`)
-	online := m("status", `{"state":"online","gateway":"gw","ts":"2026-11-25T10:00:00Z","devices":[]}`)
+	online := m("status", `{"state":"online","gateway":"gw","ts":"2026-11-25T10:00:00Z","devices":[],"heartbeat_s":60,"telemetry":{"format":"lean","lean":1,"window_ms":5000}}`)
 	msgs := []Message{
 		good, good, // redelivered: same id
 		m("event", `{"id":2,"ts":"2026-11-25T10:00:00.001Z","type":"trip","rule":"soc_max_pct"}`), // repeated

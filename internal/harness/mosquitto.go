@@ -213,17 +213,25 @@ func (m *Mosquitto) Stop() { m.stop() }
 // test if it does not come up. Call it from the test goroutine.
 func (m *Mosquitto) Start() {
 	m.t.Helper()
-	if m.running() {
-		m.t.Fatalf("mosquitto on port %d: Start while running", m.port)
+	restart(m.t, &m.process, fmt.Sprintf("mosquitto on port %d", m.port), m.start)
+}
+
+// restart starts a stopped server with start, retrying while its port is
+// still held (for example by a lingering socket) until startTimeout, and
+// fails t if it does not come up.
+func restart(t testing.TB, p *process, name string, start func(timeout time.Duration) error) {
+	t.Helper()
+	if p.running() {
+		t.Fatalf("%s: Start while running", name)
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		err := m.start(time.Until(deadline))
+		err := start(time.Until(deadline))
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			m.t.Fatalf("restart mosquitto: %v", err)
+			t.Fatalf("restart %s: %v", name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -8,7 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // NATS is a nats-server process with its MQTT listener, owned by one test:
@@ -18,7 +22,8 @@ type NATS struct {
 	t    testing.TB
 	bin  string
 	dir  string
-	port int // MQTT
+	conf string // the config file, kept for a restart
+	port int    // MQTT
 	process
 }
 
@@ -71,11 +76,11 @@ mqtt {
   ack_wait: "5s"
 }
 `, n.port, filepath.Join(n.dir, "js"), n.port)
-		confPath := filepath.Join(n.dir, "nats.conf")
-		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		n.conf = filepath.Join(n.dir, "nats.conf")
+		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if lastErr = n.start(confPath); lastErr == nil {
+		if lastErr = n.start(n.conf); lastErr == nil {
 			return n
 		}
 	}
@@ -93,5 +98,141 @@ func (n *NATS) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa
 // URL returns tcp://ADDR of the MQTT listener.
 func (n *NATS) URL() string { return "tcp://" + n.Addr() }
 
-// Stop kills the server and waits for it to exit.
+// Stop kills the server (SIGKILL) and waits for it to exit.
 func (n *NATS) Stop() { n.stop() }
+
+// Running reports whether the server runs.
+func (n *NATS) Running() bool { return n.running() }
+
+// Start restarts a stopped server with its config, ports and store, and
+// fails the test if it does not come up. Call it from the test goroutine.
+func (n *NATS) Start() {
+	n.t.Helper()
+	restart(n.t, &n.process, fmt.Sprintf("nats-server on mqtt port %d", n.port), func(time.Duration) error { return n.start(n.conf) })
+}
+
+// StartNATSCluster starts a cluster of n nats-server nodes of the test's
+// own, routed to one another on loopback ports, each with JetStream (its
+// own store) and an MQTT listener; MQTT sessions and QoS 1 messages are
+// replicated to min(n, 3) nodes. It returns once every node's MQTT port
+// accepts and an MQTT client has been acknowledged a QoS 1 publish through
+// each node, so the JetStream cluster has its leaders. Skipped without
+// nats-server.
+func StartNATSCluster(t testing.TB, n int) []*NATS {
+	t.Helper()
+	bin, err := FindNATS()
+	if err != nil {
+		t.Skip(err)
+	}
+	// A free port may be taken by another process before the server binds
+	// it: a cluster that does not start is tried again on other ports.
+	for attempt := 1; ; attempt++ {
+		nodes, err := startNATSCluster(t, bin, n)
+		if err == nil {
+			return nodes
+		}
+		for _, nd := range nodes {
+			nd.Stop()
+		}
+		if attempt == 3 {
+			t.Fatalf("start nats cluster: %v", err)
+		}
+		t.Logf("start nats cluster (attempt %d): %v; again on other ports", attempt, err)
+	}
+}
+
+func startNATSCluster(t testing.TB, bin string, n int) ([]*NATS, error) {
+	dir := t.TempDir()
+	name := fmt.Sprintf("hearth-%d", FreePort(t))
+	nodes := make([]*NATS, n)
+	routes := make([]string, n)
+	clientPorts := make([]int, n)
+	for i := range nodes {
+		nodes[i] = &NATS{t: t, bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i)), port: FreePort(t)}
+		clientPorts[i] = FreePort(t)
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", FreePort(t))
+	}
+	for i, nd := range nodes {
+		if err := os.MkdirAll(nd.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		nd.logPath = filepath.Join(nd.dir, "nats.log")
+		nd.conf = filepath.Join(nd.dir, "nats.conf")
+		conf := fmt.Sprintf(`server_name: %s-n%d
+listen: 127.0.0.1:%d
+jetstream {
+  store_dir: %q
+  max_memory_store: 64MB
+  max_file_store: 256MB
+}
+cluster {
+  name: %s
+  listen: %s
+  routes: [%s]
+}
+mqtt {
+  listen: 127.0.0.1:%d
+  ack_wait: "5s"
+  stream_replicas: %d
+}
+`, name, i, clientPorts[i], filepath.Join(nd.dir, "js"), name, strings.TrimPrefix(routes[i], "nats-route://"),
+			strings.Join(routes, ", "), nd.port, min(n, 3))
+		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			nd.Stop()
+			if t.Failed() {
+				if b, err := os.ReadFile(nd.logPath); err == nil {
+					t.Logf("nats-server %d log (mqtt port %d):\n%s", i, nd.port, lastLines(string(b), 40, "\n"))
+				}
+			}
+		})
+	}
+	// Each node waits for the others' routes: start them all, then wait.
+	errs := make(chan error, n)
+	for _, nd := range nodes {
+		go func() { errs <- nd.start(nd.conf) }()
+	}
+	var first error
+	for range nodes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return nodes, first
+	}
+	for i, nd := range nodes {
+		if err := mqttReady(nd.URL(), startTimeout); err != nil {
+			return nodes, fmt.Errorf("node %d: %v", i, err)
+		}
+	}
+	return nodes, nil
+}
+
+// mqttReady retries an MQTT connect and QoS 1 publish to url until the
+// PUBACK arrives or timeout passes.
+func mqttReady(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("ready-%d", time.Now().UnixNano())).SetProtocolVersion(4).
+			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second))
+		tok := c.Connect()
+		if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
+			err = fmt.Errorf("connect: %v", tok.Error())
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		pub := c.Publish("hearth-ready", 1, false, []byte("ready"))
+		ok := pub.WaitTimeout(3*time.Second) && pub.Error() == nil
+		c.Disconnect(100)
+		if ok {
+			return nil
+		}
+		err = fmt.Errorf("publish: no puback (%v)", pub.Error())
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %v: %v", timeout, err)
+}

@@ -26,12 +26,19 @@ type process struct {
 // exits, or timeout passes; in the last two cases it says why, with the
 // end of the log.
 func (p *process) start(bin string, args []string, addr string, timeout time.Duration) error {
+	return p.startEnv(bin, args, nil, addr, timeout)
+}
+
+// startEnv is start with env as the process's whole environment (nil: the
+// test's own).
+func (p *process) startEnv(bin string, args, env []string, addr string, timeout time.Duration) error {
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("exec %s: %w", bin, err)

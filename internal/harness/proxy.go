@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -38,8 +39,13 @@ type Proxy struct {
 	link      Link
 	rng       *rand.Rand
 	lost      int
+	bytes     atomic.Int64 // forwarded, both directions
 	wg        sync.WaitGroup
 }
+
+// Bytes returns the bytes forwarded so far, both directions together: what
+// crossed the wire above TCP (TLS records included).
+func (p *Proxy) Bytes() int64 { return p.bytes.Load() }
 
 // StartProxy listens on a free 127.0.0.1 port and forwards every accepted
 // connection to target (host:port). It is closed when the test ends.
@@ -175,6 +181,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					break
 				}
+				p.bytes.Add(int64(n))
 			}
 		}
 		if err != nil {

@@ -57,11 +57,98 @@ func SubscribeTLS(t testing.TB, url, topic string, tc *tls.Config) *Recorder {
 	return r
 }
 
+// SubscribeCluster records topic on a broker cluster (the nodes' URLs)
+// through one client with a persistent session that moves to another node
+// when its node goes away (the session, and what was queued for it while
+// the client moved, is the cluster's to keep). It returns once the first
+// subscription is acknowledged; the client disconnects when the test ends.
+func SubscribeCluster(t testing.TB, urls []string, topic string) *Recorder {
+	t.Helper()
+	r := &Recorder{notify: make(chan struct{})}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	handler := func(_ paho.Client, m paho.Message) {
+		r.add(Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...), Retained: m.Retained(), QoS: m.Qos()})
+	}
+	subscribed := make(chan error, 1)
+	o := paho.NewClientOptions().
+		SetClientID("harness-cluster-" + hex.EncodeToString(id[:])).
+		SetProtocolVersion(4).
+		SetCleanSession(false).
+		SetAutoReconnect(true).
+		SetMaxReconnectInterval(time.Second).
+		SetOrderMatters(true).
+		SetDefaultPublishHandler(handler). // queued messages may come before SUBSCRIBE
+		SetConnectTimeout(5 * time.Second).
+		SetOnConnectHandler(func(c paho.Client) {
+			go func() {
+				tok := c.Subscribe(topic, 1, handler)
+				tok.WaitTimeout(10 * time.Second)
+				select {
+				case subscribed <- tok.Error():
+				default:
+				}
+			}()
+		})
+	for _, u := range urls {
+		o.AddBroker(u)
+	}
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %v: %v (timed out: %t)", urls, tok.Error(), tok.Error() == nil)
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			t.Fatalf("subscribe %s on %v: %v", topic, urls, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("subscribe %s on %v: no SUBACK", topic, urls)
+	}
+	return r
+}
+
 // Publish sends one QoS 1 message to the broker at url and waits for the
 // PUBACK, failing the test if none comes.
 func Publish(t testing.TB, url, topic string, payload []byte, retained bool) {
 	t.Helper()
 	PublishTLS(t, url, topic, payload, retained, nil)
+}
+
+// PublishCluster sends one QoS 1 message through the nodes at urls,
+// trying them in turn (a fresh connection each time) until one
+// acknowledges it, as a cloud must while a cluster elects new leaders; it
+// fails the test if none has within. It returns the node that did.
+func PublishCluster(t testing.TB, urls []string, topic string, payload []byte, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var errs []string
+	for i := 0; ; i++ {
+		u := urls[i%len(urls)]
+		var id [6]byte
+		_, _ = rand.Read(id[:])
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("harness-pub-" + hex.EncodeToString(id[:])).
+			SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(3 * time.Second))
+		tok := c.Connect()
+		err := tok.Error()
+		if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+			pub := c.Publish(topic, 1, false, payload)
+			if pub.WaitTimeout(5*time.Second) && pub.Error() == nil {
+				c.Disconnect(100)
+				return u
+			}
+			err = fmt.Errorf("no puback (%v)", pub.Error())
+			c.Disconnect(100)
+		} else if err == nil {
+			err = fmt.Errorf("connect timed out")
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", u, err))
+		if time.Now().After(deadline) {
+			t.Fatalf("publish %s: no node acknowledged it within %v: %s", topic, within, strings.Join(errs, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // PublishTLS is Publish over TLS with tc; a nil tc is plain TCP.

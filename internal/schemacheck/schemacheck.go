@@ -4,7 +4,10 @@ package schemacheck
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,4 +93,29 @@ func schemaRoot(file string) string {
 		}
 	}
 	return ""
+}
+
+// Telemetry returns the JSON document a telemetry payload carries and the
+// schema file (under docs/schemas) it is held to: a payload starting with
+// the gzip magic (1f 8b) is inflated first; a document with a "lean" key
+// is the lean format (telemetry-lean.schema.json), any other the
+// {"readings"} or {"aggregates"} form (telemetry.schema.json).
+func Telemetry(payload []byte) (doc []byte, schema string, err error) {
+	doc = payload
+	if bytes.HasPrefix(payload, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(bytes.NewReader(payload))
+		if err != nil {
+			return nil, "", fmt.Errorf("gzip: %w", err)
+		}
+		if doc, err = io.ReadAll(io.LimitReader(zr, 64<<20)); err != nil {
+			return nil, "", fmt.Errorf("gzip: %w", err)
+		}
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(doc, &top) == nil {
+		if _, ok := top["lean"]; ok {
+			return doc, "telemetry-lean.schema.json", nil
+		}
+	}
+	return doc, "telemetry.schema.json", nil
 }
