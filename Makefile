@@ -18,11 +18,14 @@ build: ## build hearth and hearthsim for this machine into bin/
 demo: build ## run the simulator, an embedded broker and the agent, and show live telemetry (Ctrl-C stops)
 	$(BIN)/hearthsim demo --agent $(BIN)/hearth
 
-deps: ## install what the tests need when missing (mosquitto, socat, python3-pymodbus; root or sudo)
+deps: ## install what the tests need when missing (mosquitto, socat, python3-pymodbus, chromium; root or sudo)
 	bash scripts/deps.sh
 
 test: deps ## run every test against real Mosquitto, ptys and SQLite files (installs what they need first)
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+screenshot: deps ## the local page in headless Chromium, saved as docs/img/local-page.png for the README
+	HEARTH_SCREENSHOT=$(CURDIR)/docs/img/local-page.png $(GO) test -count=1 -run '^TestLocalPageInChromium$$' ./e2e/
 
 vet: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -51,7 +51,10 @@ var rules = map[string][]string{
 	"drivers":   {".", "safety", "drivers/rtu", "drivers/serial", "drivers/sunspec", modbus, yaml},
 	"config":    {".", "drivers", "safety", "uplink", yaml},
 	"diag":      {".", "drivers"},
-	"agent":     {".", "buffer", "config", "control", "diag", "drivers", "hw", "safety", "telemetry", "uplink"},
+	// web is the local page: it shows diag's records and knows the agent
+	// only through the small interface it defines.
+	"web":   {".", "diag"},
+	"agent": {".", "buffer", "config", "control", "diag", "drivers", "hw", "safety", "telemetry", "uplink", "web"},
 
 	"drivers/rtu":         {},
 	"drivers/serial":      {},

@@ -139,6 +139,8 @@ func (a *Agent) Points(device string) ([]diag.PointReport, error) {
 			if p.Good() {
 				v := p.Value
 				pr.Value = &v
+			} else if lg, ok := a.lastGood.Get(d.cfg.Name, name); ok {
+				pr.LastGood, pr.LastGoodTS = &lg.Value, &lg.Time
 			}
 			out = append(out, pr)
 		}

@@ -41,11 +41,17 @@ type Config struct {
 	// memory): the file hearth reads again to reload its keys.
 	Path string `yaml:"-"`
 
-	GatewayID         string `yaml:"gateway_id"`
-	DataDir           string `yaml:"data_dir"`
-	DiagSocket        string `yaml:"diag_socket"`
-	DiagGroup         string `yaml:"diag_group"`
-	MetricsListen     string `yaml:"metrics_listen"`
+	GatewayID     string `yaml:"gateway_id"`
+	DataDir       string `yaml:"data_dir"`
+	DiagSocket    string `yaml:"diag_socket"`
+	DiagGroup     string `yaml:"diag_group"`
+	MetricsListen string `yaml:"metrics_listen"`
+	// HTTPListen is host:port of the local web page (empty: none).
+	// HTTPPasswordHash, made by `hearth config hash-password`, is the
+	// hash of the password that lets the page change the local mode;
+	// empty: the page is read-only.
+	HTTPListen        string `yaml:"http_listen"`
+	HTTPPasswordHash  string `yaml:"http_password_hash"`
 	AssumeClockSynced bool   `yaml:"assume_clock_synced"`
 	// ProfileFiles are register-map files (YAML) whose profiles every
 	// device may name, besides the built-in ones. Relative paths are taken
@@ -492,6 +498,16 @@ func (v *validator) validate(c *Config) {
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			v.errorf("metrics_listen", "want host:port: %v", err)
+		}
+	}
+	if c.HTTPListen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPListen); err != nil {
+			v.errorf("http_listen", "want host:port: %v", err)
+		}
+	}
+	if c.HTTPPasswordHash != "" {
+		if _, err := parsePasswordHash(c.HTTPPasswordHash); err != nil {
+			v.errorf("http_password_hash", "%v", err)
 		}
 	}
 	if len(c.Devices) == 0 {

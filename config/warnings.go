@@ -48,6 +48,12 @@ func (v *validator) warnings(c *Config) []Error {
 	if len(c.Uplink.SetpointKeys) == 0 {
 		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
 	}
+	switch h, _, _ := net.SplitHostPort(c.HTTPListen); {
+	case c.HTTPPasswordHash != "" && c.HTTPListen == "":
+		w.warnf("http_password_hash", "set, but http_listen is empty: no page asks for it")
+	case c.HTTPPasswordHash != "" && !loopback(h):
+		w.warnf("http_listen", "the local page is plain HTTP: its password crosses the local network unencrypted, so use it only on a network you trust")
+	}
 	s := c.Safety
 	for _, l := range []struct {
 		key string

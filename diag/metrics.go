@@ -28,9 +28,10 @@ func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*M
 		return nil, fmt.Errorf("metrics_listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		WriteMetrics(w, status())
+	mux.Handle("GET /metrics", MetricsHandler(status))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, metricsIndex)
 	})
 	m := &Metrics{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
 	go func() {
@@ -40,6 +41,20 @@ func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*M
 		}
 	}()
 	return m, nil
+}
+
+// metricsIndex answers / on the metrics listener, for a person who
+// opens the address in a browser.
+const metricsIndex = `<!doctype html><html><head><meta charset="utf-8"><title>hearth metrics</title></head>
+<body><h1>hearth</h1><p>Prometheus metrics: <a href="/metrics">/metrics</a></p></body></html>
+`
+
+// MetricsHandler serves the metrics from what status returns.
+func MetricsHandler(status func() StatusReport) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		WriteMetrics(w, status())
+	})
 }
 
 // Close stops serving and waits briefly for requests in flight.

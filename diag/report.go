@@ -161,6 +161,11 @@ type PointReport struct {
 	Time    time.Time      `json:"ts"`
 	AgeS    float64        `json:"age_s"`
 	Stale   bool           `json:"stale"`
+	// LastGood is the point's last value and LastGoodTS when it was
+	// read, while the latest reading carries none (a device down, a
+	// point out of range); absent when the point never had a value.
+	LastGood   *float64   `json:"last_good,omitempty"`
+	LastGoodTS *time.Time `json:"last_good_ts,omitempty"`
 }
 
 // EventReport is one event the agent recorded.

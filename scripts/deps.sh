@@ -2,7 +2,8 @@
 # Installs what hearth's tests need on a Debian machine, when it is missing:
 # mosquitto (the real broker the tests start on free ports) and socat
 # (pseudo-terminal pairs for RTU tests), and Debian's pymodbus with its
-# serial modules (an independent Modbus stack). Run as root or with sudo.
+# serial modules (an independent Modbus stack), and Debian's Chromium (the
+# headless browser the local page's test drives). Run as root or with sudo.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
@@ -12,6 +13,7 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus, serial, serial_asyncio" 2>/dev/null ||
   need+=(python3 python3-pymodbus python3-serial python3-serial-asyncio)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -19,5 +21,7 @@ echo "installing: ${need[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Another apt (an unattended upgrade) may hold the dpkg lock: wait for it.
+lock=(-o DPkg::Lock::Timeout=600)
+$sudo apt-get "${lock[@]}" update -qq
+$sudo apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}"

@@ -52,6 +52,7 @@ Usage:
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
   hearth config init             write a config for this gateway
+  hearth config hash-password    hash a password for the local page (http_password_hash)
   hearth cert request            make the gateway's key and certificate request
   hearth version
 
@@ -81,8 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdConfigCheck(args[2:], stdout, stderr)
 		case len(args) >= 2 && args[1] == "init":
 			return cmdConfigInit(args[2:], stdout, stderr)
+		case len(args) >= 2 && args[1] == "hash-password":
+			return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
 		}
-		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags]"
+		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags] | hearth config hash-password"
 		if isHelp(args[1:min(2, len(args))]) {
 			fmt.Fprintln(stdout, configUsage)
 			return exitOK
