@@ -73,7 +73,7 @@ func (a *Agent) startPage() *web.Server {
 		}
 	}
 	if a.cfg.MetricsListen == a.cfg.HTTPListen {
-		opt.Extra = map[string]http.Handler{"GET /metrics": diag.MetricsHandler(a.Status)}
+		opt.Extra = map[string]http.Handler{"GET /metrics": a.metricsSource().Handler()}
 	}
 	s, err := web.Start(opt)
 	if err != nil {
@@ -82,4 +82,12 @@ func (a *Agent) startPage() *web.Server {
 	}
 	a.log.Info("local page served", "addr", s.Addr().String())
 	return s
+}
+
+// metricsSource is what /metrics is made of.
+func (a *Agent) metricsSource() diag.MetricsSource {
+	return diag.MetricsSource{Status: a.Status, Points: func() []diag.PointReport {
+		pts, _ := a.Points("")
+		return pts
+	}}
 }
