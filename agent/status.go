@@ -27,8 +27,13 @@ func (a *Agent) Status() diag.StatusReport {
 			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
+	held := a.ctl.Held()
 	for _, d := range a.devices {
-		r.Devices = append(r.Devices, d.report())
+		dr := d.report()
+		if w, ok := held[d.cfg.Name]; ok {
+			dr.HeldW = &w
+		}
+		r.Devices = append(r.Devices, dr)
 	}
 	st := a.ctl.State()
 	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW}

@@ -63,6 +63,10 @@ type DeviceReport struct {
 	PollMS      float64    `json:"poll_ms"` // duration of the last poll
 	Identity    *Identity  `json:"identity,omitempty"`
 	DownSinceTS *time.Time `json:"down_since,omitempty"`
+	// HeldW is the power the agent commands the device to hold and the
+	// device holds by its read-back (positive discharging), while it
+	// holds one; absent in auto.
+	HeldW *hearth.Watts `json:"held_w,omitempty"`
 }
 
 // Identity is what a device says about itself.
