@@ -63,7 +63,10 @@ var rules = map[string][]string{
 	"drivers/sim":         {".", "drivers/rtu", "drivers/serial", "drivers/sunspec"},
 	"drivers/sim/ptypair": {},
 
-	"cmd/hearth":    {".", "agent", "config", "diag", "drivers", yaml},
+	// cmd/hearth uses cgo ("C") for one thing: SIGHUP is ignored from the
+	// moment the program is loaded, before the Go runtime could take it as
+	// a hangup, until `hearth run` has its reload handler (hangup_cgo.go).
+	"cmd/hearth":    {".", "agent", "config", "diag", "drivers", yaml, "C"},
 	"cmd/hearthsim": {".", "agent", "config", "drivers/sim", "internal/broker", "internal/cloud", "uplink", paho},
 
 	"internal/broker":      {mochi},

@@ -25,20 +25,20 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-// Event types the controller records in the buffer. docs/safety.md
-// documents their data.
+// Event types the controller records in the buffer: the root package's
+// vocabulary. docs/safety.md documents their data.
 const (
-	EventLeaseStarted     = "lease_started"
-	EventLeaseEnded       = "lease_ended"
-	EventClamped          = "clamped"
-	EventTrip             = "trip"
-	EventTripCleared      = "trip_cleared"
-	EventNotEffective     = "not_effective"
-	EventEffective        = "effective" // a device that did not follow does again
-	EventSetpointRejected = "setpoint_rejected"
-	EventWriteFailed      = "write_failed"
-	EventVersionReset     = "version_reset"
-	EventClockStepped     = "clock_stepped"
+	EventLeaseStarted     = hearth.EventLeaseStarted
+	EventLeaseEnded       = hearth.EventLeaseEnded
+	EventClamped          = hearth.EventClamped
+	EventTrip             = hearth.EventTrip
+	EventTripCleared      = hearth.EventTripCleared
+	EventNotEffective     = hearth.EventNotEffective
+	EventEffective        = hearth.EventEffective
+	EventSetpointRejected = hearth.EventSetpointRejected
+	EventWriteFailed      = hearth.EventWriteFailed
+	EventVersionReset     = hearth.EventVersionReset
+	EventClockStepped     = hearth.EventClockStepped
 )
 
 // Meta keys of the persisted lease state.
@@ -90,8 +90,11 @@ type Options struct {
 	// EffectiveWithin is how long a device may take to follow a command
 	// before a not_effective event.
 	EffectiveWithin time.Duration
-	// Now reads the gateway's clocks; nil: the real ones, the monotonic
-	// one counted from New.
+	// Clock reads the gateway's clocks and makes the loop's ticker; nil:
+	// Now with the runtime's timers.
+	Clock hearth.Clock
+	// Now reads the gateway's clocks when Clock is nil; nil: the real
+	// ones, the monotonic one counted from New.
 	Now func() hearth.Instant
 	// Synced says whether the wall clock can be trusted now; nil: always.
 	Synced func() bool
@@ -127,8 +130,8 @@ type Controller struct {
 	obs      map[string]safety.Observation
 	grid     *safety.GridSample
 	dev      map[string]*ctlDevice
-	trips    []string
-	rule     string
+	trips    []hearth.Rule
+	rule     hearth.Rule
 	state    hearth.State
 	onState  []func(hearth.State)
 	floor    timeFloor
@@ -165,12 +168,14 @@ func New(opt Options) (*Controller, error) {
 	if opt.Store == nil || opt.Event == nil {
 		return nil, errors.New("control: Store and Event are required")
 	}
-	if opt.Now == nil {
-		origin := time.Now()
-		opt.Now = func() hearth.Instant {
-			t := time.Now()
-			return hearth.Instant{Wall: t.Round(0), Mono: t.Sub(origin)}
-		}
+	switch {
+	case opt.Clock != nil:
+		opt.Now = opt.Clock.Now
+	case opt.Now != nil:
+		opt.Clock = hearth.NowFunc(opt.Now)
+	default:
+		opt.Clock = hearth.SystemClock()
+		opt.Now = opt.Clock.Now
 	}
 	if opt.LocalMaxW <= 0 {
 		opt.LocalMaxW = DefaultLocalMaxW
@@ -407,7 +412,7 @@ func (c *Controller) Run(ctx context.Context) {
 		tick = min(tick, d.st.RevertTimeout()/6)
 	}
 	tick = max(tick, 50*time.Millisecond)
-	t := time.NewTicker(tick)
+	t := c.opt.Clock.NewTicker(tick)
 	defer t.Stop()
 	for {
 		c.Step(ctx)
@@ -415,7 +420,7 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.kick:
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -556,7 +561,7 @@ func (c *Controller) checkFollowLocked(d *ctlDevice, a safety.Approved, now time
 		return
 	}
 	o, ok := c.obs[a.Device()]
-	p, has := o.Reading.Points[safety.PointPower]
+	p, has := o.Reading.Points[hearth.PointPower.String()]
 	if !ok || !has || !p.Good() || o.At.Sub(d.since) < c.opt.EffectiveWithin {
 		return
 	}
@@ -611,7 +616,7 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 }
 
 func (c *Controller) tripEventsLocked(dec safety.Decision) {
-	was := map[string]bool{}
+	was := map[hearth.Rule]bool{}
 	for _, r := range c.trips {
 		was[r] = true
 	}
@@ -633,7 +638,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	}
 	trips := dec.Trips
 	if c.lastObs.IsZero() {
-		trips = slices.DeleteFunc(slices.Clone(trips), func(r string) bool { return r == safety.RuleStale })
+		trips = slices.DeleteFunc(slices.Clone(trips), func(r hearth.Rule) bool { return r == safety.RuleStale })
 	}
 	for r := range was {
 		c.log.Info("safety trip cleared", "rule", r)
@@ -654,7 +659,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 
 // isTrip reports whether a rule is a trip, reported by trip events rather
 // than clamps.
-func isTrip(rule string) bool {
+func isTrip(rule hearth.Rule) bool {
 	switch rule {
 	case safety.RuleMaxCharge, safety.RuleMaxDischarge, safety.RuleExport:
 		return false
@@ -664,14 +669,14 @@ func isTrip(rule string) bool {
 
 func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth.State {
 	synced := c.opt.Synced()
-	s := hearth.State{Time: now.Wall.UTC(), Clock: clockState(synced), Mode: c.fallback, Safety: "ok", Trips: dec.Trips}
+	s := hearth.State{Time: now.Wall.UTC(), Clock: clockState(synced), Mode: c.fallback, Safety: "ok", Trips: ruleStrings(dec.Trips)}
 	if l := c.activeLocked(); l != nil {
 		info := l.Info(now, synced, c.leaseFloorLocked(l, now))
 		s.Lease = &info
 		s.Mode = l.Target(now).Mode
 	}
 	if len(dec.Trips) > 0 {
-		s.Safety = dec.Trips[0]
+		s.Safety = string(dec.Trips[0])
 	}
 	// applied_w is what the devices hold, by their read-back, not what
 	// was approved: a device whose write failed holds none of it.
@@ -703,4 +708,16 @@ func clockState(synced bool) hearth.ClockState {
 		return hearth.ClockSynced
 	}
 	return hearth.ClockUnsynced
+}
+
+// ruleStrings returns rules as the strings the payloads carry; nil for none.
+func ruleStrings(rs []hearth.Rule) []string {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r)
+	}
+	return out
 }

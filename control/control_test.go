@@ -161,7 +161,7 @@ func (r *ctlRig) cycle(d time.Duration) {
 	r.ctl.Step(context.Background())
 }
 
-func (r *ctlRig) events(typ string) []map[string]any {
+func (r *ctlRig) events(typ hearth.EventType) []map[string]any {
 	r.t.Helper()
 	evs, err := r.store.PendingEvents(1000)
 	if err != nil {
@@ -169,7 +169,7 @@ func (r *ctlRig) events(typ string) []map[string]any {
 	}
 	var out []map[string]any
 	for _, e := range evs {
-		if e.Type == typ {
+		if e.Type == string(typ) {
 			var m map[string]any
 			if err := json.Unmarshal(e.Data, &m); err != nil {
 				r.t.Fatal(err)
@@ -191,7 +191,7 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	r := newCtlRig(t)
 	r.cycle(time.Second)
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Instant())
-	if ack.Result != hearth.ResultClamped || ack.Reason != safety.RuleMaxDischarge || ack.AppliedW == nil || *ack.AppliedW != 2500 {
+	if ack.Result != hearth.ResultClamped || ack.Reason != string(safety.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
 		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, safety.RuleMaxDischarge)
 	}
 	for range 6 {
@@ -246,7 +246,7 @@ func TestSoCThroughMinStopsDischargeAtNextPoll(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW > 0 {
 		t.Fatalf("one poll after SoC fell to 9.5 %%: discharging %v W, want none", s.BatteryW)
 	}
-	if st := r.ctl.State(); st.Safety != safety.RuleSoCMin {
+	if st := r.ctl.State(); st.Safety != string(safety.RuleSoCMin) {
 		t.Errorf("state safety %q, want %s", st.Safety, safety.RuleSoCMin)
 	}
 	if len(r.events(EventTrip)) != 1 {
@@ -393,7 +393,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 {
 		t.Errorf("e-stop: %v W, want 0", s.BatteryW)
 	}
-	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != safety.RuleEStop {
+	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(safety.RuleEStop) {
 		t.Errorf("setpoint during e-stop: %+v", ack)
 	}
 }

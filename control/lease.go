@@ -47,7 +47,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		c.floor.confirm(received, sp.IssuedAt, c.opt.Limits.ClockSkew)
 	}
 	if v.OK && c.estop {
-		v = safety.Verdict{Result: hearth.ResultRejected, Reason: safety.RuleEStop}
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(safety.RuleEStop)}
 	}
 	lease := safety.Accept(sp, safety.SourceCloud, received, synced, floor)
 	if v.OK && lease.Hold <= 0 {
@@ -69,9 +69,9 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	case safety.RuleStale, safety.RuleReadingQuality:
 		// Accepted, but no device can be commanded until it is read:
 		// the ack says why nothing is applied yet.
-		ack.Reason = d.Rule
+		ack.Reason = string(d.Rule)
 	default:
-		ack.Result, ack.Reason = hearth.ResultClamped, d.Rule
+		ack.Result, ack.Reason = hearth.ResultClamped, string(d.Rule)
 		data := map[string]any{"lease_id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": roundPtr(d.TargetW)}
 		if sp.PowerW != nil {
 			data["requested_w"] = *sp.PowerW
@@ -152,7 +152,7 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	d2 := c.eval.Preview(c.inputLocked(mono(now), l.Target(now)))
 	ack.AppliedW = roundPtr(d2.TargetW)
 	if d2.Rule != "" {
-		ack.Reason = d2.Rule
+		ack.Reason = string(d2.Rule)
 		if d2.Rule != safety.RuleStale && d2.Rule != safety.RuleReadingQuality {
 			ack.Result = hearth.ResultClamped
 		}
@@ -314,4 +314,4 @@ func (c *Controller) persist(key string, l *safety.Lease) {
 	}
 }
 
-func (c *Controller) event(typ string, data map[string]any) { c.opt.Event(typ, data) }
+func (c *Controller) event(typ hearth.EventType, data map[string]any) { c.opt.Event(string(typ), data) }

@@ -4,20 +4,21 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/hearth-energy/hearth"
 )
 
-// EventTypes is the catalogue of event types the agent records, in the
-// order docs/events.md lists them. Each has a JSON Schema in
+// EventTypes is the catalogue of event types the agent records
+// (hearth.EventTypes), in the order docs/events.md lists them. Each has a JSON Schema in
 // docs/schemas/events/TYPE.json; the contract tests hold the catalogue, the
 // schemas and what a real agent publishes to one another.
-var EventTypes = []string{
-	"lease_started", "lease_ended", "setpoint_rejected", "keys_reloaded", "version_reset",
-	"clamped", "trip", "trip_cleared", "not_effective", "effective", "write_failed",
-	"clock_stepped",
-	"device_down", "device_up",
-	"uplink_connected", "uplink_lost",
-	"gap", "events_dropped", "disk_full", "buffer_corrupt",
-}
+var EventTypes = func() []string {
+	out := make([]string, len(hearth.EventTypes))
+	for i, t := range hearth.EventTypes {
+		out[i] = string(t)
+	}
+	return out
+}()
 
 // CheckEventType returns nil for a type in EventTypes, else an error
 // naming the known ones.

@@ -83,7 +83,7 @@ type PointSpec struct {
 // is false when the point has none.
 func (p PointSpec) Plausible() (r Range, ok bool) {
 	if len(p.Range) == 2 {
-		return Range{p.Range[0], p.Range[1]}, true
+		return Range{Lo: p.Range[0], Hi: p.Range[1]}, true
 	}
 	if !numericType(p.Type) {
 		return Range{}, false

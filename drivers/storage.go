@@ -13,21 +13,41 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-// Model 124 (storage) register offsets from the model's ID register, with
-// the device's own names.
-const (
-	off124WChaMax     = 2
-	off124StorCtlMod  = 5
-	off124OutWRte     = 12
-	off124InWRte      = 13
-	off124WinTms      = 14 // InOutWRte_WinTms
-	off124RvrtTms     = 15 // InOutWRte_RvrtTms
-	off124WChaMaxSF   = 18 // WChaMax_SF
-	off124InOutWRteSF = 25 // InOutWRte_SF
-	len124            = 26 // ID, L and the 24-register fixed block
+// m124 is where model 124 (storage) keeps the points Storage reads and
+// writes, as offsets from the model's ID register, taken from the
+// generated model table.
+var m124 = layout124()
 
-	storCtlCharge    = 1 << 0 // StorCtl_Mod CHARGE
-	storCtlDischarge = 1 << 1 // StorCtl_Mod DiSCHARGE
+type offsets124 struct {
+	WChaMax, StorCtlMod, OutWRte, InWRte, WinTms, RvrtTms, WChaMaxSF, InOutWRteSF int
+	len                                                                           uint16 // ID, L and the fixed block
+}
+
+func layout124() offsets124 {
+	def := sunspec.Lookup(124)
+	at := func(name string) int {
+		p, ok := def.Point(name)
+		if !ok {
+			panic("drivers: the generated model 124 has no point " + name)
+		}
+		return int(p.Offset)
+	}
+	o := offsets124{
+		WChaMax: at("WChaMax"), StorCtlMod: at("StorCtl_Mod"), OutWRte: at("OutWRte"), InWRte: at("InWRte"),
+		WinTms: at("InOutWRte_WinTms"), RvrtTms: at("InOutWRte_RvrtTms"),
+		WChaMaxSF: at("WChaMax_SF"), InOutWRteSF: at("InOutWRte_SF"),
+		len: def.FixedLen + 2,
+	}
+	if o.InWRte != o.OutWRte+1 || o.WinTms != o.OutWRte+2 || o.RvrtTms != o.OutWRte+3 {
+		panic("drivers: model 124 OutWRte..InOutWRte_RvrtTms are not one block") // Apply writes them in one request
+	}
+	return o
+}
+
+// StorCtl_Mod bits.
+const (
+	storCtlCharge    = 1 << 0 // CHARGE
+	storCtlDischarge = 1 << 1 // DiSCHARGE
 )
 
 // ErrNoStorageControl is returned when the device has no SunSpec model 124.
@@ -73,19 +93,42 @@ type StorageStatus struct {
 // references at InOutWRte_SF, and the revert timer InOutWRte_RvrtTms, so
 // that the device drops the command by itself when no refresh comes.
 //
-// Storage finds model 124 by its own walk of the model chain, so it shares
-// nothing mutable with the device's poller. Its methods are safe for
-// concurrent use; writes are serialised by the device's bus.
+// Storage takes model 124's address from the model chain the device's
+// poller walked (it walks the chain itself only when the poller has not
+// yet), and reads the registers every write depends on (the model 124
+// block with WChaMax and the scale factors, and the maxima of models 120
+// and 802) right before each write, so a scale factor that changed since
+// the last write is never written at its old value. Its methods are safe
+// for concurrent use; writes are serialised by the device's bus.
 type Storage struct {
 	dev    *SunSpecDevice
 	revert time.Duration
 
-	mu   sync.Mutex
-	addr uint16 // model 124 ID register; 0 until found
-	last []uint16
-	// The device's nameplate charge and discharge maxima besides WChaMax
-	// (models 120 and 802), largest first found; 0 when it gives none.
+	mu     sync.Mutex
+	addr   uint16    // model 124 ID register; 0 until found
+	maxima []maximum // the charge and discharge maxima the device has besides WChaMax
+	// The largest maxima as last read, 0 when the device gives none.
 	chaMaxW, disMaxW float64
+}
+
+// maximum is one charge or discharge maximum of model 120 or 802: where
+// its value and its scale factor are.
+type maximum struct {
+	addr, sfAddr uint16
+	discharge    bool
+}
+
+// maximumPoints are the points of models 120 and 802 that give a maximum
+// for a direction, with their scale factors from the generated table.
+var maximumPoints = []struct {
+	model     uint16
+	point     string
+	discharge bool
+}{
+	{model: 120, point: "MaxChaRte"},
+	{model: 120, point: "MaxDisChaRte", discharge: true},
+	{model: 802, point: "WChaRteMax"},
+	{model: 802, point: "WDisChaRteMax", discharge: true},
 }
 
 // NewStorage returns the storage controls of dev. revert is the device's
@@ -144,18 +187,21 @@ func maxRate(sf int16) float64 {
 	return min(100*math.Pow10(int(-sf)), math.MaxInt16)
 }
 
-// Apply writes an approved command and reads it back. ModeAuto writes
-// StorCtl_Mod = 0, handing the battery back to the device's own logic;
-// ModePower writes the rates and the revert timer first and StorCtl_Mod
-// last, so the device never runs a new mode at an old rate. A percentage is
-// cut towards zero, so the device is never asked for more than was
-// approved, and a power the rate register cannot carry (its int16 range,
-// or 100 % of its reference) is clamped to what it carries and reported
-// Saturated: a rate register never wraps. The zero Approved, or one for
-// another device, writes nothing; so does an InOutWRte_SF outside
-// SunSpec's -10..10. A read-back that differs from what was written,
-// rates, scale factor or reference, returns ErrNotEffective with the
-// status read.
+// Apply writes an approved command and reads it back. It first reads the
+// model 124 block and the maxima again, and encodes the rates with the
+// scale factors and references just read. ModeAuto writes StorCtl_Mod = 0,
+// handing the battery back to the device's own logic; ModePower writes the
+// rates and the revert timer first and StorCtl_Mod last, so the device
+// never runs a new mode at an old rate. A percentage is cut towards zero,
+// so the device is never asked for more than was approved, and a power the
+// rate register cannot carry (its int16 range, or 100 % of its reference)
+// is clamped to what it carries and reported Saturated: a rate register
+// never wraps. The zero Approved, or one for another device, writes
+// nothing; so does a command in ModePower when InOutWRte_SF or WChaMax_SF
+// reads as the not-implemented sentinel or outside SunSpec's -10..10, or
+// WChaMax as not implemented or 0: the error names the register. A
+// read-back that differs from what was written, rates, scale factor or
+// reference, returns ErrNotEffective with the status read.
 func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, error) {
 	if !a.Valid() || a.Device() != s.dev.name {
 		return StorageStatus{}, fmt.Errorf("apply to %s: command %v is not approved for this device", s.dev.name, a)
@@ -166,20 +212,22 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		return StorageStatus{}, err
 	}
 	bus, unit, base := s.dev.bus, s.dev.unit, s.addr
-	want := s.status(s.last)
+	regs, err := s.readControls(ctx)
+	if err != nil {
+		s.forget()
+		return StorageStatus{}, err
+	}
+	want := s.status(regs)
 	want.StorCtlMod, want.OutWRte, want.InWRte, want.HeldW = 0, 0, 0, 0
-	sfRaw := s.last[off124InOutWRteSF]
+	sfRaw := regs[m124.InOutWRteSF]
 	if a.Mode() == hearth.ModeAuto {
-		if err := bus.write(ctx, unit, base+off124StorCtlMod, []uint16{0}); err != nil {
+		if err := bus.write(ctx, unit, base+uint16(m124.StorCtlMod), []uint16{0}); err != nil {
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("hand %s back to auto: %w", s.dev.name, err)
 		}
 	} else {
-		if want.WChaMaxW <= 0 || sfRaw == 0x8000 {
-			return StorageStatus{}, fmt.Errorf("apply to %s: WChaMax or InOutWRte_SF not implemented", s.dev.name)
-		}
-		if sf := int16(sfRaw); sf < -10 || sf > 10 {
-			return StorageStatus{}, fmt.Errorf("apply to %s: InOutWRte_SF %d is outside SunSpec's -10..10", s.dev.name, sf)
+		if err := writableScale(regs); err != nil {
+			return StorageStatus{}, fmt.Errorf("apply to %s: %w; nothing written", s.dev.name, err)
 		}
 		want.RvrtTms = revertSeconds(s.revert)
 		switch p := float64(a.Power()); {
@@ -193,110 +241,156 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			want.StorCtlMod = storCtlCharge | storCtlDischarge
 		}
 		want.CommandedW = held(want)
-		rates := []uint16{uint16(want.OutWRte), uint16(want.InWRte), s.last[off124WinTms], want.RvrtTms}
-		if err := bus.write(ctx, unit, base+off124OutWRte, rates); err != nil {
+		rates := []uint16{uint16(want.OutWRte), uint16(want.InWRte), regs[m124.WinTms], want.RvrtTms}
+		if err := bus.write(ctx, unit, base+uint16(m124.OutWRte), rates); err != nil {
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("write %s rates: %w", s.dev.name, err)
 		}
-		if err := bus.write(ctx, unit, base+off124StorCtlMod, []uint16{want.StorCtlMod}); err != nil {
+		if err := bus.write(ctx, unit, base+uint16(m124.StorCtlMod), []uint16{want.StorCtlMod}); err != nil {
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("write %s StorCtl_Mod: %w", s.dev.name, err)
 		}
 	}
-	regs, err := bus.Read(ctx, unit, Holding, base, len124)
+	back, err := bus.Read(ctx, unit, Holding, base, m124.len)
 	if err != nil {
 		s.forget()
 		return StorageStatus{}, fmt.Errorf("read back %s: %w", s.dev.name, err)
 	}
-	prev := s.last
-	s.last = regs
-	got := s.status(regs)
+	got := s.status(back)
 	got.CommandedW, got.Saturated = want.CommandedW, want.Saturated
 	if got.StorCtlMod != want.StorCtlMod ||
 		(a.Mode() == hearth.ModePower && (got.OutWRte != want.OutWRte || got.InWRte != want.InWRte || got.RvrtTms != want.RvrtTms ||
-			regs[off124InOutWRteSF] != sfRaw || regs[off124WChaMax] != prev[off124WChaMax] || regs[off124WChaMaxSF] != prev[off124WChaMaxSF])) {
+			back[m124.InOutWRteSF] != sfRaw || back[m124.WChaMax] != regs[m124.WChaMax] || back[m124.WChaMaxSF] != regs[m124.WChaMaxSF])) {
 		return got, fmt.Errorf("%s read back %+v after writing %+v: %w", s.dev.name, got, want, ErrNotEffective)
 	}
 	return got, nil
 }
 
-// locate finds model 124 and reads its block once, and the maxima of
-// models 120 and 802. Callers hold s.mu.
+// writableScale says why a model 124 block cannot carry a rate: a scale
+// factor the rates depend on that is the sentinel or outside SunSpec's
+// range, or no WChaMax.
+func writableScale(regs []uint16) error {
+	for _, sf := range []struct {
+		name string
+		raw  uint16
+	}{{"InOutWRte_SF", regs[m124.InOutWRteSF]}, {"WChaMax_SF", regs[m124.WChaMaxSF]}} {
+		if sf.raw == 0x8000 {
+			return fmt.Errorf("%s reads as not implemented (0x8000): no rate can be encoded", sf.name)
+		}
+		if v := int16(sf.raw); v < -10 || v > 10 {
+			return fmt.Errorf("%s %d is outside SunSpec's -10..10", sf.name, v)
+		}
+	}
+	if w, ok := scaled(regs, m124.WChaMax, m124.WChaMaxSF, false); !ok || w <= 0 {
+		return errors.New("WChaMax is not implemented or 0: rates have no reference")
+	}
+	return nil
+}
+
+// locate finds model 124 and the maxima of models 120 and 802 in the
+// device's model chain; callers hold s.mu.
 func (s *Storage) locate(ctx context.Context) error {
-	if s.addr != 0 && s.last != nil {
+	if s.addr != 0 {
 		return nil
 	}
-	bus, unit := s.dev.bus, s.dev.unit
-	base, err := FindSunSpecBase(ctx, bus, unit)
-	if err != nil {
-		return fmt.Errorf("find storage controls of %s: %w", s.dev.name, err)
-	}
-	models, err := WalkModels(ctx, bus, unit, base)
-	if err != nil {
-		return fmt.Errorf("find storage controls of %s: %w", s.dev.name, err)
+	models := s.dev.Models()
+	if len(models) == 0 {
+		// The poller has not discovered the device yet: walk the chain
+		// here, without keeping it (the poller owns the device's).
+		base, err := FindSunSpecBase(ctx, s.dev.bus, s.dev.unit)
+		if err != nil {
+			return fmt.Errorf("find storage controls of %s: %w", s.dev.name, err)
+		}
+		if models, err = WalkModels(ctx, s.dev.bus, s.dev.unit, base); err != nil {
+			return fmt.Errorf("find storage controls of %s: %w", s.dev.name, err)
+		}
 	}
 	var addr uint16
-	var cha, dis float64
+	var maxima []maximum
 	for _, m := range models {
-		var points [2]string // charge, discharge maximum
-		switch m.ID {
-		case 124:
-			if addr == 0 && m.Length >= sunspec.Lookup(124).FixedLen {
-				addr = m.Address
-			}
-			continue
-		case 120:
-			points = [2]string{"MaxChaRte", "MaxDisChaRte"}
-		case 802:
-			points = [2]string{"WChaRteMax", "WDisChaRteMax"}
-		default:
-			continue
+		if m.ID == 124 && addr == 0 && m.Length+2 >= m124.len {
+			addr = m.Address
 		}
-		regs, err := bus.Read(ctx, unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
-		if err != nil {
-			return fmt.Errorf("read maxima of %s (model %d): %w", s.dev.name, m.ID, err)
-		}
-		def := sunspec.Lookup(m.ID)
-		for i, name := range points {
-			pd, _ := def.Point(name)
-			if v := decodeAt(def, pd, 0, regs); v.Good() && v.Value > 0 && !math.IsInf(v.Value, 0) {
-				if i == 0 {
-					cha = max(cha, v.Value)
-				} else {
-					dis = max(dis, v.Value)
-				}
+	}
+	for _, mp := range maximumPoints {
+		for _, m := range models {
+			if m.ID != mp.model {
+				continue
 			}
+			def := sunspec.Lookup(m.ID)
+			p, _ := def.Point(mp.point)
+			sf, _ := def.Point(p.SF)
+			if int(max(p.Offset, sf.Offset)) < int(m.Length)+2 {
+				maxima = append(maxima, maximum{addr: m.Address + p.Offset, sfAddr: m.Address + sf.Offset, discharge: mp.discharge})
+			}
+			break
 		}
 	}
 	if addr == 0 {
 		return fmt.Errorf("%s: %w", s.dev.name, ErrNoStorageControl)
 	}
-	regs, err := bus.Read(ctx, unit, Holding, addr, len124)
-	if err != nil {
-		return fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
-	}
-	s.addr, s.last, s.chaMaxW, s.disMaxW = addr, regs, cha, dis
+	s.addr, s.maxima = addr, maxima
 	return nil
+}
+
+// readControls reads, in the fewest requests, the model 124 block and the
+// maxima with their scale factors, keeps the maxima, and returns the
+// block. Callers hold s.mu.
+func (s *Storage) readControls(ctx context.Context) ([]uint16, error) {
+	specs := []PointSpec{{Name: "model 124", Address: s.addr, Table: Holding, Type: "string", Length: m124.len}}
+	for _, m := range s.maxima {
+		specs = append(specs,
+			PointSpec{Name: "maximum", Address: m.addr, Table: Holding, Type: "u16"},
+			PointSpec{Name: "maximum scale factor", Address: m.sfAddr, Table: Holding, Type: "sunssf"})
+	}
+	val := map[uint16]uint16{}
+	var block []uint16
+	for _, rq := range Plan(specs, nil, MaxReadRegisters) {
+		regs, err := s.dev.bus.Read(ctx, s.dev.unit, Holding, rq.Addr, rq.Count)
+		if err != nil {
+			return nil, fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
+		}
+		for i, r := range regs {
+			val[rq.Addr+uint16(i)] = r
+		}
+		if rq.Addr <= s.addr && int(rq.Addr)+int(rq.Count) >= int(s.addr)+int(m124.len) {
+			block = regs[s.addr-rq.Addr : s.addr-rq.Addr+m124.len]
+		}
+	}
+	var cha, dis float64
+	for _, m := range s.maxima {
+		raw, sf := val[m.addr], val[m.sfAddr]
+		if raw == 0xFFFF || sf == 0x8000 || int16(sf) < -10 || int16(sf) > 10 {
+			continue
+		}
+		if m.discharge {
+			dis = max(dis, sunspec.Scale(float64(raw), int16(sf)))
+		} else {
+			cha = max(cha, sunspec.Scale(float64(raw), int16(sf)))
+		}
+	}
+	s.chaMaxW, s.disMaxW = cha, dis
+	return block, nil
 }
 
 // forget drops what is known about the device after a failure, so the next
 // Apply finds model 124 again (the device may have been replaced).
-func (s *Storage) forget() { s.addr, s.last = 0, nil }
+func (s *Storage) forget() { s.addr, s.maxima = 0, nil }
 
 // status decodes a model 124 block: raw registers, references, and the
 // power the rates and mode stand for.
 func (s *Storage) status(regs []uint16) StorageStatus {
-	wmax, ok := scaled(regs, off124WChaMax, off124WChaMaxSF, false)
+	wmax, ok := scaled(regs, m124.WChaMax, m124.WChaMaxSF, false)
 	if !ok || math.IsInf(wmax, 0) {
 		wmax = 0
 	}
 	st := StorageStatus{
-		StorCtlMod: regs[off124StorCtlMod],
-		OutWRte:    int16(regs[off124OutWRte]),
-		InWRte:     int16(regs[off124InWRte]),
-		RvrtTms:    regs[off124RvrtTms],
+		StorCtlMod: regs[m124.StorCtlMod],
+		OutWRte:    int16(regs[m124.OutWRte]),
+		InWRte:     int16(regs[m124.InWRte]),
+		RvrtTms:    regs[m124.RvrtTms],
 		WChaMaxW:   wmax,
-		RateSF:     int16(regs[off124InOutWRteSF]),
+		RateSF:     int16(regs[m124.InOutWRteSF]),
 	}
 	st.OutRefW, st.InRefW = RateReferences(wmax, s.chaMaxW, s.disMaxW)
 	st.HeldW = held(st)

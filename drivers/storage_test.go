@@ -2,9 +2,9 @@ package drivers_test
 
 import (
 	"context"
-	"errors"
 	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -316,27 +316,60 @@ func TestStorageRateScaleFactors(t *testing.T) {
 	r.wantRefused(t, approve(t, "battery", hearth.ModePower, 2000), "a command at InOutWRte_SF 11")
 }
 
-// TestStorageScaleFactorChanges: a device whose InOutWRte_SF changes under
-// a running command is not effective (the written rate means another
-// power now), and the next write uses the new scale factor.
+// TestStorageScaleFactorChanges: InOutWRte_SF changes 0 → 1 under a
+// 1500 W command. The next refresh reads the scale factor again before it
+// writes, so it writes 3 (30 % at 10^1), not 30 (300 % at the new scale,
+// ten times the power), and the device holds 1500 W at once.
 func TestStorageScaleFactorChanges(t *testing.T) {
 	t.Parallel()
 	r := newStorageRig(t, 30*time.Second)
 	ctx := context.Background()
-	a := approve(t, "battery", hearth.ModePower, 1000)
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 0); err != nil {
+		t.Fatal(err)
+	}
+	a := approve(t, "battery", hearth.ModePower, 1500)
 	if _, err := r.st.Apply(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", -3); err != nil {
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 1); err != nil {
 		t.Fatal(err)
 	}
 	st, err := r.st.Apply(ctx, a)
-	if !errors.Is(err, drivers.ErrNotEffective) || !near(st.HeldW, 100) {
-		t.Errorf("after the scale factor changed: %+v, %v; want not effective, holding 2000 at -3 (2 %%) = 100 W", st, err)
+	if err != nil || st.RateSF != 1 || st.OutWRte != 3 || !near(st.HeldW, 1500) {
+		t.Errorf("refresh after the scale factor changed: %+v, %v; want OutWRte 3 at SF 1 holding 1500 W", st, err)
 	}
-	st, err = r.st.Apply(ctx, a)
-	if err != nil || st.OutWRte != 20000 || !near(st.HeldW, 1000) {
-		t.Errorf("next write: %+v, %v; want 20000 at -3 holding 1000 W", st, err)
+	if out, _ := r.rateWrites(); len(out) != 2 || out[0] != 30 || out[1] != 3 {
+		t.Errorf("OutWRte written %v, want [30 3]: 30 %% at SF 0, then 30 %% at SF 1", out)
+	}
+	if got := r.sim.State().BatteryW; got != 1500 {
+		t.Errorf("the simulator runs at %v W, want 1500 W", got)
+	}
+}
+
+// TestStorageScaleFactorSentinel: an InOutWRte_SF that turns into the
+// not-implemented sentinel, or outside SunSpec's -10..10, under a running
+// command stops the writes with an error naming it: no rate is written at
+// a scale nobody knows.
+func TestStorageScaleFactorSentinel(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []int64{0x8000, 11} {
+		r := newStorageRig(t, 30*time.Second)
+		ctx := context.Background()
+		a := approve(t, "battery", hearth.ModePower, 1500)
+		if _, err := r.st.Apply(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		before := len(r.sim.Writes())
+		if err := r.sim.SetRaw(124, "InOutWRte_SF", raw); err != nil {
+			t.Fatal(err)
+		}
+		_, err := r.st.Apply(ctx, a)
+		if err == nil || !strings.Contains(err.Error(), "InOutWRte_SF") {
+			t.Errorf("SF raw %#x: %v, want an error naming InOutWRte_SF", raw, err)
+		}
+		if w := r.sim.Writes()[before:]; len(w) != 0 {
+			t.Errorf("SF raw %#x: wrote %+v, want nothing", raw, w)
+		}
 	}
 }
 

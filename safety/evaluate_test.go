@@ -64,7 +64,7 @@ func TestEvaluateRules(t *testing.T) {
 		estop    bool
 		wantMode hearth.Mode
 		wantW    hearth.Watts
-		wantRule string
+		wantRule hearth.Rule
 	}{
 		{"within limits", testLimits(), power(1500), 50, nil, nil, false, hearth.ModePower, 1500, ""},
 		{"discharge clamped", testLimits(), power(5000), 50, nil, nil, false, hearth.ModePower, 2500, RuleMaxDischarge},

@@ -7,48 +7,30 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-// Rule names. A clamp, a trip, an ack reason and an event all name the rule
-// by these strings, which are the config keys the rule comes from where
-// there is one.
+// Rule names: the root package's vocabulary, under the names this
+// package has always given them.
 const (
-	RuleEStop          = "estop"           // the emergency-stop input is engaged
-	RuleStale          = "max_reading_age" // the device's latest reading is too old
-	RuleReadingQuality = "reading_quality" // a point a rule needs could not be read
-	RuleSoCMin         = "soc_min_pct"
-	RuleSoCMax         = "soc_max_pct"
-	RuleMaxCharge      = "max_charge_w"
-	RuleMaxDischarge   = "max_discharge_w"
-	RuleRamp           = "ramp_w_per_s"
-	RuleCellVMin       = "cell_v_min"
-	RuleCellVMax       = "cell_v_max"
-	RuleTempMin        = "temp_c_min"
-	RuleTempMax        = "temp_c_max"
-	RuleExport         = "export_limit_w"
-	RuleImport         = "import_limit_w"
-	RuleSiteDischarge  = "site_max_discharge_w"
-	RuleSiteCharge     = "site_max_charge_w"
-	RuleMeter          = "meter"           // self_consumption without a fresh meter reading
-	RuleCellTempMax    = "cell_temp_c_max" // the hottest cell above temp_c_max
-	RuleChargeTemp     = "charge_temp_c_min"
-	RuleImplausible    = "implausible" // the device contradicts itself
-)
-
-// Point names the evaluator reads from a controllable device's reading.
-const (
-	PointSoC      = "soc_pct"
-	PointPower    = "power_w"
-	PointCellVMin = "cell_v_min"
-	PointCellVMax = "cell_v_max"
-	PointTemp     = "temp_c"
-	PointACPower  = "ac_power_w"
-	// Cell temperatures (SunSpec 803–805, or a profile's points), the
-	// battery's own DC voltage and current, and its charge status
-	// (SunSpec ChaSt: 3 discharging, 4 charging).
-	PointCellTempMin = "cell_temp_c_min"
-	PointCellTempMax = "cell_temp_c_max"
-	PointBatteryV    = "battery_v"
-	PointBatteryA    = "battery_a"
-	PointChargeState = "charge_state"
+	RuleEStop          = hearth.RuleEStop
+	RuleStale          = hearth.RuleStale
+	RuleReadingQuality = hearth.RuleReadingQuality
+	RuleDeviceDown     = hearth.RuleDeviceDown
+	RuleSoCMin         = hearth.RuleSoCMin
+	RuleSoCMax         = hearth.RuleSoCMax
+	RuleMaxCharge      = hearth.RuleMaxCharge
+	RuleMaxDischarge   = hearth.RuleMaxDischarge
+	RuleRamp           = hearth.RuleRamp
+	RuleCellVMin       = hearth.RuleCellVMin
+	RuleCellVMax       = hearth.RuleCellVMax
+	RuleTempMin        = hearth.RuleTempMin
+	RuleTempMax        = hearth.RuleTempMax
+	RuleExport         = hearth.RuleExport
+	RuleImport         = hearth.RuleImport
+	RuleSiteDischarge  = hearth.RuleSiteDischarge
+	RuleSiteCharge     = hearth.RuleSiteCharge
+	RuleMeter          = hearth.RuleMeter
+	RuleCellTempMax    = hearth.RuleCellTempMax
+	RuleChargeTemp     = hearth.RuleChargeTemp
+	RuleImplausible    = hearth.RuleImplausible
 )
 
 // Defaults for the hysteresis bands and the clock skew, used by the agent

@@ -62,15 +62,16 @@ func maybePoint(s script, lo, hi float64) hearth.Point {
 // kept from the readings alone, to check hysteresis and unknown values.
 type model struct {
 	seen    map[string]bool
-	tripped map[string]bool
+	tripped map[hearth.Rule]bool
 }
 
 // observe updates the model with a reading, and returns the rules the
 // evaluator must hold the device for.
 func (m *model) observe(lim Limits, r hearth.Reading) {
 	val := func(name string) (float64, bool) {
-		v, ok := point(r, name)
-		if rg, has := plausible[name]; ok && has && (v < rg[0] || v > rg[1]) {
+		p, has := r.Points[name]
+		v, ok := p.Value, has && p.Good() && !math.IsNaN(p.Value) && !math.IsInf(p.Value, 0)
+		if rg, has := hearth.PhysicalRange(name, 0); ok && has && !rg.Contains(v) {
 			ok = false
 		}
 		if ok {
@@ -78,7 +79,7 @@ func (m *model) observe(lim Limits, r hearth.Reading) {
 		}
 		return v, ok
 	}
-	win := func(name string, lo, hi, hyst float64, ruleLo, ruleHi string) {
+	win := func(name string, lo, hi, hyst float64, ruleLo, ruleHi hearth.Rule) {
 		v, ok := val(name)
 		p, has := r.Points[name]
 		switch {
@@ -123,7 +124,7 @@ func runProperty(t *testing.T, s script, steps int, more func() bool) {
 	obs := Observation{Reading: hearth.Reading{Device: "battery"}} // not read yet
 	var grid *GridSample
 	target := power(0)
-	m := &model{seen: map[string]bool{}, tripped: map[string]bool{}}
+	m := &model{seen: map[string]bool{}, tripped: map[hearth.Rule]bool{}}
 	base, baseOK := hearth.Watts(0), false // what the device holds, as the ramp's base
 	var baseAt time.Time
 	for i := 0; i < steps && more(); i++ {
@@ -215,7 +216,7 @@ func checkInvariants(t *testing.T, lim Limits, in Input, m *model, base hearth.W
 	last, dt := hearth.Watts(0), 0.0
 	if baseOK {
 		last, dt = base, max(in.Now.Sub(baseAt).Seconds(), 0)
-	} else if v, ok := point(in.Devices[0].Reading, PointPower); ok && math.Abs(v) <= 1e6 {
+	} else if v, ok := point(in.Devices[0].Reading, hearth.PointPower); ok && math.Abs(v) <= 1e6 {
 		last = hearth.Watts(v)
 	}
 	step := hearth.Watts(lim.RampWPerS*dt) + 1e-6
@@ -250,13 +251,13 @@ func checkInvariants(t *testing.T, lim Limits, in Input, m *model, base hearth.W
 	if m.tripped[RuleSoCMax] && p < 0 {
 		t.Errorf("soc at or above %v, or unknown: charging %v", lim.SoCMaxPct, p)
 	}
-	for _, r := range []string{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax} {
+	for _, r := range []hearth.Rule{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax} {
 		if m.tripped[r] && p != 0 {
 			t.Errorf("%s tripped (out of window, unknown, or not yet back inside by the hysteresis): got %v W, want 0", r, p)
 		}
 	}
 	if lim.ExportLimitW != nil && p > 0 {
-		batt, bok := point(o.Reading, PointPower)
+		batt, bok := point(o.Reading, hearth.PointPower)
 		g := in.Grid
 		if g != nil && bok && in.Now.Sub(g.At) <= lim.MaxReadingAge {
 			if bound := hearth.Watts(batt) + *lim.ExportLimitW - g.W; p > max(bound, 0)+1e-6 {

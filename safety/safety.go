@@ -25,7 +25,7 @@ type Approved struct {
 	device string
 	mode   hearth.Mode
 	power  hearth.Watts
-	rule   string
+	rule   hearth.Rule
 }
 
 // Device is the device the command is for.
@@ -40,7 +40,7 @@ func (a Approved) Mode() hearth.Mode { return a.mode }
 func (a Approved) Power() hearth.Watts { return a.power }
 
 // Rule names the rule that bound the command, or "" when nothing did.
-func (a Approved) Rule() string { return a.rule }
+func (a Approved) Rule() hearth.Rule { return a.rule }
 
 // Valid reports whether a was made by this package's evaluator, as opposed
 // to being the zero value.
@@ -64,5 +64,5 @@ func (a Approved) String() string {
 // control is always allowed: it is the state a dead agent leaves behind
 // too, once the device's revert timer runs out.
 func Release(device string) Approved {
-	return Approved{device: device, mode: hearth.ModeAuto, rule: "release"}
+	return Approved{device: device, mode: hearth.ModeAuto, rule: hearth.RuleRelease}
 }

@@ -65,6 +65,12 @@ Run 'hearth COMMAND --help' for a command's flags.
 `
 
 func main() {
+	// The agent ignores SIGHUP from the moment it is loaded until its
+	// handler (a key reload) is in place; every other command takes it
+	// as it came.
+	if len(os.Args) < 2 || os.Args[1] != "run" {
+		restoreHangup()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -183,6 +189,16 @@ func parseNoArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (cod
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// The signals are caught before anything else happens: without a
+	// handler, SIGHUP (a key reload) kills a Go program, and the agent
+	// may take a while to start (config, buffer, devices). A SIGHUP
+	// that comes before the agent exists is served once it does; a
+	// SIGTERM ends it as soon as it runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	fs := newFlags("hearth run", stderr)
 	path := fs.String("config", defaultPath, "config file")
 	format := fs.String("log-format", "text", "log format: text or json")
@@ -215,8 +231,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth run:", err)
 		return exitFailed
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -226,9 +240,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	a.UseLogRing(ring)
 	// SIGHUP reloads the setpoint keys (a rotation or a revocation)
 	// without a restart, which would interrupt control.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {

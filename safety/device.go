@@ -1,0 +1,291 @@
+package safety
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// Plausibility: a device whose readings contradict themselves this many
+// times in a row, each with at least signMinW of battery power, is held in
+// the safe state until the agent restarts.
+const (
+	contradictions = 5
+	signMinW       = 200
+)
+
+// devState is what the evaluator remembers of one device.
+type devState struct {
+	last    Approved  // the last command approved, as the ramp's base
+	lastAt  time.Time // when it was approved
+	changed time.Time // when the approved power last changed
+	trips   map[hearth.Rule]bool
+	why     map[hearth.Rule]string
+	seen    map[hearth.PointName]bool // points the device has given good values for
+	// Plausibility: consecutive contradicting readings, by check, and the
+	// reason the device is held implausible ("" while it is not).
+	contra      map[string]int
+	implausible string
+	signSince   time.Time // since when the approved power has had its sign and size
+	signOf      int       // that sign: -1, 0 or 1
+}
+
+func newDevState() *devState {
+	return &devState{trips: map[hearth.Rule]bool{}, why: map[hearth.Rule]string{}, seen: map[hearth.PointName]bool{}, contra: map[string]int{}}
+}
+
+func (st devState) clone() devState {
+	c := st
+	c.trips = maps.Clone(st.trips)
+	c.why = maps.Clone(st.why)
+	c.seen = maps.Clone(st.seen)
+	c.contra = maps.Clone(st.contra)
+	return c
+}
+
+// track remembers since when the approved power has had its sign and a
+// size worth checking the device's response against.
+func (st *devState) track(a Approved, now time.Time) {
+	sign := 0
+	if a.mode == hearth.ModePower && math.Abs(float64(a.power)) >= signMinW {
+		sign = 1
+		if a.power < 0 {
+			sign = -1
+		}
+	}
+	if sign != st.signOf {
+		st.signOf, st.signSince = sign, now
+	}
+}
+
+// verdict is what a device's readings allow before the site target is
+// shared out.
+type verdict struct {
+	obs     Observation
+	st      devState
+	safe    Approved // when set (valid), the device gets this and nothing else
+	lo, hi  hearth.Watts
+	loRule  hearth.Rule
+	hiRule  hearth.Rule
+	batt    hearth.Watts // measured battery power
+	battOK  bool
+	target  hearth.Watts // its share, before ramping
+	binding hearth.Rule  // the rule that bound its share
+}
+
+// assess checks one device's reading against every rule that is the
+// device's own, and returns what it allows: a command it must get (the
+// safe state), or the range of power it may be shared.
+func (dc *decider) assess(o Observation, st devState) *verdict {
+	l, in := dc.lim, dc.in
+	name := o.Reading.Device
+	v := &verdict{obs: o, st: st}
+	s := &v.st
+	setTrip := func(rule hearth.Rule, on bool) {
+		switch {
+		case rule == "":
+		case on:
+			s.trips[rule] = true
+		default:
+			delete(s.trips, rule)
+			delete(s.why, rule)
+		}
+	}
+	safe := func(mode hearth.Mode, rule hearth.Rule) *verdict {
+		v.safe = Approved{device: name, mode: mode, rule: rule}
+		return v
+	}
+
+	setTrip(RuleEStop, in.EStop)
+	if in.EStop {
+		return safe(hearth.ModePower, RuleEStop)
+	}
+	stale := o.At.IsZero() || in.Now.Sub(o.At) > l.MaxReadingAge
+	setTrip(RuleStale, stale)
+	if stale {
+		return safe(hearth.ModeAuto, RuleStale)
+	}
+	batt, battOK := value(o, s, hearth.PointPower)
+	v.batt, v.battOK = hearth.Watts(batt), battOK
+
+	// Each point a rule needs: unchecked while the device has never given
+	// it (it does not have that point); a good, plausible value is judged
+	// with hysteresis; a value that was there and is gone, or that cannot
+	// be physically true, is unknown: its rules act as tripped, and a trip
+	// clears only on a good value inside the window, less the hysteresis.
+	unknown := false
+	window := func(pt hearth.PointName, lo, hi, hyst float64, ruleLo, ruleHi hearth.Rule) {
+		x, state := read(o, s, pt)
+		switch state {
+		case absent:
+			setTrip(ruleLo, false)
+			setTrip(ruleHi, false)
+		case bad:
+			unknown = true
+			for _, r := range []hearth.Rule{ruleLo, ruleHi} {
+				if r != "" {
+					s.trips[r] = true
+					if s.why[r] == "" {
+						s.why[r] = pt.String() + " unknown"
+					}
+				}
+			}
+		default:
+			setTrip(ruleLo, x < lo || s.trips[ruleLo] && x < lo+hyst)
+			setTrip(ruleHi, x > hi || s.trips[ruleHi] && x > hi-hyst)
+		}
+	}
+	inf := math.Inf(1)
+	window(hearth.PointCellVMin, l.CellVMin, inf, l.CellVHysteresis, RuleCellVMin, "")
+	window(hearth.PointCellVMax, -inf, l.CellVMax, l.CellVHysteresis, "", RuleCellVMax)
+	window(hearth.PointTemp, l.TempCMin, l.TempCMax, l.TempHysteresisC, RuleTempMin, RuleTempMax)
+	window(hearth.PointCellTempMax, -inf, l.TempCMax, l.TempHysteresisC, "", RuleCellTempMax)
+	// Charging lithium cells below freezing plates them: no charge while
+	// the coldest cell is at or below ChargeTempCMin.
+	window(hearth.PointCellTempMin, l.ChargeTempCMin, inf, l.TempHysteresisC, RuleChargeTemp, "")
+
+	soc, socState := read(o, s, hearth.PointSoC)
+	if socState != good && !s.seen[hearth.PointSoC] {
+		socState = absent // never read: where the battery stands is not known
+	}
+	switch socState {
+	case good:
+		setTrip(RuleSoCMin, soc <= l.SoCMinPct || s.trips[RuleSoCMin] && soc < l.SoCMinPct+l.SoCHysteresisPct)
+		setTrip(RuleSoCMax, soc >= l.SoCMaxPct || s.trips[RuleSoCMax] && soc > l.SoCMaxPct-l.SoCHysteresisPct)
+	case bad:
+		// Known before, unknown now: neither charge nor discharge.
+		unknown = true
+		for _, r := range []hearth.Rule{RuleSoCMin, RuleSoCMax} {
+			s.trips[r] = true
+			if s.why[r] == "" {
+				s.why[r] = hearth.PointSoC.String() + " unknown"
+			}
+		}
+	}
+	setTrip(RuleReadingQuality, unknown || socState == absent)
+	if socState == absent {
+		// Never read: nothing can be commanded; the device keeps its own
+		// logic until it says where it stands.
+		return safe(hearth.ModeAuto, RuleReadingQuality)
+	}
+
+	dc.plausibility(o, s, v)
+	if s.implausible != "" {
+		s.trips[RuleImplausible] = true
+		s.why[RuleImplausible] = s.implausible
+		return safe(hearth.ModeAuto, RuleImplausible)
+	}
+
+	for _, r := range []hearth.Rule{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax, RuleCellTempMax} {
+		if s.trips[r] {
+			if s.why[r] != "" {
+				r = RuleReadingQuality // held for a value it cannot read
+			}
+			return safe(hearth.ModePower, r)
+		}
+	}
+	v.lo, v.loRule = -l.MaxChargeW, RuleMaxCharge
+	v.hi, v.hiRule = l.MaxDischargeW, RuleMaxDischarge
+	if s.trips[RuleSoCMin] {
+		v.hi, v.hiRule = 0, RuleSoCMin
+	}
+	if s.trips[RuleSoCMax] {
+		v.lo, v.loRule = 0, RuleSoCMax
+	}
+	if s.trips[RuleChargeTemp] && v.lo < 0 {
+		v.lo, v.loRule = 0, RuleChargeTemp
+	}
+	return v
+}
+
+type readState int
+
+const (
+	absent readState = iota // the device does not give the point
+	bad                     // the device gave it, and now cannot, or gives nonsense
+	good
+)
+
+// read returns a point's value and whether it is usable, remembering the
+// points the device has given good values for.
+func read(o Observation, s *devState, name hearth.PointName) (float64, readState) {
+	x, ok := value(o, s, name)
+	switch {
+	case ok:
+		return x, good
+	case s.seen[name]:
+		return 0, bad
+	}
+	p, has := o.Reading.Get(name)
+	if has && (p.Quality == hearth.QualityOutOfRange || p.Good()) {
+		// A value from the first reading on that cannot be true: the
+		// device has the point, and it is broken.
+		return 0, bad
+	}
+	if has && p.Quality == hearth.QualityCommError {
+		// Not read this time; whether the device has it is not known.
+		return 0, bad
+	}
+	return 0, absent
+}
+
+// value returns a point's value when it is good, finite and physically
+// possible, and marks the point as one the device has.
+func value(o Observation, s *devState, name hearth.PointName) (float64, bool) {
+	x, ok := point(o.Reading, name)
+	if !ok {
+		return 0, false
+	}
+	if r, has := hearth.PhysicalRange(name.String(), 0); has && !r.Contains(x) {
+		return 0, false
+	}
+	s.seen[name] = true
+	return x, true
+}
+
+// plausibility looks for a device contradicting itself: battery power of
+// one sign while its own voltage and current, or its charge status, say
+// the other; or power of the opposite sign to what it was commanded, held
+// long enough to follow. A contradiction seen contradictions times in a
+// row holds the device in the safe state, with the reason.
+func (dc *decider) plausibility(o Observation, s *devState, v *verdict) {
+	in := dc.in
+	if s.implausible != "" || !v.battOK || math.Abs(float64(v.batt)) < signMinW {
+		return
+	}
+	sign := 1.0
+	if v.batt < 0 {
+		sign = -1
+	}
+	check := func(name string, contradicts bool, why string) {
+		if !contradicts {
+			delete(s.contra, name)
+			return
+		}
+		s.contra[name]++
+		if s.contra[name] >= contradictions {
+			s.implausible = why
+		}
+	}
+	volts, vok := value(o, s, hearth.PointBatteryV)
+	amps, aok := value(o, s, hearth.PointBatteryA)
+	if vok && aok && math.Abs(amps) >= 1 {
+		check("v_times_a", volts*amps*sign < 0,
+			fmt.Sprintf("power_w %.0f W but battery_v × battery_a = %.0f W: the device reports power with the wrong sign", v.batt, volts*amps))
+	}
+	if cs, ok := point(o.Reading, hearth.PointChargeState); ok {
+		// SunSpec ChaSt: 3 discharging, 4 charging.
+		check("charge_state", cs == 3 && sign < 0 || cs == 4 && sign > 0,
+			fmt.Sprintf("power_w %.0f W but the device says it is %s", v.batt, map[bool]string{true: "discharging", false: "charging"}[cs == 3]))
+	}
+	if s.signOf != 0 && in.Now.Sub(s.signSince) >= dc.lim.EffectiveWithin &&
+		float64(s.signOf)*float64(v.batt) < 0 && math.Abs(float64(v.batt)) >= 0.5*math.Abs(float64(s.last.power)) {
+		check("response", true, fmt.Sprintf("commanded %.0f W for %s, measured %.0f W: the device reports the opposite sign", float64(s.last.power),
+			in.Now.Sub(s.signSince).Round(time.Second), v.batt))
+	} else {
+		check("response", false, "")
+	}
+}

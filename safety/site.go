@@ -1,0 +1,153 @@
+package safety
+
+import (
+	"math"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// measuredSum is the battery power the devices report, if every one does.
+func measuredSum(vs []*verdict) (hearth.Watts, bool) {
+	var sum hearth.Watts
+	for _, v := range vs {
+		if !v.battOK && !v.safe.Valid() {
+			return 0, false
+		}
+		sum += v.batt
+	}
+	return sum, true
+}
+
+// siteBounds applies the limits that hold for the whole site to the total:
+// the site's own charge and discharge caps, and site export and import by
+// the meter (or, without a fresh meter, by the inverters' own output).
+func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rule) (hearth.Watts, hearth.Rule) {
+	l := dc.lim
+	bind := func(v hearth.Watts, r hearth.Rule) {
+		if v != total {
+			total = v
+			if rule == "" {
+				rule = r
+			}
+		}
+	}
+	if l.SiteMaxDischargeW != nil {
+		bind(min(total, *l.SiteMaxDischargeW), RuleSiteDischarge)
+	}
+	if l.SiteMaxChargeW != nil {
+		bind(max(total, -*l.SiteMaxChargeW), RuleSiteCharge)
+	}
+	if l.ExportLimitW != nil && total > 0 {
+		bind(min(total, max(dc.exportBound(vs), 0)), RuleExport)
+	}
+	if l.ImportLimitW != nil && total < 0 {
+		if bound, ok := dc.importBound(vs); ok {
+			bind(max(total, min(bound, 0)), RuleImport)
+		}
+	}
+	return total, rule
+}
+
+// coincident reports whether the meter sample was taken after the last
+// change of what the site commands: only then does it show the effect of
+// that command, and can the headroom it gives be added to it.
+func (dc *decider) coincident() bool {
+	return dc.gridFresh() && (dc.prev.totalAt.IsZero() || dc.in.Grid.At.After(dc.prev.totalAt))
+}
+
+// exportBound is the most the site's batteries may discharge with export
+// at the limit: from the meter when it is fresh, else from the inverters'
+// own AC output (an upper bound on export, since the house load is not
+// known), else nothing. A meter sample taken before the last change of
+// command may lower the bound but not raise it above what is commanded:
+// the meter has not seen that change yet.
+func (dc *decider) exportBound(vs []*verdict) hearth.Watts {
+	lim := *dc.lim.ExportLimitW
+	if sum, ok := measuredSum(vs); ok && dc.gridFresh() {
+		bound := sum + lim - dc.in.Grid.W
+		if !dc.coincident() {
+			bound = min(bound, max(dc.prev.lastTotal, 0))
+		}
+		return bound
+	}
+	var bound hearth.Watts = lim
+	for _, v := range vs {
+		ac, ok := point(v.obs.Reading, hearth.PointACPower)
+		if !ok || !v.battOK {
+			return 0
+		}
+		bound -= max(hearth.Watts(ac)-v.batt, 0) // PV behind the inverter
+	}
+	return bound
+}
+
+// importBound is the most the site's batteries may charge (a negative
+// total) with grid import at its limit, from a fresh meter only; without
+// one the import limit cannot be judged and charging is not capped by it.
+func (dc *decider) importBound(vs []*verdict) (hearth.Watts, bool) {
+	sum, ok := measuredSum(vs)
+	if !ok || !dc.gridFresh() {
+		return 0, false
+	}
+	bound := sum - dc.in.Grid.W - *dc.lim.ImportLimitW
+	if !dc.coincident() {
+		bound = max(bound, min(dc.prev.lastTotal, 0))
+	}
+	return bound, true
+}
+
+// capState is whether the export cap holds the site in auto, and since
+// when export has been back under its limit.
+type capState struct {
+	on       bool
+	clearFor time.Time
+}
+
+// autoExportCap decides, while the target is auto, whether export beyond
+// its limit makes the agent cap the batteries' discharge, and to what. It
+// engages when the meter shows export over the limit with the batteries
+// discharging, and lets go when export has stayed under the limit, less a
+// margin, for autoCapRelease. It returns the cap state to keep.
+func (dc *decider) autoExportCap(vs []*verdict) (hearth.Watts, bool, capState) {
+	in := dc.in
+	keep := capState{dc.prev.autoCap, dc.prev.capClearFor}
+	if dc.lim.ExportLimitW == nil || !dc.gridFresh() {
+		return 0, false, capState{false, keep.clearFor}
+	}
+	lim := *dc.lim.ExportLimitW
+	sum, ok := measuredSum(vs)
+	if !ok {
+		return 0, false, keep
+	}
+	cs := keep
+	margin := max(100, 0.1*lim)
+	switch {
+	case !cs.on && in.Grid.W > lim && sum > 0:
+		cs = capState{true, time.Time{}}
+	case cs.on && in.Grid.W < lim-margin:
+		if cs.clearFor.IsZero() {
+			cs.clearFor = in.Now
+		}
+		if in.Now.Sub(cs.clearFor) >= autoCapRelease {
+			cs.on = false
+		}
+	case cs.on:
+		cs.clearFor = time.Time{}
+	}
+	if !cs.on {
+		return 0, false, cs
+	}
+	return max(dc.exportBound(vs), 0), true, cs
+}
+
+// autoCapRelease is how long export must stay under its limit before the
+// agent hands the batteries back to their own logic.
+const autoCapRelease = 30 * time.Second
+
+func (dc *decider) gridFresh() bool {
+	g := dc.in.Grid
+	return g != nil && g.Quality == hearth.QualityGood && !g.At.IsZero() &&
+		dc.in.Now.Sub(g.At) <= dc.lim.MaxReadingAge &&
+		!math.IsNaN(float64(g.W)) && !math.IsInf(float64(g.W), 0) && math.Abs(float64(g.W)) < 1e6
+}
