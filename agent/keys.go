@@ -48,7 +48,9 @@ func (a *Agent) ReloadKeys() (diag.KeysReport, error) {
 	a.mu.Unlock()
 	ended := a.ctl.Revoke(revoked)
 	a.log.Info("setpoint keys reloaded", "keys", len(keys), "revoked", len(revoked), "lease_ended", ended)
-	a.events.Record("keys_reloaded", map[string]any{"keys": slices.Sorted(maps.Keys(keys)), "revoked": revoked, "lease_ended": ended})
+	// Empty lists are [] on the wire, as the event's schema says, never null.
+	a.events.Record("keys_reloaded", map[string]any{"keys": append([]string{}, slices.Sorted(maps.Keys(keys))...),
+		"revoked": append([]string{}, revoked...), "lease_ended": ended})
 	r := a.Keys()
 	r.LeaseEnded = ended
 	return r, nil
