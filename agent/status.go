@@ -138,6 +138,12 @@ func (a *Agent) Points(device string) ([]diag.PointReport, error) {
 		last := d.poller.Stats().Last
 		for _, name := range last.PointNames() {
 			p := last.Points[name]
+			// While a device is down its reading names every point it
+			// might have; one it never answered for is not listed as if
+			// it had been read.
+			if seen, answered := a.lastGood.Answered(d.cfg.Name, name); p.Quality == hearth.QualityCommError && answered && !seen {
+				continue
+			}
 			age := now.Sub(last.Time)
 			pr := diag.PointReport{Device: d.cfg.Name, Name: name, Quality: p.Quality, Unit: diag.UnitOf(name),
 				Time: last.Time, AgeS: age.Seconds(), Stale: age > a.cfg.Safety.MaxReadingAge.D()}

@@ -274,6 +274,10 @@ func renderPoints(w io.Writer, pts []diag.PointReport) {
 		if p.Stale {
 			mark = "STALE"
 		}
+		if p.Value == nil && p.LastGood != nil && p.LastGoodTS != nil {
+			mark = strings.TrimSpace(mark + " last good " + strings.TrimSpace(number(*p.LastGood)+" "+p.Unit) +
+				", " + diag.Age(time.Since(*p.LastGoodTS)) + " ago")
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Device, p.Name, val, diag.Age(time.Duration(p.AgeS*float64(time.Second))), mark)
 	}
 	tw.Flush()
