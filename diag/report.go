@@ -67,6 +67,17 @@ type DeviceReport struct {
 	// device holds by its read-back (positive discharging), while it
 	// holds one; absent in auto.
 	HeldW *hearth.Watts `json:"held_w,omitempty"`
+	// NextProbe is when the link next asks a device marked down whether
+	// it answers again; `hearth device probe` asks at once.
+	NextProbe *time.Time `json:"next_probe,omitempty"`
+}
+
+// ProbeResult answers POST /v1/devices/{name}/probe: the device's report
+// after the probe, and whether the probe was asked of a device marked
+// down (false: it was up, and was polled as usual).
+type ProbeResult struct {
+	WasDown bool         `json:"was_down"`
+	Device  DeviceReport `json:"device"`
 }
 
 // Identity is what a device says about itself.

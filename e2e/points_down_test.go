@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +18,7 @@ import (
 func TestPointsWhileDeviceDown(t *testing.T) {
 	t.Parallel()
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	sim := exec.Command(hearthsimBin(t), "--modbus", addr, "--serial", "DOWN-0001", "--soc", "64")
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Process.Kill(); sim.Wait() })
-	waitListening(t, addr)
+	sim := startSimTCP(t, addr, "--serial", "DOWN-0001", "--soc", "64")
 	_, sock, cfg := newAgentConfig(t, "gw-down", `devices:
   - {name: battery, address: "`+addr+`", poll_interval: 250ms, timeout: 300ms}
 uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}

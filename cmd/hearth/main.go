@@ -49,6 +49,7 @@ Usage:
   hearth dump [--out FILE]       one support bundle: config (no secrets), status, events, logs
   hearth log-level LEVEL         change the running agent's log level
   hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
+  hearth device probe NAME       ask a device marked down again now, not at its next probe
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
   hearth config init             write a config for this gateway
@@ -120,6 +121,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdModbus(args[1:], stdout, stderr)
 	case "uplink":
 		return cmdUplink(args[1:], stdout, stderr)
+	case "device":
+		return cmdDevice(args[1:], stdout, stderr)
 	case "commission":
 		return cmdCommission(args[1:], stdout, stderr)
 	case "dump":

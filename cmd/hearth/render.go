@@ -71,7 +71,11 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 			detail = d.Transport + " " + d.Address
 		}
 		if d.Hint != "" && d.Hint != d.LastError {
-			hints = append(hints, d.Name+": "+d.Hint)
+			h := d.Name + ": " + d.Hint
+			if d.NextProbe != nil {
+				h += fmt.Sprintf(" (next probe in %s)", diag.Age(time.Until(*d.NextProbe)))
+			}
+			hints = append(hints, h)
 		}
 		if wide {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s %s\t%d\t%s\n", d.Name, state, last, d.Polls, d.Failures, d.Transport, d.Address, d.UnitID, detail)
