@@ -72,7 +72,11 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		s.log.Info("local mode set", "mode", req.Mode, "power_w", req.PowerW, "for", d, "result", ack.Result, "reason", ack.Reason)
+		var power any // the value, not its address
+		if req.PowerW != nil {
+			power = float64(*req.PowerW)
+		}
+		s.log.Info("local mode set", "mode", req.Mode, "power_w", power, "for", d, "result", ack.Result, "reason", ack.Reason)
 		writeAPI(w, http.StatusOK, ack)
 	})
 	mux.HandleFunc("DELETE "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {

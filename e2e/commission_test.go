@@ -142,7 +142,7 @@ func TestModeSetPower(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := writeConfig(t, dir, "gw-power", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
-	startAgent(t, cfg)
+	agent := startAgent(t, cfg)
 	st := waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
 	for _, tc := range []struct {
 		args []string
@@ -172,6 +172,10 @@ func TestModeSetPower(t *testing.T) {
 	waitStatus(t, sock, func(st diag.StatusReport) bool {
 		return st.Lease != nil && st.Lease.Source == "local" && st.Safety.Mode == "power"
 	})
+	// The log says the power, not where it is kept.
+	if log := agent.Log(); !strings.Contains(log, "power_w=-500") || strings.Contains(log, "power_w=0x") {
+		t.Errorf("the agent's log of the local mode does not give the power:\n%s", log)
+	}
 	if _, _, code := hearthCLI(t, nil, "mode", "clear", "--socket", sock); code != 0 {
 		t.Errorf("mode clear: exit %d", code)
 	}

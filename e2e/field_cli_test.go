@@ -32,6 +32,8 @@ func TestHelpExitsZero(t *testing.T) {
 		{"config", "--help"}, {"config", "check", "--help"}, {"config", "init", "--help"},
 		{"cert", "--help"}, {"cert", "request", "--help"}, {"version", "--help"},
 		{"uplink", "--help"}, {"uplink", "reconnect", "--help"}, {"commission", "--help"}, {"dump", "--help"},
+		{"keys", "--help"}, {"keys", "reload", "--help"}, {"lease", "reset-version", "--help"},
+		{"device", "--help"}, {"device", "probe", "--help"}, {"config", "hash-password", "--help"},
 	} {
 		out, errOut, code := hearthCLI(t, nil, args...)
 		if code != 0 || strings.TrimSpace(out) == "" {
