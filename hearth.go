@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -23,27 +22,9 @@ var Version = "dev"
 
 // BuildDate is when the sources of this binary were committed, RFC 3339,
 // stamped with -ldflags "-X github.com/hearth-energy/hearth.BuildDate=…";
-// empty falls back to the commit time Go records in the build info.
+// empty falls back to the commit time Go records in the build info, then
+// to the binary file's time (hw.BuildStamp).
 var BuildDate = ""
-
-// BuildTime returns when this binary's sources were committed (the zero
-// time when unknown). True time cannot be earlier: the agent uses it as a
-// floor under a wall clock that boots at 1970 or at a stale RTC time.
-func BuildTime() time.Time {
-	if t, err := time.Parse(time.RFC3339, BuildDate); err == nil {
-		return t.UTC()
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.time" {
-				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
-					return t.UTC()
-				}
-			}
-		}
-	}
-	return time.Time{}
-}
 
 // Instant is one reading of the gateway's two clocks. Wall is the wall
 // clock (what NTP, an RTC or a person sets, and what can jump); Mono is the
@@ -324,6 +305,12 @@ const (
 	ReasonEnded          = "ended"            // this version already ran and has ended: send a new one
 	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
+
+// ReasonNoDevice refuses a lease of any mode but auto on a gateway that
+// commands no device (its devices are read-only, or lack
+// allow_unguarded_control): acking it applied would tell the cloud a
+// battery follows that does not.
+const ReasonNoDevice = "no_controllable_device"
 
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
 type Ack struct {

@@ -113,14 +113,19 @@ const (
 	EventEffective        EventType = "effective" // a device that did not follow does again
 	EventWriteFailed      EventType = "write_failed"
 	EventClockStepped     EventType = "clock_stepped"
-	EventDeviceDown       EventType = "device_down"
-	EventDeviceUp         EventType = "device_up"
-	EventUplinkConnected  EventType = "uplink_connected"
-	EventUplinkLost       EventType = "uplink_lost"
-	EventGap              EventType = "gap"
-	EventEventsDropped    EventType = "events_dropped"
-	EventDiskFull         EventType = "disk_full"
-	EventBufferCorrupt    EventType = "buffer_corrupt"
+	// EventClockFloorDistrusted: the floor under true time was far ahead of
+	// every other source and was dropped; EventClockFloorReset: it was set
+	// back by hand (hearth clock reset-floor).
+	EventClockFloorDistrusted EventType = "clock_floor_distrusted"
+	EventClockFloorReset      EventType = "clock_floor_reset"
+	EventDeviceDown           EventType = "device_down"
+	EventDeviceUp             EventType = "device_up"
+	EventUplinkConnected      EventType = "uplink_connected"
+	EventUplinkLost           EventType = "uplink_lost"
+	EventGap                  EventType = "gap"
+	EventEventsDropped        EventType = "events_dropped"
+	EventDiskFull             EventType = "disk_full"
+	EventBufferCorrupt        EventType = "buffer_corrupt"
 )
 
 // EventTypes is the catalogue of event types, in the order docs/events.md
@@ -128,7 +133,7 @@ const (
 var EventTypes = []EventType{
 	EventLeaseStarted, EventLeaseEnded, EventSetpointRejected, EventKeysReloaded, EventVersionReset,
 	EventClamped, EventTrip, EventTripCleared, EventNotEffective, EventEffective, EventWriteFailed,
-	EventClockStepped,
+	EventClockStepped, EventClockFloorDistrusted, EventClockFloorReset,
 	EventDeviceDown, EventDeviceUp,
 	EventUplinkConnected, EventUplinkLost,
 	EventGap, EventEventsDropped, EventDiskFull, EventBufferCorrupt,

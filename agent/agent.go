@@ -70,6 +70,11 @@ type Agent struct {
 
 	mu   sync.Mutex
 	keys keyState // the setpoint keys in force
+
+	// buildTime is the binary's build time, a floor under true time, and
+	// buildFrom where it came from (hw.BuildStamp).
+	buildTime time.Time
+	buildFrom string
 }
 
 // device is one configured device and what reads it.
@@ -80,6 +85,13 @@ type device struct {
 	bus     *drivers.Bus           // the device's link, shared with its neighbours
 	profile string                 // the register map's name
 	poller  *telemetry.Poller
+	// vendor commands the device through its profile's control section;
+	// nil when it has none, or none hearth may use (no device-side timeout
+	// and no allow_unguarded_control).
+	vendor *drivers.VendorDevice
+	// window says the SunSpec device reads model 124 as a power window
+	// (profile storage_control: window).
+	window bool
 }
 
 // driver is a device as drivers reads it.
@@ -116,14 +128,20 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
+	// The lease state file first: it keeps the buffer's high-water marks
+	// too, which a fresh buffer (the old one corrupt) starts above.
+	if a.leases, err = openLeaseState(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	a.store, err = buffer.Open(filepath.Join(cfg.DataDir, "hearth.db"), buffer.Options{
 		Logger: log.With("component", "buffer"), MaxBytes: int64(cfg.Buffer.MaxBytes), Now: clocks.Wall,
+		Marks: a.leases,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	if a.leases, err = openLeaseState(cfg.DataDir, a.store, log); err != nil {
-		return nil, err
+	if err := a.leases.UseMirror(a.store); err != nil {
+		return nil, fmt.Errorf("open lease state: %w", err)
 	}
 	if err := a.openDevices(); err != nil {
 		return nil, err
@@ -170,7 +188,9 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink.setpoint_keys: %w", err)
 	}
-	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys)}
+	required := a.keysRequired(cfg.Uplink, len(keys))
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: slices.Clone(cfg.Uplink.RevokedKeys), closed: required && len(keys) == 0}
+	a.up.RequireKeys(required)
 	// Every setpoint message, including those a broker delivers late after a
 	// reconnect, is parsed and checked by uplink, then validated and
 	// clamped by the controller, and acked with the outcome.
@@ -210,12 +230,15 @@ func (a *Agent) openDevices() error {
 				return fmt.Errorf("device %s: %w", dc.Name, err)
 			}
 		}
-		d := &device{cfg: dc, bus: bus, profile: p.Name}
+		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow}
 		if p.Discovery == "sunspec" {
 			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p))
 			d.drv = d.sunspec
 		} else {
 			d.drv = drivers.NewProfileDevice(dc.Name, bus, uint8(dc.UnitID), p)
+			if c := p.Control; c != nil && dc.Name != a.cfg.Safety.MeterDevice && (c.Guarded() || dc.AllowUnguardedControl) {
+				d.vendor = drivers.NewVendorDevice(dc.Name, bus, uint8(dc.UnitID), p, nil)
+			}
 		}
 		a.devices = append(a.devices, d)
 	}
@@ -243,21 +266,62 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 	return rb, err
 }
 
-// newControl builds the controller for every SunSpec device but the meter
-// (only SunSpec devices have storage controls).
+// vendorDevice is a device commanded through its profile's control
+// section, as the controller takes it.
+type vendorDevice struct{ *drivers.VendorDevice }
+
+func (d vendorDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
+	st, err := d.VendorDevice.Apply(ctx, a)
+	rb := control.Readback{Detail: st}
+	if a.Mode() == hearth.ModePower && (err == nil || errors.Is(err, hearth.ErrNotEffective)) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
+}
+
+// controlled reports whether the controller commands the device: a
+// SunSpec device (model 124) or one whose profile has a control section
+// hearth may use, but never the site meter.
+func (a *Agent) controlled(d *device) bool {
+	return d.cfg.Name != a.cfg.Safety.MeterDevice && (d.sunspec != nil || d.vendor != nil)
+}
+
+// newControl builds the controller for every controlled device: SunSpec
+// storage controls (model 124), or a profile's control section. Devices
+// without either are only read.
 func (a *Agent) newControl() error {
+	a.buildTime, a.buildFrom = hw.BuildStamp()
+	if a.buildFrom == hw.BuildFromBinary && a.clockSynced() && a.buildTime.Sub(a.clocks.Wall()) > 24*time.Hour {
+		// A file copied on a machine whose clock ran ahead: taken for a
+		// floor, it would expire every lease until then.
+		a.log.Warn("the binary's file time is ahead of the synchronised clock: not taken for its build time", "file_time", a.buildTime)
+		a.buildTime, a.buildFrom = time.Time{}, hw.BuildFromNone
+	}
+	if a.buildFrom == hw.BuildFromNone {
+		a.log.Warn("this binary carries no build time (no stamp, no vcs.time, no usable file time): with the clock unsynchronised, nothing bounds how old a lease is; such a lease is held at most " + safety.UnverifiedHold.String())
+	}
 	var devs []control.Device
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
-			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D())})
+		switch {
+		case !a.controlled(d):
+		case d.sunspec != nil:
+			var opts []drivers.StorageOption
+			if d.window {
+				opts = append(opts, drivers.PowerWindow())
+			}
+			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D(), opts...)})
+		default:
+			devs = append(devs, vendorDevice{d.vendor})
 		}
 	}
 	ctl, err := control.New(control.Options{
 		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
-		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: hearth.BuildTime(), Event: a.events.Record,
-		Logger: a.log.With("component", "control"),
+		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: a.buildTime, Event: a.events.Record,
+		Revoked: a.cfg.Uplink.RevokedKeys,
+		Logger:  a.log.With("component", "control"),
 	})
 	a.ctl = ctl
 	return err

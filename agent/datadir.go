@@ -13,9 +13,10 @@ import (
 const stateFile = "state.json"
 
 // openLeaseState opens the file the control loop keeps the lease state
-// in (any key it sets), filled from the buffer's meta table the first time.
-func openLeaseState(dir string, store *buffer.Store, log *slog.Logger) (*buffer.State, error) {
-	st, err := buffer.OpenState(filepath.Join(dir, stateFile), store, log.With("component", "state"))
+// in (any key it sets), and the buffer its high-water marks; UseMirror
+// attaches the buffer, which fills it the first time.
+func openLeaseState(dir string, log *slog.Logger) (*buffer.State, error) {
+	st, err := buffer.OpenStateAlone(filepath.Join(dir, stateFile), log.With("component", "state"))
 	if err != nil {
 		return nil, fmt.Errorf("open lease state: %w", err)
 	}

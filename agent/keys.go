@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/diag"
@@ -15,13 +16,14 @@ import (
 type keyState struct {
 	trusted []string // key ids
 	revoked []string
+	closed  bool // no key in force, and unsigned refused
 }
 
 // Keys reports the setpoint keys in force.
 func (a *Agent) Keys() diag.KeysReport {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return diag.KeysReport{Keys: slices.Clone(a.keys.trusted), Revoked: slices.Clone(a.keys.revoked)}
+	return diag.KeysReport{Keys: append([]string{}, a.keys.trusted...), Revoked: append([]string{}, a.keys.revoked...), Closed: a.keys.closed}
 }
 
 // ReloadKeys reads the config file again and puts its setpoint_keys and
@@ -43,12 +45,14 @@ func (a *Agent) ReloadKeys() (diag.KeysReport, error) {
 	}
 	revoked := slices.Clone(cfg.Uplink.RevokedKeys)
 	a.up.SetKeys(keys, revoked)
+	required := a.keysRequired(cfg.Uplink, len(keys))
+	a.up.RequireKeys(required)
 	a.mu.Lock()
-	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: revoked}
+	a.keys = keyState{trusted: slices.Sorted(maps.Keys(keys)), revoked: revoked, closed: required && len(keys) == 0}
 	a.mu.Unlock()
 	ended := a.ctl.Revoke(revoked)
 	a.log.Info("setpoint keys reloaded", "keys", len(keys), "revoked", len(revoked), "lease_ended", ended)
-	// Empty lists are [] on the wire, as the event's schema says, never null.
+	// Empty lists are [], never null, in the event as in the report.
 	a.events.Record("keys_reloaded", map[string]any{"keys": append([]string{}, slices.Sorted(maps.Keys(keys))...),
 		"revoked": append([]string{}, revoked...), "lease_ended": ended})
 	r := a.Keys()
@@ -63,4 +67,47 @@ func (a *Agent) ResetVersion() (uint64, error) {
 		return 0, diag.ErrNoControl
 	}
 	return a.ctl.ResetVersion(), nil
+}
+
+// ResetFloor sets the clock floor back to the build time, so that leases
+// are judged again after a floor went far ahead (hearth clock
+// reset-floor).
+func (a *Agent) ResetFloor() (diag.ResetFloorResult, error) {
+	from, to := a.ctl.ResetFloor()
+	return diag.ResetFloorResult{From: timePtr(from), To: timePtr(to)}, nil
+}
+
+// timePtr is t, or nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// metaKeysConfigured is the lease-state key that remembers that setpoint
+// keys were once configured on this gateway.
+const metaKeysConfigured = "uplink.keys_configured"
+
+// keysRequired says whether an empty key set must refuse every setpoint:
+// keys are configured now or were once (remembered in the lease state,
+// which survives a corrupt buffer), or some are revoked, and unsigned
+// setpoints are not explicitly allowed (uplink.allow_unsigned). So a
+// revocation that leaves no key closes the gateway rather than opening it.
+func (a *Agent) keysRequired(u config.UplinkConfig, keys int) bool {
+	had := false
+	if v, ok, err := a.leases.Meta(metaKeysConfigured); err == nil && ok && v != "" {
+		had = true
+	}
+	if keys > 0 && !had {
+		if err := a.leases.SetMeta(metaKeysConfigured, "true"); err != nil {
+			a.log.Error("remember that setpoint keys are configured", "err", err)
+		}
+		had = true
+	}
+	required := !u.AllowUnsigned && (had || len(u.RevokedKeys) > 0)
+	if keys == 0 && required {
+		a.log.Warn("no setpoint key in force: every cloud setpoint is refused (no_keys) until a key is configured, or uplink.allow_unsigned: true")
+	}
+	return required
 }

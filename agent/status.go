@@ -27,6 +27,9 @@ func (a *Agent) Status() diag.StatusReport {
 			LogLevel: a.logLevel.Level().String(), LocalModes: a.localModes(),
 		},
 	}
+	fl := a.ctl.Floor()
+	r.Agent.ClockFloor = &diag.ClockFloorReport{Floor: timePtr(fl.Floor), WallAhead: fl.WallAhead, Distrusted: timePtr(fl.Distrusted),
+		BuildTime: timePtr(a.buildTime), BuildTimeFrom: a.buildFrom}
 	held := a.ctl.Held()
 	for _, d := range a.devices {
 		dr := d.report()
@@ -214,7 +217,7 @@ func (a *Agent) ClearMode() error {
 // controls reports whether the agent controls any device.
 func (a *Agent) controls() bool {
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != a.cfg.Safety.MeterDevice {
+		if a.controlled(d) {
 			return true
 		}
 	}
@@ -247,7 +250,7 @@ func (a *Agent) birth() uplink.Birth {
 	s := a.cfg.Safety
 	controlled := 0
 	for _, d := range a.devices {
-		if d.sunspec != nil && d.cfg.Name != s.MeterDevice {
+		if a.controlled(d) {
 			controlled++
 		}
 	}

@@ -345,7 +345,11 @@ func (s *Store) deleteIDs(query string, ids []uint64) error {
 // ErrDiskFull. The commit is not synced (synchronous=NORMAL): a power cut
 // may roll it back.
 func (s *Store) inTx(fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return s.runTx(context.Background(), s.db, fn)
+	h, err := s.runTx(context.Background(), s.db, fn)
+	if err == nil {
+		s.keepMarks(h)
+	}
+	return err
 }
 
 // inDurableTx is inTx for a commit that must survive a power cut: it runs
@@ -358,23 +362,33 @@ func (s *Store) inDurableTx(fn func(ctx context.Context, tx *sql.Tx) error) erro
 	if !syncs {
 		return s.inTx(fn)
 	}
+	h, err := s.durableTx(fn)
+	if err == nil {
+		// With the connection given back: the marks' writer may wait on
+		// a State whose SetMeta waits on the connection.
+		s.keepMarks(h)
+	}
+	return err
+}
+
+func (s *Store) durableTx(fn func(ctx context.Context, tx *sql.Tx) error) (highsSeen, error) {
 	ctx := context.Background()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return s.noteFull(fmt.Errorf("connect: %w", err))
+		return highsSeen{}, s.noteFull(fmt.Errorf("connect: %w", err))
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
-		return fmt.Errorf("synchronous full: %w", err)
+		return highsSeen{}, fmt.Errorf("synchronous full: %w", err)
 	}
-	err = s.runTx(ctx, conn, fn)
+	h, err := s.runTx(ctx, conn, fn)
 	if _, rerr := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); rerr != nil {
 		// A connection left at FULL costs an fsync per commit; better
 		// to drop it than keep it.
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		s.log.Warn("buffer: restoring synchronous=NORMAL failed; reconnecting", "err", rerr)
 	}
-	return err
+	return h, err
 }
 
 // beginner is a *sql.DB or a pinned *sql.Conn.
@@ -382,23 +396,28 @@ type beginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 }
 
-func (s *Store) runTx(ctx context.Context, db beginner, fn func(ctx context.Context, tx *sql.Tx) error) error {
+// runTx runs fn in a transaction on db and commits it. It returns the
+// highest seq and event id as committed, for the high-water marks, which
+// its caller raises once the connection is free again.
+func (s *Store) runTx(ctx context.Context, db beginner, fn func(ctx context.Context, tx *sql.Tx) error) (highsSeen, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return s.noteFull(fmt.Errorf("begin: %w", err))
+		return highsSeen{}, s.noteFull(fmt.Errorf("begin: %w", err))
 	}
 	if err := fn(ctx, tx); err != nil {
 		_ = tx.Rollback()
-		return s.noteFull(err)
+		return highsSeen{}, s.noteFull(err)
 	}
+	// Read in the transaction: the store has one connection.
+	h := s.highsIn(ctx, tx)
 	if err := tx.Commit(); err != nil {
-		return s.noteFull(fmt.Errorf("commit: %w", err))
+		return highsSeen{}, s.noteFull(fmt.Errorf("commit: %w", err))
 	}
 	s.commits.Add(1)
 	if s.diskFull.Swap(false) {
 		keepReserve(s.path, s.reserveSize())
 	}
-	return nil
+	return h, nil
 }
 
 // noteFull classifies err and remembers whether the disk was full.

@@ -37,14 +37,19 @@ func lastStored(ctx context.Context, q querier) (int64, error) {
 // setLastStored raises the high-water mark to seq, so that AUTOINCREMENT
 // never hands out a seq at or below it.
 func setLastStored(ctx context.Context, tx *sql.Tx, seq uint64) error {
-	res, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'readings'", int64(seq))
+	return raiseSequence(ctx, tx, "readings", seq)
+}
+
+// raiseSequence raises table's AUTOINCREMENT high-water mark to v.
+func raiseSequence(ctx context.Context, tx *sql.Tx, table string, v uint64) error {
+	res, err := tx.ExecContext(ctx, "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", int64(v), table)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n > 0 {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, "INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", int64(seq))
+	_, err = tx.ExecContext(ctx, "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", table, int64(v))
 	return err
 }
 

@@ -34,6 +34,9 @@ type State struct {
 
 	mu sync.Mutex
 	m  map[string]string
+	// recover says the file was missing or unreadable at open: UseMirror
+	// fills it from the buffer.
+	recover bool
 }
 
 // OpenState opens the State file at path, or creates it. When the file is
@@ -43,10 +46,23 @@ type State struct {
 // the store's own; mirror may be nil. Every key later set is copied to
 // mirror too. log may be nil.
 func OpenState(path string, mirror *Store, log *slog.Logger) (*State, error) {
+	s, err := openStateFile(path, log)
+	if err != nil || mirror == nil {
+		return s, err
+	}
+	if err := s.UseMirror(mirror); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openStateFile opens the State file at path alone: missing or unreadable
+// (moved aside), it starts empty, and UseMirror fills it from a buffer.
+func openStateFile(path string, log *slog.Logger) (*State, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &State{path: path, mirror: mirror, log: log, m: map[string]string{}}
+	s := &State{path: path, log: log, m: map[string]string{}}
 	// A temp file is what a cut SetMeta left; the old file stands.
 	if err := os.Remove(path + ".tmp"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
@@ -56,7 +72,6 @@ func OpenState(path string, mirror *Store, log *slog.Logger) (*State, error) {
 	case err == nil:
 		err = json.Unmarshal(b, &s.m)
 		if err == nil && s.m != nil {
-			s.copyToMirror()
 			return s, nil
 		}
 		if err == nil {
@@ -70,20 +85,54 @@ func OpenState(path string, mirror *Store, log *slog.Logger) (*State, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	if mirror != nil {
+	s.m = map[string]string{}
+	s.recover = true
+	return s, nil
+}
+
+// OpenStateAlone opens the State file at path without a buffer to copy
+// keys to, so that the buffer can be opened with it (Options.Marks);
+// UseMirror then attaches the buffer. log may be nil.
+func OpenStateAlone(path string, log *slog.Logger) (*State, error) {
+	return openStateFile(path, log)
+}
+
+// UseMirror makes mirror's meta table the spare copy of every key. When
+// the file was missing or unreadable at open (the first start of an agent
+// that kept these keys only in its buffer, or a bad medium), the keys the
+// State does not hold yet are recovered from mirror's meta table (those
+// that are not the store's own). Then mirror is brought up to date with
+// the file.
+func (s *State) UseMirror(mirror *Store) error {
+	s.mu.Lock()
+	s.mirror = mirror
+	if s.recover {
+		s.recover = false
 		kept, err := mirror.foreignMeta()
 		if err != nil {
-			return nil, fmt.Errorf("open state %s: recover keys from the buffer: %w", path, err)
+			s.mu.Unlock()
+			return fmt.Errorf("open state %s: recover keys from the buffer: %w", s.path, err)
 		}
-		s.m = kept
-	}
-	if len(s.m) > 0 {
-		if err := s.write(s.m); err != nil {
-			return nil, fmt.Errorf("open state %s: %w", path, err)
+		next := maps.Clone(s.m)
+		added := 0
+		for k, v := range kept {
+			if _, ok := next[k]; !ok {
+				next[k] = v
+				added++
+			}
 		}
-		log.Info("state file created from the buffer's meta table", "path", path, "keys", len(s.m))
+		if added > 0 {
+			if err := s.write(next); err != nil {
+				s.mu.Unlock()
+				return fmt.Errorf("open state %s: %w", s.path, err)
+			}
+			s.m = next
+			s.log.Info("state file filled from the buffer's meta table", "path", s.path, "keys", added)
+		}
 	}
-	return s, nil
+	s.mu.Unlock()
+	s.copyToMirror()
+	return nil
 }
 
 // Path returns the State file's path.
@@ -103,15 +152,9 @@ func (s *State) Meta(key string) (value string, ok bool, err error) {
 func (s *State) SetMeta(key, value string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v, ok := s.m[key]; ok && v == value {
-		return nil
+	if changed, err := s.setLocked(key, value); err != nil || !changed {
+		return err
 	}
-	next := maps.Clone(s.m)
-	next[key] = value
-	if err := s.write(next); err != nil {
-		return fmt.Errorf("write state %q: %w", key, err)
-	}
-	s.m = next
 	if s.mirror != nil {
 		if err := s.mirror.SetMeta(key, value); err != nil {
 			// The State file has it; the copy is only a spare.
@@ -130,13 +173,45 @@ func (s *State) write(m map[string]string) error {
 	return writeDurable(s.path, b)
 }
 
+// setLocal stores value under key durably, like SetMeta, without a copy
+// in the buffer: for what the buffer itself keeps here (its high-water
+// marks), which a copy inside it would not protect.
+func (s *State) setLocal(key, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.setLocked(key, value)
+	return err
+}
+
+// setLocked writes value under key to the file, and reports whether that
+// changed anything.
+func (s *State) setLocked(key, value string) (bool, error) {
+	if v, ok := s.m[key]; ok && v == value {
+		return false, nil
+	}
+	next := maps.Clone(s.m)
+	next[key] = value
+	if err := s.write(next); err != nil {
+		return false, fmt.Errorf("write state %q: %w", key, err)
+	}
+	s.m = next
+	return true, nil
+}
+
 // copyToMirror brings the buffer's copy up to date with the file, e.g.
-// after the buffer was found corrupt and started afresh.
+// after the buffer was found corrupt and started afresh. It takes the
+// lock only to copy the keys: the buffer may be writing its marks here.
 func (s *State) copyToMirror() {
+	s.mu.Lock()
+	m := maps.Clone(s.m)
+	s.mu.Unlock()
 	if s.mirror == nil {
 		return
 	}
-	for k, v := range s.m {
+	for k, v := range m {
+		if k == metaSeqMark || k == metaEventMark {
+			continue
+		}
 		if old, ok, err := s.mirror.Meta(k); err == nil && ok && old == v {
 			continue
 		}

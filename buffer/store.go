@@ -61,6 +61,10 @@ type Options struct {
 	// Now is the clock used to stamp events, judge reading age for
 	// compaction, rate commits and name moved-aside files. Nil means time.Now.
 	Now func() time.Time
+	// Marks, when set, keeps the high-water marks of seqs and event ids
+	// in this State file (docs/buffer.md): a fresh database, the old one
+	// corrupt or gone, starts above them. Nil keeps none.
+	Marks *State
 }
 
 // DefaultCompactAge keeps the last hour at full resolution whatever the
@@ -82,6 +86,11 @@ type Store struct {
 	commits    atomic.Int64 // write transactions committed since Open
 
 	diskFull atomic.Bool // the last write failed with ErrDiskFull
+
+	// marks are the high-water marks kept in the State file (nil: none);
+	// markMu serialises their raising.
+	marks  *marks
+	markMu sync.Mutex
 
 	// mu serialises Append, seq reservations and quota enforcement, and
 	// guards lost and reserved.
@@ -127,6 +136,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open buffer %s: negative MaxBytes %d", path, opts.MaxBytes)
 	}
 
+	if opts.Marks != nil {
+		s.marks = &marks{st: opts.Marks}
+		if err := s.marks.load(); err != nil {
+			return nil, fmt.Errorf("open buffer %s: %w", path, err)
+		}
+	}
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
 	ctx := context.Background()
 	db, err := openDB(ctx, path)
 	if err != nil && (isNoSpace(err) || strings.Contains(err.Error(), "no space left")) && releaseReserve(path) {
@@ -138,6 +155,13 @@ func Open(path string, opts Options) (*Store, error) {
 	if err == nil {
 		s.db = db
 		keepReserve(path, s.reserveSize())
+		if !existed {
+			// Gone since the marks were kept: the cloud has its seqs.
+			if err := s.startAbove(ctx); err != nil {
+				_ = db.Close()
+				return nil, fmt.Errorf("open buffer %s: %w", path, err)
+			}
+		}
 		return s.ready(ctx)
 	}
 	if !isCorrupt(err) {
@@ -156,6 +180,10 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open fresh buffer %s after moving corrupt one aside: %w", path, err2)
 	}
 	s.db = db
+	if err := s.startAbove(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open fresh buffer %s: %w", path, err)
+	}
 	data, jerr := json.Marshal(map[string]string{"path": path, "moved_to": movedTo, "reason": err.Error()})
 	if jerr != nil {
 		_ = db.Close()

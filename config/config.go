@@ -111,6 +111,12 @@ type DeviceConfig struct {
 	// requests (to any device on it); RTU lines always keep 3.5 characters.
 	// Devices sharing a link share the largest gap any of them asks for.
 	InterRequestGap Duration `yaml:"inter_request_gap"`
+	// AllowUnguardedControl lets hearth command a device whose profile
+	// says it has no timeout of its own (control.timeout.kind none): if
+	// the agent dies mid-lease, the battery holds the last command until
+	// hearth starts again and releases it. Without it such a device is
+	// only read.
+	AllowUnguardedControl bool `yaml:"allow_unguarded_control"`
 
 	// profile is the register map Profile resolved to at validation.
 	profile *drivers.Profile
@@ -176,7 +182,11 @@ type UplinkConfig struct {
 	// setpoint_keys says; a running lease signed by one ends at once on
 	// reload (SIGHUP, hearth keys reload).
 	RevokedKeys []string `yaml:"revoked_keys"`
-	BootDelay   Duration `yaml:"boot_delay"`
+	// AllowUnsigned re-allows unsigned setpoints when no key is in force.
+	// Without it, a gateway that once had setpoint_keys (a fact kept with
+	// its lease state) refuses every setpoint when none is left.
+	AllowUnsigned bool     `yaml:"allow_unsigned"`
+	BootDelay     Duration `yaml:"boot_delay"`
 }
 
 // BufferConfig bounds the on-disk telemetry buffer.

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -45,8 +47,19 @@ func (v *validator) warnings(c *Config) []Error {
 	if u, err := url.Parse(c.Uplink.Broker); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") && !loopback(u.Hostname()) {
 		w.warnf("uplink.broker", "plain %s:// to %s: readings, setpoints and any password cross the network unencrypted, and nothing proves the broker is the operator's; use tls:// with ca_file and a client certificate", u.Scheme, u.Host)
 	}
-	if len(c.Uplink.SetpointKeys) == 0 {
-		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
+	w.keys(c.Uplink)
+	for i, d := range c.Devices {
+		key := fmt.Sprintf("devices[%d].allow_unguarded_control", i)
+		pr := d.profile
+		guarded := pr == nil || pr.Control == nil || pr.Control.Guarded()
+		switch {
+		case !guarded && !d.AllowUnguardedControl:
+			w.warnf(fmt.Sprintf("devices[%d].profile", i), "profile %s has no device-side timeout: device %s is only read, never commanded, unless allow_unguarded_control: true (then a battery whose agent dies mid-lease holds the last command until hearth starts again)", pr.Name, d.Name)
+		case !guarded:
+			w.warnf(key, "device %s has no timeout of its own: if hearth dies mid-lease the battery holds the last command until hearth starts again and releases it; hearth releases it on every stop and start", d.Name)
+		case d.AllowUnguardedControl:
+			w.warnf(key, "has no effect: profile %s is read-only or has its own timeout", pr.Name)
+		}
 	}
 	switch h, _, _ := net.SplitHostPort(c.HTTPListen); {
 	case c.HTTPPasswordHash != "" && c.HTTPListen == "":
@@ -104,4 +117,27 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// keys warns about a key set that is open, or closed by accident.
+func (w *warner) keys(u UplinkConfig) {
+	live := 0
+	for id := range u.SetpointKeys {
+		if !slices.Contains(u.RevokedKeys, id) {
+			live++
+		}
+	}
+	switch {
+	case live > 0 && u.AllowUnsigned:
+		w.warnf("uplink.allow_unsigned", "has no effect while setpoint_keys holds a key in force; it re-allows unsigned setpoints the moment the last key is revoked or removed")
+	case live > 0:
+	case u.AllowUnsigned:
+		w.warnf("uplink.allow_unsigned", "no setpoint key is in force and unsigned setpoints are allowed: anyone who can publish on the gateway's …/setpoint topic commands the battery; configure the cloud's ed25519 public keys")
+	case len(u.RevokedKeys) > 0:
+		w.warnf("uplink.revoked_keys", "every setpoint key is revoked and none is left in setpoint_keys: the gateway refuses every cloud setpoint (no_keys), signed or not, until a key is configured; unsigned ones only with uplink.allow_unsigned: true")
+	default:
+		// On a gateway that had keys, every setpoint is refused (no_keys)
+		// instead; docs/mqtt.md says so.
+		w.warnf("uplink", "no setpoint_keys: unsigned setpoints are accepted from anyone who can publish on the gateway's …/setpoint topic; configure the cloud's ed25519 public keys")
+	}
 }

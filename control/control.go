@@ -105,6 +105,11 @@ type Options struct {
 	// mode set power): enough to check sign and wiring, no more; default
 	// 1000 W. The safety limits apply on top.
 	LocalMaxW hearth.Watts
+	// Revoked are the setpoint key ids revoked (uplink.revoked_keys) when
+	// the controller is built: a persisted cloud lease signed with one is
+	// not resumed but ended (reason key_revoked), as Revoke ends one at a
+	// reload.
+	Revoked []string
 	// Event records an event (required); it must not block.
 	Event  func(typ string, data map[string]any)
 	Logger *slog.Logger
@@ -137,6 +142,11 @@ type Controller struct {
 	floor    timeFloor
 	lastObs  time.Time // on the monotonic timeline (mono)
 	lastStep time.Time
+	// lastSigned is the issued_at of the newest verified signed lease
+	// accepted (persisted), and distrusted the floor found far ahead of
+	// every other source, if one was.
+	lastSigned time.Time
+	distrusted time.Time
 
 	applyMu sync.Mutex // one evaluate-and-write at a time
 
@@ -242,8 +252,16 @@ func (c *Controller) restore() error {
 			c.floor.persisted = t
 		}
 	}
+	if v, ok, err := st.Meta(metaLastSigned); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.lastSigned = t.UTC()
+		}
+	}
 	c.floor.raise(now, c.opt.BuildTime)
 	c.floor.observe(now, synced)
+	c.checkFloorLocked(now, synced)
 	floor := c.floor.now(now)
 	for _, key := range []string{metaLease, metaLocal} {
 		v, ok, err := st.Meta(key)
@@ -256,6 +274,13 @@ func (c *Controller) restore() error {
 		var l safety.Lease
 		if err := json.Unmarshal([]byte(v), &l); err != nil {
 			c.log.Warn("persisted lease unreadable, not resumed", "key", key, "err", err)
+			c.persist(key, nil)
+			continue
+		}
+		if key == metaLease && l.Setpoint.KeyID != "" && slices.Contains(c.opt.Revoked, l.Setpoint.KeyID) {
+			// Revoked while the agent was down: as at a reload.
+			c.setFallback(l.Setpoint.Fallback)
+			c.endLocked(&l, "key_revoked", nil)
 			c.persist(key, nil)
 			continue
 		}
@@ -462,6 +487,7 @@ func (c *Controller) Step(ctx context.Context) {
 		c.log.Warn("wall clock stepped", "by", step)
 		c.event(EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
 	}
+	c.checkFloorLocked(inst, synced)
 	if c.floor.due(inst) {
 		c.persistFloorLocked(inst)
 	}

@@ -49,3 +49,32 @@ func TestFloor(t *testing.T) {
 		t.Errorf("after a lease issued an hour ahead: floor %s", got)
 	}
 }
+
+// TestFloorIgnoresAClockFarAhead: a synchronised reading more than a day
+// ahead of the floor does not raise it by itself; a verified lease whose
+// issue time agrees with that clock does.
+func TestFloorIgnoresAClockFarAhead(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	at := func(wall time.Time, mono time.Duration) hearth.Instant { return hearth.Instant{Wall: wall, Mono: mono} }
+	var f timeFloor
+	f.raise(at(t0, 0), t0) // the build time
+	year := t0.Add(365 * 24 * time.Hour)
+	f.observe(at(year, time.Second), true)
+	if got := f.now(at(year, time.Second)); !got.Equal(t0.Add(time.Second)) || !f.ahead {
+		t.Fatalf("a synced clock a year ahead: floor %s (ahead %v), want %s and ahead", got, f.ahead, t0.Add(time.Second))
+	}
+	// A clock a few hours ahead of the floor is time passing: it raises.
+	var g timeFloor
+	g.raise(at(t0, 0), t0)
+	g.observe(at(t0.Add(5*time.Hour), time.Second), true)
+	if got := g.now(at(t0, time.Second)); !got.Equal(t0.Add(5 * time.Hour)) {
+		t.Errorf("a synced clock 5 h ahead of the floor: floor %s, want it raised to the clock", got)
+	}
+	// The cloud agrees with the clock a year ahead: now it is trusted.
+	f.confirm(at(year.Add(time.Minute), time.Minute), year.Add(time.Minute), 30*time.Second)
+	f.observe(at(year.Add(2*time.Minute), 2*time.Minute), true)
+	if got := f.now(at(year, 2*time.Minute)); !got.Equal(year.Add(2 * time.Minute)) {
+		t.Errorf("after a verified lease agreeing with the clock: floor %s, want %s", got, year.Add(2*time.Minute))
+	}
+}

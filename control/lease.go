@@ -20,7 +20,8 @@ import (
 //
 // A lease with the highest version seen that is not running (it ended, or
 // a restart ended it) is not a duplicate but over: acked expired, reason
-// ended. The issued_at of a verified signed lease raises the floor.
+// ended. The issued_at of a verified signed lease raises the floor, once
+// the lease is accepted (a refused one moves nothing).
 func (c *Controller) Submit(sp hearth.Setpoint, received hearth.Instant) hearth.Ack {
 	c.mu.Lock()
 	ack, accepted := c.submitLocked(sp, received)
@@ -42,9 +43,10 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	} else {
 		v = c.opt.Limits.Check(sp, c.highest, received, synced, floor, c.opt.MeterDevice != "")
 	}
-	if sp.KeyID != "" && v.Reason != hearth.ReasonIssuedInFuture {
-		// The cloud signed it: true time is no earlier than its issue.
-		c.floor.confirm(received, sp.IssuedAt, c.opt.Limits.ClockSkew)
+	if v.OK && len(c.dev) == 0 && sp.Mode != hearth.ModeAuto {
+		// Read-only devices only: acking it applied would tell the
+		// cloud a battery follows that does not.
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
 	}
 	if v.OK && c.estop {
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(safety.RuleEStop)}
@@ -64,6 +66,24 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 			c.event(EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason}, sp.KeyID))
 		}
 		return ack, false
+	}
+	// Durable before anything runs or is acked: a version a restart would
+	// forget is a replay guard that does not hold.
+	if err := c.opt.Store.SetMeta(metaVersion, strconv.FormatUint(sp.Version, 10)); err != nil {
+		c.log.Error("persist setpoint version: lease refused", "id", sp.ID, "version", sp.Version, "err", err)
+		return c.notDurableLocked(ack, sp), false
+	}
+	c.highest = sp.Version
+	if err := c.persistErr(metaLease, &lease); err != nil {
+		// The version is on disk (a redelivery stays refused); the lease
+		// is not, so it does not run: the running one, if any, runs on.
+		c.log.Error("persist lease: lease refused", "id", sp.ID, "version", sp.Version, "err", err)
+		return c.notDurableLocked(ack, sp), false
+	}
+	if sp.KeyID != "" {
+		// The cloud signed it and it is accepted: true time is no earlier
+		// than its issue. A refused message moves nothing.
+		c.signedLocked(received, sp.IssuedAt)
 	}
 	hold := math.Round(lease.Hold.Seconds()*10) / 10
 	ack.HoldS = &hold
@@ -94,14 +114,17 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	if c.cloud != nil {
 		c.endLocked(c.cloud, "replaced", &lease)
 	}
-	c.cloud, c.highest = &lease, sp.Version
-	c.persist(metaLease, &lease)
-	if err := c.opt.Store.SetMeta(metaVersion, strconv.FormatUint(sp.Version, 10)); err != nil {
-		c.log.Error("persist setpoint version", "err", err)
-	}
+	c.cloud = &lease
 	c.persistFloorLocked(received)
 	c.event(EventLeaseStarted, leaseData(&lease, nil))
 	return ack, true
+}
+
+// notDurableLocked refuses sp because its state could not be written.
+func (c *Controller) notDurableLocked(ack hearth.Ack, sp hearth.Setpoint) hearth.Ack {
+	ack.Result, ack.Reason = hearth.ResultRejected, hearth.ReasonNotDurable
+	c.event(EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": ack.Result, "reason": ack.Reason}, sp.KeyID))
+	return ack
 }
 
 func roundPtr(w *hearth.Watts) *hearth.Watts {
@@ -140,6 +163,9 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	}
 	if d <= 0 || d > c.opt.Limits.MaxLease {
 		return hearth.Ack{}, fmt.Errorf("duration %s is outside 0..%s (safety.max_lease)", d, c.opt.Limits.MaxLease)
+	}
+	if len(c.dev) == 0 && mode != hearth.ModeAuto {
+		return hearth.Ack{}, fmt.Errorf("mode %s: %s: this gateway commands no device (read-only profiles, or no allow_unguarded_control)", mode, hearth.ReasonNoDevice)
 	}
 	now := c.opt.Now()
 	c.mu.Lock()
@@ -305,18 +331,22 @@ func leaseData(l *safety.Lease, extra map[string]any) map[string]any {
 }
 
 func (c *Controller) persist(key string, l *safety.Lease) {
+	if err := c.persistErr(key, l); err != nil {
+		c.log.Error("persist lease", "key", key, "err", err)
+	}
+}
+
+// persistErr writes l (nil: none) under key and returns what failed.
+func (c *Controller) persistErr(key string, l *safety.Lease) error {
 	v := ""
 	if l != nil {
 		b, err := json.Marshal(l)
 		if err != nil {
-			c.log.Error("encode lease", "err", err)
-			return
+			return fmt.Errorf("encode lease: %w", err)
 		}
 		v = string(b)
 	}
-	if err := c.opt.Store.SetMeta(key, v); err != nil {
-		c.log.Error("persist lease", "key", key, "err", err)
-	}
+	return c.opt.Store.SetMeta(key, v)
 }
 
 func (c *Controller) event(typ hearth.EventType, data map[string]any) { c.opt.Event(string(typ), data) }

@@ -39,6 +39,39 @@ type AgentReport struct {
 	// LocalModes are the modes `hearth mode set` can hold here; "power"
 	// (a test power for commissioning) only where the control loop can.
 	LocalModes []string `json:"local_modes"`
+	// ClockFloor is the lower bound on true time the agent judges leases
+	// by, and the build time under it.
+	ClockFloor *ClockFloorReport `json:"clock_floor,omitempty"`
+}
+
+// ClockFloorReport is the floor under true time (docs/safety.md, "Time").
+type ClockFloorReport struct {
+	Floor *time.Time `json:"floor,omitempty"` // the bound now; absent: none
+	// WallAhead: the synchronised wall clock is more than a day ahead of
+	// the floor, and raises it only once a verified signed lease agrees.
+	WallAhead bool `json:"wall_ahead,omitempty"`
+	// Distrusted is a floor found far ahead of every other source and
+	// dropped (a clock_floor_distrusted event says when).
+	Distrusted *time.Time `json:"distrusted,omitempty"`
+	// BuildTime is the binary's build time (absent: unknown), and
+	// BuildTimeFrom where it came from: stamp, vcs, binary (the file's
+	// time) or none. With none, a lease on an unsynchronised clock with no
+	// floor is held at most 15 minutes.
+	BuildTime     *time.Time `json:"build_time,omitempty"`
+	BuildTimeFrom string     `json:"build_time_from,omitempty"`
+}
+
+// ResetFloorRequest is the body of POST /v1/clock/reset-floor. Confirm
+// must be the gateway's id: the reset is deliberate.
+type ResetFloorRequest struct {
+	Confirm string `json:"confirm"`
+}
+
+// ResetFloorResult answers POST /v1/clock/reset-floor: the floor before
+// and after (the build time); absent: none.
+type ResetFloorResult struct {
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to,omitempty"`
 }
 
 // DeviceReport is one device's health.
@@ -151,6 +184,11 @@ type BufferReport struct {
 type KeysReport struct {
 	Keys    []string `json:"keys"`    // key ids trusted to sign setpoints; none: unsigned accepted
 	Revoked []string `json:"revoked"` // key ids refused
+	// Closed says no key is in force and unsigned setpoints are refused
+	// too: keys were configured on this gateway once (or some are
+	// revoked), and uplink.allow_unsigned is not set. Every setpoint is
+	// refused (no_keys).
+	Closed bool `json:"closed,omitempty"`
 	// LeaseEnded says a reload ended the running lease: its key is revoked.
 	LeaseEnded bool `json:"lease_ended,omitempty"`
 }

@@ -53,6 +53,9 @@ type Agent interface {
 	// ResetVersion forgets the highest setpoint version accepted (the way
 	// out of a version lockout) and returns it.
 	ResetVersion() (uint64, error)
+	// ResetFloor sets the floor under true time back to the build time
+	// (the way out of a floor far ahead) and says from what to what.
+	ResetFloor() (ResetFloorResult, error)
 	// Links returns the physical links the agent owns.
 	Links() []Link
 	// Config is the config the agent runs with, defaults applied, keyed
@@ -236,8 +239,7 @@ func (s *Server) handler() http.Handler {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		if st := a.Status(); req.Confirm != st.Agent.GatewayID {
-			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("confirm %q: give this gateway's id (%s) to reset its setpoint version", req.Confirm, st.Agent.GatewayID))
+		if !confirmed(w, a, req.Confirm, "reset its setpoint version") {
 			return
 		}
 		old, err := a.ResetVersion()
@@ -247,6 +249,23 @@ func (s *Server) handler() http.Handler {
 		}
 		s.log.Warn("setpoint version reset through the diagnostics socket", "from", old)
 		writeAPI(w, http.StatusOK, ResetVersionResult{FromVersion: old})
+	})
+	mux.HandleFunc("POST "+APIVersion+"/clock/reset-floor", func(w http.ResponseWriter, r *http.Request) {
+		var req ResetFloorRequest
+		if err := decodeBody(w, r, &req); err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
+			return
+		}
+		if !confirmed(w, a, req.Confirm, "reset its clock floor") {
+			return
+		}
+		res, err := a.ResetFloor()
+		if err != nil {
+			writeAPIError(w, http.StatusConflict, err)
+			return
+		}
+		s.log.Warn("clock floor reset through the diagnostics socket", "from", res.From, "to", res.To)
+		writeAPI(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("GET "+APIVersion+"/logs", func(w http.ResponseWriter, r *http.Request) {
 		res := LogsReport{Lines: []string{}}
@@ -308,4 +327,14 @@ type APIError struct {
 
 func writeAPIError(w http.ResponseWriter, code int, err error) {
 	writeAPI(w, code, APIError{Error: err.Error()})
+}
+
+// confirmed reports whether confirm is the gateway's id, as a deliberate
+// act (what) requires; otherwise it answers 400 saying so.
+func confirmed(w http.ResponseWriter, a Agent, confirm, what string) bool {
+	if id := a.Status().Agent.GatewayID; confirm != id {
+		writeAPIError(w, http.StatusBadRequest, fmt.Errorf("confirm %q: give this gateway's id (%s) to %s", confirm, id, what))
+		return false
+	}
+	return true
 }

@@ -80,25 +80,38 @@ func TestSunSpecPhysicalRanges(t *testing.T) {
 }
 
 // TestSunSpecLostPoint: a point that has given values and then reads as
-// not implemented (its scale factor turned to the sentinel) is comm_error,
-// so a safety rule that needs it cannot go unchecked; a point that was
-// never implemented stays not_implemented.
+// not implemented (its scale factor turned to the sentinel, seen at the
+// next static refresh) is comm_error, so a safety rule that needs it
+// cannot go unchecked; a point that was never implemented stays
+// not_implemented.
 func TestSunSpecLostPoint(t *testing.T) {
 	t.Parallel()
 	s, d := simDevice(t, sim.Config{InitialSoC: 60})
-	r := poll(t, d)
+	clock := night
+	at := func() time.Time { return clock }
+	pollAt := func() hearth.Reading {
+		t.Helper()
+		r, err := d.Poll(context.Background(), at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := pollAt()
 	if !r.Points["cell_v_max"].Good() || r.Points["temp_sink_c"].Quality != hearth.QualityNotImplemented {
 		t.Fatalf("before: cell_v_max %+v, temp_sink_c %+v", r.Points["cell_v_max"], r.Points["temp_sink_c"])
 	}
 	if err := s.SetRaw(802, "CellV_SF", 0x8000); err != nil {
 		t.Fatal(err)
 	}
-	r = poll(t, d)
+	clock = clock.Add(StaticRefresh)
+	r = pollAt()
 	wantPoint(t, r, "cell_v_max", hearth.QualityCommError)
 	wantPoint(t, r, "cell_v_min", hearth.QualityCommError)
 	wantPoint(t, r, "temp_sink_c", hearth.QualityNotImplemented)
 	s.ClearRaw()
-	if r := poll(t, d); !r.Points["cell_v_max"].Good() {
+	clock = clock.Add(StaticRefresh)
+	if r := pollAt(); !r.Points["cell_v_max"].Good() {
 		t.Errorf("after the scale factor came back: cell_v_max %+v", r.Points["cell_v_max"])
 	}
 }

@@ -36,10 +36,17 @@ type Profile struct {
 	// drawn from the grid is positive, as on a utility meter) or
 	// export_positive. Only for discovery profiles; hearth's grid_power_w
 	// is positive exporting either way.
-	MeterSign string      `yaml:"meter_sign"`
-	Points    []PointSpec `yaml:"points"`
-	Holes     []Hole      `yaml:"holes"`
-	File      string      `yaml:"-"`
+	MeterSign string `yaml:"meter_sign"`
+	// StorageControl says how a discovered device reads model 124:
+	// standard (empty) or window (Fronius GEN24: the rates bound the
+	// device's own logic, so a forced charge is a negative OutWRte).
+	StorageControl string      `yaml:"storage_control"`
+	Points         []PointSpec `yaml:"points"`
+	Holes          []Hole      `yaml:"holes"`
+	// Control says how the device takes a battery power setpoint through
+	// its own registers (see Control); nil: the profile is read-only.
+	Control *Control `yaml:"control"`
+	File    string   `yaml:"-"`
 
 	keyLines map[string]int // line of each top-level key, for errors
 }
@@ -72,7 +79,15 @@ type PointSpec struct {
 	// decoded value outside it is out_of_range. Without it the point
 	// gets BuiltinRange by its name, if there is one.
 	Range []float64 `yaml:"range"`
-	Line  int       `yaml:"-"`
+	// SignBit gives an unsigned magnitude its direction: the value is
+	// negative when the bit of another point (a bitfield) is set, as
+	// Sungrow signs battery power by its power-flow bits.
+	SignBit *SignBit `yaml:"sign_bit"`
+	// Storage is where a writable register keeps what is written: ram,
+	// flash or unknown (the default, treated as flash). Control writes to
+	// flash and unknown registers keep the profile's write budget.
+	Storage string `yaml:"storage"`
+	Line    int    `yaml:"-"`
 
 	ratingW float64 // the profile's RatingW, set when the profile is checked
 }
@@ -218,7 +233,11 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 			}
 		}
 	}
-	if err := p.check(); err != nil {
+	err := p.check()
+	if p.Control != nil {
+		err = errors.Join(err, p.checkControl(&root))
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -384,5 +403,6 @@ func (p *Profile) check() error {
 			bad(pt, "sf %q: is in another table", pt.SF)
 		}
 	}
+	errs = append(errs, p.checkPointExtras(names)...)
 	return errors.Join(errs...)
 }

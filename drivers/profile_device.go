@@ -49,6 +49,15 @@ func ReadProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 			out[pt.Name] = Decode(pt, regsOf[i], raw[pt.SF])
 		}
 	}
+	applySignBits(p, out, func(name string) (uint16, bool) {
+		for i, pt := range p.Points {
+			if pt.Name == name && regsOf[i] != nil {
+				v, ok := RawValue(pt, regsOf[i])
+				return uint16(v), ok
+			}
+		}
+		return 0, false
+	})
 	return out, firstErr
 }
 

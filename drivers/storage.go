@@ -86,6 +86,8 @@ type StorageStatus struct {
 	// register's range (int16) or 100 % of the reference bound it, and
 	// CommandedW is the most the register carries, towards zero.
 	Saturated bool `json:"saturated,omitempty"`
+	// Window says the device reads model 124 as a power window.
+	Window bool `json:"window,omitempty"`
 }
 
 // Storage writes approved commands to a SunSpec device's model 124
@@ -103,6 +105,7 @@ type StorageStatus struct {
 type Storage struct {
 	dev    *SunSpecDevice
 	revert time.Duration
+	window bool // model 124 is a power window (PowerWindow)
 
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
@@ -134,9 +137,23 @@ var maximumPoints = []struct {
 // NewStorage returns the storage controls of dev. revert is the device's
 // revert timer, rounded up to whole seconds (1 s..65534 s); the caller
 // refreshes its command well within it.
-func NewStorage(dev *SunSpecDevice, revert time.Duration) *Storage {
-	return &Storage{dev: dev, revert: revert}
+func NewStorage(dev *SunSpecDevice, revert time.Duration, opts ...StorageOption) *Storage {
+	s := &Storage{dev: dev, revert: revert}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
+
+// StorageOption configures a Storage.
+type StorageOption func(*Storage)
+
+// PowerWindow drives a device that reads model 124 as a power window
+// (Fronius GEN24, profile storage_control: window): the battery runs its
+// own logic within [−InWRte, OutWRte] of the references, so a command of P
+// W is the window [P, P]: StorCtl_Mod both bits, OutWRte P and InWRte −P
+// (a forced charge is a negative OutWRte), and 0 W is [0, 0].
+func PowerWindow() StorageOption { return func(s *Storage) { s.window = true } }
 
 // Name returns the device's name.
 func (s *Storage) Name() string { return s.dev.name }
@@ -231,6 +248,16 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		}
 		want.RvrtTms = revertSeconds(s.revert)
 		switch p := float64(a.Power()); {
+		case s.window:
+			want.StorCtlMod = storCtlCharge | storCtlDischarge
+			out, satOut := rate(p, want.OutRefW, want.RateSF)
+			in, satIn := rate(p, want.InRefW, want.RateSF)
+			if p < 0 {
+				out = -out
+			} else {
+				in = -in
+			}
+			want.OutWRte, want.InWRte, want.Saturated = out, in, satOut || satIn
 		case p > 0:
 			want.StorCtlMod = storCtlDischarge
 			want.OutWRte, want.Saturated = rate(p, want.OutRefW, want.RateSF)
@@ -391,6 +418,7 @@ func (s *Storage) status(regs []uint16) StorageStatus {
 		RvrtTms:    regs[m124.RvrtTms],
 		WChaMaxW:   wmax,
 		RateSF:     int16(regs[m124.InOutWRteSF]),
+		Window:     s.window,
 	}
 	st.OutRefW, st.InRefW = RateReferences(wmax, s.chaMaxW, s.disMaxW)
 	st.HeldW = held(st)
@@ -400,7 +428,9 @@ func (s *Storage) status(regs []uint16) StorageStatus {
 // held is the power a model 124 state stands for, positive discharging:
 // OutWRte of its reference with DISCHARGE alone, InWRte (charging) with
 // CHARGE alone, their difference with both, 0 with neither (the device's
-// own logic) or with a scale factor outside SunSpec's range.
+// own logic) or with a scale factor outside SunSpec's range. On a power
+// window device it is the window's one power when both bounds meet, else
+// 0 (the device's own logic within the bounds).
 func held(st StorageStatus) float64 {
 	if st.RateSF < -10 || st.RateSF > 10 {
 		return 0
@@ -408,12 +438,17 @@ func held(st StorageStatus) float64 {
 	out := sunspec.Scale(float64(st.OutWRte), st.RateSF) / 100 * st.OutRefW
 	in := sunspec.Scale(float64(st.InWRte), st.RateSF) / 100 * st.InRefW
 	var w float64
-	switch st.StorCtlMod & (storCtlCharge | storCtlDischarge) {
-	case storCtlDischarge:
+	mod := st.StorCtlMod & (storCtlCharge | storCtlDischarge)
+	switch {
+	case st.Window && mod == storCtlCharge|storCtlDischarge && out == -in:
+		w = out // the window [−in, out] is one power
+	case st.Window:
+		// A window that forces nothing: the device's own logic.
+	case mod == storCtlDischarge:
 		w = out
-	case storCtlCharge:
+	case mod == storCtlCharge:
 		w = -in
-	case storCtlCharge | storCtlDischarge:
+	case mod == storCtlCharge|storCtlDischarge:
 		w = out - in
 	}
 	if w == 0 {

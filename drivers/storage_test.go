@@ -23,6 +23,7 @@ type storageRig struct {
 	clock *clocktest.Clock
 	st    *drivers.Storage
 	reg   func(point string) uint16
+	bus   *drivers.Bus
 }
 
 func newStorageRig(t *testing.T, revert time.Duration) *storageRig {
@@ -56,7 +57,7 @@ func newStorageRigWith(t *testing.T, revert time.Duration, cfg sim.Config) *stor
 		}
 		return a
 	}
-	return &storageRig{sim: s, clock: clock, st: drivers.NewStorage(dev, revert), reg: reg}
+	return &storageRig{sim: s, clock: clock, st: drivers.NewStorage(dev, revert), reg: reg, bus: bus}
 }
 
 // approve gets a command through the only path there is: the safety

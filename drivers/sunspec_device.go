@@ -140,14 +140,34 @@ type SunSpecDevice struct {
 	// exporting (Profile.MeterSign); fixed at construction.
 	meterExportPositive bool
 
-	// The poll plan and ratings, made after discovery.
-	wanted   []wantedPoint
-	specs    []PointSpec
-	plan     []ReadRequest
-	fallback map[string]bool // names whose first model said not_implemented
-	rating   ratings
-	seen     seenPoints // points that have carried a value
+	// The poll plan, made after discovery: the points a poll decodes,
+	// the registers read every poll (specs, plan), and the static
+	// registers read at discovery, every StaticRefresh and when a value
+	// looks mis-scaled (statics, staticPlan): scale factors, ratings and
+	// model 1's strings.
+	wanted     []wantedPoint
+	specs      []PointSpec
+	plan       []ReadRequest
+	statics    []PointSpec
+	staticPlan []ReadRequest
+	static     map[uint16]uint16  // the static registers as last read; nil: read them next poll
+	staticAt   time.Time          // when they were read, by Poll's clock
+	lastRaw    map[uint16]float64 // each scaled point's raw value at the last poll, by address
+	oorRaw     map[uint16]float64 // raw values out of range at scale factors read in the same poll
+	fallback   map[string]bool    // names whose first model said not_implemented
+	rating     ratings
+	seen       seenPoints // points that have carried a value
 }
+
+// StaticRefresh is how often a SunSpec poll reads the device's static
+// registers again (scale factors, ratings, model 1's strings); between
+// refreshes it reads only the points' own registers. A poll also reads
+// them at once, before it publishes, when a value looks mis-scaled: it
+// decodes out of its physical range, a scale factor its reads carry
+// anyway differs from the one kept, or a scaled register moved by a power
+// of ten since the last poll. A scale factor that changes without any of
+// these is used at its old value for at most StaticRefresh.
+const StaticRefresh = time.Minute
 
 // SunSpecOption configures a SunSpecDevice.
 type SunSpecOption func(*SunSpecDevice)
@@ -192,8 +212,29 @@ func (d *SunSpecDevice) Models() []ModelInstance {
 // ErrNoSunSpec is returned when no base address holds the SunS marker.
 var ErrNoSunSpec = errors.New("no SunSpec marker at 40000, 0 or 50000")
 
-// Discover finds the SunS marker and walks the model chain to its end.
+// Discover finds the SunS marker, walks the model chain to its end and
+// reads model 1's identity.
 func (d *SunSpecDevice) Discover(ctx context.Context) error {
+	if err := d.discoverChain(ctx); err != nil {
+		return err
+	}
+	m, ok := d.model(1)
+	if !ok {
+		return nil
+	}
+	regs, err := d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
+	if err != nil {
+		return fmt.Errorf("read common model: %w", err)
+	}
+	id := identityOf(regs)
+	d.mu.Lock()
+	d.identity = id
+	d.mu.Unlock()
+	return nil
+}
+
+// discoverChain finds the SunS marker and walks the model chain.
+func (d *SunSpecDevice) discoverChain(ctx context.Context) error {
 	base, err := FindSunSpecBase(ctx, d.bus, d.unit)
 	if err != nil {
 		return err
@@ -205,25 +246,24 @@ func (d *SunSpecDevice) Discover(ctx context.Context) error {
 	d.mu.Lock()
 	d.base, d.models = base, models
 	d.mu.Unlock()
-	if m, ok := d.model(1); ok {
-		regs, err := d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
-		if err != nil {
-			return fmt.Errorf("read common model: %w", err)
-		}
-		def := sunspec.Lookup(1)
-		str := func(point string) string {
-			p, _ := def.Point(point)
-			if int(p.Offset+p.Size) > len(regs) {
-				return ""
-			}
-			return sunspec.String(regs[p.Offset : p.Offset+p.Size])
-		}
-		id := Identity{Manufacturer: str("Mn"), Model: str("Md"), Serial: str("SN"), Firmware: str("Vr")}
-		d.mu.Lock()
-		d.identity = id
-		d.mu.Unlock()
-	}
 	return nil
+}
+
+// identityPoints are model 1's strings an Identity holds.
+var identityPoints = []string{"Mn", "Md", "Vr", "SN"}
+
+// identityOf decodes model 1's strings from its registers (from the ID
+// register on); a string the registers do not reach is empty.
+func identityOf(regs []uint16) Identity {
+	def := sunspec.Lookup(1)
+	str := func(point string) string {
+		p, _ := def.Point(point)
+		if int(p.Offset+p.Size) > len(regs) {
+			return ""
+		}
+		return sunspec.String(regs[p.Offset : p.Offset+p.Size])
+	}
+	return Identity{Manufacturer: str("Mn"), Model: str("Md"), Serial: str("SN"), Firmware: str("Vr")}
 }
 
 // FindSunSpecBase probes the SunSpec base addresses for the SunS marker.
@@ -311,28 +351,18 @@ var ratingPoints = []struct {
 	{model: 802, point: "WDisChaRteMax"},
 }
 
-// readRatings reads the ratings once after discovery (one read per model
-// that has them): nameplate values, and settings a device rarely changes.
-func (d *SunSpecDevice) readRatings(ctx context.Context) (ratings, error) {
+// ratingsOf decodes the ratings from the static registers: nameplate
+// values, and settings a device rarely changes.
+func (d *SunSpecDevice) ratingsOf(vals map[uint16]uint16) ratings {
 	var rt ratings
-	regsOf := map[uint16][]uint16{}
 	for _, rp := range ratingPoints {
 		m, ok := d.model(rp.model)
 		if !ok {
 			continue
 		}
-		regs, ok := regsOf[rp.model]
-		if !ok {
-			var err error
-			regs, err = d.bus.Read(ctx, d.unit, Holding, m.Address, min(m.Length+2, MaxReadRegisters))
-			if err != nil {
-				return ratings{}, fmt.Errorf("read ratings in model %d: %w", rp.model, err)
-			}
-			regsOf[rp.model] = regs
-		}
 		def := sunspec.Lookup(rp.model)
 		pd, _ := def.Point(rp.point)
-		v := decodeAt(def, pd, 0, regs)
+		v := decodeAt(def, pd, 0, blockOf(m, vals))
 		if !v.Good() || v.Value <= 0 || math.IsInf(v.Value, 0) {
 			continue
 		}
@@ -342,7 +372,30 @@ func (d *SunSpecDevice) readRatings(ctx context.Context) (ratings, error) {
 			rt.battery = max(rt.battery, v.Value)
 		}
 	}
-	return rt, nil
+	return rt
+}
+
+// blocks returns blockOf over vals, each model's block made once.
+func blocks(vals map[uint16]uint16) func(ModelInstance) []uint16 {
+	made := map[uint16][]uint16{}
+	return func(m ModelInstance) []uint16 {
+		blk, ok := made[m.Address]
+		if !ok {
+			blk = blockOf(m, vals)
+			made[m.Address] = blk
+		}
+		return blk
+	}
+}
+
+// blockOf returns model m's registers, from its ID register on, taken
+// from vals (by address); registers vals does not hold are 0.
+func blockOf(m ModelInstance, vals map[uint16]uint16) []uint16 {
+	blk := make([]uint16, int(m.Length)+2)
+	for i := range blk {
+		blk[i] = vals[m.Address+uint16(i)]
+	}
+	return blk
 }
 
 // ratingFor returns the rating a power point is judged against: the
@@ -362,55 +415,53 @@ func (rt ratings) ratingFor(name string) float64 {
 	return 0
 }
 
-// Poll reads the points hearth maps, and their scale factors, in the
-// reads the planner finds cheapest on the bus (PollPlan), and returns a
-// reading. When the device cannot be read, every point it would have
+// Poll reads the points hearth maps in the reads the planner finds
+// cheapest on the bus (PollPlan), decodes them with the static registers
+// (scale factors, ratings) read at discovery and every StaticRefresh
+// (StaticPlan), and returns a reading. When a value looks mis-scaled (see
+// StaticRefresh) it reads the static registers and the points again before
+// it decodes. When the device cannot be read, every point it would have
 // given carries quality comm_error, and the error is returned too. A value
 // outside its physical range (BuiltinRange, power judged against the
-// ratings read after discovery) is out_of_range; a point that has carried
-// values and then reads as not implemented is comm_error. Poll is for one
-// goroutine at a time.
+// ratings) is out_of_range; a point that has carried values and then reads
+// as not implemented is comm_error. Poll is for one goroutine at a time.
 func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.Reading, error) {
 	r := hearth.Reading{Device: d.name, Points: map[string]hearth.Point{}}
+	fail := func(err error) (hearth.Reading, error) {
+		// A failed read may mean the map changed (firmware update, other
+		// device at the address): discover again next time.
+		d.forgetModels()
+		r.Time = now()
+		commError(r.Points, SunSpecPointNames())
+		return r, err
+	}
 	if d.models == nil {
-		err := d.Discover(ctx)
-		if err == nil {
-			d.rating, err = d.readRatings(ctx)
+		if err := d.discoverChain(ctx); err != nil {
+			return fail(err)
 		}
-		if err != nil {
-			d.forgetModels()
-			r.Time = now()
-			commError(r.Points, SunSpecPointNames())
-			return r, err
-		}
-		d.wanted, d.specs, d.plan = d.planPoll()
+		d.planPoll()
 	}
-	// Registers of each model read this cycle, by model address; a point
-	// whose read failed stays nil.
-	regsOf := map[uint16][]uint16{}
-	okSpec := make([]bool, len(d.specs))
-	var firstErr error
-	for _, rq := range d.plan {
-		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+	at := now()
+	fresh := false // the static registers were read in this poll
+	if d.static == nil || at.Sub(d.staticAt) >= StaticRefresh || at.Before(d.staticAt) {
+		if err := d.readStatics(ctx); err != nil {
+			return fail(err)
 		}
-		for _, i := range rq.Points {
-			okSpec[i] = true
-			for _, w := range d.wantedSpec(i) {
-				blk := regsOf[w.model.Address]
-				if blk == nil {
-					blk = make([]uint16, int(w.model.Length)+2)
-					regsOf[w.model.Address] = blk
-				}
-				sp := d.specs[i]
-				copy(blk[sp.Address-w.model.Address:], regs[sp.Address-rq.Addr:sp.Address-rq.Addr+sp.Size()])
-			}
-		}
+		d.staticAt, fresh = at, true
 	}
+	vals, okSpec, firstErr := d.readPoints(ctx)
+	if !fresh && d.misScaled(vals, okSpec) {
+		if err := d.readStatics(ctx); err != nil {
+			return fail(err)
+		}
+		d.staticAt, fresh = at, true
+		vals, okSpec, firstErr = d.readPoints(ctx)
+	}
+	raws := d.scaledRaws(vals, okSpec)
+	if fresh {
+		d.oorRaw = map[uint16]float64{}
+	}
+	block := blocks(vals)
 	// Each name's point: the first model's, or a later model's when the
 	// first gave none; the instances of one model combined.
 	type found struct {
@@ -421,8 +472,13 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	var order []string
 	for _, w := range d.wanted {
 		p := hearth.Q(hearth.QualityCommError)
-		if okSpec[w.spec] && (w.sfSpec < 0 || okSpec[w.sfSpec]) {
-			p = d.decode(w, regsOf[w.model.Address])
+		if okSpec[w.spec] {
+			p = d.decode(w, block(w.model))
+		}
+		if a := d.specs[w.spec].Address; fresh && p.Quality == hearth.QualityOutOfRange && w.sfSpec >= 0 {
+			if raw, ok := raws[a]; ok {
+				d.oorRaw[a] = raw
+			}
 		}
 		cur, ok := got[w.name]
 		switch {
@@ -435,6 +491,7 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 			got[w.name] = found{p, w.model.ID, cur.primary}
 		}
 	}
+	d.lastRaw = raws
 	refall := false
 	for _, name := range order {
 		f := got[name]
@@ -450,15 +507,133 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 		}
 	}
 	if refall {
-		d.wanted, d.specs, d.plan = d.planPoll()
+		d.planPoll()
 	}
 	r.Time = now()
 	if firstErr != nil {
-		// A failed read may mean the map changed (firmware update, other
-		// device at the address): discover again next time.
 		d.forgetModels()
 	}
 	return r, firstErr
+}
+
+// readPoints makes the reads of the poll plan. It returns the registers
+// read by address over the static registers as kept (a read's register
+// wins: it is newer), which of the specs were read, and the first error.
+func (d *SunSpecDevice) readPoints(ctx context.Context) (map[uint16]uint16, []bool, error) {
+	vals := make(map[uint16]uint16, len(d.static)+2*len(d.specs))
+	for a, v := range d.static {
+		vals[a] = v
+	}
+	okSpec := make([]bool, len(d.specs))
+	var firstErr error
+	for _, rq := range d.plan {
+		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		for i, v := range regs {
+			vals[rq.Addr+uint16(i)] = v
+		}
+		for _, i := range rq.Points {
+			okSpec[i] = true
+		}
+	}
+	return vals, okSpec, firstErr
+}
+
+// readStatics reads the static registers, keeps them and the ratings they
+// give, and takes model 1's identity from them. A serial number that
+// differs from the one discovered means another device answers at the
+// address: an error, so the next poll discovers it.
+func (d *SunSpecDevice) readStatics(ctx context.Context) error {
+	vals := map[uint16]uint16{}
+	for _, rq := range d.staticPlan {
+		regs, err := d.bus.Read(ctx, d.unit, Holding, rq.Addr, rq.Count)
+		if err != nil {
+			return fmt.Errorf("read static registers at %d: %w", rq.Addr, err)
+		}
+		for _, i := range rq.Points { // the static registers only, not the gaps bridged
+			sp := d.statics[i]
+			for a := sp.Address; a < sp.Address+sp.Size(); a++ {
+				vals[a] = regs[a-rq.Addr]
+			}
+		}
+	}
+	if m, ok := d.model(1); ok {
+		id := identityOf(blockOf(m, vals))
+		d.mu.Lock()
+		prev := d.identity
+		d.identity = id
+		d.mu.Unlock()
+		if prev.Serial != "" && id.Serial != prev.Serial {
+			return fmt.Errorf("serial number changed from %q to %q: another device at unit %d", prev.Serial, id.Serial, d.unit)
+		}
+	}
+	d.static, d.rating = vals, d.ratingsOf(vals)
+	return nil
+}
+
+// misScaled reports whether a poll's registers look decoded with a scale
+// factor that has changed: a scale factor a read carried differs from the
+// one kept, a scaled point decodes out of its physical range (unless it
+// did so with the same raw value right after the scale factors were read:
+// a broken value does not cost a read every poll), or a scaled
+// register moved by a power of ten (within 25 %) since the last poll from
+// at least 10 counts, as a steady value does when its scale factor
+// steps.
+func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
+	for a, v := range d.static {
+		if vals[a] != v {
+			return true
+		}
+	}
+	raws := d.scaledRaws(vals, okSpec)
+	block := blocks(vals)
+	for _, w := range d.wanted {
+		if w.sfSpec < 0 || !okSpec[w.spec] {
+			continue
+		}
+		if known, ok := d.oorRaw[d.specs[w.spec].Address]; ok && known == raws[d.specs[w.spec].Address] {
+			continue // out of range at the scale factor read with it: a broken value, not a stale scale
+		}
+		if d.decode(w, block(w.model)).Quality == hearth.QualityOutOfRange {
+			return true
+		}
+	}
+	for a, cur := range raws {
+		prev, ok := d.lastRaw[a]
+		lo, hi := min(math.Abs(prev), math.Abs(cur)), max(math.Abs(prev), math.Abs(cur))
+		if !ok || lo < 10 {
+			continue
+		}
+		if k := math.Log10(hi / lo); k > 0.9 && math.Abs(k-math.Round(k)) < math.Log10(1.25) {
+			return true
+		}
+	}
+	return false
+}
+
+// scaledRaws returns the raw value of each scaled point read, by address;
+// sentinels are left out.
+func (d *SunSpecDevice) scaledRaws(vals map[uint16]uint16, okSpec []bool) map[uint16]float64 {
+	out := map[uint16]float64{}
+	for _, w := range d.wanted {
+		if w.sfSpec < 0 || !okSpec[w.spec] || w.point.Type == "string" {
+			continue
+		}
+		a := d.specs[w.spec].Address
+		raw := make([]uint16, w.point.Size)
+		for i := range raw {
+			raw[i] = vals[a+uint16(i)]
+		}
+		if !sunspec.IsNotImplemented(w.point.Type, raw) {
+			out[a] = sunspec.Raw(w.point.Type, raw)
+		}
+	}
+	return out
 }
 
 // forgetModels drops the model chain, so the next Poll discovers again.
@@ -466,6 +641,7 @@ func (d *SunSpecDevice) forgetModels() {
 	d.mu.Lock()
 	d.models = nil
 	d.mu.Unlock()
+	d.static = nil
 }
 
 // decode decodes one wanted point from its model's registers: scale
@@ -510,43 +686,40 @@ type wantedPoint struct {
 	point      sunspec.PointDef
 	base       uint16 // offset of the point's block (a repetition) from the model's ID
 	spec       int    // index of the point's registers in specs
-	sfSpec     int    // index of its scale factor's, or -1
+	sfSpec     int    // index of its scale factor's in statics, or -1
 	primary    bool   // the first model that gives this name
 	meterPower bool   // a meter model's W, signed by the device's meter sign
-}
-
-// wantedSpec returns the wanted points whose registers (or scale factor)
-// spec i carries: more than one where points share a scale factor.
-func (d *SunSpecDevice) wantedSpec(i int) []wantedPoint {
-	var out []wantedPoint
-	for _, w := range d.wanted {
-		if w.spec == i || w.sfSpec == i {
-			out = append(out, w)
-		}
-	}
-	return out
 }
 
 // Most MPPT modules (model 160 repetitions) read: enough for any
 // residential inverter.
 const maxMPPTModules = 16
 
-// planPoll lists the points a poll decodes, their registers and their
-// scale factors' as planner points (absolute addresses), and the reads.
-// A name comes from the first model in sunspecMap's order the device
-// has; the next model is read for it too once the first said
-// not_implemented.
-func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
+// planPoll lists the points a poll decodes and plans the reads: their
+// own registers every poll (specs, plan), and the static registers
+// (statics, staticPlan): their scale factors, the ratings with theirs,
+// and model 1's strings. A name comes from the first model in sunspecMap's
+// order the device has; the next model is read for it too once the first
+// said not_implemented.
+func (d *SunSpecDevice) planPoll() {
 	var wanted []wantedPoint
-	var specs []PointSpec
-	at := map[uint16]int{} // spec index by address
-	spec := func(addr, size uint16, name string) int {
-		if i, ok := at[addr]; ok {
+	var specs, statics []PointSpec
+	at := map[uint16]int{}       // spec index by address
+	staticAt := map[uint16]int{} // static spec index by address
+	spec := func(list *[]PointSpec, idx map[uint16]int, addr, size uint16, name string) int {
+		if i, ok := idx[addr]; ok {
 			return i
 		}
-		at[addr] = len(specs)
-		specs = append(specs, PointSpec{Name: name, Address: addr, Table: Holding, Type: "string", Length: size})
-		return len(specs) - 1
+		idx[addr] = len(*list)
+		*list = append(*list, PointSpec{Name: name, Address: addr, Table: Holding, Type: "string", Length: size})
+		return len(*list) - 1
+	}
+	static := func(m ModelInstance, def *sunspec.Model, name string) (int, bool) {
+		p, ok := def.Point(name)
+		if !ok || int(p.Offset)+int(p.Size) > int(m.Length)+2 {
+			return -1, false
+		}
+		return spec(&statics, staticAt, m.Address+p.Offset, p.Size, name), true
 	}
 	add := func(name string, m ModelInstance, def *sunspec.Model, p sunspec.PointDef, base uint16, primary bool) {
 		if int(base)+int(p.Offset)+int(p.Size) > int(m.Length)+2 {
@@ -554,14 +727,14 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 		}
 		w := wantedPoint{name: name, model: m, def: def, point: p, base: base, sfSpec: -1, primary: primary,
 			meterPower: name == GridPowerPoint && m.ID >= 201 && m.ID <= 204}
-		w.spec = spec(m.Address+base+p.Offset, p.Size, name)
 		if p.SF != "" {
-			sf, ok := def.Point(p.SF)
-			if !ok || int(sf.Offset) >= int(m.Length)+2 {
+			i, ok := static(m, def, p.SF)
+			if !ok {
 				return
 			}
-			w.sfSpec = spec(m.Address+sf.Offset, 1, p.SF)
+			w.sfSpec = i
 		}
+		w.spec = spec(&specs, at, m.Address+base+p.Offset, p.Size, name)
 		wanted = append(wanted, w)
 	}
 	taken := map[string]bool{}
@@ -600,15 +773,41 @@ func (d *SunSpecDevice) planPoll() ([]wantedPoint, []PointSpec, []ReadRequest) {
 			}
 		}
 	}
+	for _, rp := range ratingPoints {
+		if m, ok := d.model(rp.model); ok {
+			def := sunspec.Lookup(rp.model)
+			if p, ok := def.Point(rp.point); ok {
+				if _, ok := static(m, def, rp.point); ok {
+					static(m, def, p.SF)
+				}
+			}
+		}
+	}
+	if m, ok := d.model(1); ok {
+		for _, name := range identityPoints {
+			static(m, sunspec.Lookup(1), name)
+		}
+	}
 	// No holes: every register of a model chain is readable, and a read
 	// may bridge into the next model's header.
-	return wanted, specs, Plan(specs, nil, MaxReadRegisters)
+	d.wanted, d.specs, d.statics = wanted, specs, statics
+	d.plan, d.staticPlan = Plan(specs, nil, MaxReadRegisters), Plan(statics, nil, MaxReadRegisters)
+	for _, sp := range statics {
+		if _, ok := d.static[sp.Address]; !ok {
+			d.static = nil // a static register not read yet: read them all next poll
+			break
+		}
+	}
 }
 
-// PollPlan returns, after discovery, the registers a poll needs (the
-// points' and their scale factors', as planner points) and the reads that
-// carry them.
+// PollPlan returns, after discovery, the registers every poll reads (the
+// points', as planner points) and the reads that carry them.
 func (d *SunSpecDevice) PollPlan() ([]PointSpec, []ReadRequest) { return d.specs, d.plan }
+
+// StaticPlan returns, after discovery, the static registers (scale
+// factors, ratings, model 1's strings) and the reads that carry them, made
+// at discovery, every StaticRefresh and when a value looks mis-scaled.
+func (d *SunSpecDevice) StaticPlan() ([]PointSpec, []ReadRequest) { return d.statics, d.staticPlan }
 
 // decodeAt decodes point p of a model whose block (the fixed block, or a
 // repetition) starts base registers after the model's ID, applying its

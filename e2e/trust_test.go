@@ -48,9 +48,24 @@ type trustAgent struct {
 	dir  string
 	cfg  string
 	proc *harness.Agent
+	// offset is the lab clock's offset file, when one was given.
+	offset string
 }
 
 func startTrustAgent(t *testing.T, gw, broker string, pub ed25519.PublicKey, clockOffset string) *trustAgent {
+	t.Helper()
+	return startTrustAgentWith(t, gw, broker, pub, clockOffset, "")
+}
+
+// startTrustAgentWith is startTrustAgent with extra top-level config
+// lines (e.g. "assume_clock_synced: true\n") before the devices.
+func startTrustAgentWith(t *testing.T, gw, broker string, pub ed25519.PublicKey, clockOffset, extra string) *trustAgent {
+	t.Helper()
+	return startTrustAgentBin(t, hearthBin, gw, broker, pub, clockOffset, extra)
+}
+
+// startTrustAgentBin is startTrustAgentWith running the agent binary bin.
+func startTrustAgentBin(t *testing.T, bin, gw, broker string, pub ed25519.PublicKey, clockOffset, extra string) *trustAgent {
 	t.Helper()
 	s, addr := startSim(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
 	// No sun and a steady 300 W house load: with no lease running, the
@@ -61,19 +76,21 @@ func startTrustAgent(t *testing.T, gw, broker string, pub ed25519.PublicKey, clo
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "hearth.yaml")
 	a := &trustAgent{gw: gw, sim: s, dir: dir, cfg: cfg}
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(trustConfig, gw, dir, addr, broker, base64.StdEncoding.EncodeToString(pub))), 0o600); err != nil {
+	conf := strings.Replace(fmt.Sprintf(trustConfig, gw, dir, addr, broker, base64.StdEncoding.EncodeToString(pub)), "devices:\n", extra+"devices:\n", 1)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var env []string
 	if clockOffset != "" {
 		offset := filepath.Join(dir, "clock-offset")
+		a.offset = offset
 		if err := os.WriteFile(offset, []byte(clockOffset), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		env = append(env, "HEARTH_CLOCK_OFFSET_FILE="+offset)
 	}
 	a.rec = harness.Subscribe(t, broker, "hearth/v1/"+gw+"/#")
-	a.proc = harness.StartAgent(t, hearthBin, harness.AgentOptions{Config: cfg, Env: env, Name: gw, Args: []string{"--log-level", "debug"}})
+	a.proc = harness.StartAgent(t, bin, harness.AgentOptions{Config: cfg, Env: env, Name: gw, Args: []string{"--log-level", "debug"}})
 	a.rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
 	return a
 }

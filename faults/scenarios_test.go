@@ -412,14 +412,7 @@ func TestDiskQuota(t *testing.T) {
 // store arrive as a disk_full gap.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	dir := mountTmpfs(t, "size=8m")
 	mq := harness.StartMosquitto(t)
 	px := harness.StartProxy(t, mq.Addr())
 	_, addr := startSim(t, sim.Config{InitialSoC: 60, Serial: "FLTFULL"})
@@ -470,6 +463,22 @@ func TestDiskFull(t *testing.T) {
 		t.Logf("check gap: %d disk_full gap events: ok", full)
 	}
 	g.checkRSS()
+}
+
+// mountTmpfs mounts a tmpfs with the given options on a folder of the
+// test's own, unmounted when the test ends; it skips the test where that
+// cannot be done (not root, no mount permission).
+func mountTmpfs(t *testing.T, opts string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
 }
 
 // fillDisk writes path until its file system has no room left.

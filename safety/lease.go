@@ -43,11 +43,21 @@ type Lease struct {
 	ReceivedMono time.Duration `json:"-"`
 }
 
+// UnverifiedHold caps how long a lease is held when nothing can tell how
+// old it is: the wall clock is not synchronised and there is no floor
+// under true time (a binary with no build time, on a gateway that never
+// had a synchronised clock or a verified lease). Such a lease is held for
+// its own length at most, and never longer than this: a lease that ended
+// months ago, redelivered, holds the battery for minutes, not a day. It
+// is the length of a typical cloud lease, which the cloud renews.
+const UnverifiedHold = 15 * time.Minute
+
 // Accept makes a lease of sp, received at now, where synced says whether
 // the wall clock can be trusted and floor is the lower bound on true time
 // (zero: none). The hold is the validity left at receipt: valid_until
 // minus the wall time when synchronised, else the lease's length; never
-// more than valid_until minus the floor. A lease with no hold left is
+// more than valid_until minus the floor, nor, unsynchronised with no
+// floor, UnverifiedHold. A lease with no hold left is
 // already over: Check refuses it as expired.
 func Accept(sp hearth.Setpoint, source string, now hearth.Instant, synced bool, floor time.Time) Lease {
 	l := Lease{Setpoint: sp, Source: source, Received: now.Wall, Synced: synced, ReceivedMono: now.Mono}
@@ -60,6 +70,8 @@ func Accept(sp hearth.Setpoint, source string, now hearth.Instant, synced bool, 
 	}
 	if !floor.IsZero() {
 		l.Hold = min(l.Hold, sp.ValidUntil.Sub(floor))
+	} else if !synced {
+		l.Hold = min(l.Hold, UnverifiedHold)
 	}
 	l.Hold = max(l.Hold, 0)
 	return l

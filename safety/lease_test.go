@@ -207,3 +207,24 @@ func TestLeaseResumeFromAnEarlierAgent(t *testing.T) {
 		t.Errorf("%s left, want 6m", got)
 	}
 }
+
+// TestUnverifiableLeaseHoldIsCapped: on an unsynchronised clock with no
+// floor, nothing tells how old a lease is: it is held for its length, at
+// most UnverifiedHold. A floor, or a synchronised clock, judges it instead.
+func TestUnverifiableLeaseHoldIsCapped(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC)
+	w := hearth.Watts(800)
+	long := setpoint(1, t0.Add(-300*24*time.Hour), t0.Add(-299*24*time.Hour), hearth.ModePower, &w)
+	boot := hearth.Instant{Wall: time.Unix(300, 0).UTC(), Mono: time.Second}
+	if l := Accept(long, SourceCloud, boot, false, time.Time{}); l.Hold != UnverifiedHold {
+		t.Errorf("24 h lease, unsynced, no floor: hold %s, want %s", l.Hold, UnverifiedHold)
+	}
+	short := setpoint(2, t0, t0.Add(5*time.Minute), hearth.ModePower, &w)
+	if l := Accept(short, SourceCloud, boot, false, time.Time{}); l.Hold != 5*time.Minute {
+		t.Errorf("5 min lease, unsynced, no floor: hold %s, want its length", l.Hold)
+	}
+	if l := Accept(long, SourceCloud, boot, false, t0); l.Hold > 0 {
+		t.Errorf("with a floor after its end: hold %s, want none", l.Hold)
+	}
+}

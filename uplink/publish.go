@@ -355,6 +355,7 @@ func (s *Session) HandleSetpoints(keys map[string]ed25519.PublicKey, revoked []s
 	s.onSetpoint = func(payload []byte, received time.Time) {
 		s.mu.Lock()
 		tr := s.trust
+		tr.KeysRequired = s.keysRequired
 		s.mu.Unlock()
 		sp, rej := ParseSetpoint(payload, tr, s.cfg.MaxSetpointBytes)
 		var ack hearth.Ack
@@ -385,6 +386,15 @@ func (s *Session) SetKeys(keys map[string]ed25519.PublicKey, revoked []string) {
 	tr := Trust{Gateway: s.cfg.GatewayID, Keys: cloneKeys(keys), Revoked: slices.Clone(revoked)}
 	s.mu.Lock()
 	s.trust = tr
+	s.mu.Unlock()
+}
+
+// RequireKeys says whether an empty key set refuses every setpoint
+// (Trust.KeysRequired) rather than accepting unsigned ones, from the next
+// message on.
+func (s *Session) RequireKeys(on bool) {
+	s.mu.Lock()
+	s.keysRequired = on
 	s.mu.Unlock()
 }
 

@@ -104,8 +104,13 @@ type Trust struct {
 	// gateway field; an unsigned one may, and must then be right.
 	Gateway string
 	// Keys are the ed25519 public keys by key id (uplink.setpoint_keys);
-	// none means unsigned messages are accepted.
+	// none means unsigned messages are accepted, unless KeysRequired.
 	Keys map[string]ed25519.PublicKey
+	// KeysRequired closes the gateway when Keys is empty: keys were
+	// configured on it once (or some are revoked), and unsigned messages
+	// were not explicitly allowed again (uplink.allow_unsigned), so an
+	// empty set refuses every message (no_keys) instead of opening up.
+	KeysRequired bool
 	// Revoked are key ids refused whatever Keys holds
 	// (uplink.revoked_keys): a leaked key is listed here, so a stale copy
 	// of the config that still names it cannot bring it back.
@@ -125,7 +130,9 @@ func (tr Trust) revoked(id string) bool { return slices.Contains(tr.Revoked, id)
 //  3. signature, when tr has keys: the message must be an Envelope
 //     (unsigned), name a key not revoked (key_revoked) and configured
 //     (unknown_key), and carry a signature over its payload bytes
-//     (bad_signature). Without keys an envelope is unwrapped unchecked;
+//     (bad_signature). Without keys an envelope is unwrapped unchecked,
+//     unless tr.KeysRequired: then every message is refused (no_keys, or
+//     key_revoked for an envelope naming a revoked key);
 //  4. gateway: a signed lease must name this gateway, an unsigned one may
 //     (wrong_gateway), so that an envelope for one gateway is refused by
 //     another that trusts the same key;
@@ -149,6 +156,9 @@ func ParseSetpoint(payload []byte, tr Trust, maxBytes int) (hearth.Setpoint, *Re
 		return hearth.Setpoint{}, withID(rej, payload)
 	}
 	keyID := "" // the key the signature verified with
+	if len(keys) == 0 && tr.KeysRequired {
+		return hearth.Setpoint{}, closed(payload, isEnvelope, tr)
+	}
 	if isEnvelope {
 		if _, rej := checkStrict(payload, envelopeShape); rej != nil {
 			return hearth.Setpoint{}, rej
@@ -195,6 +205,20 @@ func ParseSetpoint(payload []byte, tr Trust, maxBytes int) (hearth.Setpoint, *Re
 	}
 	sp.KeyID = keyID
 	return sp, nil
+}
+
+// closed is the rejection of every message by a gateway that requires
+// keys and has none in force: key_revoked when the envelope names a
+// revoked key, no_keys otherwise.
+func closed(payload []byte, isEnvelope bool, tr Trust) *Rejection {
+	var env Envelope
+	if isEnvelope && json.Unmarshal(payload, &env) == nil {
+		if tr.revoked(env.KeyID) {
+			return peek(env.Payload, hearth.ReasonKeyRevoked, fmt.Sprintf("key id %q is revoked, and no key is in force", env.KeyID))
+		}
+		payload = env.Payload
+	}
+	return peek(payload, hearth.ReasonNoKeys, "no setpoint key is in force: keys were configured on this gateway, and unsigned setpoints are not allowed (uplink.allow_unsigned)")
 }
 
 // checkGateway refuses a lease that names another gateway, and a signed

@@ -358,3 +358,30 @@ func TestRevokedKeyIsRefused(t *testing.T) {
 		t.Errorf("signed with k2: %+v, %v, want accepted with key k2", sp, rej)
 	}
 }
+
+// TestNoKeysInForceRefusesAll: a gateway that requires keys and has none
+// in force (the only key moved to revoked_keys) refuses a bare lease and
+// one signed by any key, where an open one accepts them.
+func TestNoKeysInForceRefusesAll(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newKey(t, "k1"), newKey(t, "k2")
+	closedTr := Trust{Gateway: testGW, Revoked: []string{"k1"}, KeysRequired: true}
+	for _, tt := range []struct {
+		name    string
+		payload []byte
+		want    string
+	}{
+		{"bare", []byte(goodLease), hearth.ReasonNoKeys},
+		{"signed with the revoked key", sign(t, []byte(goodLease), k1), hearth.ReasonKeyRevoked},
+		{"signed with an unknown key", sign(t, []byte(goodLease), k2), hearth.ReasonNoKeys},
+	} {
+		if _, rej := ParseSetpoint(tt.payload, closedTr, 0); rej == nil || rej.Reason != tt.want || rej.ID != "b7e1" {
+			t.Errorf("%s, no key in force: %v, want %s with the lease's id", tt.name, rej, tt.want)
+		}
+		open := closedTr
+		open.KeysRequired = false
+		if _, rej := ParseSetpoint(tt.payload, open, 0); rej != nil {
+			t.Errorf("%s, unsigned allowed: %v, want accepted", tt.name, rej)
+		}
+	}
+}

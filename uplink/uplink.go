@@ -77,14 +77,16 @@ type Session struct {
 	gen        uint64      // incremented on every connect and every loss
 	birth      Birth
 	onSetpoint func(payload []byte, received time.Time)
-	trust      Trust        // what setpoints are checked by (HandleSetpoints, SetKeys)
-	acks       []hearth.Ack // acks not yet confirmed, oldest first, resent on connect
-	stats      Stats
-	started    bool
-	closed     bool
-	cancel     context.CancelFunc
-	runDone    chan struct{} // closed when the connect loop has exited
-	wg         sync.WaitGroup
+	trust      Trust // what setpoints are checked by (HandleSetpoints, SetKeys)
+	// keysRequired: an empty key set refuses every setpoint (RequireKeys).
+	keysRequired bool
+	acks         []hearth.Ack // acks not yet confirmed, oldest first, resent on connect
+	stats        Stats
+	started      bool
+	closed       bool
+	cancel       context.CancelFunc
+	runDone      chan struct{} // closed when the connect loop has exited
+	wg           sync.WaitGroup
 }
 
 type topics struct {

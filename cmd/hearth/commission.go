@@ -296,7 +296,7 @@ func plausible(device string, p map[string]diag.PointReport, lim map[string]any)
 func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts []diag.PointReport) {
 	if !slices.Contains(cm.st.Agent.LocalModes, string(hearth.ModePower)) {
 		r.add(commissionCheck{Name: "sign", Verdict: verdictBlocked,
-			Detail: "this agent controls no device (no SunSpec storage controls): it cannot hold a local test power",
+			Detail: "this agent controls no device (no SunSpec storage controls, no profile control section it may use): it cannot hold a local test power",
 			Hint:   "check the sign with a small setpoint from the cloud instead (hearthsim cloud send --mode power --power -500 --for 2m)"})
 		return
 	}

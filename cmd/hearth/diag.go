@@ -323,9 +323,12 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 		writeJSON(stdout, rep)
 		return exitOK
 	}
-	if len(rep.Keys) == 0 {
+	switch {
+	case len(rep.Keys) == 0 && rep.Closed:
+		fmt.Fprintln(stdout, "keys     none in force: every setpoint is refused (no_keys) until a key is configured")
+	case len(rep.Keys) == 0:
 		fmt.Fprintln(stdout, "keys     none: unsigned setpoints are accepted")
-	} else {
+	default:
 		fmt.Fprintln(stdout, "keys    ", strings.Join(rep.Keys, ", "))
 	}
 	if len(rep.Revoked) > 0 {

@@ -31,6 +31,11 @@ type deviceProbe struct {
 	Error     string            `json:"error,omitempty"`
 	Cause     string            `json:"cause,omitempty"`
 	Hint      string            `json:"hint,omitempty"`
+	// Read are the points of a fixed-map profile as read once (direct
+	// probes only), and Control what its control section needs: ready,
+	// read-only, allow_unguarded_control, or the setting to change.
+	Read    map[string]float64 `json:"read,omitempty"`
+	Control string             `json:"control,omitempty"`
 }
 
 // onlineResult is the online part of `hearth config check --online`.
@@ -95,6 +100,9 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 			if err == nil {
 				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, nil)
 			}
+			if pr := dc.RegisterMap(); err == nil && len(found) == 1 && pr != nil && pr.Discovery == "" {
+				probeProfile(ctx, bus, dc, pr, &p)
+			}
 		}
 		switch {
 		case len(found) == 1:
@@ -103,8 +111,8 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 			for _, m := range f.Models {
 				p.Models = append(p.Models, int(m.ID))
 			}
-			p.OK = f.SunSpec || dc.Profile != "sunspec"
-			if !p.OK {
+			p.OK = (f.SunSpec || dc.Profile != "sunspec") && p.Error == ""
+			if !p.OK && p.Error == "" {
 				p.Error = cmp.Or(f.Error, "no SunSpec marker at 40000, 0 or 50000")
 				p.Hint = fmt.Sprintf("unit %d answers but does not speak SunSpec: name its profile (profile: in the device's section; hearth modbus read to look at its registers)", dc.UnitID)
 			}
@@ -143,6 +151,17 @@ func renderOnline(w io.Writer, r onlineResult) {
 			}
 			what = "SunSpec, models " + strings.Join(ids, ",")
 		}
+		if len(d.Read) > 0 {
+			what = "profile " + d.Profile + ":"
+			for _, n := range []string{"power_w", "soc_pct", "grid_power_w"} {
+				if v, ok := d.Read[n]; ok {
+					what += fmt.Sprintf(" %s %g", n, v)
+				}
+			}
+		}
+		if d.Control != "" {
+			what += "; control: " + d.Control
+		}
 		if id := d.Identity; id != nil {
 			what += fmt.Sprintf("; %s %s, serial %s, firmware %s", id.Manufacturer, id.Model, id.Serial, id.Firmware)
 		}
@@ -163,4 +182,26 @@ func renderOnline(w io.Writer, r onlineResult) {
 		broker = "broker FAILED"
 	}
 	fmt.Fprintf(w, "online: %d of %d devices answered; %s (%s)\n", okDevices, len(r.Devices), broker, r.Broker.Broker)
+}
+
+// probeProfile reads a fixed-map device's points once, and what its
+// control section needs, into p: a unit that does not answer as its
+// profile fails the probe.
+func probeProfile(ctx context.Context, bus *drivers.Bus, dc config.DeviceConfig, pr *drivers.Profile, p *deviceProbe) {
+	read, notReady, err := drivers.ProbeProfile(ctx, bus, uint8(dc.UnitID), pr)
+	p.Read = read
+	switch {
+	case err != nil:
+		p.Error = err.Error()
+		p.Hint = fmt.Sprintf("unit %d answers, but not as profile %s: check the profile, the unit id and the word order (hearth modbus read to look at its registers)", dc.UnitID, pr.Name)
+		return
+	case pr.Control == nil:
+		p.Control = "read-only profile"
+	case notReady != nil:
+		p.Control = "NOT READY: " + notReady.Error()
+	case !pr.Control.Guarded() && !dc.AllowUnguardedControl:
+		p.Control = "read only: no device-side timeout, and allow_unguarded_control is not set"
+	default:
+		p.Control = "ready"
+	}
 }

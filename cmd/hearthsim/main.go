@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/hearth-energy/hearth"
@@ -108,9 +110,27 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	unit := fs.Uint("unit", 1, "Modbus unit id")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
 	serial := fs.String("serial", "SIM0001", "serial number reported in SunSpec model 1")
+	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
+	load := fs.Float64("load", 300, "with a vendor --profile: the constant house load (W)")
+	pv := fs.Float64("pv", 0, "with a vendor --profile: the constant PV production (W)")
+	settings := map[uint16]uint16{}
+	fs.Func("setting", "with a vendor --profile: a holding register the installer set, ADDR=VALUE (e.g. 0xE004=4); repeatable", func(v string) error {
+		a, x, ok := strings.Cut(v, "=")
+		addr, err1 := strconv.ParseUint(a, 0, 16)
+		val, err2 := strconv.ParseUint(x, 0, 16)
+		if !ok || err1 != nil || err2 != nil {
+			return fmt.Errorf("want ADDR=VALUE, 16-bit each, got %q", v)
+		}
+		settings[uint16(addr)] = uint16(val)
+		return nil
+	})
 	fs.Usage = fs.PrintDefaults
 	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
 		return code
+	}
+	if *profile != "sunspec" && *profile != "fronius_gen24" {
+		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
+			Settings: settings}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
 	}
 	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
 		fmt.Fprintf(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand\n\n%s", usage)
@@ -135,7 +155,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	errc := make(chan error, 3)
 	// One simulated device, whichever fronts it serves.
 	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim"),
-		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps})
+		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps, PowerWindow: *profile == "fronius_gen24"})
 	s.SetFault(fault)
 	if *modbusAddr != "" {
 		ln, err := net.Listen("tcp", *modbusAddr)
@@ -173,4 +193,29 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 0
 	}
+}
+
+// serveVendor serves a vendor's own map over Modbus TCP until ctx ends.
+func serveVendor(ctx context.Context, cfg sim.VendorConfig, addr string, other bool, stdout, stderr io.Writer) int {
+	if addr == "" || other {
+		fmt.Fprintf(stderr, "hearthsim: --profile %s serves Modbus TCP only: give --modbus ADDR, without --rtu or --mqtt\n", cfg.Profile)
+		return 2
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "sim")
+	v, err := sim.NewVendor(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "hearthsim:", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "hearthsim:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "simulator (%s) serving Modbus TCP on %s (unit %d)\n", cfg.Profile, ln.Addr(), v.Unit())
+	if err := v.ServeTCP(ctx, ln); err != nil {
+		fmt.Fprintln(stderr, "hearthsim:", err)
+		return 1
+	}
+	return 0
 }

@@ -116,6 +116,23 @@ func (s *Simulator) command() (Mode, float64) {
 	return ModeSelfConsumption, 0
 }
 
+// window is the battery power of a device that reads model 124 as a power
+// window (Fronius GEN24): its own self-consumption power own, kept at or
+// below OutWRte with the DISCHARGE bit and at or above −InWRte with the
+// CHARGE bit; a negative OutWRte forces charging, a negative InWRte
+// forces discharging.
+func (s *Simulator) window(own float64) float64 {
+	wmax := s.get(124, "WChaMax")
+	mod := int(s.get(124, "StorCtl_Mod"))
+	if mod&storCtlDischarge != 0 {
+		own = min(own, s.get(124, "OutWRte")/100*wmax)
+	}
+	if mod&storCtlCharge != 0 {
+		own = max(own, -s.get(124, "InWRte")/100*wmax)
+	}
+	return own
+}
+
 // target is the battery power the inverter sets for the given PV and load:
 // the mode's power within the power limits, and 0 when the battery is
 // disconnected, empty and asked to discharge, or full and asked to charge.
@@ -126,6 +143,9 @@ func (s *Simulator) target(pv, load float64) float64 {
 	mode, p := s.command()
 	if mode == ModeSelfConsumption {
 		p = load - pv
+	}
+	if s.cfg.PowerWindow {
+		p = s.window(load - pv)
 	}
 	chargeMax := min(s.cfg.MaxChargeW, max(s.get(124, "WChaMax"), 0))
 	if s.get(124, "ChaGriSet") == chaGriSetPV {

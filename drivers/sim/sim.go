@@ -102,6 +102,12 @@ type Config struct {
 	// with MeterExportPositive.
 	Meter               bool
 	MeterExportPositive bool
+	// PowerWindow makes model 124 a power window, as Fronius GEN24 reads
+	// it: the battery runs its own self-consumption within [−InWRte,
+	// OutWRte] (per the bits of StorCtl_Mod), so CHARGE with InWRte only
+	// caps charging, and a forced charge is DISCHARGE with a negative
+	// OutWRte. InOutWRte_RvrtTms starts at 0 (no revert), as on the device.
+	PowerWindow bool
 	// Now is the simulation clock; nil means time.Now. PV and load curves
 	// use the hour of day in the location of the times it returns.
 	Now    func() time.Time

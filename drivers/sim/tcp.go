@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 )
@@ -23,6 +24,15 @@ const (
 // requests are answered in order. If Accept fails for another reason,
 // ServeTCP shuts down the same way and returns that error. ServeTCP owns ln.
 func (s *Simulator) ServeTCP(ctx context.Context, ln net.Listener) error {
+	s.log.Info("modbus tcp listening", "addr", ln.Addr().String(), "unit", s.cfg.UnitID)
+	return serveTCP(ctx, ln, s.log, s.serve)
+}
+
+// serveFunc executes one request PDU for a unit (see Simulator.serve).
+type serveFunc func(ctx context.Context, unit uint8, pdu []byte) ([]byte, action)
+
+// serveTCP is ServeTCP for any device that serves requests with serve.
+func serveTCP(ctx context.Context, ln net.Listener, log *slog.Logger, serve serveFunc) error {
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -46,7 +56,6 @@ func (s *Simulator) ServeTCP(ctx context.Context, ln net.Listener) error {
 		}
 		shutdown()
 	})
-	s.log.Info("modbus tcp listening", "addr", ln.Addr().String(), "unit", s.cfg.UnitID)
 	var err error
 	for {
 		c, aerr := ln.Accept()
@@ -65,7 +74,7 @@ func (s *Simulator) ServeTCP(ctx context.Context, ln net.Listener) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
-			s.serveConn(ctx, c)
+			serveConn(ctx, c, log, serve)
 			c.Close()
 			mu.Lock()
 			delete(conns, c)
@@ -79,8 +88,8 @@ func (s *Simulator) ServeTCP(ctx context.Context, ln net.Listener) error {
 
 // serveConn answers the requests of one connection until it fails, the
 // client closes it, or a fault drops it.
-func (s *Simulator) serveConn(ctx context.Context, c net.Conn) {
-	log := s.log.With("remote", c.RemoteAddr().String())
+func serveConn(ctx context.Context, c net.Conn, log *slog.Logger, serve serveFunc) {
+	log = log.With("remote", c.RemoteAddr().String())
 	log.Debug("modbus tcp client connected")
 	defer log.Debug("modbus tcp client gone")
 	be := binary.BigEndian
@@ -108,7 +117,7 @@ func (s *Simulator) serveConn(ctx context.Context, c net.Conn) {
 		if pid != protocolID {
 			continue // not Modbus: discard, as the spec asks
 		}
-		resp, act := s.serve(ctx, hdr[6], pdu)
+		resp, act := serve(ctx, hdr[6], pdu)
 		switch act {
 		case actSilent:
 			continue

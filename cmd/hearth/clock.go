@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hearth-energy/hearth/diag"
+)
+
+// cmdClock is `hearth clock reset-floor --confirm GATEWAY_ID`: the way out,
+// at the gateway, of a floor under true time so far ahead that every lease
+// is expired (docs/safety.md, "Time"). It needs the diagnostics socket and
+// the gateway's id typed out, like lease reset-version.
+func cmdClock(args []string, stdout, stderr io.Writer) int {
+	const usage = "usage: hearth clock reset-floor --confirm GATEWAY_ID [--json]\n" +
+		"  sets the floor under true time back to the binary's build time; leases are judged\n" +
+		"  by it again (a floor ahead of true time expires every lease)"
+	if len(args) > 0 && isHelp(args[:1]) {
+		fmt.Fprintln(stdout, usage)
+		return exitOK
+	}
+	if len(args) == 0 || args[0] != "reset-floor" {
+		fmt.Fprintln(stderr, usage)
+		return exitUsage
+	}
+	fs := newFlags("hearth clock reset-floor", stderr)
+	var f diagFlags
+	f.register(fs)
+	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
+	if code, ok := parseNoArgs(fs, args[1:], stdout, stderr); !ok {
+		return code
+	}
+	if *confirm == "" {
+		fmt.Fprintln(stderr, "hearth clock reset-floor: give --confirm GATEWAY_ID: after the reset the floor is the build time, and leases are judged by it")
+		return exitUsage
+	}
+	var res diag.ResetFloorResult
+	if err := diag.NewClient(f.socketPath()).Do("POST", "/clock/reset-floor", nil, diag.ResetFloorRequest{Confirm: *confirm}, &res); err != nil {
+		return fail(stderr, "clock reset-floor", err)
+	}
+	if f.json {
+		writeJSON(stdout, res)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "clock floor reset from %s to %s\n", floorText(res.From), floorText(res.To))
+	return exitOK
+}
+
+func floorText(t *time.Time) string {
+	if t == nil {
+		return "none"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,517 @@
+package drivers
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Control is a profile's control section: how a device takes hearth's
+// battery power (positive discharging) through its own registers. Points
+// are named from the profile's points; each point's type, scale, offset,
+// word order and min/max say how a value is encoded, so a unit such as
+// 0.01 kW is a point with scale 10 and unit W. docs/drivers.md describes
+// every key.
+type Control struct {
+	// Requires are device settings read before the first command of a
+	// lease; a value other than Equals refuses control with the Hint
+	// (which names the setting the installer must change).
+	Requires []Requirement `yaml:"requires"`
+	// Arm are writes made once per lease, before its first command; each
+	// is written only when the device does not already hold the value.
+	Arm []PointValue `yaml:"arm"`
+	// Setpoint maps hearth's signed watts onto the device's registers.
+	Setpoint Setpoint `yaml:"setpoint"`
+	// Timeout is the device's own fallback when commands stop coming.
+	Timeout Timeout `yaml:"timeout"`
+	// Groups are points that must go in one write-multiple (FC 16)
+	// request, in the order of their addresses; they must be adjacent.
+	Groups [][]string `yaml:"groups"`
+	// FC06 are one-register points written with write-single (FC 06),
+	// for devices that refuse FC 16 on them.
+	FC06 []string `yaml:"fc06"`
+	// Budget bounds writes to flash and unknown registers.
+	Budget Budget `yaml:"budget"`
+	// NoReadback are written points that do not read back what was
+	// written; every other written point is read back and compared.
+	NoReadback []string `yaml:"no_readback"`
+	// Release hands the battery back to the device's own logic: at lease
+	// end, in the safe state, on a clean stop and at start.
+	Release Release `yaml:"release"`
+
+	lines map[string]int // line of each key, by dotted path
+}
+
+// Requirement is a device setting that must read a value.
+type Requirement struct {
+	Point  string  `yaml:"point"`
+	Equals float64 `yaml:"equals"`
+	Hint   string  `yaml:"hint"`
+}
+
+// PointValue is one write of a value to a point, in the point's units.
+type PointValue struct {
+	Point string  `yaml:"point"`
+	Value float64 `yaml:"value"`
+}
+
+// Setpoint units (Setpoint.Unit).
+const (
+	UnitW       = "W"
+	UnitPercent = "pct"
+	UnitAmps    = "A"
+)
+
+// Setpoint styles.
+const (
+	StyleSigned = "signed" // one register carries the signed power
+	StyleSplit  = "split"  // a power register per direction and a mode command
+)
+
+// Setpoint maps a signed power onto registers. Style signed writes the
+// power to Signed.Point (negated when Signed.Sign is charge_positive; an
+// offset encoding is the point's offset). Style split writes the power's
+// magnitude to the leg of its direction, then that leg's mode command;
+// Zero says how 0 W is held (without it, the charge leg at 0 W).
+type Setpoint struct {
+	Style string `yaml:"style"`
+	// Unit is what the power registers count: W (the default; a point's
+	// scale carries 0.01 kW and the like), pct (percent of Reference, a
+	// point in W) or A (amps at Reference, a point in V, such as the
+	// battery voltage). The reference is read before every command.
+	Unit      string  `yaml:"unit"`
+	Reference string  `yaml:"reference"`
+	Signed    *Signed `yaml:"signed"`
+	Charge    *Leg    `yaml:"charge"`
+	Discharge *Leg    `yaml:"discharge"`
+	Zero      *Leg    `yaml:"zero"`
+}
+
+// Signed is a signed power register.
+type Signed struct {
+	Point string `yaml:"point"`
+	// Sign is discharge_positive (hearth's) or charge_positive.
+	Sign string `yaml:"sign"`
+}
+
+// Leg is one direction of a split setpoint: the point carrying the
+// magnitude in watts (none for a zero leg that needs none), and the mode
+// command written after it. Also are further fixed writes made with it
+// (the other direction's limit set to 0, say).
+type Leg struct {
+	Point string       `yaml:"point"`
+	Mode  *PointValue  `yaml:"mode"`
+	Also  []PointValue `yaml:"also"`
+}
+
+// Timeout kinds.
+const (
+	TimeoutRegister = "register" // a timeout written with every command
+	TimeoutSetting  = "setting"  // a device setting; every command re-arms it
+	TimeoutNone     = "none"     // the device holds a command forever
+)
+
+// Timeout is the device's own fallback. Kind register writes Value to
+// Point with every command (in the point's unit, s or min); kind setting
+// is a device setting of Value that every write re-arms; kind none means
+// the device holds the last command until told otherwise, and is
+// commanded only with the device's allow_unguarded_control opt-in.
+type Timeout struct {
+	Kind      string   `yaml:"kind"`
+	Point     string   `yaml:"point"`
+	Value     Duration `yaml:"value"`
+	RevertsTo string   `yaml:"reverts_to"`
+}
+
+// Budget bounds writes to flash and unknown registers: a change within the
+// same direction is written only when it moves the power by DeadbandW or
+// more, and after a burst of BudgetBurst changes at most one every
+// MinInterval. A change of direction, a command a safety rule bound (the
+// ramp included) and the first after one, a refresh and a release are
+// written at once.
+type Budget struct {
+	MinInterval Duration `yaml:"min_interval"`
+	DeadbandW   float64  `yaml:"deadband_w"`
+}
+
+// Release is how the device is handed back: Writes in order, or Passive
+// (no write can clear the command: it lapses by the device's timeout).
+type Release struct {
+	Writes  []PointValue `yaml:"writes"`
+	Passive bool         `yaml:"passive"`
+}
+
+// Duration is a time span in a profile: a Go duration ("90s", "2m").
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (say 90s or 2m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the span as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Storage classes of writable registers (PointSpec.Storage).
+const (
+	StorageRAM     = "ram"
+	StorageFlash   = "flash"
+	StorageUnknown = "unknown"
+)
+
+// StorageControlWindow is Profile.StorageControl for a device that reads
+// model 124 as a power window.
+const StorageControlWindow = "window"
+
+// MinFlashInterval is the shortest budget interval a profile may give when
+// it writes flash or unknown registers.
+const MinFlashInterval = time.Minute
+
+// SignBit names a bit of a bitfield point that makes a value negative.
+type SignBit struct {
+	Point string `yaml:"point"`
+	Bit   uint   `yaml:"bit"`
+}
+
+// Guarded reports whether the device reverts by itself when commands stop.
+func (c *Control) Guarded() bool { return c.Timeout.Kind != TimeoutNone }
+
+// storageOf is a writable point's storage class, unknown by default.
+func storageOf(pt *PointSpec) string {
+	if pt.Storage == "" {
+		return StorageUnknown
+	}
+	return pt.Storage
+}
+
+// checkPointExtras checks the point keys the control section added:
+// storage and sign_bit.
+func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
+	var errs []error
+	switch {
+	case p.StorageControl != "" && p.StorageControl != StorageControlWindow:
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: fmt.Sprintf("storage_control %q: want window (or leave it out)", p.StorageControl)})
+	case p.StorageControl != "" && p.Discovery != "sunspec":
+		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: "storage_control is for discovery: sunspec profiles (model 124)"})
+	}
+	for i := range p.Points {
+		pt := &p.Points[i]
+		bad := func(format string, args ...any) {
+			errs = append(errs, ProfileError{File: p.File, Line: pt.Line, Point: pt.Name, Msg: fmt.Sprintf(format, args...)})
+		}
+		switch pt.Storage {
+		case "", StorageRAM, StorageFlash, StorageUnknown:
+			if pt.Storage != "" && !pt.Writable {
+				bad("storage is for writable points")
+			}
+		default:
+			bad("storage %q: want ram, flash or unknown", pt.Storage)
+		}
+		if sb := pt.SignBit; sb != nil {
+			ref, ok := names[sb.Point]
+			switch {
+			case !ok:
+				bad("sign_bit point %q: no such point", sb.Point)
+			case ref.Type != "bitfield":
+				bad("sign_bit point %q: is a %s, not a bitfield", sb.Point, ref.Type)
+			case sb.Bit > 15:
+				bad("sign_bit bit %d: a register has bits 0..15", sb.Bit)
+			}
+			if !numericType(pt.Type) {
+				bad("sign_bit is for numeric points")
+			}
+		}
+	}
+	return errs
+}
+
+// controlLines maps each key under control to its line, by dotted path
+// (control.setpoint.charge.point; sequence items by index).
+func controlLines(root *yaml.Node) map[string]int {
+	lines := map[string]int{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := path + "." + n.Content[i].Value
+				lines[k] = n.Content[i].Line
+				walk(n.Content[i+1], k)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				k := fmt.Sprintf("%s.%d", path, i)
+				lines[k] = c.Line
+				walk(c, k)
+			}
+		}
+	}
+	if len(root.Content) == 0 {
+		return lines
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "control" {
+			lines["control"] = m.Content[i].Line
+			walk(m.Content[i+1], "control")
+		}
+	}
+	return lines
+}
+
+// checkControl checks the control section against the points: every point
+// named exists and is writable where it is written, groups are adjacent,
+// the timeout and budget fit each other, and the reading the control loop
+// judges (power_w, soc_pct) is there. Errors name the file, the line and
+// the key.
+func (p *Profile) checkControl(root *yaml.Node) error {
+	c := p.Control
+	c.lines = controlLines(root)
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		line := c.lines[key]
+		for k := key; line == 0 && strings.Contains(k, "."); {
+			k = k[:strings.LastIndex(k, ".")]
+			line = c.lines[k]
+		}
+		errs = append(errs, ProfileError{File: p.File, Line: line, Msg: key + ": " + fmt.Sprintf(format, args...)})
+	}
+	names := map[string]*PointSpec{}
+	for i := range p.Points {
+		names[p.Points[i].Name] = &p.Points[i]
+	}
+	for _, want := range []string{"power_w", "soc_pct"} {
+		if names[want] == nil {
+			bad("control", "a controllable profile needs the point %s, which the control loop judges the device by", want)
+		}
+	}
+	point := func(key, name string, write bool) *PointSpec {
+		pt := names[name]
+		switch {
+		case name == "":
+			bad(key, "point: required")
+		case pt == nil:
+			bad(key, "point %q: no such point", name)
+		case write && !pt.Writable:
+			bad(key, "point %q is not writable", name)
+		case pt.Type == "string" || pt.Type == "sunssf":
+			bad(key, "point %q is a %s: it carries no value to write", name, pt.Type)
+		default:
+			return pt
+		}
+		return nil
+	}
+	value := func(key string, pv PointValue) {
+		if pt := point(key, pv.Point, true); pt != nil {
+			if _, err := encode(pt, pv.Value); err != nil {
+				bad(key, "%v", err)
+			}
+		}
+	}
+	for i, r := range c.Requires {
+		point(fmt.Sprintf("control.requires.%d.point", i), r.Point, false)
+		if strings.TrimSpace(r.Hint) == "" {
+			bad(fmt.Sprintf("control.requires.%d.hint", i), "required: name the device setting the installer must change")
+		}
+	}
+	for i, a := range c.Arm {
+		value(fmt.Sprintf("control.arm.%d", i), a)
+	}
+	leg := func(key string, l *Leg, needPoint bool) {
+		if l == nil {
+			bad(key, "required for style split")
+			return
+		}
+		if l.Point != "" || needPoint {
+			point(key+".point", l.Point, true)
+		}
+		if l.Mode != nil {
+			value(key+".mode", *l.Mode)
+		}
+		for i, a := range l.Also {
+			value(fmt.Sprintf("%s.also.%d", key, i), a)
+		}
+	}
+	sp := c.Setpoint
+	switch sp.Style {
+	case StyleSigned:
+		if sp.Signed == nil {
+			bad("control.setpoint.signed", "required for style signed")
+			break
+		}
+		point("control.setpoint.signed.point", sp.Signed.Point, true)
+		if sp.Signed.Sign != "discharge_positive" && sp.Signed.Sign != "charge_positive" {
+			bad("control.setpoint.signed.sign", "%q: want discharge_positive or charge_positive", sp.Signed.Sign)
+		}
+	case StyleSplit:
+		leg("control.setpoint.charge", sp.Charge, true)
+		leg("control.setpoint.discharge", sp.Discharge, true)
+		if sp.Zero != nil {
+			leg("control.setpoint.zero", sp.Zero, false)
+		}
+	default:
+		bad("control.setpoint.style", "%q: want signed or split", sp.Style)
+	}
+	switch sp.Unit {
+	case "", UnitW:
+		if sp.Reference != "" {
+			bad("control.setpoint.reference", "a reference is for unit pct or A")
+		}
+	case UnitPercent, UnitAmps:
+		if ref := point("control.setpoint.reference", sp.Reference, false); ref != nil && !numericType(ref.Type) {
+			bad("control.setpoint.reference", "point %q is a %s: a reference is a number", sp.Reference, ref.Type)
+		}
+	default:
+		bad("control.setpoint.unit", "%q: want W, pct or A", sp.Unit)
+	}
+	t := c.Timeout
+	switch t.Kind {
+	case TimeoutRegister:
+		if pt := point("control.timeout.point", t.Point, true); pt != nil {
+			if pt.Unit != "s" && pt.Unit != "min" {
+				bad("control.timeout.point", "point %q: unit %q, want s or min", t.Point, pt.Unit)
+			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D())); err != nil {
+				bad("control.timeout.value", "%v", err)
+			}
+		}
+		fallthrough
+	case TimeoutSetting:
+		if t.Value.D() < 10*time.Second {
+			bad("control.timeout.value", "%v: a device timeout below 10s leaves no time to refresh", t.Value.D())
+		}
+		if t.RevertsTo == "" {
+			bad("control.timeout.reverts_to", "required: say what the device does when the timeout lapses")
+		}
+	case TimeoutNone:
+		if t.Point != "" || t.Value != 0 {
+			bad("control.timeout", "kind none takes no point or value")
+		}
+	default:
+		bad("control.timeout.kind", "%q: want register, setting or none", t.Kind)
+	}
+	grouped := map[string]bool{}
+	for i, g := range c.Groups {
+		key := fmt.Sprintf("control.groups.%d", i)
+		var pts []*PointSpec
+		for _, n := range g {
+			if grouped[n] {
+				bad(key, "point %q is in two groups", n)
+			}
+			grouped[n] = true
+			if pt := point(key, n, true); pt != nil {
+				pts = append(pts, pt)
+			}
+		}
+		if len(pts) != len(g) || len(g) == 0 {
+			continue
+		}
+		sortByAddress(pts)
+		size := 0
+		for j, pt := range pts {
+			size += int(pt.Size())
+			if j > 0 && pts[j-1].Address+pts[j-1].Size() != pt.Address {
+				bad(key, "points %s and %s are not adjacent: a group is one FC 16 block", pts[j-1].Name, pt.Name)
+			}
+		}
+		if size > MaxWriteRegisters {
+			bad(key, "%d registers: a write carries at most %d", size, MaxWriteRegisters)
+		}
+	}
+	for i, n := range c.FC06 {
+		key := fmt.Sprintf("control.fc06.%d", i)
+		if pt := point(key, n, true); pt != nil && (pt.Size() != 1 || grouped[n]) {
+			bad(key, "point %q: FC 06 writes one register, outside any group", n)
+		}
+	}
+	for i, n := range c.NoReadback {
+		point(fmt.Sprintf("control.no_readback.%d", i), n, true)
+	}
+	if c.Release.Passive {
+		if len(c.Release.Writes) > 0 {
+			bad("control.release", "passive release takes no writes")
+		}
+		if !c.Guarded() {
+			bad("control.release.passive", "a device without a timeout cannot be released passively: it would hold the command forever")
+		}
+	} else if len(c.Release.Writes) == 0 {
+		bad("control.release", "give the writes that hand the battery back, or passive: true")
+	}
+	for i, w := range c.Release.Writes {
+		value(fmt.Sprintf("control.release.writes.%d", i), w)
+	}
+	// The write budget: flash and unknown registers are never written
+	// every second, and the device's refresh fits the budget.
+	flash := ""
+	for _, n := range c.writtenPoints() {
+		if pt := names[n]; pt != nil && pt.Writable && storageOf(pt) != StorageRAM && flash == "" {
+			flash = n
+		}
+	}
+	if flash != "" {
+		switch {
+		case c.Budget.MinInterval.D() < MinFlashInterval:
+			bad("control.budget.min_interval", "point %s is %s storage: a budget of at least %v between changes is required", flash, storageOf(names[flash]), MinFlashInterval)
+		case c.Budget.DeadbandW <= 0 || math.IsNaN(c.Budget.DeadbandW):
+			bad("control.budget.deadband_w", "point %s is %s storage: a deadband above 0 W is required", flash, storageOf(names[flash]))
+		case c.Guarded() && t.Value.D() < 3*c.Budget.MinInterval.D():
+			bad("control.timeout.value", "%v: refreshing at a third of it would write %s storage more often than the budget's %v", t.Value.D(), storageOf(names[flash]), c.Budget.MinInterval.D())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writtenPoints lists every point a command or release may write.
+func (c *Control) writtenPoints() []string {
+	var out []string
+	add := func(pvs ...PointValue) {
+		for _, pv := range pvs {
+			out = append(out, pv.Point)
+		}
+	}
+	add(c.Arm...)
+	add(c.Release.Writes...)
+	for _, l := range []*Leg{c.Setpoint.Charge, c.Setpoint.Discharge, c.Setpoint.Zero} {
+		if l == nil {
+			continue
+		}
+		if l.Point != "" {
+			out = append(out, l.Point)
+		}
+		if l.Mode != nil {
+			add(*l.Mode)
+		}
+		add(l.Also...)
+	}
+	if c.Setpoint.Signed != nil {
+		out = append(out, c.Setpoint.Signed.Point)
+	}
+	if c.Timeout.Kind == TimeoutRegister {
+		out = append(out, c.Timeout.Point)
+	}
+	return out
+}
+
+// timeoutIn is a timeout in a point's unit (s or min), rounded up.
+func timeoutIn(pt *PointSpec, d time.Duration) float64 {
+	if pt.Unit == "min" {
+		return math.Ceil(d.Minutes())
+	}
+	return math.Ceil(d.Seconds())
+}
+
+func sortByAddress(pts []*PointSpec) {
+	for i := 1; i < len(pts); i++ {
+		for j := i; j > 0 && pts[j].Address < pts[j-1].Address; j-- {
+			pts[j], pts[j-1] = pts[j-1], pts[j]
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package drivers
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestControlErrorsNameFileLineAndKey: every mistake in a control section
+// is reported with the file, the line and the key.
+func TestControlErrorsNameFileLineAndKey(t *testing.T) {
+	t.Parallel()
+	src := `name: broken
+points:
+  - {name: power_w, address: 1, type: s16}
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: cmd, address: 10, type: u16, writable: true, storage: flash}
+  - {name: watts, address: 11, type: u16, writable: true, storage: ram, max: 5000}
+  - {name: far, address: 20, type: u16, writable: true, storage: ram}
+  - {name: tmo, address: 30, type: u16, writable: true, storage: ram, unit: h}
+  - {name: ro, address: 40, type: u16, storage: flash}
+control:
+  requires:
+    - {point: nope, equals: 4}
+  arm:
+    - {point: power_w, value: 1}
+  setpoint:
+    style: split
+    charge: {point: watts, mode: {point: cmd, value: 70000}}
+    discharge: {point: missing, mode: {point: cmd, value: 2}}
+  timeout:
+    kind: register
+    point: tmo
+    value: 5s
+  groups:
+    - [watts, far]
+  budget:
+    min_interval: 10s
+  release:
+    passive: true
+    writes: [{point: cmd, value: 0}]
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`vendor.yaml:9: point ro: storage is for writable points`,
+		`vendor.yaml:12: control.requires.0.point: point "nope": no such point`,
+		`vendor.yaml:12: control.requires.0.hint: required`,
+		`vendor.yaml:14: control.arm.0: point "power_w" is not writable`,
+		`vendor.yaml:17: control.setpoint.charge.mode: point cmd: 70000 encodes to 70000, outside u16's 0..65535`,
+		`vendor.yaml:18: control.setpoint.discharge.point: point "missing": no such point`,
+		`vendor.yaml:21: control.timeout.point: point "tmo": unit "h", want s or min`,
+		`vendor.yaml:22: control.timeout.value: 5s: a device timeout below 10s`,
+		`vendor.yaml:19: control.timeout.reverts_to: required`,
+		`vendor.yaml:24: control.groups.0: points watts and far are not adjacent`,
+		`vendor.yaml:26: control.budget.min_interval: point cmd is flash storage`,
+		`vendor.yaml:27: control.release: passive release takes no writes`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}

@@ -1,0 +1,391 @@
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+)
+
+// VendorConfig configures a Vendor. Zero fields take defaults.
+type VendorConfig struct {
+	// Profile names the vendor map served: see VendorProfiles.
+	Profile       string
+	UnitID        uint8 // 0: the vendor's usual unit id
+	CapacityWh    float64
+	MaxChargeW    float64
+	MaxDischargeW float64
+	InitialSoC    float64 // percent; 0 means 50
+	PVW, LoadW    float64 // constant PV production and house load
+	// Settings are holding registers the installer set, served from the
+	// start (SolarEdge 0xE004 = 4, say); they override the factory values.
+	Settings map[uint16]uint16
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// Vendor simulates a hybrid inverter and battery speaking one vendor's own
+// Modbus map, written from the vendor's public documents and the
+// integrations that drive it (docs/devices.md lists them), not from
+// hearth's profiles. Each vendor keeps the behaviour that trips a naive
+// agent: values out of range refused with the vendor's exception, device
+// timeouts, SolarEdge ignoring commands unless remote control is set up,
+// Huawei's forcible period in minutes. Writes to registers the vendor may
+// keep in flash are counted (FlashWrites). Physics is lazy on the injected
+// clock, as in Simulator. Its methods are safe for concurrent use.
+type Vendor struct {
+	cfg  VendorConfig
+	kind *vendorKind
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	hold     map[uint16]uint16
+	input    map[uint16]uint16
+	last     time.Time
+	energyWh float64
+	batt     float64 // positive discharging
+	// The forced command, when the vendor's registers hold one.
+	forced   bool
+	forceW   float64
+	deadline time.Time // zero: the command holds until told otherwise
+	reverts  int
+	flash    int
+	writes   []Write
+}
+
+// VendorState is a snapshot of a Vendor.
+type VendorState struct {
+	Time     time.Time
+	SoCPct   float64
+	BatteryW hearth.Watts // positive discharging
+	GridW    hearth.Watts // positive exporting
+	// Forced says the vendor's registers hold a command; CommandW is it.
+	Forced   bool
+	CommandW hearth.Watts
+	// Reverts counts commands the device's own timeout dropped.
+	Reverts int
+	// FlashWrites counts write requests that touched a register the
+	// vendor keeps, or may keep, in flash.
+	FlashWrites int
+}
+
+// vendorKind is one vendor's map and behaviour.
+type vendorKind struct {
+	unit uint8
+	// readable are the register ranges served, [from, to] inclusive.
+	holdRanges, inputRanges [][2]uint16
+	// valid says whether a value may be written to a holding register;
+	// a register it does not know is not writable.
+	valid      func(v *Vendor, addr, val uint16) (known, ok bool)
+	outOfRange byte // the exception a value out of range gets
+	// check, when set, judges a whole write (values spanning registers,
+	// such as a float): the exception code, or 0.
+	check func(v *Vendor, addr uint16, vals []uint16) byte
+	flash func(addr uint16) bool
+	// written runs after an accepted write: the device takes up what its
+	// registers now say.
+	written func(v *Vendor, now time.Time, addr uint16, n int)
+	// revert is what the device does when its timeout lapses.
+	revert func(v *Vendor)
+	// render puts the state into the registers.
+	render func(v *Vendor)
+	// factory are the holding values at first start.
+	factory map[uint16]uint16
+}
+
+var vendorKinds = map[string]*vendorKind{
+	"sungrow_sh":         sungrowKind,
+	"solaredge_storedge": solaredgeKind,
+	"huawei_sun2000":     huaweiKind,
+	"goodwe_et":          goodweKind,
+	"kostal_plenticore":  kostalKind,
+}
+
+// VendorProfiles lists the vendor maps NewVendor serves.
+func VendorProfiles() []string {
+	var out []string
+	for k := range vendorKinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewVendor returns a simulator for cfg.Profile.
+func NewVendor(cfg VendorConfig) (*Vendor, error) {
+	k, ok := vendorKinds[cfg.Profile]
+	if !ok {
+		return nil, fmt.Errorf("no simulated vendor %q (have %s)", cfg.Profile, strings.Join(VendorProfiles(), ", "))
+	}
+	if cfg.UnitID == 0 {
+		cfg.UnitID = k.unit
+	}
+	def := func(p *float64, d float64) {
+		if *p <= 0 || math.IsNaN(*p) {
+			*p = d
+		}
+	}
+	def(&cfg.CapacityWh, DefaultCapacityWh)
+	def(&cfg.MaxChargeW, DefaultMaxChargeW)
+	def(&cfg.MaxDischargeW, DefaultMaxDischargeW)
+	def(&cfg.InitialSoC, DefaultInitialSoC)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	v := &Vendor{cfg: cfg, kind: k, log: cfg.Logger, hold: map[uint16]uint16{}, input: map[uint16]uint16{},
+		energyWh: min(cfg.InitialSoC, 100) / 100 * cfg.CapacityWh, last: cfg.Now()}
+	for a, x := range k.factory {
+		v.hold[a] = x
+	}
+	for a, x := range cfg.Settings {
+		v.hold[a] = x
+	}
+	v.batt = v.target()
+	k.render(v)
+	return v, nil
+}
+
+// Unit returns the unit id served.
+func (v *Vendor) Unit() uint8 { return v.cfg.UnitID }
+
+// State returns the simulation state at the clock's now.
+func (v *Vendor) State() VendorState {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.step()
+	return VendorState{Time: now, SoCPct: v.soc(), BatteryW: hearth.Watts(v.batt),
+		GridW: hearth.Watts(v.cfg.PVW + v.batt - v.cfg.LoadW), Forced: v.forced, CommandW: hearth.Watts(v.forceW),
+		Reverts: v.reverts, FlashWrites: v.flash}
+}
+
+// SetHolding sets holding registers as an installer would on the device's
+// own menu; it counts as no Modbus write.
+func (v *Vendor) SetHolding(addr uint16, vals ...uint16) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.step()
+	for i, x := range vals {
+		v.hold[addr+uint16(i)] = x
+	}
+	v.kind.written(v, now, addr, len(vals))
+	v.batt = v.target()
+	v.kind.render(v)
+}
+
+// Holding returns holding registers as the device holds them.
+func (v *Vendor) Holding(addr uint16, n int) []uint16 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.step()
+	out := make([]uint16, n)
+	for i := range out {
+		out[i] = v.hold[addr+uint16(i)]
+	}
+	return out
+}
+
+// Writes returns a copy of the write log, oldest first.
+func (v *Vendor) Writes() []Write {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]Write, len(v.writes))
+	for i, w := range v.writes {
+		w.Values = append([]uint16(nil), w.Values...)
+		out[i] = w
+	}
+	return out
+}
+
+// ServeTCP serves Modbus TCP on ln until ctx ends (see Simulator.ServeTCP).
+func (v *Vendor) ServeTCP(ctx context.Context, ln net.Listener) error {
+	v.log.Info("modbus tcp listening", "addr", ln.Addr().String(), "unit", v.cfg.UnitID, "profile", v.cfg.Profile)
+	return serveTCP(ctx, ln, v.log, v.serve)
+}
+
+func (v *Vendor) soc() float64 { return v.energyWh / v.cfg.CapacityWh * 100 }
+
+// target is the battery power the device runs now: the forced command, or
+// self-consumption (cover the load PV does not), within the battery's
+// limits and charge.
+func (v *Vendor) target() float64 {
+	w := v.cfg.LoadW - v.cfg.PVW
+	if v.forced {
+		w = v.forceW
+	}
+	w = math.Max(-v.cfg.MaxChargeW, math.Min(v.cfg.MaxDischargeW, w))
+	if (w > 0 && v.energyWh <= 0) || (w < 0 && v.energyWh >= v.cfg.CapacityWh) {
+		return 0
+	}
+	return w
+}
+
+// step integrates to the clock's now, dropping a command whose device
+// timeout lapsed on the way. Callers hold v.mu.
+func (v *Vendor) step() time.Time {
+	now := v.cfg.Now()
+	if v.forced && !v.deadline.IsZero() && !now.Before(v.deadline) {
+		v.integrate(v.deadline)
+		v.forced, v.deadline = false, time.Time{}
+		v.reverts++
+		v.kind.revert(v)
+		v.batt = v.target()
+	}
+	v.integrate(now)
+	v.kind.render(v)
+	return now
+}
+
+func (v *Vendor) integrate(t time.Time) {
+	if !t.After(v.last) {
+		return
+	}
+	h := t.Sub(v.last).Hours()
+	v.energyWh = math.Max(0, math.Min(v.cfg.CapacityWh, v.energyWh-v.batt*h))
+	v.last = t
+	v.batt = v.target()
+}
+
+// serve executes one request (function codes 3, 4, 6 and 16).
+func (v *Vendor) serve(_ context.Context, unit uint8, pdu []byte) ([]byte, action) {
+	if unit != v.cfg.UnitID || len(pdu) == 0 {
+		return nil, actSilent
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.step()
+	be := binary.BigEndian
+	fc := pdu[0]
+	switch fc {
+	case fcReadHolding, fcReadInput:
+		if len(pdu) != 5 {
+			return exception(fc, ExceptionIllegalDataValue), actRespond
+		}
+		addr, n := be.Uint16(pdu[1:]), be.Uint16(pdu[3:])
+		bank, ranges := v.hold, v.kind.holdRanges
+		if fc == fcReadInput {
+			bank, ranges = v.input, v.kind.inputRanges
+		}
+		if n < 1 || n > maxReadRegs {
+			return exception(fc, ExceptionIllegalDataValue), actRespond
+		}
+		if !inRanges(ranges, addr, n) {
+			return exception(fc, ExceptionIllegalDataAddress), actRespond
+		}
+		resp := make([]byte, 2+2*int(n))
+		resp[0], resp[1] = fc, byte(2*n)
+		for i := range int(n) {
+			be.PutUint16(resp[2+2*i:], bank[addr+uint16(i)])
+		}
+		return resp, actRespond
+	case fcWriteSingle, fcWriteMultiple:
+		var addr uint16
+		var vals []uint16
+		if fc == fcWriteSingle {
+			if len(pdu) != 5 {
+				return exception(fc, ExceptionIllegalDataValue), actRespond
+			}
+			addr, vals = be.Uint16(pdu[1:]), []uint16{be.Uint16(pdu[3:])}
+		} else {
+			if len(pdu) < 6 {
+				return exception(fc, ExceptionIllegalDataValue), actRespond
+			}
+			n, bc := be.Uint16(pdu[3:]), int(pdu[5])
+			if n < 1 || n > maxWriteRegs || bc != 2*int(n) || len(pdu) != 6+bc {
+				return exception(fc, ExceptionIllegalDataValue), actRespond
+			}
+			addr = be.Uint16(pdu[1:])
+			for i := range int(n) {
+				vals = append(vals, be.Uint16(pdu[6+2*i:]))
+			}
+		}
+		code := v.write(now, fc, addr, vals)
+		if code != 0 {
+			return exception(fc, code), actRespond
+		}
+		if fc == fcWriteSingle {
+			return append([]byte(nil), pdu...), actRespond
+		}
+		return []byte{fc, pdu[1], pdu[2], pdu[3], pdu[4]}, actRespond
+	}
+	return exception(fc, ExceptionIllegalFunction), actRespond
+}
+
+// write checks a write all or nothing, applies and logs it. Callers hold
+// v.mu.
+func (v *Vendor) write(now time.Time, fc byte, addr uint16, vals []uint16) byte {
+	var code byte
+	flash := false
+	for i, x := range vals {
+		a := addr + uint16(i)
+		known, ok := v.kind.valid(v, a, x)
+		switch {
+		case !known:
+			code = ExceptionIllegalDataAddress
+		case !ok && code == 0:
+			code = v.kind.outOfRange
+		}
+		flash = flash || v.kind.flash(a)
+	}
+	if code == 0 && v.kind.check != nil {
+		code = v.kind.check(v, addr, vals)
+	}
+	if len(v.writes) >= maxWriteLog {
+		v.writes = v.writes[1:]
+	}
+	v.writes = append(v.writes, Write{Time: now, Unit: v.cfg.UnitID, Func: fc, Addr: addr, Values: append([]uint16(nil), vals...), Exception: code})
+	if code != 0 {
+		return code
+	}
+	if flash {
+		v.flash++
+	}
+	for i, x := range vals {
+		v.hold[addr+uint16(i)] = x
+	}
+	v.kind.written(v, now, addr, len(vals))
+	v.batt = v.target()
+	v.kind.render(v)
+	return 0
+}
+
+func inRanges(rs [][2]uint16, addr, n uint16) bool {
+	end := int(addr) + int(n) - 1
+	for _, r := range rs {
+		if addr >= r[0] && end <= int(r[1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// touches reports whether a write of n registers at addr covers a.
+func touches(addr uint16, n int, a uint16) bool { return a >= addr && int(a) < int(addr)+n }
+
+// put32 stores a 32-bit value at a, high word first or low word first.
+func put32(bank map[uint16]uint16, a uint16, x uint32, lowFirst bool) {
+	hi, lo := uint16(x>>16), uint16(x)
+	if lowFirst {
+		hi, lo = lo, hi
+	}
+	bank[a], bank[a+1] = hi, lo
+}
+
+// get32 reads a 32-bit value stored by put32.
+func get32(bank map[uint16]uint16, a uint16, lowFirst bool) uint32 {
+	hi, lo := bank[a], bank[a+1]
+	if lowFirst {
+		hi, lo = lo, hi
+	}
+	return uint32(hi)<<16 | uint32(lo)
+}

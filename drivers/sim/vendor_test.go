@@ -1,0 +1,137 @@
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth/internal/clocktest"
+)
+
+func newTestVendor(t *testing.T, profile string, settings map[uint16]uint16) (*Vendor, *clocktest.Clock) {
+	t.Helper()
+	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
+	v, err := NewVendor(VendorConfig{Profile: profile, LoadW: 400, Settings: settings, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, clock
+}
+
+// writeRegs sends an FC 16 and returns the exception code, 0 when applied.
+func writeRegs(v *Vendor, addr uint16, vals ...uint16) byte {
+	pdu := []byte{fcWriteMultiple, byte(addr >> 8), byte(addr), 0, byte(len(vals)), byte(2 * len(vals))}
+	for _, x := range vals {
+		pdu = binary.BigEndian.AppendUint16(pdu, x)
+	}
+	resp, _ := v.serve(context.Background(), v.Unit(), pdu)
+	if resp[0]&0x80 != 0 {
+		return resp[1]
+	}
+	return 0
+}
+
+func lowFirstFloat(f float32) (uint16, uint16) {
+	b := math.Float32bits(f)
+	return uint16(b), uint16(b >> 16)
+}
+
+// TestSolarEdgeIgnoresCommandsWithoutRemoteControl: the block is stored
+// and counted, and changes nothing until 0xE004 is 4.
+func TestSolarEdgeIgnoresCommandsWithoutRemoteControl(t *testing.T) {
+	t.Parallel()
+	v, _ := newTestVendor(t, "solaredge_storedge", map[uint16]uint16{0xE005: 1})
+	lo, hi := lowFirstFloat(2000)
+	block := []uint16{60, 0, 4, 0, 0, lo, hi}
+	if code := writeRegs(v, 0xE00B, block...); code != 0 {
+		t.Fatalf("exception %d", code)
+	}
+	if st := v.State(); st.Forced || st.BatteryW != 400 || st.FlashWrites != 1 {
+		t.Fatalf("without remote control: %+v, want self-consumption (400 W) and one flash-class write", st)
+	}
+	v.SetHolding(0xE004, 4)
+	if code := writeRegs(v, 0xE00B, block...); code != 0 || v.State().BatteryW != 2000 {
+		t.Fatalf("with remote control: exception %d, state %+v, want 2000 W discharging", code, v.State())
+	}
+}
+
+// TestHuaweiPeriodIsMinutes: a period of 2 holds the command two minutes,
+// not two seconds; 0 is refused.
+func TestHuaweiPeriodIsMinutes(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "huawei_sun2000", nil)
+	if code := writeRegs(v, hwPeriod, 0); code != ExceptionIllegalDataValue {
+		t.Fatalf("period 0: exception %d, want 3", code)
+	}
+	writeRegs(v, hwPeriod, 2)
+	writeRegs(v, hwDischW, 0, 1500)
+	writeRegs(v, hwCmd, 2)
+	clock.Advance(119 * time.Second)
+	if st := v.State(); st.BatteryW != 1500 {
+		t.Fatalf("after 119 s: %+v, want 1500 W", st)
+	}
+	clock.Advance(2 * time.Second)
+	if st := v.State(); st.Forced || st.Reverts != 1 || st.BatteryW != 400 {
+		t.Fatalf("after 121 s: %+v, want reverted to self-consumption", st)
+	}
+}
+
+// TestKostalSetpointLapsesButCannotBeCleared: writing 0 holds 0 W; only
+// 30 s without a write hands the battery back.
+func TestKostalSetpointLapsesButCannotBeCleared(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "kostal_plenticore", nil)
+	lo, hi := lowFirstFloat(-1800)
+	writeRegs(v, koSetpoint, lo, hi)
+	if st := v.State(); st.BatteryW != -1800 {
+		t.Fatalf("%+v, want -1800 W", st)
+	}
+	lo, hi = lowFirstFloat(0)
+	writeRegs(v, koSetpoint, lo, hi)
+	clock.Advance(29 * time.Second)
+	if st := v.State(); !st.Forced || st.BatteryW != 0 {
+		t.Fatalf("0 written 29 s ago: %+v, want held at 0 W", st)
+	}
+	clock.Advance(2 * time.Second)
+	if st := v.State(); st.Forced || st.BatteryW != 400 {
+		t.Fatalf("31 s without a write: %+v, want the inverter's own management", st)
+	}
+}
+
+// TestSungrowRefusesOutOfRangeWithException4 and holds a forced command
+// with no timeout.
+func TestSungrowRefusesOutOfRangeWithException4(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "sungrow_sh", nil)
+	if code := writeRegs(v, sgForceW, 9000); code != ExceptionServerFailure {
+		t.Fatalf("9000 W on a 5000 W model: exception %d, want 4", code)
+	}
+	if code := writeRegs(v, sgEMSMode, 2, sgCharge, 2500); code != 0 {
+		t.Fatalf("exception %d", code)
+	}
+	clock.Advance(24 * time.Hour)
+	if st := v.State(); !st.Forced || st.Reverts != 0 {
+		t.Fatalf("a day later: %+v, want the forced command still held", st)
+	}
+}
+
+// TestFloatsOutOfRangeAreRefused: a Kostal setpoint beyond the battery or
+// not a number, and a negative SolarEdge limit, get exception 3 and
+// change nothing.
+func TestFloatsOutOfRangeAreRefused(t *testing.T) {
+	t.Parallel()
+	k, _ := newTestVendor(t, "kostal_plenticore", nil)
+	for _, f := range []float32{9000, -9000, float32(math.NaN())} {
+		lo, hi := lowFirstFloat(f)
+		if code := writeRegs(k, koSetpoint, lo, hi); code != ExceptionIllegalDataValue || k.State().Forced {
+			t.Fatalf("Kostal setpoint %v: exception %d, state %+v; want 3 and nothing forced", f, code, k.State())
+		}
+	}
+	se, _ := newTestVendor(t, "solaredge_storedge", map[uint16]uint16{0xE004: 4, 0xE005: 1})
+	lo, hi := lowFirstFloat(-500)
+	if code := writeRegs(se, 0xE00B, 60, 0, 3, lo, hi, 0, 0); code != ExceptionIllegalDataValue || se.State().Forced {
+		t.Fatalf("SolarEdge charge limit -500: exception %d, state %+v; want 3 and nothing forced", code, se.State())
+	}
+}

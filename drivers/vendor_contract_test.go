@@ -1,0 +1,364 @@
+package drivers_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/drivers/sim"
+	"github.com/hearth-energy/hearth/internal/clocktest"
+	"github.com/hearth-energy/hearth/safety"
+)
+
+// installerSettings are what an installer sets on each device before
+// hearth may command it (docs/devices.md).
+var installerSettings = map[string]map[uint16]uint16{
+	"solaredge_storedge": {0xE004: 4, 0xE005: 1},
+}
+
+// vendorRig is one vendor simulator on a real TCP socket, the profile's
+// control executor and its reader, on a clock the test moves.
+type vendorRig struct {
+	sim   *sim.Vendor
+	clock *clocktest.Clock
+	dev   *drivers.VendorDevice
+	read  *drivers.ProfileDevice
+	bus   *drivers.Bus
+	p     *drivers.Profile
+}
+
+const rigLoadW = 500 // house load; no PV: self-consumption discharges 500 W
+
+func newVendorRig(t *testing.T, profile string, settings map[uint16]uint16) *vendorRig {
+	t.Helper()
+	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
+	v, err := sim.NewVendor(sim.VendorConfig{Profile: profile, LoadW: rigLoadW, Settings: settings, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); v.ServeTCP(ctx, ln) }()
+	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: ln.Addr().String(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close(); cancel(); <-done })
+	p, err := drivers.EmbeddedProfile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &vendorRig{sim: v, clock: clock, bus: bus, p: p,
+		dev:  drivers.NewVendorDevice(profile, bus, v.Unit(), p, clock.Now),
+		read: drivers.NewProfileDevice(profile, bus, v.Unit(), p)}
+}
+
+// apply approves w through safety and applies it; auto releases.
+func (r *vendorRig) apply(t *testing.T, mode hearth.Mode, w hearth.Watts) drivers.VendorStatus {
+	t.Helper()
+	st, err := r.dev.Apply(context.Background(), approve(t, r.dev.Name(), mode, w))
+	if err != nil {
+		t.Fatalf("apply %s %v W: %v", mode, w, err)
+	}
+	return st
+}
+
+// follows checks the simulated battery runs want and that hearth reads
+// the same, in its own sign.
+func (r *vendorRig) follows(t *testing.T, what string, want float64) {
+	t.Helper()
+	r.clock.Advance(time.Second)
+	if got := float64(r.sim.State().BatteryW); math.Abs(got-want) > 1 {
+		t.Fatalf("%s: the battery runs %.0f W, want %.0f W (positive discharging)", what, got, want)
+	}
+	rd, err := r.read.Poll(context.Background(), r.clock.Now)
+	if err != nil {
+		t.Fatalf("%s: poll: %v", what, err)
+	}
+	if p := rd.Points["power_w"]; !p.Good() || math.Abs(p.Value-want) > 1 {
+		t.Fatalf("%s: hearth reads power_w %+v, want %.0f W", what, p, want)
+	}
+}
+
+// controllable lists the built-in profiles with a control section.
+func controllable(t *testing.T) []string {
+	var out []string
+	for _, n := range drivers.EmbeddedProfiles() {
+		p, err := drivers.EmbeddedProfile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Control != nil {
+			out = append(out, n)
+		}
+	}
+	if len(out) < 3 {
+		t.Fatalf("controllable profiles %v: want at least sungrow_sh, solaredge_storedge, huawei_sun2000", out)
+	}
+	return out
+}
+
+// TestVendorContract runs one behaviour contract over every controllable
+// profile against the vendor's simulator: charge 2000 W, discharge
+// 1500 W, idle and release are followed with hearth's sign, and a
+// command left behind (the agent gone mid-lease) lapses by the device's
+// own timeout, or, on a device without one, holds until the next start
+// releases it.
+func TestVendorContract(t *testing.T) {
+	t.Parallel()
+	for _, name := range controllable(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newVendorRig(t, name, installerSettings[name])
+			r.apply(t, hearth.ModeAuto, 0) // at start, with no lease
+			r.follows(t, "start", rigLoadW)
+			r.apply(t, hearth.ModePower, -2000)
+			r.follows(t, "charge 2000 W", -2000)
+			r.clock.Advance(2 * time.Minute)
+			r.apply(t, hearth.ModePower, 1500)
+			r.follows(t, "discharge 1500 W", 1500)
+			r.clock.Advance(2 * time.Minute)
+			r.apply(t, hearth.ModePower, 0)
+			r.follows(t, "idle", 0)
+			r.apply(t, hearth.ModeAuto, 0)
+			if r.p.Control.Release.Passive {
+				// No write clears the command: it lapses by the device's timeout.
+				r.clock.Advance(r.dev.RevertTimeout())
+			}
+			r.follows(t, "release", rigLoadW)
+
+			// The agent dies mid-lease: nothing is written any more.
+			r.apply(t, hearth.ModePower, 1000)
+			r.follows(t, "discharge 1000 W", 1000)
+			r.clock.Advance(r.dev.RevertTimeout() + time.Second)
+			if r.dev.Guarded() {
+				if st := r.sim.State(); st.Forced || st.Reverts == 0 {
+					t.Fatalf("after the device timeout %v the command still holds: %+v", r.dev.RevertTimeout(), st)
+				}
+				r.follows(t, "after the device timeout", rigLoadW)
+				return
+			}
+			// No device timeout: the battery holds the last command, as
+			// the vendor documents; the next agent start releases it.
+			r.follows(t, "unguarded, agent gone", 1000)
+			next := drivers.NewVendorDevice(name, r.bus, r.sim.Unit(), r.p, r.clock.Now)
+			if _, err := next.Apply(context.Background(), approve(t, name, hearth.ModeAuto, 0)); err != nil {
+				t.Fatal(err)
+			}
+			r.follows(t, "released at the next start", rigLoadW)
+		})
+	}
+}
+
+// TestVendorFlashBudget drives each controllable profile as
+// self_consumption does for ten simulated minutes, a new power every
+// second, and checks the writes to flash-class registers stay within the
+// profile's budget: one change per interval and the device's refreshes.
+func TestVendorFlashBudget(t *testing.T) {
+	t.Parallel()
+	for _, name := range controllable(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newVendorRig(t, name, installerSettings[name])
+			rng := rand.New(rand.NewPCG(1, 2))
+			before := r.sim.State().FlashWrites
+			r.apply(t, hearth.ModePower, -1000)
+			start := r.sim.State().FlashWrites
+			perCommand := start - before // the first command, arming included
+			const run = 10 * time.Minute
+			deferred := 0
+			for s := time.Duration(0); s < run; s += time.Second {
+				r.clock.Advance(time.Second)
+				w := hearth.Watts(-1000 - rng.IntN(600))
+				if st := r.apply(t, hearth.ModePower, w); st.Deferred {
+					deferred++
+				}
+			}
+			got := r.sim.State().FlashWrites - start
+			b := r.p.Control.Budget.MinInterval.D()
+			if b == 0 {
+				// No budgeted register: nothing may reach flash.
+				if got != 0 || start != 0 {
+					t.Fatalf("%d flash-class writes from a profile that writes RAM only", got+start)
+				}
+				return
+			}
+			limit := (int(run/b) + drivers.BudgetBurst + 1) * perCommand
+			if r.dev.Guarded() {
+				limit += (int(run/(r.dev.RevertTimeout()/3)) + 1) * perCommand
+			}
+			t.Logf("%d flash-class write requests in %v of changing commands (bound %d), %d of 600 changes deferred", got, run, limit, deferred)
+			if got > limit || got == 0 {
+				t.Fatalf("%d flash-class write requests in %v of changing commands, want 1..%d (budget %v, %d requests a command)", got, run, limit, b, perCommand)
+			}
+			if deferred < 400 {
+				t.Fatalf("only %d of 600 changes deferred", deferred)
+			}
+		})
+	}
+}
+
+// TestSolarEdgeRefusesWithoutRemoteControl: SolarEdge stores remote
+// commands and ignores them unless the installer set remote control;
+// hearth reads the settings first and says which to change, writing
+// nothing.
+func TestSolarEdgeRefusesWithoutRemoteControl(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		settings map[uint16]uint16
+		hint     string
+	}{
+		{nil, "0xE004"},
+		{map[uint16]uint16{0xE004: 4}, "0xE005"},
+	} {
+		r := newVendorRig(t, "solaredge_storedge", c.settings)
+		_, err := r.dev.Apply(context.Background(), approve(t, r.dev.Name(), hearth.ModePower, -2000))
+		if !errors.Is(err, drivers.ErrPrecondition) || !strings.Contains(err.Error(), c.hint) {
+			t.Fatalf("settings %v: err %v, want a precondition naming %s", c.settings, err, c.hint)
+		}
+		if w := r.sim.Writes(); len(w) != 0 {
+			t.Fatalf("settings %v: wrote %+v before the device was set up", c.settings, w)
+		}
+	}
+}
+
+// TestSolarEdgeCommandIsOneBlock: the remote-control registers go in one
+// FC 16, float32 low word first, the timeout with them.
+func TestSolarEdgeCommandIsOneBlock(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "solaredge_storedge", installerSettings["solaredge_storedge"])
+	r.apply(t, hearth.ModePower, 1500)
+	var block []sim.Write
+	for _, w := range r.sim.Writes() {
+		if w.Addr >= 0xE00B && w.Addr <= 0xE011 || w.Addr < 0xE00B && int(w.Addr)+len(w.Values) > 0xE00B {
+			block = append(block, w)
+		}
+	}
+	if len(block) != 1 || block[0].Func != 0x10 || block[0].Addr != 0xE00B || len(block[0].Values) != 7 {
+		t.Fatalf("writes to the remote-control block: %+v, want one FC 16 of 0xE00B..0xE011", block)
+	}
+	v := block[0].Values
+	f := math.Float32frombits(uint32(v[6])<<16 | uint32(v[5]))
+	if v[0] != 300 || v[1] != 0 || v[2] != 4 || f != 1500 {
+		t.Fatalf("block %v: want timeout 300 s, mode 4, discharge limit 1500 W (float32, low word first)", v)
+	}
+}
+
+// TestHuaweiPeriodInMinutes: the forcible period is written in minutes
+// and the command last; the device drops it when the minutes pass.
+func TestHuaweiPeriodInMinutes(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "huawei_sun2000", nil)
+	r.apply(t, hearth.ModePower, -2000)
+	ws := r.sim.Writes()
+	if last := ws[len(ws)-1]; last.Addr != 47100 || last.Values[0] != 1 {
+		t.Fatalf("last write %+v, want the command 47100 = 1 last", last)
+	}
+	if got := r.sim.Holding(47083, 1)[0]; got != 5 {
+		t.Fatalf("period 47083 = %d, want 5 (minutes)", got)
+	}
+	r.clock.Advance(4*time.Minute + 50*time.Second)
+	if !r.sim.State().Forced {
+		t.Fatal("the forcible charge lapsed before its 5 minutes")
+	}
+	r.clock.Advance(20 * time.Second)
+	if r.sim.State().Forced {
+		t.Fatal("the forcible charge still holds after its 5 minutes")
+	}
+}
+
+// TestSungrowOutOfRangeIsRefused: a power beyond the model's range gets
+// Sungrow's exception 4, and hearth reports the write failed.
+func TestSungrowOutOfRangeIsRefused(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "sungrow_sh", nil)
+	_, err := r.dev.Apply(context.Background(), approve(t, r.dev.Name(), hearth.ModePower, -6000)) // the simulated model takes 5000 W
+	var ex *drivers.ExceptionError
+	if !errors.As(err, &ex) || ex.Code != 4 {
+		t.Fatalf("err %v, want Modbus exception 4", err)
+	}
+}
+
+// TestVendorBudgetSettlesAfterRamp: a ramp's steps are written (the ramp
+// is a safety limit), and so is the command that ends it even when it is
+// within the deadband of the last step: the battery settles on the
+// lease's power, not one step short of it.
+func TestVendorBudgetSettlesAfterRamp(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "solaredge_storedge", installerSettings["solaredge_storedge"])
+	e, err := safety.NewEvaluator(safety.Limits{
+		SoCMinPct: 5, SoCMaxPct: 100, MaxChargeW: 10000, MaxDischargeW: 10000, RampWPerS: 450,
+		MaxReadingAge: time.Minute, CellVMin: 2, CellVMax: 4, TempCMin: -40, TempCMax: 90,
+		MaxLease: time.Hour, Fallback: hearth.ModeAuto,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []hearth.Rule
+	for range 4 {
+		r.clock.Advance(time.Second)
+		now := r.clock.Now()
+		obs := safety.Observation{At: now, Reading: hearth.Reading{Device: r.dev.Name(), Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}
+		dec := e.Evaluate(safety.Input{Now: now, Target: safety.Target{Mode: hearth.ModePower, Power: -500}, Devices: []safety.Observation{obs}})
+		a := dec.Commands[0]
+		st, err := r.dev.Apply(context.Background(), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Confirm(a.Device(), hearth.Watts(st.HeldW))
+		rules = append(rules, a.Rule())
+	}
+	if got := r.sim.State().BatteryW; got != -500 {
+		t.Fatalf("after the ramp (rules %v) the battery runs %v W, want the lease's -500 W", rules, got)
+	}
+}
+
+// TestVendorSetpointUnits: a power register that counts percent of a
+// reference point, or amps at a voltage point, gets the approved watts
+// converted with the reference read from the device, cut towards zero so
+// the device is never asked for more than approved; the power reported
+// held is what the written value stands for.
+func TestVendorSetpointUnits(t *testing.T) {
+	t.Parallel()
+	base, err := drivers.EmbeddedProfile("sungrow_sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		unit, ref string
+		raw       uint16
+		held      float64
+	}{
+		{"pct", "nominal_power_w", 40, -2000}, // 2000 W of the simulated 5000 W nominal power
+		{"A", "ac_v_a", 8, -8 * 230.1},        // 2000 W at 230.1 V is 8.69 A: 8 A, never 9
+		{"W", "", 2000, -2000},
+	} {
+		t.Run(c.unit, func(t *testing.T) {
+			t.Parallel()
+			p := *base
+			ctl := *base.Control
+			ctl.Setpoint.Unit, ctl.Setpoint.Reference = c.unit, c.ref
+			p.Control = &ctl
+			r := newVendorRig(t, "sungrow_sh", nil)
+			dev := drivers.NewVendorDevice("sungrow_sh", r.bus, r.sim.Unit(), &p, r.clock.Now)
+			st, err := dev.Apply(context.Background(), approve(t, "sungrow_sh", hearth.ModePower, -2000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.sim.Holding(13051, 1)[0]; got != c.raw || math.Abs(st.HeldW-c.held) > 0.01 {
+				t.Fatalf("unit %s: wrote %d, held %v W; want %d, %v W", c.unit, got, st.HeldW, c.raw, c.held)
+			}
+		})
+	}
+}
