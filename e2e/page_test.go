@@ -70,7 +70,7 @@ func seedDay(t *testing.T, db string, end time.Time) float64 {
 		load := 350 + 1400*math.Exp(-math.Pow((h-7.5)/0.7, 2)) + 2100*math.Exp(-math.Pow((h-19)/1.3, 2))
 		batt := 0.0 // positive discharging
 		switch {
-		case pv > load && soc < 95:
+		case pv > load && soc < 80:
 			batt = -math.Min(pv-load, 3000)
 		case pv < load && soc > 10:
 			batt = math.Min(load-pv, 2500)
