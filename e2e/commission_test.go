@@ -172,6 +172,9 @@ func TestModeSetPower(t *testing.T) {
 	waitStatus(t, sock, func(st diag.StatusReport) bool {
 		return st.Lease != nil && st.Lease.Source == "local" && st.Safety.Mode == "power"
 	})
+	if out, _, code := hearthCLI(t, nil, "mode", "get", "--socket", sock); code != 0 || !strings.Contains(out, "mode power, commanding -500 W") || !strings.Contains(out, "local lease") {
+		t.Errorf("mode get while a local test power holds: exit %d: %q", code, out)
+	}
 	// The log says the power, not where it is kept.
 	if log := agent.Log(); !strings.Contains(log, "power_w=-500") || strings.Contains(log, "power_w=0x") {
 		t.Errorf("the agent's log of the local mode does not give the power:\n%s", log)

@@ -44,6 +44,7 @@ Usage:
   hearth lease reset-version --confirm GATEWAY_ID   let the cloud number leases from 1 again
   hearth keys [reload]           setpoint keys in force; reload them from the config (as SIGHUP)
   hearth clock reset-floor --confirm GATEWAY_ID   set the floor under true time back to the build time
+  hearth mode get                the mode the agent runs, the power it commands, and the lease behind them
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
   hearth mode set power -500W --for 2m  a small local test power (sign, wiring; at most ±1000 W)
   hearth commission              check a new installation and print its report
