@@ -483,3 +483,20 @@ devices:
 		t.Errorf("config check --online with the agent running: exit %d\n%s", code, out)
 	}
 }
+
+// TestVersionJSON: `hearth version --json` says when the binary was built
+// and how that is known, as a support request needs it.
+func TestVersionJSON(t *testing.T) {
+	t.Parallel()
+	out, _, code := hearthCLI(t, nil, "version", "--json")
+	var v map[string]string
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 {
+		t.Fatalf("version --json: exit %d, %v\n%s", code, err, out)
+	}
+	if _, err := time.Parse(time.RFC3339, v["build_date"]); err != nil || v["build_date_from"] == "" || v["version"] == "" {
+		t.Errorf("version --json: %v; want version, an RFC 3339 build_date and where it came from", v)
+	}
+	if out, _, _ := hearthCLI(t, nil, "version"); !strings.Contains(out, "(built ") {
+		t.Errorf("hearth version: %q; want the build date", out)
+	}
+}

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
@@ -329,10 +331,17 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	built, from := agent.BuildStamp()
 	if *asJSON {
-		writeJSON(stdout, map[string]string{"version": hearth.Version})
+		v := map[string]string{"version": hearth.Version, "go": runtime.Version(), "build_date_from": from}
+		if !built.IsZero() {
+			v["build_date"] = built.Format(time.RFC3339)
+		}
+		writeJSON(stdout, v)
+	} else if built.IsZero() {
+		fmt.Fprintln(stdout, "hearth", hearth.Version, "(build date unknown)")
 	} else {
-		fmt.Fprintln(stdout, "hearth", hearth.Version)
+		fmt.Fprintf(stdout, "hearth %s (built %s)\n", hearth.Version, built.Format("2006-01-02 15:04 UTC"))
 	}
 	return exitOK
 }
