@@ -356,7 +356,7 @@ func Read(path string) (*Config, error) {
 }
 
 var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
-var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 
 // Parse parses and validates a config held in memory; name is used in
 // error messages, and relative profile paths are taken from its folder.
@@ -392,6 +392,7 @@ func parse(name string, data []byte, files bool) (*Config, error) {
 	if len(root.Content) > 0 {
 		indexLines(root.Content[0], "", lines)
 	}
+	explainTypeErrors(errs, lines)
 	applyDeviceDefaults(&cfg, lines)
 	v := validator{file: name, dir: filepath.Dir(name), lines: lines, files: files}
 	v.validate(&cfg)
@@ -433,6 +434,9 @@ func typeError(file, msg string) Error {
 	text := m[2]
 	if k := notFoundRe.FindStringSubmatch(text); k != nil {
 		text = fmt.Sprintf("unknown key %q", k[1])
+		if near := nearestKey(k[1], keysOf(k[2])); near != "" {
+			text += fmt.Sprintf(" (did you mean %q?)", near)
+		}
 	}
 	text = strings.ReplaceAll(text, "cannot unmarshal !!str ", "cannot use string ")
 	return Error{File: file, Line: n, Msg: text}

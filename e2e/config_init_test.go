@@ -39,3 +39,20 @@ func TestConfigInitFolderAndAnswers(t *testing.T) {
 		t.Errorf("config init with a refused gateway id: exit %d; want 3 and the answers as a command:\n%s", code, stderr)
 	}
 }
+
+// TestConfigCheckExplains: `hearth config check` names the key and the
+// form of a value of the wrong type, and the key a typo was meant to be.
+func TestConfigCheckExplains(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "hearth.yaml")
+	if err := os.WriteFile(path, []byte("gateway_id: gw-x\ndevices:\n  - name: battery\n    adress: 127.0.0.1:502\n    unit_id: one\nuplink:\n  broker: tcp://127.0.0.1:1883\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := hearthCLI(t, nil, "config", "check", path)
+	all := out + stderr
+	for _, want := range []string{`:4: unknown key "adress" (did you mean "address"?)`, ":5: devices[0].unit_id: want a whole number, got `one`"} {
+		if code != 3 || !strings.Contains(all, want) {
+			t.Errorf("config check: exit %d, lacks %q:\n%s", code, want, all)
+		}
+	}
+}
