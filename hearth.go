@@ -333,6 +333,10 @@ type Ack struct {
 	// HighestVersion is, on a stale ack, the highest version the gateway
 	// has accepted: the cloud numbers its next lease above it.
 	HighestVersion *uint64 `json:"highest_version,omitempty"`
+	// Excluded names the devices that take no part in the lease as it
+	// starts, each with the rule that holds it (device_down, a trip): the
+	// site is partial, and applied_w is what the others can take.
+	Excluded map[string]string `json:"excluded,omitempty"`
 }
 
 // MaxAckDetail bounds an ack's Detail.
@@ -377,6 +381,18 @@ type State struct {
 	// NotEffective names the devices that do not follow the command they
 	// hold (read-back or measured power), while they do not.
 	NotEffective []string `json:"not_effective,omitempty"`
+	// Devices is the safety of each controllable device, by name: Safety
+	// and Trips above are the site's (every device's trips and the
+	// site's own), these say which device holds which.
+	Devices map[string]DeviceSafety `json:"devices,omitempty"`
+}
+
+// DeviceSafety is one device's safety state.
+type DeviceSafety struct {
+	// Safety is "ok", "device_down" while the device cannot be read, or
+	// the rule holding it.
+	Safety string   `json:"safety"`
+	Trips  []string `json:"trips,omitempty"` // rules tripped on this device
 }
 
 // Same reports whether two states say the same, whatever their times and

@@ -177,6 +177,10 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		d.poller = telemetry.NewPoller(telemetry.PollerOptions{
 			Device: d.drv, Interval: d.cfg.PollInterval.D(), Clock: a.clock,
 			Out: a.writer.Submit, Observe: a.observe, Record: a.events.Record, Logger: log,
+			Cause: func(err error) string {
+				c, _ := diag.DeviceCause(err, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
+				return c
+			},
 			Identified: func() {
 				id := d.drv.Identity()
 				log.Info("device identified", "device", d.cfg.Name, "manufacturer", id.Manufacturer, "model", id.Model, "serial", id.Serial)

@@ -39,7 +39,7 @@ func (a *Agent) Status() diag.StatusReport {
 		r.Devices = append(r.Devices, dr)
 	}
 	st := a.ctl.State()
-	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW}
+	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW, Devices: st.Devices}
 	if r.Safety.Trips == nil {
 		r.Safety.Trips = []string{}
 	}

@@ -10,11 +10,13 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -135,13 +137,16 @@ type Controller struct {
 	obs      map[string]safety.Observation
 	grid     *safety.GridSample
 	dev      map[string]*ctlDevice
-	trips    []hearth.Rule
+	trips    map[tripKey]string // tripped, with the detail
 	rule     hearth.Rule
-	state    hearth.State
-	onState  []func(hearth.State)
-	floor    timeFloor
-	lastObs  time.Time // on the monotonic timeline (mono)
-	lastStep time.Time
+	// importSince is the meter sample at which import_limit_w began to
+	// bind, until a later one confirms it.
+	importSince time.Time
+	state       hearth.State
+	onState     []func(hearth.State)
+	floor       timeFloor
+	lastObs     time.Time // on the monotonic timeline (mono)
+	lastStep    time.Time
 	// lastSigned is the issued_at of the newest verified signed lease
 	// accepted (persisted), and distrusted the floor found far ahead of
 	// every other source, if one was.
@@ -168,6 +173,13 @@ type ctlDevice struct {
 	// notEffective says the device does not follow what it holds (by its
 	// read-back, or its measured power), and why; events mark the changes.
 	notEffective string
+	// mayHold is the power of the last power command the device read
+	// back, at mayHoldAt; until its revert timer lapses it may still run
+	// it, whatever became of the writes since (mayHoldOK false after a
+	// hand-back).
+	mayHold   hearth.Watts
+	mayHoldOK bool
+	mayHoldAt time.Time
 }
 
 // New builds a controller and restores the persisted lease: an unexpired
@@ -539,6 +551,7 @@ func (c *Controller) Step(ctx context.Context) {
 			if r.st.HeldW != nil {
 				d.held = *r.st.HeldW
 			}
+			d.mayHold, d.mayHoldOK, d.mayHoldAt = d.held, d.heldOK, now
 			if d.heldOK {
 				c.eval.Confirm(a.Device(), d.held)
 			}
@@ -636,61 +649,116 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 		if !ok {
 			o = safety.Observation{Reading: hearth.Reading{Device: d.Name()}}
 		}
+		if cd := c.dev[d.Name()]; cd.mayHoldOK && now.Sub(cd.mayHoldAt) < d.RevertTimeout() {
+			w := cd.mayHold
+			o.MayHold = &w
+		}
 		in.Devices = append(in.Devices, o)
 	}
 	return in
 }
 
-func (c *Controller) tripEventsLocked(dec safety.Decision) {
-	was := map[hearth.Rule]bool{}
-	for _, r := range c.trips {
-		was[r] = true
+// tripKey is one rule tripped on one device, or on the site (device "").
+type tripKey struct {
+	device string
+	rule   hearth.Rule
+}
+
+func cmpTrip(a, b tripKey) int {
+	return cmp.Or(cmp.Compare(a.device, b.device), cmp.Compare(a.rule, b.rule))
+}
+
+// tripsOf lists what a decision has tripped, by device and rule.
+func tripsOf(dec safety.Decision) map[tripKey]string {
+	out := map[tripKey]string{}
+	for _, r := range dec.SiteTrips {
+		out[tripKey{"", r}] = dec.Why[r]
 	}
-	for _, r := range dec.Trips {
-		if r == safety.RuleStale && c.lastObs.IsZero() {
+	for _, ds := range dec.Devices {
+		for _, r := range ds.Trips {
+			out[tripKey{ds.Device, r}] = ds.Why[r]
+		}
+	}
+	return out
+}
+
+// tripEventsLocked records a trip or trip_cleared for each rule that
+// changed on each device (or on the site), and a clamp when the rule
+// that binds the lease changes. A device that cannot be read is reported
+// by device_down (the poller's), not by a trip.
+func (c *Controller) tripEventsLocked(dec safety.Decision) {
+	now := tripsOf(dec)
+	data := func(k tripKey) map[string]any {
+		m := map[string]any{"rule": k.rule}
+		if k.device != "" {
+			m["device"] = k.device
+		}
+		return m
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(now), cmpTrip) {
+		if k.rule == safety.RuleStale && c.lastObs.IsZero() {
 			// Before the first reading there is nothing stale to report:
 			// the agent is starting, and holds the safe state quietly.
+			delete(now, k)
 			continue
 		}
-		if !was[r] {
-			data := map[string]any{"rule": r}
-			if why := dec.Why[r]; why != "" {
-				data["detail"] = why
-			}
-			c.log.Warn("safety trip", "rule", r, "detail", dec.Why[r])
-			c.event(EventTrip, data)
+		if _, was := c.trips[k]; was || k.rule == safety.RuleDeviceDown {
+			continue
 		}
-		delete(was, r)
+		m := data(k)
+		if why := now[k]; why != "" {
+			m["detail"] = why
+		}
+		c.log.Warn("safety trip", "device", k.device, "rule", k.rule, "detail", now[k])
+		c.event(EventTrip, m)
 	}
-	trips := dec.Trips
-	if c.lastObs.IsZero() {
-		trips = slices.DeleteFunc(slices.Clone(trips), func(r hearth.Rule) bool { return r == safety.RuleStale })
+	for _, k := range slices.SortedFunc(maps.Keys(c.trips), cmpTrip) {
+		if _, still := now[k]; still || k.rule == safety.RuleDeviceDown {
+			continue
+		}
+		c.log.Info("safety trip cleared", "device", k.device, "rule", k.rule)
+		c.event(EventTripCleared, data(k))
 	}
-	for r := range was {
-		c.log.Info("safety trip cleared", "rule", r)
-		c.event(EventTripCleared, map[string]any{"rule": r})
-	}
-	c.trips = trips
+	c.trips = now
 	rule := dec.Rule
-	if rule != c.rule && rule != "" && c.activeLocked() != nil && !isTrip(rule) {
-		l := c.activeLocked()
-		data := map[string]any{"lease_id": l.Setpoint.ID, "rule": rule, "allowed_w": roundPtr(dec.TargetW)}
-		if l.Setpoint.Version != 0 {
-			data["version"] = l.Setpoint.Version
+	if rule.Limit() && dec.TargetW == nil {
+		return // nothing is commanded yet: nothing is bound
+	}
+	if rule != safety.RuleImport {
+		c.importSince = time.Time{}
+	} else if rule != c.rule && c.grid != nil {
+		// The meter and the batteries are read apart: while a battery's
+		// power changes, one meter sample can show import the battery's
+		// reading does not yet. The binding is reported once a later
+		// meter sample still shows it.
+		if c.importSince.IsZero() {
+			c.importSince = c.grid.At
 		}
-		c.event(EventClamped, data)
+		if !c.grid.At.After(c.importSince) {
+			return
+		}
+	}
+	if rule != c.rule && rule.Limit() && c.activeLocked() != nil {
+		c.event(EventClamped, c.clampData(c.activeLocked(), dec))
 	}
 	c.rule = rule
 }
 
-// isTrip reports whether a rule is a trip, reported by trip events rather
-// than clamps.
-func isTrip(rule hearth.Rule) bool {
-	switch rule {
-	case safety.RuleMaxCharge, safety.RuleMaxDischarge, safety.RuleExport:
-		return false
+// clampData is a clamped event's data: the lease, the rule that binds it
+// and what it allows, the rule's configured limit, and the device the rule
+// bound when it is a device's own.
+func (c *Controller) clampData(l *safety.Lease, dec safety.Decision) map[string]any {
+	data := map[string]any{"lease_id": l.Setpoint.ID, "rule": dec.Rule, "allowed_w": roundPtr(dec.TargetW)}
+	if l.Setpoint.Version != 0 {
+		data["version"] = l.Setpoint.Version
 	}
-	return true
+	if w, ok := c.opt.Limits.LimitW(dec.Rule); ok {
+		data["limit_w"] = w
+	}
+	if dec.RuleDevice != "" {
+		data["device"] = dec.RuleDevice
+	}
+	return data
 }
 
 func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth.State {
@@ -703,6 +771,12 @@ func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth
 	}
 	if len(dec.Trips) > 0 {
 		s.Safety = string(dec.Trips[0])
+	}
+	for _, ds := range dec.Devices {
+		if s.Devices == nil {
+			s.Devices = map[string]hearth.DeviceSafety{}
+		}
+		s.Devices[ds.Device] = deviceSafety(ds)
 	}
 	// applied_w is what the devices hold, by their read-back, not what
 	// was approved: a device whose write failed holds none of it.
@@ -744,6 +818,20 @@ func ruleStrings(rs []hearth.Rule) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = string(r)
+	}
+	return out
+}
+
+// deviceSafety is what the state says of one device.
+func deviceSafety(ds safety.DeviceSafety) hearth.DeviceSafety {
+	out := hearth.DeviceSafety{Safety: "ok", Trips: ruleStrings(ds.Trips)}
+	switch {
+	case ds.Down:
+		out.Safety = string(safety.RuleDeviceDown)
+	case ds.Held != "" && ds.Held != hearth.RuleRelease:
+		out.Safety = string(ds.Held)
+	case len(ds.Trips) > 0:
+		out.Safety = string(ds.Trips[0])
 	}
 	return out
 }

@@ -88,7 +88,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	hold := math.Round(lease.Hold.Seconds()*10) / 10
 	ack.HoldS = &hold
 	d := c.eval.Preview(c.inputLocked(mono(received), lease.Target(received)))
-	ack.Result, ack.AppliedW = hearth.ResultApplied, roundPtr(d.TargetW)
+	ack.Result, ack.AppliedW, ack.Excluded = hearth.ResultApplied, roundPtr(d.TargetW), excluded(d)
 	switch d.Rule {
 	case "":
 	case safety.RuleStale, safety.RuleReadingQuality:
@@ -97,7 +97,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		ack.Reason = string(d.Rule)
 	default:
 		ack.Result, ack.Reason = hearth.ResultClamped, string(d.Rule)
-		data := map[string]any{"lease_id": sp.ID, "version": sp.Version, "rule": d.Rule, "allowed_w": roundPtr(d.TargetW)}
+		data := c.clampData(&lease, d)
 		if sp.PowerW != nil {
 			data["requested_w"] = *sp.PowerW
 		}
@@ -118,6 +118,22 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	c.persistFloorLocked(received)
 	c.event(EventLeaseStarted, leaseData(&lease, nil))
 	return ack, true
+}
+
+// excluded names the devices a decision holds out of the site's shares,
+// with the rule holding each; nil when every device takes part.
+func excluded(d safety.Decision) map[string]string {
+	var out map[string]string
+	for _, ds := range d.Devices {
+		if ds.Held == "" || ds.Held == hearth.RuleRelease {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[ds.Device] = deviceSafety(ds).Safety
+	}
+	return out
 }
 
 // notDurableLocked refuses sp because its state could not be written.
@@ -181,7 +197,7 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	c.event(EventLeaseStarted, leaseData(&l, nil))
 	ack := hearth.Ack{ID: sp.ID, Result: hearth.ResultApplied, Clock: clockState(c.opt.Synced())}
 	d2 := c.eval.Preview(c.inputLocked(mono(now), l.Target(now)))
-	ack.AppliedW = roundPtr(d2.TargetW)
+	ack.AppliedW, ack.Excluded = roundPtr(d2.TargetW), excluded(d2)
 	if d2.Rule != "" {
 		ack.Reason = string(d2.Rule)
 		if d2.Rule != safety.RuleStale && d2.Rule != safety.RuleReadingQuality {

@@ -128,6 +128,9 @@ type SafetyReport struct {
 	Mode  string   `json:"mode"`
 	// AppliedW is the power last commanded, when the agent commands one.
 	AppliedW *hearth.Watts `json:"applied_w,omitempty"`
+	// Devices is each controllable device's own safety, by name: State
+	// and Trips above are the site's.
+	Devices map[string]hearth.DeviceSafety `json:"devices,omitempty"`
 }
 
 // LeaseReport is the active setpoint lease; RemainingS is how long the

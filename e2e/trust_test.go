@@ -178,20 +178,7 @@ func TestLeasesCannotBeReplayedOrMoved(t *testing.T) {
 // events returns the data of the agent's events of type typ.
 func (a *trustAgent) events(t *testing.T, typ string) []map[string]any {
 	t.Helper()
-	var out []map[string]any
-	for _, m := range a.rec.Messages() {
-		if m.Topic != "hearth/v1/"+a.gw+"/event" {
-			continue
-		}
-		var e map[string]any
-		if err := json.Unmarshal(m.Payload, &e); err != nil {
-			t.Fatalf("event is not JSON: %s", m.Payload)
-		}
-		if e["type"] == typ {
-			out = append(out, e)
-		}
-	}
-	return out
+	return gatewayEvents(t, a.rec, a.gw, typ)
 }
 
 // TestKeysRotateAndRevokeWithoutRestart: a running lease signed by ops-1;

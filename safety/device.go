@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/bits"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -31,6 +32,19 @@ type devState struct {
 	implausible string
 	signSince   time.Time // since when the approved power has had its sign and size
 	signOf      int       // that sign: -1, 0 or 1
+	// Divergence: the arrival of the last reading judged, the battery
+	// power it gave (prevOK false when none), and how many readings in a
+	// row moved away from the command the device held.
+	judged  time.Time
+	prevW   float64
+	prevOK  bool
+	diverge int
+	// Swings: the last change of battery power of at least signMinW
+	// between two readings, and which of the last swingWindow readings
+	// reversed the one before it, at no much smaller size (a bit each,
+	// the newest lowest).
+	prevStep float64
+	swings   uint32
 }
 
 func newDevState() *devState {
@@ -72,8 +86,10 @@ type verdict struct {
 	hiRule  hearth.Rule
 	batt    hearth.Watts // measured battery power
 	battOK  bool
-	target  hearth.Watts // its share, before ramping
-	binding hearth.Rule  // the rule that bound its share
+	target  hearth.Watts  // its share, before ramping
+	binding hearth.Rule   // the rule that bound its share
+	down    bool          // the device could not be read at all
+	holds   *hearth.Watts // what a device that cannot be read may still hold
 }
 
 // assess checks one device's reading against every rule that is the
@@ -99,14 +115,27 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 		return v
 	}
 
-	setTrip(RuleEStop, in.EStop)
+	delete(s.trips, RuleEStop) // the e-stop holds the site, not one device
 	if in.EStop {
 		return safe(hearth.ModePower, RuleEStop)
 	}
 	stale := o.At.IsZero() || in.Now.Sub(o.At) > l.MaxReadingAge
 	setTrip(RuleStale, stale)
 	if stale {
+		setTrip(RuleDeviceDown, false)
+		v.holds = holdOf(o)
 		return safe(hearth.ModeAuto, RuleStale)
+	}
+	// A device that cannot be read at all is down: that is one fact,
+	// device_down, not a trip of every rule whose point it did not give.
+	// Its rules keep the state they had until it answers again. Until
+	// its revert timer lapses it may still run its last command, and
+	// counts at that.
+	v.down = unreadable(o.Reading)
+	setTrip(RuleDeviceDown, v.down)
+	if v.down {
+		v.holds = holdOf(o)
+		return safe(hearth.ModePower, RuleDeviceDown)
 	}
 	batt, battOK := value(o, s, hearth.PointPower)
 	v.batt, v.battOK = hearth.Watts(batt), battOK
@@ -173,6 +202,7 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 	}
 
 	dc.plausibility(o, s, v)
+	dc.divergence(o, s, v)
 	if s.implausible != "" {
 		s.trips[RuleImplausible] = true
 		s.why[RuleImplausible] = s.implausible
@@ -225,11 +255,24 @@ func read(o Observation, s *devState, name hearth.PointName) (float64, readState
 		// device has the point, and it is broken.
 		return 0, bad
 	}
-	if has && p.Quality == hearth.QualityCommError {
-		// Not read this time; whether the device has it is not known.
-		return 0, bad
-	}
+	// Never given (not implemented, or not read yet): the device is not
+	// known to have the point, and no rule judges it.
 	return 0, absent
+}
+
+// unreadable reports whether a reading holds nothing the device said: no
+// point with a value, and some that could not be read.
+func unreadable(r hearth.Reading) bool {
+	comm := false
+	for _, p := range r.Points {
+		switch p.Quality {
+		case hearth.QualityGood, hearth.QualityOutOfRange:
+			return false
+		case hearth.QualityCommError:
+			comm = true
+		}
+	}
+	return comm
 }
 
 // value returns a point's value when it is good, finite and physically
@@ -289,3 +332,71 @@ func (dc *decider) plausibility(o Observation, s *devState, v *verdict) {
 		check("response", false, "")
 	}
 }
+
+// holdOf is the power a device that cannot be read may still hold.
+func holdOf(o Observation) *hearth.Watts {
+	if o.MayHold == nil || math.IsNaN(float64(*o.MayHold)) || math.IsInf(float64(*o.MayHold), 0) {
+		return nil
+	}
+	w := *o.MayHold
+	return &w
+}
+
+// divergence looks at the device's response alone, on each new reading:
+//
+//   - whether its battery power moved away from the command it held, by at
+//     least signMinW, since the reading before. A device that follows moves
+//     towards its command (or, slow or stuck, not at all); one whose
+//     reported power has the wrong sign throughout (voltage × current and
+//     charge status agreeing with it) moves away. contradictions such
+//     readings in a row hold the device implausible;
+//   - whether its power swings: a change since the reading before of at
+//     least signMinW, the other way from the last such change and not much
+//     smaller. A loop that diverges (self_consumption over a battery whose
+//     sign is inverted) swings so, between limits or between zero and a
+//     limit; a device that follows its commands, and a loop that settles,
+//     do not. swingReadings such reversals within the last swingWindow
+//     readings hold it implausible.
+func (dc *decider) divergence(o Observation, s *devState, v *verdict) {
+	if o.At.Equal(s.judged) {
+		return // the same reading again: a tick, not a response
+	}
+	s.judged = o.At
+	prev, prevOK := s.prevW, s.prevOK
+	s.prevW, s.prevOK = float64(v.batt), v.battOK
+	if s.implausible != "" || !v.battOK || !prevOK || s.last.mode != hearth.ModePower || !o.At.After(s.changed) {
+		s.diverge, s.swings, s.prevStep = 0, 0, 0
+		return
+	}
+	cmd, now := float64(s.last.power), float64(v.batt)
+	step := now - prev
+	s.swings = s.swings << 1 & (1<<swingWindow - 1)
+	if math.Abs(step) >= signMinW {
+		if step*s.prevStep < 0 && math.Abs(step) >= 0.75*math.Abs(s.prevStep) {
+			s.swings |= 1
+		}
+		s.prevStep = step
+	}
+	if math.Abs(now-cmd) >= math.Abs(prev-cmd)+signMinW {
+		s.diverge++
+	} else {
+		s.diverge = 0
+	}
+	switch {
+	case s.diverge >= contradictions:
+		s.implausible = fmt.Sprintf("commanded %.0f W, measured %.0f W after %.0f W: %d readings in a row moved away from the command "+
+			"(the loop diverges; the device may report power with the wrong sign)", cmd, now, prev, s.diverge)
+	case bits.OnesCount32(s.swings) >= swingReadings:
+		s.implausible = fmt.Sprintf("power_w swung back and forth %d times in %d readings, by %.0f W the last time "+
+			"(commanded %.0f W, measured %.0f W after %.0f W): the loop diverges; the device may report power with the wrong sign",
+			bits.OnesCount32(s.swings), swingWindow, math.Abs(step), cmd, now, prev)
+	}
+}
+
+// A device whose power reverses by at least signMinW, not much less each
+// time, on swingReadings of its last swingWindow readings is held
+// implausible.
+const (
+	swingWindow   = 10
+	swingReadings = 5
+)

@@ -22,6 +22,11 @@ type Target struct {
 type Observation struct {
 	Reading hearth.Reading
 	At      time.Time
+	// MayHold is the power the device may still be holding: the last
+	// command it read back, while that command's revert timer has not
+	// lapsed; nil when it holds none. A device that cannot be read counts
+	// at it in the site's total, and the others' shares make room for it.
+	MayHold *hearth.Watts
 }
 
 // GridSample is the site meter's grid power, positive exporting, and when it
@@ -56,11 +61,34 @@ type Decision struct {
 	// Why explains, for some tripped rules, what tripped them (an
 	// implausible device, a value that became unknown).
 	Why map[hearth.Rule]string
-	// Rule is the rule that bound the site's target before ramping, or "".
-	Rule hearth.Rule
+	// Rule is the rule that bound the site's target before ramping, or "";
+	// RuleDevice the device it bound when it is a device's own rule (""
+	// for a rule of the whole site).
+	Rule       hearth.Rule
+	RuleDevice string
 	// TargetW is the total power the limits allow before ramping; nil when
 	// no device is held at a power (every one is in auto).
 	TargetW *hearth.Watts
+	// Devices is each device's own safety, in the Input's order.
+	Devices []DeviceSafety
+	// SiteTrips are the rules tripped for the whole site rather than one
+	// device (the e-stop, self_consumption without its meter), sorted.
+	SiteTrips []hearth.Rule
+}
+
+// DeviceSafety is what the rules make of one device.
+type DeviceSafety struct {
+	Device string
+	// Trips are the rules tripped on this device, sorted; Why explains
+	// some of them.
+	Trips []hearth.Rule
+	Why   map[hearth.Rule]string
+	// Held is the rule that holds the device in its safe state, out of
+	// the site's shares ("" while it takes its share).
+	Held hearth.Rule
+	// Down says the device cannot be read at all: its rules keep the
+	// state they had, and it holds device_down until it answers again.
+	Down bool
 }
 
 // Evaluator turns targets and readings into approved commands. It keeps
@@ -224,13 +252,18 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 			power = append(power, v)
 		}
 	}
-	allocated, shortRule := share(power, total)
-	if d.Rule = siteRule; d.Rule == "" && allocated != total {
-		d.Rule = shortRule
+	fixed := holding(vs)
+	rest := total
+	if mode == hearth.ModePower {
+		rest, siteRule = dc.makeRoom(total, fixed, siteRule)
+	}
+	allocated, shortRule, shortDev := share(power, rest)
+	if d.Rule = siteRule; d.Rule == "" && allocated != rest {
+		d.Rule, d.RuleDevice = shortRule, shortDev
 		if d.Rule == "" {
 			for _, v := range vs {
 				if v.safe.Valid() && v.safe.rule != "" {
-					d.Rule = v.safe.rule
+					d.Rule, d.RuleDevice = v.safe.rule, v.obs.Reading.Device
 					break
 				}
 			}
@@ -253,7 +286,11 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 				a.rule = v.binding
 			}
 		}
-		if a.mode == hearth.ModePower {
+		switch {
+		case v.holds != nil:
+			held = true
+			sum += *v.holds
+		case a.mode == hearth.ModePower:
 			held = true
 			if v.safe.Valid() {
 				sum += v.safe.power
@@ -261,14 +298,22 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 				sum += v.target
 			}
 		}
+		ds := DeviceSafety{Device: v.obs.Reading.Device, Held: v.safe.rule, Down: v.down}
 		for r, on := range v.st.trips {
 			if on {
 				trips[r] = true
+				ds.Trips = append(ds.Trips, r)
 				if w := v.st.why[r]; w != "" {
 					why[r] = w
+					if ds.Why == nil {
+						ds.Why = map[hearth.Rule]string{}
+					}
+					ds.Why[r] = w
 				}
 			}
 		}
+		slices.Sort(ds.Trips)
+		d.Devices = append(d.Devices, ds)
 		if a.mode != v.st.last.mode || a.power != v.st.last.power {
 			v.st.changed = in.Now
 		}
@@ -285,7 +330,13 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 		// self_consumption cannot run without its meter: the state must
 		// not say ok while the batteries are only handed back.
 		trips[RuleMeter] = true
+		d.SiteTrips = append(d.SiteTrips, RuleMeter)
 	}
+	if in.EStop {
+		trips[RuleEStop] = true
+		d.SiteTrips = append(d.SiteTrips, RuleEStop)
+	}
+	slices.Sort(d.SiteTrips)
 	d.Trips = slices.Sorted(maps.Keys(trips))
 	if len(why) > 0 {
 		d.Why = why

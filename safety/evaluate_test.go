@@ -77,7 +77,7 @@ func TestEvaluateRules(t *testing.T) {
 		{"too hot", testLimits(), power(2000), 50, map[string]hearth.Point{PointTemp: hearth.V(55)}, nil, false, hearth.ModePower, 0, RuleTempMax},
 		{"too cold", testLimits(), power(-2000), 50, map[string]hearth.Point{PointTemp: hearth.V(-5)}, nil, false, hearth.ModePower, 0, RuleTempMin},
 		{"temperature not implemented", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityNotImplemented)}, nil, false, hearth.ModePower, 1000, ""},
-		{"temperature unreadable", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityCommError)}, nil, false, hearth.ModePower, 0, RuleReadingQuality},
+		{"temperature never read", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityCommError)}, nil, false, hearth.ModePower, 1000, ""},
 		{"temperature out of range", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityOutOfRange)}, nil, false, hearth.ModePower, 0, RuleReadingQuality},
 		{"soc 250 %", testLimits(), power(1500), 250, nil, nil, false, hearth.ModeAuto, 0, RuleReadingQuality},
 		{"soc -30 %", testLimits(), power(-1500), -30, nil, nil, false, hearth.ModeAuto, 0, RuleReadingQuality},

@@ -163,3 +163,27 @@ func (l Limits) Validate() error {
 	}
 	return errs.Err()
 }
+
+// LimitW returns the configured power limit a rule stands for, and false
+// for a rule that is not a power limit or a limit not set.
+func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
+	var w *hearth.Watts
+	switch r {
+	case RuleMaxCharge:
+		w = &l.MaxChargeW
+	case RuleMaxDischarge:
+		w = &l.MaxDischargeW
+	case RuleExport:
+		w = l.ExportLimitW
+	case RuleImport:
+		w = l.ImportLimitW
+	case RuleSiteDischarge:
+		w = l.SiteMaxDischargeW
+	case RuleSiteCharge:
+		w = l.SiteMaxChargeW
+	}
+	if w == nil {
+		return 0, false
+	}
+	return *w, true
+}

@@ -6,13 +6,56 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
+// holding is the power the devices that cannot be read may still hold.
+func holding(vs []*verdict) hearth.Watts {
+	var sum hearth.Watts
+	for _, v := range vs {
+		if v.holds != nil {
+			sum += *v.holds
+		}
+	}
+	return sum
+}
+
+// makeRoom is what the devices that take shares get of the site's total
+// when others, which cannot be read, may still hold fixed: the total less
+// fixed, never turned to the other direction to make up for them, except
+// as far as a site cap needs it; and within the site caps with fixed
+// counted in.
+func (dc *decider) makeRoom(total, fixed hearth.Watts, rule hearth.Rule) (hearth.Watts, hearth.Rule) {
+	if fixed == 0 {
+		return total, rule
+	}
+	rest := total - fixed
+	if total >= 0 {
+		rest = max(rest, 0)
+	} else {
+		rest = min(rest, 0)
+	}
+	bind := func(v hearth.Watts, r hearth.Rule) {
+		if v != rest {
+			rest = v
+			if rule == "" {
+				rule = r
+			}
+		}
+	}
+	if c := dc.lim.SiteMaxDischargeW; c != nil {
+		bind(min(rest, *c-fixed), RuleSiteDischarge)
+	}
+	if c := dc.lim.SiteMaxChargeW; c != nil {
+		bind(max(rest, -*c-fixed), RuleSiteCharge)
+	}
+	return rest, rule
+}
+
 // share splits total over the devices, each within its range: equal
 // shares first, then what a device could not take goes to the others. It
 // returns the total placed and, when that falls short, the rule that bound
-// the last device to fill up.
-func share(vs []*verdict, total hearth.Watts) (hearth.Watts, hearth.Rule) {
+// the last device to fill up, and that device.
+func share(vs []*verdict, total hearth.Watts) (hearth.Watts, hearth.Rule, string) {
 	if len(vs) == 0 {
-		return 0, ""
+		return 0, "", ""
 	}
 	open := append([]*verdict(nil), vs...)
 	left := total
@@ -20,6 +63,7 @@ func share(vs []*verdict, total hearth.Watts) (hearth.Watts, hearth.Rule) {
 		v.target, v.binding = 0, ""
 	}
 	var rule hearth.Rule
+	var dev string
 	for len(open) > 0 {
 		each := left / hearth.Watts(len(open))
 		var next []*verdict
@@ -28,10 +72,10 @@ func share(vs []*verdict, total hearth.Watts) (hearth.Watts, hearth.Rule) {
 			switch {
 			case want > v.hi:
 				left -= v.hi - v.target
-				v.target, v.binding, rule = v.hi, v.hiRule, v.hiRule
+				v.target, v.binding, rule, dev = v.hi, v.hiRule, v.hiRule, v.obs.Reading.Device
 			case want < v.lo:
 				left -= v.lo - v.target
-				v.target, v.binding, rule = v.lo, v.loRule, v.loRule
+				v.target, v.binding, rule, dev = v.lo, v.loRule, v.loRule, v.obs.Reading.Device
 			default:
 				next = append(next, v)
 			}
@@ -50,9 +94,9 @@ func share(vs []*verdict, total hearth.Watts) (hearth.Watts, hearth.Rule) {
 		placed += v.target
 	}
 	if math.Abs(float64(placed-total)) < 1e-6 {
-		return total, ""
+		return total, "", ""
 	}
-	return placed, rule
+	return placed, rule, dev
 }
 
 // ramp limits a device's move towards its target: moves away from zero at

@@ -7,14 +7,19 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-// measuredSum is the battery power the devices report, if every one does.
+// measuredSum is the battery power the devices report, if every one does
+// (or, not read, may still hold).
 func measuredSum(vs []*verdict) (hearth.Watts, bool) {
 	var sum hearth.Watts
 	for _, v := range vs {
-		if !v.battOK && !v.safe.Valid() {
+		switch {
+		case v.holds != nil:
+			sum += *v.holds // not read: counted at what it may still hold
+		case !v.battOK && !v.safe.Valid():
 			return 0, false
+		default:
+			sum += v.batt
 		}
-		sum += v.batt
 	}
 	return sum, true
 }
@@ -42,8 +47,19 @@ func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rul
 		bind(min(total, max(dc.exportBound(vs), 0)), RuleExport)
 	}
 	if l.ImportLimitW != nil && total < 0 {
-		if bound, ok := dc.importBound(vs); ok {
-			bind(max(total, min(bound, 0)), RuleImport)
+		if bound, seen, ok := dc.importBound(vs); ok {
+			// What the meter has not seen yet holds the charge back for
+			// a reading, as a ramp does: that is no binding of the limit.
+			r := hearth.Rule("")
+			if max(total, min(seen, 0)) != total {
+				r = RuleImport
+			}
+			if v := max(total, min(bound, 0)); v != total {
+				total = v
+				if rule == "" {
+					rule = r
+				}
+			}
 		}
 	}
 	return total, rule
@@ -85,16 +101,19 @@ func (dc *decider) exportBound(vs []*verdict) hearth.Watts {
 // importBound is the most the site's batteries may charge (a negative
 // total) with grid import at its limit, from a fresh meter only; without
 // one the import limit cannot be judged and charging is not capped by it.
-func (dc *decider) importBound(vs []*verdict) (hearth.Watts, bool) {
+// seen is the bound by the meter alone; bound also holds the charge at
+// what is commanded until the meter has seen the last change.
+func (dc *decider) importBound(vs []*verdict) (bound, seen hearth.Watts, ok bool) {
 	sum, ok := measuredSum(vs)
 	if !ok || !dc.gridFresh() {
-		return 0, false
+		return 0, 0, false
 	}
-	bound := sum - dc.in.Grid.W - *dc.lim.ImportLimitW
+	seen = sum - dc.in.Grid.W - *dc.lim.ImportLimitW
+	bound = seen
 	if !dc.coincident() {
 		bound = max(bound, min(dc.prev.lastTotal, 0))
 	}
-	return bound, true
+	return bound, seen, true
 }
 
 // capState is whether the export cap holds the site in auto, and since

@@ -34,7 +34,10 @@ type PollerOptions struct {
 	// has said who it is.
 	Identified func()
 	Record     Recorder // device_down and device_up events
-	Logger     *slog.Logger
+	// Cause classifies a poll's error for the device_down event (a code
+	// such as no_reply or connection_refused); nil leaves it out.
+	Cause  func(error) string
+	Logger *slog.Logger
 }
 
 // DeviceStats is what the poller knows of its device's health.
@@ -128,10 +131,16 @@ func (p *Poller) run(ctx context.Context) {
 		switch {
 		case err != nil && prevErr == nil:
 			p.log.Warn("device not answering", "device", name, "err", err)
-			p.opt.Record("device_down", map[string]any{"device": name, "error": err.Error()})
+			data := map[string]any{"device": name, "error": err.Error()}
+			if p.opt.Cause != nil {
+				if c := p.opt.Cause(err); c != "" {
+					data["cause"] = c
+				}
+			}
+			p.opt.Record(string(hearth.EventDeviceDown), data)
 		case err == nil && prevErr != nil:
 			p.log.Info("device answering again", "device", name)
-			p.opt.Record("device_up", map[string]any{"device": name})
+			p.opt.Record(string(hearth.EventDeviceUp), map[string]any{"device": name})
 		}
 		if err == nil && !identified {
 			identified = true

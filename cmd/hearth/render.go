@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,6 +100,14 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 		safety += " (tripped: " + strings.Join(st.Safety.Trips, ", ") + ")"
 	}
 	fmt.Fprintf(kv, "safety\t%s\n", safety)
+	for _, name := range slices.Sorted(maps.Keys(st.Safety.Devices)) {
+		ds := st.Safety.Devices[name]
+		line := ds.Safety
+		if len(ds.Trips) > 0 && !(len(ds.Trips) == 1 && ds.Trips[0] == ds.Safety) {
+			line += " (tripped: " + strings.Join(ds.Trips, ", ") + ")"
+		}
+		fmt.Fprintf(kv, "\t%s: %s\n", name, line)
+	}
 	mode := st.Safety.Mode
 	if st.Safety.AppliedW != nil {
 		mode += fmt.Sprintf(", commanding %s", watts(float64(*st.Safety.AppliedW)))

@@ -70,6 +70,17 @@ func TestHumanOutputGolden(t *testing.T) {
 			renderStatus(b, s, now, false)
 		},
 		"status_wide": func(b *bytes.Buffer) { renderStatus(b, st, now, true) },
+		"status_site": func(b *bytes.Buffer) {
+			// Two batteries, battery2 unreachable: the site's safety and
+			// each device's.
+			s := st
+			s.Safety = diag.SafetyReport{State: "device_down", Trips: []string{"device_down"}, Mode: "power", AppliedW: wp(1500),
+				Devices: map[string]hearth.DeviceSafety{
+					"battery1": {Safety: "ok"},
+					"battery2": {Safety: "device_down", Trips: []string{"device_down", "soc_min_pct"}},
+				}}
+			renderStatus(b, s, now, false)
+		},
 		"status_boot_delay": func(b *bytes.Buffer) {
 			s := st
 			s.Devices = s.Devices[:1]

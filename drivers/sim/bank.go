@@ -388,12 +388,18 @@ func (s *Simulator) render() {
 	s.set(124, "StorAval", s.energyWh/(cellsInSeries*cellVNominal))
 	s.set(124, "InBatV", packV)
 	s.set(124, "ChaSt", float64(chaSt))
+	if s.cfg.InvertPowerSign {
+		s.setRaw(124, "ChaSt", 0xFFFF)
+	}
 
 	// Model 802.
 	s.set(802, "SoC", soc)
 	s.set(802, "DoD", 100-soc)
 	s.set(802, "NCyc", math.Floor(s.dischWh/s.cfg.CapacityWh))
 	s.set(802, "ChaSt", float64(chaSt))
+	if s.cfg.InvertPowerSign {
+		s.setRaw(802, "ChaSt", 0xFFFF)
+	}
 	s.set(802, "Hb", math.Mod(math.Max(0, s.last.Sub(s.start).Seconds()), 65535))
 	state := stateConnected
 	if !s.connected() {
@@ -412,8 +418,12 @@ func (s *Simulator) render() {
 	s.set(802, "CellVMax", cmax)
 	s.set(802, "CellVMin", cmin)
 	s.set(802, "CellVAvg", cavg)
-	s.set(802, "A", s.batt/packV)
-	s.set(802, "W", s.batt)
+	reported := s.batt
+	if s.cfg.InvertPowerSign {
+		reported = -reported
+	}
+	s.set(802, "A", reported/packV)
+	s.set(802, "W", reported)
 
 	if s.has(modelBank) {
 		tmin, tmax := s.cellTemp()

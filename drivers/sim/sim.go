@@ -102,6 +102,11 @@ type Config struct {
 	// with MeterExportPositive.
 	Meter               bool
 	MeterExportPositive bool
+	// InvertPowerSign makes the battery report its power and current with
+	// the wrong sign (charging positive), consistently: model 802 W and A
+	// agree with each other, and no charge status (ChaSt not implemented)
+	// contradicts them. A register map read with the wrong sign looks so.
+	InvertPowerSign bool
 	// PowerWindow makes model 124 a power window, as Fronius GEN24 reads
 	// it: the battery runs its own self-consumption within [−InWRte,
 	// OutWRte] (per the bits of StorCtl_Mod), so CHARGE with InWRte only

@@ -36,3 +36,42 @@ func TestStepWallLeavesTheMonotonicClock(t *testing.T) {
 		t.Errorf("wall clock %v, want %v", got, want)
 	}
 }
+
+func TestTimersFireOnlyWhenAdvanced(t *testing.T) {
+	c := New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	h := c.Hearth()
+	tm := h.NewTimer(2 * time.Second)
+	tk := h.NewTicker(time.Second)
+	fired := func(ch <-chan time.Time) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	c.Advance(999 * time.Millisecond)
+	if fired(tm.C()) || fired(tk.C()) {
+		t.Fatal("fired before its time")
+	}
+	c.Advance(time.Millisecond)
+	if fired(tm.C()) || !fired(tk.C()) {
+		t.Fatal("at 1 s: want the ticker only")
+	}
+	c.StepWall(time.Hour) // the wall clock moves no timer
+	if fired(tm.C()) || fired(tk.C()) {
+		t.Fatal("a wall clock step fired a timer")
+	}
+	c.Advance(time.Second)
+	if !fired(tm.C()) || !fired(tk.C()) {
+		t.Fatal("at 2 s: want both")
+	}
+	if tm.Reset(time.Second); fired(tm.C()) {
+		t.Fatal("a reset timer fired at once")
+	}
+	tk.Stop()
+	c.Advance(5 * time.Second)
+	if !fired(tm.C()) || fired(tk.C()) {
+		t.Fatal("after 5 s: want the reset timer, not the stopped ticker")
+	}
+}

@@ -1,0 +1,299 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/buffer"
+	"github.com/hearth-energy/hearth/internal/clocktest"
+	"github.com/hearth-energy/hearth/safety"
+)
+
+// plainDevice takes every command it is given, or none while down, and
+// holds it until told otherwise: the device side of a site test, where
+// what matters is what the controller asks of each device.
+type plainDevice struct {
+	name string
+	mu   sync.Mutex
+	down bool
+	got  safety.Approved
+}
+
+func (d *plainDevice) Name() string                 { return d.name }
+func (d *plainDevice) RevertTimeout() time.Duration { return 60 * time.Second }
+func (d *plainDevice) Apply(_ context.Context, a safety.Approved) (Readback, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.down {
+		return Readback{}, errors.New("i/o timeout")
+	}
+	d.got = a
+	w := a.Power()
+	return Readback{HeldW: &w}, nil
+}
+
+func (d *plainDevice) holds() hearth.Watts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.got.Power()
+}
+
+// siteRig is a controller over two plainDevices, with readings made from
+// what each holds, a meter, and a real buffer for the events.
+type siteRig struct {
+	t      *testing.T
+	clock  *clocktest.Clock
+	b1, b2 *plainDevice
+	store  *buffer.Store
+	ctl    *Controller
+	gridW  hearth.Watts // grid power before the batteries, positive exporting
+}
+
+func newSiteRig(t *testing.T, lim safety.Limits) *siteRig {
+	t.Helper()
+	r := &siteRig{t: t, clock: clocktest.New(ctlT0), b1: &plainDevice{name: "battery1"}, b2: &plainDevice{name: "battery2"}}
+	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: r.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	r.store = store
+	r.ctl, err = New(Options{Limits: lim, Store: store, Devices: []Device{r.b1, r.b2}, Event: storeEvent(store),
+		MeterDevice: "meter", MeterPoint: "grid_w", Now: r.clock.Instant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// reading is a healthy battery's reading at the power it holds: a battery
+// with no cell-temperature sensor.
+func (r *siteRig) reading(d *plainDevice) hearth.Reading {
+	return hearth.Reading{Device: d.name, Time: r.clock.Now(), Points: map[string]hearth.Point{
+		hearth.PointSoC.String(): hearth.V(50), hearth.PointPower.String(): hearth.V(float64(d.holds())),
+		hearth.PointCellVMin.String(): hearth.V(3.2), hearth.PointCellVMax.String(): hearth.V(3.3),
+		hearth.PointTemp.String(): hearth.V(25), hearth.PointCellTempMax.String(): hearth.Q(hearth.QualityNotImplemented),
+	}}
+}
+
+// lost is the reading of a poll that reached nothing.
+func (r *siteRig) lost(d *plainDevice) hearth.Reading {
+	pts := map[string]hearth.Point{}
+	for _, p := range hearth.RulePoints {
+		pts[p.String()] = hearth.Q(hearth.QualityCommError)
+	}
+	return hearth.Reading{Device: d.name, Time: r.clock.Now(), Points: pts}
+}
+
+// cycle is one poll of both batteries and the meter, and a step.
+func (r *siteRig) cycle() {
+	r.clock.Advance(time.Second)
+	for _, d := range []*plainDevice{r.b1, r.b2} {
+		d.mu.Lock()
+		down := d.down
+		d.mu.Unlock()
+		if down {
+			r.ctl.Observe(r.lost(d))
+		} else {
+			r.ctl.Observe(r.reading(d))
+		}
+	}
+	grid := r.gridW + r.b1.holds() + r.b2.holds()
+	r.ctl.Observe(hearth.Reading{Device: "meter", Time: r.clock.Now(), Points: map[string]hearth.Point{"grid_w": hearth.V(float64(grid))}})
+	r.ctl.Step(context.Background())
+}
+
+func (r *siteRig) events(typ hearth.EventType) []map[string]any {
+	r.t.Helper()
+	return (&ctlRig{t: r.t, store: r.store}).events(typ)
+}
+
+// A lost link is one device_down on that device: no trip per rule (none
+// for a cell temperature the battery has no sensor for), no trip at all
+// in the events (the poller reports device_down); the state says which
+// device is down; a lease acked meanwhile says the site is partial; and
+// trips name their device.
+func TestLostLinkIsReportedForItsDevice(t *testing.T) {
+	t.Parallel()
+	r := newSiteRig(t, testSafetyLimits())
+	for range 3 {
+		r.cycle()
+	}
+	r.b2.mu.Lock()
+	r.b2.down = true
+	r.b2.mu.Unlock()
+	for range 3 {
+		r.cycle()
+	}
+	st := r.ctl.State()
+	if got := st.Devices["battery2"]; got.Safety != string(safety.RuleDeviceDown) {
+		t.Errorf("state devices %+v, want battery2 device_down", st.Devices)
+	}
+	if got := st.Devices["battery1"]; got.Safety != "ok" {
+		t.Errorf("state devices %+v, want battery1 ok", st.Devices)
+	}
+	ack := r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 1000), r.clock.Instant())
+	if ack.Excluded["battery2"] != string(safety.RuleDeviceDown) || len(ack.Excluded) != 1 {
+		t.Errorf("ack %+v, want battery2 excluded as device_down", ack)
+	}
+	r.b2.mu.Lock()
+	r.b2.down = false
+	r.b2.mu.Unlock()
+	for range 3 {
+		r.cycle()
+	}
+	if evs := append(r.events(EventTrip), r.events(EventTripCleared)...); len(evs) != 0 {
+		t.Errorf("a lost link gave trip events %v, want none", evs)
+	}
+	if st := r.ctl.State(); st.Safety != "ok" || st.Devices["battery2"].Safety != "ok" {
+		t.Errorf("battery2 back: state %+v, want ok", st)
+	}
+
+	// A trip names its device, and so does its clear.
+	hot := r.reading(r.b2)
+	hot.Points[hearth.PointTemp.String()] = hearth.V(60)
+	r.clock.Advance(time.Second)
+	r.ctl.Observe(hot)
+	r.ctl.Step(context.Background())
+	r.cycle()
+	trips, clears := r.events(EventTrip), r.events(EventTripCleared)
+	if len(trips) != 1 || trips[0]["device"] != "battery2" || trips[0]["rule"] != string(safety.RuleTempMax) {
+		t.Errorf("trips %v, want one temp_c_max on battery2", trips)
+	}
+	if len(clears) != 1 || clears[0]["device"] != "battery2" {
+		t.Errorf("clears %v, want one on battery2", clears)
+	}
+}
+
+// Two batteries under site_max_discharge_w 3000: when battery2's link
+// drops while it holds 1500 W, battery1 stays at 1500 W until battery2's
+// revert timer lapses, instead of taking battery2's share (4000 W at the
+// site).
+func TestSiteCapHoldsWhenADeviceDrops(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
+	r := newSiteRig(t, lim)
+	r.cycle()
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 5000), r.clock.Instant())
+	for range 5 {
+		r.cycle()
+	}
+	if r.b1.holds() != 1500 || r.b2.holds() != 1500 {
+		t.Fatalf("holding %v and %v W, want 1500 W each", r.b1.holds(), r.b2.holds())
+	}
+	r.b2.mu.Lock()
+	r.b2.down = true
+	r.b2.mu.Unlock()
+	for range 10 {
+		r.cycle()
+		if site := r.b1.holds() + r.b2.holds(); site > 3000 {
+			t.Fatalf("battery2 down holding 1500 W: battery1 at %v W, site %v W over its cap of 3000 W", r.b1.holds(), site)
+		}
+	}
+	r.clock.Advance(time.Minute) // battery2's revert timer lapses: it is back on its own logic
+	for range 3 {
+		r.cycle()
+	}
+	if r.b1.holds() != 2500 {
+		t.Errorf("battery2's command lapsed: battery1 at %v W, want 2500 W (its own limit)", r.b1.holds())
+	}
+}
+
+// A change during a lease that makes a site cap or the import limit bind
+// is a clamped event, with the rule's limit, once per binding.
+func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.ImportLimitW = new(hearth.Watts(3000))
+	r := newSiteRig(t, lim)
+	r.gridW = -500 // the house imports 500 W
+	r.cycle()
+	r.cycle() // the meter has seen the site's command
+	if ack := r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, -2000), r.clock.Instant()); ack.Result != hearth.ResultApplied {
+		t.Fatalf("ack %+v, want applied", ack)
+	}
+	for range 5 {
+		r.cycle()
+	}
+	if n := len(r.events(EventClamped)); n != 0 {
+		t.Fatalf("%d clamps before anything binds", n)
+	}
+	// One meter sample over the limit (read while a battery moved, say),
+	// the next one under it: that is no binding to report.
+	r.gridW = -2000
+	r.cycle()
+	r.gridW = -500
+	for range 3 {
+		r.cycle()
+	}
+	if cl := r.events(EventClamped); len(cl) != 0 {
+		t.Fatalf("one meter sample over import_limit_w gave clamps %v, want none", cl)
+	}
+	r.gridW = -2000 // the house now imports 2000 W: 4000 W with the batteries, over 3000 W
+	for range 8 {
+		r.cycle()
+	}
+	cl := r.events(EventClamped)
+	if len(cl) != 1 || cl[0]["rule"] != string(safety.RuleImport) || cl[0]["limit_w"] != 3000.0 {
+		t.Fatalf("clamps %v, want one by import_limit_w with limit_w 3000", cl)
+	}
+	if got := r.b1.holds() + r.b2.holds(); got < -1000-1 || got > -1000+1 {
+		t.Errorf("charging %v W, want 1000 W (import 3000 W with 2000 W of house)", -got)
+	}
+}
+
+// tickerClock is a manual clock that reports the tickers asked of it.
+type tickerClock struct {
+	hearth.Clock
+	periods chan time.Duration
+}
+
+func (c tickerClock) NewTicker(d time.Duration) hearth.Ticker {
+	c.periods <- d
+	return c.Clock.NewTicker(d)
+}
+
+// The loop's tick comes from the injected clock: moving that clock alone
+// ends a lease, with no reading and no real time passing for it.
+func TestLoopTicksOnTheInjectedClock(t *testing.T) {
+	t.Parallel()
+	clk := clocktest.New(ctlT0)
+	tc := tickerClock{Clock: clk.Hearth(), periods: make(chan time.Duration, 1)}
+	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	dev := &plainDevice{name: "battery1"}
+	ctl, err := New(Options{Limits: testSafetyLimits(), Store: store, Devices: []Device{dev}, Event: storeEvent(store), Clock: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := ctl.Submit(lease(1, clk.Now(), 10*time.Second, hearth.ModeIdle, 0), clk.Instant()); ack.Result != hearth.ResultApplied {
+		t.Fatalf("ack %+v", ack)
+	}
+	ctl.Start()
+	t.Cleanup(ctl.Close)
+	select {
+	case p := <-tc.periods:
+		if p != time.Second {
+			t.Errorf("ticker of %s, want 1 s (a sixth of a 60 s revert timer, at most 1 s)", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop asked the injected clock for no ticker")
+	}
+	r := &ctlRig{t: t, store: store}
+	for range 400 {
+		clk.Advance(100 * time.Millisecond)
+		if len(r.events(EventLeaseEnded)) > 0 {
+			return
+		}
+		time.Sleep(time.Millisecond) // let the loop take the tick
+	}
+	t.Fatalf("40 s on the injected clock past a 10 s lease: no lease_ended")
+}
