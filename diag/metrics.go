@@ -209,6 +209,18 @@ func (m *metricWriter) status(st StatusReport) {
 	for _, rule := range st.Safety.Trips {
 		m.write("hearth_safety_rule_tripped", "gauge", "1 for each safety rule tripped, by rule.", map[string]string{"rule": rule}, 1)
 	}
+	devs := make([]string, 0, len(st.Safety.Devices))
+	for d := range st.Safety.Devices {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, d := range devs {
+		ds := st.Safety.Devices[d]
+		m.write("hearth_device_safety_ok", "gauge", "1 when no safety rule holds the device.", map[string]string{"device": d}, b2f(ds.Safety == "ok"))
+		for _, rule := range ds.Trips {
+			m.write("hearth_device_safety_rule_tripped", "gauge", "1 for each safety rule tripped on the device, by rule.", map[string]string{"device": d, "rule": rule}, 1)
+		}
+	}
 	if st.Safety.AppliedW != nil {
 		m.write("hearth_applied_watts", "gauge", "Battery power last commanded (positive discharges).", nil, float64(*st.Safety.AppliedW))
 	}

@@ -95,9 +95,15 @@ uplink:
 	}
 	for k := range got {
 		if strings.Contains(k, `device="dead"`) && !strings.HasPrefix(k, "hearth_device_up") && !strings.HasPrefix(k, "hearth_device_polls_total") &&
-			!strings.HasPrefix(k, "hearth_device_errors_total") && !strings.HasPrefix(k, "hearth_device_poll_seconds") && !strings.HasPrefix(k, "hearth_device_reading_age_seconds") {
+			!strings.HasPrefix(k, "hearth_device_errors_total") && !strings.HasPrefix(k, "hearth_device_poll_seconds") && !strings.HasPrefix(k, "hearth_device_reading_age_seconds") && !strings.HasPrefix(k, "hearth_device_safety_") {
 			t.Errorf("the dead device has a value: %s = %g", k, got[k])
 		}
+	}
+	if got[`hearth_device_safety_rule_tripped{device="dead",rule="device_down"}`] != 1 {
+		t.Errorf("the dead device's safety does not say device_down")
+	}
+	if got[`hearth_device_safety_ok{device="battery"}`] != 1 {
+		t.Errorf("battery's safety gauge: %v", got[`hearth_device_safety_ok{device="battery"}`])
 	}
 	if got[`hearth_device_up{device="dead"}`] != 0 {
 		t.Error("the dead device is up")

@@ -86,8 +86,11 @@ function drawSafety(st, now) {
     ["trips", (s.trips || []).join(", ") || "none"]];
   // Whatever else the agent says about safety (per device, per rule) is
   // shown as it comes.
+  for (const [name, d] of Object.entries(s.devices || {})) {
+    rows.push([name, d.safety === "ok" ? "ok" : d.safety + ((d.trips || []).length ? " (" + d.trips.join(", ") + ")" : "")]);
+  }
   for (const [k, v] of Object.entries(s)) {
-    if (["state", "mode", "applied_w", "trips"].includes(k)) continue;
+    if (["state", "mode", "applied_w", "trips", "devices"].includes(k)) continue;
     rows.push([k.replaceAll("_", " "), typeof v === "object" ? JSON.stringify(v) : String(v)]);
   }
   $("safety").replaceChildren(
@@ -136,6 +139,7 @@ function drawDevices(st, now) {
     const head = el("div", { class: "head" },
       el("span", { class: "name" }, d.name),
       el("span", { class: "pill " + (d.up ? "ok" : "bad") }, d.up ? "up" : "down"),
+      ((st.safety || {}).devices || {})[d.name] ? el("span", { class: "pill " + (st.safety.devices[d.name].safety === "ok" ? "ok" : "bad") }, "safety " + st.safety.devices[d.name].safety) : "",
       el("span", { class: "muted" }, [id.manufacturer, id.model].filter(Boolean).join(" ")),
       el("span", { class: "muted" }, id.serial ? "serial " + id.serial : ""),
       el("span", { class: "muted" }, id.firmware ? "fw " + id.firmware : ""));
