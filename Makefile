@@ -18,7 +18,7 @@ build: ## build hearth and hearthsim for this machine into bin/
 demo: build ## run the simulator, an embedded broker and the agent, and show live telemetry (Ctrl-C stops)
 	$(BIN)/hearthsim demo --agent $(BIN)/hearth
 
-deps: ## install what the tests need when missing (mosquitto, socat, python3-pymodbus; root or sudo)
+deps: ## install what the tests need when missing (mosquitto, socat, python3-pymodbus, chromium; root or sudo)
 	bash scripts/deps.sh
 
 test: deps ## run every test against real Mosquitto, ptys and SQLite files (installs what they need first)
@@ -27,6 +27,9 @@ test: deps ## run every test against real Mosquitto, ptys and SQLite files (inst
 rabbitmq: ## the broker contract checks against a RabbitMQ node of the tests' own (installs rabbitmq-server; the node boots in 10-60 s)
 	bash scripts/deps.sh rabbitmq
 	HEARTH_RABBITMQ=1 $(GO) test -count=1 -timeout 5m -run '^TestSessionContract$$' -v ./uplink 2>&1 | grep -E '^(---|    ---|ok|FAIL|PASS)|rabbitmq'; exit $${PIPESTATUS[0]}
+
+screenshot: deps ## the local page in headless Chromium, saved as docs/img/local-page.png for the README
+	HEARTH_SCREENSHOT=$(CURDIR)/docs/img/local-page.png $(GO) test -count=1 -run '^TestLocalPageInChromium$$' ./e2e/
 
 vet: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

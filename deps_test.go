@@ -51,8 +51,11 @@ var rules = map[string][]string{
 	"drivers":   {".", "safety", "drivers/rtu", "drivers/serial", "drivers/sunspec", modbus, yaml},
 	"config":    {".", "drivers", "safety", "uplink", yaml},
 	"diag":      {".", "drivers"},
-	"agent":     {".", "buffer", "config", "control", "diag", "drivers", "hw", "runlock", "safety", "telemetry", "uplink"},
+	"agent":     {".", "buffer", "config", "control", "diag", "drivers", "hw", "runlock", "safety", "telemetry", "uplink", "web"},
 	"runlock":   {},
+	// web is the local page: it shows diag's records and knows the agent
+	// only through the small interface it defines.
+	"web": {".", "diag"},
 
 	"drivers/rtu":         {},
 	"drivers/serial":      {},

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Version is the agent's version, stamped at build time with
@@ -326,10 +327,32 @@ type Ack struct {
 	HoldS *float64   `json:"hold_s,omitempty"`
 	// KeyID is the key the lease was verified with, when signed.
 	KeyID string `json:"key_id,omitempty"`
+	// Detail says in words what the reason code sums up (the field, the
+	// value, the parser's complaint), at most MaxAckDetail bytes.
+	Detail string `json:"detail,omitempty"`
+	// HighestVersion is, on a stale ack, the highest version the gateway
+	// has accepted: the cloud numbers its next lease above it.
+	HighestVersion *uint64 `json:"highest_version,omitempty"`
 	// Excluded names the devices that take no part in the lease as it
 	// starts, each with the rule that holds it (device_down, a trip): the
 	// site is partial, and applied_w is what the others can take.
 	Excluded map[string]string `json:"excluded,omitempty"`
+}
+
+// MaxAckDetail bounds an ack's Detail.
+const MaxAckDetail = 256
+
+// ClipDetail shortens s to at most MaxAckDetail bytes, on a rune
+// boundary, marking the cut with "…".
+func ClipDetail(s string) string {
+	if len(s) <= MaxAckDetail {
+		return s
+	}
+	cut := MaxAckDetail - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // LeaseInfo describes the lease being executed.

@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 	"github.com/hearth-energy/hearth/telemetry"
 	"github.com/hearth-energy/hearth/uplink"
+	"github.com/hearth-energy/hearth/web"
 )
 
 // Tuning that the config does not expose.
@@ -65,6 +66,9 @@ type Agent struct {
 	closers []func() error // what Run opened for New's parts to use, closed last first
 
 	conn *telemetry.ConnWatcher
+
+	hist     *web.History        // per-minute means for the local page's plots
+	lastGood *telemetry.LastGood // every point's last value, for points and the page
 
 	mu   sync.Mutex
 	keys keyState // the setpoint keys in force
@@ -184,10 +188,11 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		StoreAfter: telemetry.StoreAfter + cfg.Uplink.Window(), // the window's readings wait in memory, not on the medium
 		Online:     a.up.Connected, Wake: a.deliver.Wake, Record: a.events.Record, Logger: log.With("component", "writer"),
 	})
+	a.newPageData()
 	for _, d := range a.devices {
 		d.poller = telemetry.NewPoller(telemetry.PollerOptions{
 			Device: d.drv, Interval: d.cfg.PollInterval.D(), Clock: a.clock,
-			Out: a.writer.Submit, Observe: a.ctl.Observe, Record: a.events.Record, Logger: log,
+			Out: a.writer.Submit, Observe: a.observe, Record: a.events.Record, Logger: log,
 			Cause: func(err error) string {
 				c, _ := diag.DeviceCause(err, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
 				return c
@@ -371,9 +376,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		a.log.Error("diagnostics API unavailable", "err", err)
 	}
+	page := a.startPage()
 	var metrics *diag.Metrics
-	if a.cfg.MetricsListen != "" {
-		if metrics, err = diag.StartMetrics(a.cfg.MetricsListen, a.Status, a.log); err != nil {
+	if a.cfg.MetricsListen != "" && a.cfg.MetricsListen != a.cfg.HTTPListen {
+		if metrics, err = diag.StartMetricsFrom(a.cfg.MetricsListen, a.metricsSource(), a.log); err != nil {
 			a.log.Error("metrics unavailable", "err", err)
 		}
 	}
@@ -418,6 +424,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if metrics != nil {
 		metrics.Close()
+	}
+	if page != nil {
+		page.Close()
 	}
 	a.closeAll()
 	notify.Close()

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/hearth-energy/hearth/config"
+	"github.com/hearth-energy/hearth/hw"
 	"github.com/hearth-energy/hearth/uplink"
 )
 
@@ -24,3 +26,7 @@ func ProbeBroker(ctx context.Context, cfg *config.Config) BrokerProbe {
 	}
 	return uplink.Probe(ctx, ucfg)
 }
+
+// BuildStamp is when this binary's sources were committed and where that
+// came from (hw.BuildStamp): for `hearth version`.
+func BuildStamp() (time.Time, string) { return hw.BuildStamp() }

@@ -30,8 +30,13 @@ func (a *Agent) Status() diag.StatusReport {
 	fl := a.ctl.Floor()
 	r.Agent.ClockFloor = &diag.ClockFloorReport{Floor: timePtr(fl.Floor), WallAhead: fl.WallAhead, Distrusted: timePtr(fl.Distrusted),
 		BuildTime: timePtr(a.buildTime), BuildTimeFrom: a.buildFrom}
+	held := a.ctl.Held()
 	for _, d := range a.devices {
-		r.Devices = append(r.Devices, d.report())
+		dr := d.report()
+		if w, ok := held[d.cfg.Name]; ok {
+			dr.HeldW = &w
+		}
+		r.Devices = append(r.Devices, dr)
 	}
 	st := a.ctl.State()
 	r.Safety = diag.SafetyReport{State: st.Safety, Trips: st.Trips, Mode: string(st.Mode), AppliedW: st.AppliedW, Devices: st.Devices}
@@ -117,8 +122,18 @@ func (d *device) report() diag.DeviceReport {
 		// carries the cause.
 		r.LastError = s.LastErr.Error()
 		r.Cause, r.Hint = diag.DeviceCause(s.LastErr, d.cfg.Transport, d.cfg.Address, d.cfg.UnitID)
+		if !s.LastOK.IsZero() && diag.LinkCause(r.Cause) {
+			// The same address answered before: not a wrong port, but a
+			// device or link that went away.
+			r.Hint = fmt.Sprintf("%s answered until %s ago: is the device powered, its cable or network still there? hearth device probe %s asks again now",
+				d.cfg.Address, diag.Age(time.Since(s.LastOK)), d.cfg.Name)
+		}
 		t := s.DownSince.UTC()
 		r.DownSinceTS = &t
+		if us := d.bus.UnitStats(uint8(d.cfg.UnitID)); us.Down && !us.NextProbe.IsZero() {
+			np := us.NextProbe.UTC()
+			r.NextProbe = &np
+		}
 	}
 	if id := d.drv.Identity(); id.Serial != "" || id.Manufacturer != "" {
 		r.Identity = &diag.Identity{Manufacturer: id.Manufacturer, Model: id.Model, Serial: id.Serial, Firmware: id.Firmware}
@@ -139,12 +154,20 @@ func (a *Agent) Points(device string) ([]diag.PointReport, error) {
 		last := d.poller.Stats().Last
 		for _, name := range last.PointNames() {
 			p := last.Points[name]
+			// While a device is down its reading names every point it
+			// might have; one it never answered for is not listed as if
+			// it had been read.
+			if seen, answered := a.lastGood.Answered(d.cfg.Name, name); p.Quality == hearth.QualityCommError && answered && !seen {
+				continue
+			}
 			age := now.Sub(last.Time)
 			pr := diag.PointReport{Device: d.cfg.Name, Name: name, Quality: p.Quality, Unit: diag.UnitOf(name),
 				Time: last.Time, AgeS: age.Seconds(), Stale: age > a.cfg.Safety.MaxReadingAge.D()}
 			if p.Good() {
 				v := p.Value
 				pr.Value = &v
+			} else if lg, ok := a.lastGood.Get(d.cfg.Name, name); ok {
+				pr.LastGood, pr.LastGoodTS = &lg.Value, &lg.Time
 			}
 			out = append(out, pr)
 		}
@@ -274,4 +297,25 @@ func (a *Agent) profiles() string {
 		}
 	}
 	return strings.Join(names, ",")
+}
+
+// ProbeDevice makes the device's link ask it at once, when it is marked
+// down, and returns its report once a poll has run since (or after two
+// poll intervals and a few timeouts).
+func (a *Agent) ProbeDevice(name string) (diag.ProbeResult, error) {
+	for _, d := range a.devices {
+		if d.cfg.Name != name {
+			continue
+		}
+		wait := min(2*d.cfg.PollInterval.D()+4*d.cfg.Timeout.D(), 30*time.Second)
+		before := d.poller.Stats().Polls
+		res := diag.ProbeResult{WasDown: d.bus.ProbeNow(uint8(d.cfg.UnitID))}
+		deadline := time.Now().Add(wait)
+		for d.poller.Stats().Polls <= before && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		res.Device = d.report()
+		return res, nil
+	}
+	return diag.ProbeResult{}, fmt.Errorf("no device named %q", name)
 }

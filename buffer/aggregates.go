@@ -15,10 +15,18 @@ func (s *Store) PendingAggregates(limit int) ([]hearth.Aggregate, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("pending aggregates: limit %d is not positive", limit)
 	}
-	rows, err := s.db.Query(`SELECT seq_from, seq_to, device, minute, n, clock, points
+	out, err := s.queryAggregates(`SELECT seq_from, seq_to, device, minute, n, clock, points
 		FROM aggregates ORDER BY seq_from LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending aggregates: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) queryAggregates(query string, args ...any) ([]hearth.Aggregate, error) {
+	rows, err := s.db.Query(query, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var out []hearth.Aggregate
@@ -30,20 +38,17 @@ func (s *Store) PendingAggregates(limit int) ([]hearth.Aggregate, error) {
 			points           []byte
 		)
 		if err := rows.Scan(&from, &to, &a.Device, &minute, &a.N, &clock, &points); err != nil {
-			return nil, fmt.Errorf("pending aggregates: %w", err)
+			return nil, err
 		}
 		if err := json.Unmarshal(points, &a.Points); err != nil {
-			return nil, fmt.Errorf("pending aggregates: decode points of seq %d: %w", from, err)
+			return nil, fmt.Errorf("decode points of seq %d: %w", from, err)
 		}
 		a.SeqFrom, a.SeqTo = uint64(from), uint64(to)
 		a.Time = fromMillis(minute)
 		a.Clock = hearth.ClockState(clock)
 		out = append(out, a)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pending aggregates: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // AckAggregates deletes the aggregates with the given SeqFroms, in one

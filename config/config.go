@@ -41,11 +41,17 @@ type Config struct {
 	// memory): the file hearth reads again to reload its keys.
 	Path string `yaml:"-"`
 
-	GatewayID         string `yaml:"gateway_id"`
-	DataDir           string `yaml:"data_dir"`
-	DiagSocket        string `yaml:"diag_socket"`
-	DiagGroup         string `yaml:"diag_group"`
-	MetricsListen     string `yaml:"metrics_listen"`
+	GatewayID     string `yaml:"gateway_id"`
+	DataDir       string `yaml:"data_dir"`
+	DiagSocket    string `yaml:"diag_socket"`
+	DiagGroup     string `yaml:"diag_group"`
+	MetricsListen string `yaml:"metrics_listen"`
+	// HTTPListen is host:port of the local web page (empty: none).
+	// HTTPPasswordHash, made by `hearth config hash-password`, is the
+	// hash of the password that lets the page change the local mode;
+	// empty: the page is read-only.
+	HTTPListen        string `yaml:"http_listen"`
+	HTTPPasswordHash  string `yaml:"http_password_hash"`
 	AssumeClockSynced bool   `yaml:"assume_clock_synced"`
 	// ProfileFiles are register-map files (YAML) whose profiles every
 	// device may name, besides the built-in ones. Relative paths are taken
@@ -385,7 +391,7 @@ func Read(path string) (*Config, error) {
 }
 
 var lineRe = regexp.MustCompile(`^line (\d+): (.*)$`)
-var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+var notFoundRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 
 // Parse parses and validates a config held in memory; name is used in
 // error messages, and relative profile paths are taken from its folder.
@@ -421,6 +427,7 @@ func parse(name string, data []byte, files bool) (*Config, error) {
 	if len(root.Content) > 0 {
 		indexLines(root.Content[0], "", lines)
 	}
+	explainTypeErrors(errs, lines)
 	applyDeviceDefaults(&cfg, lines)
 	v := validator{file: name, dir: filepath.Dir(name), lines: lines, files: files}
 	v.validate(&cfg)
@@ -462,6 +469,9 @@ func typeError(file, msg string) Error {
 	text := m[2]
 	if k := notFoundRe.FindStringSubmatch(text); k != nil {
 		text = fmt.Sprintf("unknown key %q", k[1])
+		if near := nearestKey(k[1], keysOf(k[2])); near != "" {
+			text += fmt.Sprintf(" (did you mean %q?)", near)
+		}
 	}
 	text = strings.ReplaceAll(text, "cannot unmarshal !!str ", "cannot use string ")
 	return Error{File: file, Line: n, Msg: text}
@@ -537,6 +547,16 @@ func (v *validator) validate(c *Config) {
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			v.errorf("metrics_listen", "want host:port: %v", err)
+		}
+	}
+	if c.HTTPListen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPListen); err != nil {
+			v.errorf("http_listen", "want host:port: %v", err)
+		}
+	}
+	if c.HTTPPasswordHash != "" {
+		if _, err := parsePasswordHash(c.HTTPPasswordHash); err != nil {
+			v.errorf("http_password_hash", "%v", err)
 		}
 	}
 	if len(c.Devices) == 0 {

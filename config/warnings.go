@@ -69,6 +69,12 @@ func (v *validator) warnings(c *Config) []Error {
 			w.warnf(key, "has no effect: profile %s is read-only or has its own timeout", pr.Name)
 		}
 	}
+	switch h, _, _ := net.SplitHostPort(c.HTTPListen); {
+	case c.HTTPPasswordHash != "" && c.HTTPListen == "":
+		w.warnf("http_password_hash", "set, but http_listen is empty: no page asks for it")
+	case c.HTTPPasswordHash != "" && !loopback(h):
+		w.warnf("http_listen", "the local page is plain HTTP: its password crosses the local network unencrypted, so use it only on a network you trust")
+	}
 	s := c.Safety
 	for _, l := range []struct {
 		key string

@@ -340,6 +340,21 @@ func (c *Controller) Devices() []string {
 	return names
 }
 
+// Held returns the power each device holds in power mode, by its
+// read-back, by device name; a device in auto, or whose write failed, is
+// absent. The values sum to State's AppliedW.
+func (c *Controller) Held() map[string]hearth.Watts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]hearth.Watts{}
+	for name, d := range c.dev {
+		if d.heldOK && d.written.Mode() == hearth.ModePower {
+			out[name] = roundW(d.held)
+		}
+	}
+	return out
+}
+
 // State returns what the controller is doing, as of its last step, with
 // the time the lease has left as of now.
 func (c *Controller) State() hearth.State {

@@ -57,6 +57,11 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	}
 	if !v.OK {
 		ack.Result, ack.Reason = v.Result, v.Reason
+		if v.Result == hearth.ResultStale {
+			h := c.highest
+			ack.HighestVersion = &h
+			ack.Detail = fmt.Sprintf("version %d is below %d, the highest accepted", sp.Version, h)
+		}
 		if v.Result != hearth.ResultDuplicate {
 			c.event(EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason}, sp.KeyID))
 		}

@@ -23,14 +23,27 @@ type Metrics struct {
 // StartMetrics listens on addr (host:port) and serves /metrics, from what
 // status returns, on a goroutine of its own until Close.
 func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*Metrics, error) {
+	return StartMetricsFrom(addr, MetricsSource{Status: status}, log)
+}
+
+// MetricsSource is what the metrics are made of: the status, and the
+// latest points (nil: no point gauges).
+type MetricsSource struct {
+	Status func() StatusReport
+	Points func() []PointReport
+}
+
+// StartMetricsFrom is StartMetrics with the points' gauges too.
+func StartMetricsFrom(addr string, src MetricsSource, log *slog.Logger) (*Metrics, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		WriteMetrics(w, status())
+	mux.Handle("GET /metrics", src.Handler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, metricsIndex)
 	})
 	m := &Metrics{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
 	go func() {
@@ -40,6 +53,24 @@ func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*M
 		}
 	}()
 	return m, nil
+}
+
+// metricsIndex answers / on the metrics listener, for a person who
+// opens the address in a browser.
+const metricsIndex = `<!doctype html><html><head><meta charset="utf-8"><title>hearth metrics</title></head>
+<body><h1>hearth</h1><p>Prometheus metrics: <a href="/metrics">/metrics</a></p></body></html>
+`
+
+// Handler serves the metrics.
+func (src MetricsSource) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		m := &metricWriter{w: w, seen: map[string]bool{}}
+		m.status(src.Status())
+		if src.Points != nil {
+			m.points(src.Points())
+		}
+	})
 }
 
 // Close stops serving and waits briefly for requests in flight.
@@ -91,7 +122,53 @@ func b2f(b bool) float64 {
 
 // WriteMetrics writes st in the Prometheus text format.
 func WriteMetrics(w io.Writer, st StatusReport) {
-	m := &metricWriter{w: w, seen: map[string]bool{}}
+	(&metricWriter{w: w, seen: map[string]bool{}}).status(st)
+}
+
+// pointMetrics names the gauges of the main points, in base units
+// (Prometheus' conventions: ratios 0–1, watts, volts, degrees Celsius).
+var pointMetrics = []struct {
+	point, name, help string
+	scale             float64
+}{
+	{"soc_pct", "hearth_device_state_of_charge_ratio", "Battery state of charge, 0 to 1.", 0.01},
+	{"soh_pct", "hearth_device_state_of_health_ratio", "Battery state of health, 0 to 1.", 0.01},
+	{"power_w", "hearth_device_battery_power_watts", "Battery power, positive discharging.", 1},
+	{"dc_power_w", "hearth_device_dc_power_watts", "Inverter DC input (PV) power.", 1},
+	{"ac_power_w", "hearth_device_ac_power_watts", "Inverter AC power, positive exporting.", 1},
+	{"grid_power_w", "hearth_device_grid_power_watts", "Grid power at the meter, positive exporting.", 1},
+	{"battery_v", "hearth_device_battery_voltage_volts", "Battery voltage.", 1},
+	{"cell_v_min", "hearth_device_cell_voltage_min_volts", "Lowest cell voltage.", 1},
+	{"cell_v_max", "hearth_device_cell_voltage_max_volts", "Highest cell voltage.", 1},
+	{"temp_c", "hearth_device_temperature_celsius", "Battery temperature.", 1},
+	{"ac_hz", "hearth_device_ac_frequency_hertz", "Grid frequency at the inverter.", 1},
+}
+
+// points writes the main points' gauges, only where the latest reading
+// has a value that is not stale: a missing value is no sample, never 0.
+// The age of each device's latest reading goes beside them.
+func (m *metricWriter) points(pts []PointReport) {
+	age := map[string]float64{}
+	var devices []string
+	for _, p := range pts {
+		if _, ok := age[p.Device]; !ok {
+			devices = append(devices, p.Device)
+		}
+		age[p.Device] = max(age[p.Device], p.AgeS)
+	}
+	for _, pm := range pointMetrics {
+		for _, p := range pts {
+			if p.Name == pm.point && p.Value != nil && !p.Stale {
+				m.write(pm.name, "gauge", pm.help, map[string]string{"device": p.Device}, *p.Value*pm.scale)
+			}
+		}
+	}
+	for _, d := range devices {
+		m.write("hearth_device_reading_age_seconds", "gauge", "Age of the device's latest reading.", map[string]string{"device": d}, age[d])
+	}
+}
+
+func (m *metricWriter) status(st StatusReport) {
 	now := st.Time
 	m.write("hearth_up", "gauge", "1 while the agent runs.", nil, 1)
 	m.write("hearth_healthy", "gauge", "1 when hearth status says OK.", nil, b2f(st.Verdict == "OK"))
@@ -103,11 +180,19 @@ func WriteMetrics(w io.Writer, st StatusReport) {
 		m.write("hearth_device_poll_seconds", "gauge", "Duration of the last poll.", l, d.PollMS/1000)
 	}
 	m.write("hearth_uplink_connected", "gauge", "1 while the MQTT session is up.", nil, b2f(st.Uplink.Connected))
+	if st.Uplink.Broker != "" {
+		m.write("hearth_uplink_broker_info", "gauge", "The broker (cluster node) the session is with, or tries next; 1 while connected to it.", map[string]string{"broker": st.Uplink.Broker}, b2f(st.Uplink.Connected))
+	}
+	m.write("hearth_uplink_connects_total", "counter", "MQTT sessions established.", nil, float64(st.Uplink.Connects))
 	m.write("hearth_uplink_connect_attempts_total", "counter", "MQTT connection attempts.", nil, float64(st.Uplink.Attempts))
 	m.write("hearth_uplink_published_total", "counter", "Messages acknowledged by the broker.", nil, float64(st.Uplink.Published))
 	b := st.Buffer
 	m.write("hearth_buffer_pending_readings", "gauge", "Readings waiting for delivery.", nil, float64(b.PendingReadings))
 	m.write("hearth_buffer_pending_events", "gauge", "Events waiting for delivery.", nil, float64(b.PendingEvents))
+	m.write("hearth_buffer_pending_aggregates", "gauge", "Per-minute aggregates of compacted readings waiting for delivery.", nil, float64(b.PendingAggregates))
+	m.write("hearth_buffer_compactions_total", "counter", "Compactions of readings into aggregates under the quota.", nil, float64(b.Compactions))
+	m.write("hearth_buffer_readings_dropped_total", "counter", "Readings given up under the quota (reported as gaps).", nil, float64(b.ReadingsDropped))
+	m.write("hearth_buffer_readings_refused_total", "counter", "Readings not buffered because the disk was full.", nil, float64(b.ReadingsRefused))
 	oldest := 0.0
 	if b.OldestPending != nil {
 		oldest = now.Sub(*b.OldestPending).Seconds()
@@ -121,6 +206,21 @@ func WriteMetrics(w io.Writer, st StatusReport) {
 	}
 	m.write("hearth_safety_ok", "gauge", "1 when no safety rule holds the battery.", nil, b2f(st.Safety.State == "ok"))
 	m.write("hearth_safety_trips", "gauge", "Safety rules currently tripped.", nil, float64(len(st.Safety.Trips)))
+	for _, rule := range st.Safety.Trips {
+		m.write("hearth_safety_rule_tripped", "gauge", "1 for each safety rule tripped, by rule.", map[string]string{"rule": rule}, 1)
+	}
+	devs := make([]string, 0, len(st.Safety.Devices))
+	for d := range st.Safety.Devices {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, d := range devs {
+		ds := st.Safety.Devices[d]
+		m.write("hearth_device_safety_ok", "gauge", "1 when no safety rule holds the device.", map[string]string{"device": d}, b2f(ds.Safety == "ok"))
+		for _, rule := range ds.Trips {
+			m.write("hearth_device_safety_rule_tripped", "gauge", "1 for each safety rule tripped on the device, by rule.", map[string]string{"device": d, "rule": rule}, 1)
+		}
+	}
 	if st.Safety.AppliedW != nil {
 		m.write("hearth_applied_watts", "gauge", "Battery power last commanded (positive discharges).", nil, float64(*st.Safety.AppliedW))
 	}

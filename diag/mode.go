@@ -31,6 +31,23 @@ const (
 // cannot hold a local test power.
 var ErrLocalPowerUnsupported = errors.New("this agent cannot hold a local test power (mode power): only idle and auto can be set locally")
 
+// Check checks the request's form and returns how long the local lease
+// is to last; the agent checks the rest, through safety.
+func (req ModeRequest) Check() (time.Duration, error) {
+	limit := maxLocalLease
+	if req.Mode == hearth.ModePower {
+		limit = maxLocalPower
+	}
+	d, err := time.ParseDuration(req.For)
+	if err != nil || d <= 0 || d > limit {
+		return 0, fmt.Errorf("for %q: want a duration above 0 and at most %s for mode %s", req.For, limit, req.Mode)
+	}
+	if (req.Mode == hearth.ModePower) != (req.PowerW != nil) {
+		return 0, errors.New("power_w goes with mode power, and only with it")
+	}
+	return d, nil
+}
+
 func (s *Server) modeHandlers(mux *http.ServeMux) {
 	a := s.opt.Agent
 	mux.HandleFunc("POST "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {
@@ -41,17 +58,9 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("bad request: %w", err))
 			return
 		}
-		limit := maxLocalLease
-		if req.Mode == hearth.ModePower {
-			limit = maxLocalPower
-		}
-		d, err := time.ParseDuration(req.For)
-		if err != nil || d <= 0 || d > limit {
-			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("for %q: want a duration above 0 and at most %s for mode %s", req.For, limit, req.Mode))
-			return
-		}
-		if (req.Mode == hearth.ModePower) != (req.PowerW != nil) {
-			writeAPIError(w, http.StatusBadRequest, errors.New("power_w goes with mode power, and only with it"))
+		d, err := req.Check()
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
 		ack, err := a.SetMode(req.Mode, req.PowerW, d)
@@ -63,7 +72,11 @@ func (s *Server) modeHandlers(mux *http.ServeMux) {
 			writeAPIError(w, http.StatusBadRequest, err)
 			return
 		}
-		s.log.Info("local mode set", "mode", req.Mode, "power_w", req.PowerW, "for", d, "result", ack.Result, "reason", ack.Reason)
+		var power any // the value, not its address
+		if req.PowerW != nil {
+			power = float64(*req.PowerW)
+		}
+		s.log.Info("local mode set", "mode", req.Mode, "power_w", power, "for", d, "result", ack.Result, "reason", ack.Reason)
 		writeAPI(w, http.StatusOK, ack)
 	})
 	mux.HandleFunc("DELETE "+APIVersion+"/mode", func(w http.ResponseWriter, r *http.Request) {

@@ -96,6 +96,21 @@ type DeviceReport struct {
 	PollMS      float64    `json:"poll_ms"` // duration of the last poll
 	Identity    *Identity  `json:"identity,omitempty"`
 	DownSinceTS *time.Time `json:"down_since,omitempty"`
+	// HeldW is the power the agent commands the device to hold and the
+	// device holds by its read-back (positive discharging), while it
+	// holds one; absent in auto.
+	HeldW *hearth.Watts `json:"held_w,omitempty"`
+	// NextProbe is when the link next asks a device marked down whether
+	// it answers again; `hearth device probe` asks at once.
+	NextProbe *time.Time `json:"next_probe,omitempty"`
+}
+
+// ProbeResult answers POST /v1/devices/{name}/probe: the device's report
+// after the probe, and whether the probe was asked of a device marked
+// down (false: it was up, and was polled as usual).
+type ProbeResult struct {
+	WasDown bool         `json:"was_down"`
+	Device  DeviceReport `json:"device"`
 }
 
 // Identity is what a device says about itself.
@@ -207,6 +222,11 @@ type PointReport struct {
 	Time    time.Time      `json:"ts"`
 	AgeS    float64        `json:"age_s"`
 	Stale   bool           `json:"stale"`
+	// LastGood is the point's last value and LastGoodTS when it was
+	// read, while the latest reading carries none (a device down, a
+	// point out of range); absent when the point never had a value.
+	LastGood   *float64   `json:"last_good,omitempty"`
+	LastGoodTS *time.Time `json:"last_good_ts,omitempty"`
 }
 
 // EventReport is one event the agent recorded.

@@ -65,6 +65,10 @@ type Agent interface {
 	// short the boot delay or backoff; it reports whether it was waiting
 	// (false: connected, or attempting already).
 	ReconnectUplink() bool
+	// ProbeDevice makes the link ask a device marked down at once,
+	// instead of at its next probe, and reports the device after the
+	// next poll; an error for a device that is not configured.
+	ProbeDevice(name string) (ProbeResult, error)
 }
 
 // Link is one physical link the agent owns, with the devices on it.
@@ -297,6 +301,15 @@ func (s *Server) handler() http.Handler {
 		case a.Status().Uplink.Connected:
 			res.Result = "connected"
 		}
+		writeAPI(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST "+APIVersion+"/devices/{name}/probe", func(w http.ResponseWriter, r *http.Request) {
+		res, err := a.ProbeDevice(r.PathValue("name"))
+		if err != nil {
+			writeAPIError(w, http.StatusNotFound, err)
+			return
+		}
+		s.log.Info("device probe requested through the diagnostics API", "device", res.Device.Name, "was_down", res.WasDown, "up", res.Device.Up)
 		writeAPI(w, http.StatusOK, res)
 	})
 	s.modeHandlers(mux)

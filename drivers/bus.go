@@ -503,6 +503,20 @@ func classify(err error) error {
 	return err
 }
 
+// ProbeNow makes the next request to a unit marked down its probe, at
+// once, instead of at its backed-off NextProbe; it reports whether the
+// unit was down. A unit that is up is left alone.
+func (b *Bus) ProbeNow(unit uint8) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u := b.unitLocked(unit)
+	if !u.stats.Down {
+		return false
+	}
+	u.stats.NextProbe = time.Now()
+	return true
+}
+
 // Read reads count registers from a unit's table starting at addr.
 func (b *Bus) Read(ctx context.Context, unit uint8, table Table, addr, count uint16) ([]uint16, error) {
 	return b.read(ctx, &request{unit: unit}, table, addr, count)

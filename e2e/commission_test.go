@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,7 +142,7 @@ func TestModeSetPower(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := writeConfig(t, dir, "gw-power", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
-	startAgent(t, cfg)
+	agent := startAgent(t, cfg)
 	st := waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
 	for _, tc := range []struct {
 		args []string
@@ -171,6 +172,13 @@ func TestModeSetPower(t *testing.T) {
 	waitStatus(t, sock, func(st diag.StatusReport) bool {
 		return st.Lease != nil && st.Lease.Source == "local" && st.Safety.Mode == "power"
 	})
+	if out, _, code := hearthCLI(t, nil, "mode", "get", "--socket", sock); code != 0 || !strings.Contains(out, "mode power, commanding -500 W") || !strings.Contains(out, "local lease") {
+		t.Errorf("mode get while a local test power holds: exit %d: %q", code, out)
+	}
+	// The log says the power, not where it is kept.
+	if log := agent.Log(); !strings.Contains(log, "power_w=-500") || strings.Contains(log, "power_w=0x") {
+		t.Errorf("the agent's log of the local mode does not give the power:\n%s", log)
+	}
 	if _, _, code := hearthCLI(t, nil, "mode", "clear", "--socket", sock); code != 0 {
 		t.Errorf("mode clear: exit %d", code)
 	}
@@ -230,5 +238,88 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	}
 	if v, d := r.check("sign"); v != "fail" || !strings.Contains(d, "-3000") || code != 1 {
 		t.Errorf("sign check of a device that does not follow: %s %q, exit %d; want fail, power_w staying at -3000 W", v, d, code)
+	}
+}
+
+// TestCommissionTwoBatteries commissions a site with two batteries, one
+// over Modbus TCP and one over RTU on a serial line (a pty): the test
+// power is shared between them, and each battery's sign is judged on its
+// own readings against the share it holds, with a row of its own. Then
+// the TCP battery reports charging at 1.5 kW whatever it is told: its row
+// fails while the RTU battery's still passes.
+func TestCommissionTwoBatteries(t *testing.T) {
+	t.Parallel()
+	tcp, tcpAddr := startSim(t, sim.Config{UnitID: 1, Serial: "TWO-TCP-1", InitialSoC: 55, PVPeakW: 1})
+	tcp.SetPV(0)
+	rtuDev := startSimRTU(t, "--unit", "2", "--serial", "TWO-RTU-2", "--soc", "60")
+	dir, sock, cfg := newAgentConfig(t, "gw-two", `devices:
+  - {name: battery1, address: "`+tcpAddr+`", poll_interval: 250ms, timeout: 500ms}
+  - {name: battery2, transport: rtu, address: `+rtuDev+`, unit_id: 2, poll_interval: 500ms, timeout: 1s}
+uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
+`)
+	startAgent(t, cfg)
+	waitStatus(t, sock, func(st diag.StatusReport) bool {
+		return len(st.Devices) == 2 && st.Devices[0].Up && st.Devices[1].Up && st.Devices[1].Identity != nil
+	})
+	run := 0
+	commission := func() (commissionReport, string, int) {
+		t.Helper()
+		run++
+		report := filepath.Join(dir, fmt.Sprintf("commissioning-%d.json", run))
+		out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "15s", "--no-broker-probe")
+		t.Logf("hearth commission (exit %d):\n%s%s", code, out, errOut)
+		var r commissionReport
+		data, err := os.ReadFile(report)
+		if err == nil {
+			err = json.Unmarshal(data, &r)
+		}
+		if err != nil {
+			t.Fatalf("report: %v", err)
+		}
+		return r, out, code
+	}
+	row := func(r commissionReport, name string) (verdict, detail string) {
+		for _, c := range r.Checks {
+			if strings.HasPrefix(c.Name, "sign: "+name+" ") {
+				return c.Verdict, c.Detail
+			}
+		}
+		return "", ""
+	}
+
+	r, out, code := commission()
+	if len(r.Devices) != 2 || r.Devices[0].Serial != "TWO-TCP-1" || r.Devices[1].Serial != "TWO-RTU-2" {
+		t.Errorf("report devices %+v, want both batteries with their serials", r.Devices)
+	}
+	for _, name := range []string{"battery1", "battery2"} {
+		// -500 W shared by two: each holds -250 W.
+		if v, d := row(r, name); v != "pass" || !strings.Contains(d, "commanded -250 W") {
+			t.Errorf("sign row of %s: %s %q; want pass at its share, -250 W", name, v, d)
+		}
+		if v, _ := r.check(name + " answers"); v != "pass" {
+			t.Errorf("%s answers: %s", name, v)
+		}
+	}
+	if !strings.Contains(out, "PASS    sign: battery1 follows -250 W") || !strings.Contains(out, "PASS    sign: battery2 follows -250 W") {
+		t.Errorf("text report lacks a sign row per battery:\n%s", out)
+	}
+	if v, _ := r.check("uplink"); v != "fail" || code != 1 {
+		t.Errorf("uplink %s, exit %d: there is no broker, the report must fail on it alone", v, code)
+	}
+	for _, c := range r.Checks {
+		if c.Verdict == "fail" && !strings.HasPrefix(c.Name, "uplink") {
+			t.Errorf("check %q failed: %s", c.Name, c.Detail)
+		}
+	}
+
+	if err := tcp.SetRaw(802, "W", -1500); err != nil { // charging 1.5 kW, whatever it is told
+		t.Fatal(err)
+	}
+	r, _, _ = commission()
+	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "power_w stayed at -1500 W") {
+		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail naming its -1500 W", v, d)
+	}
+	if v, d := row(r, "battery2"); v != "pass" {
+		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass on its own readings", v, d)
 	}
 }

@@ -88,10 +88,13 @@ uplink:
 			}
 		}
 	}
-	for _, want := range []string{"gateway_id: gw-dump", "username: <redacted>", "password_file: " + pw, "max_charge_w: 2500"} {
+	for _, want := range []string{"gateway_id: gw-dump", "username: <redacted>", "password_file: " + pw, "max_charge_w: 2500", "max_bytes: 268435456"} {
 		if !strings.Contains(files["config.yaml"], want) {
 			t.Errorf("config.yaml lacks %q:\n%s", want, files["config.yaml"])
 		}
+	}
+	if strings.Contains(files["config.yaml"], "e+") {
+		t.Errorf("config.yaml writes a number in exponent form, which config check refuses:\n%s", files["config.yaml"])
 	}
 	if err := schemacheck.Validate("../docs/schemas/diag/status.json", []byte(files["status.json"])); err != nil {
 		t.Errorf("status.json: %v", err)

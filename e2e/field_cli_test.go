@@ -32,6 +32,8 @@ func TestHelpExitsZero(t *testing.T) {
 		{"config", "--help"}, {"config", "check", "--help"}, {"config", "init", "--help"},
 		{"cert", "--help"}, {"cert", "request", "--help"}, {"version", "--help"},
 		{"uplink", "--help"}, {"uplink", "reconnect", "--help"}, {"commission", "--help"}, {"dump", "--help"},
+		{"keys", "--help"}, {"keys", "reload", "--help"}, {"lease", "reset-version", "--help"},
+		{"device", "--help"}, {"device", "probe", "--help"}, {"config", "hash-password", "--help"},
 	} {
 		out, errOut, code := hearthCLI(t, nil, args...)
 		if code != 0 || strings.TrimSpace(out) == "" {
@@ -479,5 +481,22 @@ devices:
 	out, _, code = hearthCLI(t, nil, "config", "check", "--online", good)
 	if code != 0 || !strings.Contains(out, "via agent): ok, SunSpec") {
 		t.Errorf("config check --online with the agent running: exit %d\n%s", code, out)
+	}
+}
+
+// TestVersionJSON: `hearth version --json` says when the binary was built
+// and how that is known, as a support request needs it.
+func TestVersionJSON(t *testing.T) {
+	t.Parallel()
+	out, _, code := hearthCLI(t, nil, "version", "--json")
+	var v map[string]string
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 {
+		t.Fatalf("version --json: exit %d, %v\n%s", code, err, out)
+	}
+	if _, err := time.Parse(time.RFC3339, v["build_date"]); err != nil || v["build_date_from"] == "" || v["version"] == "" {
+		t.Errorf("version --json: %v; want version, an RFC 3339 build_date and where it came from", v)
+	}
+	if out, _, _ := hearthCLI(t, nil, "version"); !strings.Contains(out, "(built ") {
+		t.Errorf("hearth version: %q; want the build date", out)
 	}
 }

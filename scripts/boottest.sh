@@ -23,7 +23,7 @@ deb="$(ls -t "$dist"/hearth_*_amd64.deb 2>/dev/null | head -1)"
 base="${XDG_CACHE_HOME:-$HOME/.cache}/hearth-tools/debian-bookworm-minbase-systemd.tar"
 [ -f "$base" ] || { echo "boottest: no $base (scripts/debtest.sh makes it)" >&2; exit 1; }
 command -v systemd-nspawn >/dev/null 2>&1 ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-container >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends systemd-container >/dev/null
 
 work="$(mktemp -d /tmp/boottest.XXXXXX)"
 root="$work/root"

@@ -24,7 +24,7 @@ done
 deb="$(ls -t "$dist"/hearth_*_amd64.deb 2>/dev/null | head -1)"
 [ -n "$deb" ] || { echo "debtest: no $dist/hearth_*_amd64.deb (run make release)" >&2; exit 1; }
 if ! command -v debootstrap >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
 mirror="${HEARTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"

@@ -3,7 +3,8 @@
 # mosquitto (the real broker the tests start on free ports), nats-server
 # (a second broker, run alone and as a 3-node cluster with MQTT) and socat
 # (pseudo-terminal pairs for RTU tests), and Debian's pymodbus with its
-# serial modules (an independent Modbus stack). Run as root or with sudo.
+# serial modules (an independent Modbus stack), and Debian's Chromium (the
+# headless browser the local page's test drives). Run as root or with sudo.
 # `deps.sh rabbitmq` also installs rabbitmq-server (for `make rabbitmq`)
 # without starting the machine's own node: the tests run nodes of their own.
 set -euo pipefail
@@ -21,6 +22,7 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pymodbus, serial, serial_asyncio" 2>/dev/null ||
   need+=(python3 python3-pymodbus python3-serial python3-serial-asyncio)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -28,7 +30,9 @@ echo "installing: ${need[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
+# Another apt (an unattended upgrade) may hold the dpkg lock: wait for it.
+lock=(-o DPkg::Lock::Timeout=600)
+$sudo apt-get "${lock[@]}" update -qq
 if [ -n "$rabbit" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
   # Debian's policy hook: no service is started while installing, so the
   # package does not boot a system RabbitMQ node nobody asked for.
@@ -36,4 +40,4 @@ if [ -n "$rabbit" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
   $sudo chmod +x /usr/sbin/policy-rc.d
   trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+$sudo apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}"

@@ -69,8 +69,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "release: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # nfpm builds the .deb files; kept outside go.mod, in a per-user tool folder.

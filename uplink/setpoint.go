@@ -75,7 +75,7 @@ func (r *Rejection) Error() string {
 
 // Ack is the ack to publish for the rejection.
 func (r *Rejection) Ack() hearth.Ack {
-	return hearth.Ack{ID: r.ID, Version: r.Version, Result: hearth.ResultRejected, Reason: r.Reason}
+	return hearth.Ack{ID: r.ID, Version: r.Version, Result: hearth.ResultRejected, Reason: r.Reason, Detail: hearth.ClipDetail(r.Detail)}
 }
 
 // shape is the structure a strict JSON document must have: an object with

@@ -289,116 +289,216 @@ func plausible(device string, p map[string]diag.PointReport, lim map[string]any)
 }
 
 // signCheck commands a small local test power through safety and checks
-// that the battery's power_w follows it with the right sign (positive
-// discharges), and that the meter, if any, sees the site's grid power move
-// the other way.
+// that every battery's power_w follows the share it holds, with the right
+// sign (positive discharges), each judged on its own readings; then that
+// the meter, if any, sees the site's grid power move the other way. Each
+// battery gets a row of the report.
 func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts []diag.PointReport) {
-	ck := commissionCheck{Name: "sign"}
-	defer func() { r.add(ck) }()
 	if !slices.Contains(cm.st.Agent.LocalModes, string(hearth.ModePower)) {
-		ck.Verdict = verdictBlocked
-		ck.Detail = "this agent controls no device (no SunSpec storage controls, no profile control section it may use): it cannot hold a local test power"
-		ck.Hint = "check the sign with a small setpoint from the cloud instead (hearthsim cloud send --mode power --power -500 --for 2m)"
-		return
-	}
-	// The first device with a battery power and SoC is the one tested.
-	var dev string
-	var soc float64
-	for _, d := range cm.st.Devices {
-		p := pointsOf(pts, d.Name)
-		if s, ok := p["soc_pct"]; ok && s.Value != nil && p["power_w"].Value != nil {
-			dev, soc = d.Name, *s.Value
-			break
-		}
-	}
-	if dev == "" {
-		ck.Verdict, ck.Detail = verdictBlocked, "no device reports soc_pct and power_w"
-		return
-	}
-	target := -cm.testW // charge, unless the battery is full
-	if soc >= limit(r.Limits, "soc_max_pct", 95)-2 {
-		target = cm.testW
-	}
-	if soc <= limit(r.Limits, "soc_min_pct", 10)+2 && target > 0 {
-		ck.Verdict, ck.Detail = verdictBlocked, fmt.Sprintf("SoC %s %% leaves no room to charge or discharge", number(soc))
+		r.add(commissionCheck{Name: "sign", Verdict: verdictBlocked,
+			Detail: "this agent controls no device (no SunSpec storage controls, no profile control section it may use): it cannot hold a local test power",
+			Hint:   "check the sign with a small setpoint from the cloud instead (hearthsim cloud send --mode power --power -500 --for 2m)"})
 		return
 	}
 	meter, _ := r.Limits["meter_device"].(string)
 	meterPoint, _ := r.Limits["meter_point"].(string)
+	// Every device with a battery power and SoC is tested, but the meter.
+	var devs []string
+	var socMin, socMax float64 = 101, -1
+	for _, d := range cm.st.Devices {
+		p := pointsOf(pts, d.Name)
+		if s, ok := p["soc_pct"]; ok && s.Value != nil && p["power_w"].Value != nil && d.Name != meter {
+			devs = append(devs, d.Name)
+			socMin, socMax = min(socMin, *s.Value), max(socMax, *s.Value)
+		}
+	}
+	if len(devs) == 0 {
+		r.add(commissionCheck{Name: "sign", Verdict: verdictBlocked, Detail: "no device reports soc_pct and power_w"})
+		return
+	}
+	target := -cm.testW // charge, unless a battery is full
+	if socMax >= limit(r.Limits, "soc_max_pct", 95)-2 {
+		target = cm.testW
+	}
+	if socMin <= limit(r.Limits, "soc_min_pct", 10)+2 && target > 0 {
+		r.add(commissionCheck{Name: "sign", Verdict: verdictBlocked,
+			Detail: fmt.Sprintf("SoC %s–%s %% leaves no room to charge or discharge", number(socMin), number(socMax))})
+		return
+	}
 	gridBefore, haveGrid := cm.point(meter, meterPoint)
-	ck.Name = fmt.Sprintf("sign: %s follows %s", dev, watts(float64(target)))
 	req := diag.ModeRequest{Mode: hearth.ModePower, For: cm.hold.String(), PowerW: &target}
 	ack, err := setMode(cm.c, req)
 	if err != nil {
-		ck.Verdict, ck.Detail = verdictFail, "hearth mode set power: "+err.Error()
+		r.add(commissionCheck{Name: "sign", Verdict: verdictFail, Detail: "hearth mode set power: " + err.Error()})
 		return
 	}
 	defer cm.c.Do("DELETE", "/mode", nil, nil, nil) // hand back whatever happens
 	if ack.Result != hearth.ResultApplied && ack.Result != hearth.ResultClamped {
-		ck.Verdict, ck.Detail = verdictFail, fmt.Sprintf("the test power was %s (%s)", ack.Result, ack.Reason)
-		ck.Hint = "safety refused it: see hearth status and hearth events"
+		r.add(commissionCheck{Name: "sign", Verdict: verdictFail, Detail: fmt.Sprintf("the test power was %s (%s)", ack.Result, ack.Reason),
+			Hint: "safety refused it: see hearth status and hearth events"})
 		return
 	}
-	fmt.Fprintf(cm.progress, "commission: holding %s on %s for the sign check…\n", watts(float64(target)), dev)
+	fmt.Fprintf(cm.progress, "commission: holding %s on %s for the sign check…\n", watts(float64(target)), strings.Join(devs, ", "))
+	rows := cm.followCheck(ctx, devs, target)
+	passed := true
+	for _, ck := range rows {
+		r.add(ck)
+		passed = passed && ck.Verdict == verdictPass
+	}
+	if passed && haveGrid {
+		cm.meterCheck(r, meter, meterPoint, gridBefore, target)
+	}
+}
+
+// signTest is one battery's part of the sign check.
+type signTest struct {
+	ck     commissionCheck
+	heldAt time.Time    // when the agent first reported it holding its share
+	heldW  hearth.Watts // that share
+	last   *float64     // its latest power_w after heldAt
+	done   bool
+}
+
+// followCheck waits, up to the hold, until every device under test
+// reports a power_w, taken after it held its share of target, that
+// follows that share or is its opposite; it returns one row per device.
+func (cm *commissioner) followCheck(ctx context.Context, devs []string, target hearth.Watts) []commissionCheck {
 	begun := time.Now()
 	deadline := begun.Add(min(cm.hold, 45*time.Second))
-	// Only a reading taken once the device holds the test power says
-	// anything: before that, power_w is still what its own logic did.
-	var heldAt time.Time
-	var last float64
-	tol := max(100, 0.25*math.Abs(float64(target)))
+	tests := map[string]*signTest{}
+	for _, d := range devs {
+		tests[d] = &signTest{ck: commissionCheck{Name: "sign: " + d}}
+	}
+	rows := func() []commissionCheck {
+		out := make([]commissionCheck, len(devs))
+		for i, d := range devs {
+			out[i] = tests[d].ck
+		}
+		return out
+	}
 	tripped := map[string]bool{} // trips already holding before the test
 	for _, t := range cm.st.Safety.Trips {
 		tripped[t] = true
 	}
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	for left := len(devs); left > 0 && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(500 * time.Millisecond)
 		var st diag.StatusReport
 		if cm.c.Do("GET", "/status", nil, nil, &st) == nil {
-			// The agent's own plausibility checks may see the device
+			// The agent's own plausibility checks may see a device
 			// contradict itself before a reading of the held power
 			// arrives; safety then holds it at 0 W, and that trip is
 			// the answer.
 			if rule := newTrip(st.Safety.Trips, tripped); rule != "" {
-				cm.tripVerdict(&ck, rule, begun, target)
-				return
+				on := cm.tripDevice(rule, begun)
+				for _, d := range devs {
+					t := tests[d]
+					switch {
+					case t.done:
+					case on == "" || on == d:
+						cm.tripVerdict(&t.ck, rule, begun, target)
+					default:
+						t.ck.Verdict = verdictBlocked
+						t.ck.Detail = fmt.Sprintf("safety tripped %s on %s and ended the test before %s was judged", rule, on, d)
+						t.ck.Hint = "fix " + on + ", then run hearth commission again"
+					}
+				}
+				return rows()
 			}
-			if heldAt.IsZero() && st.Safety.AppliedW != nil && math.Abs(float64(*st.Safety.AppliedW-target)) < 1 {
-				heldAt = time.Now()
+			siteHeld := st.Safety.AppliedW != nil && math.Abs(float64(*st.Safety.AppliedW-target)) < 1
+			for _, d := range st.Devices {
+				t := tests[d.Name]
+				if t == nil || !t.heldAt.IsZero() {
+					continue
+				}
+				switch {
+				case d.HeldW != nil && siteHeld:
+					t.heldAt, t.heldW = time.Now(), *d.HeldW
+				case d.HeldW == nil && siteHeld && !slices.ContainsFunc(st.Devices, func(d diag.DeviceReport) bool { return d.HeldW != nil }):
+					// An agent that does not report each device's share:
+					// safety shares the power equally.
+					t.heldAt, t.heldW = time.Now(), target/hearth.Watts(len(devs))
+				}
+				if !t.heldAt.IsZero() {
+					t.ck.Name = fmt.Sprintf("sign: %s follows %s", d.Name, watts(float64(t.heldW)))
+				}
 			}
 		}
-		if heldAt.IsZero() {
+		for _, d := range devs {
+			t := tests[d]
+			if t.done || t.heldAt.IsZero() {
+				continue
+			}
+			v, at, ok := cm.reading(d, "power_w")
+			if !ok || !at.After(t.heldAt.Add(time.Second)) {
+				continue // not yet a reading of the held command
+			}
+			t.last = &v
+			after := time.Since(begun).Round(100 * time.Millisecond)
+			want := float64(t.heldW)
+			tol := max(100, 0.25*math.Abs(want))
+			switch {
+			case math.Abs(want) < 1:
+				t.ck.Verdict = verdictWarn
+				t.ck.Detail = "safety gave it no share of the test power (0 W): its sign is not tested"
+				t.ck.Hint = "see hearth status for the limit that holds it, and run hearth commission again once it can charge or discharge"
+			case math.Abs(v-want) <= tol:
+				t.ck.Verdict = verdictPass
+				t.ck.Detail = fmt.Sprintf("commanded %s, power_w %s W after %s", watts(want), number(v), after)
+			case math.Abs(v+want) <= tol:
+				t.ck.Verdict = verdictFail
+				t.ck.Detail = fmt.Sprintf("commanded %s, the device reports power_w %s W after %s", watts(want), number(v), after)
+				t.ck.Hint = "the sign is inverted: the device or its register map reports charging as positive; fix the profile before leaving the site"
+			default:
+				continue
+			}
+			t.done = true
+			left--
+		}
+	}
+	for _, d := range devs {
+		t := tests[d]
+		if t.done {
 			continue
 		}
-		v, at, ok := cm.reading(dev, "power_w")
-		if !ok || !at.After(heldAt.Add(time.Second)) {
-			continue // not yet a reading of the held command
+		t.ck.Verdict = verdictFail
+		if t.heldAt.IsZero() {
+			t.ck.Detail = fmt.Sprintf("commanded %s in all; %s never held its share within %s", watts(float64(target)), d, time.Since(begun).Round(time.Second))
+			t.ck.Hint = "the writes do not take: see hearth status and hearth events (write_failed); is remote control enabled on the inverter?"
+			continue
 		}
-		last = v
-		after := time.Since(begun).Round(100 * time.Millisecond)
-		switch {
-		case math.Abs(v-float64(target)) <= tol:
-			ck.Verdict = verdictPass
-			ck.Detail = fmt.Sprintf("commanded %s, power_w %s W after %s", watts(float64(target)), number(v), after)
-			if haveGrid {
-				cm.meterCheck(r, meter, meterPoint, gridBefore, target)
+		stayed := "no reading of power_w came"
+		if t.last != nil {
+			stayed = "power_w stayed at " + number(*t.last) + " W"
+		}
+		t.ck.Detail = fmt.Sprintf("commanded %s, held by the device; %s for %s", watts(float64(t.heldW)), stayed, time.Since(begun).Round(time.Second))
+		t.ck.Hint = "the device does not follow: is remote control enabled on the inverter (model 124 StorCtl_Mod)? Compare power_w with the device's own display"
+		if detail := cm.notEffective(d, begun); detail != "" {
+			t.ck.Hint += "; the agent reported it not effective: " + detail
+		}
+	}
+	return rows()
+}
+
+// notEffective returns what the agent's not_effective event for device
+// since begun says, "" when there is none.
+func (cm *commissioner) notEffective(device string, begun time.Time) string {
+	var evs []diag.EventReport
+	if cm.c.Do("GET", "/events", map[string][]string{"type": {"not_effective"}}, nil, &evs) != nil {
+		return ""
+	}
+	for _, e := range evs {
+		if d, _ := e.Data["device"].(string); d == device && !e.Time.Before(begun.Add(-time.Second)) {
+			why, _ := e.Data["reason"].(string)
+			detail := "by its " + cmp.Or(why, "read-back")
+			if want, ok := e.Data["want_w"].(float64); ok {
+				if got, ok := e.Data["got_w"].(float64); ok {
+					detail += fmt.Sprintf(" (wanted %s W, got %s W)", number(want), number(got))
+				}
 			}
-			return
-		case math.Abs(v+float64(target)) <= tol:
-			ck.Verdict = verdictFail
-			ck.Detail = fmt.Sprintf("commanded %s, the device reports power_w %s W after %s", watts(float64(target)), number(v), after)
-			ck.Hint = "the sign is inverted: the device or its register map reports charging as positive; fix the profile before leaving the site"
-			return
+			return detail
 		}
 	}
-	ck.Verdict = verdictFail
-	if heldAt.IsZero() {
-		ck.Detail = fmt.Sprintf("commanded %s; the device never held it within %s", watts(float64(target)), time.Since(begun).Round(time.Second))
-		ck.Hint = "the writes do not take: see hearth status and hearth events (write_failed, not_effective); is remote control enabled on the inverter?"
-		return
-	}
-	ck.Detail = fmt.Sprintf("commanded %s, held by the device; power_w stayed at %s W for %s", watts(float64(target)), number(last), time.Since(begun).Round(time.Second))
-	ck.Hint = "the device does not follow: is remote control enabled on the inverter (model 124 StorCtl_Mod)? See hearth events for not_effective"
+	return ""
 }
 
 // newTrip returns a trip rule in trips that was not holding before.
@@ -406,6 +506,22 @@ func newTrip(trips []string, before map[string]bool) string {
 	for _, t := range trips {
 		if !before[t] {
 			return t
+		}
+	}
+	return ""
+}
+
+// tripDevice names the device a trip of rule since begun was on, when the
+// agent's trip event says; "" when it does not.
+func (cm *commissioner) tripDevice(rule string, begun time.Time) string {
+	var evs []diag.EventReport
+	if cm.c.Do("GET", "/events", map[string][]string{"type": {"trip"}}, nil, &evs) != nil {
+		return ""
+	}
+	for _, e := range evs {
+		if r, _ := e.Data["rule"].(string); r == rule && !e.Time.Before(begun.Add(-time.Second)) {
+			d, _ := e.Data["device"].(string)
+			return d
 		}
 	}
 	return ""

@@ -269,8 +269,12 @@ func cmdResetVersion(args []string, stdout, stderr io.Writer) int {
 	var f diagFlags
 	f.register(fs)
 	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hearth lease reset-version --confirm GATEWAY_ID\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if *confirm == "" {
 		fmt.Fprintln(stderr, "hearth lease reset-version: give --confirm GATEWAY_ID: after the reset the gateway accepts lease versions from 1 again")
@@ -294,9 +298,13 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth keys", stderr)
 	var f diagFlags
 	f.register(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hearth keys [reload] [--json]\n\nflags:")
+		fs.PrintDefaults()
+	}
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	method, path := "GET", "/keys"
 	switch {

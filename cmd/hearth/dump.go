@@ -88,10 +88,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 			}
 			switch e.name {
 			case "config.yaml":
-				var v map[string]any
-				json.Unmarshal(raw, &v)
-				b, _ := yaml.Marshal(v)
-				put(e.name, b)
+				put(e.name, yamlFromJSON(raw))
 			case "logs.txt":
 				var l diag.LogsReport
 				json.Unmarshal(raw, &l)
@@ -186,4 +183,41 @@ func redactText(b []byte) []byte {
 	b = urlUserRe.ReplaceAll(b, []byte("${1}<redacted>@"))
 	b = secretPairRe.ReplaceAll(b, []byte(`${1}"<redacted>"`))
 	return privateKeyRe.ReplaceAll(b, []byte("<redacted private key>"))
+}
+
+// yamlFromJSON writes a JSON document as YAML, whole numbers as integers
+// (max_bytes: 268435456, not 2.68435456e+08), so that `hearth config check`
+// takes the bundle's config.yaml as the agent's own.
+func yamlFromJSON(raw []byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return raw
+	}
+	var fix func(any) any
+	fix = func(v any) any {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				x[k] = fix(e)
+			}
+		case []any:
+			for i, e := range x {
+				x[i] = fix(e)
+			}
+		case json.Number:
+			if n, err := x.Int64(); err == nil {
+				return n
+			}
+			f, _ := x.Float64()
+			return f
+		}
+		return v
+	}
+	b, err := yaml.Marshal(fix(v))
+	if err != nil {
+		return raw
+	}
+	return b
 }

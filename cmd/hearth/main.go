@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/agent"
@@ -48,15 +50,18 @@ Usage:
   hearth lease reset-version --confirm GATEWAY_ID   let the cloud number leases from 1 again
   hearth keys [reload]           setpoint keys in force; reload them from the config (as SIGHUP)
   hearth clock reset-floor --confirm GATEWAY_ID   set the floor under true time back to the build time
+  hearth mode get                the mode the agent runs, the power it commands, and the lease behind them
   hearth mode set idle|auto --for D  a local lease for field work; mode clear ends it
   hearth mode set power -500W --for 2m  a small local test power (sign, wiring; at most ±1000 W)
   hearth commission              check a new installation and print its report
   hearth dump [--out FILE]       one support bundle: config (no secrets), status, events, logs
   hearth log-level LEVEL         change the running agent's log level
   hearth uplink reconnect        connect to the broker now (skip the boot delay or backoff)
+  hearth device probe NAME       ask a device marked down again now, not at its next probe
   hearth modbus read|scan        raw Modbus reads and bus scans
   hearth config check FILE       validate a config; touches nothing
   hearth config init             write a config for this gateway
+  hearth config hash-password    hash a password for the local page (http_password_hash)
   hearth cert request            make the gateway's key and certificate request
   hearth version
 
@@ -93,8 +98,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdConfigCheck(args[2:], stdout, stderr)
 		case len(args) >= 2 && args[1] == "init":
 			return cmdConfigInit(args[2:], stdout, stderr)
+		case len(args) >= 2 && args[1] == "hash-password":
+			return cmdHashPassword(args[2:], os.Stdin, stdout, stderr)
 		}
-		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags]"
+		const configUsage = "usage: hearth config check FILE [--online] [--json] | hearth config init [flags] | hearth config hash-password"
 		if isHelp(args[1:min(2, len(args))]) {
 			fmt.Fprintln(stdout, configUsage)
 			return exitOK
@@ -125,6 +132,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdModbus(args[1:], stdout, stderr)
 	case "uplink":
 		return cmdUplink(args[1:], stdout, stderr)
+	case "device":
+		return cmdDevice(args[1:], stdout, stderr)
 	case "commission":
 		return cmdCommission(args[1:], stdout, stderr)
 	case "dump":
@@ -330,10 +339,17 @@ func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	built, from := agent.BuildStamp()
 	if *asJSON {
-		writeJSON(stdout, map[string]string{"version": hearth.Version})
+		v := map[string]string{"version": hearth.Version, "go": runtime.Version(), "build_date_from": from}
+		if !built.IsZero() {
+			v["build_date"] = built.Format(time.RFC3339)
+		}
+		writeJSON(stdout, v)
+	} else if built.IsZero() {
+		fmt.Fprintln(stdout, "hearth", hearth.Version, "(build date unknown)")
 	} else {
-		fmt.Fprintln(stdout, "hearth", hearth.Version)
+		fmt.Fprintf(stdout, "hearth %s (built %s)\n", hearth.Version, built.Format("2006-01-02 15:04 UTC"))
 	}
 	return exitOK
 }

@@ -6,12 +6,23 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/diag"
 )
 
-const modeUsage = "usage: hearth mode set idle|auto --for DURATION | hearth mode set power WATTS --for DURATION | hearth mode clear"
+const modeUsage = "usage: hearth mode get | hearth mode set idle|auto --for DURATION | hearth mode set power WATTS --for DURATION | hearth mode clear"
+
+// ModeReport is what `hearth mode get --json` prints: the mode the agent
+// runs, the power it commands, and the lease that sets them (none: the
+// fallback).
+type ModeReport struct {
+	Mode     string            `json:"mode"`
+	AppliedW *hearth.Watts     `json:"applied_w,omitempty"`
+	Safety   string            `json:"safety"`
+	Lease    *diag.LeaseReport `json:"lease"`
+}
 
 // cmdMode is `hearth mode set idle|auto --for 30m`, `hearth mode set power
 // -500W --for 2m` and `hearth mode clear`: a local lease for field work,
@@ -66,6 +77,31 @@ func cmdMode(args []string, stdout, stderr io.Writer) int {
 		if ack.Result != hearth.ResultApplied && ack.Result != hearth.ResultClamped {
 			return exitFailed
 		}
+		return exitOK
+	case pos[0] == "get" && len(pos) == 1:
+		var st diag.StatusReport
+		if err := c.Do("GET", "/status", nil, nil, &st); err != nil {
+			return fail(stderr, "mode get", err)
+		}
+		r := ModeReport{Mode: st.Safety.Mode, AppliedW: st.Safety.AppliedW, Safety: st.Safety.State, Lease: st.Lease}
+		if f.json {
+			writeJSON(stdout, r)
+			return exitOK
+		}
+		line := "mode " + r.Mode
+		if r.AppliedW != nil {
+			line += ", commanding " + watts(float64(*r.AppliedW))
+		}
+		switch l := r.Lease; {
+		case l == nil:
+			line += ": the fallback, no lease"
+		default:
+			line += fmt.Sprintf(": %s lease %s, %s left, then %s", l.Source, l.ID, diag.Age(time.Duration(l.RemainingS*float64(time.Second))), l.Fallback)
+		}
+		if r.Safety != "" && r.Safety != "ok" {
+			line += "; safety holds it: " + r.Safety
+		}
+		fmt.Fprintln(stdout, line)
 		return exitOK
 	case pos[0] == "clear" && len(pos) == 1:
 		var out map[string]string

@@ -67,12 +67,21 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 			return exitFailed
 		}
 	}
+	// The folder must take the file before anyone answers a question.
+	if *out != "-" {
+		if err := writableFolder(*out); err != nil {
+			fmt.Fprintln(stderr, "hearth config init:", err)
+			return exitFailed
+		}
+	}
+	inferTransport(&a)
 	if tty {
 		if err := ask(&a, bufio.NewReader(in), stderr); err != nil {
 			fmt.Fprintln(stderr, "hearth config init:", err)
 			return exitFailed
 		}
 	}
+	inferTransport(&a)
 	if a.Transport == "" {
 		a.Transport = "tcp"
 	}
@@ -93,6 +102,7 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 	// file written here always starts the agent.
 	if _, err := config.Parse(*out, data); err != nil {
 		fmt.Fprintln(stderr, err)
+		keepAnswers(stderr, a, *out)
 		return exitConfig
 	}
 	if *out == "-" {
@@ -101,6 +111,7 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 	}
 	if err := writeFileAtomic(*out, data, 0o640, *force); err != nil {
 		fmt.Fprintln(stderr, "hearth config init:", err)
+		keepAnswers(stderr, a, *out)
 		return exitFailed
 	}
 	owner := handToService(*out, false)
@@ -111,6 +122,43 @@ func configInit(args []string, in io.Reader, tty bool, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "check it with: hearth config check %s\n", *out)
 	}
 	return exitOK
+}
+
+// inferTransport takes a serial port for an address as transport rtu, as
+// the modbus commands do, when no transport is given.
+func inferTransport(a *initAnswers) {
+	if a.Transport == "" && strings.HasPrefix(a.DeviceAddress, "/dev/") {
+		a.Transport = "rtu"
+	}
+}
+
+// writableFolder makes path's folder when it is missing, and checks a
+// file can be made in it; the error says what to do instead.
+func writableFolder(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cannot create %s (%v): run with sudo, or pass --out FILE in a folder you can write", dir, errors.Unwrap(err))
+	}
+	f, err := os.CreateTemp(dir, ".hearth-init-*")
+	if err != nil {
+		return fmt.Errorf("cannot write in %s (%v): run with sudo, or pass --out FILE in a folder you can write", dir, errors.Unwrap(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// keepAnswers prints the command that gives the same answers again, so
+// that none is lost when the file could not be written.
+func keepAnswers(w io.Writer, a initAnswers, out string) {
+	args := []string{"hearth", "config", "init", "--gateway-id", a.GatewayID, "--broker", a.Broker,
+		"--transport", a.Transport, "--device-address", a.DeviceAddress, "--unit-id", strconv.Itoa(a.UnitID), "--out", out}
+	for i, arg := range args {
+		if arg == "" || strings.ContainsAny(arg, " \t'\"$`\\;&|<>()*?[]#~") {
+			args[i] = "'" + strings.ReplaceAll(arg, "'", `'\''`) + "'"
+		}
+	}
+	fmt.Fprintf(w, "your answers, to run again once that is fixed:\n  %s\n", strings.Join(args, " "))
 }
 
 // ask prompts for every answer not given as a flag; an empty answer keeps
@@ -152,7 +200,16 @@ func ask(a *initAnswers, r *bufio.Reader, w io.Writer) error {
 	if a.Transport == "rtu" {
 		example = "/dev/ttyUSB0"
 	}
-	return prompt("device address ("+example+")", "", &a.DeviceAddress)
+	if err := prompt("device address ("+example+")", "", &a.DeviceAddress); err != nil {
+		return err
+	}
+	// "tcp" may have been the default taken without a thought: a serial
+	// port says rtu.
+	if a.Transport == "tcp" && strings.HasPrefix(a.DeviceAddress, "/dev/") {
+		fmt.Fprintf(w, "%s is a serial port: transport rtu\n", a.DeviceAddress)
+		a.Transport = "rtu"
+	}
+	return nil
 }
 
 // renderConfig writes the answers as a commented config; every key it does

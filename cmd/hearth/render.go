@@ -73,7 +73,11 @@ func renderStatus(w io.Writer, st diag.StatusReport, now time.Time, wide bool) {
 			detail = d.Transport + " " + d.Address
 		}
 		if d.Hint != "" && d.Hint != d.LastError {
-			hints = append(hints, d.Name+": "+d.Hint)
+			h := d.Name + ": " + d.Hint
+			if d.NextProbe != nil {
+				h += fmt.Sprintf(" (next probe in %s)", diag.Age(time.Until(*d.NextProbe)))
+			}
+			hints = append(hints, h)
 		}
 		if wide {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s %s\t%d\t%s\n", d.Name, state, last, d.Polls, d.Failures, d.Transport, d.Address, d.UnitID, detail)
@@ -287,6 +291,10 @@ func renderPoints(w io.Writer, pts []diag.PointReport) {
 		mark := ""
 		if p.Stale {
 			mark = "STALE"
+		}
+		if p.Value == nil && p.LastGood != nil && p.LastGoodTS != nil {
+			mark = strings.TrimSpace(mark + " last good " + strings.TrimSpace(number(*p.LastGood)+" "+p.Unit) +
+				", " + diag.Age(time.Since(*p.LastGoodTS)) + " ago")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Device, p.Name, val, diag.Age(time.Duration(p.AgeS*float64(time.Second))), mark)
 	}

@@ -9,3 +9,6 @@ func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
+
+// withoutEcho runs fn; this platform's terminal echo is left as it is.
+func withoutEcho(f *os.File, fn func()) { fn() }
