@@ -569,10 +569,12 @@ func (c *Controller) Step(ctx context.Context) {
 				d.held = *r.st.HeldW
 			}
 			d.mayHold, d.mayHoldOK, d.mayHoldAt = d.held, d.heldOK, now
-			if d.holdReported && !d.mayHoldOK {
-				c.log.Info("device released", "device", a.Device())
+			if d.holdReported {
+				// A write went through: the agent stands behind what the
+				// device holds again (past the hold bound, the release).
+				c.log.Info("device written again after holding an unconfirmed command", "device", a.Device(), "mode", a.Mode())
+				d.holdReported = false
 			}
-			d.holdReported = d.holdReported && d.mayHoldOK
 			if d.heldOK {
 				c.eval.Confirm(a.Device(), d.held)
 			}
