@@ -20,7 +20,9 @@ type plainDevice struct {
 	name string
 	mu   sync.Mutex
 	down bool
-	got  safety.Approved
+	// noWrite: read as usual, but every write fails.
+	noWrite bool
+	got     safety.Approved
 }
 
 func (d *plainDevice) Name() string                 { return d.name }
@@ -28,7 +30,7 @@ func (d *plainDevice) RevertTimeout() time.Duration { return 60 * time.Second }
 func (d *plainDevice) Apply(_ context.Context, a safety.Approved) (Readback, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.down {
+	if d.down || d.noWrite {
 		return Readback{}, errors.New("i/o timeout")
 	}
 	d.got = a

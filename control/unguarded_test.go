@@ -82,3 +82,44 @@ func TestUnguardedDeviceHoldsUntilReleased(t *testing.T) {
 		t.Errorf("battery2 released and read again: holds %v, want the lease's 800 W again", r.b2.holds())
 	}
 }
+
+// An unguarded device that is read but cannot be written holds its last
+// command, whatever the lease asks now: past the hold bound the agent
+// reports it, and releases it at the first write that goes through.
+func TestUnguardedDeviceThatCannotBeWritten(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.UnguardedMaxW = map[string]hearth.Watts{"battery2": 800}
+	r := newSiteRig(t, lim, func(d *plainDevice) Device { return unguardedDevice{d} })
+	r.gridW = -5000
+	r.cycle()
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 1000), r.clock.Instant())
+	for range 10 {
+		r.cycle()
+	}
+	if r.b2.holds() != 500 {
+		t.Fatalf("1000 W over two: battery2 holds %v, want 500 W", r.b2.holds())
+	}
+	r.b2.mu.Lock()
+	r.b2.noWrite = true
+	r.b2.mu.Unlock()
+	r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 1400), r.clock.Instant())
+	bound := unguardedDevice{r.b2}.RevertTimeout()
+	for range int(bound/time.Second) + 5 {
+		r.cycle()
+	}
+	ds := r.ctl.State().Devices["battery2"]
+	if ds.MayHoldW == nil || *ds.MayHoldW != 500 {
+		t.Errorf("battery2 read but not written for %s: state %+v, want may_hold_w 500", bound, ds)
+	}
+	r.b2.mu.Lock()
+	r.b2.noWrite = false
+	r.b2.mu.Unlock()
+	r.cycle()
+	r.b2.mu.Lock()
+	got := r.b2.got
+	r.b2.mu.Unlock()
+	if got.Mode() != hearth.ModeAuto {
+		t.Errorf("battery2 writable again after the hold bound: first write %s, want the release", got)
+	}
+}
