@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/safety"
 )
 
 // unguardedDevice is a plainDevice with no revert timer of its own: what
@@ -12,6 +13,13 @@ import (
 type unguardedDevice struct{ *plainDevice }
 
 func (unguardedDevice) Guarded() bool { return false }
+
+// last is the last command the device took.
+func (d *plainDevice) last() safety.Approved {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.got
+}
 
 func setDown(d *plainDevice, down bool) {
 	d.mu.Lock()
@@ -66,10 +74,7 @@ func TestUnguardedDeviceHoldsUntilReleased(t *testing.T) {
 
 	setDown(r.b2, false)
 	r.cycle()
-	r.b2.mu.Lock()
-	got := r.b2.got
-	r.b2.mu.Unlock()
-	if got.Mode() != hearth.ModeAuto {
+	if got := r.b2.last(); got.Mode() != hearth.ModeAuto {
 		t.Errorf("battery2 back after the hold bound: first write %s, want the release", got)
 	}
 	if ds := r.ctl.State().Devices["battery2"]; ds.MayHoldW != nil {
@@ -116,10 +121,7 @@ func TestUnguardedDeviceThatCannotBeWritten(t *testing.T) {
 	r.b2.noWrite = false
 	r.b2.mu.Unlock()
 	r.cycle()
-	r.b2.mu.Lock()
-	got := r.b2.got
-	r.b2.mu.Unlock()
-	if got.Mode() != hearth.ModeAuto {
+	if got := r.b2.last(); got.Mode() != hearth.ModeAuto {
 		t.Errorf("battery2 writable again after the hold bound: first write %s, want the release", got)
 	}
 }
