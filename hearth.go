@@ -393,6 +393,10 @@ type DeviceSafety struct {
 	// the rule holding it.
 	Safety string   `json:"safety"`
 	Trips  []string `json:"trips,omitempty"` // rules tripped on this device
+	// MayHoldW is set while a device with no timeout of its own may still
+	// hold this power: the agent could neither refresh nor release its
+	// command for longer than its hold bound.
+	MayHoldW *Watts `json:"may_hold_w,omitempty"`
 }
 
 // Same reports whether two states say the same, whatever their times and

@@ -73,6 +73,10 @@ const (
 	RuleChargeTemp     Rule = "charge_temp_c_min"
 	RuleImplausible    Rule = "implausible" // the device contradicts itself
 	RuleRelease        Rule = "release"     // control handed back on purpose
+	// RuleUnguardedMax bounds the power commanded to a device with no
+	// timeout of its own (devices[].unguarded_max_w): what it may hold if
+	// the agent dies mid-lease.
+	RuleUnguardedMax Rule = "unguarded_max_w"
 )
 
 // Site reports whether the rule holds the whole site rather than one
@@ -89,7 +93,7 @@ func (r Rule) Site() bool {
 // clamped events) rather than a trip that holds a device in its safe state.
 func (r Rule) Limit() bool {
 	switch r {
-	case RuleMaxCharge, RuleMaxDischarge, RuleExport, RuleImport, RuleSiteDischarge, RuleSiteCharge:
+	case RuleMaxCharge, RuleMaxDischarge, RuleExport, RuleImport, RuleSiteDischarge, RuleSiteCharge, RuleUnguardedMax:
 		return true
 	}
 	return false

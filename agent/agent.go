@@ -323,6 +323,7 @@ func (a *Agent) newControl() error {
 		a.log.Warn("this binary carries no build time (no stamp, no vcs.time, no usable file time): with the clock unsynchronised, nothing bounds how old a lease is; such a lease is held at most " + safety.UnverifiedHold.String())
 	}
 	var devs []control.Device
+	lim := a.cfg.Safety.Limits()
 	for _, d := range a.devices {
 		switch {
 		case !a.controlled(d):
@@ -334,10 +335,18 @@ func (a *Agent) newControl() error {
 			devs = append(devs, storageDevice{drivers.NewStorage(d.sunspec, a.cfg.Safety.RevertTimeout.D(), opts...)})
 		default:
 			devs = append(devs, vendorDevice{d.vendor})
+			if !d.vendor.Guarded() {
+				// Nothing lapses on the device: what it may hold if the
+				// agent dies is bounded by what it is commanded.
+				if lim.UnguardedMaxW == nil {
+					lim.UnguardedMaxW = map[string]hearth.Watts{}
+				}
+				lim.UnguardedMaxW[d.cfg.Name] = hearth.Watts(d.cfg.UnguardedCapW())
+			}
 		}
 	}
 	ctl, err := control.New(control.Options{
-		Limits: a.cfg.Safety.Limits(), Store: a.leases, Devices: devs,
+		Limits: lim, Store: a.leases, Devices: devs,
 		MeterDevice: a.cfg.Safety.MeterDevice, MeterPoint: a.cfg.Safety.MeterPoint,
 		EffectiveWithin: a.cfg.Safety.EffectiveWithin.D(),
 		Now:             a.clocks.Now, Synced: a.clockSynced, BuildTime: a.buildTime, Event: a.events.Record,

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -117,9 +118,30 @@ type DeviceConfig struct {
 	// hearth starts again and releases it. Without it such a device is
 	// only read.
 	AllowUnguardedControl bool `yaml:"allow_unguarded_control"`
+	// UnguardedMaxW bounds the power, charging or discharging, hearth
+	// commands a device with no timeout of its own (allow_unguarded_control):
+	// what the battery holds at most if the agent dies mid-lease. nil:
+	// DefaultUnguardedMaxW.
+	UnguardedMaxW *float64 `yaml:"unguarded_max_w"`
 
 	// profile is the register map Profile resolved to at validation.
 	profile *drivers.Profile
+}
+
+// Bounds of devices[].unguarded_max_w: the default is a low power a
+// battery left on its last command for hours does no harm with (a house's
+// base load, a slow charge), the maximum beyond any home battery.
+const (
+	DefaultUnguardedMaxW = 1000
+	MaxUnguardedMaxW     = 50000
+)
+
+// UnguardedCapW is the device's unguarded_max_w, or its default.
+func (d DeviceConfig) UnguardedCapW() float64 {
+	if d.UnguardedMaxW == nil {
+		return DefaultUnguardedMaxW
+	}
+	return *d.UnguardedMaxW
 }
 
 // RegisterMap returns the profile the device's profile key resolved to
@@ -598,6 +620,9 @@ func (v *validator) device(p string, d DeviceConfig, names map[string]bool) {
 	}
 	if d.PollInterval.D() < 100*time.Millisecond || d.PollInterval.D() > time.Hour {
 		v.errorf(p+".poll_interval", "%s is outside 100ms..1h", d.PollInterval)
+	}
+	if w := d.UnguardedMaxW; w != nil && (math.IsNaN(*w) || *w < 0 || *w > MaxUnguardedMaxW) {
+		v.errorf(p+".unguarded_max_w", "%g W is outside 0..%d W", *w, MaxUnguardedMaxW)
 	}
 }
 

@@ -64,9 +64,12 @@ func (v *validator) warnings(c *Config) []Error {
 		case !guarded && !d.AllowUnguardedControl:
 			w.warnf(fmt.Sprintf("devices[%d].profile", i), "profile %s has no device-side timeout: device %s is only read, never commanded, unless allow_unguarded_control: true (then a battery whose agent dies mid-lease holds the last command until hearth starts again)", pr.Name, d.Name)
 		case !guarded:
-			w.warnf(key, "device %s has no timeout of its own: if hearth dies mid-lease the battery holds the last command until hearth starts again and releases it; hearth releases it on every stop and start", d.Name)
+			w.warnf(key, "device %s has no timeout of its own: if hearth dies mid-lease the battery holds the last command until hearth starts again and releases it; hearth releases it on every stop and start, and commands it at most unguarded_max_w (%g W), so that is the most it can hold", d.Name, d.UnguardedCapW())
 		case d.AllowUnguardedControl:
 			w.warnf(key, "has no effect: profile %s is read-only or has its own timeout", pr.Name)
+		}
+		if d.UnguardedMaxW != nil && (guarded || !d.AllowUnguardedControl) {
+			w.warnf(fmt.Sprintf("devices[%d].unguarded_max_w", i), "has no effect: it bounds only a device commanded under allow_unguarded_control")
 		}
 	}
 	switch h, _, _ := net.SplitHostPort(c.HTTPListen); {

@@ -63,6 +63,20 @@ type Device interface {
 	RevertTimeout() time.Duration
 }
 
+// Unguarded is implemented by a device that may have no revert timer of
+// its own (Guarded false): nothing on it lapses, so a command it read back
+// counts as held until a release is read back, and RevertTimeout is the
+// hold bound, the longest the agent leaves it on a command it could not
+// refresh before it writes the release itself.
+type Unguarded interface {
+	Guarded() bool
+}
+
+func unguarded(d Device) bool {
+	g, ok := d.(Unguarded)
+	return ok && !g.Guarded()
+}
+
 // Readback is what a device showed after a write.
 type Readback struct {
 	// HeldW is the power the device's registers say it holds, which may
@@ -180,6 +194,18 @@ type ctlDevice struct {
 	mayHold   hearth.Watts
 	mayHoldOK bool
 	mayHoldAt time.Time
+	// unguarded: the device has no revert timer (Unguarded). okAt is
+	// when a write to it last went through; holdReported says the agent
+	// has reported that it may still hold mayHold, unreleased.
+	unguarded    bool
+	okAt         time.Time
+	holdReported bool
+}
+
+// overdue reports whether a device with no revert timer holds a power
+// command the agent has not refreshed for its hold bound (RevertTimeout).
+func (d *ctlDevice) overdue(now time.Time) bool {
+	return d.unguarded && d.mayHoldOK && d.mayHold != 0 && now.Sub(d.okAt) >= d.st.RevertTimeout()
 }
 
 // New builds a controller and restores the persisted lease: an unexpired
@@ -220,7 +246,7 @@ func New(opt Options) (*Controller, error) {
 		fallback: opt.Limits.Fallback, obs: map[string]safety.Observation{}, dev: map[string]*ctlDevice{},
 	}
 	for _, d := range opt.Devices {
-		c.dev[d.Name()] = &ctlDevice{st: d}
+		c.dev[d.Name()] = &ctlDevice{st: d, unguarded: unguarded(d)}
 	}
 	if err := c.restore(); err != nil {
 		return nil, err
@@ -517,6 +543,12 @@ func (c *Controller) Step(ctx context.Context) {
 	var jobs []job
 	for _, a := range dec.Commands {
 		d := c.dev[a.Device()]
+		if d.overdue(now) && a.Mode() != hearth.ModeAuto {
+			// No timeout on the device, and its command could not be
+			// refreshed for the hold bound: release it as soon as a
+			// write goes through.
+			a = safety.Release(a.Device())
+		}
 		refresh := a.Mode() == hearth.ModePower && now.Sub(d.writtenAt) >= d.st.RevertTimeout()/3
 		if d.failing || !d.written.Valid() || !d.written.Equal(a) || refresh {
 			jobs = append(jobs, job{d, a})
@@ -546,12 +578,18 @@ func (c *Controller) Step(ctx context.Context) {
 			if !d.written.Equal(a) {
 				d.since = now
 			}
-			d.written, d.writtenAt, d.failing = a, now, false
+			d.written, d.writtenAt, d.failing, d.okAt = a, now, false, now
 			d.held, d.heldOK = a.Power(), a.Mode() == hearth.ModePower
 			if r.st.HeldW != nil {
 				d.held = *r.st.HeldW
 			}
 			d.mayHold, d.mayHoldOK, d.mayHoldAt = d.held, d.heldOK, now
+			if d.holdReported {
+				// A write went through: the agent stands behind what the
+				// device holds again (past the hold bound, the release).
+				c.log.Info("device written again after holding an unconfirmed command", "device", a.Device(), "mode", a.Mode())
+				d.holdReported = false
+			}
 			if d.heldOK {
 				c.eval.Confirm(a.Device(), d.held)
 			}
@@ -570,6 +608,15 @@ func (c *Controller) Step(ctx context.Context) {
 			// It holds what it held before, not this: the ramp starts
 			// again from what it is measured doing.
 			c.eval.Unconfirmed(a.Device())
+			if d.overdue(now) && !d.holdReported && ctx.Err() == nil {
+				// Neither refreshed nor released: nothing on the device
+				// lapses, so it may hold its last command indefinitely.
+				d.holdReported = true
+				c.log.Error("device may still hold its last command: no timeout of its own, and it cannot be released",
+					"device", a.Device(), "may_hold_w", d.mayHold, "err", r.err)
+				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
+					"may_hold_w": roundW(d.mayHold), "unconfirmed_s": math.Round(now.Sub(d.okAt).Seconds())})
+			}
 		}
 	}
 	for _, a := range dec.Commands {
@@ -649,7 +696,9 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 		if !ok {
 			o = safety.Observation{Reading: hearth.Reading{Device: d.Name()}}
 		}
-		if cd := c.dev[d.Name()]; cd.mayHoldOK && now.Sub(cd.mayHoldAt) < d.RevertTimeout() {
+		// A device with no revert timer holds its last command until a
+		// release is read back, however long that takes.
+		if cd := c.dev[d.Name()]; cd.mayHoldOK && (cd.unguarded || now.Sub(cd.mayHoldAt) < d.RevertTimeout()) {
 			w := cd.mayHold
 			o.MayHold = &w
 		}
@@ -752,7 +801,7 @@ func (c *Controller) clampData(l *safety.Lease, dec safety.Decision) map[string]
 	if l.Setpoint.Version != 0 {
 		data["version"] = l.Setpoint.Version
 	}
-	if w, ok := c.opt.Limits.LimitW(dec.Rule); ok {
+	if w, ok := c.opt.Limits.DeviceLimitW(dec.Rule, dec.RuleDevice); ok {
 		data["limit_w"] = w
 	}
 	if dec.RuleDevice != "" {
@@ -790,6 +839,18 @@ func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth
 		}
 		if d.notEffective != "" {
 			s.NotEffective = append(s.NotEffective, dv.Name())
+		}
+		if d.holdReported {
+			if s.Devices == nil {
+				s.Devices = map[string]hearth.DeviceSafety{}
+			}
+			ds := s.Devices[dv.Name()]
+			if ds.Safety == "" {
+				ds.Safety = "ok"
+			}
+			w := roundW(d.mayHold)
+			ds.MayHoldW = &w
+			s.Devices[dv.Name()] = ds
 		}
 	}
 	if held {

@@ -20,7 +20,9 @@ type plainDevice struct {
 	name string
 	mu   sync.Mutex
 	down bool
-	got  safety.Approved
+	// noWrite: read as usual, but every write fails.
+	noWrite bool
+	got     safety.Approved
 }
 
 func (d *plainDevice) Name() string                 { return d.name }
@@ -28,7 +30,7 @@ func (d *plainDevice) RevertTimeout() time.Duration { return 60 * time.Second }
 func (d *plainDevice) Apply(_ context.Context, a safety.Approved) (Readback, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.down {
+	if d.down || d.noWrite {
 		return Readback{}, errors.New("i/o timeout")
 	}
 	d.got = a
@@ -53,7 +55,9 @@ type siteRig struct {
 	gridW  hearth.Watts // grid power before the batteries, positive exporting
 }
 
-func newSiteRig(t *testing.T, lim safety.Limits) *siteRig {
+// newSiteRig builds the rig; wrap, when given, makes battery2 the device
+// the controller takes (one with other behaviour around its plainDevice).
+func newSiteRig(t *testing.T, lim safety.Limits, wrap ...func(*plainDevice) Device) *siteRig {
 	t.Helper()
 	r := &siteRig{t: t, clock: clocktest.New(ctlT0), b1: &plainDevice{name: "battery1"}, b2: &plainDevice{name: "battery2"}}
 	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: r.clock.Now})
@@ -62,7 +66,11 @@ func newSiteRig(t *testing.T, lim safety.Limits) *siteRig {
 	}
 	t.Cleanup(func() { store.Close() })
 	r.store = store
-	r.ctl, err = New(Options{Limits: lim, Store: store, Devices: []Device{r.b1, r.b2}, Event: storeEvent(store),
+	var d2 Device = r.b2
+	for _, w := range wrap {
+		d2 = w(r.b2)
+	}
+	r.ctl, err = New(Options{Limits: lim, Store: store, Devices: []Device{r.b1, d2}, Event: storeEvent(store),
 		MeterDevice: "meter", MeterPoint: "grid_w", Now: r.clock.Instant})
 	if err != nil {
 		t.Fatal(err)

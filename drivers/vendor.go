@@ -95,7 +95,10 @@ func (d *VendorDevice) Name() string { return d.name }
 func (d *VendorDevice) Guarded() bool { return d.c.Guarded() }
 
 // RevertTimeout is the device's own timeout (kind register or setting), or
-// UnguardedRefresh for a device without one.
+// UnguardedRefresh for a device without one. For such a device nothing
+// lapses: the control loop takes it as the refresh period and the hold
+// bound (Guarded false), and counts the device at its last command until a
+// release reads back, never as released when this has passed.
 func (d *VendorDevice) RevertTimeout() time.Duration {
 	if !d.c.Guarded() {
 		return UnguardedRefresh

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
+	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/diag"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/harness"
@@ -175,7 +176,13 @@ func TestVendorKilledMidLease(t *testing.T) {
 				"mode": "power", "power_w": -1200, "fallback": "auto"}
 			payload, _ := json.Marshal(l)
 			harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
-			waitVendor(t, v, "the battery to charge 1200 W", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == -1200 })
+			// An unguarded device is commanded at most unguarded_max_w
+			// (its default, 1000 W, here).
+			want := hearth.Watts(-1200)
+			if !c.guarded {
+				want = -config.DefaultUnguardedMaxW
+			}
+			waitVendor(t, v, fmt.Sprintf("the battery to charge %g W", -want), func(st sim.VendorState) bool { return st.Forced && st.BatteryW == want })
 
 			agent.Kill()
 			clock.Advance(6 * time.Minute) // past SolarEdge's 300 s timeout
@@ -183,11 +190,11 @@ func TestVendorKilledMidLease(t *testing.T) {
 			if c.guarded && (st.Forced || st.Reverts == 0 || st.BatteryW != 300) {
 				t.Fatalf("after the device timeout the battery runs %+v, want it back in self-consumption (300 W)", st)
 			}
-			if !c.guarded && (!st.Forced || st.BatteryW != -1200) {
-				t.Fatalf("an unguarded battery runs %+v, want it still holding -1200 W", st)
+			if !c.guarded && (!st.Forced || st.BatteryW != want) {
+				t.Fatalf("an unguarded battery runs %+v, want it still holding %g W (its cap)", st, want)
 			}
 			agent.Restart()
-			waitVendor(t, v, "the restarted agent to resume the lease", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == -1200 })
+			waitVendor(t, v, "the restarted agent to resume the lease", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == want })
 		})
 	}
 }

@@ -219,6 +219,15 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 	}
 	v.lo, v.loRule = -l.MaxChargeW, RuleMaxCharge
 	v.hi, v.hiRule = l.MaxDischargeW, RuleMaxDischarge
+	if c, ok := l.UnguardedMaxW[name]; ok {
+		// No timeout on the device: what it may hold if the agent dies.
+		if c < v.hi {
+			v.hi, v.hiRule = c, RuleUnguardedMax
+		}
+		if -c > v.lo {
+			v.lo, v.loRule = -c, RuleUnguardedMax
+		}
+	}
 	if s.trips[RuleSoCMin] {
 		v.hi, v.hiRule = 0, RuleSoCMin
 	}

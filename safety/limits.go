@@ -1,7 +1,9 @@
 package safety
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -31,6 +33,7 @@ const (
 	RuleCellTempMax    = hearth.RuleCellTempMax
 	RuleChargeTemp     = hearth.RuleChargeTemp
 	RuleImplausible    = hearth.RuleImplausible
+	RuleUnguardedMax   = hearth.RuleUnguardedMax
 )
 
 // Defaults for the hysteresis bands and the clock skew, used by the agent
@@ -74,6 +77,12 @@ type Limits struct {
 	ImportLimitW      *hearth.Watts
 	SiteMaxDischargeW *hearth.Watts
 	SiteMaxChargeW    *hearth.Watts
+	// UnguardedMaxW bounds, by device name, the power a device with no
+	// timeout of its own is commanded, charging and discharging alike
+	// (devices[].unguarded_max_w, rule unguarded_max_w): the most such a
+	// battery holds if the agent dies mid-lease. A device not named has no
+	// such bound.
+	UnguardedMaxW map[string]hearth.Watts
 	// EffectiveWithin is how long a device may take to follow a command
 	// before a response of the wrong sign counts against it; zero takes
 	// DefaultEffectiveWithin.
@@ -134,6 +143,11 @@ func (l Limits) Validate() error {
 			errs.Add(f.key, "%g must not be negative", float64(*f.v))
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(l.UnguardedMaxW)) {
+		if w := float64(l.UnguardedMaxW[name]); finite("unguarded_max_w", w) && w < 0 {
+			errs.Add("unguarded_max_w", "%s: %g must not be negative", name, w)
+		}
+	}
 	finite("charge_temp_c_min", l.ChargeTempCMin)
 	if l.MaxReadingAge <= 0 {
 		errs.Add("max_reading_age", "must be above 0")
@@ -186,4 +200,14 @@ func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
 		return 0, false
 	}
 	return *w, true
+}
+
+// DeviceLimitW is LimitW for a rule that bound device: for
+// unguarded_max_w, that device's own bound.
+func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
+	if r == RuleUnguardedMax {
+		w, ok := l.UnguardedMaxW[device]
+		return w, ok
+	}
+	return l.LimitW(r)
 }
