@@ -76,6 +76,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	// The local page, on a loopback port free a moment ago: the agent
+	// takes it when it starts.
+	httpAddr, err := freeLoopback()
+	if err != nil {
+		return fail(err)
+	}
 	s := sim.New(sim.Config{UnitID: 1, InitialSoC: 60, Serial: "DEMO0001", Logger: quiet})
 	simCtx, simCancel := context.WithCancel(context.Background())
 	simDone := make(chan struct{})
@@ -99,7 +105,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err = template.Must(template.New("demo").Parse(demoConfig)).Execute(f, map[string]string{
 		"GatewayID": "demo-gw", "DataDir": dir, "Modbus": ln.Addr().String(), "Broker": brokerURL,
-		"Key": base64.StdEncoding.EncodeToString(pub),
+		"Key": base64.StdEncoding.EncodeToString(pub), "HTTP": httpAddr,
 	})
 	f.Close()
 	if err != nil {
@@ -122,11 +128,15 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	fmt.Fprintf(stdout, "hearth demo: simulator on %s, broker on %s, agent pid %d\n", ln.Addr(), brokerURL, cmd.Process.Pid)
 	fmt.Fprintf(stdout, "config %s, agent log %s; Ctrl-C stops\n", cfgPath, logPath)
+	fmt.Fprintf(stdout, "look at the agent from another terminal:\n")
+	fmt.Fprintf(stdout, "  %s status --config %s\n", bin, cfgPath)
+	fmt.Fprintf(stdout, "  %s points --config %s\n", bin, cfgPath)
+	fmt.Fprintf(stdout, "  local page: http://%s/\n", httpAddr)
 	fmt.Fprintf(stdout, "in 5 s the demo cloud sends a signed lease: discharge 4000 W for 1 min (the agent's limit is 2500 W)\n\n")
 	watchCtx, watchCancel := context.WithCancel(ctx)
 	defer watchCancel()
 	watchErr := make(chan error, 1)
-	go func() { watchErr <- watch(watchCtx, brokerURL, "hearth/v1", "+", stdout) }()
+	go func() { watchErr <- demoView(watchCtx, brokerURL, "hearth/v1", "demo-gw", stdout) }()
 
 	leaseDone := make(chan struct{})
 	go func() {
@@ -216,6 +226,16 @@ func (p *pipeWriter) Write(b []byte) (int, error) {
 		p.broken()
 	}
 	return n, err
+}
+
+// freeLoopback returns a loopback address whose port was free a moment ago.
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func findAgent(flagPath string) (string, error) {
