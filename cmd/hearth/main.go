@@ -63,6 +63,7 @@ Usage:
   hearth config init             write a config for this gateway
   hearth config hash-password    hash a password for the local page (http_password_hash)
   hearth cert request            make the gateway's key and certificate request
+  hearth completion bash|zsh     a shell completion script
   hearth version
 
 Commands that talk to the running agent take --socket PATH (default:
@@ -138,6 +139,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCommission(args[1:], stdout, stderr)
 	case "dump":
 		return cmdDump(args[1:], stdout, stderr)
+	case "completion":
+		return cmdCompletion(args[1:], stdout, stderr)
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

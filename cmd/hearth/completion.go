@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// command is one entry of the command table that shell completion is
+// generated from: a command and the words that may follow it. A test
+// keeps the table and the usage text listing the same commands.
+type command struct {
+	name string
+	subs []string
+}
+
+var commandTable = []command{
+	{"run", nil},
+	{"status", nil},
+	{"points", nil},
+	{"events", nil},
+	{"buffer", nil},
+	{"lease", []string{"reset-version"}},
+	{"keys", []string{"reload"}},
+	{"clock", []string{"reset-floor"}},
+	{"mode", []string{"get", "set", "clear"}},
+	{"commission", nil},
+	{"dump", nil},
+	{"log-level", []string{"debug", "info", "warn", "error"}},
+	{"uplink", []string{"reconnect"}},
+	{"device", []string{"probe"}},
+	{"modbus", []string{"read", "scan"}},
+	{"config", []string{"check", "init", "hash-password"}},
+	{"cert", []string{"request"}},
+
+	{"completion", []string{"bash", "zsh"}},
+	{"version", nil},
+	{"help", nil},
+}
+
+func commandNames() []string {
+	var names []string
+	for _, c := range commandTable {
+		names = append(names, c.name)
+	}
+	return names
+}
+
+// cmdCompletion prints a completion script for bash or zsh, made from
+// the command table.
+func cmdCompletion(args []string, stdout, stderr io.Writer) int {
+	const use = "usage: hearth completion bash|zsh  (e.g. hearth completion bash > /etc/bash_completion.d/hearth)"
+	if len(args) == 1 && isHelp(args) {
+		fmt.Fprintln(stdout, use)
+		return exitOK
+	}
+	if len(args) != 1 || (args[0] != "bash" && args[0] != "zsh") {
+		fmt.Fprintln(stderr, use)
+		return exitUsage
+	}
+	var cases strings.Builder
+	for _, c := range commandTable {
+		if len(c.subs) > 0 {
+			fmt.Fprintf(&cases, "        %s) words=%q ;;\n", c.name, strings.Join(c.subs, " "))
+		}
+	}
+	top := strings.Join(commandNames(), " ")
+	switch args[0] {
+	case "bash":
+		fmt.Fprintf(stdout, `# bash completion for hearth, made by 'hearth completion bash'
+_hearth() {
+    local cur words=""
+    cur="${COMP_WORDS[COMP_CWORD]}"
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        words=%q
+    elif [ "$COMP_CWORD" -eq 2 ]; then
+        case "${COMP_WORDS[1]}" in
+%s        esac
+    fi
+    case "$cur" in
+        -*) words="--config --socket --json --help" ;;
+    esac
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o default -F _hearth hearth
+`, top, cases.String())
+	case "zsh":
+		fmt.Fprintf(stdout, `#compdef hearth
+# zsh completion for hearth, made by 'hearth completion zsh'
+_hearth() {
+    local words_=""
+    if (( CURRENT == 2 )); then
+        words_=%q
+    elif (( CURRENT == 3 )); then
+        case "${words[2]}" in
+%s        esac
+    fi
+    [[ "${words[CURRENT]}" == -* ]] && words_="--config --socket --json --help"
+    if [[ -n "$words_" ]]; then
+        compadd -- ${=words_}
+    else
+        _files
+    fi
+}
+compdef _hearth hearth
+`, top, strings.ReplaceAll(cases.String(), "words=", "words_="))
+	}
+	return exitOK
+}
