@@ -91,6 +91,11 @@ esac
 debversion="${debversion//-/+}"
 
 mkdir -p "$out"
+# Shell completions come from the command table of the host's hearth: the
+# same on every architecture, so made once.
+mkdir -p "$out/completion"
+"$GO" run ./cmd/hearth completion bash > "$out/completion/hearth.bash"
+"$GO" run ./cmd/hearth completion zsh > "$out/completion/_hearth"
 build_date="$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
 ldflags="-s -w -X $module.Version=$version -X $module.BuildDate=$build_date"
 for t in "${targets[@]}"; do
@@ -104,7 +109,7 @@ for t in "${targets[@]}"; do
         -o "$out/$cmd-linux-$t" "./cmd/$cmd"
   done
   rm -f "$out"/hearth_*_"$t".deb
-  HEARTH_BIN="$out/hearth-linux-$t" HEARTH_DEB_ARCH="$debarch" HEARTH_DEB_VERSION="$debversion" \
+  HEARTH_BIN="$out/hearth-linux-$t" HEARTH_COMPLETION="$out/completion" HEARTH_DEB_ARCH="$debarch" HEARTH_DEB_VERSION="$debversion" \
     "$nfpm" package --config packaging/nfpm.yaml --packager deb \
       --target "$out/hearth_${debversion}_${t}.deb" | sed "s/^/  /" >&2
 done
