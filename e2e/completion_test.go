@@ -13,7 +13,7 @@ import (
 // TestCompletionBashCompletesTheCommandsOfTheUsage: `hearth completion
 // bash` is valid bash, completes commands and their subcommands when
 // sourced, and offers exactly the commands `hearth help` lists, each of
-// which the binary knows.
+// which the binary knows and `hearth help --man` documents.
 func TestCompletionBashCompletesTheCommandsOfTheUsage(t *testing.T) {
 	t.Parallel()
 	script, errOut, code := runBinary(t, nil, hearthBin, "completion", "bash")
@@ -71,6 +71,24 @@ func TestCompletionBashCompletesTheCommandsOfTheUsage(t *testing.T) {
 		_, errOut, _ := runBinary(t, nil, hearthBin, c, "--help")
 		if strings.Contains(errOut, "unknown command") {
 			t.Errorf("completion offers %q, which hearth does not know:\n%s", c, errOut)
+		}
+	}
+
+	// hearth(1) documents every command completion offers, and renders.
+	man, errOut, code := runBinary(t, nil, hearthBin, "help", "--man")
+	if code != 0 || !strings.HasPrefix(man, ".TH HEARTH 1 ") {
+		t.Fatalf("hearth help --man: exit %d\n%s%s", code, man, errOut)
+	}
+	for _, c := range top {
+		if c != "help" && !strings.Contains(man, "\n.B hearth "+strings.ReplaceAll(c, "-", `\-`)) {
+			t.Errorf("the manual page has no entry for %q", c)
+		}
+	}
+	if groff, err := exec.LookPath("groff"); err == nil {
+		cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
+		cmd.Stdin = strings.NewReader(man)
+		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("groff on the manual page: %v\n%s", err, out)
 		}
 	}
 

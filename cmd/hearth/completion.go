@@ -107,3 +107,39 @@ compdef _hearth hearth
 	}
 	return exitOK
 }
+
+// manPage writes hearth(1) in roff, made from the usage text: one entry
+// per command line of it, so the page lists what `hearth help` lists.
+func manPage(w io.Writer, version string) {
+	esc := func(s string) string {
+		s = strings.ReplaceAll(s, `\`, `\e`)
+		s = strings.ReplaceAll(s, "-", `\-`)
+		if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
+			s = `\&` + s
+		}
+		return s
+	}
+	fmt.Fprintf(w, ".TH HEARTH 1 \"\" \"hearth %s\" \"hearth manual\"\n", esc(version))
+	fmt.Fprintln(w, ".SH NAME\nhearth \\- home\\-battery gateway agent and its field commands")
+	fmt.Fprintln(w, ".SH SYNOPSIS\n.B hearth\n.I command\n[flags]")
+	fmt.Fprintln(w, ".SH COMMANDS")
+	lines := strings.Split(usage, "\n")
+	var rest []string
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "  hearth ") {
+			if i > 3 && len(rest) == 0 && strings.TrimSpace(l) == "" {
+				rest = lines[i+1:]
+			}
+			continue
+		}
+		cmd, what, _ := strings.Cut(strings.TrimPrefix(l, "  "), "  ")
+		fmt.Fprintf(w, ".TP\n.B %s\n%s\n", esc(strings.TrimSpace(cmd)), esc(strings.TrimSpace(what)))
+	}
+	fmt.Fprintln(w, ".SH NOTES")
+	for _, l := range rest {
+		if strings.TrimSpace(l) != "" {
+			fmt.Fprintln(w, esc(l))
+		}
+	}
+	fmt.Fprintln(w, ".SH FILES\n.TP\n.B /etc/hearth/hearth.yaml\nthe configuration\n.SH SEE ALSO\n/usr/share/doc/hearth/install.md")
+}

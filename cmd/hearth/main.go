@@ -72,7 +72,8 @@ and --json. Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config,
 4 agent not running, 5 permission denied, 6 status degraded,
 7 another agent holds this gateway (hearth run).
 
-Run 'hearth COMMAND --help' for a command's flags.
+Run 'hearth COMMAND --help' for a command's flags; 'hearth help --man'
+prints this as the hearth(1) manual page.
 `
 
 func main() {
@@ -144,6 +145,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
+		if len(args) == 2 && args[1] == "--man" {
+			manPage(stdout, hearth.Version)
+			return exitOK
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
