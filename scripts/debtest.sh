@@ -74,6 +74,7 @@ cp "$deb" "$root/tmp/hearth.deb"
 out="$(in_root dpkg -i /tmp/hearth.deb 2>&1)" && ok "dpkg -i $(basename "$deb")" || { bad "dpkg -i: $out"; }
 check "dpkg -i: bash completion installed" test -s "$root/usr/share/bash-completion/completions/hearth"
 check "dpkg -i: zsh completion installed" test -s "$root/usr/share/zsh/vendor-completions/_hearth"
+check "dpkg -i: manual page installed" test -s "$root/usr/share/man/man1/hearth.1.gz"
 echo "$out" | sed 's/^/  | /'
 check_installed deb /lib/systemd/system
 check "deb: fresh config is the example" cmp "$root/etc/hearth/hearth.yaml" "$root/usr/share/hearth/hearth.example.yaml"

@@ -91,11 +91,12 @@ esac
 debversion="${debversion//-/+}"
 
 mkdir -p "$out"
-# Shell completions come from the command table of the host's hearth: the
+# Shell completions and the manual page come from the command table of the host's hearth: the
 # same on every architecture, so made once.
 mkdir -p "$out/completion"
 "$GO" run ./cmd/hearth completion bash > "$out/completion/hearth.bash"
 "$GO" run ./cmd/hearth completion zsh > "$out/completion/_hearth"
+"$GO" run ./cmd/hearth help --man | gzip -9n > "$out/completion/hearth.1.gz"
 build_date="$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
 ldflags="-s -w -X $module.Version=$version -X $module.BuildDate=$build_date"
 for t in "${targets[@]}"; do
