@@ -98,7 +98,7 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 				}
 			}
 			if err == nil {
-				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, nil)
+				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, false, nil, nil)
 			}
 			if pr := dc.RegisterMap(); err == nil && len(found) == 1 && pr != nil && pr.Discovery == "" {
 				probeProfile(ctx, bus, dc, pr, &p)
