@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -221,8 +222,20 @@ func tlsStep(cfg Config, host string, c *tls.Conn, err error) ProbeStep {
 		st.Hint = "the broker's certificate is expired or not yet valid: check the gateway's clock (timedatectl), then the broker"
 	case strings.Contains(err.Error(), "remote error"):
 		st.Hint = "the broker refused the handshake: is uplink.cert_file signed by a CA it trusts?"
+	case plainAnswer(err):
+		st.Detail = fmt.Sprintf("%v (during the TLS handshake with %s)", err, host)
+		st.Hint = "the broker answered without TLS: is this a plain port? use tcp:// or the TLS port (usually 8883)"
 	}
 	return st
+}
+
+// plainAnswer says whether a failed TLS handshake looks like a listener
+// that does not speak TLS: a plain MQTT broker closes the connection on
+// the ClientHello (EOF, reset), or answers with something that is no TLS
+// record.
+func plainAnswer(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &rh)
 }
 
 func tlsVersion(v uint16) string {
