@@ -305,3 +305,25 @@ func TestLoopTicksOnTheInjectedClock(t *testing.T) {
 	}
 	t.Fatalf("40 s on the injected clock past a 10 s lease: no lease_ended")
 }
+
+// At start the devices' first readings arrive one by one: a device not
+// yet read holds the safe state quietly, with no max_reading_age trip
+// and clear for the moments before its first reading.
+func TestDeviceNotYetReadIsNoTrip(t *testing.T) {
+	t.Parallel()
+	r := newSiteRig(t, testSafetyLimits())
+	r.clock.Advance(time.Second)
+	r.ctl.Observe(r.reading(r.b2))
+	r.ctl.Step(context.Background())
+	if got := r.b1.holds(); got != 0 {
+		t.Errorf("battery1 not yet read holds %v W, want the safe state", got)
+	}
+	r.cycle()
+	r.cycle()
+	if evs := append(r.events(EventTrip), r.events(EventTripCleared)...); len(evs) != 0 {
+		t.Errorf("the first readings coming one by one gave trip events %v, want none", evs)
+	}
+	if st := r.ctl.State(); st.Safety != "ok" || st.Devices["battery1"].Safety != "ok" {
+		t.Errorf("both batteries read: state %+v, want ok", st)
+	}
+}
