@@ -55,14 +55,15 @@ func TestConfigCheckOnlineTLSOnPlainPort(t *testing.T) {
 
 // TestConfigCheckOnlineCertificatesPending: with the gateway's certificate
 // and key not issued yet, --online names each missing file on its line,
-// and still probes the device (exit 3: the agent could not start yet).
+// and still probes the device and the broker's TCP and TLS (exit 3: the
+// agent could not start yet).
 func TestConfigCheckOnlineCertificatesPending(t *testing.T) {
 	t.Parallel()
 	_, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "PENDING-1"})
-	m := harness.StartMosquitto(t)
 	certs := harness.GenerateCerts(t)
+	m := harness.StartMosquitto(t, harness.WithTLS(certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile, true), harness.WithACL(harness.GatewayACL))
 	dir := t.TempDir()
-	cfg := writeTLSConfig(t, dir, "gw-pending", simAddr, strings.Replace(m.URL(), "tcp://", "tls://", 1), certs.CAFile,
+	cfg := writeTLSConfig(t, dir, "gw-pending", simAddr, m.URL(), certs.CAFile,
 		filepath.Join(dir, "gateway.crt"), filepath.Join(dir, "gateway.key"))
 	out, errOut, code := hearthCLI(t, nil, "config", "check", "--online", cfg)
 	for _, want := range []string{
@@ -70,6 +71,8 @@ func TestConfigCheckOnlineCertificatesPending(t *testing.T) {
 		cfg + ":10: uplink.key_file: ", "gateway.key: no such file",
 		"valid but for the files above",
 		"device battery (tcp " + simAddr + " unit 1, via direct): ok, SunSpec, models 1,103,124,802; hearth hearthsim, serial PENDING-1",
+		"broker tls: ok: TLS 1.3, broker certificate",
+		"broker client certificate: FAILED: ", "TCP and TLS were checked without it",
 	} {
 		if code != 3 || !strings.Contains(out, want) {
 			t.Errorf("config check --online, certificates pending: exit %d (want 3), output lacks %q:\n%s%s", code, want, out, errOut)

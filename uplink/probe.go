@@ -71,6 +71,17 @@ func Probe(ctx context.Context, cfg Config) ProbeReport {
 		r.Broker = nodes[0]
 	}
 	tc, err := cfg.validate()
+	// The client certificate and key not issued yet (a request pending):
+	// the connection and the broker's certificate can be checked all the
+	// same, without them; the MQTT steps, which need them, cannot.
+	var pending error
+	if err != nil && cfg.CertFile != "" {
+		bare := cfg
+		bare.CertFile, bare.KeyFile = "", ""
+		if btc, berr := bare.validate(); berr == nil && btc != nil {
+			tc, pending, err = btc, err, nil
+		}
+	}
 	if err != nil {
 		r.add(ProbeStep{Name: "config", Detail: err.Error(), Hint: "fix the uplink section: hearth config check"})
 		return r
@@ -94,6 +105,11 @@ func Probe(ctx context.Context, cfg Config) ProbeReport {
 		}
 	}
 	conn.Close()
+	if pending != nil {
+		r.add(ProbeStep{Name: "client certificate", Detail: pending.Error(),
+			Hint: "the gateway's certificate is not there yet (hearth cert request): TCP and TLS were checked without it, login, subscribe and publish need it"})
+		return r
+	}
 
 	base := cfg.TopicPrefix + "/" + cfg.GatewayID
 	setpoint, check := base+"/setpoint", base+"/"+CheckTopic
