@@ -123,14 +123,14 @@ func TestLoadChecksNamedFiles(t *testing.T) {
 		t.Fatalf("the example has no %s", key)
 		return 0
 	}
-	ca, cert := lineOf("ca_file"), lineOf("cert_file")
+	ca, cert, key := lineOf("ca_file"), lineOf("cert_file"), lineOf("key_file")
 	got := map[int]string{}
 	for _, e := range ce {
 		got[e.Line] = e.Msg
 	}
-	if len(ce) != 2 || !strings.Contains(got[ca], "uplink.ca_file") || !strings.Contains(got[ca], "no such file") ||
-		!strings.Contains(got[cert], "uplink.cert_file") {
-		t.Errorf("Load errors:\n%v\nwant ca_file at line %d and cert_file at line %d, both missing", err, ca, cert)
+	if len(ce) != 3 || !strings.Contains(got[ca], "uplink.ca_file") || !strings.Contains(got[ca], "no such file") ||
+		!strings.Contains(got[cert], "uplink.cert_file") || !strings.Contains(got[key], "uplink.key_file") || !strings.Contains(got[key], "no such file") {
+		t.Errorf("Load errors:\n%v\nwant ca_file at line %d, cert_file at line %d and key_file at line %d, each missing", err, ca, cert, key)
 	}
 	if _, err := Parse(path, data); err != nil {
 		t.Errorf("Parse read the certificate files: %v", err)

@@ -389,7 +389,7 @@ uplink:
 // broker (TLS, the gateway's certificate, its ACL) as the agent would use
 // them, names what fails, and touches nothing else: no device write, no
 // message but its own on …/check. With the agent running it asks the
-// devices through the agent.
+// devices the agent owns through the agent, and the others directly.
 func TestConfigCheckOnline(t *testing.T) {
 	t.Parallel()
 	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "ONLINE-1"})
@@ -481,6 +481,23 @@ devices:
 	out, _, code = hearthCLI(t, nil, "config", "check", "--online", good)
 	if code != 0 || !strings.Contains(out, "via agent): ok, SunSpec") {
 		t.Errorf("config check --online with the agent running: exit %d\n%s", code, out)
+	}
+
+	// A config being prepared while the agent runs the old one: the
+	// device the agent does not own is asked directly, the one it owns
+	// through the agent.
+	_, sim2Addr := startSim(t, sim.Config{UnitID: 1, Serial: "ONLINE-2"})
+	next := conf("next.yaml", certs.CAFile, battery,
+		`  - {name: battery2, address: "`+sim2Addr+`", poll_interval: 250ms, timeout: 500ms}`+"\n")
+	out, errOut, code = hearthCLI(t, nil, "config", "check", "--online", next)
+	for _, want := range []string{
+		"device battery (tcp " + simAddr + " unit 1, via agent): ok, SunSpec",
+		"device battery2 (tcp " + sim2Addr + " unit 1, via direct): ok, SunSpec, models 1,103,124,802; hearth hearthsim, serial ONLINE-2",
+		"online: 2 of 2 devices answered; broker ok",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("config check --online of a new config with the agent running: exit %d, output lacks %q:\n%s%s", code, want, out, errOut)
+		}
 	}
 }
 

@@ -257,7 +257,19 @@ func (cfg *Config) tlsConfig() (*tls.Config, error) {
 			tc.RootCAs = pool
 		}
 	}
-	if cfg.CertFile != "" && cfg.KeyFile != "" {
+	// Each missing file is reported on its own line: while a certificate
+	// request is pending, both are usually missing.
+	pairReadable := cfg.CertFile != "" && cfg.KeyFile != ""
+	for _, f := range []struct{ field, path string }{{"cert_file", cfg.CertFile}, {"key_file", cfg.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			errs.Add(f.field, "%v", err)
+			pairReadable = false
+		}
+	}
+	if pairReadable {
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			errs.Add("cert_file", "client certificate: %v", err)

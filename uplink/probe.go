@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -70,6 +71,17 @@ func Probe(ctx context.Context, cfg Config) ProbeReport {
 		r.Broker = nodes[0]
 	}
 	tc, err := cfg.validate()
+	// The client certificate and key not issued yet (a request pending):
+	// the connection and the broker's certificate can be checked all the
+	// same, without them; the MQTT steps, which need them, cannot.
+	var pending error
+	if err != nil && cfg.CertFile != "" {
+		bare := cfg
+		bare.CertFile, bare.KeyFile = "", ""
+		if btc, berr := bare.validate(); berr == nil && btc != nil {
+			tc, pending, err = btc, err, nil
+		}
+	}
 	if err != nil {
 		r.add(ProbeStep{Name: "config", Detail: err.Error(), Hint: "fix the uplink section: hearth config check"})
 		return r
@@ -93,6 +105,11 @@ func Probe(ctx context.Context, cfg Config) ProbeReport {
 		}
 	}
 	conn.Close()
+	if pending != nil {
+		r.add(ProbeStep{Name: "client certificate", Detail: pending.Error(),
+			Hint: "the gateway's certificate is not there yet (hearth cert request): TCP and TLS were checked without it, login, subscribe and publish need it"})
+		return r
+	}
 
 	base := cfg.TopicPrefix + "/" + cfg.GatewayID
 	setpoint, check := base+"/setpoint", base+"/"+CheckTopic
@@ -221,8 +238,20 @@ func tlsStep(cfg Config, host string, c *tls.Conn, err error) ProbeStep {
 		st.Hint = "the broker's certificate is expired or not yet valid: check the gateway's clock (timedatectl), then the broker"
 	case strings.Contains(err.Error(), "remote error"):
 		st.Hint = "the broker refused the handshake: is uplink.cert_file signed by a CA it trusts?"
+	case plainAnswer(err):
+		st.Detail = fmt.Sprintf("%v (during the TLS handshake with %s)", err, host)
+		st.Hint = "the broker answered without TLS: is this a plain port? use tcp:// or the TLS port (usually 8883)"
 	}
 	return st
+}
+
+// plainAnswer says whether a failed TLS handshake looks like a listener
+// that does not speak TLS: a plain MQTT broker closes the connection on
+// the ClientHello (EOF, reset), or answers with something that is no TLS
+// record.
+func plainAnswer(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &rh)
 }
 
 func tlsVersion(v uint16) string {

@@ -20,6 +20,10 @@ type checkResult struct {
 	Valid    bool        `json:"valid"`
 	Errors   []checkItem `json:"errors"`
 	Warnings []checkItem `json:"warnings"`
+	// FilesMissing: with --online, the errors are only files the config
+	// names that cannot be read (certificates not issued yet), and the
+	// devices and broker were probed all the same.
+	FilesMissing bool `json:"files_missing,omitempty"`
 	// Online is what --online found of the devices and the broker.
 	Online *onlineResult `json:"online,omitempty"`
 }
@@ -56,16 +60,32 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 			res.Warnings = append(res.Warnings, checkItem{Line: w.Line, Msg: w.Msg})
 		}
 	}
-	if *online && err == nil {
+	// Certificate files not there yet (a request pending) are errors of
+	// the config as the agent would load it, but need not stop the probes:
+	// a config that is valid apart from its files is probed as far as it
+	// can be, and the files are reported as their own finding.
+	probeCfg := cfg
+	filesOnly := false
+	if *online && errors.As(err, &ce) {
+		if c, rerr := config.Read(path); rerr == nil {
+			probeCfg, filesOnly = c, true
+			res.FilesMissing = true
+		}
+	}
+	if *online && probeCfg != nil {
 		ctx, cancel := signalContext()
 		defer cancel()
-		on := checkOnline(ctx, cfg)
+		on := checkOnline(ctx, probeCfg)
 		res.Online = &on
 	}
 	if *asJSON {
 		writeJSON(stdout, res)
 	} else {
 		switch {
+		case filesOnly:
+			fmt.Fprintln(stdout, explainConfigError(path, err))
+			fmt.Fprintf(stdout, "%s: valid but for the files above (normal while the certificate request is pending); probing what can be probed\n", path)
+			renderOnline(stdout, *res.Online)
 		case err != nil:
 			fmt.Fprintln(stdout, explainConfigError(path, err))
 		default:

@@ -26,13 +26,19 @@ const modbusUsage = `usage:
                      [--baud N] [--parity N|E|O] [--stop-bits 1|2] --unit N --start ADDR --count N
                      [--table holding|input] [--timeout D] [--json]
   hearth modbus scan --direct --address HOST:PORT|/dev/ttyX [--transport …] [--baud N]
-                     [--units 1-247] [--timeout D] [--json]
+                     [--units 1-247] [--timeout D] [--all] [--json]
 
 Without --direct the request goes through the running agent (--socket,
 --config as for hearth status), queued on the owner of the link of the
 device named by --device, or of the configured device at --address; the
 unit defaults to that device's. --direct opens the port itself: stop the
 agent first if it owns the port.
+
+A direct scan prints each unit as it answers. On a Modbus TCP device
+(--transport tcp) it stops at the first unit that answers, as such a
+device is one unit; --all asks the remaining units too (a TCP gateway to
+a serial bus). Each unit is given --timeout, 300ms on a serial bus and
+100ms on TCP unless set. --json prints one document when the scan ends.
 `
 
 // cmdModbus is `hearth modbus read|scan`.
@@ -269,14 +275,29 @@ func parseUnits(s string) ([]uint8, error) {
 	return units, nil
 }
 
+// Per-unit scan timeouts when --timeout is not given: a Modbus TCP
+// device on the local network answers within milliseconds, a serial bus
+// at 9600 baud needs the longer one.
+const (
+	scanTimeoutSerial = 300 * time.Millisecond
+	scanTimeoutTCP    = 100 * time.Millisecond
+)
+
 func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth modbus scan", stderr)
 	lf := addLinkFlags(fs)
 	unitsFlag := fs.String("units", "1-247", "unit ids to try: a list of ids and ranges, such as 1-10,100")
-	fs.Lookup("timeout").DefValue = "300ms"
-	*lf.timeout = 300 * time.Millisecond
+	all := fs.Bool("all", false, "with --direct on tcp: ask every unit, not stop at the first that answers")
+	fs.Lookup("timeout").DefValue = "300ms serial, 100ms tcp"
+	*lf.timeout = 0
 	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
 		return code
+	}
+	if *lf.timeout == 0 {
+		*lf.timeout = scanTimeoutSerial
+		if *lf.direct && lf.transportName() == drivers.TransportTCP {
+			*lf.timeout = scanTimeoutTCP
+		}
 	}
 	units, err := parseUnits(*unitsFlag)
 	if err != nil {
@@ -297,7 +318,22 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 	if !*lf.asJSON && len(units) > 10 {
 		progress = func(i int, u uint8) { fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d)", u, i+1, len(units)) }
 	}
-	found, err := scanLink(ctx, bus, lf.transportName(), *lf.address, units, *lf.timeout, progress)
+	var onFound func(drivers.ScanResult)
+	if !*lf.asJSON {
+		rows := 0
+		onFound = func(r drivers.ScanResult) {
+			if progress != nil {
+				fmt.Fprint(stderr, "\r\033[K")
+			}
+			if rows == 0 {
+				printScanRow(stdout, nil)
+			}
+			rows++
+			printScanRow(stdout, &r)
+		}
+	}
+	stopAtFirst := lf.transportName() == drivers.TransportTCP && !*all
+	found, err := scanLink(ctx, bus, lf.transportName(), *lf.address, units, *lf.timeout, stopAtFirst, progress, onFound)
 	if progress != nil {
 		fmt.Fprintln(stderr)
 	}
@@ -309,6 +345,12 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hearth modbus scan: interrupted")
 		return exitFailed
 	}
+	if onFound != nil && len(found) > 0 {
+		if stopAtFirst && found[0].Unit != units[len(units)-1] {
+			fmt.Fprintf(stderr, "stopped at unit %d, the first that answered on this TCP device; --all asks the other units too\n", found[0].Unit)
+		}
+		return exitOK // printed as they answered
+	}
 	return printScan(found, lf, *unitsFlag, stdout, stderr)
 }
 
@@ -316,12 +358,14 @@ func cmdModbusScan(args []string, stdout, stderr io.Writer) int {
 const sunspecBase = 40000
 
 // scanLink asks each of units on bus whether it is there (and speaks
-// SunSpec), calling progress before each, and returns those that
-// answered. err is the first unit's error when it did not answer: a port
+// SunSpec), calling progress before each and found after each that
+// answers (either may be nil), and returns those that answered. With
+// stopAtFirst it stops at the first unit that answers. err is the first unit's error when it did not answer: a port
 // that cannot be opened, or a connection refused, is the same for every
 // unit (diag.LinkCause), and then the scan stops there rather than report
 // that no unit answered.
-func scanLink(ctx context.Context, bus *drivers.Bus, transport, address string, units []uint8, timeout time.Duration, progress func(int, uint8)) (found []drivers.ScanResult, err error) {
+func scanLink(ctx context.Context, bus *drivers.Bus, transport, address string, units []uint8, timeout time.Duration,
+	stopAtFirst bool, progress func(int, uint8), onFound func(drivers.ScanResult)) (found []drivers.ScanResult, err error) {
 	found = []drivers.ScanResult{}
 	_, err = bus.ReadOnce(ctx, units[0], drivers.Holding, sunspecBase, 2, timeout)
 	var exc *drivers.ExceptionError
@@ -343,6 +387,12 @@ func scanLink(ctx context.Context, bus *drivers.Bus, transport, address string, 
 		}
 		if res, ok := drivers.ScanUnit(ctx, bus, u, timeout); ok {
 			found = append(found, res)
+			if onFound != nil {
+				onFound(res)
+			}
+			if stopAtFirst {
+				break
+			}
 		}
 	}
 	return found, err
@@ -395,27 +445,37 @@ func printScan(found []drivers.ScanResult, lf linkFlags, units string, stdout, s
 	if len(found) == 0 {
 		return code
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "UNIT\tSUNSPEC\tBASE\tMODELS\tDEVICE")
+	printScanRow(stdout, nil)
 	for _, r := range found {
-		ss, base, models, dev := "no", "-", "-", "-"
-		if r.SunSpec {
-			ss, base = "yes", strconv.Itoa(int(r.Base))
-			var ids []string
-			for _, m := range r.Models {
-				ids = append(ids, strconv.Itoa(int(m.ID)))
-			}
-			models = strings.Join(ids, ",")
-			if r.Identity != nil {
-				dev = strings.TrimSpace(r.Identity.Manufacturer + " " + r.Identity.Model + " " + r.Identity.Serial)
-			}
-		} else if r.Error != "" {
-			ss = "error: " + r.Error
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Unit, ss, base, models, dev)
+		printScanRow(stdout, &r)
 	}
-	tw.Flush()
 	return exitOK
+}
+
+// printScanRow prints one row of the scan table, or its header for nil.
+// The columns have fixed widths so that rows can be printed as units
+// answer.
+func printScanRow(w io.Writer, r *drivers.ScanResult) {
+	const row = "%-5s %-8s %-6s %-16s %s\n"
+	if r == nil {
+		fmt.Fprintf(w, row, "UNIT", "SUNSPEC", "BASE", "MODELS", "DEVICE")
+		return
+	}
+	ss, base, models, dev := "no", "-", "-", "-"
+	if r.SunSpec {
+		ss, base = "yes", strconv.Itoa(int(r.Base))
+		var ids []string
+		for _, m := range r.Models {
+			ids = append(ids, strconv.Itoa(int(m.ID)))
+		}
+		models = strings.Join(ids, ",")
+		if r.Identity != nil {
+			dev = strings.TrimSpace(r.Identity.Manufacturer + " " + r.Identity.Model + " " + r.Identity.Serial)
+		}
+	} else if r.Error != "" {
+		ss = "error: " + r.Error
+	}
+	fmt.Fprintf(w, row, strconv.Itoa(int(r.Unit)), ss, base, models, dev)
 }
 
 // units2string writes a unit list back in the --units form, for messages.

@@ -48,7 +48,9 @@ type onlineResult struct {
 // checkOnline probes every device of cfg and its broker, reading only:
 // one identification scan of each device's unit, and a broker session of
 // its own (agent.ProbeBroker). When an agent runs on the config's socket,
-// devices are asked through it, so that its links keep a single master.
+// the devices on links it owns are asked through it, so that its links
+// keep a single master; the others, which a config being prepared may
+// add, are asked directly.
 func checkOnline(ctx context.Context, cfg *config.Config) onlineResult {
 	res := onlineResult{Devices: probeDevices(ctx, cfg)}
 	res.Broker = agent.ProbeBroker(ctx, cfg)
@@ -75,11 +77,11 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 		var found []drivers.ScanResult
 		var err error
 		timeout := max(dc.Timeout.D(), 300*time.Millisecond)
-		if viaAgent {
+		if target, owned := agentTarget(st, dc); viaAgent && owned {
 			p.Via = "agent"
 			var r diag.ModbusScanResult
 			sc := c.WithTimeout(diag.RequestTimeout + timeout)
-			err = sc.Do("POST", "/modbus/scan", nil, diag.ModbusScanRequest{ModbusTarget: diag.ModbusTarget{Device: dc.Name},
+			err = sc.Do("POST", "/modbus/scan", nil, diag.ModbusScanRequest{ModbusTarget: target,
 				Units: []int{dc.UnitID}, Timeout: min(timeout, 5*time.Second).String()}, &r)
 			found = r.Units
 			if err == nil && len(found) == 0 {
@@ -98,7 +100,7 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 				}
 			}
 			if err == nil {
-				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, nil)
+				found, err = scanLink(ctx, bus, dc.Transport, dc.Address, []uint8{uint8(dc.UnitID)}, timeout, false, nil, nil)
 			}
 			if pr := dc.RegisterMap(); err == nil && len(found) == 1 && pr != nil && pr.Discovery == "" {
 				probeProfile(ctx, bus, dc, pr, &p)
@@ -126,6 +128,24 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 		out = append(out, p)
 	}
 	return out
+}
+
+// agentTarget says whether the running agent, as st reports it, owns the
+// link of dc, and how to name that link to it: by the device's name when
+// the agent runs the same device, else by the address of its device on
+// that link.
+func agentTarget(st diag.StatusReport, dc config.DeviceConfig) (diag.ModbusTarget, bool) {
+	owned := false
+	for _, d := range st.Devices {
+		if d.Address != dc.Address || d.Transport != dc.Transport {
+			continue
+		}
+		if d.Name == dc.Name {
+			return diag.ModbusTarget{Device: dc.Name}, true
+		}
+		owned = true
+	}
+	return diag.ModbusTarget{Address: dc.Address, Transport: dc.Transport}, owned
 }
 
 // renderOnline prints an online check: a line per device and per broker

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -238,8 +239,21 @@ func restart(t testing.TB, p *process, name string, start func(timeout time.Dura
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// It picks below the kernel's ephemeral range (32768 and up on Linux): a
+// port the kernel hands out itself is also handed to the next outgoing
+// connection of any process, which can take it between this check and
+// the server's bind. Parallel tests then collide only when two of them
+// draw the same port in the same moment.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	for range 100 {
+		p := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			l.Close()
+			return p
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
@@ -247,3 +261,7 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// The range FreePort draws from: above the well-known and common service
+// ports, below the ephemeral range.
+const freePortLow, freePortHigh = 20000, 32000
