@@ -97,11 +97,15 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		ack.Reason = string(d.Rule)
 	default:
 		ack.Result, ack.Reason = hearth.ResultClamped, string(d.Rule)
-		data := c.clampData(&lease, d)
-		if sp.PowerW != nil {
-			data["requested_w"] = *sp.PowerW
+		if d.TargetW != nil {
+			// A rule that hands the device back to its own logic allows
+			// no power to clamp to: its trip event says so, not a clamp.
+			data := c.clampData(&lease, d)
+			if sp.PowerW != nil {
+				data["requested_w"] = *sp.PowerW
+			}
+			c.event(EventClamped, data)
 		}
-		c.event(EventClamped, data)
 		// The next step binds by the same rule: one clamp, one event.
 		c.rule = d.Rule
 	}
