@@ -360,8 +360,8 @@ func holdOf(o Observation) *hearth.Watts {
 //     charge status agreeing with it) moves away. contradictions such
 //     readings in a row hold the device implausible;
 //   - whether its power swings: a change since the reading before of at
-//     least signMinW, away from the command it held, the other way from
-//     the last such change and not much smaller. A loop that diverges (self_consumption over a battery whose
+//     least signMinW, the other way from the last such change and not much
+//     smaller. A loop that diverges (self_consumption over a battery whose
 //     sign is inverted) swings so, between limits or between zero and a
 //     limit; a device that follows its commands, and a loop that settles,
 //     do not. swingReadings such reversals within the last swingWindow
@@ -381,11 +381,7 @@ func (dc *decider) divergence(o Observation, s *devState, v *verdict) {
 	step := now - prev
 	s.swings = s.swings << 1 & (1<<swingWindow - 1)
 	if math.Abs(step) >= signMinW {
-		// A reversal towards the command is a device following a command
-		// that reversed (a cloud that alternates is no divergence); one
-		// away from it is the loop chasing a response it cannot reach.
-		away := step*(cmd-prev) < 0 || math.Abs(now-cmd) > math.Abs(prev-cmd)
-		if away && step*s.prevStep < 0 && math.Abs(step) >= 0.75*math.Abs(s.prevStep) {
+		if step*s.prevStep < 0 && math.Abs(step) >= 0.75*math.Abs(s.prevStep) {
 			s.swings |= 1
 		}
 		s.prevStep = step
