@@ -18,7 +18,7 @@ import (
 // its schema by the contract check.
 func TestAcksSayWhy(t *testing.T) {
 	t.Parallel()
-	m := startBroker(t)
+	m := harness.StartMosquitto(t)
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,6 @@ func TestRevokingTheLastKeyClosesTheGateway(t *testing.T) {
 	}
 	mq := harness.StartMosquitto(t)
 	a := startTrustAgent(t, "gw-closed", mq.URL(), pub, "")
-	contract.Watch(t, a.rec)
 	sock := a.dir + "/hearth.sock"
 	if ack := a.send(t, mq.URL(), unsignedLease(a.gw, 1, 1500)); ack.Result != hearth.ResultRejected || ack.Reason != hearth.ReasonUnsigned {
 		t.Fatalf("unsigned lease with ops-1 configured: %+v, want unsigned", ack)
@@ -122,10 +121,7 @@ func TestRevokedAtRestartEndsTheLease(t *testing.T) {
 	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
 	pub2, _, _ := ed25519.GenerateKey(rand.Reader)
 	mq := harness.StartMosquitto(t)
-	a := startTrustAgent(t, "gw-revstart", mq.URL(), pub1, "")
-	contract.Watch(t, a.rec)
-	a.rewrite(t, "devices:\n", "assume_clock_synced: true\ndevices:\n")
-	a.restart(t)
+	a := startTrustAgentWith(t, "gw-revstart", mq.URL(), pub1, "", syncedClock)
 	if ack := a.send(t, mq.URL(), signedLease(t, a.gw, 1, time.Now(), 30*time.Minute, 700, key1)); ack.Result != hearth.ResultApplied || ack.KeyID != "ops-1" {
 		t.Fatalf("lease signed by ops-1: %+v, want applied", ack)
 	}

@@ -40,7 +40,8 @@ uplink:
 `
 
 // trustAgent is one gateway of TestLeasesCannotBeReplayedOrMoved: a real
-// agent process, its simulator, and the acks it publishes.
+// agent process, its simulator, and what it publishes (held to the
+// contract).
 type trustAgent struct {
 	gw   string
 	sim  *sim.Simulator
@@ -89,7 +90,7 @@ func startTrustAgentBin(t *testing.T, bin, gw, broker string, pub ed25519.Public
 		}
 		env = append(env, "HEARTH_CLOCK_OFFSET_FILE="+offset)
 	}
-	a.rec = harness.Subscribe(t, broker, "hearth/v1/"+gw+"/#")
+	a.rec = subscribe(t, broker, "hearth/v1/"+gw+"/#")
 	a.proc = harness.StartAgent(t, bin, harness.AgentOptions{Config: cfg, Env: env, Name: gw, Args: []string{"--log-level", "debug"}})
 	a.rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
 	return a

@@ -87,7 +87,6 @@ func TestRefusedLeaseNeverMovesTheFloor(t *testing.T) {
 	}
 	mq := harness.StartMosquitto(t)
 	a := startTrustAgentWith(t, "gw-floor-a", mq.URL(), pub, "", syncedClock)
-	contract.Watch(t, a.rec)
 	now := time.Now()
 	if ack := a.send(t, mq.URL(), signedLease(t, a.gw, 5, now, 10*time.Minute, 600, key)); ack.Result != hearth.ResultApplied {
 		t.Fatalf("lease 5: %+v, want applied", ack)
@@ -118,7 +117,6 @@ func TestClockAheadAtStartDoesNotLockOut(t *testing.T) {
 	}
 	mq := harness.StartMosquitto(t)
 	a := startTrustAgentWith(t, "gw-floor-b", mq.URL(), pub, "8760h", syncedClock)
-	contract.Watch(t, a.rec)
 	if fl := a.status(t).Agent.ClockFloor; fl == nil || !fl.WallAhead || fl.Floor == nil || fl.Floor.After(time.Now().Add(time.Hour)) {
 		t.Errorf("status clock_floor %+v with the clock a year ahead: want wall_ahead and a floor not ahead of true time", fl)
 	}
@@ -145,7 +143,6 @@ func TestDistrustedFloorAndReset(t *testing.T) {
 	}
 	mq := harness.StartMosquitto(t)
 	a := startTrustAgentWith(t, "gw-floor-c", mq.URL(), pub, "0s", syncedClock)
-	contract.Watch(t, a.rec)
 	sock := filepath.Join(a.dir, "hearth.sock")
 	yearAhead := time.Now().Add(365 * 24 * time.Hour).UTC().Format(time.RFC3339Nano)
 
@@ -229,7 +226,6 @@ func TestBinaryWithoutBuildStamp(t *testing.T) {
 	}
 
 	a := startTrustAgentBin(t, plain, "gw-plain", mq.URL(), pub, "-490000h unsynced", "")
-	contract.Watch(t, a.rec)
 	if fl := a.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "binary" || fl.BuildTime == nil {
 		t.Errorf("status clock_floor %+v, want the build time taken from the binary file", fl)
 	}
@@ -238,7 +234,6 @@ func TestBinaryWithoutBuildStamp(t *testing.T) {
 	}
 
 	b := startTrustAgentBin(t, stale, "gw-stale", mq.URL(), pub, "-490000h unsynced", "")
-	contract.Watch(t, b.rec)
 	if fl := b.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "none" || fl.BuildTime != nil || fl.Floor != nil {
 		t.Errorf("status clock_floor %+v, want no build time and no floor reported", fl)
 	}
@@ -260,7 +255,6 @@ func TestBinaryWithoutBuildStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startTrustAgentBin(t, ahead, "gw-ahead", mq.URL(), pub, "", syncedClock)
-	contract.Watch(t, c.rec)
 	if fl := c.status(t).Agent.ClockFloor; fl == nil || fl.BuildTimeFrom != "none" {
 		t.Errorf("status clock_floor %+v, want the file time a year ahead not taken for the build time", fl)
 	}
