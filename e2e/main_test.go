@@ -235,3 +235,30 @@ func newAgentConfig(t *testing.T, gateway, rest string) (dir, sock, cfg string) 
 	}
 	return dir, sock, cfg
 }
+
+// acks decodes the acks gw published among msgs.
+func acks(t *testing.T, msgs []harness.Message, gw string) []hearth.Ack {
+	t.Helper()
+	var out []hearth.Ack
+	for _, m := range msgs {
+		if m.Topic != "hearth/v1/"+gw+"/setpoint/ack" {
+			continue
+		}
+		var a hearth.Ack
+		if err := json.Unmarshal(m.Payload, &a); err != nil {
+			t.Fatalf("ack is not JSON: %s", m.Payload)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// sendSetpoint publishes payload to gw's setpoint topic, whoever it was
+// made for, and returns the first ack rec receives after those it had.
+func sendSetpoint(t *testing.T, rec *harness.Recorder, broker, gw string, payload []byte) hearth.Ack {
+	t.Helper()
+	n := len(acks(t, rec.Messages(), gw))
+	harness.Publish(t, broker, "hearth/v1/"+gw+"/setpoint", payload, false)
+	msgs := rec.WaitFor(t, 10*time.Second, func(m []harness.Message) bool { return len(acks(t, m, gw)) > n })
+	return acks(t, msgs, gw)[n]
+}

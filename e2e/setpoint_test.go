@@ -91,25 +91,9 @@ func TestSetpointsOverMQTT(t *testing.T) {
 	startAgent(t, cfg)
 	rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, "gw-sp")) > 0 })
 
-	acks := func() []hearth.Ack {
-		var out []hearth.Ack
-		for _, m := range rec.Messages() {
-			if m.Topic == base+"/setpoint/ack" {
-				var a hearth.Ack
-				if err := json.Unmarshal(m.Payload, &a); err != nil {
-					t.Fatalf("ack is not JSON: %s", m.Payload)
-				}
-				out = append(out, a)
-			}
-		}
-		return out
-	}
 	send := func(payload []byte) hearth.Ack {
 		t.Helper()
-		n := len(acks())
-		harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
-		rec.WaitFor(t, 10*time.Second, func([]harness.Message) bool { return len(acks()) > n })
-		return acks()[n]
+		return sendSetpoint(t, rec, mq.URL(), "gw-sp", payload)
 	}
 	expect := func(what string, got hearth.Ack, version uint64, result hearth.Result, reason string) {
 		t.Helper()

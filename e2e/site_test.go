@@ -185,25 +185,10 @@ func TestLostLinkIsOneDeviceDown(t *testing.T) {
 	p := hearth.Watts(1200)
 	sp, _ := json.Marshal(hearth.Setpoint{ID: "partial", Version: 6, IssuedAt: time.Now().UTC(), ValidUntil: time.Now().Add(10 * time.Minute).UTC(),
 		Mode: hearth.ModePower, PowerW: &p, Fallback: hearth.ModeAuto})
-	harness.Publish(t, r.mq.URL(), "hearth/v1/"+gw+"/setpoint", sp, false)
-	msgs := r.rec.WaitFor(t, 10*time.Second, func(ms []harness.Message) bool {
-		for _, m := range ms {
-			if m.Topic == "hearth/v1/"+gw+"/setpoint/ack" {
-				return true
-			}
-		}
-		return false
-	})
-	for _, m := range msgs {
-		if m.Topic != "hearth/v1/"+gw+"/setpoint/ack" {
-			continue
-		}
-		var ack hearth.Ack
-		if err := json.Unmarshal(m.Payload, &ack); err != nil {
-			t.Fatal(err)
-		}
+	sendSetpoint(t, r.rec, r.mq.URL(), gw, sp)
+	for _, ack := range acks(t, r.rec.Messages(), gw) {
 		if ack.Excluded["battery2"] != "device_down" || len(ack.Excluded) != 1 {
-			t.Errorf("ack of a lease with battery2 down: %s; want battery2 excluded as device_down", m.Payload)
+			t.Errorf("ack of a lease with battery2 down: %+v; want battery2 excluded as device_down", ack)
 		}
 	}
 	time.Sleep(time.Second)

@@ -100,23 +100,7 @@ func startTrustAgentBin(t *testing.T, bin, gw, broker string, pub ed25519.Public
 // made for, and returns the ack.
 func (a *trustAgent) send(t *testing.T, broker string, payload []byte) hearth.Ack {
 	t.Helper()
-	acks := func(msgs []harness.Message) []hearth.Ack {
-		var out []hearth.Ack
-		for _, m := range msgs {
-			if m.Topic == "hearth/v1/"+a.gw+"/setpoint/ack" {
-				var ack hearth.Ack
-				if err := json.Unmarshal(m.Payload, &ack); err != nil {
-					t.Fatalf("ack is not JSON: %s", m.Payload)
-				}
-				out = append(out, ack)
-			}
-		}
-		return out
-	}
-	n := len(acks(a.rec.Messages()))
-	harness.Publish(t, broker, "hearth/v1/"+a.gw+"/setpoint", payload, false)
-	msgs := a.rec.WaitFor(t, 10*time.Second, func(m []harness.Message) bool { return len(acks(m)) > n })
-	return acks(msgs)[n]
+	return sendSetpoint(t, a.rec, broker, a.gw, payload)
 }
 
 // signedLease is a lease for gw, signed with ops-1.

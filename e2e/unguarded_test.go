@@ -89,16 +89,7 @@ func TestUnguardedCapAcrossAKill(t *testing.T) {
 		"issued_at": now.UTC().Format(time.RFC3339), "valid_until": validUntil.UTC().Format(time.RFC3339),
 		"mode": "power", "power_w": -3000, "fallback": "auto"}
 	payload, _ := json.Marshal(l)
-	harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
-	var ack hearth.Ack
-	rec.WaitFor(t, 10*time.Second, func(m []harness.Message) bool {
-		for _, msg := range m {
-			if msg.Topic == base+"/setpoint/ack" {
-				return json.Unmarshal(msg.Payload, &ack) == nil
-			}
-		}
-		return false
-	})
+	ack := sendSetpoint(t, rec, mq.URL(), gw, payload)
 	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleUnguardedMax) || ack.AppliedW == nil || *ack.AppliedW != -capW {
 		t.Fatalf("ack %+v, want clamped by %s at %d W", ack, hearth.RuleUnguardedMax, -capW)
 	}

@@ -91,16 +91,7 @@ func TestReadOnlyGatewayRefusesLeases(t *testing.T) {
 				"issued_at": now.UTC().Format(time.RFC3339), "valid_until": now.Add(30 * time.Minute).UTC().Format(time.RFC3339),
 				"mode": "power", "power_w": 1000, "fallback": "auto"}
 			payload, _ := json.Marshal(l)
-			harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
-			var ack hearth.Ack
-			rec.WaitFor(t, 10*time.Second, func(m []harness.Message) bool {
-				for _, msg := range m {
-					if msg.Topic == base+"/setpoint/ack" {
-						return json.Unmarshal(msg.Payload, &ack) == nil
-					}
-				}
-				return false
-			})
+			ack := sendSetpoint(t, rec, mq.URL(), gw, payload)
 			if !allow {
 				if ack.Result != hearth.ResultRejected || ack.Reason != hearth.ReasonNoDevice {
 					t.Fatalf("ack %+v, want rejected %s", ack, hearth.ReasonNoDevice)
