@@ -287,18 +287,14 @@ func (r *powerRig) checkReplayRefused(i int) {
 	if v == 0 {
 		return
 	}
-	count := func() (n int, last hearth.Ack) {
-		for _, a := range r.o.ledger().acks {
-			if a.Version == v {
-				n, last = n+1, a
-			}
-		}
-		return n, last
-	}
-	before, _ := count()
+	before := len(r.o.ledger().acksOf(v))
 	r.pub.Publish("hearth/v1/"+r.g.id+"/setpoint", 0, false, r.leases[v])
-	waitFor(r.t, fmt.Sprintf("the ack of the replayed lease %d", v), 10*time.Second, func() bool { n, _ := count(); return n > before })
-	if _, a := count(); a.Result != hearth.ResultDuplicate && a.Result != hearth.ResultStale {
+	var got []hearth.Ack
+	waitFor(r.t, fmt.Sprintf("the ack of the replayed lease %d", v), 10*time.Second, func() bool {
+		got = r.o.ledger().acksOf(v)
+		return len(got) > before
+	})
+	if a := got[len(got)-1]; a.Result != hearth.ResultDuplicate && a.Result != hearth.ResultStale {
 		r.t.Errorf("check replay after cut %d: lease version %d, acked before the cut, replayed and acked %s: the highest version went back", i-1, v, a.Result)
 	}
 }

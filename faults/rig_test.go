@@ -423,6 +423,17 @@ func (l *ledger) eventsOfType(typ string) []map[string]any {
 	return out
 }
 
+// acksOf returns the acks of lease version v, in the order they came.
+func (l *ledger) acksOf(v uint64) []hearth.Ack {
+	var out []hearth.Ack
+	for _, a := range l.acks {
+		if a.Version == v {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // missing returns the seqs in 1..hi that no reading, aggregate range or gap
 // event accounts for, as ranges.
 func (l *ledger) missing(hi uint64) []seqRange {

@@ -21,20 +21,15 @@ import (
 // percentage rates it was written as.
 func near[W ~float64](got W, w float64) bool { return math.Abs(float64(got)-w) < 1 }
 
-// ackOf waits for the ack of version v and returns the last one.
+// ackOf waits for the ack of version v and returns the first one.
 func ackOf(t *testing.T, o *observer, v uint64) hearth.Ack {
 	t.Helper()
-	var got hearth.Ack
+	var got []hearth.Ack
 	waitFor(t, fmt.Sprintf("the ack of version %d", v), 15*time.Second, func() bool {
-		for _, a := range o.ledger().acks {
-			if a.Version == v {
-				got = a
-				return true
-			}
-		}
-		return false
+		got = o.ledger().acksOf(v)
+		return len(got) > 0
 	})
-	return got
+	return got[0]
 }
 
 // fillInodes creates empty files in dir until its file system has no
@@ -117,28 +112,14 @@ func TestLeaseStateWriteFails(t *testing.T) {
 		var l *hearth.LeaseInfo
 		return g.diagGet("lease", &l) == nil && l != nil && l.Version == 3
 	})
-	n := 0
-	for _, a := range o.ledger().acks {
-		if a.Version == 2 {
-			n++
-		}
-	}
+	n := len(o.ledger().acksOf(2))
 	harness.Publish(t, mq.URL(), "hearth/v1/"+g.id+"/setpoint", powerLease(g.id, "st-2", 2, 900, 10*time.Minute, key), false)
+	var got []hearth.Ack
 	waitFor(t, "the ack of the replayed lease 2", 15*time.Second, func() bool {
-		m := 0
-		for _, a := range o.ledger().acks {
-			if a.Version == 2 {
-				m++
-			}
-		}
-		return m > n
+		got = o.ledger().acksOf(2)
+		return len(got) > n
 	})
-	var last hearth.Ack
-	for _, a := range o.ledger().acks {
-		if a.Version == 2 {
-			last = a
-		}
-	}
+	last := got[len(got)-1]
 	if last.Result != hearth.ResultStale {
 		t.Errorf("lease 2 replayed after the restart: ack %+v, want stale", last)
 	}
