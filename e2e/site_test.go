@@ -3,8 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +14,16 @@ import (
 
 // siteConfig is two batteries under one site cap, battery2 reached
 // through a proxy the test can cut.
-const siteConfig = `gateway_id: %[4]s
-data_dir: %[1]s
-diag_socket: %[1]s/hearth.sock
-assume_clock_synced: true
+const siteConfig = `assume_clock_synced: true
 devices:
   - name: battery1
     transport: tcp
-    address: %[2]s
+    address: %[1]s
     poll_interval: 200ms
     timeout: 500ms
   - name: battery2
     transport: tcp
-    address: %[3]s
+    address: %[2]s
     poll_interval: 200ms
     timeout: 500ms
 safety:
@@ -40,7 +35,7 @@ safety:
   ramp_w_per_s: 5000
   revert_timeout: 6s
 uplink:
-  broker: %[5]s
+  broker: %[3]s
   boot_delay: 0s
 `
 
@@ -68,11 +63,7 @@ func startSiteRig(t *testing.T, gw string, lease hearth.Setpoint) *siteRig {
 		s.SetLoad(300)
 	}
 	r.link2 = harness.StartProxy(t, a2)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "hearth.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(siteConfig, dir, a1, r.link2.Addr(), gw, r.mq.URL())), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(siteConfig, a1, r.link2.Addr(), r.mq.URL()))
 	seedLease(t, dir, lease)
 	r.rec = subscribe(t, r.mq.URL(), "hearth/v1/"+gw+"/#")
 	startAgent(t, cfg)
@@ -218,19 +209,16 @@ func TestLostLinkIsOneDeviceDown(t *testing.T) {
 
 // meterConfig is one battery and the site meter, which its simulator
 // also serves (model 203), polled as a device of its own.
-const meterConfig = `gateway_id: %[4]s
-data_dir: %[1]s
-diag_socket: %[1]s/hearth.sock
-assume_clock_synced: true
+const meterConfig = `assume_clock_synced: true
 devices:
   - name: battery
     transport: tcp
-    address: %[2]s
+    address: %[1]s
     poll_interval: 200ms
     timeout: 500ms
   - name: meter
     transport: tcp
-    address: %[2]s
+    address: %[1]s
     poll_interval: 200ms
     timeout: 500ms
 safety:
@@ -244,7 +232,7 @@ safety:
   meter_device: meter
   meter_point: grid_power_w
 uplink:
-  broker: %[3]s
+  broker: %[2]s
   boot_delay: 0s
 `
 
@@ -258,11 +246,7 @@ func startMeterRig(t *testing.T, gw string, cfg sim.Config, loadW float64, lease
 	s, addr := startSim(t, cfg)
 	s.SetPV(0)
 	s.SetLoad(loadW)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "hearth.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(meterConfig, dir, addr, r.mq.URL(), gw)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, _, path := newAgentConfig(t, gw, fmt.Sprintf(meterConfig, addr, r.mq.URL()))
 	seedLease(t, dir, lease)
 	r.rec = subscribe(t, r.mq.URL(), "hearth/v1/"+gw+"/#")
 	startAgent(t, path)

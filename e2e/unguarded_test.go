@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,14 +66,9 @@ func TestUnguardedCapAcrossAKill(t *testing.T) {
 	const profile, gw, capW = "sungrow_sh", "gw-unguarded-cap", 800
 	mq := startBroker(t)
 	addr := startSimProfile(t, profile, "--load", "300", "--pv", "0")
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "hearth.yaml")
-	text := strings.Replace(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, true, profile),
+	text := strings.Replace(fmt.Sprintf(vendorConfig, addr, mq.URL(), true, profile),
 		"    allow_unguarded_control: true\n", fmt.Sprintf("    allow_unguarded_control: true\n    unguarded_max_w: %d\n", capW), 1)
-	text = strings.Replace(text, "max_charge_w: 1500", "max_charge_w: 3000", 1)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, _, cfg := newAgentConfig(t, gw, strings.Replace(text, "max_charge_w: 1500", "max_charge_w: 3000", 1))
 	base := "hearth/v1/" + gw
 	rec := subscribe(t, mq.URL(), base+"/#")
 	agent := startAgent(t, cfg)

@@ -22,18 +22,15 @@ import (
 	"github.com/hearth-energy/hearth/internal/harness"
 )
 
-const vendorConfig = `gateway_id: %[4]s
-data_dir: %[1]s
-diag_socket: %[1]s/hearth.sock
-assume_clock_synced: true
+const vendorConfig = `assume_clock_synced: true
 devices:
   - name: inverter
-    profile: %[6]s
+    profile: %[4]s
     transport: tcp
-    address: %[2]s
+    address: %[1]s
     poll_interval: 200ms
     timeout: 500ms
-    allow_unguarded_control: %[5]t
+    allow_unguarded_control: %[3]t
 safety:
   soc_min_pct: 20
   max_discharge_w: 1500
@@ -41,7 +38,7 @@ safety:
   ramp_w_per_s: 5000
   max_lease: 2h
 uplink:
-  broker: %[3]s
+  broker: %[2]s
   boot_delay: 0s
 `
 
@@ -77,11 +74,7 @@ func TestReadOnlyGatewayRefusesLeases(t *testing.T) {
 			gw := fmt.Sprintf("gw-vendor-%t", allow)
 			mq := startBroker(t)
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: "sungrow_sh", LoadW: 300, PVW: 0})
-			dir := t.TempDir()
-			cfg := filepath.Join(dir, "hearth.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, allow, "sungrow_sh")), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(vendorConfig, addr, mq.URL(), allow, "sungrow_sh"))
 			base := "hearth/v1/" + gw
 			rec := subscribe(t, mq.URL(), base+"/#")
 			agent := startAgent(t, cfg)
@@ -152,11 +145,7 @@ func TestVendorKilledMidLease(t *testing.T) {
 			mq := startBroker(t)
 			clock := &jumpClock{}
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: c.profile, LoadW: 300, Settings: c.settings, Now: clock.Now})
-			dir := t.TempDir()
-			cfg := filepath.Join(dir, "hearth.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(vendorConfig, dir, addr, mq.URL(), gw, !c.guarded, c.profile)), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(vendorConfig, addr, mq.URL(), !c.guarded, c.profile))
 			base := "hearth/v1/" + gw
 			rec := subscribe(t, mq.URL(), base+"/#")
 			agent := startAgent(t, cfg)
