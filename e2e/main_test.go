@@ -236,6 +236,15 @@ func newAgentConfig(t *testing.T, gateway, rest string) (dir, sock, cfg string) 
 	return dir, sock, cfg
 }
 
+// powerLease is a lease for gw as the cloud writes it: mode power at w
+// from issued until until, falling back to auto.
+func powerLease(id, gw string, version uint64, issued, until time.Time, w float64) []byte {
+	b, _ := json.Marshal(map[string]any{"id": id, "version": version, "gateway": gw,
+		"issued_at": issued.UTC().Format(time.RFC3339), "valid_until": until.UTC().Format(time.RFC3339),
+		"mode": "power", "power_w": w, "fallback": "auto"})
+	return b
+}
+
 // acks decodes the acks gw published among msgs.
 func acks(t *testing.T, msgs []harness.Message, gw string) []hearth.Ack {
 	t.Helper()

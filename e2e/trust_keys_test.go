@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -20,11 +19,8 @@ import (
 
 // unsignedLease is a bare lease for gw.
 func unsignedLease(gw string, version uint64, w float64) []byte {
-	now := time.Now().UTC()
-	b, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("%s-u%d", gw, version), "version": version, "gateway": gw,
-		"issued_at": now.Format(time.RFC3339), "valid_until": now.Add(10 * time.Minute).Format(time.RFC3339),
-		"mode": "power", "power_w": w, "fallback": "auto"})
-	return b
+	now := time.Now()
+	return powerLease(fmt.Sprintf("%s-u%d", gw, version), gw, version, now, now.Add(10*time.Minute), w)
 }
 
 // rewrite replaces old with new in the agent's config file.

@@ -106,12 +106,7 @@ func (a *trustAgent) send(t *testing.T, broker string, payload []byte) hearth.Ac
 // signedLease is a lease for gw, signed with ops-1.
 func signedLease(t *testing.T, gw string, version uint64, issued time.Time, d time.Duration, w float64, key ed25519.PrivateKey) []byte {
 	t.Helper()
-	b, _ := json.Marshal(map[string]any{
-		"id": fmt.Sprintf("%s-%d", gw, version), "version": version, "gateway": gw,
-		"issued_at": issued.UTC().Format(time.RFC3339), "valid_until": issued.Add(d).UTC().Format(time.RFC3339),
-		"mode": "power", "power_w": w, "fallback": "auto",
-	})
-	return sign(t, b, "ops-1", key)
+	return sign(t, powerLease(fmt.Sprintf("%s-%d", gw, version), gw, version, issued, issued.Add(d), w), "ops-1", key)
 }
 
 // TestLeasesCannotBeReplayedOrMoved runs two real gateways that trust the
@@ -181,10 +176,7 @@ func TestKeysRotateAndRevokeWithoutRestart(t *testing.T) {
 	sock := filepath.Join(a.dir, "hearth.sock")
 	now := time.Now()
 	signed := func(version uint64, id string, key ed25519.PrivateKey) []byte {
-		b, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("keys-%d", version), "version": version, "gateway": "gw-keys",
-			"issued_at": now.UTC().Format(time.RFC3339), "valid_until": now.Add(30 * time.Minute).UTC().Format(time.RFC3339),
-			"mode": "power", "power_w": 700, "fallback": "auto"})
-		return sign(t, b, id, key)
+		return sign(t, powerLease(fmt.Sprintf("keys-%d", version), "gw-keys", version, now, now.Add(30*time.Minute), 700), id, key)
 	}
 	if ack := a.send(t, mq.URL(), signed(1, "ops-1", key1)); ack.Result != hearth.ResultApplied || ack.KeyID != "ops-1" {
 		t.Fatalf("lease signed by ops-1: %+v", ack)

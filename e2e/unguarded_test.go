@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -78,11 +77,7 @@ func TestUnguardedCapAcrossAKill(t *testing.T) {
 	// to resume, and releases.
 	now := time.Now()
 	validUntil := now.Add(15 * time.Second)
-	l := map[string]any{"id": "lease-cap", "version": 1, "gateway": gw,
-		"issued_at": now.UTC().Format(time.RFC3339), "valid_until": validUntil.UTC().Format(time.RFC3339),
-		"mode": "power", "power_w": -3000, "fallback": "auto"}
-	payload, _ := json.Marshal(l)
-	ack := sendSetpoint(t, rec, mq.URL(), gw, payload)
+	ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-cap", gw, 1, now, validUntil, -3000))
 	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleUnguardedMax) || ack.AppliedW == nil || *ack.AppliedW != -capW {
 		t.Fatalf("ack %+v, want clamped by %s at %d W", ack, hearth.RuleUnguardedMax, -capW)
 	}

@@ -80,11 +80,7 @@ func TestReadOnlyGatewayRefusesLeases(t *testing.T) {
 			agent := startAgent(t, cfg)
 			rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
 			now := time.Now()
-			l := map[string]any{"id": "lease-1", "version": 1, "gateway": gw,
-				"issued_at": now.UTC().Format(time.RFC3339), "valid_until": now.Add(30 * time.Minute).UTC().Format(time.RFC3339),
-				"mode": "power", "power_w": 1000, "fallback": "auto"}
-			payload, _ := json.Marshal(l)
-			ack := sendSetpoint(t, rec, mq.URL(), gw, payload)
+			ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-1", gw, 1, now, now.Add(30*time.Minute), 1000))
 			if !allow {
 				if ack.Result != hearth.ResultRejected || ack.Reason != hearth.ReasonNoDevice {
 					t.Fatalf("ack %+v, want rejected %s", ack, hearth.ReasonNoDevice)
@@ -151,11 +147,7 @@ func TestVendorKilledMidLease(t *testing.T) {
 			agent := startAgent(t, cfg)
 			rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
 			now := time.Now()
-			l := map[string]any{"id": "lease-7", "version": 7, "gateway": gw,
-				"issued_at": now.UTC().Format(time.RFC3339), "valid_until": now.Add(time.Hour).UTC().Format(time.RFC3339),
-				"mode": "power", "power_w": -1200, "fallback": "auto"}
-			payload, _ := json.Marshal(l)
-			harness.Publish(t, mq.URL(), base+"/setpoint", payload, false)
+			harness.Publish(t, mq.URL(), base+"/setpoint", powerLease("lease-7", gw, 7, now, now.Add(time.Hour), -1200), false)
 			// An unguarded device is commanded at most unguarded_max_w
 			// (its default, 1000 W, here).
 			want := hearth.Watts(-1200)
