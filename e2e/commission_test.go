@@ -278,14 +278,7 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 		}
 		return r, out, code
 	}
-	row := func(r commissionReport, name string) (verdict, detail string) {
-		for _, c := range r.Checks {
-			if strings.HasPrefix(c.Name, "sign: "+name+" ") {
-				return c.Verdict, c.Detail
-			}
-		}
-		return "", ""
-	}
+	row := func(r commissionReport, name string) (verdict, detail string) { return r.check("sign: " + name + " ") }
 
 	r, out, code := commission()
 	if len(r.Devices) != 2 || r.Devices[0].Serial != "TWO-TCP-1" || r.Devices[1].Serial != "TWO-RTU-2" {
