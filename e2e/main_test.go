@@ -117,6 +117,16 @@ func startAgent(t *testing.T, cfg string) *harness.Agent {
 	return harness.StartAgent(t, hearthBin, harness.AgentOptions{Config: cfg, Args: []string{"--log-level", "debug"}})
 }
 
+// startReporting subscribes to everything gateway gw publishes (held to
+// the contract), runs the agent on cfg and waits for its first reading.
+func startReporting(t *testing.T, broker, gw, cfg string) (*harness.Agent, *harness.Recorder) {
+	t.Helper()
+	rec := subscribe(t, broker, "hearth/v1/"+gw+"/#")
+	a := startAgent(t, cfg)
+	rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
+	return a, rec
+}
+
 // readings decodes every reading in the recorded telemetry messages.
 func readings(t *testing.T, msgs []harness.Message, gateway string) []hearth.Reading {
 	t.Helper()

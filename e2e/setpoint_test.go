@@ -87,9 +87,7 @@ func TestSetpointsOverMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	const base = "hearth/v1/gw-sp"
-	rec := subscribe(t, mq.URL(), base+"/#")
-	startAgent(t, cfg)
-	rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, "gw-sp")) > 0 })
+	_, rec := startReporting(t, mq.URL(), "gw-sp", cfg)
 
 	send := func(payload []byte) hearth.Ack {
 		t.Helper()

@@ -69,9 +69,7 @@ func TestUnguardedCapAcrossAKill(t *testing.T) {
 		"    allow_unguarded_control: true\n", fmt.Sprintf("    allow_unguarded_control: true\n    unguarded_max_w: %d\n", capW), 1)
 	_, _, cfg := newAgentConfig(t, gw, strings.Replace(text, "max_charge_w: 1500", "max_charge_w: 3000", 1))
 	base := "hearth/v1/" + gw
-	rec := subscribe(t, mq.URL(), base+"/#")
-	agent := startAgent(t, cfg)
-	rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
+	agent, rec := startReporting(t, mq.URL(), gw, cfg)
 
 	// A lease that ends while the agent is dead: the restart has nothing
 	// to resume, and releases.

@@ -75,10 +75,7 @@ func TestReadOnlyGatewayRefusesLeases(t *testing.T) {
 			mq := startBroker(t)
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: "sungrow_sh", LoadW: 300, PVW: 0})
 			_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(vendorConfig, addr, mq.URL(), allow, "sungrow_sh"))
-			base := "hearth/v1/" + gw
-			rec := subscribe(t, mq.URL(), base+"/#")
-			agent := startAgent(t, cfg)
-			rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
+			agent, rec := startReporting(t, mq.URL(), gw, cfg)
 			now := time.Now()
 			ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-1", gw, 1, now, now.Add(30*time.Minute), 1000))
 			if !allow {
@@ -142,12 +139,9 @@ func TestVendorKilledMidLease(t *testing.T) {
 			clock := &jumpClock{}
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: c.profile, LoadW: 300, Settings: c.settings, Now: clock.Now})
 			_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(vendorConfig, addr, mq.URL(), !c.guarded, c.profile))
-			base := "hearth/v1/" + gw
-			rec := subscribe(t, mq.URL(), base+"/#")
-			agent := startAgent(t, cfg)
-			rec.WaitFor(t, 20*time.Second, func(m []harness.Message) bool { return len(readings(t, m, gw)) > 0 })
+			agent, _ := startReporting(t, mq.URL(), gw, cfg)
 			now := time.Now()
-			harness.Publish(t, mq.URL(), base+"/setpoint", powerLease("lease-7", gw, 7, now, now.Add(time.Hour), -1200), false)
+			harness.Publish(t, mq.URL(), "hearth/v1/"+gw+"/setpoint", powerLease("lease-7", gw, 7, now, now.Add(time.Hour), -1200), false)
 			// An unguarded device is commanded at most unguarded_max_w
 			// (its default, 1000 W, here).
 			want := hearth.Watts(-1200)
