@@ -18,38 +18,11 @@ import (
 	"github.com/hearth-energy/hearth/uplink"
 )
 
-var (
-	uplinkSimOnce sync.Once
-	uplinkSimBin  string
-	uplinkSimErr  error
-)
-
-// hearthsimBinary builds cmd/hearthsim once for the package's tests.
-func hearthsimBinary(t *testing.T) string {
-	t.Helper()
-	uplinkSimOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "hearthsim-e2e-")
-		if err != nil {
-			uplinkSimErr = err
-			return
-		}
-		uplinkSimBin = filepath.Join(dir, "hearthsim")
-		if out, err := exec.Command("go", "build", "-o", uplinkSimBin, "../cmd/hearthsim").CombinedOutput(); err != nil {
-			uplinkSimErr = err
-			uplinkSimBin = string(out)
-		}
-	})
-	if uplinkSimErr != nil {
-		t.Fatalf("build hearthsim: %v\n%s", uplinkSimErr, uplinkSimBin)
-	}
-	return uplinkSimBin
-}
-
 // runSim runs hearthsim with args and returns its stdout, stderr and exit
 // code.
 func runSim(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	return runBinary(t, nil, hearthsimBinary(t), args...)
+	return runBinary(t, nil, hearthsimBin(t), args...)
 }
 
 // TestCloudToolSignsAndGatewayAcks plays the operator with the real tools:
@@ -163,7 +136,7 @@ func TestCloudToolResendsAnUnackedLease(t *testing.T) {
 	t.Parallel()
 	m := startBroker(t)
 	var stdout, stderr harness.SyncBuffer
-	cmd := exec.Command(hearthsimBinary(t), "cloud", "send", "--broker", m.URL(), "--gateway", "gw-resend",
+	cmd := exec.Command(hearthsimBin(t), "cloud", "send", "--broker", m.URL(), "--gateway", "gw-resend",
 		"--mode", "idle", "--id", "lease-r", "--version", "3", "--resend", "300ms", "--wait", "20s")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
