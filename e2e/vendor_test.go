@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -139,7 +140,7 @@ func TestVendorKilledMidLease(t *testing.T) {
 			clock := &jumpClock{}
 			v, addr := startVendorSim(t, sim.VendorConfig{Profile: c.profile, LoadW: 300, Settings: c.settings, Now: clock.Now})
 			_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(vendorConfig, addr, mq.URL(), !c.guarded, c.profile))
-			agent, _ := startReporting(t, mq.URL(), gw, cfg)
+			agent, rec := startReporting(t, mq.URL(), gw, cfg)
 			now := time.Now()
 			harness.Publish(t, mq.URL(), "hearth/v1/"+gw+"/setpoint", powerLease("lease-7", gw, 7, now, now.Add(time.Hour), -1200), false)
 			// An unguarded device is commanded at most unguarded_max_w
@@ -159,7 +160,14 @@ func TestVendorKilledMidLease(t *testing.T) {
 			if !c.guarded && (!st.Forced || st.BatteryW != want) {
 				t.Fatalf("an unguarded battery runs %+v, want it still holding %g W (its cap)", st, want)
 			}
+			// An unguarded battery still holds the power: only the agent
+			// can say that it resumed the lease.
 			agent.Restart()
+			rec.WaitFor(t, 20*time.Second, func([]harness.Message) bool {
+				return slices.ContainsFunc(gatewayEvents(t, rec, gw, "lease_started"), func(e map[string]any) bool {
+					return e["lease_id"] == "lease-7" && e["resumed"] == true
+				})
+			})
 			waitVendor(t, v, "the restarted agent to resume the lease", func(st sim.VendorState) bool { return st.Forced && st.BatteryW == want })
 		})
 	}
