@@ -230,6 +230,9 @@ func TestKeysRotateAndRevokeWithoutRestart(t *testing.T) {
 	if _, stderr, code := hearthCLI(t, nil, "keys", "reload", "--socket", sock); code == 0 || !strings.Contains(stderr, "bogus_key") {
 		t.Errorf("reload of a broken config: exit %d, stderr %q; want a failure naming the bad line", code, stderr)
 	}
+	if ack := a.send(t, mq.URL(), signed(4, "ops-2", key2)); ack.Result != hearth.ResultRejected || ack.Reason != hearth.ReasonKeyRevoked {
+		t.Errorf("lease signed by ops-2 after a failed reload: %+v, want key_revoked still", ack)
+	}
 	if err := os.WriteFile(a.cfg, []byte(strings.Replace(string(conf), "revoked_keys: [ops-1, ops-2]", "revoked_keys: [ops-1]", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
