@@ -177,8 +177,8 @@ func (s *Simulator) read(_ byte, addr, n uint16) ([]uint16, byte) {
 // s.mu.
 func (s *Simulator) write(now time.Time, unit uint8, fc byte, addr uint16, vals []uint16) byte {
 	code, touched124 := s.checkWrite(addr, vals)
-	s.logWrite(Write{Time: now, Unit: unit, Func: fc, Addr: addr,
-		Values: append([]uint16(nil), vals...), Exception: code})
+	s.writes = appendBounded(s.writes, Write{Time: now, Unit: unit, Func: fc, Addr: addr,
+		Values: append([]uint16(nil), vals...), Exception: code}, maxWriteLog)
 	if code != 0 {
 		s.log.Debug("write refused", "addr", addr, "n", len(vals), "exception", code)
 		return code
@@ -232,14 +232,6 @@ func (s *Simulator) checkWrite(addr uint16, vals []uint16) (byte, bool) {
 func (s *Simulator) writableAt(addr uint16) (key, bool) {
 	k, ok := s.lay.writable[addr]
 	return k, ok
-}
-
-func (s *Simulator) logWrite(w Write) {
-	if len(s.writes) >= maxWriteLog {
-		n := copy(s.writes, s.writes[len(s.writes)-maxWriteLog+1:])
-		s.writes = s.writes[:n]
-	}
-	s.writes = append(s.writes, w)
 }
 
 // rateLimit is the largest raw OutWRte or InWRte at scale factor sf:

@@ -430,12 +430,26 @@ func (s *Simulator) takeFault() Fault {
 func (s *Simulator) Writes() []Write {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Write, len(s.writes))
-	for i, w := range s.writes {
-		w.Values = append([]uint16(nil), w.Values...)
+	return cloneWrites(s.writes)
+}
+
+// cloneWrites copies a write log, values included.
+func cloneWrites(ws []Write) []Write {
+	out := make([]Write, len(ws))
+	for i, w := range ws {
+		w.Values = slices.Clone(w.Values)
 		out[i] = w
 	}
 	return out
+}
+
+// appendBounded appends x to log, first dropping the oldest entries so
+// that it keeps at most limit.
+func appendBounded[T any](log []T, x T, limit int) []T {
+	if len(log) >= limit {
+		log = slices.Delete(log, 0, len(log)-limit+1)
+	}
+	return append(log, x)
 }
 
 // ModelAddr returns the address of model id's ID register.

@@ -194,12 +194,7 @@ func (v *Vendor) Holding(addr uint16, n int) []uint16 {
 func (v *Vendor) Writes() []Write {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	out := make([]Write, len(v.writes))
-	for i, w := range v.writes {
-		w.Values = append([]uint16(nil), w.Values...)
-		out[i] = w
-	}
-	return out
+	return cloneWrites(v.writes)
 }
 
 // ServeTCP serves Modbus TCP on ln until ctx ends (see Simulator.ServeTCP).
@@ -297,10 +292,7 @@ func (v *Vendor) write(now time.Time, fc byte, addr uint16, vals []uint16) byte 
 	if code == 0 && v.kind.check != nil {
 		code = v.kind.check(v, addr, vals)
 	}
-	if len(v.writes) >= maxWriteLog {
-		v.writes = v.writes[1:]
-	}
-	v.writes = append(v.writes, Write{Time: now, Unit: v.cfg.UnitID, Func: fc, Addr: addr, Values: append([]uint16(nil), vals...), Exception: code})
+	v.writes = appendBounded(v.writes, Write{Time: now, Unit: v.cfg.UnitID, Func: fc, Addr: addr, Values: append([]uint16(nil), vals...), Exception: code}, maxWriteLog)
 	if code != 0 {
 		return code
 	}
