@@ -103,9 +103,11 @@ type Config struct {
 	Meter               bool
 	MeterExportPositive bool
 	// InvertPowerSign makes the battery report its power and current with
-	// the wrong sign (charging positive), consistently: model 802 W and A
-	// agree with each other, and no charge status (ChaSt not implemented)
-	// contradicts them. A register map read with the wrong sign looks so.
+	// the wrong sign (charging positive) in model 802: W and A agree with
+	// each other, and no charge status (ChaSt not implemented in models
+	// 124 and 802) contradicts them. A register map read with the wrong
+	// sign looks so. Model 803's string currents (CellTemps) keep the
+	// true sign.
 	InvertPowerSign bool
 	// PowerWindow makes model 124 a power window, as Fronius GEN24 reads
 	// it: the battery runs its own self-consumption within [−InWRte,
