@@ -175,7 +175,8 @@ type Controller struct {
 
 // ctlDevice is what the controller remembers about writing to a device.
 type ctlDevice struct {
-	st        Device
+	st Device
+	// written is the last command a write of went through, at writtenAt.
 	written   safety.Approved
 	writtenAt time.Time
 	since     time.Time // when the current command was first written
@@ -187,25 +188,26 @@ type ctlDevice struct {
 	// notEffective says the device does not follow what it holds (by its
 	// read-back, or its measured power), and why; events mark the changes.
 	notEffective string
-	// mayHold is the power of the last power command the device read
-	// back, at mayHoldAt; until its revert timer lapses it may still run
-	// it, whatever became of the writes since (mayHoldOK false after a
-	// hand-back).
-	mayHold   hearth.Watts
-	mayHoldOK bool
-	mayHoldAt time.Time
-	// unguarded: the device has no revert timer (Unguarded). okAt is
-	// when a write to it last went through; holdReported says the agent
-	// has reported that it may still hold mayHold, unreleased.
+	// unguarded: the device has no revert timer (Unguarded).
+	// holdReported says the agent has reported that it may still hold
+	// its last command (mayHold), unreleased.
 	unguarded    bool
-	okAt         time.Time
 	holdReported bool
+}
+
+// mayHold returns the power of the last power command the device read
+// back, written at writtenAt: until its revert timer lapses it may still
+// run it, whatever became of the writes since. ok is false when the last
+// write that went through handed it back.
+func (d *ctlDevice) mayHold() (w hearth.Watts, ok bool) {
+	return d.held, d.written.Mode() == hearth.ModePower
 }
 
 // overdue reports whether a device with no revert timer holds a power
 // command the agent has not refreshed for its hold bound (RevertTimeout).
 func (d *ctlDevice) overdue(now time.Time) bool {
-	return d.unguarded && d.mayHoldOK && d.mayHold != 0 && now.Sub(d.okAt) >= d.st.RevertTimeout()
+	w, ok := d.mayHold()
+	return d.unguarded && ok && w != 0 && now.Sub(d.writtenAt) >= d.st.RevertTimeout()
 }
 
 // New builds a controller and restores the persisted lease: an unexpired
@@ -578,12 +580,11 @@ func (c *Controller) Step(ctx context.Context) {
 			if !d.written.Equal(a) {
 				d.since = now
 			}
-			d.written, d.writtenAt, d.failing, d.okAt = a, now, false, now
+			d.written, d.writtenAt, d.failing = a, now, false
 			d.held, d.heldOK = a.Power(), a.Mode() == hearth.ModePower
 			if r.st.HeldW != nil {
 				d.held = *r.st.HeldW
 			}
-			d.mayHold, d.mayHoldOK, d.mayHoldAt = d.held, d.heldOK, now
 			if d.holdReported {
 				// A write went through: the agent stands behind what the
 				// device holds again (past the hold bound, the release).
@@ -612,10 +613,11 @@ func (c *Controller) Step(ctx context.Context) {
 				// Neither refreshed nor released: nothing on the device
 				// lapses, so it may hold its last command indefinitely.
 				d.holdReported = true
+				w, _ := d.mayHold()
 				c.log.Error("device may still hold its last command: no timeout of its own, and it cannot be released",
-					"device", a.Device(), "may_hold_w", d.mayHold, "err", r.err)
+					"device", a.Device(), "may_hold_w", w, "err", r.err)
 				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
-					"may_hold_w": roundW(d.mayHold), "unconfirmed_s": math.Round(now.Sub(d.okAt).Seconds())})
+					"may_hold_w": roundW(w), "unconfirmed_s": math.Round(now.Sub(d.writtenAt).Seconds())})
 			}
 		}
 	}
@@ -698,8 +700,8 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 		}
 		// A device with no revert timer holds its last command until a
 		// release is read back, however long that takes.
-		if cd := c.dev[d.Name()]; cd.mayHoldOK && (cd.unguarded || now.Sub(cd.mayHoldAt) < d.RevertTimeout()) {
-			w := cd.mayHold
+		cd := c.dev[d.Name()]
+		if w, ok := cd.mayHold(); ok && (cd.unguarded || now.Sub(cd.writtenAt) < d.RevertTimeout()) {
 			o.MayHold = &w
 		}
 		in.Devices = append(in.Devices, o)
@@ -850,7 +852,8 @@ func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth
 			if ds.Safety == "" {
 				ds.Safety = "ok"
 			}
-			w := roundW(d.mayHold)
+			w, _ := d.mayHold()
+			w = roundW(w)
 			ds.MayHoldW = &w
 			s.Devices[dv.Name()] = ds
 		}
