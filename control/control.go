@@ -621,11 +621,6 @@ func (c *Controller) Step(ctx context.Context) {
 			}
 		}
 	}
-	for _, a := range dec.Commands {
-		if d := c.dev[a.Device()]; a.Mode() != hearth.ModePower {
-			d.heldOK = false
-		}
-	}
 	prev := c.state
 	c.state = c.stateLocked(inst, dec)
 	changed := !prev.Same(c.state)
