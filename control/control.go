@@ -742,7 +742,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		return m
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(now), cmpTrip) {
-		if _, seen := c.obs[k.device]; k.rule == safety.RuleStale && (c.lastObs.IsZero() || k.device != "" && !seen) {
+		if _, seen := c.obs[k.device]; k.rule == safety.RuleStale && !seen {
 			// Before a device's first reading there is nothing stale to
 			// report: the agent is starting (or the device never
 			// answered, which its device_down says), and holds the safe
