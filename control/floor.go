@@ -235,6 +235,13 @@ func (c *Controller) Floor() FloorInfo {
 	return FloorInfo{Floor: c.floor.now(now), WallAhead: c.floor.ahead && c.opt.Synced(), Distrusted: c.distrusted}
 }
 
+// persistFloorLocked persists the floor as it is now, when there is one.
+func (c *Controller) persistFloorLocked(now hearth.Instant) {
+	if !c.floor.now(now).IsZero() {
+		c.writeFloorLocked(now)
+	}
+}
+
 // writeFloorLocked persists the floor as it is now, lower or higher than
 // the value persisted (none: an empty value).
 func (c *Controller) writeFloorLocked(now hearth.Instant) {

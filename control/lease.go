@@ -304,18 +304,6 @@ func (c *Controller) setFallback(m hearth.Mode) {
 	}
 }
 
-func (c *Controller) persistFloorLocked(now hearth.Instant) {
-	v := c.floor.now(now)
-	if v.IsZero() {
-		return
-	}
-	if err := c.opt.Store.SetMeta(metaFloor, v.Format(time.RFC3339Nano)); err != nil {
-		c.log.Error("persist clock floor", "err", err)
-		return
-	}
-	c.floor.persisted = v
-}
-
 // endLocked records that l ended for reason. next is the lease that runs
 // instead, if any; else the fallback runs.
 func (c *Controller) endLocked(l *safety.Lease, reason string, next *safety.Lease) {
