@@ -284,24 +284,9 @@ func (c *Controller) restore() error {
 	} else if ok && v != "" {
 		c.fallback = hearth.Mode(v)
 	}
-	if v, ok, err := st.Meta(metaFloor); err != nil {
+	if err := c.restoreFloorLocked(now, synced); err != nil {
 		return err
-	} else if ok {
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			c.floor.raise(now, t)
-			c.floor.persisted = t
-		}
 	}
-	if v, ok, err := st.Meta(metaLastSigned); err != nil {
-		return err
-	} else if ok {
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			c.lastSigned = t.UTC()
-		}
-	}
-	c.floor.raise(now, c.opt.BuildTime)
-	c.floor.observe(now, synced)
-	c.checkFloorLocked(now, synced)
 	floor := c.floor.now(now)
 	for _, key := range []string{metaLease, metaLocal} {
 		v, ok, err := st.Meta(key)

@@ -164,6 +164,32 @@ func (f *timeFloor) due(now hearth.Instant) bool {
 	return !v.IsZero() && v.Sub(f.persisted) >= floorPersistEvery
 }
 
+// restoreFloorLocked sets the floor at start: from the persisted floor,
+// the build time and the clock now, judged against the persisted issue
+// time of the last verified lease.
+func (c *Controller) restoreFloorLocked(now hearth.Instant, synced bool) error {
+	st := c.opt.Store
+	if v, ok, err := st.Meta(metaFloor); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.floor.raise(now, t)
+			c.floor.persisted = t
+		}
+	}
+	if v, ok, err := st.Meta(metaLastSigned); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.lastSigned = t.UTC()
+		}
+	}
+	c.floor.raise(now, c.opt.BuildTime)
+	c.floor.observe(now, synced)
+	c.checkFloorLocked(now, synced)
+	return nil
+}
+
 // checkFloorLocked distrusts a floor that is more than floorLead ahead of
 // the synchronised wall clock, the build time and the last verified lease
 // alike (one persisted by a start with a wrong clock, or by an older agent
