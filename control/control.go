@@ -27,22 +27,6 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-// Event types the controller records in the buffer: the root package's
-// vocabulary. docs/safety.md documents their data.
-const (
-	EventLeaseStarted     = hearth.EventLeaseStarted
-	EventLeaseEnded       = hearth.EventLeaseEnded
-	EventClamped          = hearth.EventClamped
-	EventTrip             = hearth.EventTrip
-	EventTripCleared      = hearth.EventTripCleared
-	EventNotEffective     = hearth.EventNotEffective
-	EventEffective        = hearth.EventEffective
-	EventSetpointRejected = hearth.EventSetpointRejected
-	EventWriteFailed      = hearth.EventWriteFailed
-	EventVersionReset     = hearth.EventVersionReset
-	EventClockStepped     = hearth.EventClockStepped
-)
-
 // Meta keys of the persisted lease state.
 const (
 	metaLease    = "safety.lease"
@@ -330,7 +314,7 @@ func (c *Controller) restore() error {
 			c.local = &lease
 		}
 		left := lease.Left(now, synced, lf)
-		c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true, "remaining_s": math.Round(left.Seconds()*10) / 10}))
+		c.event(hearth.EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true, "remaining_s": math.Round(left.Seconds()*10) / 10}))
 	}
 	return nil
 }
@@ -510,7 +494,7 @@ func (c *Controller) Step(ctx context.Context) {
 	synced := c.opt.Synced()
 	if step := c.floor.observe(inst, synced); step != 0 {
 		c.log.Warn("wall clock stepped", "by", step)
-		c.event(EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
+		c.event(hearth.EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
 	}
 	c.checkFloorLocked(inst, synced)
 	if c.floor.due(inst) {
@@ -588,7 +572,7 @@ func (c *Controller) Step(ctx context.Context) {
 		default:
 			if !d.failing && ctx.Err() == nil {
 				c.log.Warn("device write failed", "device", a.Device(), "err", r.err)
-				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
+				c.event(hearth.EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
 			}
 			d.failing, d.heldOK = true, false
 			// It holds what it held before, not this: the ramp starts
@@ -601,7 +585,7 @@ func (c *Controller) Step(ctx context.Context) {
 				w, _ := d.mayHold()
 				c.log.Error("device may still hold its last command: no timeout of its own, and it cannot be released",
 					"device", a.Device(), "may_hold_w", w, "err", r.err)
-				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
+				c.event(hearth.EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
 					"may_hold_w": roundW(w), "unconfirmed_s": math.Round(now.Sub(d.writtenAt).Seconds())})
 			}
 		}
@@ -656,10 +640,10 @@ func (c *Controller) setEffectiveLocked(d *ctlDevice, reason string, data map[st
 	if reason != "" {
 		data["reason"] = reason
 		c.log.Warn("device does not follow its command", "device", d.st.Name(), "reason", reason)
-		c.event(EventNotEffective, data)
+		c.event(hearth.EventNotEffective, data)
 	} else {
 		c.log.Info("device follows its command again", "device", d.st.Name())
-		c.event(EventEffective, data)
+		c.event(hearth.EventEffective, data)
 	}
 	d.notEffective = reason
 }
@@ -743,14 +727,14 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 			m["detail"] = why
 		}
 		c.log.Warn("safety trip", "device", k.device, "rule", k.rule, "detail", now[k])
-		c.event(EventTrip, m)
+		c.event(hearth.EventTrip, m)
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(c.trips), cmpTrip) {
 		if _, still := now[k]; still || k.rule == safety.RuleDeviceDown {
 			continue
 		}
 		c.log.Info("safety trip cleared", "device", k.device, "rule", k.rule)
-		c.event(EventTripCleared, data(k))
+		c.event(hearth.EventTripCleared, data(k))
 	}
 	c.trips = now
 	rule := dec.Rule
@@ -772,7 +756,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		}
 	}
 	if rule != c.rule && rule.Limit() && c.activeLocked() != nil {
-		c.event(EventClamped, c.clampData(c.activeLocked(), dec))
+		c.event(hearth.EventClamped, c.clampData(c.activeLocked(), dec))
 	}
 	c.rule = rule
 }

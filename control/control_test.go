@@ -206,8 +206,8 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 			t.Errorf("wrote OutWRte %d (>50 %% of 5000 W) at %s", int16(w.Values[0]), w.Time)
 		}
 	}
-	if len(r.events(EventClamped)) == 0 || len(r.events(EventLeaseStarted)) != 1 {
-		t.Errorf("events: clamped %v, lease_started %v", r.events(EventClamped), r.events(EventLeaseStarted))
+	if len(r.events(hearth.EventClamped)) == 0 || len(r.events(hearth.EventLeaseStarted)) != 1 {
+		t.Errorf("events: clamped %v, lease_started %v", r.events(hearth.EventClamped), r.events(hearth.EventLeaseStarted))
 	}
 	st := r.ctl.State()
 	if st.Lease == nil || st.Lease.Version != 1 || st.Mode != hearth.ModePower || st.AppliedW == nil || *st.AppliedW != 2500 {
@@ -225,7 +225,7 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	if got := r.ctl.Submit(lease(2, r.clock.Now().Add(-time.Hour), time.Minute, hearth.ModeIdle, 0), r.clock.Instant()); got.Result != hearth.ResultExpired {
 		t.Errorf("expired lease: %+v", got)
 	}
-	if n := len(r.events(EventSetpointRejected)); n != 2 {
+	if n := len(r.events(hearth.EventSetpointRejected)); n != 2 {
 		t.Errorf("%d setpoint_rejected events, want 2 (stale and expired; a duplicate is a no-op)", n)
 	}
 }
@@ -249,8 +249,8 @@ func TestSoCThroughMinStopsDischargeAtNextPoll(t *testing.T) {
 	if st := r.ctl.State(); st.Safety != string(safety.RuleSoCMin) {
 		t.Errorf("state safety %q, want %s", st.Safety, safety.RuleSoCMin)
 	}
-	if len(r.events(EventTrip)) != 1 {
-		t.Errorf("trip events %v", r.events(EventTrip))
+	if len(r.events(hearth.EventTrip)) != 1 {
+		t.Errorf("trip events %v", r.events(hearth.EventTrip))
 	}
 }
 
@@ -273,7 +273,7 @@ func TestLeaseExpiryTakesFallback(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 || s.Mode != sim.ModeNet {
 		t.Errorf("after expiry: %v W in %s, want idle (0 W held)", s.BatteryW, s.Mode)
 	}
-	ended := r.events(EventLeaseEnded)
+	ended := r.events(hearth.EventLeaseEnded)
 	if len(ended) != 1 || ended[0]["fallback"] != "idle" || ended[0]["reason"] != "expired" {
 		t.Errorf("lease_ended events %v, want one with fallback idle", ended)
 	}

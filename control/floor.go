@@ -13,17 +13,6 @@ const (
 	metaLastSigned = "clock.last_signed"
 )
 
-// Events about the floor. docs/events.md documents their data.
-const (
-	// EventClockFloorDistrusted: the floor was found far ahead of every
-	// other source (the synchronised wall clock, the build time, the last
-	// verified lease) and dropped to the best of them.
-	EventClockFloorDistrusted = hearth.EventClockFloorDistrusted
-	// EventClockFloorReset: the floor was reset by hand (hearth clock
-	// reset-floor), to the build time.
-	EventClockFloorReset = hearth.EventClockFloorReset
-)
-
 // FloorInfo is the floor under true time as the controller holds it, for
 // the status report.
 type FloorInfo struct {
@@ -220,7 +209,7 @@ func (c *Controller) checkFloorLocked(now hearth.Instant, synced bool) {
 		data["last_signed"] = c.lastSigned
 	}
 	c.log.Warn("clock floor far ahead of the synchronised clock, the build time and the last verified lease: distrusted", "floor", fl, "wall", now.Wall, "to", to)
-	c.event(EventClockFloorDistrusted, data)
+	c.event(hearth.EventClockFloorDistrusted, data)
 	c.floor.set(now, to)
 	c.distrusted = fl
 	c.writeFloorLocked(now)
@@ -249,7 +238,7 @@ func (c *Controller) ResetFloor() (from, to time.Time) {
 		data["to"] = to
 	}
 	c.log.Warn("clock floor reset", "from", from, "to", to)
-	c.event(EventClockFloorReset, data)
+	c.event(hearth.EventClockFloorReset, data)
 	return from, to
 }
 
