@@ -455,7 +455,7 @@ func (a *Agent) startHardware() *hw.EStop {
 	}
 	if !out.None() {
 		a.ctl.OnState(func(s hearth.State) {
-			if err := out.Set(s.Safety == string(safety.RuleEStop), s.Safety == "ok"); err != nil {
+			if err := out.Set(s.Safety == string(hearth.RuleEStop), s.Safety == "ok"); err != nil {
 				a.log.Error("gpio outputs", "err", err)
 			}
 		})

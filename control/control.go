@@ -711,7 +711,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		return m
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(now), cmpTrip) {
-		if _, seen := c.obs[k.device]; k.rule == safety.RuleStale && !seen {
+		if _, seen := c.obs[k.device]; k.rule == hearth.RuleStale && !seen {
 			// Before a device's first reading there is nothing stale to
 			// report: the agent is starting (or the device never
 			// answered, which its device_down says), and holds the safe
@@ -719,7 +719,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 			delete(now, k)
 			continue
 		}
-		if _, was := c.trips[k]; was || k.rule == safety.RuleDeviceDown {
+		if _, was := c.trips[k]; was || k.rule == hearth.RuleDeviceDown {
 			continue
 		}
 		m := data(k)
@@ -730,7 +730,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		c.event(hearth.EventTrip, m)
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(c.trips), cmpTrip) {
-		if _, still := now[k]; still || k.rule == safety.RuleDeviceDown {
+		if _, still := now[k]; still || k.rule == hearth.RuleDeviceDown {
 			continue
 		}
 		c.log.Info("safety trip cleared", "device", k.device, "rule", k.rule)
@@ -741,7 +741,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 	if rule.Limit() && dec.TargetW == nil {
 		return // nothing is commanded yet: nothing is bound
 	}
-	if rule != safety.RuleImport {
+	if rule != hearth.RuleImport {
 		c.importSince = time.Time{}
 	} else if rule != c.rule && c.grid != nil {
 		// The meter and the batteries are read apart: while a battery's
@@ -857,7 +857,7 @@ func deviceSafety(ds safety.DeviceSafety) hearth.DeviceSafety {
 	out := hearth.DeviceSafety{Safety: "ok", Trips: ruleStrings(ds.Trips)}
 	switch {
 	case ds.Down:
-		out.Safety = string(safety.RuleDeviceDown)
+		out.Safety = string(hearth.RuleDeviceDown)
 	case ds.Held != "" && ds.Held != hearth.RuleRelease:
 		out.Safety = string(ds.Held)
 	case len(ds.Trips) > 0:

@@ -191,8 +191,8 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	r := newCtlRig(t)
 	r.cycle(time.Second)
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Instant())
-	if ack.Result != hearth.ResultClamped || ack.Reason != string(safety.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
-		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, safety.RuleMaxDischarge)
+	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
+		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, hearth.RuleMaxDischarge)
 	}
 	for range 6 {
 		r.cycle(time.Second)
@@ -246,8 +246,8 @@ func TestSoCThroughMinStopsDischargeAtNextPoll(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW > 0 {
 		t.Fatalf("one poll after SoC fell to 9.5 %%: discharging %v W, want none", s.BatteryW)
 	}
-	if st := r.ctl.State(); st.Safety != string(safety.RuleSoCMin) {
-		t.Errorf("state safety %q, want %s", st.Safety, safety.RuleSoCMin)
+	if st := r.ctl.State(); st.Safety != string(hearth.RuleSoCMin) {
+		t.Errorf("state safety %q, want %s", st.Safety, hearth.RuleSoCMin)
 	}
 	if len(r.events(hearth.EventTrip)) != 1 {
 		t.Errorf("trip events %v", r.events(hearth.EventTrip))
@@ -393,7 +393,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 {
 		t.Errorf("e-stop: %v W, want 0", s.BatteryW)
 	}
-	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(safety.RuleEStop) {
+	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(hearth.RuleEStop) {
 		t.Errorf("setpoint during e-stop: %+v", ack)
 	}
 }

@@ -49,7 +49,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
 	}
 	if v.OK && c.estop {
-		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(safety.RuleEStop)}
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(hearth.RuleEStop)}
 	}
 	lease := safety.Accept(sp, safety.SourceCloud, received, synced, floor)
 	if v.OK && lease.Hold <= 0 {
@@ -91,7 +91,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	ack.Result, ack.AppliedW, ack.Excluded = hearth.ResultApplied, roundPtr(d.TargetW), excluded(d)
 	switch d.Rule {
 	case "":
-	case safety.RuleStale, safety.RuleReadingQuality:
+	case hearth.RuleStale, hearth.RuleReadingQuality:
 		// Accepted, but no device can be commanded until it is read:
 		// the ack says why nothing is applied yet.
 		ack.Reason = string(d.Rule)
@@ -204,7 +204,7 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	ack.AppliedW, ack.Excluded = roundPtr(d2.TargetW), excluded(d2)
 	if d2.Rule != "" {
 		ack.Reason = string(d2.Rule)
-		if d2.Rule != safety.RuleStale && d2.Rule != safety.RuleReadingQuality {
+		if d2.Rule != hearth.RuleStale && d2.Rule != hearth.RuleReadingQuality {
 			ack.Result = hearth.ResultClamped
 		}
 	}

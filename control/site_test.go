@@ -138,14 +138,14 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 		r.cycle()
 	}
 	st := r.ctl.State()
-	if got := st.Devices["battery2"]; got.Safety != string(safety.RuleDeviceDown) {
+	if got := st.Devices["battery2"]; got.Safety != string(hearth.RuleDeviceDown) {
 		t.Errorf("state devices %+v, want battery2 device_down", st.Devices)
 	}
 	if got := st.Devices["battery1"]; got.Safety != "ok" {
 		t.Errorf("state devices %+v, want battery1 ok", st.Devices)
 	}
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 1000), r.clock.Instant())
-	if ack.Excluded["battery2"] != string(safety.RuleDeviceDown) || len(ack.Excluded) != 1 {
+	if ack.Excluded["battery2"] != string(hearth.RuleDeviceDown) || len(ack.Excluded) != 1 {
 		t.Errorf("ack %+v, want battery2 excluded as device_down", ack)
 	}
 	r.b2.mu.Lock()
@@ -169,7 +169,7 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 	r.ctl.Step(context.Background())
 	r.cycle()
 	trips, clears := r.events(hearth.EventTrip), r.events(hearth.EventTripCleared)
-	if len(trips) != 1 || trips[0]["device"] != "battery2" || trips[0]["rule"] != string(safety.RuleTempMax) {
+	if len(trips) != 1 || trips[0]["device"] != "battery2" || trips[0]["rule"] != string(hearth.RuleTempMax) {
 		t.Errorf("trips %v, want one temp_c_max on battery2", trips)
 	}
 	if len(clears) != 1 || clears[0]["device"] != "battery2" {
@@ -247,7 +247,7 @@ func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
 		r.cycle()
 	}
 	cl := r.events(hearth.EventClamped)
-	if len(cl) != 1 || cl[0]["rule"] != string(safety.RuleImport) || cl[0]["limit_w"] != 3000.0 {
+	if len(cl) != 1 || cl[0]["rule"] != string(hearth.RuleImport) || cl[0]["limit_w"] != 3000.0 {
 		t.Fatalf("clamps %v, want one by import_limit_w with limit_w 3000", cl)
 	}
 	if got := r.b1.holds() + r.b2.holds(); got < -1000-1 || got > -1000+1 {

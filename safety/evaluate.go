@@ -216,7 +216,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	// The site target.
 	mode, total, siteRule := in.Target.Mode, in.Target.Power, hearth.Rule("")
 	if math.IsNaN(float64(total)) || math.IsInf(float64(total), 0) {
-		total, siteRule = 0, RuleMaxDischarge
+		total, siteRule = 0, hearth.RuleMaxDischarge
 	}
 	switch mode {
 	case hearth.ModeSelfConsumption:
@@ -226,7 +226,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 		if ok && dc.gridFresh() {
 			mode, total = hearth.ModePower, sum-in.Grid.W
 		} else {
-			mode, siteRule = hearth.ModeAuto, RuleMeter
+			mode, siteRule = hearth.ModeAuto, hearth.RuleMeter
 		}
 	case hearth.ModeIdle:
 		mode, total = hearth.ModePower, 0
@@ -238,7 +238,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 		bound, on, capState := dc.autoExportCap(vs)
 		next.autoCap, next.capClearFor = capState.on, capState.clearFor
 		if on {
-			mode, total, siteRule, autoCap = hearth.ModePower, bound, RuleExport, true
+			mode, total, siteRule, autoCap = hearth.ModePower, bound, hearth.RuleExport, true
 		}
 	}
 
@@ -326,15 +326,15 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	if sum != next.lastTotal || next.totalAt.IsZero() {
 		next.lastTotal, next.totalAt = sum, in.Now
 	}
-	if siteRule == RuleMeter {
+	if siteRule == hearth.RuleMeter {
 		// self_consumption cannot run without its meter: the state must
 		// not say ok while the batteries are only handed back.
-		trips[RuleMeter] = true
-		d.SiteTrips = append(d.SiteTrips, RuleMeter)
+		trips[hearth.RuleMeter] = true
+		d.SiteTrips = append(d.SiteTrips, hearth.RuleMeter)
 	}
 	if in.EStop {
-		trips[RuleEStop] = true
-		d.SiteTrips = append(d.SiteTrips, RuleEStop)
+		trips[hearth.RuleEStop] = true
+		d.SiteTrips = append(d.SiteTrips, hearth.RuleEStop)
 	}
 	slices.Sort(d.SiteTrips)
 	d.Trips = slices.Sorted(maps.Keys(trips))

@@ -9,33 +9,6 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-// Rule names: the root package's vocabulary, under the names this
-// package has always given them.
-const (
-	RuleEStop          = hearth.RuleEStop
-	RuleStale          = hearth.RuleStale
-	RuleReadingQuality = hearth.RuleReadingQuality
-	RuleDeviceDown     = hearth.RuleDeviceDown
-	RuleSoCMin         = hearth.RuleSoCMin
-	RuleSoCMax         = hearth.RuleSoCMax
-	RuleMaxCharge      = hearth.RuleMaxCharge
-	RuleMaxDischarge   = hearth.RuleMaxDischarge
-	RuleRamp           = hearth.RuleRamp
-	RuleCellVMin       = hearth.RuleCellVMin
-	RuleCellVMax       = hearth.RuleCellVMax
-	RuleTempMin        = hearth.RuleTempMin
-	RuleTempMax        = hearth.RuleTempMax
-	RuleExport         = hearth.RuleExport
-	RuleImport         = hearth.RuleImport
-	RuleSiteDischarge  = hearth.RuleSiteDischarge
-	RuleSiteCharge     = hearth.RuleSiteCharge
-	RuleMeter          = hearth.RuleMeter
-	RuleCellTempMax    = hearth.RuleCellTempMax
-	RuleChargeTemp     = hearth.RuleChargeTemp
-	RuleImplausible    = hearth.RuleImplausible
-	RuleUnguardedMax   = hearth.RuleUnguardedMax
-)
-
 // Defaults for the hysteresis bands and the clock skew, used by the agent
 // where the config is silent.
 const (
@@ -183,17 +156,17 @@ func (l Limits) Validate() error {
 func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
 	var w *hearth.Watts
 	switch r {
-	case RuleMaxCharge:
+	case hearth.RuleMaxCharge:
 		w = &l.MaxChargeW
-	case RuleMaxDischarge:
+	case hearth.RuleMaxDischarge:
 		w = &l.MaxDischargeW
-	case RuleExport:
+	case hearth.RuleExport:
 		w = l.ExportLimitW
-	case RuleImport:
+	case hearth.RuleImport:
 		w = l.ImportLimitW
-	case RuleSiteDischarge:
+	case hearth.RuleSiteDischarge:
 		w = l.SiteMaxDischargeW
-	case RuleSiteCharge:
+	case hearth.RuleSiteCharge:
 		w = l.SiteMaxChargeW
 	}
 	if w == nil {
@@ -205,7 +178,7 @@ func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
 // DeviceLimitW is LimitW for a rule that bound device: for
 // unguarded_max_w, that device's own bound.
 func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
-	if r == RuleUnguardedMax {
+	if r == hearth.RuleUnguardedMax {
 		w, ok := l.UnguardedMaxW[device]
 		return w, ok
 	}

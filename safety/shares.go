@@ -109,7 +109,7 @@ func (dc *decider) ramp(v *verdict) Approved {
 	lo, hi := min(last, 0)-step, max(last, 0)+step
 	a := Approved{device: v.obs.Reading.Device, mode: hearth.ModePower, power: clampW(v.target, lo, hi)}
 	if a.power != v.target {
-		a.rule = RuleRamp
+		a.rule = hearth.RuleRamp
 	}
 	return a
 }

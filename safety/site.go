@@ -32,7 +32,7 @@ func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rul
 	b := binding{total, rule}
 	b.siteCaps(l, 0)
 	if l.ExportLimitW != nil && b.w > 0 {
-		b.to(min(b.w, max(dc.exportBound(vs), 0)), RuleExport)
+		b.to(min(b.w, max(dc.exportBound(vs), 0)), hearth.RuleExport)
 	}
 	if l.ImportLimitW != nil && b.w < 0 {
 		if bound, seen, ok := dc.importBound(vs); ok {
@@ -40,7 +40,7 @@ func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rul
 			// a reading, as a ramp does: that is no binding of the limit.
 			r := hearth.Rule("")
 			if max(b.w, min(seen, 0)) != b.w {
-				r = RuleImport
+				r = hearth.RuleImport
 			}
 			b.to(max(b.w, min(bound, 0)), r)
 		}
@@ -69,10 +69,10 @@ func (b *binding) to(v hearth.Watts, r hearth.Rule) {
 // with fixed (the power devices that take no share may hold) counted in.
 func (b *binding) siteCaps(l Limits, fixed hearth.Watts) {
 	if c := l.SiteMaxDischargeW; c != nil {
-		b.to(min(b.w, *c-fixed), RuleSiteDischarge)
+		b.to(min(b.w, *c-fixed), hearth.RuleSiteDischarge)
 	}
 	if c := l.SiteMaxChargeW; c != nil {
-		b.to(max(b.w, -*c-fixed), RuleSiteCharge)
+		b.to(max(b.w, -*c-fixed), hearth.RuleSiteCharge)
 	}
 }
 
