@@ -151,9 +151,10 @@ func (l Limits) Validate() error {
 	return errs.Err()
 }
 
-// LimitW returns the configured power limit a rule stands for, and false
-// for a rule that is not a power limit or a limit not set.
-func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
+// DeviceLimitW returns the configured power limit a rule that bound
+// device stands for (for unguarded_max_w, that device's own bound), and
+// false for a rule that is not a power limit or a limit not set.
+func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
 	var w *hearth.Watts
 	switch r {
 	case hearth.RuleMaxCharge:
@@ -168,19 +169,12 @@ func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
 		w = l.SiteMaxDischargeW
 	case hearth.RuleSiteCharge:
 		w = l.SiteMaxChargeW
+	case hearth.RuleUnguardedMax:
+		u, ok := l.UnguardedMaxW[device]
+		return u, ok
 	}
 	if w == nil {
 		return 0, false
 	}
 	return *w, true
-}
-
-// DeviceLimitW is LimitW for a rule that bound device: for
-// unguarded_max_w, that device's own bound.
-func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
-	if r == hearth.RuleUnguardedMax {
-		w, ok := l.UnguardedMaxW[device]
-		return w, ok
-	}
-	return l.LimitW(r)
 }
