@@ -687,7 +687,7 @@ func cmpTrip(a, b tripKey) int {
 func tripsOf(dec safety.Decision) map[tripKey]string {
 	out := map[tripKey]string{}
 	for _, r := range dec.SiteTrips {
-		out[tripKey{"", r}] = dec.Why[r]
+		out[tripKey{"", r}] = "" // the e-stop and the meter need no detail
 	}
 	for _, ds := range dec.Devices {
 		for _, r := range ds.Trips {

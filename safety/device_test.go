@@ -184,13 +184,13 @@ func TestDivergingLoopTripsImplausible(t *testing.T) {
 	t.Parallel()
 	d := selfConsumption(t, -1, 1, 30)
 	if a := d.Commands[0]; a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) ||
-		!strings.Contains(d.Why[hearth.RuleImplausible], "the loop diverges") {
-		t.Errorf("inverted battery under self_consumption: %s, trips %v, why %q; want implausible, handed back", a, d.Trips, d.Why[hearth.RuleImplausible])
+		!strings.Contains(d.Devices[0].Why[hearth.RuleImplausible], "the loop diverges") {
+		t.Errorf("inverted battery under self_consumption: %s, trips %v, why %q; want implausible, handed back", a, d.Trips, d.Devices[0].Why[hearth.RuleImplausible])
 	}
 	// A battery that follows, even slowly, never does.
 	for _, follow := range []float64{1, 0.5, 0.1} {
 		if d := selfConsumption(t, 1, follow, 120); slices.Contains(d.Trips, hearth.RuleImplausible) {
-			t.Errorf("battery following %g of each step: implausible (%q)", follow, d.Why[hearth.RuleImplausible])
+			t.Errorf("battery following %g of each step: implausible (%q)", follow, d.Devices[0].Why[hearth.RuleImplausible])
 		}
 	}
 }

@@ -58,9 +58,6 @@ type Decision struct {
 	Commands []Approved
 	// Trips lists the rules tripped on any device, sorted.
 	Trips []hearth.Rule
-	// Why explains, for some tripped rules, what tripped them (an
-	// implausible device, a value that became unknown).
-	Why map[hearth.Rule]string
 	// Rule is the rule that bound the site's target before ramping, or "";
 	// RuleDevice the device it bound when it is a device's own rule (""
 	// for a rule of the whole site).
@@ -273,7 +270,6 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	var sum hearth.Watts
 	held := false
 	trips := map[hearth.Rule]bool{}
-	why := map[hearth.Rule]string{}
 	for _, v := range vs {
 		a := v.safe
 		switch {
@@ -304,7 +300,6 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 				trips[r] = true
 				ds.Trips = append(ds.Trips, r)
 				if w := v.st.why[r]; w != "" {
-					why[r] = w
 					if ds.Why == nil {
 						ds.Why = map[hearth.Rule]string{}
 					}
@@ -338,9 +333,6 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	}
 	slices.Sort(d.SiteTrips)
 	d.Trips = slices.Sorted(maps.Keys(trips))
-	if len(why) > 0 {
-		d.Why = why
-	}
 	if held {
 		d.TargetW = &sum
 	}

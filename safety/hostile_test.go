@@ -198,8 +198,8 @@ func TestDeviceThatContradictsItself(t *testing.T) {
 		a, d = run(e, now, power(1000), battery(now, 50, map[string]hearth.Point{
 			PointPower: hearth.V(-1500), PointBatteryV: hearth.V(52), PointBatteryA: hearth.V(28.8)}))
 	}
-	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) || d.Why[hearth.RuleImplausible] == "" {
-		t.Errorf("power -1500 W with V×A +1500 W, %d times: %s, trips %v, why %v; want the safe state, implausible", contradictions, a, d.Trips, d.Why)
+	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) || d.Devices[0].Why[hearth.RuleImplausible] == "" {
+		t.Errorf("power -1500 W with V×A +1500 W, %d times: %s, trips %v, why %v; want the safe state, implausible", contradictions, a, d.Trips, d.Devices[0].Why)
 	}
 
 	e, _ = NewEvaluator(testLimits())
