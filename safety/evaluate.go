@@ -194,8 +194,8 @@ type decider struct {
 // state the last evaluation left and the input, the decision and the state
 // to hand the next one. prev is not changed.
 func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
-	next := &evalState{dev: maps.Clone(prev.dev), lastTotal: prev.lastTotal, totalAt: prev.totalAt,
-		autoCap: prev.autoCap, capClearFor: prev.capClearFor}
+	next := new(*prev)
+	next.dev = maps.Clone(prev.dev)
 	var d Decision
 	if len(in.Devices) == 0 {
 		return d, next
