@@ -295,15 +295,12 @@ func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointVa
 // arm reads the required settings and makes the arm writes the device
 // does not already hold.
 func (d *VendorDevice) arm(ctx context.Context) error {
-	for _, r := range d.c.Requires {
-		pt := d.pts[r.Point]
-		v, err := d.readPoint(ctx, pt)
-		if err != nil {
-			return fmt.Errorf("read %s of %s: %w", r.Point, d.name, err)
-		}
-		if v != r.Equals {
-			return fmt.Errorf("%s: %s reads %g, control needs %g: %s: %w", d.name, r.Point, v, r.Equals, r.Hint, ErrPrecondition)
-		}
+	unmet, err := d.unmet(ctx)
+	if err == nil {
+		err = unmet
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.name, err)
 	}
 	var need []PointValue
 	for _, a := range d.c.Arm {
@@ -319,6 +316,22 @@ func (d *VendorDevice) arm(ctx context.Context) error {
 		return fmt.Errorf("arm %s: %w", d.name, err)
 	}
 	return nil
+}
+
+// unmet reads the settings control requires. It returns the first that
+// reads another value as unmet (wrapping ErrPrecondition, with the
+// profile's hint), and err when one cannot be read.
+func (d *VendorDevice) unmet(ctx context.Context) (unmet, err error) {
+	for _, r := range d.c.Requires {
+		v, err := d.readPoint(ctx, d.pts[r.Point])
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", r.Point, err)
+		}
+		if v != r.Equals {
+			return fmt.Errorf("%s reads %g, control needs %g: %s: %w", r.Point, v, r.Equals, r.Hint, ErrPrecondition), nil
+		}
+	}
+	return nil, nil
 }
 
 // readPoint reads and decodes one point (scale and offset applied).
@@ -587,16 +600,7 @@ func ProbeProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile) (read m
 				return read, nil, fmt.Errorf("%s reads %s: the unit does not answer as %s", name, pts[name].Quality, p.Name)
 			}
 		}
-		d := NewVendorDevice("probe", bus, unit, p, nil)
-		for _, r := range p.Control.Requires {
-			v, err := d.readPoint(ctx, d.pts[r.Point])
-			if err != nil {
-				return read, nil, fmt.Errorf("read %s: %w", r.Point, err)
-			}
-			if v != r.Equals {
-				return read, fmt.Errorf("%s reads %g, control needs %g: %s: %w", r.Point, v, r.Equals, r.Hint, ErrPrecondition), nil
-			}
-		}
+		notReady, err = NewVendorDevice("probe", bus, unit, p, nil).unmet(ctx)
 	}
-	return read, nil, nil
+	return read, notReady, err
 }
