@@ -551,31 +551,6 @@ func encode(pt *PointSpec, v float64) ([]uint16, error) {
 	return regs, nil
 }
 
-// applySignBits makes the points with a sign_bit negative when their bit
-// is set in the reading.
-func applySignBits(p *Profile, pts map[string]hearth.Point, raw func(name string) (uint16, bool)) {
-	for _, pt := range p.Points {
-		sb := pt.SignBit
-		if sb == nil {
-			continue
-		}
-		v, ok := pts[pt.Name]
-		if !ok || !v.Good() {
-			continue
-		}
-		bits, ok := raw(sb.Point)
-		if !ok {
-			pts[pt.Name] = hearth.Q(hearth.QualityCommError)
-			continue
-		}
-		v.Value = math.Abs(v.Value)
-		if bits&(1<<sb.Bit) != 0 && v.Value != 0 {
-			v.Value = -v.Value
-		}
-		pts[pt.Name] = v
-	}
-}
-
 // ProbeProfile reads a fixed-map profile's points once from unit and, for
 // a profile with a control section, the settings control requires,
 // writing nothing: what `hearth config check --online` shows of a vendor
