@@ -129,8 +129,9 @@ type Timeout struct {
 // same direction is written only when it moves the power by DeadbandW or
 // more, and after a burst of BudgetBurst changes at most one every
 // MinInterval. A change of direction, a command a safety rule bound (the
-// ramp included) and the first after one, a refresh and a release are
-// written at once.
+// ramp included) and the first after one, a release, and the refresh of
+// a device with a timeout are written at once; a device without one gets
+// the same command again at most once every MinInterval.
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`
 	DeadbandW   float64  `yaml:"deadband_w"`

@@ -260,8 +260,8 @@ const BudgetBurst = 5
 // of writing this one: only a change in the same direction, not bound by
 // a safety rule (the ramp included) and not the first after one, to a
 // budgeted register, within the deadband or beyond the budget's pace. A
-// refresh (the same power) is never deferred: the device's timeout needs
-// it.
+// refresh (the same power) of a device with a timeout is never deferred:
+// the timeout needs it; a device without one gets it at the budget's pace.
 func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
 	b := d.c.Budget
 	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
