@@ -137,7 +137,6 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
 	writes, commanded, saturated := d.command(want, per)
-	st := VendorStatus{CommandedW: commanded, HeldW: commanded, Saturated: saturated}
 	if d.deferLocked(commanded, a.Rule(), writes) {
 		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
 	}
@@ -148,7 +147,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		d.armed = true
 	}
 	got, err := d.writeAll(ctx, writes)
-	got.CommandedW, got.HeldW, got.Saturated = st.CommandedW, st.HeldW, st.Saturated
+	got.CommandedW, got.HeldW, got.Saturated = commanded, commanded, saturated
 	if err != nil && !errors.Is(err, ErrNotEffective) {
 		d.wrote = false
 		return got, fmt.Errorf("command %s: %w", d.name, err)
