@@ -356,7 +356,7 @@ type writeReq struct {
 // writeAll encodes writes, merges the members of a group into one FC 16
 // (members not written keep the value the device holds), sends them in
 // order, and reads back every written point but those that do not read
-// back.
+// back (adjacent points in one read).
 func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (VendorStatus, error) {
 	st := VendorStatus{Written: writes}
 	if len(writes) == 0 {
@@ -400,22 +400,33 @@ func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (Vendo
 			return st, err
 		}
 	}
+	var back []PointSpec
+	for _, w := range writes {
+		if !slices.Contains(d.c.NoReadback, w.Point) {
+			back = append(back, *d.pts[w.Point])
+		}
+	}
+	// Adjacent points are read back in one request; no gap is bridged.
+	regsOf := make([][]uint16, len(back))
+	for _, rq := range Plan(back, nil, 0) {
+		regs, err := d.bus.Read(ctx, d.unit, rq.Table, rq.Addr, rq.Count)
+		if err != nil {
+			return st, fmt.Errorf("read back %s: %w", back[rq.Points[0]].Name, err)
+		}
+		for _, i := range rq.Points {
+			off := back[i].Address - rq.Addr
+			regsOf[i] = regs[off : off+back[i].Size()]
+		}
+	}
 	st.Readback = map[string]float64{}
 	var mismatch []string
-	for _, w := range writes {
-		if slices.Contains(d.c.NoReadback, w.Point) {
-			continue
+	for i, pt := range back {
+		regs := regsOf[i]
+		if v, ok := RawValue(pt, regs); ok {
+			st.Readback[pt.Name] = v*cmpScale(pt.Scale) + pt.Offset
 		}
-		pt := d.pts[w.Point]
-		regs, err := d.bus.Read(ctx, d.unit, Holding, pt.Address, pt.Size())
-		if err != nil {
-			return st, fmt.Errorf("read back %s: %w", w.Point, err)
-		}
-		if v, ok := RawValue(*pt, regs); ok {
-			st.Readback[w.Point] = v*cmpScale(pt.Scale) + pt.Offset
-		}
-		if !slices.Equal(regs, enc[w.Point]) {
-			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", w.Point, enc[w.Point], regs))
+		if !slices.Equal(regs, enc[pt.Name]) {
+			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", pt.Name, enc[pt.Name], regs))
 		}
 	}
 	if len(mismatch) > 0 {
