@@ -544,19 +544,15 @@ func encode(pt *PointSpec, v float64) ([]uint16, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Undo ordered: big-endian bytes back to the point's word and byte order.
-	n := int(pt.Size())
-	regs := make([]uint16, n)
-	for i := range n {
-		w := i
-		if pt.WordOrder == "little" {
-			w = n - 1 - i
-		}
-		r := binary.BigEndian.Uint16(b[2*w:])
-		if pt.ByteOrder == "little" {
-			r = r<<8 | r>>8
-		}
-		regs[i] = r
+	// ordered only swaps words and bytes, so it also takes the value's
+	// big-endian words to the point's word and byte order.
+	regs := make([]uint16, pt.Size())
+	for i := range regs {
+		regs[i] = binary.BigEndian.Uint16(b[2*i:])
+	}
+	b = ordered(*pt, regs)
+	for i := range regs {
+		regs[i] = binary.BigEndian.Uint16(b[2*i:])
 	}
 	return regs, nil
 }
