@@ -51,7 +51,6 @@ type VendorDevice struct {
 	name string
 	bus  *Bus
 	unit uint8
-	p    *Profile
 	c    *Control
 	now  func() time.Time
 	pts  map[string]*PointSpec
@@ -81,7 +80,7 @@ func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() t
 	if now == nil {
 		now = time.Now
 	}
-	d := &VendorDevice{name: name, bus: bus, unit: unit, p: p, c: p.Control, now: now, pts: map[string]*PointSpec{}}
+	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, now: now, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
 	}
