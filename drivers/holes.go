@@ -68,11 +68,10 @@ func isException(err error) bool {
 // splitRead is what one planned read, split where the device refused it,
 // gave.
 type splitRead struct {
-	regs    map[int][]uint16 // each point read, by its index in specs: its own registers
-	runs    []regRun         // every read that answered, gaps bridged included
-	holes   []Hole           // registers learned as refused
-	refused []int            // points whose own registers were refused
-	err     error            // the first failure that was not exception 2
+	regs  map[int][]uint16 // each point read, by its index in specs: its own registers
+	runs  []regRun         // every read that answered, gaps bridged included
+	holes []Hole           // registers learned as refused
+	err   error            // the first failure that was not exception 2
 }
 
 // regRun is registers read from addr on.
@@ -132,7 +131,6 @@ func readSplitting(ctx context.Context, bus *Bus, unit uint8, specs []PointSpec,
 			return false
 		case len(pts) == 1:
 			out.holes = append(out.holes, Hole{Table: rq.Table, From: addr, To: addr + count - 1})
-			out.refused = append(out.refused, pts[0])
 			return false
 		}
 		left, right := pts[:len(pts)/2], pts[len(pts)/2:]
