@@ -100,6 +100,16 @@ func (s splitRead) all(vals map[uint16]uint16) {
 	}
 }
 
+// add keeps regs, read from addr on: the run, and the own registers of
+// the points pts (indexes in specs) it carries.
+func (s *splitRead) add(specs []PointSpec, pts []int, addr uint16, regs []uint16) {
+	s.runs = append(s.runs, regRun{addr, regs})
+	for _, i := range pts {
+		off := specs[i].Address - addr
+		s.regs[i] = regs[off : off+specs[i].Size()]
+	}
+}
+
 // readSplitting reads rq; when the unit refuses it with exception 2, it
 // halves the request's points and reads each half on its own (a part's
 // read spans its first point to its last), down to single points. A gap
@@ -120,11 +130,7 @@ func readSplitting(ctx context.Context, bus *Bus, unit uint8, specs []PointSpec,
 		regs, err := bus.Read(ctx, unit, rq.Table, addr, count)
 		switch {
 		case err == nil:
-			out.runs = append(out.runs, regRun{addr, regs})
-			for _, i := range pts {
-				off := specs[i].Address - addr
-				out.regs[i] = regs[off : off+specs[i].Size()]
-			}
+			out.add(specs, pts, addr, regs)
 			return true
 		case !illegalAddress(err):
 			out.err = err
@@ -219,11 +225,8 @@ func (d *SunSpecDevice) readPlanned(ctx context.Context, specs []PointSpec, rq R
 		if err != nil {
 			return splitRead{err: err}, !isException(err) || illegalAddress(err)
 		}
-		got = splitRead{regs: map[int][]uint16{}, runs: []regRun{{rq.Addr, regs}}}
-		for _, i := range rq.Points {
-			off := specs[i].Address - rq.Addr
-			got.regs[i] = regs[off : off+specs[i].Size()]
-		}
+		got = splitRead{regs: map[int][]uint16{}}
+		got.add(specs, rq.Points, rq.Addr, regs)
 		return got, false
 	}
 	got = readSplitting(ctx, d.bus, d.unit, specs, rq, d.specs, d.statics)
