@@ -251,7 +251,9 @@ func (d *SunSpecDevice) learn(holes []Hole, now time.Time) {
 	}
 	d.replan = true
 	if d.holeStore != nil {
-		d.holeErr = d.holeStore.SaveHoles(d.name, LearnedHoles{Identity: d.Identity(), Holes: slices.Clone(d.holes), Learned: now})
+		// The store reports its own failures; the holes stay learned for
+		// the run.
+		_ = d.holeStore.SaveHoles(d.name, LearnedHoles{Identity: d.Identity(), Holes: slices.Clone(d.holes), Learned: now})
 	}
 }
 
@@ -263,7 +265,6 @@ func (d *SunSpecDevice) keptHoles(now time.Time) LearnedHoles {
 		return LearnedHoles{}
 	}
 	h, ok, err := d.holeStore.LoadHoles(d.name)
-	d.holeErr = err
 	if !ok || err != nil || now.Sub(h.Learned) >= HoleTTL || h.Learned.After(now.Add(HoleTTL)) {
 		return LearnedHoles{}
 	}
@@ -271,8 +272,8 @@ func (d *SunSpecDevice) keptHoles(now time.Time) LearnedHoles {
 }
 
 // Holes returns the registers the device refused, as learned or loaded
-// (poll goroutine only), and the error of the last load or save of them.
-func (d *SunSpecDevice) Holes() ([]Hole, error) { return slices.Clone(d.holes), d.holeErr }
+// (poll goroutine only).
+func (d *SunSpecDevice) Holes() []Hole { return slices.Clone(d.holes) }
 
 // Discovery back-off for a device that answers but cannot be discovered
 // (it refuses the marker or the model chain with exceptions, or has no

@@ -162,7 +162,6 @@ type SunSpecDevice struct {
 	// plans are made around them.
 	holes     []Hole
 	holeStore HoleStore
-	holeErr   error
 	readOK    map[[2]uint16]bool // planned reads (points' or statics') that have read whole since discovery
 	replan    bool               // holes learned: plan again
 	// Discovery back-off for a device that answers but cannot be
