@@ -1,11 +1,9 @@
 package harness
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,15 +28,7 @@ type NATS struct {
 // FindNATS returns the path of the nats-server binary, looking in PATH and
 // then in /usr/sbin.
 func FindNATS() (string, error) {
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/nats-server", "/usr/local/bin/nats-server"} {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("nats-server not found: apt-get install nats-server")
+	return findBinary("nats-server", "nats-server", "/usr/sbin", "/usr/local/bin")
 }
 
 // StartNATS starts a private nats-server with JetStream and an MQTT
@@ -53,14 +43,7 @@ func StartNATS(t testing.TB) *NATS {
 	}
 	n := &NATS{t: t, bin: bin, dir: t.TempDir()}
 	n.logPath = filepath.Join(n.dir, "nats.log")
-	t.Cleanup(func() {
-		n.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(n.logPath); err == nil {
-				t.Logf("nats-server log (mqtt port %d):\n%s", n.port, b)
-			}
-		}
-	})
+	n.cleanup(t, "nats-server", 0)
 	var lastErr error
 	for range 5 {
 		n.port = FreePort(t)
@@ -180,14 +163,7 @@ mqtt {
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			nd.Stop()
-			if t.Failed() {
-				if b, err := os.ReadFile(nd.logPath); err == nil {
-					t.Logf("nats-server %d log (mqtt port %d):\n%s", i, nd.port, lastLines(string(b), 40, "\n"))
-				}
-			}
-		})
+		nd.cleanup(t, fmt.Sprintf("nats-server %d", i), 40)
 	}
 	// Each node waits for the others' routes: start them all, then wait.
 	errs := make(chan error, n)
