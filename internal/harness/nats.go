@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // NATS is a nats-server process with its MQTT listener, owned by one test:
@@ -63,7 +61,7 @@ mqtt {
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if lastErr = n.start(n.conf); lastErr == nil {
+		if lastErr = n.start(); lastErr == nil {
 			return n
 		}
 	}
@@ -71,8 +69,8 @@ mqtt {
 	return nil
 }
 
-func (n *NATS) start(conf string) error {
-	return n.process.start(n.bin, []string{"-c", conf}, n.Addr(), startTimeout)
+func (n *NATS) start() error {
+	return n.process.start(n.bin, []string{"-c", n.conf}, n.Addr(), startTimeout)
 }
 
 // Addr returns the MQTT listener's host:port.
@@ -91,7 +89,7 @@ func (n *NATS) Running() bool { return n.running() }
 // fails the test if it does not come up. Call it from the test goroutine.
 func (n *NATS) Start() {
 	n.t.Helper()
-	restart(n.t, &n.process, fmt.Sprintf("nats-server on mqtt port %d", n.port), func(time.Duration) error { return n.start(n.conf) })
+	restart(n.t, &n.process, fmt.Sprintf("nats-server on mqtt port %d", n.port), func(time.Duration) error { return n.start() })
 }
 
 // StartNATSCluster starts a cluster of n nats-server nodes of the test's
@@ -168,7 +166,7 @@ mqtt {
 	// Each node waits for the others' routes: start them all, then wait.
 	errs := make(chan error, n)
 	for _, nd := range nodes {
-		go func() { errs <- nd.start(nd.conf) }()
+		go func() { errs <- nd.start() }()
 	}
 	var first error
 	for range nodes {
@@ -193,21 +191,9 @@ func mqttReady(url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var err error
 	for time.Now().Before(deadline) {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("ready-%d", time.Now().UnixNano())).SetProtocolVersion(4).
-			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second))
-		tok := c.Connect()
-		if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
-			err = fmt.Errorf("connect: %v", tok.Error())
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		pub := c.Publish("hearth-ready", 1, false, []byte("ready"))
-		ok := pub.WaitTimeout(3*time.Second) && pub.Error() == nil
-		c.Disconnect(100)
-		if ok {
+		if err = publishOnce(url, "ready-", "hearth-ready", []byte("ready"), 2*time.Second, 3*time.Second); err == nil {
 			return nil
 		}
-		err = fmt.Errorf("publish: no puback (%v)", pub.Error())
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready after %v: %v", timeout, err)
