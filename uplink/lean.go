@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -142,12 +143,21 @@ func encodeLean(rs []hearth.Reading) []byte {
 	return compress(b)
 }
 
+// gzipWriters keeps gzip writers between messages: a new one at
+// BestCompression allocates most of a megabyte.
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestCompression)
+	return w
+}}
+
 // compress returns b gzipped when that is smaller, else b.
 func compress(b []byte) []byte {
 	var z bytes.Buffer
-	w, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
+	w := gzipWriters.Get().(*gzip.Writer)
+	w.Reset(&z)
 	w.Write(b)
 	w.Close()
+	gzipWriters.Put(w)
 	if z.Len() < len(b) {
 		return z.Bytes()
 	}
