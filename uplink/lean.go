@@ -164,9 +164,19 @@ func compress(b []byte) []byte {
 	return b
 }
 
+// appendString appends s as a JSON string, as json.Marshal writes it.
+// Names and qualities are plain ASCII: they are copied as they are,
+// without the two allocations of json.Marshal, which takes the rest.
 func appendString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s) // a string always encodes
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Telemetry is a decoded message of …/telemetry or …/telemetry/backfill.

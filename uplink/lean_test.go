@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -132,5 +133,16 @@ func BenchmarkEncodeLean(b *testing.B) {
 				encodeLean(rs)
 			}
 		})
+	}
+}
+
+// TestAppendStringIsJSON: names and qualities are written exactly as
+// encoding/json writes them, whatever bytes they hold.
+func TestAppendStringIsJSON(t *testing.T) {
+	for _, s := range []string{"", "soc_pct", "comm_error", "a b", "~", "\x7f", `q"uote`, `back\slash`, "<b>&", "tab\t", "\x00", "é", "\xff", "\u2028"} {
+		want, _ := json.Marshal(s)
+		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("appendString(%q) = %s, want x%s", s, got, want)
+		}
 	}
 }
