@@ -680,7 +680,6 @@ func (r *run) peer() {
 	r.sections = append(r.sections, "## Peer comparison\n\n"+msg+"\n")
 }
 
-// onlyWear builds the agent and runs the wear section alone.
 // alone runs one section after building the agent, for -only.
 func (r *run) alone(section func()) (err error) {
 	defer func() {
