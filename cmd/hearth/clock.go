@@ -25,21 +25,12 @@ func cmdClock(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fs := newFlags("hearth clock reset-floor", stderr)
-	var f diagFlags
-	f.register(fs)
-	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
-	if code, ok := parseNoArgs(fs, args[1:], stdout, stderr); !ok {
+	var res diag.ResetFloorResult
+	asJSON, code, ok := postConfirmed(fs, args[1:], "/clock/reset-floor", "after the reset the floor is the build time, and leases are judged by it", &res, stdout, stderr)
+	if !ok {
 		return code
 	}
-	if *confirm == "" {
-		fmt.Fprintln(stderr, "hearth clock reset-floor: give --confirm GATEWAY_ID: after the reset the floor is the build time, and leases are judged by it")
-		return exitUsage
-	}
-	var res diag.ResetFloorResult
-	if err := diag.NewClient(f.socketPath()).Do("POST", "/clock/reset-floor", nil, diag.ResetFloorRequest{Confirm: *confirm}, &res); err != nil {
-		return fail(stderr, "clock reset-floor", err)
-	}
-	if f.json {
+	if asJSON {
 		writeJSON(stdout, res)
 		return exitOK
 	}
