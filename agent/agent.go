@@ -67,7 +67,7 @@ type Agent struct {
 
 	conn *telemetry.ConnWatcher
 
-	hist     *web.History        // per-minute means for the local page's plots
+	hist     *web.History        // per-minute means for the local page's plots; nil without http_listen
 	lastGood *telemetry.LastGood // every point's last value, for points and the page
 
 	mu   sync.Mutex
