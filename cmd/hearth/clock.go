@@ -16,13 +16,8 @@ func cmdClock(args []string, stdout, stderr io.Writer) int {
 	const usage = "usage: hearth clock reset-floor --confirm GATEWAY_ID [--json]\n" +
 		"  sets the floor under true time back to the binary's build time; leases are judged\n" +
 		"  by it again (a floor ahead of true time expires every lease)"
-	if len(args) > 0 && isHelp(args[:1]) {
-		fmt.Fprintln(stdout, usage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "reset-floor" {
-		fmt.Fprintln(stderr, usage)
-		return exitUsage
+	if code, ok := subcommand(args, "reset-floor", usage, stdout, stderr); !ok {
+		return code
 	}
 	fs := newFlags("hearth clock reset-floor", stderr)
 	var res diag.ResetFloorResult
