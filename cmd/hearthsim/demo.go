@@ -174,7 +174,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // demoLease waits a few seconds, then sends the agent a signed lease to
-// discharge at 2 kW for a minute, so the demo shows the whole loop: the
+// discharge at 4 kW for a minute, so the demo shows the whole loop: the
 // ack, the clamp to the agent's own limit, the battery following, and the
 // fallback when the lease ends.
 func demoLease(ctx context.Context, brokerURL string, key ed25519.PrivateKey, stderr io.Writer) {

@@ -19,26 +19,10 @@ import (
 // one aligned line per reading with units, the ack and events in words,
 // and the agent's state only when it changes. It runs until ctx ends.
 func demoView(ctx context.Context, brokerURL, prefix, gateway string, w io.Writer) error {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := cloud.Dial(dctx, brokerURL, fmt.Sprintf("hearthsim-demo-view-%d", time.Now().UnixNano()))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	v := &viewPrinter{w: w}
-	err = c.Subscribe(dctx, prefix+"/"+gateway+"/#", func(m cloud.Message) {
-		parts := strings.SplitN(strings.TrimPrefix(m.Topic, prefix+"/"), "/", 2)
-		if len(parts) < 2 {
-			return
-		}
-		v.message(parts[1], m.Payload)
+	return follow(ctx, brokerURL, prefix, gateway, "demo-view", cloud.Options{}, func(_, kind string, m cloud.Message) {
+		v.message(kind, m.Payload)
 	})
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return nil
 }
 
 type viewPrinter struct {

@@ -36,21 +36,9 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
-// watch prints what gateways publish as a live table until ctx ends: one
-// line per reading, and one per status, event and ack.
-func watch(ctx context.Context, brokerURL, prefix, gateway string, w io.Writer) error {
-	return watchWith(ctx, brokerURL, prefix, gateway, cloud.Options{}, w)
-}
-
-// watchWith is watch with credentials for the broker.
+// watchWith prints what gateways publish as a live table until ctx ends:
+// one line per reading, and one per status, event and ack.
 func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts cloud.Options, w io.Writer) error {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := cloud.DialWith(dctx, brokerURL, fmt.Sprintf("hearthsim-watch-%d", time.Now().UnixNano()), opts)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	var mu sync.Mutex
 	header := false
 	print := func(format string, a ...any) {
@@ -63,12 +51,7 @@ func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts clou
 		}
 		fmt.Fprintf(w, format, a...)
 	}
-	err = c.Subscribe(dctx, prefix+"/"+gateway+"/#", func(m cloud.Message) {
-		parts := strings.Split(strings.TrimPrefix(m.Topic, prefix+"/"), "/")
-		if len(parts) < 2 {
-			return
-		}
-		gw, kind := parts[0], strings.Join(parts[1:], "/")
+	return follow(ctx, brokerURL, prefix, gateway, "watch", opts, func(gw, kind string, m cloud.Message) {
 		switch kind {
 		case "telemetry", "telemetry/backfill":
 			batch, err := uplink.DecodeTelemetry(m.Payload) // lean or json
@@ -101,6 +84,25 @@ func watchWith(ctx context.Context, brokerURL, prefix, gateway string, opts clou
 				retained = " (retained)"
 			}
 			print("%-8s %-10s %s%s: %s\n", time.Now().Format("15:04:05"), gw, kind, retained, strings.TrimSpace(string(m.Payload)))
+		}
+	})
+}
+
+// follow calls fn with every message gateway (+ for all) publishes under
+// prefix, with the gateway id and the topic after it, until ctx ends. name
+// tells its client id from other tools'.
+func follow(ctx context.Context, brokerURL, prefix, gateway, name string, opts cloud.Options, fn func(gw, kind string, m cloud.Message)) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := cloud.DialWith(dctx, brokerURL, fmt.Sprintf("hearthsim-%s-%d", name, time.Now().UnixNano()), opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = c.Subscribe(dctx, prefix+"/"+gateway+"/#", func(m cloud.Message) {
+		gw, kind, ok := strings.Cut(strings.TrimPrefix(m.Topic, prefix+"/"), "/")
+		if ok {
+			fn(gw, kind, m)
 		}
 	})
 	if err != nil {

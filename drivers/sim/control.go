@@ -229,7 +229,7 @@ func control(line string, sims []*Simulator) string {
 		}
 		return string(b)
 	default:
-		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, cellv, celltemp, raw, sf, state, writes)", cmd)
+		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, cellv, celltemp, raw, refuse, sf, state, writes)", cmd)
 	}
 	return "ok"
 }

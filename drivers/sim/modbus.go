@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -84,13 +85,23 @@ func (s *Simulator) serve(ctx context.Context, unit uint8, pdu []byte) ([]byte, 
 
 func exception(fc, code byte) []byte { return []byte{fc | 0x80, code} }
 
-// execute runs a request against the register map. Checks follow the
-// Modbus order: function code, then quantity and framing (0x03), then
-// address (0x02), then value.
+// execute runs a request against the register map.
 func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.step()
+	return execPDU(pdu, s.read, func(fc byte, addr uint16, vals []uint16) byte {
+		return s.write(now, unit, fc, addr, vals)
+	})
+}
+
+// execPDU decodes a request PDU for function codes 3, 4, 6 and 16, runs it
+// with read or write, and encodes the response. Checks follow the Modbus
+// order: function code, then quantity and framing (0x03) here, then
+// address and value in read and write. read returns n registers at addr,
+// or the exception code that refuses them; write applies vals at addr,
+// all or nothing, and returns 0 or the exception code that refused them.
+func execPDU(pdu []byte, read func(fc byte, addr, n uint16) ([]uint16, byte), write func(fc byte, addr uint16, vals []uint16) byte) []byte {
 	fc := pdu[0]
 	be := binary.BigEndian
 	switch fc {
@@ -102,18 +113,14 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 		if n < 1 || n > maxReadRegs {
 			return exception(fc, ExceptionIllegalDataValue)
 		}
-		if !s.lay.mapped(addr, n) || s.refusedLocked(addr, n) {
-			s.logReadLocked(addr, n, ExceptionIllegalDataAddress)
-			return exception(fc, ExceptionIllegalDataAddress)
+		regs, code := read(fc, addr, n)
+		if code != 0 {
+			return exception(fc, code)
 		}
-		s.logReadLocked(addr, n, 0)
-		resp := make([]byte, 2+2*int(n))
+		resp := make([]byte, 2, 2+2*int(n))
 		resp[0], resp[1] = fc, byte(2*n)
-		for i, r := range s.regs[addr-s.lay.base : addr-s.lay.base+n] {
-			if v, ok := s.raw[addr+uint16(i)]; ok {
-				r = v
-			}
-			be.PutUint16(resp[2+2*i:], r)
+		for _, r := range regs {
+			resp = be.AppendUint16(resp, r)
 		}
 		return resp
 
@@ -122,7 +129,7 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 			return exception(fc, ExceptionIllegalDataValue)
 		}
 		addr := be.Uint16(pdu[1:])
-		if code := s.write(now, unit, fc, addr, []uint16{be.Uint16(pdu[3:])}); code != 0 {
+		if code := write(fc, addr, []uint16{be.Uint16(pdu[3:])}); code != 0 {
 			return exception(fc, code)
 		}
 		return append([]byte(nil), pdu...)
@@ -139,7 +146,7 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 		for i := range vals {
 			vals[i] = be.Uint16(pdu[6+2*i:])
 		}
-		if code := s.write(now, unit, fc, addr, vals); code != 0 {
+		if code := write(fc, addr, vals); code != 0 {
 			return exception(fc, code)
 		}
 		return []byte{fc, pdu[1], pdu[2], pdu[3], pdu[4]}
@@ -147,13 +154,31 @@ func (s *Simulator) execute(unit uint8, pdu []byte) []byte {
 	return exception(fc, ExceptionIllegalFunction)
 }
 
+// read returns n registers at addr as served (raw values in place of the
+// true ones), or exception 2 when the map does not hold them all or one
+// is refused; it logs the request. Callers hold s.mu.
+func (s *Simulator) read(_ byte, addr, n uint16) ([]uint16, byte) {
+	if !s.lay.mapped(addr, n) || s.refusedLocked(addr, n) {
+		s.logReadLocked(addr, n, ExceptionIllegalDataAddress)
+		return nil, ExceptionIllegalDataAddress
+	}
+	s.logReadLocked(addr, n, 0)
+	regs := slices.Clone(s.regs[addr-s.lay.base : addr-s.lay.base+n])
+	for i := range regs {
+		if v, ok := s.raw[addr+uint16(i)]; ok {
+			regs[i] = v
+		}
+	}
+	return regs, 0
+}
+
 // write checks and applies a write of vals at addr, all or nothing, logs
 // it, and returns 0 or the exception code it was refused with. Callers hold
 // s.mu.
 func (s *Simulator) write(now time.Time, unit uint8, fc byte, addr uint16, vals []uint16) byte {
 	code, touched124 := s.checkWrite(addr, vals)
-	s.logWrite(Write{Time: now, Unit: unit, Func: fc, Addr: addr,
-		Values: append([]uint16(nil), vals...), Exception: code})
+	s.writes = appendBounded(s.writes, Write{Time: now, Unit: unit, Func: fc, Addr: addr,
+		Values: append([]uint16(nil), vals...), Exception: code}, maxWriteLog)
 	if code != 0 {
 		s.log.Debug("write refused", "addr", addr, "n", len(vals), "exception", code)
 		return code
@@ -207,14 +232,6 @@ func (s *Simulator) checkWrite(addr uint16, vals []uint16) (byte, bool) {
 func (s *Simulator) writableAt(addr uint16) (key, bool) {
 	k, ok := s.lay.writable[addr]
 	return k, ok
-}
-
-func (s *Simulator) logWrite(w Write) {
-	if len(s.writes) >= maxWriteLog {
-		n := copy(s.writes, s.writes[len(s.writes)-maxWriteLog+1:])
-		s.writes = s.writes[:n]
-	}
-	s.writes = append(s.writes, w)
 }
 
 // rateLimit is the largest raw OutWRte or InWRte at scale factor sf:

@@ -53,10 +53,7 @@ func (s *Simulator) refusedLocked(addr, n uint16) bool {
 
 // logReadLocked records a read request. Callers hold s.mu.
 func (s *Simulator) logReadLocked(addr, n uint16, exc byte) {
-	if len(s.reads) >= maxReadLog {
-		s.reads = slices.Delete(s.reads, 0, len(s.reads)-maxReadLog+1)
-	}
-	s.reads = append(s.reads, Read{Addr: addr, Count: n, Exception: exc})
+	s.reads = appendBounded(s.reads, Read{Addr: addr, Count: n, Exception: exc}, maxReadLog)
 }
 
 // Reads returns a copy of the read log, oldest first: every read request

@@ -103,9 +103,11 @@ type Config struct {
 	Meter               bool
 	MeterExportPositive bool
 	// InvertPowerSign makes the battery report its power and current with
-	// the wrong sign (charging positive), consistently: model 802 W and A
-	// agree with each other, and no charge status (ChaSt not implemented)
-	// contradicts them. A register map read with the wrong sign looks so.
+	// the wrong sign (charging positive) in model 802: W and A agree with
+	// each other, and no charge status (ChaSt not implemented in models
+	// 124 and 802) contradicts them. A register map read with the wrong
+	// sign looks so. Model 803's string currents (CellTemps) keep the
+	// true sign.
 	InvertPowerSign bool
 	// PowerWindow makes model 124 a power window, as Fronius GEN24 reads
 	// it: the battery runs its own self-consumption within [−InWRte,
@@ -430,12 +432,26 @@ func (s *Simulator) takeFault() Fault {
 func (s *Simulator) Writes() []Write {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Write, len(s.writes))
-	for i, w := range s.writes {
-		w.Values = append([]uint16(nil), w.Values...)
+	return cloneWrites(s.writes)
+}
+
+// cloneWrites copies a write log, values included.
+func cloneWrites(ws []Write) []Write {
+	out := make([]Write, len(ws))
+	for i, w := range ws {
+		w.Values = slices.Clone(w.Values)
 		out[i] = w
 	}
 	return out
+}
+
+// appendBounded appends x to log, first dropping the oldest entries so
+// that it keeps at most limit.
+func appendBounded[T any](log []T, x T, limit int) []T {
+	if len(log) >= limit {
+		log = slices.Delete(log, 0, len(log)-limit+1)
+	}
+	return append(log, x)
 }
 
 // ModelAddr returns the address of model id's ID register.

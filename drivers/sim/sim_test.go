@@ -512,3 +512,16 @@ func TestWriteLog(t *testing.T) {
 		t.Errorf("RvrtTms read back %v, want 30", got)
 	}
 }
+
+// TestAppendBoundedKeepsTheLatest: the write and read logs keep the
+// newest entries, oldest first.
+func TestAppendBoundedKeepsTheLatest(t *testing.T) {
+	t.Parallel()
+	var log []int
+	for i := range 10 {
+		log = appendBounded(log, i, 3)
+	}
+	if !slices.Equal(log, []int{7, 8, 9}) {
+		t.Fatalf("log %v, want [7 8 9]", log)
+	}
+}

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -188,23 +187,14 @@ func (v *Vendor) Holding(addr uint16, n int) []uint16 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.step()
-	out := make([]uint16, n)
-	for i := range out {
-		out[i] = v.hold[addr+uint16(i)]
-	}
-	return out
+	return regsOf(v.hold, addr, n)
 }
 
 // Writes returns a copy of the write log, oldest first.
 func (v *Vendor) Writes() []Write {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	out := make([]Write, len(v.writes))
-	for i, w := range v.writes {
-		w.Values = append([]uint16(nil), w.Values...)
-		out[i] = w
-	}
-	return out
+	return cloneWrites(v.writes)
 }
 
 // ServeTCP serves Modbus TCP on ln until ctx ends (see Simulator.ServeTCP).
@@ -264,61 +254,23 @@ func (v *Vendor) serve(_ context.Context, unit uint8, pdu []byte) ([]byte, actio
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.step()
-	be := binary.BigEndian
-	fc := pdu[0]
-	switch fc {
-	case fcReadHolding, fcReadInput:
-		if len(pdu) != 5 {
-			return exception(fc, ExceptionIllegalDataValue), actRespond
-		}
-		addr, n := be.Uint16(pdu[1:]), be.Uint16(pdu[3:])
-		bank, ranges := v.hold, v.kind.holdRanges
-		if fc == fcReadInput {
-			bank, ranges = v.input, v.kind.inputRanges
-		}
-		if n < 1 || n > maxReadRegs {
-			return exception(fc, ExceptionIllegalDataValue), actRespond
-		}
-		if !inRanges(ranges, addr, n) {
-			return exception(fc, ExceptionIllegalDataAddress), actRespond
-		}
-		resp := make([]byte, 2+2*int(n))
-		resp[0], resp[1] = fc, byte(2*n)
-		for i := range int(n) {
-			be.PutUint16(resp[2+2*i:], bank[addr+uint16(i)])
-		}
-		return resp, actRespond
-	case fcWriteSingle, fcWriteMultiple:
-		var addr uint16
-		var vals []uint16
-		if fc == fcWriteSingle {
-			if len(pdu) != 5 {
-				return exception(fc, ExceptionIllegalDataValue), actRespond
-			}
-			addr, vals = be.Uint16(pdu[1:]), []uint16{be.Uint16(pdu[3:])}
-		} else {
-			if len(pdu) < 6 {
-				return exception(fc, ExceptionIllegalDataValue), actRespond
-			}
-			n, bc := be.Uint16(pdu[3:]), int(pdu[5])
-			if n < 1 || n > maxWriteRegs || bc != 2*int(n) || len(pdu) != 6+bc {
-				return exception(fc, ExceptionIllegalDataValue), actRespond
-			}
-			addr = be.Uint16(pdu[1:])
-			for i := range int(n) {
-				vals = append(vals, be.Uint16(pdu[6+2*i:]))
-			}
-		}
-		code := v.write(now, fc, addr, vals)
-		if code != 0 {
-			return exception(fc, code), actRespond
-		}
-		if fc == fcWriteSingle {
-			return append([]byte(nil), pdu...), actRespond
-		}
-		return []byte{fc, pdu[1], pdu[2], pdu[3], pdu[4]}, actRespond
+	return execPDU(pdu, v.read, func(fc byte, addr uint16, vals []uint16) byte {
+		return v.write(now, fc, addr, vals)
+	}), actRespond
+}
+
+// read returns n holding (FC 3) or input (FC 4) registers at addr, or
+// exception 2 when the vendor's map does not serve them all. Callers hold
+// v.mu.
+func (v *Vendor) read(fc byte, addr, n uint16) ([]uint16, byte) {
+	bank, ranges := v.hold, v.kind.holdRanges
+	if fc == fcReadInput {
+		bank, ranges = v.input, v.kind.inputRanges
 	}
-	return exception(fc, ExceptionIllegalFunction), actRespond
+	if !inRanges(ranges, addr, n) {
+		return nil, ExceptionIllegalDataAddress
+	}
+	return regsOf(bank, addr, int(n)), 0
 }
 
 // write checks a write all or nothing, applies and logs it. Callers hold
@@ -340,10 +292,7 @@ func (v *Vendor) write(now time.Time, fc byte, addr uint16, vals []uint16) byte 
 	if code == 0 && v.kind.check != nil {
 		code = v.kind.check(v, addr, vals)
 	}
-	if len(v.writes) >= maxWriteLog {
-		v.writes = v.writes[1:]
-	}
-	v.writes = append(v.writes, Write{Time: now, Unit: v.cfg.UnitID, Func: fc, Addr: addr, Values: append([]uint16(nil), vals...), Exception: code})
+	v.writes = appendBounded(v.writes, Write{Time: now, Unit: v.cfg.UnitID, Func: fc, Addr: addr, Values: append([]uint16(nil), vals...), Exception: code}, maxWriteLog)
 	if code != 0 {
 		return code
 	}
@@ -367,6 +316,15 @@ func inRanges(rs [][2]uint16, addr, n uint16) bool {
 		}
 	}
 	return false
+}
+
+// regsOf returns n registers of bank from addr.
+func regsOf(bank map[uint16]uint16, addr uint16, n int) []uint16 {
+	out := make([]uint16, n)
+	for i := range out {
+		out[i] = bank[addr+uint16(i)]
+	}
+	return out
 }
 
 // touches reports whether a write of n registers at addr covers a.

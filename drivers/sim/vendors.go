@@ -122,7 +122,8 @@ const (
 	seMaxTimeout = 86400
 )
 
-func seFloat(v *Vendor, a uint16) float64 {
+// holdFloat returns the float32 (low word first) held at a.
+func holdFloat(v *Vendor, a uint16) float64 {
 	return float64(math.Float32frombits(get32(v.hold, a, true)))
 }
 
@@ -149,10 +150,8 @@ var solaredgeKind = &vendorKind{
 				return ExceptionIllegalDataValue
 			}
 		}
-		if i := int(seTimeout) - int(addr); i >= 0 && i+1 < len(vals) {
-			if t := uint32(vals[i+1])<<16 | uint32(vals[i]); t > seMaxTimeout {
-				return ExceptionIllegalDataValue
-			}
+		if t, ok := u32In(addr, vals, seTimeout); ok && t > seMaxTimeout {
+			return ExceptionIllegalDataValue
 		}
 		return 0
 	},
@@ -181,14 +180,21 @@ var solaredgeKind = &vendorKind{
 		seTimeout: 3600 & 0xFFFF, seTimeout + 1: 3600 >> 16},
 }
 
-// floatIn decodes the float32 (low word first) at a from a write of vals
-// at addr, when the write carries both of its registers.
-func floatIn(addr uint16, vals []uint16, a uint16) (float64, bool) {
+// u32In decodes the 32-bit value (low word first) at a from a write of
+// vals at addr, when the write carries both of its registers.
+func u32In(addr uint16, vals []uint16, a uint16) (uint32, bool) {
 	i := int(a) - int(addr)
 	if i < 0 || i+1 >= len(vals) {
 		return 0, false
 	}
-	return float64(math.Float32frombits(uint32(vals[i+1])<<16 | uint32(vals[i]))), true
+	return uint32(vals[i+1])<<16 | uint32(vals[i]), true
+}
+
+// floatIn decodes the float32 (low word first) at a from a write of vals
+// at addr, when the write carries both of its registers.
+func floatIn(addr uint16, vals []uint16, a uint16) (float64, bool) {
+	u, ok := u32In(addr, vals, a)
+	return float64(math.Float32frombits(u)), ok
 }
 
 // seApply takes up the command the registers hold: only under remote
@@ -200,7 +206,7 @@ func seApply(v *Vendor) {
 	if v.hold[seCtrlMode] != 4 {
 		return
 	}
-	chg, dis := seFloat(v, seChargeLim), seFloat(v, seDischLim)
+	chg, dis := holdFloat(v, seChargeLim), holdFloat(v, seDischLim)
 	if math.IsNaN(chg) || chg < 0 || math.IsNaN(dis) || dis < 0 {
 		return
 	}
@@ -382,8 +388,7 @@ var kostalKind = &vendorKind{
 		if int(addr)+n <= 1026 || addr > 1044 {
 			return
 		}
-		w := float64(math.Float32frombits(get32(v.hold, koSetpoint, true)))
-		v.forced, v.forceW, v.deadline = true, w, now.Add(koTimeout)
+		v.forced, v.forceW, v.deadline = true, holdFloat(v, koSetpoint), now.Add(koTimeout)
 	},
 	revert: func(*Vendor) {},
 	render: func(v *Vendor) {
