@@ -29,7 +29,7 @@ type Profile struct {
 	ByteOrder   string `yaml:"byte_order"` // default for points: big (high byte first) or little
 	// RatingW is the device's power rating in watts: its power points
 	// (names ending in _w) read beyond ±2× it are out_of_range. 0: unknown,
-	// and the bound is FixedPowerBoundW.
+	// and the bound is hearth.FixedPowerBoundW.
 	RatingW float64 `yaml:"rating_w"`
 	// MeterSign says how a discovered device's SunSpec meter (models
 	// 201-204) signs total real power: import_positive (the default: power
