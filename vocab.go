@@ -79,16 +79,6 @@ const (
 	RuleUnguardedMax Rule = "unguarded_max_w"
 )
 
-// Site reports whether the rule holds the whole site rather than one
-// device: the site's caps and the meter's limits, and the e-stop.
-func (r Rule) Site() bool {
-	switch r {
-	case RuleEStop, RuleExport, RuleImport, RuleSiteDischarge, RuleSiteCharge, RuleMeter:
-		return true
-	}
-	return false
-}
-
 // Limit reports whether the rule is a limit that binds power (reported by
 // clamped events) rather than a trip that holds a device in its safe state.
 func (r Rule) Limit() bool {

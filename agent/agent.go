@@ -67,7 +67,7 @@ type Agent struct {
 
 	conn *telemetry.ConnWatcher
 
-	hist     *web.History        // per-minute means for the local page's plots
+	hist     *web.History        // per-minute means for the local page's plots; nil without http_listen
 	lastGood *telemetry.LastGood // every point's last value, for points and the page
 
 	mu   sync.Mutex
@@ -388,7 +388,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	page := a.startPage()
 	var metrics *diag.Metrics
 	if a.cfg.MetricsListen != "" && a.cfg.MetricsListen != a.cfg.HTTPListen {
-		if metrics, err = diag.StartMetricsFrom(a.cfg.MetricsListen, a.metricsSource(), a.log); err != nil {
+		if metrics, err = diag.StartMetrics(a.cfg.MetricsListen, a.metricsSource(), a.log); err != nil {
 			a.log.Error("metrics unavailable", "err", err)
 		}
 	}
@@ -455,7 +455,7 @@ func (a *Agent) startHardware() *hw.EStop {
 	}
 	if !out.None() {
 		a.ctl.OnState(func(s hearth.State) {
-			if err := out.Set(s.Safety == string(safety.RuleEStop), s.Safety == "ok"); err != nil {
+			if err := out.Set(s.Safety == string(hearth.RuleEStop), s.Safety == "ok"); err != nil {
 				a.log.Error("gpio outputs", "err", err)
 			}
 		})

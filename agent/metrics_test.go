@@ -65,7 +65,7 @@ var sampleLine = regexp.MustCompile(`^hearth_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+=
 func TestMetricsServed(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	a := testAgent(t, "metrics_listen: "+addr+"\n")
-	m, err := diag.StartMetrics(addr, a.Status, nil)
+	m, err := diag.StartMetrics(addr, diag.MetricsSource{Status: a.Status}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,10 +18,14 @@ const historyRows = 8 * 24 * 60
 var _ web.Source = (*Agent)(nil)
 
 // newPageData makes what the local page and `hearth points` keep beyond
-// the latest reading, and seeds the plots from what the buffer holds of
-// the last day (readings not yet delivered, and their aggregates).
+// the latest reading and, when the page is served (http_listen), seeds
+// its plots from what the buffer holds of the last day (readings not yet
+// delivered, and their aggregates).
 func (a *Agent) newPageData() {
 	a.lastGood = telemetry.NewLastGood()
+	if a.cfg.HTTPListen == "" {
+		return // no page, no plots: nothing read at start, nothing kept per reading
+	}
 	a.hist = web.NewHistory(a.cfg.Safety.MeterDevice, a.cfg.Safety.MeterPoint)
 	rs, as, err := a.store.History(a.clocks.Wall().Add(-web.HistoryWindow), historyRows)
 	if err != nil {
@@ -47,11 +51,16 @@ func (a *Agent) newPageData() {
 func (a *Agent) observe(r hearth.Reading) {
 	a.ctl.Observe(r)
 	a.lastGood.Observe(r)
-	a.hist.Add(r)
+	if a.hist != nil {
+		a.hist.Add(r)
+	}
 }
 
-// History returns the plots' data from since on.
+// History returns the plots' data from since on (none without the page).
 func (a *Agent) History(since time.Time) web.HistoryReport {
+	if a.hist == nil {
+		return web.HistoryReport{}
+	}
 	return a.hist.Report(since, a.clocks.Wall())
 }
 

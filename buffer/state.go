@@ -46,7 +46,7 @@ type State struct {
 // the store's own; mirror may be nil. Every key later set is copied to
 // mirror too. log may be nil.
 func OpenState(path string, mirror *Store, log *slog.Logger) (*State, error) {
-	s, err := openStateFile(path, log)
+	s, err := OpenStateAlone(path, log)
 	if err != nil || mirror == nil {
 		return s, err
 	}
@@ -56,9 +56,12 @@ func OpenState(path string, mirror *Store, log *slog.Logger) (*State, error) {
 	return s, nil
 }
 
-// openStateFile opens the State file at path alone: missing or unreadable
-// (moved aside), it starts empty, and UseMirror fills it from a buffer.
-func openStateFile(path string, log *slog.Logger) (*State, error) {
+// OpenStateAlone opens the State file at path without a buffer to copy
+// keys to, so that the buffer can be opened with it (Options.Marks);
+// UseMirror then attaches the buffer. Missing or unreadable (moved
+// aside), the file starts empty, and UseMirror fills it from the buffer.
+// log may be nil.
+func OpenStateAlone(path string, log *slog.Logger) (*State, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -88,13 +91,6 @@ func openStateFile(path string, log *slog.Logger) (*State, error) {
 	s.m = map[string]string{}
 	s.recover = true
 	return s, nil
-}
-
-// OpenStateAlone opens the State file at path without a buffer to copy
-// keys to, so that the buffer can be opened with it (Options.Marks);
-// UseMirror then attaches the buffer. log may be nil.
-func OpenStateAlone(path string, log *slog.Logger) (*State, error) {
-	return openStateFile(path, log)
 }
 
 // UseMirror makes mirror's meta table the spare copy of every key. When

@@ -577,7 +577,7 @@ func (v *validator) validate(c *Config) {
 		}
 	}
 	if c.HTTPPasswordHash != "" {
-		if _, err := parsePasswordHash(c.HTTPPasswordHash); err != nil {
+		if _, err := ParsePasswordHash(c.HTTPPasswordHash); err != nil {
 			v.errorf("http_password_hash", "%v", err)
 		}
 	}

@@ -49,9 +49,7 @@ func HashPassword(password string) (string, error) {
 
 // ParsePasswordHash reads a hash made by HashPassword; the error says what
 // form was expected.
-func ParsePasswordHash(s string) (*PasswordHash, error) { return parsePasswordHash(s) }
-
-func parsePasswordHash(s string) (*PasswordHash, error) {
+func ParsePasswordHash(s string) (*PasswordHash, error) {
 	const want = "want the output of `hearth config hash-password` (pbkdf2-sha256$ITERATIONS$SALT$KEY)"
 	parts := strings.Split(s, "$")
 	if len(parts) != 4 || parts[0] != passwordScheme {

@@ -27,22 +27,6 @@ import (
 	"github.com/hearth-energy/hearth/safety"
 )
 
-// Event types the controller records in the buffer: the root package's
-// vocabulary. docs/safety.md documents their data.
-const (
-	EventLeaseStarted     = hearth.EventLeaseStarted
-	EventLeaseEnded       = hearth.EventLeaseEnded
-	EventClamped          = hearth.EventClamped
-	EventTrip             = hearth.EventTrip
-	EventTripCleared      = hearth.EventTripCleared
-	EventNotEffective     = hearth.EventNotEffective
-	EventEffective        = hearth.EventEffective
-	EventSetpointRejected = hearth.EventSetpointRejected
-	EventWriteFailed      = hearth.EventWriteFailed
-	EventVersionReset     = hearth.EventVersionReset
-	EventClockStepped     = hearth.EventClockStepped
-)
-
 // Meta keys of the persisted lease state.
 const (
 	metaLease    = "safety.lease"
@@ -175,7 +159,8 @@ type Controller struct {
 
 // ctlDevice is what the controller remembers about writing to a device.
 type ctlDevice struct {
-	st        Device
+	st Device
+	// written is the last command a write of went through, at writtenAt.
 	written   safety.Approved
 	writtenAt time.Time
 	since     time.Time // when the current command was first written
@@ -187,25 +172,26 @@ type ctlDevice struct {
 	// notEffective says the device does not follow what it holds (by its
 	// read-back, or its measured power), and why; events mark the changes.
 	notEffective string
-	// mayHold is the power of the last power command the device read
-	// back, at mayHoldAt; until its revert timer lapses it may still run
-	// it, whatever became of the writes since (mayHoldOK false after a
-	// hand-back).
-	mayHold   hearth.Watts
-	mayHoldOK bool
-	mayHoldAt time.Time
-	// unguarded: the device has no revert timer (Unguarded). okAt is
-	// when a write to it last went through; holdReported says the agent
-	// has reported that it may still hold mayHold, unreleased.
+	// unguarded: the device has no revert timer (Unguarded).
+	// holdReported says the agent has reported that it may still hold
+	// its last command (mayHold), unreleased.
 	unguarded    bool
-	okAt         time.Time
 	holdReported bool
+}
+
+// mayHold returns the power of the last power command the device read
+// back, written at writtenAt: until its revert timer lapses it may still
+// run it, whatever became of the writes since. ok is false when the last
+// write that went through handed it back.
+func (d *ctlDevice) mayHold() (w hearth.Watts, ok bool) {
+	return d.held, d.written.Mode() == hearth.ModePower
 }
 
 // overdue reports whether a device with no revert timer holds a power
 // command the agent has not refreshed for its hold bound (RevertTimeout).
 func (d *ctlDevice) overdue(now time.Time) bool {
-	return d.unguarded && d.mayHoldOK && d.mayHold != 0 && now.Sub(d.okAt) >= d.st.RevertTimeout()
+	w, ok := d.mayHold()
+	return d.unguarded && ok && w != 0 && now.Sub(d.writtenAt) >= d.st.RevertTimeout()
 }
 
 // New builds a controller and restores the persisted lease: an unexpired
@@ -282,24 +268,9 @@ func (c *Controller) restore() error {
 	} else if ok && v != "" {
 		c.fallback = hearth.Mode(v)
 	}
-	if v, ok, err := st.Meta(metaFloor); err != nil {
+	if err := c.restoreFloorLocked(now, synced); err != nil {
 		return err
-	} else if ok {
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			c.floor.raise(now, t)
-			c.floor.persisted = t
-		}
 	}
-	if v, ok, err := st.Meta(metaLastSigned); err != nil {
-		return err
-	} else if ok {
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			c.lastSigned = t.UTC()
-		}
-	}
-	c.floor.raise(now, c.opt.BuildTime)
-	c.floor.observe(now, synced)
-	c.checkFloorLocked(now, synced)
 	floor := c.floor.now(now)
 	for _, key := range []string{metaLease, metaLocal} {
 		v, ok, err := st.Meta(key)
@@ -343,7 +314,7 @@ func (c *Controller) restore() error {
 			c.local = &lease
 		}
 		left := lease.Left(now, synced, lf)
-		c.event(EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true, "remaining_s": math.Round(left.Seconds()*10) / 10}))
+		c.event(hearth.EventLeaseStarted, leaseData(&lease, map[string]any{"resumed": true, "remaining_s": math.Round(left.Seconds()*10) / 10}))
 	}
 	return nil
 }
@@ -523,7 +494,7 @@ func (c *Controller) Step(ctx context.Context) {
 	synced := c.opt.Synced()
 	if step := c.floor.observe(inst, synced); step != 0 {
 		c.log.Warn("wall clock stepped", "by", step)
-		c.event(EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
+		c.event(hearth.EventClockStepped, map[string]any{"by_s": math.Round(step.Seconds()*10) / 10})
 	}
 	c.checkFloorLocked(inst, synced)
 	if c.floor.due(inst) {
@@ -578,12 +549,11 @@ func (c *Controller) Step(ctx context.Context) {
 			if !d.written.Equal(a) {
 				d.since = now
 			}
-			d.written, d.writtenAt, d.failing, d.okAt = a, now, false, now
+			d.written, d.writtenAt, d.failing = a, now, false
 			d.held, d.heldOK = a.Power(), a.Mode() == hearth.ModePower
 			if r.st.HeldW != nil {
 				d.held = *r.st.HeldW
 			}
-			d.mayHold, d.mayHoldOK, d.mayHoldAt = d.held, d.heldOK, now
 			if d.holdReported {
 				// A write went through: the agent stands behind what the
 				// device holds again (past the hold bound, the release).
@@ -602,7 +572,7 @@ func (c *Controller) Step(ctx context.Context) {
 		default:
 			if !d.failing && ctx.Err() == nil {
 				c.log.Warn("device write failed", "device", a.Device(), "err", r.err)
-				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
+				c.event(hearth.EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error()})
 			}
 			d.failing, d.heldOK = true, false
 			// It holds what it held before, not this: the ramp starts
@@ -612,16 +582,12 @@ func (c *Controller) Step(ctx context.Context) {
 				// Neither refreshed nor released: nothing on the device
 				// lapses, so it may hold its last command indefinitely.
 				d.holdReported = true
+				w, _ := d.mayHold()
 				c.log.Error("device may still hold its last command: no timeout of its own, and it cannot be released",
-					"device", a.Device(), "may_hold_w", d.mayHold, "err", r.err)
-				c.event(EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
-					"may_hold_w": roundW(d.mayHold), "unconfirmed_s": math.Round(now.Sub(d.okAt).Seconds())})
+					"device", a.Device(), "may_hold_w", w, "err", r.err)
+				c.event(hearth.EventWriteFailed, map[string]any{"device": a.Device(), "error": r.err.Error(),
+					"may_hold_w": roundW(w), "unconfirmed_s": math.Round(now.Sub(d.writtenAt).Seconds())})
 			}
-		}
-	}
-	for _, a := range dec.Commands {
-		if d := c.dev[a.Device()]; a.Mode() != hearth.ModePower {
-			d.heldOK = false
 		}
 	}
 	prev := c.state
@@ -674,10 +640,10 @@ func (c *Controller) setEffectiveLocked(d *ctlDevice, reason string, data map[st
 	if reason != "" {
 		data["reason"] = reason
 		c.log.Warn("device does not follow its command", "device", d.st.Name(), "reason", reason)
-		c.event(EventNotEffective, data)
+		c.event(hearth.EventNotEffective, data)
 	} else {
 		c.log.Info("device follows its command again", "device", d.st.Name())
-		c.event(EventEffective, data)
+		c.event(hearth.EventEffective, data)
 	}
 	d.notEffective = reason
 }
@@ -698,8 +664,8 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 		}
 		// A device with no revert timer holds its last command until a
 		// release is read back, however long that takes.
-		if cd := c.dev[d.Name()]; cd.mayHoldOK && (cd.unguarded || now.Sub(cd.mayHoldAt) < d.RevertTimeout()) {
-			w := cd.mayHold
+		cd := c.dev[d.Name()]
+		if w, ok := cd.mayHold(); ok && (cd.unguarded || now.Sub(cd.writtenAt) < d.RevertTimeout()) {
 			o.MayHold = &w
 		}
 		in.Devices = append(in.Devices, o)
@@ -721,7 +687,7 @@ func cmpTrip(a, b tripKey) int {
 func tripsOf(dec safety.Decision) map[tripKey]string {
 	out := map[tripKey]string{}
 	for _, r := range dec.SiteTrips {
-		out[tripKey{"", r}] = dec.Why[r]
+		out[tripKey{"", r}] = "" // the e-stop and the meter need no detail
 	}
 	for _, ds := range dec.Devices {
 		for _, r := range ds.Trips {
@@ -745,7 +711,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		return m
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(now), cmpTrip) {
-		if _, seen := c.obs[k.device]; k.rule == safety.RuleStale && (c.lastObs.IsZero() || k.device != "" && !seen) {
+		if _, seen := c.obs[k.device]; k.rule == hearth.RuleStale && !seen {
 			// Before a device's first reading there is nothing stale to
 			// report: the agent is starting (or the device never
 			// answered, which its device_down says), and holds the safe
@@ -753,7 +719,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 			delete(now, k)
 			continue
 		}
-		if _, was := c.trips[k]; was || k.rule == safety.RuleDeviceDown {
+		if _, was := c.trips[k]; was || k.rule == hearth.RuleDeviceDown {
 			continue
 		}
 		m := data(k)
@@ -761,21 +727,21 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 			m["detail"] = why
 		}
 		c.log.Warn("safety trip", "device", k.device, "rule", k.rule, "detail", now[k])
-		c.event(EventTrip, m)
+		c.event(hearth.EventTrip, m)
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(c.trips), cmpTrip) {
-		if _, still := now[k]; still || k.rule == safety.RuleDeviceDown {
+		if _, still := now[k]; still || k.rule == hearth.RuleDeviceDown {
 			continue
 		}
 		c.log.Info("safety trip cleared", "device", k.device, "rule", k.rule)
-		c.event(EventTripCleared, data(k))
+		c.event(hearth.EventTripCleared, data(k))
 	}
 	c.trips = now
 	rule := dec.Rule
 	if rule.Limit() && dec.TargetW == nil {
 		return // nothing is commanded yet: nothing is bound
 	}
-	if rule != safety.RuleImport {
+	if rule != hearth.RuleImport {
 		c.importSince = time.Time{}
 	} else if rule != c.rule && c.grid != nil {
 		// The meter and the batteries are read apart: while a battery's
@@ -790,7 +756,7 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		}
 	}
 	if rule != c.rule && rule.Limit() && c.activeLocked() != nil {
-		c.event(EventClamped, c.clampData(c.activeLocked(), dec))
+		c.event(hearth.EventClamped, c.clampData(c.activeLocked(), dec))
 	}
 	c.rule = rule
 }
@@ -850,7 +816,8 @@ func (c *Controller) stateLocked(now hearth.Instant, dec safety.Decision) hearth
 			if ds.Safety == "" {
 				ds.Safety = "ok"
 			}
-			w := roundW(d.mayHold)
+			w, _ := d.mayHold()
+			w = roundW(w)
 			ds.MayHoldW = &w
 			s.Devices[dv.Name()] = ds
 		}
@@ -890,7 +857,7 @@ func deviceSafety(ds safety.DeviceSafety) hearth.DeviceSafety {
 	out := hearth.DeviceSafety{Safety: "ok", Trips: ruleStrings(ds.Trips)}
 	switch {
 	case ds.Down:
-		out.Safety = string(safety.RuleDeviceDown)
+		out.Safety = string(hearth.RuleDeviceDown)
 	case ds.Held != "" && ds.Held != hearth.RuleRelease:
 		out.Safety = string(ds.Held)
 	case len(ds.Trips) > 0:

@@ -191,8 +191,8 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	r := newCtlRig(t)
 	r.cycle(time.Second)
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Instant())
-	if ack.Result != hearth.ResultClamped || ack.Reason != string(safety.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
-		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, safety.RuleMaxDischarge)
+	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
+		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, hearth.RuleMaxDischarge)
 	}
 	for range 6 {
 		r.cycle(time.Second)
@@ -206,8 +206,8 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 			t.Errorf("wrote OutWRte %d (>50 %% of 5000 W) at %s", int16(w.Values[0]), w.Time)
 		}
 	}
-	if len(r.events(EventClamped)) == 0 || len(r.events(EventLeaseStarted)) != 1 {
-		t.Errorf("events: clamped %v, lease_started %v", r.events(EventClamped), r.events(EventLeaseStarted))
+	if len(r.events(hearth.EventClamped)) == 0 || len(r.events(hearth.EventLeaseStarted)) != 1 {
+		t.Errorf("events: clamped %v, lease_started %v", r.events(hearth.EventClamped), r.events(hearth.EventLeaseStarted))
 	}
 	st := r.ctl.State()
 	if st.Lease == nil || st.Lease.Version != 1 || st.Mode != hearth.ModePower || st.AppliedW == nil || *st.AppliedW != 2500 {
@@ -225,7 +225,7 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	if got := r.ctl.Submit(lease(2, r.clock.Now().Add(-time.Hour), time.Minute, hearth.ModeIdle, 0), r.clock.Instant()); got.Result != hearth.ResultExpired {
 		t.Errorf("expired lease: %+v", got)
 	}
-	if n := len(r.events(EventSetpointRejected)); n != 2 {
+	if n := len(r.events(hearth.EventSetpointRejected)); n != 2 {
 		t.Errorf("%d setpoint_rejected events, want 2 (stale and expired; a duplicate is a no-op)", n)
 	}
 }
@@ -246,11 +246,11 @@ func TestSoCThroughMinStopsDischargeAtNextPoll(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW > 0 {
 		t.Fatalf("one poll after SoC fell to 9.5 %%: discharging %v W, want none", s.BatteryW)
 	}
-	if st := r.ctl.State(); st.Safety != string(safety.RuleSoCMin) {
-		t.Errorf("state safety %q, want %s", st.Safety, safety.RuleSoCMin)
+	if st := r.ctl.State(); st.Safety != string(hearth.RuleSoCMin) {
+		t.Errorf("state safety %q, want %s", st.Safety, hearth.RuleSoCMin)
 	}
-	if len(r.events(EventTrip)) != 1 {
-		t.Errorf("trip events %v", r.events(EventTrip))
+	if len(r.events(hearth.EventTrip)) != 1 {
+		t.Errorf("trip events %v", r.events(hearth.EventTrip))
 	}
 }
 
@@ -273,7 +273,7 @@ func TestLeaseExpiryTakesFallback(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 || s.Mode != sim.ModeNet {
 		t.Errorf("after expiry: %v W in %s, want idle (0 W held)", s.BatteryW, s.Mode)
 	}
-	ended := r.events(EventLeaseEnded)
+	ended := r.events(hearth.EventLeaseEnded)
 	if len(ended) != 1 || ended[0]["fallback"] != "idle" || ended[0]["reason"] != "expired" {
 		t.Errorf("lease_ended events %v, want one with fallback idle", ended)
 	}
@@ -393,7 +393,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 {
 		t.Errorf("e-stop: %v W, want 0", s.BatteryW)
 	}
-	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(safety.RuleEStop) {
+	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(hearth.RuleEStop) {
 		t.Errorf("setpoint during e-stop: %+v", ack)
 	}
 }

@@ -13,17 +13,6 @@ const (
 	metaLastSigned = "clock.last_signed"
 )
 
-// Events about the floor. docs/events.md documents their data.
-const (
-	// EventClockFloorDistrusted: the floor was found far ahead of every
-	// other source (the synchronised wall clock, the build time, the last
-	// verified lease) and dropped to the best of them.
-	EventClockFloorDistrusted = hearth.EventClockFloorDistrusted
-	// EventClockFloorReset: the floor was reset by hand (hearth clock
-	// reset-floor), to the build time.
-	EventClockFloorReset = hearth.EventClockFloorReset
-)
-
 // FloorInfo is the floor under true time as the controller holds it, for
 // the status report.
 type FloorInfo struct {
@@ -164,6 +153,32 @@ func (f *timeFloor) due(now hearth.Instant) bool {
 	return !v.IsZero() && v.Sub(f.persisted) >= floorPersistEvery
 }
 
+// restoreFloorLocked sets the floor at start: from the persisted floor,
+// the build time and the clock now, judged against the persisted issue
+// time of the last verified lease.
+func (c *Controller) restoreFloorLocked(now hearth.Instant, synced bool) error {
+	st := c.opt.Store
+	if v, ok, err := st.Meta(metaFloor); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.floor.raise(now, t)
+			c.floor.persisted = t
+		}
+	}
+	if v, ok, err := st.Meta(metaLastSigned); err != nil {
+		return err
+	} else if ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			c.lastSigned = t.UTC()
+		}
+	}
+	c.floor.raise(now, c.opt.BuildTime)
+	c.floor.observe(now, synced)
+	c.checkFloorLocked(now, synced)
+	return nil
+}
+
 // checkFloorLocked distrusts a floor that is more than floorLead ahead of
 // the synchronised wall clock, the build time and the last verified lease
 // alike (one persisted by a start with a wrong clock, or by an older agent
@@ -194,7 +209,7 @@ func (c *Controller) checkFloorLocked(now hearth.Instant, synced bool) {
 		data["last_signed"] = c.lastSigned
 	}
 	c.log.Warn("clock floor far ahead of the synchronised clock, the build time and the last verified lease: distrusted", "floor", fl, "wall", now.Wall, "to", to)
-	c.event(EventClockFloorDistrusted, data)
+	c.event(hearth.EventClockFloorDistrusted, data)
 	c.floor.set(now, to)
 	c.distrusted = fl
 	c.writeFloorLocked(now)
@@ -223,7 +238,7 @@ func (c *Controller) ResetFloor() (from, to time.Time) {
 		data["to"] = to
 	}
 	c.log.Warn("clock floor reset", "from", from, "to", to)
-	c.event(EventClockFloorReset, data)
+	c.event(hearth.EventClockFloorReset, data)
 	return from, to
 }
 
@@ -233,6 +248,13 @@ func (c *Controller) Floor() FloorInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return FloorInfo{Floor: c.floor.now(now), WallAhead: c.floor.ahead && c.opt.Synced(), Distrusted: c.distrusted}
+}
+
+// persistFloorLocked persists the floor as it is now, when there is one.
+func (c *Controller) persistFloorLocked(now hearth.Instant) {
+	if !c.floor.now(now).IsZero() {
+		c.writeFloorLocked(now)
+	}
 }
 
 // writeFloorLocked persists the floor as it is now, lower or higher than

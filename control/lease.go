@@ -49,7 +49,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
 	}
 	if v.OK && c.estop {
-		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(safety.RuleEStop)}
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(hearth.RuleEStop)}
 	}
 	lease := safety.Accept(sp, safety.SourceCloud, received, synced, floor)
 	if v.OK && lease.Hold <= 0 {
@@ -63,7 +63,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 			ack.Detail = fmt.Sprintf("version %d is below %d, the highest accepted", sp.Version, h)
 		}
 		if v.Result != hearth.ResultDuplicate {
-			c.event(EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason}, sp.KeyID))
+			c.event(hearth.EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": v.Result, "reason": v.Reason}, sp.KeyID))
 		}
 		return ack, false
 	}
@@ -91,7 +91,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	ack.Result, ack.AppliedW, ack.Excluded = hearth.ResultApplied, roundPtr(d.TargetW), excluded(d)
 	switch d.Rule {
 	case "":
-	case safety.RuleStale, safety.RuleReadingQuality:
+	case hearth.RuleStale, hearth.RuleReadingQuality:
 		// Accepted, but no device can be commanded until it is read:
 		// the ack says why nothing is applied yet.
 		ack.Reason = string(d.Rule)
@@ -104,7 +104,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 			if sp.PowerW != nil {
 				data["requested_w"] = *sp.PowerW
 			}
-			c.event(EventClamped, data)
+			c.event(hearth.EventClamped, data)
 		}
 		// The next step binds by the same rule: one clamp, one event.
 		c.rule = d.Rule
@@ -120,7 +120,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	}
 	c.cloud = &lease
 	c.persistFloorLocked(received)
-	c.event(EventLeaseStarted, leaseData(&lease, nil))
+	c.event(hearth.EventLeaseStarted, leaseData(&lease, nil))
 	return ack, true
 }
 
@@ -143,7 +143,7 @@ func excluded(d safety.Decision) map[string]string {
 // notDurableLocked refuses sp because its state could not be written.
 func (c *Controller) notDurableLocked(ack hearth.Ack, sp hearth.Setpoint) hearth.Ack {
 	ack.Result, ack.Reason = hearth.ResultRejected, hearth.ReasonNotDurable
-	c.event(EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": ack.Result, "reason": ack.Reason}, sp.KeyID))
+	c.event(hearth.EventSetpointRejected, withKey(map[string]any{"lease_id": sp.ID, "version": sp.Version, "result": ack.Result, "reason": ack.Reason}, sp.KeyID))
 	return ack
 }
 
@@ -198,13 +198,13 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	}
 	c.local = &l
 	c.persist(metaLocal, &l)
-	c.event(EventLeaseStarted, leaseData(&l, nil))
+	c.event(hearth.EventLeaseStarted, leaseData(&l, nil))
 	ack := hearth.Ack{ID: sp.ID, Result: hearth.ResultApplied, Clock: clockState(c.opt.Synced())}
 	d2 := c.eval.Preview(c.inputLocked(mono(now), l.Target(now)))
 	ack.AppliedW, ack.Excluded = roundPtr(d2.TargetW), excluded(d2)
 	if d2.Rule != "" {
 		ack.Reason = string(d2.Rule)
-		if d2.Rule != safety.RuleStale && d2.Rule != safety.RuleReadingQuality {
+		if d2.Rule != hearth.RuleStale && d2.Rule != hearth.RuleReadingQuality {
 			ack.Result = hearth.ResultClamped
 		}
 	}
@@ -257,7 +257,7 @@ func (c *Controller) ResetVersion() uint64 {
 		c.log.Error("persist setpoint version", "err", err)
 	}
 	c.log.Warn("setpoint version reset", "from", old)
-	c.event(EventVersionReset, map[string]any{"from_version": old})
+	c.event(hearth.EventVersionReset, map[string]any{"from_version": old})
 	return old
 }
 
@@ -304,18 +304,6 @@ func (c *Controller) setFallback(m hearth.Mode) {
 	}
 }
 
-func (c *Controller) persistFloorLocked(now hearth.Instant) {
-	v := c.floor.now(now)
-	if v.IsZero() {
-		return
-	}
-	if err := c.opt.Store.SetMeta(metaFloor, v.Format(time.RFC3339Nano)); err != nil {
-		c.log.Error("persist clock floor", "err", err)
-		return
-	}
-	c.floor.persisted = v
-}
-
 // endLocked records that l ended for reason. next is the lease that runs
 // instead, if any; else the fallback runs.
 func (c *Controller) endLocked(l *safety.Lease, reason string, next *safety.Lease) {
@@ -328,7 +316,7 @@ func (c *Controller) endLocked(l *safety.Lease, reason string, next *safety.Leas
 		extra["next_lease_id"] = next.Setpoint.ID
 	}
 	c.log.Info("lease ended", "id", l.Setpoint.ID, "version", l.Setpoint.Version, "reason", reason, "fallback", fb)
-	c.event(EventLeaseEnded, leaseData(l, extra))
+	c.event(hearth.EventLeaseEnded, leaseData(l, extra))
 }
 
 func leaseData(l *safety.Lease, extra map[string]any) map[string]any {

@@ -138,14 +138,14 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 		r.cycle()
 	}
 	st := r.ctl.State()
-	if got := st.Devices["battery2"]; got.Safety != string(safety.RuleDeviceDown) {
+	if got := st.Devices["battery2"]; got.Safety != string(hearth.RuleDeviceDown) {
 		t.Errorf("state devices %+v, want battery2 device_down", st.Devices)
 	}
 	if got := st.Devices["battery1"]; got.Safety != "ok" {
 		t.Errorf("state devices %+v, want battery1 ok", st.Devices)
 	}
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 1000), r.clock.Instant())
-	if ack.Excluded["battery2"] != string(safety.RuleDeviceDown) || len(ack.Excluded) != 1 {
+	if ack.Excluded["battery2"] != string(hearth.RuleDeviceDown) || len(ack.Excluded) != 1 {
 		t.Errorf("ack %+v, want battery2 excluded as device_down", ack)
 	}
 	r.b2.mu.Lock()
@@ -154,7 +154,7 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 	for range 3 {
 		r.cycle()
 	}
-	if evs := append(r.events(EventTrip), r.events(EventTripCleared)...); len(evs) != 0 {
+	if evs := append(r.events(hearth.EventTrip), r.events(hearth.EventTripCleared)...); len(evs) != 0 {
 		t.Errorf("a lost link gave trip events %v, want none", evs)
 	}
 	if st := r.ctl.State(); st.Safety != "ok" || st.Devices["battery2"].Safety != "ok" {
@@ -168,8 +168,8 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 	r.ctl.Observe(hot)
 	r.ctl.Step(context.Background())
 	r.cycle()
-	trips, clears := r.events(EventTrip), r.events(EventTripCleared)
-	if len(trips) != 1 || trips[0]["device"] != "battery2" || trips[0]["rule"] != string(safety.RuleTempMax) {
+	trips, clears := r.events(hearth.EventTrip), r.events(hearth.EventTripCleared)
+	if len(trips) != 1 || trips[0]["device"] != "battery2" || trips[0]["rule"] != string(hearth.RuleTempMax) {
 		t.Errorf("trips %v, want one temp_c_max on battery2", trips)
 	}
 	if len(clears) != 1 || clears[0]["device"] != "battery2" {
@@ -228,7 +228,7 @@ func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
 	for range 5 {
 		r.cycle()
 	}
-	if n := len(r.events(EventClamped)); n != 0 {
+	if n := len(r.events(hearth.EventClamped)); n != 0 {
 		t.Fatalf("%d clamps before anything binds", n)
 	}
 	// One meter sample over the limit (read while a battery moved, say),
@@ -239,15 +239,15 @@ func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {
 	for range 3 {
 		r.cycle()
 	}
-	if cl := r.events(EventClamped); len(cl) != 0 {
+	if cl := r.events(hearth.EventClamped); len(cl) != 0 {
 		t.Fatalf("one meter sample over import_limit_w gave clamps %v, want none", cl)
 	}
 	r.gridW = -2000 // the house now imports 2000 W: 4000 W with the batteries, over 3000 W
 	for range 8 {
 		r.cycle()
 	}
-	cl := r.events(EventClamped)
-	if len(cl) != 1 || cl[0]["rule"] != string(safety.RuleImport) || cl[0]["limit_w"] != 3000.0 {
+	cl := r.events(hearth.EventClamped)
+	if len(cl) != 1 || cl[0]["rule"] != string(hearth.RuleImport) || cl[0]["limit_w"] != 3000.0 {
 		t.Fatalf("clamps %v, want one by import_limit_w with limit_w 3000", cl)
 	}
 	if got := r.b1.holds() + r.b2.holds(); got < -1000-1 || got > -1000+1 {
@@ -298,7 +298,7 @@ func TestLoopTicksOnTheInjectedClock(t *testing.T) {
 	r := &ctlRig{t: t, store: store}
 	for range 400 {
 		clk.Advance(100 * time.Millisecond)
-		if len(r.events(EventLeaseEnded)) > 0 {
+		if len(r.events(hearth.EventLeaseEnded)) > 0 {
 			return
 		}
 		time.Sleep(time.Millisecond) // let the loop take the tick
@@ -320,7 +320,7 @@ func TestDeviceNotYetReadIsNoTrip(t *testing.T) {
 	}
 	r.cycle()
 	r.cycle()
-	if evs := append(r.events(EventTrip), r.events(EventTripCleared)...); len(evs) != 0 {
+	if evs := append(r.events(hearth.EventTrip), r.events(hearth.EventTripCleared)...); len(evs) != 0 {
 		t.Errorf("the first readings coming one by one gave trip events %v, want none", evs)
 	}
 	if st := r.ctl.State(); st.Safety != "ok" || st.Devices["battery1"].Safety != "ok" {

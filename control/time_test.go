@@ -37,7 +37,7 @@ func TestWallClockStepBackDoesNotStretchALease(t *testing.T) {
 	if _, ok := r.ctl.Lease(); ok {
 		t.Fatal("ten minutes after receipt the lease still runs: the step back stretched it")
 	}
-	if ended := r.events(EventLeaseEnded); len(ended) != 1 || ended[0]["reason"] != "expired" {
+	if ended := r.events(hearth.EventLeaseEnded); len(ended) != 1 || ended[0]["reason"] != "expired" {
 		t.Errorf("lease_ended events %v, want one, expired", ended)
 	}
 	if r.discharging() {
@@ -137,7 +137,7 @@ func TestFallbackSurvivesARestart(t *testing.T) {
 	r.clock.Advance(time.Hour)
 	r.restart()
 	r.cycle(time.Second)
-	ended := r.events(EventLeaseEnded)
+	ended := r.events(hearth.EventLeaseEnded)
 	if len(ended) != 1 || ended[0]["fallback"] != "idle" {
 		t.Fatalf("lease_ended %v, want one with fallback idle", ended)
 	}
@@ -200,7 +200,7 @@ func TestRevokedKeyEndsItsLease(t *testing.T) {
 		t.Fatal("revoking its key did not end the lease")
 	}
 	r.cycle(time.Second)
-	ended := r.events(EventLeaseEnded)
+	ended := r.events(hearth.EventLeaseEnded)
 	if len(ended) != 1 || ended[0]["reason"] != "key_revoked" || ended[0]["key_id"] != "ops-1" {
 		t.Errorf("lease_ended %v, want reason key_revoked, key ops-1", ended)
 	}
@@ -227,7 +227,7 @@ func TestVersionLockoutHasAWayOut(t *testing.T) {
 	if got := r.ctl.Submit(lease(5, r.clock.Now(), time.Hour, hearth.ModePower, 1000), r.clock.Instant()); got.Result != hearth.ResultApplied {
 		t.Errorf("after the reset: %+v, want applied", got)
 	}
-	if ev := r.events(EventVersionReset); len(ev) != 1 {
+	if ev := r.events(hearth.EventVersionReset); len(ev) != 1 {
 		t.Errorf("version_reset events %v, want one", ev)
 	}
 }

@@ -71,7 +71,7 @@ func TestNotEffectiveIsAState(t *testing.T) {
 	for range 600 { // ten minutes, the command refreshed every 10 s
 		r.cycle(time.Second)
 	}
-	if n := len(r.events(EventNotEffective)); n != 1 {
+	if n := len(r.events(hearth.EventNotEffective)); n != 1 {
 		t.Errorf("%d not_effective events in ten minutes, want 1", n)
 	}
 	if st := r.ctl.State(); len(st.NotEffective) != 1 || st.NotEffective[0] != "battery" {
@@ -81,7 +81,7 @@ func TestNotEffectiveIsAState(t *testing.T) {
 	for range 30 {
 		r.cycle(time.Second)
 	}
-	if n := len(r.events(EventEffective)); n != 1 {
+	if n := len(r.events(hearth.EventEffective)); n != 1 {
 		t.Errorf("%d effective events after the device could follow again, want 1", n)
 	}
 	if st := r.ctl.State(); len(st.NotEffective) != 0 {

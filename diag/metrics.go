@@ -20,12 +20,6 @@ type Metrics struct {
 	done chan struct{}
 }
 
-// StartMetrics listens on addr (host:port) and serves /metrics, from what
-// status returns, on a goroutine of its own until Close.
-func StartMetrics(addr string, status func() StatusReport, log *slog.Logger) (*Metrics, error) {
-	return StartMetricsFrom(addr, MetricsSource{Status: status}, log)
-}
-
 // MetricsSource is what the metrics are made of: the status, and the
 // latest points (nil: no point gauges).
 type MetricsSource struct {
@@ -33,8 +27,9 @@ type MetricsSource struct {
 	Points func() []PointReport
 }
 
-// StartMetricsFrom is StartMetrics with the points' gauges too.
-func StartMetricsFrom(addr string, src MetricsSource, log *slog.Logger) (*Metrics, error) {
+// StartMetrics listens on addr (host:port) and serves /metrics, made of
+// src, on a goroutine of its own until Close.
+func StartMetrics(addr string, src MetricsSource, log *slog.Logger) (*Metrics, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics_listen: %w", err)
@@ -118,11 +113,6 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// WriteMetrics writes st in the Prometheus text format.
-func WriteMetrics(w io.Writer, st StatusReport) {
-	(&metricWriter{w: w, seen: map[string]bool{}}).status(st)
 }
 
 // pointMetrics names the gauges of the main points, in base units

@@ -61,9 +61,10 @@ type ClockFloorReport struct {
 	BuildTimeFrom string     `json:"build_time_from,omitempty"`
 }
 
-// ResetFloorRequest is the body of POST /v1/clock/reset-floor. Confirm
-// must be the gateway's id: the reset is deliberate.
-type ResetFloorRequest struct {
+// ConfirmRequest is the body of POST /v1/lease/reset-version and
+// /v1/clock/reset-floor. Confirm must be the gateway's id: the reset is
+// deliberate.
+type ConfirmRequest struct {
 	Confirm string `json:"confirm"`
 }
 
@@ -199,12 +200,6 @@ type KeysReport struct {
 	Closed bool `json:"closed,omitempty"`
 	// LeaseEnded says a reload ended the running lease: its key is revoked.
 	LeaseEnded bool `json:"lease_ended,omitempty"`
-}
-
-// ResetVersionRequest is the body of POST /v1/lease/reset-version. Confirm
-// must be the gateway's id: the reset is deliberate.
-type ResetVersionRequest struct {
-	Confirm string `json:"confirm"`
 }
 
 // ResetVersionResult answers POST /v1/lease/reset-version.

@@ -244,39 +244,21 @@ func (s *Server) handler() http.Handler {
 		}
 		writeAPI(w, http.StatusOK, rep)
 	})
-	mux.HandleFunc("POST "+APIVersion+"/lease/reset-version", func(w http.ResponseWriter, r *http.Request) {
-		var req ResetVersionRequest
-		if err := decodeBody(w, r, &req); err != nil {
-			writeAPIError(w, http.StatusBadRequest, err)
-			return
-		}
-		if !confirmed(w, a, req.Confirm, "reset its setpoint version") {
-			return
-		}
+	confirmedPost(mux, a, "/lease/reset-version", "reset its setpoint version", func() (any, error) {
 		old, err := a.ResetVersion()
 		if err != nil {
-			writeAPIError(w, http.StatusConflict, err)
-			return
+			return nil, err
 		}
 		s.log.Warn("setpoint version reset through the diagnostics socket", "from", old)
-		writeAPI(w, http.StatusOK, ResetVersionResult{FromVersion: old})
+		return ResetVersionResult{FromVersion: old}, nil
 	})
-	mux.HandleFunc("POST "+APIVersion+"/clock/reset-floor", func(w http.ResponseWriter, r *http.Request) {
-		var req ResetFloorRequest
-		if err := decodeBody(w, r, &req); err != nil {
-			writeAPIError(w, http.StatusBadRequest, err)
-			return
-		}
-		if !confirmed(w, a, req.Confirm, "reset its clock floor") {
-			return
-		}
+	confirmedPost(mux, a, "/clock/reset-floor", "reset its clock floor", func() (any, error) {
 		res, err := a.ResetFloor()
 		if err != nil {
-			writeAPIError(w, http.StatusConflict, err)
-			return
+			return nil, err
 		}
 		s.log.Warn("clock floor reset through the diagnostics socket", "from", res.From, "to", res.To)
-		writeAPI(w, http.StatusOK, res)
+		return res, nil
 	})
 	mux.HandleFunc("GET "+APIVersion+"/logs", func(w http.ResponseWriter, r *http.Request) {
 		res := LogsReport{Lines: []string{}}
@@ -340,12 +322,25 @@ func writeAPIError(w http.ResponseWriter, code int, err error) {
 	writeAPI(w, code, APIError{Error: err.Error()})
 }
 
-// confirmed reports whether confirm is the gateway's id, as a deliberate
-// act (what) requires; otherwise it answers 400 saying so.
-func confirmed(w http.ResponseWriter, a Agent, confirm, what string) bool {
-	if id := a.Status().Agent.GatewayID; confirm != id {
-		writeAPIError(w, http.StatusBadRequest, fmt.Errorf("confirm %q: give this gateway's id (%s) to %s", confirm, id, what))
-		return false
-	}
-	return true
+// confirmedPost serves POST path: a deliberate act (what) done by do
+// only when the body (a ConfirmRequest) confirms this gateway's id, and
+// answered 400 otherwise; do's result is the answer, its error a 409.
+func confirmedPost(mux *http.ServeMux, a Agent, path, what string, do func() (any, error)) {
+	mux.HandleFunc("POST "+APIVersion+path, func(w http.ResponseWriter, r *http.Request) {
+		var req ConfirmRequest
+		if err := decodeBody(w, r, &req); err != nil {
+			writeAPIError(w, http.StatusBadRequest, err)
+			return
+		}
+		if id := a.Status().Agent.GatewayID; req.Confirm != id {
+			writeAPIError(w, http.StatusBadRequest, fmt.Errorf("confirm %q: give this gateway's id (%s) to %s", req.Confirm, id, what))
+			return
+		}
+		res, err := do()
+		if err != nil {
+			writeAPIError(w, http.StatusConflict, err)
+			return
+		}
+		writeAPI(w, http.StatusOK, res)
+	})
 }

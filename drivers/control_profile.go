@@ -42,8 +42,6 @@ type Control struct {
 	// Release hands the battery back to the device's own logic: at lease
 	// end, in the safe state, on a clean stop and at start.
 	Release Release `yaml:"release"`
-
-	lines map[string]int // line of each key, by dotted path
 }
 
 // Requirement is a device setting that must read a value.
@@ -131,8 +129,9 @@ type Timeout struct {
 // same direction is written only when it moves the power by DeadbandW or
 // more, and after a burst of BudgetBurst changes at most one every
 // MinInterval. A change of direction, a command a safety rule bound (the
-// ramp included) and the first after one, a refresh and a release are
-// written at once.
+// ramp included) and the first after one, a release, and the refresh of
+// a device with a timeout are written at once; a device without one gets
+// the same command again at most once every MinInterval.
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`
 	DeadbandW   float64  `yaml:"deadband_w"`
@@ -234,54 +233,19 @@ func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 	return errs
 }
 
-// controlLines maps each key under control to its line, by dotted path
-// (control.setpoint.charge.point; sequence items by index).
-func controlLines(root *yaml.Node) map[string]int {
-	lines := map[string]int{}
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k := path + "." + n.Content[i].Value
-				lines[k] = n.Content[i].Line
-				walk(n.Content[i+1], k)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				k := fmt.Sprintf("%s.%d", path, i)
-				lines[k] = c.Line
-				walk(c, k)
-			}
-		}
-	}
-	if len(root.Content) == 0 {
-		return lines
-	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == "control" {
-			lines["control"] = m.Content[i].Line
-			walk(m.Content[i+1], "control")
-		}
-	}
-	return lines
-}
-
 // checkControl checks the control section against the points: every point
 // named exists and is writable where it is written, groups are adjacent,
 // the timeout and budget fit each other, and the reading the control loop
 // judges (power_w, soc_pct) is there. Errors name the file, the line and
 // the key.
-func (p *Profile) checkControl(root *yaml.Node) error {
+func (p *Profile) checkControl() error {
 	c := p.Control
-	c.lines = controlLines(root)
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		line := c.lines[key]
+		line := p.keyLines[key]
 		for k := key; line == 0 && strings.Contains(k, "."); {
 			k = k[:strings.LastIndex(k, ".")]
-			line = c.lines[k]
+			line = p.keyLines[k]
 		}
 		errs = append(errs, ProfileError{File: p.File, Line: line, Msg: key + ": " + fmt.Sprintf(format, args...)})
 	}

@@ -68,11 +68,10 @@ func isException(err error) bool {
 // splitRead is what one planned read, split where the device refused it,
 // gave.
 type splitRead struct {
-	regs    map[int][]uint16 // each point read, by its index in specs: its own registers
-	runs    []regRun         // every read that answered, gaps bridged included
-	holes   []Hole           // registers learned as refused
-	refused []int            // points whose own registers were refused
-	err     error            // the first failure that was not exception 2
+	regs  map[int][]uint16 // each point read, by its index in specs: its own registers
+	runs  []regRun         // every read that answered, gaps bridged included
+	holes []Hole           // registers learned as refused
+	err   error            // the first failure that was not exception 2
 }
 
 // regRun is registers read from addr on.
@@ -101,6 +100,16 @@ func (s splitRead) all(vals map[uint16]uint16) {
 	}
 }
 
+// add keeps regs, read from addr on: the run, and the own registers of
+// the points pts (indexes in specs) it carries.
+func (s *splitRead) add(specs []PointSpec, pts []int, addr uint16, regs []uint16) {
+	s.runs = append(s.runs, regRun{addr, regs})
+	for _, i := range pts {
+		off := specs[i].Address - addr
+		s.regs[i] = regs[off : off+specs[i].Size()]
+	}
+}
+
 // readSplitting reads rq; when the unit refuses it with exception 2, it
 // halves the request's points and reads each half on its own (a part's
 // read spans its first point to its last), down to single points. A gap
@@ -121,18 +130,13 @@ func readSplitting(ctx context.Context, bus *Bus, unit uint8, specs []PointSpec,
 		regs, err := bus.Read(ctx, unit, rq.Table, addr, count)
 		switch {
 		case err == nil:
-			out.runs = append(out.runs, regRun{addr, regs})
-			for _, i := range pts {
-				off := specs[i].Address - addr
-				out.regs[i] = regs[off : off+specs[i].Size()]
-			}
+			out.add(specs, pts, addr, regs)
 			return true
 		case !illegalAddress(err):
 			out.err = err
 			return false
 		case len(pts) == 1:
 			out.holes = append(out.holes, Hole{Table: rq.Table, From: addr, To: addr + count - 1})
-			out.refused = append(out.refused, pts[0])
 			return false
 		}
 		left, right := pts[:len(pts)/2], pts[len(pts)/2:]
@@ -221,11 +225,8 @@ func (d *SunSpecDevice) readPlanned(ctx context.Context, specs []PointSpec, rq R
 		if err != nil {
 			return splitRead{err: err}, !isException(err) || illegalAddress(err)
 		}
-		got = splitRead{regs: map[int][]uint16{}, runs: []regRun{{rq.Addr, regs}}}
-		for _, i := range rq.Points {
-			off := specs[i].Address - rq.Addr
-			got.regs[i] = regs[off : off+specs[i].Size()]
-		}
+		got = splitRead{regs: map[int][]uint16{}}
+		got.add(specs, rq.Points, rq.Addr, regs)
 		return got, false
 	}
 	got = readSplitting(ctx, d.bus, d.unit, specs, rq, d.specs, d.statics)
@@ -250,7 +251,9 @@ func (d *SunSpecDevice) learn(holes []Hole, now time.Time) {
 	}
 	d.replan = true
 	if d.holeStore != nil {
-		d.holeErr = d.holeStore.SaveHoles(d.name, LearnedHoles{Identity: d.Identity(), Holes: slices.Clone(d.holes), Learned: now})
+		// The store reports its own failures; the holes stay learned for
+		// the run.
+		_ = d.holeStore.SaveHoles(d.name, LearnedHoles{Identity: d.Identity(), Holes: slices.Clone(d.holes), Learned: now})
 	}
 }
 
@@ -262,7 +265,6 @@ func (d *SunSpecDevice) keptHoles(now time.Time) LearnedHoles {
 		return LearnedHoles{}
 	}
 	h, ok, err := d.holeStore.LoadHoles(d.name)
-	d.holeErr = err
 	if !ok || err != nil || now.Sub(h.Learned) >= HoleTTL || h.Learned.After(now.Add(HoleTTL)) {
 		return LearnedHoles{}
 	}
@@ -270,8 +272,8 @@ func (d *SunSpecDevice) keptHoles(now time.Time) LearnedHoles {
 }
 
 // Holes returns the registers the device refused, as learned or loaded
-// (poll goroutine only), and the error of the last load or save of them.
-func (d *SunSpecDevice) Holes() ([]Hole, error) { return slices.Clone(d.holes), d.holeErr }
+// (poll goroutine only).
+func (d *SunSpecDevice) Holes() []Hole { return slices.Clone(d.holes) }
 
 // Discovery back-off for a device that answers but cannot be discovered
 // (it refuses the marker or the model chain with exceptions, or has no

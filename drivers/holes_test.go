@@ -100,7 +100,7 @@ func TestSunSpecRefusedRegisterIsLearned(t *testing.T) {
 	}
 	wantGood(t, r, "first poll", "temp_c", "ac_power_w", "soc_pct", "power_w")
 	wantPoint(t, r, "temp_c", 25.0) // the simulator's ambient, with the refused register beside it
-	holes, _ := d.Holes()
+	holes := d.Holes()
 	if !slices.ContainsFunc(holes, func(h Hole) bool { return h.From <= tmpOt && tmpOt <= h.To }) {
 		t.Fatalf("holes %+v do not hold TmpOt (%d)", holes, tmpOt)
 	}
@@ -387,7 +387,7 @@ func TestSunSpecRefusedScaleFactorIsAHole(t *testing.T) {
 			mark = len(s.Reads())
 		}
 	}
-	holes, _ := d.Holes()
+	holes := d.Holes()
 	if !slices.ContainsFunc(holes, func(h Hole) bool { return h.From <= sf && sf <= h.To }) {
 		t.Errorf("holes %+v do not hold Tmp_SF (%d)", holes, sf)
 	}

@@ -10,14 +10,8 @@ import (
 // a value outside it carries quality out_of_range and no value, so the
 // safety rules that need the point treat it as unknown.
 
-// FixedPowerBoundW and PowerRatingFactor bound a power point; the root
+// Range is the interval of values a point can physically take; the root
 // package holds the one table of physical ranges.
-const (
-	FixedPowerBoundW  = hearth.FixedPowerBoundW
-	PowerRatingFactor = hearth.PowerRatingFactor
-)
-
-// Range is the interval of values a point can physically take.
 type Range = hearth.Range
 
 // BuiltinRange returns the physical range hearth gives a point by its

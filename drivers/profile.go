@@ -29,7 +29,7 @@ type Profile struct {
 	ByteOrder   string `yaml:"byte_order"` // default for points: big (high byte first) or little
 	// RatingW is the device's power rating in watts: its power points
 	// (names ending in _w) read beyond ±2× it are out_of_range. 0: unknown,
-	// and the bound is FixedPowerBoundW.
+	// and the bound is hearth.FixedPowerBoundW.
 	RatingW float64 `yaml:"rating_w"`
 	// MeterSign says how a discovered device's SunSpec meter (models
 	// 201-204) signs total real power: import_positive (the default: power
@@ -48,7 +48,7 @@ type Profile struct {
 	Control *Control `yaml:"control"`
 	File    string   `yaml:"-"`
 
-	keyLines map[string]int // line of each top-level key, for errors
+	keyLines map[string]int // line of each key by dotted path (indexLines), for errors
 }
 
 // Meter sign conventions (Profile.MeterSign).
@@ -218,29 +218,44 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 		return nil, ProfileError{File: file, Msg: err.Error()}
 	}
 	p.File = file
-	// Point lines, from the node tree: points is a sequence of mappings.
+	p.keyLines = map[string]int{}
 	if len(root.Content) > 0 {
-		m := root.Content[0]
-		p.keyLines = map[string]int{}
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			p.keyLines[m.Content[i].Value] = m.Content[i].Line
-			if m.Content[i].Value == "points" {
-				for j, n := range m.Content[i+1].Content {
-					if j < len(p.Points) {
-						p.Points[j].Line = n.Line
-					}
-				}
-			}
-		}
+		indexLines(root.Content[0], "", p.keyLines)
+	}
+	for j := range p.Points {
+		p.Points[j].Line = p.keyLines[fmt.Sprintf("points.%d", j)]
 	}
 	err := p.check()
 	if p.Control != nil {
-		err = errors.Join(err, p.checkControl(&root))
+		err = errors.Join(err, p.checkControl())
 	}
 	if err != nil {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// indexLines records the line of every key under n by dotted path:
+// rating_w, control.setpoint.charge.point, sequence items by index
+// (points.3, control.arm.0).
+func indexLines(n *yaml.Node, path string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if path != "" {
+				k = path + "." + k
+			}
+			lines[k] = n.Content[i].Line
+			indexLines(n.Content[i+1], k, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			k := fmt.Sprintf("%s.%d", path, i)
+			lines[k] = c.Line
+			indexLines(c, k, lines)
+		}
+	}
 }
 
 var (

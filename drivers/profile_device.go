@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -66,16 +67,35 @@ func readProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 			out[pt.Name] = Decode(pt, regsOf[i], raw[pt.SF])
 		}
 	}
-	applySignBits(p, out, func(name string) (uint16, bool) {
-		for i, pt := range p.Points {
-			if pt.Name == name && regsOf[i] != nil {
-				v, ok := RawValue(pt, regsOf[i])
-				return uint16(v), ok
-			}
-		}
-		return 0, false
-	})
+	applySignBits(p, out, regsOf)
 	return out, learned, firstErr
+}
+
+// applySignBits makes the points with a sign_bit negative when their bit
+// is set in the registers read (regsOf, by point); a point whose bit was
+// not read is comm_error.
+func applySignBits(p *Profile, out map[string]hearth.Point, regsOf [][]uint16) {
+	for _, pt := range p.Points {
+		sb := pt.SignBit
+		if sb == nil {
+			continue
+		}
+		v, ok := out[pt.Name]
+		if !ok || !v.Good() {
+			continue
+		}
+		i := slices.IndexFunc(p.Points, func(b PointSpec) bool { return b.Name == sb.Point })
+		bits, ok := RawValue(p.Points[i], regsOf[i])
+		if !ok {
+			out[pt.Name] = hearth.Q(hearth.QualityCommError)
+			continue
+		}
+		v.Value = math.Abs(v.Value)
+		if uint16(bits)&(1<<sb.Bit) != 0 && v.Value != 0 {
+			v.Value = -v.Value
+		}
+		out[pt.Name] = v
+	}
 }
 
 // ProfileDevice is a device read through a fixed register map (a profile

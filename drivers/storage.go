@@ -110,8 +110,6 @@ type Storage struct {
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
 	maxima []maximum // the charge and discharge maxima the device has besides WChaMax
-	// The largest maxima as last read, 0 when the device gives none.
-	chaMaxW, disMaxW float64
 }
 
 // maximum is one charge or discharge maximum of model 120 or 802: where
@@ -229,12 +227,12 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		return StorageStatus{}, err
 	}
 	bus, unit, base := s.dev.bus, s.dev.unit, s.addr
-	regs, err := s.readControls(ctx)
+	regs, chaMaxW, disMaxW, err := s.readControls(ctx)
 	if err != nil {
 		s.forget()
 		return StorageStatus{}, err
 	}
-	want := s.status(regs)
+	want := s.status(regs, chaMaxW, disMaxW)
 	want.StorCtlMod, want.OutWRte, want.InWRte, want.HeldW = 0, 0, 0, 0
 	sfRaw := regs[m124.InOutWRteSF]
 	if a.Mode() == hearth.ModeAuto {
@@ -283,7 +281,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		s.forget()
 		return StorageStatus{}, fmt.Errorf("read back %s: %w", s.dev.name, err)
 	}
-	got := s.status(back)
+	got := s.status(back, chaMaxW, disMaxW)
 	got.CommandedW, got.Saturated = want.CommandedW, want.Saturated
 	if got.StorCtlMod != want.StorCtlMod ||
 		(a.Mode() == hearth.ModePower && (got.OutWRte != want.OutWRte || got.InWRte != want.InWRte || got.RvrtTms != want.RvrtTms ||
@@ -361,9 +359,10 @@ func (s *Storage) locate(ctx context.Context) error {
 }
 
 // readControls reads, in the fewest requests, the model 124 block and the
-// maxima with their scale factors, keeps the maxima, and returns the
-// block. Callers hold s.mu.
-func (s *Storage) readControls(ctx context.Context) ([]uint16, error) {
+// maxima with their scale factors, and returns the block and the largest
+// charge and discharge maxima (0 when the device gives none). Callers
+// hold s.mu.
+func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, disMaxW float64, err error) {
 	specs := []PointSpec{{Name: "model 124", Address: s.addr, Table: Holding, Type: "string", Length: m124.len}}
 	for _, m := range s.maxima {
 		specs = append(specs,
@@ -371,11 +370,10 @@ func (s *Storage) readControls(ctx context.Context) ([]uint16, error) {
 			PointSpec{Name: "maximum scale factor", Address: m.sfAddr, Table: Holding, Type: "sunssf"})
 	}
 	val := map[uint16]uint16{}
-	var block []uint16
 	for _, rq := range Plan(specs, nil, MaxReadRegisters) {
 		regs, err := s.dev.bus.Read(ctx, s.dev.unit, Holding, rq.Addr, rq.Count)
 		if err != nil {
-			return nil, fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
+			return nil, 0, 0, fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
 		}
 		for i, r := range regs {
 			val[rq.Addr+uint16(i)] = r
@@ -384,29 +382,27 @@ func (s *Storage) readControls(ctx context.Context) ([]uint16, error) {
 			block = regs[s.addr-rq.Addr : s.addr-rq.Addr+m124.len]
 		}
 	}
-	var cha, dis float64
 	for _, m := range s.maxima {
 		raw, sf := val[m.addr], val[m.sfAddr]
 		if raw == 0xFFFF || sf == 0x8000 || int16(sf) < -10 || int16(sf) > 10 {
 			continue
 		}
 		if m.discharge {
-			dis = max(dis, sunspec.Scale(float64(raw), int16(sf)))
+			disMaxW = max(disMaxW, sunspec.Scale(float64(raw), int16(sf)))
 		} else {
-			cha = max(cha, sunspec.Scale(float64(raw), int16(sf)))
+			chaMaxW = max(chaMaxW, sunspec.Scale(float64(raw), int16(sf)))
 		}
 	}
-	s.chaMaxW, s.disMaxW = cha, dis
-	return block, nil
+	return block, chaMaxW, disMaxW, nil
 }
 
 // forget drops what is known about the device after a failure, so the next
 // Apply finds model 124 again (the device may have been replaced).
 func (s *Storage) forget() { s.addr, s.maxima = 0, nil }
 
-// status decodes a model 124 block: raw registers, references, and the
-// power the rates and mode stand for.
-func (s *Storage) status(regs []uint16) StorageStatus {
+// status decodes a model 124 block: raw registers, references (with the
+// maxima read with it), and the power the rates and mode stand for.
+func (s *Storage) status(regs []uint16, chaMaxW, disMaxW float64) StorageStatus {
 	wmax, ok := scaled(regs, m124.WChaMax, m124.WChaMaxSF, false)
 	if !ok || math.IsInf(wmax, 0) {
 		wmax = 0
@@ -420,7 +416,7 @@ func (s *Storage) status(regs []uint16) StorageStatus {
 		RateSF:     int16(regs[m124.InOutWRteSF]),
 		Window:     s.window,
 	}
-	st.OutRefW, st.InRefW = RateReferences(wmax, s.chaMaxW, s.disMaxW)
+	st.OutRefW, st.InRefW = RateReferences(wmax, chaMaxW, disMaxW)
 	st.HeldW = held(st)
 	return st
 }

@@ -162,7 +162,6 @@ type SunSpecDevice struct {
 	// plans are made around them.
 	holes     []Hole
 	holeStore HoleStore
-	holeErr   error
 	readOK    map[[2]uint16]bool // planned reads (points' or statics') that have read whole since discovery
 	replan    bool               // holes learned: plan again
 	// Discovery back-off for a device that answers but cannot be
@@ -531,14 +530,15 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 		d.staticAt, fresh = at, true
 	}
 	vals, okSpec, rediscover, firstErr := d.readPoints(ctx, at)
-	if !fresh && !rediscover && d.misScaled(vals, okSpec) {
+	raws := d.scaledRaws(vals, okSpec)
+	if !fresh && !rediscover && d.misScaled(vals, okSpec, raws) {
 		if again, err := d.readStatics(ctx, at); err != nil {
 			return fail(err, again)
 		}
 		d.staticAt, fresh = at, true
 		vals, okSpec, rediscover, firstErr = d.readPoints(ctx, at)
+		raws = d.scaledRaws(vals, okSpec)
 	}
-	raws := d.scaledRaws(vals, okSpec)
 	if fresh {
 		d.oorRaw = map[uint16]float64{}
 	}
@@ -678,14 +678,13 @@ func (d *SunSpecDevice) lacks(w wantedPoint) bool {
 // a broken value does not cost a read every poll), or a scaled
 // register moved by a power of ten (within 25 %) since the last poll from
 // at least 10 counts, as a steady value does when its scale factor
-// steps.
-func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool) bool {
+// steps. raws are the poll's scaledRaws.
+func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws map[uint16]float64) bool {
 	for a, v := range d.static {
 		if vals[a] != v {
 			return true
 		}
 	}
-	raws := d.scaledRaws(vals, okSpec)
 	block := blocks(vals)
 	for _, w := range d.wanted {
 		if w.sfSpec < 0 || !okSpec[w.spec] || d.lacks(w) {

@@ -51,7 +51,6 @@ type VendorDevice struct {
 	name string
 	bus  *Bus
 	unit uint8
-	p    *Profile
 	c    *Control
 	now  func() time.Time
 	pts  map[string]*PointSpec
@@ -81,7 +80,7 @@ func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() t
 	if now == nil {
 		now = time.Now
 	}
-	d := &VendorDevice{name: name, bus: bus, unit: unit, p: p, c: p.Control, now: now, pts: map[string]*PointSpec{}}
+	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, now: now, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
 	}
@@ -137,7 +136,6 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
 	writes, commanded, saturated := d.command(want, per)
-	st := VendorStatus{CommandedW: commanded, HeldW: commanded, Saturated: saturated}
 	if d.deferLocked(commanded, a.Rule(), writes) {
 		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
 	}
@@ -148,7 +146,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		d.armed = true
 	}
 	got, err := d.writeAll(ctx, writes)
-	got.CommandedW, got.HeldW, got.Saturated = st.CommandedW, st.HeldW, st.Saturated
+	got.CommandedW, got.HeldW, got.Saturated = commanded, commanded, saturated
 	if err != nil && !errors.Is(err, ErrNotEffective) {
 		d.wrote = false
 		return got, fmt.Errorf("command %s: %w", d.name, err)
@@ -260,8 +258,8 @@ const BudgetBurst = 5
 // of writing this one: only a change in the same direction, not bound by
 // a safety rule (the ramp included) and not the first after one, to a
 // budgeted register, within the deadband or beyond the budget's pace. A
-// refresh (the same power) is never deferred: the device's timeout needs
-// it.
+// refresh (the same power) of a device with a timeout is never deferred:
+// the timeout needs it; a device without one gets it at the budget's pace.
 func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
 	b := d.c.Budget
 	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
@@ -295,15 +293,12 @@ func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointVa
 // arm reads the required settings and makes the arm writes the device
 // does not already hold.
 func (d *VendorDevice) arm(ctx context.Context) error {
-	for _, r := range d.c.Requires {
-		pt := d.pts[r.Point]
-		v, err := d.readPoint(ctx, pt)
-		if err != nil {
-			return fmt.Errorf("read %s of %s: %w", r.Point, d.name, err)
-		}
-		if v != r.Equals {
-			return fmt.Errorf("%s: %s reads %g, control needs %g: %s: %w", d.name, r.Point, v, r.Equals, r.Hint, ErrPrecondition)
-		}
+	unmet, err := d.unmet(ctx)
+	if err == nil {
+		err = unmet
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.name, err)
 	}
 	var need []PointValue
 	for _, a := range d.c.Arm {
@@ -319,6 +314,22 @@ func (d *VendorDevice) arm(ctx context.Context) error {
 		return fmt.Errorf("arm %s: %w", d.name, err)
 	}
 	return nil
+}
+
+// unmet reads the settings control requires. It returns the first that
+// reads another value as unmet (wrapping ErrPrecondition, with the
+// profile's hint), and err when one cannot be read.
+func (d *VendorDevice) unmet(ctx context.Context) (unmet, err error) {
+	for _, r := range d.c.Requires {
+		v, err := d.readPoint(ctx, d.pts[r.Point])
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", r.Point, err)
+		}
+		if v != r.Equals {
+			return fmt.Errorf("%s reads %g, control needs %g: %s: %w", r.Point, v, r.Equals, r.Hint, ErrPrecondition), nil
+		}
+	}
+	return nil, nil
 }
 
 // readPoint reads and decodes one point (scale and offset applied).
@@ -344,7 +355,7 @@ type writeReq struct {
 // writeAll encodes writes, merges the members of a group into one FC 16
 // (members not written keep the value the device holds), sends them in
 // order, and reads back every written point but those that do not read
-// back.
+// back (adjacent points in one read).
 func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (VendorStatus, error) {
 	st := VendorStatus{Written: writes}
 	if len(writes) == 0 {
@@ -388,22 +399,33 @@ func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (Vendo
 			return st, err
 		}
 	}
+	var back []PointSpec
+	for _, w := range writes {
+		if !slices.Contains(d.c.NoReadback, w.Point) {
+			back = append(back, *d.pts[w.Point])
+		}
+	}
+	// Adjacent points are read back in one request; no gap is bridged.
+	regsOf := make([][]uint16, len(back))
+	for _, rq := range Plan(back, nil, 0) {
+		regs, err := d.bus.Read(ctx, d.unit, rq.Table, rq.Addr, rq.Count)
+		if err != nil {
+			return st, fmt.Errorf("read back %s: %w", back[rq.Points[0]].Name, err)
+		}
+		for _, i := range rq.Points {
+			off := back[i].Address - rq.Addr
+			regsOf[i] = regs[off : off+back[i].Size()]
+		}
+	}
 	st.Readback = map[string]float64{}
 	var mismatch []string
-	for _, w := range writes {
-		if slices.Contains(d.c.NoReadback, w.Point) {
-			continue
+	for i, pt := range back {
+		regs := regsOf[i]
+		if v, ok := RawValue(pt, regs); ok {
+			st.Readback[pt.Name] = v*cmpScale(pt.Scale) + pt.Offset
 		}
-		pt := d.pts[w.Point]
-		regs, err := d.bus.Read(ctx, d.unit, Holding, pt.Address, pt.Size())
-		if err != nil {
-			return st, fmt.Errorf("read back %s: %w", w.Point, err)
-		}
-		if v, ok := RawValue(*pt, regs); ok {
-			st.Readback[w.Point] = v*cmpScale(pt.Scale) + pt.Offset
-		}
-		if !slices.Equal(regs, enc[w.Point]) {
-			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", w.Point, enc[w.Point], regs))
+		if !slices.Equal(regs, enc[pt.Name]) {
+			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", pt.Name, enc[pt.Name], regs))
 		}
 	}
 	if len(mismatch) > 0 {
@@ -521,46 +543,17 @@ func encode(pt *PointSpec, v float64) ([]uint16, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Undo ordered: big-endian bytes back to the point's word and byte order.
-	n := int(pt.Size())
-	regs := make([]uint16, n)
-	for i := range n {
-		w := i
-		if pt.WordOrder == "little" {
-			w = n - 1 - i
-		}
-		r := binary.BigEndian.Uint16(b[2*w:])
-		if pt.ByteOrder == "little" {
-			r = r<<8 | r>>8
-		}
-		regs[i] = r
+	// ordered only swaps words and bytes, so it also takes the value's
+	// big-endian words to the point's word and byte order.
+	regs := make([]uint16, pt.Size())
+	for i := range regs {
+		regs[i] = binary.BigEndian.Uint16(b[2*i:])
+	}
+	b = ordered(*pt, regs)
+	for i := range regs {
+		regs[i] = binary.BigEndian.Uint16(b[2*i:])
 	}
 	return regs, nil
-}
-
-// applySignBits makes the points with a sign_bit negative when their bit
-// is set in the reading.
-func applySignBits(p *Profile, pts map[string]hearth.Point, raw func(name string) (uint16, bool)) {
-	for _, pt := range p.Points {
-		sb := pt.SignBit
-		if sb == nil {
-			continue
-		}
-		v, ok := pts[pt.Name]
-		if !ok || !v.Good() {
-			continue
-		}
-		bits, ok := raw(sb.Point)
-		if !ok {
-			pts[pt.Name] = hearth.Q(hearth.QualityCommError)
-			continue
-		}
-		v.Value = math.Abs(v.Value)
-		if bits&(1<<sb.Bit) != 0 && v.Value != 0 {
-			v.Value = -v.Value
-		}
-		pts[pt.Name] = v
-	}
 }
 
 // ProbeProfile reads a fixed-map profile's points once from unit and, for
@@ -587,16 +580,7 @@ func ProbeProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile) (read m
 				return read, nil, fmt.Errorf("%s reads %s: the unit does not answer as %s", name, pts[name].Quality, p.Name)
 			}
 		}
-		d := NewVendorDevice("probe", bus, unit, p, nil)
-		for _, r := range p.Control.Requires {
-			v, err := d.readPoint(ctx, d.pts[r.Point])
-			if err != nil {
-				return read, nil, fmt.Errorf("read %s: %w", r.Point, err)
-			}
-			if v != r.Equals {
-				return read, fmt.Errorf("%s reads %g, control needs %g: %s: %w", r.Point, v, r.Equals, r.Hint, ErrPrecondition), nil
-			}
-		}
+		notReady, err = NewVendorDevice("probe", bus, unit, p, nil).unmet(ctx)
 	}
-	return read, nil, nil
+	return read, notReady, err
 }

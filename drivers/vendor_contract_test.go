@@ -234,7 +234,8 @@ func TestSolarEdgeRefusesWithoutRemoteControl(t *testing.T) {
 }
 
 // TestSolarEdgeCommandIsOneBlock: the remote-control registers go in one
-// FC 16, float32 low word first, the timeout with them.
+// FC 16, float32 low word first, the timeout with them, and are read back
+// in one request.
 func TestSolarEdgeCommandIsOneBlock(t *testing.T) {
 	t.Parallel()
 	r := newVendorRig(t, "solaredge_storedge", installerSettings["solaredge_storedge"])
@@ -252,6 +253,11 @@ func TestSolarEdgeCommandIsOneBlock(t *testing.T) {
 	f := math.Float32frombits(uint32(v[6])<<16 | uint32(v[5]))
 	if v[0] != 300 || v[1] != 0 || v[2] != 4 || f != 1500 {
 		t.Fatalf("block %v: want timeout 300 s, mode 4, discharge limit 1500 W (float32, low word first)", v)
+	}
+	before := r.bus.Stats().Requests
+	r.apply(t, hearth.ModePower, -1500)
+	if n := r.bus.Stats().Requests - before; n != 2 {
+		t.Fatalf("a command cost %d requests, want 2: the block's FC 16 and one read back", n)
 	}
 }
 

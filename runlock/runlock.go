@@ -52,10 +52,7 @@ func (e *HeldError) Error() string {
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
 // Lock is one held lock.
-type Lock struct {
-	f    *os.File
-	What string
-}
+type Lock struct{ f *os.File }
 
 // Set is the locks one agent holds; Release gives them all up.
 type Set []*Lock
@@ -92,7 +89,7 @@ func Acquire(dir, name, what string, me Holder) (*Lock, error) {
 	b, _ := json.Marshal(me)
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt(append(b, '\n'), 0)
-	return &Lock{f: f, What: what}, nil
+	return &Lock{f: f}, nil
 }
 
 // readHolder reads the line the holder wrote, waiting a moment for one

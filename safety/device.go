@@ -115,16 +115,16 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 		return v
 	}
 
-	delete(s.trips, RuleEStop) // the e-stop holds the site, not one device
+	delete(s.trips, hearth.RuleEStop) // the e-stop holds the site, not one device
 	if in.EStop {
-		return safe(hearth.ModePower, RuleEStop)
+		return safe(hearth.ModePower, hearth.RuleEStop)
 	}
 	stale := o.At.IsZero() || in.Now.Sub(o.At) > l.MaxReadingAge
-	setTrip(RuleStale, stale)
+	setTrip(hearth.RuleStale, stale)
 	if stale {
-		setTrip(RuleDeviceDown, false)
+		setTrip(hearth.RuleDeviceDown, false)
 		v.holds = holdOf(o)
-		return safe(hearth.ModeAuto, RuleStale)
+		return safe(hearth.ModeAuto, hearth.RuleStale)
 	}
 	// A device that cannot be read at all is down: that is one fact,
 	// device_down, not a trip of every rule whose point it did not give.
@@ -132,10 +132,10 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 	// its revert timer lapses it may still run its last command, and
 	// counts at that.
 	v.down = unreadable(o.Reading)
-	setTrip(RuleDeviceDown, v.down)
+	setTrip(hearth.RuleDeviceDown, v.down)
 	if v.down {
 		v.holds = holdOf(o)
-		return safe(hearth.ModePower, RuleDeviceDown)
+		return safe(hearth.ModePower, hearth.RuleDeviceDown)
 	}
 	batt, battOK := value(o, s, hearth.PointPower)
 	v.batt, v.battOK = hearth.Watts(batt), battOK
@@ -168,13 +168,13 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 		}
 	}
 	inf := math.Inf(1)
-	window(hearth.PointCellVMin, l.CellVMin, inf, l.CellVHysteresis, RuleCellVMin, "")
-	window(hearth.PointCellVMax, -inf, l.CellVMax, l.CellVHysteresis, "", RuleCellVMax)
-	window(hearth.PointTemp, l.TempCMin, l.TempCMax, l.TempHysteresisC, RuleTempMin, RuleTempMax)
-	window(hearth.PointCellTempMax, -inf, l.TempCMax, l.TempHysteresisC, "", RuleCellTempMax)
+	window(hearth.PointCellVMin, l.CellVMin, inf, l.CellVHysteresis, hearth.RuleCellVMin, "")
+	window(hearth.PointCellVMax, -inf, l.CellVMax, l.CellVHysteresis, "", hearth.RuleCellVMax)
+	window(hearth.PointTemp, l.TempCMin, l.TempCMax, l.TempHysteresisC, hearth.RuleTempMin, hearth.RuleTempMax)
+	window(hearth.PointCellTempMax, -inf, l.TempCMax, l.TempHysteresisC, "", hearth.RuleCellTempMax)
 	// Charging lithium cells below freezing plates them: no charge while
 	// the coldest cell is at or below ChargeTempCMin.
-	window(hearth.PointCellTempMin, l.ChargeTempCMin, inf, l.TempHysteresisC, RuleChargeTemp, "")
+	window(hearth.PointCellTempMin, l.ChargeTempCMin, inf, l.TempHysteresisC, hearth.RuleChargeTemp, "")
 
 	soc, socState := read(o, s, hearth.PointSoC)
 	if socState != good && !s.seen[hearth.PointSoC] {
@@ -182,60 +182,60 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 	}
 	switch socState {
 	case good:
-		setTrip(RuleSoCMin, soc <= l.SoCMinPct || s.trips[RuleSoCMin] && soc < l.SoCMinPct+l.SoCHysteresisPct)
-		setTrip(RuleSoCMax, soc >= l.SoCMaxPct || s.trips[RuleSoCMax] && soc > l.SoCMaxPct-l.SoCHysteresisPct)
+		setTrip(hearth.RuleSoCMin, soc <= l.SoCMinPct || s.trips[hearth.RuleSoCMin] && soc < l.SoCMinPct+l.SoCHysteresisPct)
+		setTrip(hearth.RuleSoCMax, soc >= l.SoCMaxPct || s.trips[hearth.RuleSoCMax] && soc > l.SoCMaxPct-l.SoCHysteresisPct)
 	case bad:
 		// Known before, unknown now: neither charge nor discharge.
 		unknown = true
-		for _, r := range []hearth.Rule{RuleSoCMin, RuleSoCMax} {
+		for _, r := range []hearth.Rule{hearth.RuleSoCMin, hearth.RuleSoCMax} {
 			s.trips[r] = true
 			if s.why[r] == "" {
 				s.why[r] = hearth.PointSoC.String() + " unknown"
 			}
 		}
 	}
-	setTrip(RuleReadingQuality, unknown || socState == absent)
+	setTrip(hearth.RuleReadingQuality, unknown || socState == absent)
 	if socState == absent {
 		// Never read: nothing can be commanded; the device keeps its own
 		// logic until it says where it stands.
-		return safe(hearth.ModeAuto, RuleReadingQuality)
+		return safe(hearth.ModeAuto, hearth.RuleReadingQuality)
 	}
 
 	dc.plausibility(o, s, v)
 	dc.divergence(o, s, v)
 	if s.implausible != "" {
-		s.trips[RuleImplausible] = true
-		s.why[RuleImplausible] = s.implausible
-		return safe(hearth.ModeAuto, RuleImplausible)
+		s.trips[hearth.RuleImplausible] = true
+		s.why[hearth.RuleImplausible] = s.implausible
+		return safe(hearth.ModeAuto, hearth.RuleImplausible)
 	}
 
-	for _, r := range []hearth.Rule{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax, RuleCellTempMax} {
+	for _, r := range []hearth.Rule{hearth.RuleCellVMin, hearth.RuleCellVMax, hearth.RuleTempMin, hearth.RuleTempMax, hearth.RuleCellTempMax} {
 		if s.trips[r] {
 			if s.why[r] != "" {
-				r = RuleReadingQuality // held for a value it cannot read
+				r = hearth.RuleReadingQuality // held for a value it cannot read
 			}
 			return safe(hearth.ModePower, r)
 		}
 	}
-	v.lo, v.loRule = -l.MaxChargeW, RuleMaxCharge
-	v.hi, v.hiRule = l.MaxDischargeW, RuleMaxDischarge
+	v.lo, v.loRule = -l.MaxChargeW, hearth.RuleMaxCharge
+	v.hi, v.hiRule = l.MaxDischargeW, hearth.RuleMaxDischarge
 	if c, ok := l.UnguardedMaxW[name]; ok {
 		// No timeout on the device: what it may hold if the agent dies.
 		if c < v.hi {
-			v.hi, v.hiRule = c, RuleUnguardedMax
+			v.hi, v.hiRule = c, hearth.RuleUnguardedMax
 		}
 		if -c > v.lo {
-			v.lo, v.loRule = -c, RuleUnguardedMax
+			v.lo, v.loRule = -c, hearth.RuleUnguardedMax
 		}
 	}
-	if s.trips[RuleSoCMin] {
-		v.hi, v.hiRule = 0, RuleSoCMin
+	if s.trips[hearth.RuleSoCMin] {
+		v.hi, v.hiRule = 0, hearth.RuleSoCMin
 	}
-	if s.trips[RuleSoCMax] {
-		v.lo, v.loRule = 0, RuleSoCMax
+	if s.trips[hearth.RuleSoCMax] {
+		v.lo, v.loRule = 0, hearth.RuleSoCMax
 	}
-	if s.trips[RuleChargeTemp] && v.lo < 0 {
-		v.lo, v.loRule = 0, RuleChargeTemp
+	if s.trips[hearth.RuleChargeTemp] && v.lo < 0 {
+		v.lo, v.loRule = 0, hearth.RuleChargeTemp
 	}
 	return v
 }

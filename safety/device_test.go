@@ -54,15 +54,15 @@ func TestLostLinkIsOneDeviceDown(t *testing.T) {
 		step(named(battery(t0, 50, nil), "battery2"))
 	}
 	d := step(down("battery2", t0))
-	if !slices.Equal(d.Trips, []hearth.Rule{RuleDeviceDown}) {
-		t.Fatalf("battery2 unreadable: trips %v, want only %s", d.Trips, RuleDeviceDown)
+	if !slices.Equal(d.Trips, []hearth.Rule{hearth.RuleDeviceDown}) {
+		t.Fatalf("battery2 unreadable: trips %v, want only %s", d.Trips, hearth.RuleDeviceDown)
 	}
 	b1, b2 := d.Devices[0], d.Devices[1]
 	if b1.Device != "battery1" || len(b1.Trips) != 0 || b1.Down || b1.Held != "" {
 		t.Errorf("battery1 %+v, want ok and taking its share", b1)
 	}
-	if b2.Device != "battery2" || !b2.Down || !slices.Equal(b2.Trips, []hearth.Rule{RuleDeviceDown}) || b2.Held != RuleDeviceDown {
-		t.Errorf("battery2 %+v, want down, held by %s", b2, RuleDeviceDown)
+	if b2.Device != "battery2" || !b2.Down || !slices.Equal(b2.Trips, []hearth.Rule{hearth.RuleDeviceDown}) || b2.Held != hearth.RuleDeviceDown {
+		t.Errorf("battery2 %+v, want down, held by %s", b2, hearth.RuleDeviceDown)
 	}
 	if a := d.Commands[1]; a.Mode() != hearth.ModePower || a.Power() != 0 {
 		t.Errorf("battery2 down: %s, want 0 W", a)
@@ -86,8 +86,8 @@ func TestPointLostAfterItWasSeen(t *testing.T) {
 	in.Now = in.Now.Add(20 * time.Second)
 	in.Devices = []Observation{battery(in.Now, 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityCommError)})}
 	d := settle(e, in)
-	if a := d.Commands[0]; a.Power() != 0 || a.Rule() != RuleReadingQuality || !slices.Contains(d.Trips, RuleTempMax) {
-		t.Errorf("temp_c seen, then comm_error: %s rule %q trips %v; want 0 W by %s", a, a.Rule(), d.Trips, RuleReadingQuality)
+	if a := d.Commands[0]; a.Power() != 0 || a.Rule() != hearth.RuleReadingQuality || !slices.Contains(d.Trips, hearth.RuleTempMax) {
+		t.Errorf("temp_c seen, then comm_error: %s rule %q trips %v; want 0 W by %s", a, a.Rule(), d.Trips, hearth.RuleReadingQuality)
 	}
 }
 
@@ -103,7 +103,7 @@ func TestTripsNameTheirDevice(t *testing.T) {
 		named(battery(t0, 50, nil), "battery1"),
 		named(battery(t0, 50, map[string]hearth.Point{PointTemp: hearth.V(60)}), "battery2")}}
 	d := settle(e, in)
-	if len(d.Devices[0].Trips) != 0 || !slices.Equal(d.Devices[1].Trips, []hearth.Rule{RuleTempMax}) || d.Devices[1].Held != RuleTempMax {
+	if len(d.Devices[0].Trips) != 0 || !slices.Equal(d.Devices[1].Trips, []hearth.Rule{hearth.RuleTempMax}) || d.Devices[1].Held != hearth.RuleTempMax {
 		t.Errorf("battery2 at 60 °C: %+v; want temp_c_max on battery2 only", d.Devices)
 	}
 	if d.Commands[0].Power() != 2000 || d.Commands[1].Power() != 0 {
@@ -183,14 +183,14 @@ func selfConsumption(t *testing.T, sign, follow float64, steps int) Decision {
 func TestDivergingLoopTripsImplausible(t *testing.T) {
 	t.Parallel()
 	d := selfConsumption(t, -1, 1, 30)
-	if a := d.Commands[0]; a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, RuleImplausible) ||
-		!strings.Contains(d.Why[RuleImplausible], "the loop diverges") {
-		t.Errorf("inverted battery under self_consumption: %s, trips %v, why %q; want implausible, handed back", a, d.Trips, d.Why[RuleImplausible])
+	if a := d.Commands[0]; a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) ||
+		!strings.Contains(d.Devices[0].Why[hearth.RuleImplausible], "the loop diverges") {
+		t.Errorf("inverted battery under self_consumption: %s, trips %v, why %q; want implausible, handed back", a, d.Trips, d.Devices[0].Why[hearth.RuleImplausible])
 	}
 	// A battery that follows, even slowly, never does.
 	for _, follow := range []float64{1, 0.5, 0.1} {
-		if d := selfConsumption(t, 1, follow, 120); slices.Contains(d.Trips, RuleImplausible) {
-			t.Errorf("battery following %g of each step: implausible (%q)", follow, d.Why[RuleImplausible])
+		if d := selfConsumption(t, 1, follow, 120); slices.Contains(d.Trips, hearth.RuleImplausible) {
+			t.Errorf("battery following %g of each step: implausible (%q)", follow, d.Devices[0].Why[hearth.RuleImplausible])
 		}
 	}
 }
@@ -218,7 +218,7 @@ func TestMeterLagIsNoImportBinding(t *testing.T) {
 	if d := eval(3, power(-1500), -300, 3); d.Rule != "" || d.TargetW == nil || *d.TargetW != -1500 {
 		t.Errorf("the meter has seen it: rule %q target %v, want -1500 W unbound", d.Rule, d.TargetW)
 	}
-	if d := eval(4, power(-1500), -1800-2000, 4); d.Rule != RuleImport {
-		t.Errorf("importing 3800 W with a 2500 W limit: rule %q, want %s", d.Rule, RuleImport)
+	if d := eval(4, power(-1500), -1800-2000, 4); d.Rule != hearth.RuleImport {
+		t.Errorf("importing 3800 W with a 2500 W limit: rule %q, want %s", d.Rule, hearth.RuleImport)
 	}
 }

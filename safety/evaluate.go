@@ -58,9 +58,6 @@ type Decision struct {
 	Commands []Approved
 	// Trips lists the rules tripped on any device, sorted.
 	Trips []hearth.Rule
-	// Why explains, for some tripped rules, what tripped them (an
-	// implausible device, a value that became unknown).
-	Why map[hearth.Rule]string
 	// Rule is the rule that bound the site's target before ramping, or "";
 	// RuleDevice the device it bound when it is a device's own rule (""
 	// for a rule of the whole site).
@@ -197,8 +194,8 @@ type decider struct {
 // state the last evaluation left and the input, the decision and the state
 // to hand the next one. prev is not changed.
 func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
-	next := &evalState{dev: maps.Clone(prev.dev), lastTotal: prev.lastTotal, totalAt: prev.totalAt,
-		autoCap: prev.autoCap, capClearFor: prev.capClearFor}
+	next := new(*prev)
+	next.dev = maps.Clone(prev.dev)
 	var d Decision
 	if len(in.Devices) == 0 {
 		return d, next
@@ -216,7 +213,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	// The site target.
 	mode, total, siteRule := in.Target.Mode, in.Target.Power, hearth.Rule("")
 	if math.IsNaN(float64(total)) || math.IsInf(float64(total), 0) {
-		total, siteRule = 0, RuleMaxDischarge
+		total, siteRule = 0, hearth.RuleMaxDischarge
 	}
 	switch mode {
 	case hearth.ModeSelfConsumption:
@@ -226,7 +223,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 		if ok && dc.gridFresh() {
 			mode, total = hearth.ModePower, sum-in.Grid.W
 		} else {
-			mode, siteRule = hearth.ModeAuto, RuleMeter
+			mode, siteRule = hearth.ModeAuto, hearth.RuleMeter
 		}
 	case hearth.ModeIdle:
 		mode, total = hearth.ModePower, 0
@@ -238,7 +235,7 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 		bound, on, capState := dc.autoExportCap(vs)
 		next.autoCap, next.capClearFor = capState.on, capState.clearFor
 		if on {
-			mode, total, siteRule, autoCap = hearth.ModePower, bound, RuleExport, true
+			mode, total, siteRule, autoCap = hearth.ModePower, bound, hearth.RuleExport, true
 		}
 	}
 
@@ -273,7 +270,6 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	var sum hearth.Watts
 	held := false
 	trips := map[hearth.Rule]bool{}
-	why := map[hearth.Rule]string{}
 	for _, v := range vs {
 		a := v.safe
 		switch {
@@ -304,7 +300,6 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 				trips[r] = true
 				ds.Trips = append(ds.Trips, r)
 				if w := v.st.why[r]; w != "" {
-					why[r] = w
 					if ds.Why == nil {
 						ds.Why = map[hearth.Rule]string{}
 					}
@@ -326,21 +321,18 @@ func decide(lim Limits, prev *evalState, in Input) (Decision, *evalState) {
 	if sum != next.lastTotal || next.totalAt.IsZero() {
 		next.lastTotal, next.totalAt = sum, in.Now
 	}
-	if siteRule == RuleMeter {
+	if siteRule == hearth.RuleMeter {
 		// self_consumption cannot run without its meter: the state must
 		// not say ok while the batteries are only handed back.
-		trips[RuleMeter] = true
-		d.SiteTrips = append(d.SiteTrips, RuleMeter)
+		trips[hearth.RuleMeter] = true
+		d.SiteTrips = append(d.SiteTrips, hearth.RuleMeter)
 	}
 	if in.EStop {
-		trips[RuleEStop] = true
-		d.SiteTrips = append(d.SiteTrips, RuleEStop)
+		trips[hearth.RuleEStop] = true
+		d.SiteTrips = append(d.SiteTrips, hearth.RuleEStop)
 	}
 	slices.Sort(d.SiteTrips)
 	d.Trips = slices.Sorted(maps.Keys(trips))
-	if len(why) > 0 {
-		d.Why = why
-	}
 	if held {
 		d.TargetW = &sum
 	}

@@ -67,29 +67,29 @@ func TestEvaluateRules(t *testing.T) {
 		wantRule hearth.Rule
 	}{
 		{"within limits", testLimits(), power(1500), 50, nil, nil, false, hearth.ModePower, 1500, ""},
-		{"discharge clamped", testLimits(), power(5000), 50, nil, nil, false, hearth.ModePower, 2500, RuleMaxDischarge},
-		{"charge clamped", testLimits(), power(-9000), 50, nil, nil, false, hearth.ModePower, -2500, RuleMaxCharge},
-		{"no discharge at soc min", testLimits(), power(2000), 10, nil, nil, false, hearth.ModePower, 0, RuleSoCMin},
+		{"discharge clamped", testLimits(), power(5000), 50, nil, nil, false, hearth.ModePower, 2500, hearth.RuleMaxDischarge},
+		{"charge clamped", testLimits(), power(-9000), 50, nil, nil, false, hearth.ModePower, -2500, hearth.RuleMaxCharge},
+		{"no discharge at soc min", testLimits(), power(2000), 10, nil, nil, false, hearth.ModePower, 0, hearth.RuleSoCMin},
 		{"charge allowed at soc min", testLimits(), power(-2000), 10, nil, nil, false, hearth.ModePower, -2000, ""},
-		{"no charge at soc max", testLimits(), power(-2000), 95, nil, nil, false, hearth.ModePower, 0, RuleSoCMax},
-		{"cell over voltage", testLimits(), power(-2000), 50, map[string]hearth.Point{PointCellVMax: hearth.V(3.7)}, nil, false, hearth.ModePower, 0, RuleCellVMax},
-		{"cell under voltage", testLimits(), power(2000), 50, map[string]hearth.Point{PointCellVMin: hearth.V(2.7)}, nil, false, hearth.ModePower, 0, RuleCellVMin},
-		{"too hot", testLimits(), power(2000), 50, map[string]hearth.Point{PointTemp: hearth.V(55)}, nil, false, hearth.ModePower, 0, RuleTempMax},
-		{"too cold", testLimits(), power(-2000), 50, map[string]hearth.Point{PointTemp: hearth.V(-5)}, nil, false, hearth.ModePower, 0, RuleTempMin},
+		{"no charge at soc max", testLimits(), power(-2000), 95, nil, nil, false, hearth.ModePower, 0, hearth.RuleSoCMax},
+		{"cell over voltage", testLimits(), power(-2000), 50, map[string]hearth.Point{PointCellVMax: hearth.V(3.7)}, nil, false, hearth.ModePower, 0, hearth.RuleCellVMax},
+		{"cell under voltage", testLimits(), power(2000), 50, map[string]hearth.Point{PointCellVMin: hearth.V(2.7)}, nil, false, hearth.ModePower, 0, hearth.RuleCellVMin},
+		{"too hot", testLimits(), power(2000), 50, map[string]hearth.Point{PointTemp: hearth.V(55)}, nil, false, hearth.ModePower, 0, hearth.RuleTempMax},
+		{"too cold", testLimits(), power(-2000), 50, map[string]hearth.Point{PointTemp: hearth.V(-5)}, nil, false, hearth.ModePower, 0, hearth.RuleTempMin},
 		{"temperature not implemented", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityNotImplemented)}, nil, false, hearth.ModePower, 1000, ""},
 		{"temperature never read", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityCommError)}, nil, false, hearth.ModePower, 1000, ""},
-		{"temperature out of range", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityOutOfRange)}, nil, false, hearth.ModePower, 0, RuleReadingQuality},
-		{"soc 250 %", testLimits(), power(1500), 250, nil, nil, false, hearth.ModeAuto, 0, RuleReadingQuality},
-		{"soc -30 %", testLimits(), power(-1500), -30, nil, nil, false, hearth.ModeAuto, 0, RuleReadingQuality},
-		{"soc unreadable", testLimits(), power(1000), 50, map[string]hearth.Point{PointSoC: hearth.Q(hearth.QualityCommError)}, nil, false, hearth.ModeAuto, 0, RuleReadingQuality},
+		{"temperature out of range", testLimits(), power(1000), 50, map[string]hearth.Point{PointTemp: hearth.Q(hearth.QualityOutOfRange)}, nil, false, hearth.ModePower, 0, hearth.RuleReadingQuality},
+		{"soc 250 %", testLimits(), power(1500), 250, nil, nil, false, hearth.ModeAuto, 0, hearth.RuleReadingQuality},
+		{"soc -30 %", testLimits(), power(-1500), -30, nil, nil, false, hearth.ModeAuto, 0, hearth.RuleReadingQuality},
+		{"soc unreadable", testLimits(), power(1000), 50, map[string]hearth.Point{PointSoC: hearth.Q(hearth.QualityCommError)}, nil, false, hearth.ModeAuto, 0, hearth.RuleReadingQuality},
 		{"idle", testLimits(), Target{Mode: hearth.ModeIdle}, 50, nil, nil, false, hearth.ModePower, 0, ""},
 		{"auto", testLimits(), Target{Mode: hearth.ModeAuto}, 50, nil, nil, false, hearth.ModeAuto, 0, ""},
-		{"estop", testLimits(), power(1000), 50, nil, nil, true, hearth.ModePower, 0, RuleEStop},
-		{"export limit by meter", export, power(2500), 50, nil, &GridSample{W: 800}, false, hearth.ModePower, 200, RuleExport},
-		{"export limit by inverter output", export, power(2500), 50, map[string]hearth.Point{PointACPower: hearth.V(600)}, nil, false, hearth.ModePower, 400, RuleExport},
-		{"export limit, nothing known", export, power(2500), 50, nil, nil, false, hearth.ModePower, 0, RuleExport},
+		{"estop", testLimits(), power(1000), 50, nil, nil, true, hearth.ModePower, 0, hearth.RuleEStop},
+		{"export limit by meter", export, power(2500), 50, nil, &GridSample{W: 800}, false, hearth.ModePower, 200, hearth.RuleExport},
+		{"export limit by inverter output", export, power(2500), 50, map[string]hearth.Point{PointACPower: hearth.V(600)}, nil, false, hearth.ModePower, 400, hearth.RuleExport},
+		{"export limit, nothing known", export, power(2500), 50, nil, nil, false, hearth.ModePower, 0, hearth.RuleExport},
 		{"self consumption", testLimits(), Target{Mode: hearth.ModeSelfConsumption}, 50, nil, &GridSample{W: -1200}, false, hearth.ModePower, 1200, ""},
-		{"self consumption, no meter reading", testLimits(), Target{Mode: hearth.ModeSelfConsumption}, 50, nil, &GridSample{Quality: hearth.QualityCommError}, false, hearth.ModeAuto, 0, RuleMeter},
+		{"self consumption, no meter reading", testLimits(), Target{Mode: hearth.ModeSelfConsumption}, 50, nil, &GridSample{Quality: hearth.QualityCommError}, false, hearth.ModeAuto, 0, hearth.RuleMeter},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -118,8 +118,8 @@ func TestStaleReadingHandsBack(t *testing.T) {
 	e, _ := NewEvaluator(testLimits())
 	obs := battery(t0, 50, nil)
 	d := e.Evaluate(Input{Now: t0.Add(11 * time.Second), Target: power(1000), Devices: []Observation{obs}})
-	if c := d.Commands[0]; c.Mode() != hearth.ModeAuto || c.Rule() != RuleStale {
-		t.Errorf("11 s old reading: got %s rule %q, want auto by %s", c, c.Rule(), RuleStale)
+	if c := d.Commands[0]; c.Mode() != hearth.ModeAuto || c.Rule() != hearth.RuleStale {
+		t.Errorf("11 s old reading: got %s rule %q, want auto by %s", c, c.Rule(), hearth.RuleStale)
 	}
 	d = e.Evaluate(Input{Now: t0, Target: power(1000), Devices: []Observation{{Reading: obs.Reading}}})
 	if c := d.Commands[0]; c.Mode() != hearth.ModeAuto {
@@ -147,7 +147,7 @@ func TestRamp(t *testing.T) {
 	// Towards zero is immediate, and through zero counts from zero.
 	in.Target = power(-2500)
 	d := e.Evaluate(in)
-	if p := d.Commands[0].Power(); p != -500 || d.Commands[0].Rule() != RuleRamp {
+	if p := d.Commands[0].Power(); p != -500 || d.Commands[0].Rule() != hearth.RuleRamp {
 		t.Errorf("reversal after 0.5 s: got %v W rule %q, want -500 W bound by ramp", p, d.Commands[0].Rule())
 	}
 }
@@ -176,8 +176,8 @@ func TestPreviewChangesNothing(t *testing.T) {
 	e, _ := NewEvaluator(testLimits())
 	in := Input{Now: t0, Target: power(5000), Devices: []Observation{battery(t0, 50, nil)}}
 	p := e.Preview(in)
-	if p.TargetW == nil || *p.TargetW != 2500 || p.Rule != RuleMaxDischarge {
-		t.Fatalf("preview of 5000 W: target %v rule %q, want 2500 W by %s", p.TargetW, p.Rule, RuleMaxDischarge)
+	if p.TargetW == nil || *p.TargetW != 2500 || p.Rule != hearth.RuleMaxDischarge {
+		t.Fatalf("preview of 5000 W: target %v rule %q, want 2500 W by %s", p.TargetW, p.Rule, hearth.RuleMaxDischarge)
 	}
 	if _, ok := e.Last("battery"); ok {
 		t.Error("Preview recorded a command")

@@ -32,14 +32,14 @@ func TestCellTripHeldWhenTheScaleFactorGoes(t *testing.T) {
 	}
 	for _, p := range []hearth.Point{hearth.Q(hearth.QualityNotImplemented), hearth.Q(hearth.QualityCommError), hearth.Q(hearth.QualityOutOfRange), hearth.V(9)} {
 		a, d := next(p)
-		if a.Mode() != hearth.ModePower || a.Power() != 0 || !slices.Contains(d.Trips, RuleCellVMax) {
+		if a.Mode() != hearth.ModePower || a.Power() != 0 || !slices.Contains(d.Trips, hearth.RuleCellVMax) {
 			t.Errorf("cell_v_max %+v after the trip: %s, trips %v; want held at 0 W, cell_v_max tripped", p, a, d.Trips)
 		}
 	}
 	if a, _ := next(hearth.V(3.62)); a.Power() != 0 {
 		t.Errorf("3.62 V is inside the window but not by the hysteresis: %s, want 0 W", a)
 	}
-	if a, d := next(hearth.V(3.55)); a.Power() >= 0 || slices.Contains(d.Trips, RuleCellVMax) {
+	if a, d := next(hearth.V(3.55)); a.Power() >= 0 || slices.Contains(d.Trips, hearth.RuleCellVMax) {
 		t.Errorf("3.55 V: %s, trips %v; want charging again", a, d.Trips)
 	}
 }
@@ -52,7 +52,7 @@ func TestImplausibleSoCHoldsTheBattery(t *testing.T) {
 		e, _ := NewEvaluator(testLimits())
 		run(e, t0, power(1500), battery(t0, 50, nil))
 		a, d := run(e, t0.Add(time.Second), power(1500), battery(t0.Add(time.Second), soc, nil))
-		if a.Mode() != hearth.ModePower || a.Power() != 0 || !slices.Contains(d.Trips, RuleReadingQuality) {
+		if a.Mode() != hearth.ModePower || a.Power() != 0 || !slices.Contains(d.Trips, hearth.RuleReadingQuality) {
 			t.Errorf("soc %g: %s, trips %v; want 0 W for an unknown SoC", soc, a, d.Trips)
 		}
 	}
@@ -139,8 +139,8 @@ func TestExportCappedInAuto(t *testing.T) {
 	}
 	now = now.Add(time.Second)
 	d = e.Evaluate(Input{Now: now, Target: auto, Devices: []Observation{obs(now, 1800)}, Grid: &GridSample{W: 2000, At: now}})
-	if a := d.Commands[0]; a.Mode() != hearth.ModePower || a.Power() != 300 || d.Rule != RuleExport {
-		t.Fatalf("exporting 2000 W (limit 500) in auto while discharging 1800 W: %s rule %q, want 300 W by %s", a, d.Rule, RuleExport)
+	if a := d.Commands[0]; a.Mode() != hearth.ModePower || a.Power() != 300 || d.Rule != hearth.RuleExport {
+		t.Fatalf("exporting 2000 W (limit 500) in auto while discharging 1800 W: %s rule %q, want 300 W by %s", a, d.Rule, hearth.RuleExport)
 	}
 	for range 40 {
 		now = now.Add(time.Second)
@@ -160,9 +160,9 @@ func TestALimitedDeviceHandsItsShareOn(t *testing.T) {
 	b2 := battery(t0, 50, nil)
 	b2.Reading.Device = "battery2"
 	d := settle(e, Input{Now: t0, Target: power(3000), Devices: []Observation{low, b2}})
-	if d.Commands[0].Power() != 0 || d.Commands[1].Power() != 2500 || d.Rule != RuleMaxDischarge || *d.TargetW != 2500 {
+	if d.Commands[0].Power() != 0 || d.Commands[1].Power() != 2500 || d.Rule != hearth.RuleMaxDischarge || *d.TargetW != 2500 {
 		t.Errorf("3000 W over a battery at soc_min and one free: %v, rule %q, target %v; want 0 and 2500 W, clamped by %s",
-			d.Commands, d.Rule, *d.TargetW, RuleMaxDischarge)
+			d.Commands, d.Rule, *d.TargetW, hearth.RuleMaxDischarge)
 	}
 	d = settle(e, Input{Now: t0, Target: power(2000), Devices: []Observation{low, b2}})
 	if d.Commands[1].Power() != 2000 || d.Rule != "" {
@@ -179,7 +179,7 @@ func TestSiteLimits(t *testing.T) {
 	b2 := battery(t0, 50, nil)
 	b2.Reading.Device = "battery2"
 	d := settle(e, Input{Now: t0, Target: power(5000), Devices: []Observation{battery(t0, 50, nil), b2}})
-	if *d.TargetW != 3000 || d.Rule != RuleSiteDischarge || d.Commands[0].Power()+d.Commands[1].Power() != 3000 {
+	if *d.TargetW != 3000 || d.Rule != hearth.RuleSiteDischarge || d.Commands[0].Power()+d.Commands[1].Power() != 3000 {
 		t.Errorf("5000 W on two batteries, site cap 3000: %v rule %q", d.Commands, d.Rule)
 	}
 }
@@ -198,8 +198,8 @@ func TestDeviceThatContradictsItself(t *testing.T) {
 		a, d = run(e, now, power(1000), battery(now, 50, map[string]hearth.Point{
 			PointPower: hearth.V(-1500), PointBatteryV: hearth.V(52), PointBatteryA: hearth.V(28.8)}))
 	}
-	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, RuleImplausible) || d.Why[RuleImplausible] == "" {
-		t.Errorf("power -1500 W with V×A +1500 W, %d times: %s, trips %v, why %v; want the safe state, implausible", contradictions, a, d.Trips, d.Why)
+	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) || d.Devices[0].Why[hearth.RuleImplausible] == "" {
+		t.Errorf("power -1500 W with V×A +1500 W, %d times: %s, trips %v, why %v; want the safe state, implausible", contradictions, a, d.Trips, d.Devices[0].Why)
 	}
 
 	e, _ = NewEvaluator(testLimits())
@@ -209,7 +209,7 @@ func TestDeviceThatContradictsItself(t *testing.T) {
 		a, d = run(e, now, power(1000), battery(now, 50, map[string]hearth.Point{PointPower: hearth.V(-980)}))
 		e.Confirm("battery", a.Power())
 	}
-	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, RuleImplausible) {
+	if a.Mode() != hearth.ModeAuto || !slices.Contains(d.Trips, hearth.RuleImplausible) {
 		t.Errorf("commanded +1000 W for 40 s, measured -980 W: %s, trips %v; want implausible", a, d.Trips)
 	}
 }
@@ -221,8 +221,8 @@ func TestNoChargeBelowFreezing(t *testing.T) {
 	e, _ := NewEvaluator(testLimits())
 	cold := map[string]hearth.Point{PointCellTempMin: hearth.V(-3), PointCellTempMax: hearth.V(2)}
 	d := settle(e, Input{Now: t0, Target: power(-2000), Devices: []Observation{battery(t0, 50, cold)}})
-	if d.Commands[0].Power() != 0 || d.Rule != RuleChargeTemp {
-		t.Errorf("charging with a cell at -3 °C: %v rule %q, want 0 W by %s", d.Commands[0], d.Rule, RuleChargeTemp)
+	if d.Commands[0].Power() != 0 || d.Rule != hearth.RuleChargeTemp {
+		t.Errorf("charging with a cell at -3 °C: %v rule %q, want 0 W by %s", d.Commands[0], d.Rule, hearth.RuleChargeTemp)
 	}
 	d = settle(e, Input{Now: t0, Target: power(1500), Devices: []Observation{battery(t0, 50, cold)}})
 	if d.Commands[0].Power() != 1500 {

@@ -9,33 +9,6 @@ import (
 	"github.com/hearth-energy/hearth"
 )
 
-// Rule names: the root package's vocabulary, under the names this
-// package has always given them.
-const (
-	RuleEStop          = hearth.RuleEStop
-	RuleStale          = hearth.RuleStale
-	RuleReadingQuality = hearth.RuleReadingQuality
-	RuleDeviceDown     = hearth.RuleDeviceDown
-	RuleSoCMin         = hearth.RuleSoCMin
-	RuleSoCMax         = hearth.RuleSoCMax
-	RuleMaxCharge      = hearth.RuleMaxCharge
-	RuleMaxDischarge   = hearth.RuleMaxDischarge
-	RuleRamp           = hearth.RuleRamp
-	RuleCellVMin       = hearth.RuleCellVMin
-	RuleCellVMax       = hearth.RuleCellVMax
-	RuleTempMin        = hearth.RuleTempMin
-	RuleTempMax        = hearth.RuleTempMax
-	RuleExport         = hearth.RuleExport
-	RuleImport         = hearth.RuleImport
-	RuleSiteDischarge  = hearth.RuleSiteDischarge
-	RuleSiteCharge     = hearth.RuleSiteCharge
-	RuleMeter          = hearth.RuleMeter
-	RuleCellTempMax    = hearth.RuleCellTempMax
-	RuleChargeTemp     = hearth.RuleChargeTemp
-	RuleImplausible    = hearth.RuleImplausible
-	RuleUnguardedMax   = hearth.RuleUnguardedMax
-)
-
 // Defaults for the hysteresis bands and the clock skew, used by the agent
 // where the config is silent.
 const (
@@ -178,36 +151,30 @@ func (l Limits) Validate() error {
 	return errs.Err()
 }
 
-// LimitW returns the configured power limit a rule stands for, and false
-// for a rule that is not a power limit or a limit not set.
-func (l Limits) LimitW(r hearth.Rule) (hearth.Watts, bool) {
+// DeviceLimitW returns the configured power limit a rule that bound
+// device stands for (for unguarded_max_w, that device's own bound), and
+// false for a rule that is not a power limit or a limit not set.
+func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
 	var w *hearth.Watts
 	switch r {
-	case RuleMaxCharge:
+	case hearth.RuleMaxCharge:
 		w = &l.MaxChargeW
-	case RuleMaxDischarge:
+	case hearth.RuleMaxDischarge:
 		w = &l.MaxDischargeW
-	case RuleExport:
+	case hearth.RuleExport:
 		w = l.ExportLimitW
-	case RuleImport:
+	case hearth.RuleImport:
 		w = l.ImportLimitW
-	case RuleSiteDischarge:
+	case hearth.RuleSiteDischarge:
 		w = l.SiteMaxDischargeW
-	case RuleSiteCharge:
+	case hearth.RuleSiteCharge:
 		w = l.SiteMaxChargeW
+	case hearth.RuleUnguardedMax:
+		u, ok := l.UnguardedMaxW[device]
+		return u, ok
 	}
 	if w == nil {
 		return 0, false
 	}
 	return *w, true
-}
-
-// DeviceLimitW is LimitW for a rule that bound device: for
-// unguarded_max_w, that device's own bound.
-func (l Limits) DeviceLimitW(r hearth.Rule, device string) (hearth.Watts, bool) {
-	if r == RuleUnguardedMax {
-		w, ok := l.UnguardedMaxW[device]
-		return w, ok
-	}
-	return l.LimitW(r)
 }

@@ -93,15 +93,15 @@ func (m *model) observe(lim Limits, r hearth.Reading) {
 		}
 	}
 	inf := math.Inf(1)
-	win(PointCellVMin, lim.CellVMin, inf, lim.CellVHysteresis, RuleCellVMin, "")
-	win(PointCellVMax, -inf, lim.CellVMax, lim.CellVHysteresis, "", RuleCellVMax)
-	win(PointTemp, lim.TempCMin, lim.TempCMax, lim.TempHysteresisC, RuleTempMin, RuleTempMax)
+	win(PointCellVMin, lim.CellVMin, inf, lim.CellVHysteresis, hearth.RuleCellVMin, "")
+	win(PointCellVMax, -inf, lim.CellVMax, lim.CellVHysteresis, "", hearth.RuleCellVMax)
+	win(PointTemp, lim.TempCMin, lim.TempCMax, lim.TempHysteresisC, hearth.RuleTempMin, hearth.RuleTempMax)
 	delete(m.tripped, "")
 	if v, ok := val(PointSoC); ok {
-		m.tripped[RuleSoCMin] = v <= lim.SoCMinPct || m.tripped[RuleSoCMin] && v < lim.SoCMinPct+lim.SoCHysteresisPct
-		m.tripped[RuleSoCMax] = v >= lim.SoCMaxPct || m.tripped[RuleSoCMax] && v > lim.SoCMaxPct-lim.SoCHysteresisPct
+		m.tripped[hearth.RuleSoCMin] = v <= lim.SoCMinPct || m.tripped[hearth.RuleSoCMin] && v < lim.SoCMinPct+lim.SoCHysteresisPct
+		m.tripped[hearth.RuleSoCMax] = v >= lim.SoCMaxPct || m.tripped[hearth.RuleSoCMax] && v > lim.SoCMaxPct-lim.SoCHysteresisPct
 	} else if m.seen[PointSoC] {
-		m.tripped[RuleSoCMin], m.tripped[RuleSoCMax] = true, true
+		m.tripped[hearth.RuleSoCMin], m.tripped[hearth.RuleSoCMax] = true, true
 	}
 }
 
@@ -236,7 +236,7 @@ func checkInvariants(t *testing.T, lim Limits, in Input, m *model, base hearth.W
 		}
 		return
 	}
-	if slices.Contains(d.Trips, RuleImplausible) && a.Mode() != hearth.ModeAuto {
+	if slices.Contains(d.Trips, hearth.RuleImplausible) && a.Mode() != hearth.ModeAuto {
 		t.Errorf("an implausible device got %s, want the safe state", a)
 	}
 	if a.Mode() == hearth.ModeAuto {
@@ -245,13 +245,13 @@ func checkInvariants(t *testing.T, lim Limits, in Input, m *model, base hearth.W
 	if !m.seen[PointSoC] {
 		t.Errorf("soc never read: got %s, want auto", a)
 	}
-	if m.tripped[RuleSoCMin] && p > 0 {
+	if m.tripped[hearth.RuleSoCMin] && p > 0 {
 		t.Errorf("soc at or below %v, or unknown: discharging %v", lim.SoCMinPct, p)
 	}
-	if m.tripped[RuleSoCMax] && p < 0 {
+	if m.tripped[hearth.RuleSoCMax] && p < 0 {
 		t.Errorf("soc at or above %v, or unknown: charging %v", lim.SoCMaxPct, p)
 	}
-	for _, r := range []hearth.Rule{RuleCellVMin, RuleCellVMax, RuleTempMin, RuleTempMax} {
+	for _, r := range []hearth.Rule{hearth.RuleCellVMin, hearth.RuleCellVMax, hearth.RuleTempMin, hearth.RuleTempMax} {
 		if m.tripped[r] && p != 0 {
 			t.Errorf("%s tripped (out of window, unknown, or not yet back inside by the hysteresis): got %v W, want 0", r, p)
 		}

@@ -32,21 +32,9 @@ func (dc *decider) makeRoom(total, fixed hearth.Watts, rule hearth.Rule) (hearth
 	} else {
 		rest = min(rest, 0)
 	}
-	bind := func(v hearth.Watts, r hearth.Rule) {
-		if v != rest {
-			rest = v
-			if rule == "" {
-				rule = r
-			}
-		}
-	}
-	if c := dc.lim.SiteMaxDischargeW; c != nil {
-		bind(min(rest, *c-fixed), RuleSiteDischarge)
-	}
-	if c := dc.lim.SiteMaxChargeW; c != nil {
-		bind(max(rest, -*c-fixed), RuleSiteCharge)
-	}
-	return rest, rule
+	b := binding{rest, rule}
+	b.siteCaps(dc.lim, fixed)
+	return b.w, b.rule
 }
 
 // share splits total over the devices, each within its range: equal
@@ -121,7 +109,7 @@ func (dc *decider) ramp(v *verdict) Approved {
 	lo, hi := min(last, 0)-step, max(last, 0)+step
 	a := Approved{device: v.obs.Reading.Device, mode: hearth.ModePower, power: clampW(v.target, lo, hi)}
 	if a.power != v.target {
-		a.rule = RuleRamp
+		a.rule = hearth.RuleRamp
 	}
 	return a
 }

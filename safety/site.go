@@ -29,40 +29,51 @@ func measuredSum(vs []*verdict) (hearth.Watts, bool) {
 // the meter (or, without a fresh meter, by the inverters' own output).
 func (dc *decider) siteBounds(vs []*verdict, total hearth.Watts, rule hearth.Rule) (hearth.Watts, hearth.Rule) {
 	l := dc.lim
-	bind := func(v hearth.Watts, r hearth.Rule) {
-		if v != total {
-			total = v
-			if rule == "" {
-				rule = r
-			}
-		}
+	b := binding{total, rule}
+	b.siteCaps(l, 0)
+	if l.ExportLimitW != nil && b.w > 0 {
+		b.to(min(b.w, max(dc.exportBound(vs), 0)), hearth.RuleExport)
 	}
-	if l.SiteMaxDischargeW != nil {
-		bind(min(total, *l.SiteMaxDischargeW), RuleSiteDischarge)
-	}
-	if l.SiteMaxChargeW != nil {
-		bind(max(total, -*l.SiteMaxChargeW), RuleSiteCharge)
-	}
-	if l.ExportLimitW != nil && total > 0 {
-		bind(min(total, max(dc.exportBound(vs), 0)), RuleExport)
-	}
-	if l.ImportLimitW != nil && total < 0 {
+	if l.ImportLimitW != nil && b.w < 0 {
 		if bound, seen, ok := dc.importBound(vs); ok {
 			// What the meter has not seen yet holds the charge back for
 			// a reading, as a ramp does: that is no binding of the limit.
 			r := hearth.Rule("")
-			if max(total, min(seen, 0)) != total {
-				r = RuleImport
+			if max(b.w, min(seen, 0)) != b.w {
+				r = hearth.RuleImport
 			}
-			if v := max(total, min(bound, 0)); v != total {
-				total = v
-				if rule == "" {
-					rule = r
-				}
-			}
+			b.to(max(b.w, min(bound, 0)), r)
 		}
 	}
-	return total, rule
+	return b.w, b.rule
+}
+
+// binding is a power that limits bind in turn, and the first rule that
+// moved it ("" while none has).
+type binding struct {
+	w    hearth.Watts
+	rule hearth.Rule
+}
+
+// to moves the power to v, by rule r if no rule has moved it before.
+func (b *binding) to(v hearth.Watts, r hearth.Rule) {
+	if v != b.w {
+		b.w = v
+		if b.rule == "" {
+			b.rule = r
+		}
+	}
+}
+
+// siteCaps binds the power to the site's own charge and discharge caps,
+// with fixed (the power devices that take no share may hold) counted in.
+func (b *binding) siteCaps(l Limits, fixed hearth.Watts) {
+	if c := l.SiteMaxDischargeW; c != nil {
+		b.to(min(b.w, *c-fixed), hearth.RuleSiteDischarge)
+	}
+	if c := l.SiteMaxChargeW; c != nil {
+		b.to(max(b.w, -*c-fixed), hearth.RuleSiteCharge)
+	}
 }
 
 // coincident reports whether the meter sample was taken after the last

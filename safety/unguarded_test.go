@@ -19,13 +19,13 @@ func TestUnguardedCap(t *testing.T) {
 	}
 	ung := named(battery(t0, 50, nil), "sungrow")
 	d := settle(e, Input{Now: t0, Target: power(3000), Devices: []Observation{ung}})
-	if a := d.Commands[0]; a.Power() != 800 || d.Rule != RuleUnguardedMax || d.RuleDevice != "sungrow" || a.Rule() != RuleUnguardedMax {
+	if a := d.Commands[0]; a.Power() != 800 || d.Rule != hearth.RuleUnguardedMax || d.RuleDevice != "sungrow" || a.Rule() != hearth.RuleUnguardedMax {
 		t.Errorf("3000 W on an unguarded device capped at 800 W: %s rule %q (command %q) device %q; want 800 W by %s on sungrow",
-			a, d.Rule, a.Rule(), d.RuleDevice, RuleUnguardedMax)
+			a, d.Rule, a.Rule(), d.RuleDevice, hearth.RuleUnguardedMax)
 	}
 	d = settle(e, Input{Now: t0, Target: power(-3000), Devices: []Observation{ung}})
-	if a := d.Commands[0]; a.Power() != -800 || d.Rule != RuleUnguardedMax {
-		t.Errorf("-3000 W: %s rule %q, want -800 W by %s", a, d.Rule, RuleUnguardedMax)
+	if a := d.Commands[0]; a.Power() != -800 || d.Rule != hearth.RuleUnguardedMax {
+		t.Errorf("-3000 W: %s rule %q, want -800 W by %s", a, d.Rule, hearth.RuleUnguardedMax)
 	}
 	// A guarded device beside it takes what the unguarded one may not.
 	e2, _ := NewEvaluator(lim)
@@ -36,13 +36,13 @@ func TestUnguardedCap(t *testing.T) {
 	// A SoC trip is tighter than the cap and wins.
 	e3, _ := NewEvaluator(lim)
 	d = settle(e3, Input{Now: t0, Target: power(3000), Devices: []Observation{named(battery(t0, 10, nil), "sungrow")}})
-	if a := d.Commands[0]; a.Power() != 0 || d.Rule != RuleSoCMin {
-		t.Errorf("at soc_min: %s rule %q, want 0 W by %s", a, d.Rule, RuleSoCMin)
+	if a := d.Commands[0]; a.Power() != 0 || d.Rule != hearth.RuleSoCMin {
+		t.Errorf("at soc_min: %s rule %q, want 0 W by %s", a, d.Rule, hearth.RuleSoCMin)
 	}
-	if w, ok := lim.DeviceLimitW(RuleUnguardedMax, "sungrow"); !ok || w != 800 {
+	if w, ok := lim.DeviceLimitW(hearth.RuleUnguardedMax, "sungrow"); !ok || w != 800 {
 		t.Errorf("DeviceLimitW(unguarded_max_w, sungrow) = %v %v, want 800", w, ok)
 	}
-	if w, ok := lim.DeviceLimitW(RuleMaxDischarge, "sungrow"); !ok || w != 2500 {
+	if w, ok := lim.DeviceLimitW(hearth.RuleMaxDischarge, "sungrow"); !ok || w != 2500 {
 		t.Errorf("DeviceLimitW(max_discharge_w) = %v %v, want 2500", w, ok)
 	}
 	bad := testLimits()

@@ -138,7 +138,8 @@ check_target() {
   sim="$dist/hearthsim-linux-$t"
   [ -f "$bin" ] || fail "$bin missing"
   got="$($emu "$bin" version)" || fail "$t: hearth version exited $?"
-  # "hearth VERSION", and "(built DATE)" when the build was stamped.
+  # "hearth VERSION (built DATE)": release builds are stamped; an unstamped
+  # one says "(build date unknown)", which fails here.
   [[ "$got" =~ ^hearth\ ([^[:space:]]+)(\ \(built\ [^\)]+\))?$ ]] || fail "$t: hearth version printed '$got'"
   local ver="${BASH_REMATCH[1]}"
   [ -z "$want_version" ] || [ "$got" = "$want_version" ] || fail "$t: '$got', amd64 says '$want_version'"

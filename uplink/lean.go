@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hearth-energy/hearth"
@@ -142,21 +143,40 @@ func encodeLean(rs []hearth.Reading) []byte {
 	return compress(b)
 }
 
+// gzipWriters keeps gzip writers between messages: a new one at
+// BestCompression allocates most of a megabyte.
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestCompression)
+	return w
+}}
+
 // compress returns b gzipped when that is smaller, else b.
 func compress(b []byte) []byte {
 	var z bytes.Buffer
-	w, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
+	w := gzipWriters.Get().(*gzip.Writer)
+	w.Reset(&z)
 	w.Write(b)
 	w.Close()
+	gzipWriters.Put(w)
 	if z.Len() < len(b) {
 		return z.Bytes()
 	}
 	return b
 }
 
+// appendString appends s as a JSON string, as json.Marshal writes it.
+// Names and qualities are plain ASCII: they are copied as they are,
+// without the two allocations of json.Marshal, which takes the rest.
 func appendString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s) // a string always encodes
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Telemetry is a decoded message of …/telemetry or …/telemetry/backfill.

@@ -2,6 +2,8 @@ package uplink
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -105,6 +107,42 @@ func TestDecodeTelemetryRefusesBombsAndBadRows(t *testing.T) {
 	} {
 		if _, err := DecodeTelemetry([]byte(doc)); err == nil {
 			t.Errorf("%s decoded", doc)
+		}
+	}
+}
+
+// BenchmarkEncodeLean encodes one message of the default window (four
+// devices, 5 s at 1 Hz, 15 points each) and one of a backlog (leanMaxRows
+// readings): the work and allocations each telemetry message costs.
+func BenchmarkEncodeLean(b *testing.B) {
+	for _, n := range []int{20, leanMaxRows} {
+		var rs []hearth.Reading
+		t0 := time.UnixMilli(1764064801123)
+		for i := range n {
+			dev := []string{"battery", "inverter", "meter", "pv"}[i%4]
+			pts := map[string]hearth.Point{"temp_c": hearth.Q(hearth.QualityNotImplemented)}
+			for j := range 14 {
+				pts[dev+"_p"+string(rune('a'+j))] = hearth.V(float64(i*j) + 0.25)
+			}
+			rs = append(rs, hearth.Reading{Seq: uint64(i + 1), Device: dev, Time: t0.Add(time.Duration(i/4) * time.Second),
+				Boot: "9f2c61d04ab3e871", MonoMS: int64(i/4) * 1000, Clock: hearth.ClockSynced, Points: pts})
+		}
+		b.Run(fmt.Sprintf("readings=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				encodeLean(rs)
+			}
+		})
+	}
+}
+
+// TestAppendStringIsJSON: names and qualities are written exactly as
+// encoding/json writes them, whatever bytes they hold.
+func TestAppendStringIsJSON(t *testing.T) {
+	for _, s := range []string{"", "soc_pct", "comm_error", "a b", "~", "\x7f", `q"uote`, `back\slash`, "<b>&", "tab\t", "\x00", "é", "\xff", "\u2028"} {
+		want, _ := json.Marshal(s)
+		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("appendString(%q) = %s, want x%s", s, got, want)
 		}
 	}
 }

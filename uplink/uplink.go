@@ -1,7 +1,7 @@
 // Package uplink is the gateway's MQTT session with the cloud: it connects
 // to one broker or to the nodes of a cluster in turn (and reconnects, to
-// the next node at once, with capped exponential backoff and full jitter
-// once every node failed),
+// the next node after a jitter of at most BackoffMin, with capped
+// exponential backoff and full jitter once every node failed),
 // announces the gateway with a retained birth record and a Last Will,
 // publishes telemetry, events, state and acks with QoS 1, and checks
 // inbound setpoint messages (size, strict JSON, signature, values: see

@@ -16,30 +16,16 @@ func cmdClock(args []string, stdout, stderr io.Writer) int {
 	const usage = "usage: hearth clock reset-floor --confirm GATEWAY_ID [--json]\n" +
 		"  sets the floor under true time back to the binary's build time; leases are judged\n" +
 		"  by it again (a floor ahead of true time expires every lease)"
-	if len(args) > 0 && isHelp(args[:1]) {
-		fmt.Fprintln(stdout, usage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "reset-floor" {
-		fmt.Fprintln(stderr, usage)
-		return exitUsage
-	}
-	fs := newFlags("hearth clock reset-floor", stderr)
-	var f diagFlags
-	f.register(fs)
-	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
-	if code, ok := parseNoArgs(fs, args[1:], stdout, stderr); !ok {
+	if code, ok := subcommand(args, "reset-floor", usage, stdout, stderr); !ok {
 		return code
 	}
-	if *confirm == "" {
-		fmt.Fprintln(stderr, "hearth clock reset-floor: give --confirm GATEWAY_ID: after the reset the floor is the build time, and leases are judged by it")
-		return exitUsage
-	}
+	fs := newFlags("hearth clock reset-floor", stderr)
 	var res diag.ResetFloorResult
-	if err := diag.NewClient(f.socketPath()).Do("POST", "/clock/reset-floor", nil, diag.ResetFloorRequest{Confirm: *confirm}, &res); err != nil {
-		return fail(stderr, "clock reset-floor", err)
+	asJSON, code, ok := postConfirmed(fs, args[1:], "/clock/reset-floor", "after the reset the floor is the build time, and leases are judged by it", &res, stdout, stderr)
+	if !ok {
+		return code
 	}
-	if f.json {
+	if asJSON {
 		writeJSON(stdout, res)
 		return exitOK
 	}

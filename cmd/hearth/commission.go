@@ -389,13 +389,19 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 			// arrives; safety then holds it at 0 W, and that trip is
 			// the answer.
 			if rule := newTrip(st.Safety.Trips, tripped); rule != "" {
-				on := cm.tripDevice(rule, begun)
+				// The trip event names the device (the first one since
+				// the test began) and what tripped (the latest).
+				var on, detail string
+				if evs := cm.eventsSince("trip", "rule", rule, begun); len(evs) > 0 {
+					on, _ = evs[0]["device"].(string)
+					detail, _ = evs[len(evs)-1]["detail"].(string)
+				}
 				for _, d := range devs {
 					t := tests[d]
 					switch {
 					case t.done:
 					case on == "" || on == d:
-						cm.tripVerdict(&t.ck, rule, begun, target)
+						tripVerdict(&t.ck, rule, detail, target)
 					default:
 						t.ck.Verdict = verdictBlocked
 						t.ck.Detail = fmt.Sprintf("safety tripped %s on %s and ended the test before %s was judged", rule, on, d)
@@ -482,23 +488,36 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 // notEffective returns what the agent's not_effective event for device
 // since begun says, "" when there is none.
 func (cm *commissioner) notEffective(device string, begun time.Time) string {
-	var evs []diag.EventReport
-	if cm.c.Do("GET", "/events", map[string][]string{"type": {"not_effective"}}, nil, &evs) != nil {
+	evs := cm.eventsSince("not_effective", "device", device, begun)
+	if len(evs) == 0 {
 		return ""
 	}
-	for _, e := range evs {
-		if d, _ := e.Data["device"].(string); d == device && !e.Time.Before(begun.Add(-time.Second)) {
-			why, _ := e.Data["reason"].(string)
-			detail := "by its " + cmp.Or(why, "read-back")
-			if want, ok := e.Data["want_w"].(float64); ok {
-				if got, ok := e.Data["got_w"].(float64); ok {
-					detail += fmt.Sprintf(" (wanted %s W, got %s W)", number(want), number(got))
-				}
-			}
-			return detail
+	e := evs[0]
+	why, _ := e["reason"].(string)
+	detail := "by its " + cmp.Or(why, "read-back")
+	if want, ok := e["want_w"].(float64); ok {
+		if got, ok := e["got_w"].(float64); ok {
+			detail += fmt.Sprintf(" (wanted %s W, got %s W)", number(want), number(got))
 		}
 	}
-	return ""
+	return detail
+}
+
+// eventsSince returns the data of the agent's events of type typ whose
+// key is value, from a second before begun on, in the order the agent
+// lists them; none when the agent cannot say.
+func (cm *commissioner) eventsSince(typ, key, value string, begun time.Time) []map[string]any {
+	var evs []diag.EventReport
+	if cm.c.Do("GET", "/events", map[string][]string{"type": {typ}}, nil, &evs) != nil {
+		return nil
+	}
+	var out []map[string]any
+	for _, e := range evs {
+		if v, _ := e.Data[key].(string); v == value && !e.Time.Before(begun.Add(-time.Second)) {
+			out = append(out, e.Data)
+		}
+	}
+	return out
 }
 
 // newTrip returns a trip rule in trips that was not holding before.
@@ -511,34 +530,9 @@ func newTrip(trips []string, before map[string]bool) string {
 	return ""
 }
 
-// tripDevice names the device a trip of rule since begun was on, when the
-// agent's trip event says; "" when it does not.
-func (cm *commissioner) tripDevice(rule string, begun time.Time) string {
-	var evs []diag.EventReport
-	if cm.c.Do("GET", "/events", map[string][]string{"type": {"trip"}}, nil, &evs) != nil {
-		return ""
-	}
-	for _, e := range evs {
-		if r, _ := e.Data["rule"].(string); r == rule && !e.Time.Before(begun.Add(-time.Second)) {
-			d, _ := e.Data["device"].(string)
-			return d
-		}
-	}
-	return ""
-}
-
 // tripVerdict fails the sign check on a safety trip during it, with what
-// the agent's trip event says.
-func (cm *commissioner) tripVerdict(ck *commissionCheck, rule string, begun time.Time, target hearth.Watts) {
-	detail := ""
-	var evs []diag.EventReport
-	if cm.c.Do("GET", "/events", map[string][]string{"type": {"trip"}}, nil, &evs) == nil {
-		for _, e := range evs {
-			if r, _ := e.Data["rule"].(string); r == rule && !e.Time.Before(begun.Add(-time.Second)) {
-				detail, _ = e.Data["detail"].(string)
-			}
-		}
-	}
+// the agent's trip event says (detail).
+func tripVerdict(ck *commissionCheck, rule, detail string, target hearth.Watts) {
 	ck.Verdict = verdictFail
 	ck.Detail = fmt.Sprintf("commanded %s; safety tripped %s and took the test power away", watts(float64(target)), rule)
 	if detail != "" {

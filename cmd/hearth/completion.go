@@ -3,51 +3,45 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
-// command is one entry of the command table that shell completion is
-// generated from: a command and the words that may follow it. A test
-// keeps the table and the usage text listing the same commands.
-type command struct {
+// subcommands are the words that may follow a command, for shell
+// completion; the commands themselves are those of the usage text.
+var subcommands = []struct {
 	name string
 	subs []string
-}
-
-var commandTable = []command{
-	{"run", nil},
-	{"status", nil},
-	{"points", nil},
-	{"events", nil},
-	{"buffer", nil},
+}{
 	{"lease", []string{"reset-version"}},
 	{"keys", []string{"reload"}},
 	{"clock", []string{"reset-floor"}},
 	{"mode", []string{"get", "set", "clear"}},
-	{"commission", nil},
-	{"dump", nil},
 	{"log-level", []string{"debug", "info", "warn", "error"}},
 	{"uplink", []string{"reconnect"}},
 	{"device", []string{"probe"}},
 	{"modbus", []string{"read", "scan"}},
 	{"config", []string{"check", "init", "hash-password"}},
 	{"cert", []string{"request"}},
-
 	{"completion", []string{"bash", "zsh"}},
-	{"version", nil},
-	{"help", nil},
 }
 
+// commandNames lists the commands of the usage text, in its order, and
+// help.
 func commandNames() []string {
 	var names []string
-	for _, c := range commandTable {
-		names = append(names, c.name)
+	for _, l := range strings.Split(usage, "\n") {
+		if rest, ok := strings.CutPrefix(l, "  hearth "); ok {
+			if name, _, _ := strings.Cut(rest, " "); !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
 	}
-	return names
+	return append(names, "help")
 }
 
 // cmdCompletion prints a completion script for bash or zsh, made from
-// the command table.
+// the usage text and the subcommands.
 func cmdCompletion(args []string, stdout, stderr io.Writer) int {
 	const use = "usage: hearth completion bash|zsh  (e.g. hearth completion bash > /etc/bash_completion.d/hearth)"
 	if len(args) == 1 && isHelp(args) {
@@ -59,10 +53,8 @@ func cmdCompletion(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	var cases strings.Builder
-	for _, c := range commandTable {
-		if len(c.subs) > 0 {
-			fmt.Fprintf(&cases, "        %s) words=%q ;;\n", c.name, strings.Join(c.subs, " "))
-		}
+	for _, c := range subcommands {
+		fmt.Fprintf(&cases, "        %s) words=%q ;;\n", c.name, strings.Join(c.subs, " "))
 	}
 	top := strings.Join(commandNames(), " ")
 	switch args[0] {

@@ -16,13 +16,8 @@ const deviceUsage = "usage: hearth device probe NAME [--json]"
 // down at once instead of at its next probe, and the device's state after
 // the next poll is printed. Exit 0 when it answers, 1 when not.
 func cmdDevice(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && isHelp(args[:1]) {
-		fmt.Fprintln(stdout, deviceUsage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "probe" {
-		fmt.Fprintln(stderr, deviceUsage)
-		return exitUsage
+	if code, ok := subcommand(args, "probe", deviceUsage, stdout, stderr); !ok {
+		return code
 	}
 	fs := newFlags("hearth device probe", stderr)
 	fs.Usage = func() { fmt.Fprintln(fs.Output(), deviceUsage+"\n\nflags:"); fs.PrintDefaults() }

@@ -266,30 +266,44 @@ func cmdLease(args []string, stdout, stderr io.Writer) int {
 // the gateway's id typed out.
 func cmdResetVersion(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hearth lease reset-version", stderr)
-	var f diagFlags
-	f.register(fs)
-	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hearth lease reset-version --confirm GATEWAY_ID\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+	var res diag.ResetVersionResult
+	asJSON, code, ok := postConfirmed(fs, args, "/lease/reset-version", "after the reset the gateway accepts lease versions from 1 again", &res, stdout, stderr)
+	if !ok {
 		return code
 	}
-	if *confirm == "" {
-		fmt.Fprintln(stderr, "hearth lease reset-version: give --confirm GATEWAY_ID: after the reset the gateway accepts lease versions from 1 again")
-		return exitUsage
-	}
-	var res diag.ResetVersionResult
-	if err := diag.NewClient(f.socketPath()).Do("POST", "/lease/reset-version", nil, diag.ResetVersionRequest{Confirm: *confirm}, &res); err != nil {
-		return fail(stderr, "lease reset-version", err)
-	}
-	if f.json {
+	if asJSON {
 		writeJSON(stdout, res)
 	} else {
 		fmt.Fprintf(stdout, "setpoint version reset (was %d): the cloud may number leases from 1 again\n", res.FromVersion)
 	}
 	return exitOK
+}
+
+// postConfirmed runs the part that the commands resetting something the
+// agent holds (lease reset-version, clock reset-floor) share: it parses
+// fs (the diagnostics flags and --confirm GATEWAY_ID, which must be
+// given: why says what the reset does), posts the confirmation to path
+// and decodes the answer into res. When ok is false, the command ends
+// with code.
+func postConfirmed(fs *flag.FlagSet, args []string, path, why string, res any, stdout, stderr io.Writer) (asJSON bool, code int, ok bool) {
+	var f diagFlags
+	f.register(fs)
+	confirm := fs.String("confirm", "", "this gateway's id, to confirm the reset")
+	if code, ok := parseNoArgs(fs, args, stdout, stderr); !ok {
+		return false, code, false
+	}
+	if *confirm == "" {
+		fmt.Fprintf(stderr, "%s: give --confirm GATEWAY_ID: %s\n", fs.Name(), why)
+		return false, exitUsage, false
+	}
+	if err := diag.NewClient(f.socketPath()).Do("POST", path, nil, diag.ConfirmRequest{Confirm: *confirm}, res); err != nil {
+		return false, fail(stderr, strings.TrimPrefix(fs.Name(), "hearth "), err), false
+	}
+	return f.json, exitOK, true
 }
 
 // cmdKeys is `hearth keys` (the setpoint keys in force) and `hearth keys

@@ -210,6 +210,21 @@ func parseNoArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (cod
 	return exitOK, true
 }
 
+// subcommand checks that args start with word, the one subcommand of a
+// command (as `hearth uplink reconnect`): a --help there prints usage and
+// ends the command (exit 0); anything else is a usage error.
+func subcommand(args []string, word, usage string, stdout, stderr io.Writer) (code int, ok bool) {
+	if len(args) > 0 && isHelp(args[:1]) {
+		fmt.Fprintln(stdout, usage)
+		return exitOK, false
+	}
+	if len(args) == 0 || args[0] != word {
+		fmt.Fprintln(stderr, usage)
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// The signals are caught before anything else happens: without a
 	// handler, SIGHUP (a key reload) kills a Go program, and the agent

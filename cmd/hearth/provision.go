@@ -254,13 +254,8 @@ func yamlString(s string) string {
 // the operator's CA to sign.
 func cmdCert(args []string, stdout, stderr io.Writer) int {
 	const certUsage = "usage: hearth cert request --gateway-id ID [--out-dir DIR] [--force] [--json]"
-	if len(args) > 0 && isHelp(args[:1]) {
-		fmt.Fprintln(stdout, certUsage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "request" {
-		fmt.Fprintln(stderr, certUsage)
-		return exitUsage
+	if code, ok := subcommand(args, "request", certUsage, stdout, stderr); !ok {
+		return code
 	}
 	fs := newFlags("hearth cert request", stderr)
 	id := fs.String("gateway-id", "", "gateway id: the certificate's common name (default: gateway_id of --config)")

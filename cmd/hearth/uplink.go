@@ -14,13 +14,8 @@ import (
 // --wait) to see whether it worked.
 func cmdUplink(args []string, stdout, stderr io.Writer) int {
 	const usage = "usage: hearth uplink reconnect [--wait 30s] [--json]"
-	if len(args) > 0 && isHelp(args[:1]) {
-		fmt.Fprintln(stdout, usage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "reconnect" {
-		fmt.Fprintln(stderr, usage)
-		return exitUsage
+	if code, ok := subcommand(args, "reconnect", usage, stdout, stderr); !ok {
+		return code
 	}
 	fs := newFlags("hearth uplink reconnect", stderr)
 	var f diagFlags

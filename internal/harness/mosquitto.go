@@ -8,12 +8,10 @@ package harness
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -94,15 +92,7 @@ type Mosquitto struct {
 // FindMosquitto returns the path of the mosquitto binary, looking in PATH
 // and then in /usr/sbin, which is often not in a test's PATH.
 func FindMosquitto() (string, error) {
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("mosquitto not found: apt-get install mosquitto")
+	return findBinary("mosquitto", "mosquitto", "/usr/sbin", "/usr/local/sbin")
 }
 
 // StartMosquitto starts a private Mosquitto broker on a free 127.0.0.1 port
@@ -122,14 +112,7 @@ func StartMosquitto(t testing.TB, opts ...Option) *Mosquitto {
 	m := &Mosquitto{t: t, bin: bin, dir: t.TempDir(), tls: cfg.tls}
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	m.logPath = filepath.Join(m.dir, "mosquitto.log")
-	t.Cleanup(func() {
-		m.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(m.logPath); err == nil {
-				t.Logf("mosquitto log (port %d):\n%s", m.port, b)
-			}
-		}
-	})
+	m.cleanup(t, "mosquitto", 0)
 
 	// Another test may grab the free port between FreePort and mosquitto's
 	// bind; try a few ports before giving up.

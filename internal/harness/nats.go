@@ -1,18 +1,14 @@
 package harness
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // NATS is a nats-server process with its MQTT listener, owned by one test:
@@ -30,15 +26,7 @@ type NATS struct {
 // FindNATS returns the path of the nats-server binary, looking in PATH and
 // then in /usr/sbin.
 func FindNATS() (string, error) {
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/nats-server", "/usr/local/bin/nats-server"} {
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errors.New("nats-server not found: apt-get install nats-server")
+	return findBinary("nats-server", "nats-server", "/usr/sbin", "/usr/local/bin")
 }
 
 // StartNATS starts a private nats-server with JetStream and an MQTT
@@ -53,14 +41,7 @@ func StartNATS(t testing.TB) *NATS {
 	}
 	n := &NATS{t: t, bin: bin, dir: t.TempDir()}
 	n.logPath = filepath.Join(n.dir, "nats.log")
-	t.Cleanup(func() {
-		n.Stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(n.logPath); err == nil {
-				t.Logf("nats-server log (mqtt port %d):\n%s", n.port, b)
-			}
-		}
-	})
+	n.cleanup(t, "nats-server", 0)
 	var lastErr error
 	for range 5 {
 		n.port = FreePort(t)
@@ -80,7 +61,7 @@ mqtt {
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if lastErr = n.start(n.conf); lastErr == nil {
+		if lastErr = n.start(); lastErr == nil {
 			return n
 		}
 	}
@@ -88,8 +69,8 @@ mqtt {
 	return nil
 }
 
-func (n *NATS) start(conf string) error {
-	return n.process.start(n.bin, []string{"-c", conf}, n.Addr(), startTimeout)
+func (n *NATS) start() error {
+	return n.process.start(n.bin, []string{"-c", n.conf}, n.Addr(), startTimeout)
 }
 
 // Addr returns the MQTT listener's host:port.
@@ -108,7 +89,7 @@ func (n *NATS) Running() bool { return n.running() }
 // fails the test if it does not come up. Call it from the test goroutine.
 func (n *NATS) Start() {
 	n.t.Helper()
-	restart(n.t, &n.process, fmt.Sprintf("nats-server on mqtt port %d", n.port), func(time.Duration) error { return n.start(n.conf) })
+	restart(n.t, &n.process, fmt.Sprintf("nats-server on mqtt port %d", n.port), func(time.Duration) error { return n.start() })
 }
 
 // StartNATSCluster starts a cluster of n nats-server nodes of the test's
@@ -180,19 +161,12 @@ mqtt {
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			nd.Stop()
-			if t.Failed() {
-				if b, err := os.ReadFile(nd.logPath); err == nil {
-					t.Logf("nats-server %d log (mqtt port %d):\n%s", i, nd.port, lastLines(string(b), 40, "\n"))
-				}
-			}
-		})
+		nd.cleanup(t, fmt.Sprintf("nats-server %d", i), 40)
 	}
 	// Each node waits for the others' routes: start them all, then wait.
 	errs := make(chan error, n)
 	for _, nd := range nodes {
-		go func() { errs <- nd.start(nd.conf) }()
+		go func() { errs <- nd.start() }()
 	}
 	var first error
 	for range nodes {
@@ -217,21 +191,9 @@ func mqttReady(url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var err error
 	for time.Now().Before(deadline) {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("ready-%d", time.Now().UnixNano())).SetProtocolVersion(4).
-			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second))
-		tok := c.Connect()
-		if !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
-			err = fmt.Errorf("connect: %v", tok.Error())
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		pub := c.Publish("hearth-ready", 1, false, []byte("ready"))
-		ok := pub.WaitTimeout(3*time.Second) && pub.Error() == nil
-		c.Disconnect(100)
-		if ok {
+		if err = publishOnce(url, "ready-", "hearth-ready", []byte("ready"), 2*time.Second, 3*time.Second); err == nil {
 			return nil
 		}
-		err = fmt.Errorf("publish: no puback (%v)", pub.Error())
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready after %v: %v", timeout, err)

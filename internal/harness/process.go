@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -20,6 +21,7 @@ type process struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been waited for
+	addr string        // the address it was last started on
 }
 
 // start runs bin with args and waits until addr accepts, the process
@@ -50,7 +52,7 @@ func (p *process) startEnv(bin string, args, env []string, addr string, timeout 
 		close(done)
 	}()
 	p.mu.Lock()
-	p.cmd, p.done = cmd, done
+	p.cmd, p.done, p.addr = cmd, done, addr
 	p.mu.Unlock()
 
 	name := filepath.Base(bin)
@@ -94,6 +96,43 @@ func (p *process) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cmd != nil
+}
+
+// cleanup stops the process when t ends and, if t failed, logs the last
+// lines of its log (all of it when lines is 0), naming it and its address.
+func (p *process) cleanup(t testing.TB, name string, lines int) {
+	t.Cleanup(func() {
+		p.stop()
+		if !t.Failed() {
+			return
+		}
+		p.mu.Lock()
+		addr := p.addr
+		p.mu.Unlock()
+		if b, err := os.ReadFile(p.logPath); err == nil {
+			log := string(b)
+			if lines > 0 {
+				log = lastLines(log, lines, "\n")
+			}
+			t.Logf("%s log (%s):\n%s", name, addr, log)
+		}
+	})
+}
+
+// findBinary returns the path of the executable name, looking in PATH and
+// then in dirs, which are often not in a test's PATH; the error says which
+// package installs it.
+func findBinary(name, pkg string, dirs ...string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found: apt-get install %s", name, pkg)
 }
 
 func (p *process) tailLog() string {

@@ -79,15 +79,8 @@ loopback_users = none
 	}
 	r.epmd.logPath = filepath.Join(dir, "epmd.log")
 	r.logPath = filepath.Join(dir, "rabbitmq.log")
-	t.Cleanup(func() {
-		r.Stop()
-		r.epmd.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(r.logPath); err == nil {
-				t.Logf("rabbitmq log (mqtt port %d):\n%s", r.port, lastLines(string(b), 40, "\n"))
-			}
-		}
-	})
+	t.Cleanup(r.epmd.stop) // after the node
+	r.cleanup(t, "rabbitmq", 40)
 	epmdAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(epmdPort))
 	if err := r.epmd.start(epmd, []string{"-port", strconv.Itoa(epmdPort), "-address", "127.0.0.1"}, epmdAddr, startTimeout); err != nil {
 		t.Fatalf("start epmd: %v", err)

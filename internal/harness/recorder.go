@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -126,22 +127,9 @@ func PublishCluster(t testing.TB, urls []string, topic string, payload []byte, w
 	var errs []string
 	for i := 0; ; i++ {
 		u := urls[i%len(urls)]
-		var id [6]byte
-		_, _ = rand.Read(id[:])
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("harness-pub-" + hex.EncodeToString(id[:])).
-			SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(3 * time.Second))
-		tok := c.Connect()
-		err := tok.Error()
-		if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
-			pub := c.Publish(topic, 1, false, payload)
-			if pub.WaitTimeout(5*time.Second) && pub.Error() == nil {
-				c.Disconnect(100)
-				return u
-			}
-			err = fmt.Errorf("no puback (%v)", pub.Error())
-			c.Disconnect(100)
-		} else if err == nil {
-			err = fmt.Errorf("connect timed out")
+		err := publishOnce(u, "harness-pub-", topic, payload, 3*time.Second, 5*time.Second)
+		if err == nil {
+			return u
 		}
 		errs = append(errs, fmt.Sprintf("%s: %v", u, err))
 		if time.Now().After(deadline) {
@@ -149,6 +137,30 @@ func PublishCluster(t testing.TB, urls []string, topic string, payload []byte, w
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// publishOnce connects a fresh clean-session client (its id idPrefix and
+// random hex) to url within dial, publishes payload on topic at QoS 1,
+// and waits up to wait for the CONNACK and then the PUBACK; it
+// disconnects either way.
+func publishOnce(url, idPrefix, topic string, payload []byte, dial, wait time.Duration) error {
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(idPrefix + hex.EncodeToString(id[:])).
+		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(dial))
+	tok := c.Connect()
+	if !tok.WaitTimeout(wait) {
+		return errors.New("connect: timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer c.Disconnect(100)
+	pub := c.Publish(topic, 1, false, payload)
+	if !pub.WaitTimeout(wait) || pub.Error() != nil {
+		return fmt.Errorf("publish: no puback (%v)", pub.Error())
+	}
+	return nil
 }
 
 // PublishTLS is Publish over TLS with tc; a nil tc is plain TCP.
