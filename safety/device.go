@@ -360,11 +360,12 @@ func holdOf(o Observation) *hearth.Watts {
 //     charge status agreeing with it) moves away. contradictions such
 //     readings in a row hold the device implausible;
 //   - whether its power swings: a change since the reading before of at
-//     least signMinW, the other way from the last such change and not much
-//     smaller. A loop that diverges (self_consumption over a battery whose
-//     sign is inverted) swings so, between limits or between zero and a
-//     limit; a device that follows its commands, and a loop that settles,
-//     do not. swingReadings such reversals within the last swingWindow
+//     least signMinW, the other way from the last such change, not much
+//     smaller, and ending away from the command it held. A loop that
+//     diverges (self_consumption over a battery whose sign is inverted)
+//     swings so, between limits or between zero and a limit; a device that
+//     follows its commands, even commands a cloud reverses every reading,
+//     and a loop that settles, do not. swingReadings such reversals within the last swingWindow
 //     readings hold it implausible.
 func (dc *decider) divergence(o Observation, s *devState, v *verdict) {
 	if o.At.Equal(s.judged) {
@@ -381,7 +382,11 @@ func (dc *decider) divergence(o Observation, s *devState, v *verdict) {
 	step := now - prev
 	s.swings = s.swings << 1 & (1<<swingWindow - 1)
 	if math.Abs(step) >= signMinW {
-		if step*s.prevStep < 0 && math.Abs(step) >= 0.75*math.Abs(s.prevStep) {
+		// A device that lands on the command it holds follows it, however
+		// often a cloud reverses that command; only a swing that ends
+		// away from the command is the loop's.
+		following := math.Abs(now-cmd) < signMinW
+		if !following && step*s.prevStep < 0 && math.Abs(step) >= 0.75*math.Abs(s.prevStep) {
 			s.swings |= 1
 		}
 		s.prevStep = step

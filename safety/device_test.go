@@ -222,3 +222,32 @@ func TestMeterLagIsNoImportBinding(t *testing.T) {
 		t.Errorf("importing 3800 W with a 2500 W limit: rule %q, want %s", d.Rule, hearth.RuleImport)
 	}
 }
+
+// A cloud may reverse its command every reading (a fast balancing
+// service): a battery that follows swings back and forth onto each
+// command, which is no divergence.
+func TestFollowingAlternatingCommandsIsPlausible(t *testing.T) {
+	t.Parallel()
+	lim := testLimits()
+	lim.RampWPerS = 5000
+	e, err := NewEvaluator(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, actual := t0, 0.0
+	for i := range 30 {
+		now = now.Add(time.Second)
+		want := 300.0
+		if i%2 == 1 {
+			want = -300
+		}
+		o := battery(now, 50, map[string]hearth.Point{PointPower: hearth.V(actual)})
+		d := e.Evaluate(Input{Now: now, Target: power(want), Devices: []Observation{o}})
+		if slices.Contains(d.Trips, hearth.RuleImplausible) {
+			t.Fatalf("reading %d: a battery following commands that alternate ±300 W is implausible: %q", i, d.Devices[0].Why[hearth.RuleImplausible])
+		}
+		a := d.Commands[0]
+		e.Confirm("battery", a.Power())
+		actual = float64(a.Power())
+	}
+}
