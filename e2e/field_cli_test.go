@@ -172,9 +172,22 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 			t.Errorf("status (exit %d) lacks %q:\n%s", code, want, human)
 		}
 	}
-	wide, _, _ := hearthCLI(t, nil, "status", "--wide", "--socket", sock)
-	if !strings.Contains(wide, st.Devices[1].LastError) || !strings.Contains(wide, "tcp "+simAddr) {
-		t.Errorf("status --wide lacks the whole error %q or the link:\n%s", st.Devices[1].LastError, wide)
+	// A down device's error text moves between polls (the refusal, then
+	// "next probe pending"): compare --wide with the error that stood
+	// before and after it ran.
+	lastErr := func() string {
+		return waitStatus(t, sock, func(diag.StatusReport) bool { return true }).Devices[1].LastError
+	}
+	for try := 1; ; try++ {
+		before := lastErr()
+		wide, _, _ := hearthCLI(t, nil, "status", "--wide", "--socket", sock)
+		if after := lastErr(); after != before && try < 10 {
+			continue
+		}
+		if !strings.Contains(wide, before) || !strings.Contains(wide, "tcp "+simAddr) {
+			t.Errorf("status --wide lacks the whole error %q or the link:\n%s", before, wide)
+		}
+		break
 	}
 	// An event type that does not exist is an error, naming those that do.
 	_, errOut, code := hearthCLI(t, nil, "events", "--type", "nosuch", "--socket", sock)
