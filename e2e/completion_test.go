@@ -84,7 +84,13 @@ func TestCompletionBashCompletesTheCommandsOfTheUsage(t *testing.T) {
 			t.Errorf("the manual page has no entry for %q", c)
 		}
 	}
-	if groff, err := exec.LookPath("groff"); err == nil {
+	// scripts/deps.sh installs groff and zsh, so that these checks run
+	// wherever make test does.
+	groff, err := exec.LookPath("groff")
+	if err != nil {
+		t.Fatalf("groff: %v (scripts/deps.sh installs groff-base)", err)
+	}
+	{
 		cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
 		cmd.Stdin = strings.NewReader(man)
 		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
@@ -96,7 +102,11 @@ func TestCompletionBashCompletesTheCommandsOfTheUsage(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(zsh, "#compdef hearth\n") || !strings.Contains(zsh, `config) words_="check init hash-password"`) {
 		t.Errorf("hearth completion zsh: exit %d\n%s", code, zsh)
 	}
-	if zshPath, err := exec.LookPath("zsh"); err == nil {
+	zshPath, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Fatalf("zsh: %v (scripts/deps.sh installs zsh)", err)
+	}
+	{
 		zpath := filepath.Join(t.TempDir(), "_hearth")
 		os.WriteFile(zpath, []byte(zsh), 0o644)
 		if out, err := exec.Command(zshPath, "-n", zpath).CombinedOutput(); err != nil {

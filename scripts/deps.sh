@@ -4,7 +4,8 @@
 # (a second broker, run alone and as a 3-node cluster with MQTT) and socat
 # (pseudo-terminal pairs for RTU tests), and Debian's pymodbus with its
 # serial modules (an independent Modbus stack), and Debian's Chromium (the
-# headless browser the local page's test drives). Run as root or with sudo.
+# headless browser the local page's test drives), groff and zsh (the manual
+# page and completion checks). Run as root or with sudo.
 # `deps.sh rabbitmq` also installs rabbitmq-server (for `make rabbitmq`)
 # without starting the machine's own node: the tests run nodes of their own.
 set -euo pipefail
@@ -23,6 +24,9 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=
   need+=(python3 python3-pymodbus python3-serial python3-serial-asyncio)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
+# The completion test checks the manual page with groff and the zsh script with zsh -n.
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
