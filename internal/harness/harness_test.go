@@ -72,4 +72,22 @@ func TestFreePortIsBindable(t *testing.T) {
 	l.Close()
 }
 
+// A port FreePort handed to one test is not handed to another while the
+// first runs, even from another process: the reservation is a lock on a
+// file, which a second open (as another process would make) cannot take.
+func TestFreePortIsReservedUntilCleanup(t *testing.T) {
+	var p int
+	t.Run("holder", func(t *testing.T) {
+		p = FreePort(t)
+		if _, ok := reservePort(p); ok {
+			t.Fatalf("port %d reserved twice while its test runs", p)
+		}
+	})
+	release, ok := reservePort(p)
+	if !ok {
+		t.Fatalf("port %d still reserved after its test ended", p)
+	}
+	release()
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -221,28 +222,56 @@ func restart(t testing.TB, p *process, name string, start func(timeout time.Dura
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that no other test using this package, in this process or any other,
+// is handed until t ends.
+//
 // It picks below the kernel's ephemeral range (32768 and up on Linux): a
 // port the kernel hands out itself is also handed to the next outgoing
 // connection of any process, which can take it between this check and
-// the server's bind. Parallel tests then collide only when two of them
-// draw the same port in the same moment.
+// the server's bind. Two test binaries running side by side (make test
+// runs packages in parallel) can still draw the same port; a check alone
+// cannot stop that, since one of them may be between its check and its
+// server's bind. So each port handed out is reserved with an exclusive
+// lock on a file named for it, held until the test's cleanup, and a port
+// whose lock another test holds is skipped.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
+	for range 200 {
 		p := freePortLow + rand.IntN(freePortHigh-freePortLow)
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err == nil {
-			l.Close()
-			return p
+		release, ok := reservePort(p)
+		if !ok {
+			continue
 		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			release()
+			continue
+		}
+		l.Close()
+		t.Cleanup(release)
+		return p
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Fatalf("free port: no port in %d-%d was both unreserved and bindable in 200 draws", freePortLow, freePortHigh)
+	return 0
+}
+
+// reservePort takes the exclusive lock on port p's file. The lock is
+// held by the open file, so a test process that dies lets go of it too.
+func reservePort(p int) (release func(), ok bool) {
+	dir := filepath.Join(os.TempDir(), "hearth-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return nil, false
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		return nil, false
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return func() { f.Close() }, true
 }
 
 // The range FreePort draws from: above the well-known and common service
