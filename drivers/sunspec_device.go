@@ -297,6 +297,10 @@ func (d *SunSpecDevice) readIdentity(ctx context.Context, holes []Hole) ([]Hole,
 	}
 	vals := map[uint16]uint16{}
 	var learned []Hole
+	// Plan, not planAround: the kept holes are not yet known to be this
+	// device's, and a string left out because another device refused it
+	// would read as empty, as that device's did, and let its holes pass
+	// as this one's.
 	for _, rq := range Plan(specs, holes, MaxReadRegisters) {
 		got := readSplitting(ctx, d.bus, d.unit, specs, rq)
 		if got.err != nil {
@@ -953,7 +957,7 @@ func (d *SunSpecDevice) planPoll() {
 	// A read may bridge into the next model's header; it bridges no
 	// register the device refused (holes.go).
 	d.wanted, d.specs, d.statics = wanted, specs, statics
-	d.plan, d.staticPlan = d.planAround(specs), d.planAround(statics)
+	d.plan, d.staticPlan = planAround(specs, d.holes, MaxReadRegisters), planAround(statics, d.holes, MaxReadRegisters)
 	d.replan = false
 	for _, sp := range statics {
 		if _, ok := d.static[sp.Address]; !ok && !inHoles(d.holes, sp) {
