@@ -238,7 +238,7 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 	} {
 		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
 			t.Parallel()
-			addr := startSimProfile(t, c.profile, append([]string{"--unit", strconv.Itoa(unitOf(c.profile))}, c.args...)...)
+			addr := startSimProfile(t, c.profile, c.args...) // at the vendor's own unit, unitOf
 			out, code := check(t, c.profile, addr, c.extra)
 			want := "device inverter (tcp " + addr + " unit " + strconv.Itoa(unitOf(c.profile)) + ", via direct): ok, profile " + c.profile + ": power_w "
 			if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, c.control) {
