@@ -26,7 +26,7 @@ func (a *Agent) newPageData() {
 	if a.cfg.HTTPListen == "" {
 		return // no page, no plots: nothing read at start, nothing kept per reading
 	}
-	a.hist = web.NewHistory(a.cfg.Safety.MeterDevice, a.cfg.Safety.MeterPoint)
+	a.hist = web.NewHistory(a.cfg.Safety.MeterDevice, a.cfg.Safety.MeterPoint, a.clocks.Since)
 	rs, as, err := a.store.History(a.clocks.Wall().Add(-web.HistoryWindow), historyRows)
 	if err != nil {
 		a.log.Warn("plots start empty", "err", err)
