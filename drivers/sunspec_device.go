@@ -156,12 +156,13 @@ type SunSpecDevice struct {
 	lastRaw    map[uint16]float64 // each scaled point's raw value at the last poll, by address
 	oorRaw     map[uint16]float64 // raw values out of range at scale factors read in the same poll
 	fallback   map[string]bool    // names whose first model said not_implemented
-	// A power-of-ten step that a static read found to be a real move
-	// (the static registers as kept), and when: steps within
-	// ScaleJumpHoldOff of it defer their static read (jumpDeferred) to
-	// the hold-off's end.
-	falseJumpAt  time.Time
-	jumpDeferred bool
+	// The registers whose power-of-ten step a static read found to be
+	// the value's own move (the static registers as kept), and when: a
+	// step of the same register within ScaleJumpHoldOff of it defers its
+	// static read (jumpDeferred) to the hold-off's end. A step of any
+	// other register is read at once.
+	falseJumpAt  map[uint16]time.Time
+	jumpDeferred map[uint16]bool
 	rating       ratings
 	seen         seenPoints // points that have carried a value
 
@@ -193,10 +194,13 @@ const StaticRefresh = time.Minute
 // value that swings by ten between polls (a house load flipping between
 // 200 and 2000 W) looks like a scale factor step every poll. After a
 // static read made for such a step finds the static registers as kept,
-// the steps seen within ScaleJumpHoldOff do not read them at once: one
-// static read at the hold-off's end answers them all. A scale factor
-// that changes during the hold-off, with none of the other checks seeing
-// it, is used at its old value for at most ScaleJumpHoldOff.
+// the steps of the same registers seen within ScaleJumpHoldOff do not read
+// them at once: one static read at the hold-off's end answers them all.
+// The hold-off is each register's own: a step of a register that has not
+// swung by ten on its own (a temperature, while the power flips) is read
+// at once. A scale factor that changes during the hold-off, with none of
+// the other checks seeing it, is used at its old value for at most
+// ScaleJumpHoldOff, and only by the registers held off.
 const ScaleJumpHoldOff = 10 * time.Second
 
 // SunSpecOption configures a SunSpecDevice.
@@ -546,8 +550,8 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	at := now()
 	fresh := false // the static registers were read in this poll
 	if d.static == nil || at.Sub(d.staticAt) >= StaticRefresh || at.Before(d.staticAt) ||
-		d.jumpDeferred && !d.jumpHeldOff(at) {
-		if _, rediscover, err := d.refreshStatics(ctx, at, d.jumpDeferred); err != nil {
+		d.deferredDue(at) {
+		if _, rediscover, err := d.refreshStatics(ctx, at, nil); err != nil {
 			return fail(err, rediscover)
 		}
 		fresh = true
@@ -555,12 +559,18 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	vals, okSpec, rediscover, firstErr := d.readPoints(ctx, at)
 	raws := d.scaledRaws(vals, okSpec)
 	if !fresh && !rediscover {
-		why := d.misScaled(vals, okSpec, raws)
-		if why == scaleJumped && d.jumpHeldOff(at) {
-			d.jumpDeferred, why = true, scaleKept
+		why, jumped := d.misScaled(vals, okSpec, raws)
+		if why == scaleJumped && d.jumpsHeldOff(jumped, at) {
+			if d.jumpDeferred == nil {
+				d.jumpDeferred = map[uint16]bool{}
+			}
+			for _, a := range jumped {
+				d.jumpDeferred[a] = true
+			}
+			why = scaleKept
 		}
 		if why != scaleKept {
-			changed, again, err := d.refreshStatics(ctx, at, why == scaleJumped)
+			changed, again, err := d.refreshStatics(ctx, at, jumped)
 			if err != nil {
 				return fail(err, again)
 			}
@@ -699,31 +709,65 @@ func (d *SunSpecDevice) readStatics(ctx context.Context, now time.Time) (redisco
 
 // refreshStatics reads the static registers (readStatics) and reports
 // whether they changed from those kept, or the plans did (holes learned):
-// the points read before it must then be read again. jump says a
-// power-of-ten step asked for the read: when nothing changed, the step was
-// the value's own and the hold-off (ScaleJumpHoldOff) starts. Any static
-// read answers a deferred step.
-func (d *SunSpecDevice) refreshStatics(ctx context.Context, at time.Time, jump bool) (changed, rediscover bool, err error) {
+// the points read before it must then be read again. jumped are the
+// registers whose power-of-ten step asked for the read: when nothing
+// changed, their steps were the values' own and their hold-offs
+// (ScaleJumpHoldOff) start. Any static read answers the deferred steps,
+// whose hold-offs start again when nothing changed.
+func (d *SunSpecDevice) refreshStatics(ctx context.Context, at time.Time, jumped []uint16) (changed, rediscover bool, err error) {
 	kept, holes := d.static, len(d.holes)
 	if rediscover, err := d.readStatics(ctx, at); err != nil {
 		return false, rediscover, err
 	}
-	d.staticAt, d.jumpDeferred = at, false
+	deferred := d.jumpDeferred
+	d.staticAt, d.jumpDeferred = at, nil
 	changed = !maps.Equal(kept, d.static) || len(d.holes) != holes
-	switch {
-	case changed:
-		d.falseJumpAt = time.Time{}
-	case jump:
-		d.falseJumpAt = at
+	if changed {
+		d.falseJumpAt = nil
+		return true, false, nil
 	}
-	return changed, false, nil
+	if d.falseJumpAt == nil && (len(jumped) > 0 || len(deferred) > 0) {
+		d.falseJumpAt = map[uint16]time.Time{}
+	}
+	for _, a := range jumped {
+		d.falseJumpAt[a] = at
+	}
+	for a := range deferred {
+		d.falseJumpAt[a] = at
+	}
+	return false, false, nil
 }
 
-// jumpHeldOff reports whether a power-of-ten step at now falls within
-// ScaleJumpHoldOff of one a static read found to be a real move. A clock
-// that stepped back ends the hold-off.
-func (d *SunSpecDevice) jumpHeldOff(now time.Time) bool {
-	return !d.falseJumpAt.IsZero() && !now.Before(d.falseJumpAt) && now.Sub(d.falseJumpAt) < ScaleJumpHoldOff
+// jumpHeldOff reports whether a power-of-ten step of the register at a,
+// at now, falls within ScaleJumpHoldOff of one of its own that a static
+// read found to be the value's move. A clock that stepped back ends the
+// hold-off.
+func (d *SunSpecDevice) jumpHeldOff(a uint16, now time.Time) bool {
+	at, ok := d.falseJumpAt[a]
+	return ok && !now.Before(at) && now.Sub(at) < ScaleJumpHoldOff
+}
+
+// jumpsHeldOff reports whether the steps of every register in jumped
+// are held off (jumpHeldOff): a single one that is not asks for a static
+// read at once.
+func (d *SunSpecDevice) jumpsHeldOff(jumped []uint16, now time.Time) bool {
+	for _, a := range jumped {
+		if !d.jumpHeldOff(a, now) {
+			return false
+		}
+	}
+	return len(jumped) > 0
+}
+
+// deferredDue reports whether a deferred step's hold-off has ended at
+// now: its static read is due.
+func (d *SunSpecDevice) deferredDue(now time.Time) bool {
+	for a := range d.jumpDeferred {
+		if !d.jumpHeldOff(a, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // lacks reports whether the device refuses a register point w needs:
@@ -749,11 +793,12 @@ const (
 // else scaleJumped when a scaled register moved by a power of ten
 // (within 25 %) since the last poll from at least 10 counts, as a steady
 // value does when its scale factor steps, and as a value that swings by
-// ten does too. raws are the poll's scaledRaws.
-func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws map[uint16]float64) scaleCheck {
+// ten does too; jumped are then the registers that stepped, by address.
+// raws are the poll's scaledRaws.
+func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws map[uint16]float64) (why scaleCheck, jumped []uint16) {
 	for a, v := range d.static {
 		if vals[a] != v {
-			return scaleWrong
+			return scaleWrong, nil
 		}
 	}
 	block := blocks(vals)
@@ -765,7 +810,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws ma
 			continue // out of range at the scale factor read with it: a broken value, not a stale scale
 		}
 		if d.decode(w, block(w.model)).Quality == hearth.QualityOutOfRange {
-			return scaleWrong
+			return scaleWrong, nil
 		}
 	}
 	for a, cur := range raws {
@@ -775,10 +820,13 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws ma
 			continue
 		}
 		if k := math.Log10(hi / lo); k > 0.9 && math.Abs(k-math.Round(k)) < math.Log10(1.25) {
-			return scaleJumped
+			jumped = append(jumped, a)
 		}
 	}
-	return scaleKept
+	if len(jumped) > 0 {
+		return scaleJumped, jumped
+	}
+	return scaleKept, nil
 }
 
 // scaledRaws returns the raw value of each scaled point read, by address;
@@ -807,7 +855,7 @@ func (d *SunSpecDevice) forgetModels() {
 	d.models = nil
 	d.mu.Unlock()
 	d.static = nil
-	d.falseJumpAt, d.jumpDeferred = time.Time{}, false
+	d.falseJumpAt, d.jumpDeferred = nil, nil
 }
 
 // decode decodes one wanted point from its model's registers: scale

@@ -274,3 +274,34 @@ func TestSunSpecScaleStepUnderFlippingLoad(t *testing.T) {
 	}
 	t.Logf("readings at the old scale up to %d polls after the step", last+1)
 }
+
+// TestSunSpecScaleStepOfAnotherPointUnderFlippingLoad: the hold-off a
+// flipping load starts is the power's own. A load flipping 200 ↔ 2000 W
+// starts it; then, within it, model 103's Tmp_SF steps -1 → 0 on a
+// battery at 45 °C: raw 450 → 45, which at the old scale reads 4.5 °C,
+// in range: a battery above temp_c_max would read as cold. The
+// temperature never swung by ten on its own, so its step is read at
+// once: no reading carries it at the old scale.
+func TestSunSpecScaleStepOfAnotherPointUnderFlippingLoad(t *testing.T) {
+	t.Parallel()
+	r := newStaticsRig(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
+	r.sim.SetLoad(2000)
+	r.sim.SetTemp(45)
+	r.poll(t, 0)
+	for _, load := range []float64{200, 2000} { // the first step costs a static read and starts the power's hold-off
+		r.sim.SetLoad(load)
+		r.poll(t, time.Second)
+	}
+	if err := r.sim.SetScaleFactor(103, "Tmp_SF", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range int(ScaleJumpHoldOff/time.Second) + 2 {
+		load := 200.0
+		if i%2 == 1 {
+			load = 2000
+		}
+		r.sim.SetLoad(load) // the power goes on flipping meanwhile
+		rd, _ := r.poll(t, time.Second)
+		wantTruth(t, rd, map[string]float64{"temp_c": r.sim.State().TempC}, fmt.Sprintf("poll %d after Tmp_SF stepped", i+1))
+	}
+}
