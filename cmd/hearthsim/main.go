@@ -136,9 +136,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 2
 	}
+	if !(*soc >= 0 && *soc <= 100) {
+		fmt.Fprintf(stderr, "hearthsim: --soc %v: a state of charge is 0 to 100 %%\n", *soc)
+		return 2
+	}
+	// The simulators read an InitialSoC of 0 as their default: an empty
+	// battery asked for is set once they run.
+	empty := *soc == 0
 	if vendorProfile(*profile) {
 		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
-			Settings: settings}, *modbusAddr, stdout, stderr)
+			Settings: settings}, empty, *modbusAddr, stdout, stderr)
 	}
 	if *unit == 0 {
 		*unit = 1
@@ -168,6 +175,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	s := sim.New(sim.Config{UnitID: uint8(*unit), InitialSoC: *soc, Serial: *serial, Logger: log.With("component", "sim"),
 		Meter: *meter, MeterExportPositive: *meterExport, CellTemps: *cellTemps, PowerWindow: *profile == "fronius_gen24"})
 	s.SetFault(fault)
+	if empty {
+		s.SetSoC(0)
+	}
 	for item := range strings.SplitSeq(*refuse, ",") {
 		if item = strings.TrimSpace(item); item == "" {
 			continue
@@ -271,7 +281,7 @@ func checkServeFlags(fs *flag.FlagSet, profile string) []error {
 }
 
 // serveVendor serves a vendor's own map over Modbus TCP until ctx ends.
-func serveVendor(ctx context.Context, cfg sim.VendorConfig, addr string, stdout, stderr io.Writer) int {
+func serveVendor(ctx context.Context, cfg sim.VendorConfig, empty bool, addr string, stdout, stderr io.Writer) int {
 	if addr == "" {
 		fmt.Fprintf(stderr, "hearthsim: --profile %s serves Modbus TCP only: give --modbus ADDR\n", cfg.Profile)
 		return 2
@@ -281,6 +291,9 @@ func serveVendor(ctx context.Context, cfg sim.VendorConfig, addr string, stdout,
 	if err != nil {
 		fmt.Fprintln(stderr, "hearthsim:", err)
 		return 2
+	}
+	if empty {
+		v.SetSoC(0)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

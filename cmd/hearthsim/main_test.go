@@ -40,6 +40,13 @@ func serve(t *testing.T, args ...string) (addr string, unit int) {
 // readHolding makes one Modbus TCP read of a holding register at unit and
 // returns the answer's function code (0x03, or 0x83 for an exception).
 func readHolding(t *testing.T, addr string, unit uint8, reg uint16) byte {
+	fc, _ := askHolding(t, addr, unit, reg)
+	return fc
+}
+
+// askHolding reads one holding register at unit: the answer's function
+// code and, for a good answer, the register's value.
+func askHolding(t *testing.T, addr string, unit uint8, reg uint16) (byte, uint16) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -60,7 +67,36 @@ func readHolding(t *testing.T, addr string, unit uint8, reg uint16) byte {
 	if head[6] != unit {
 		t.Fatalf("answer from unit %d, asked %d", head[6], unit)
 	}
-	return head[7]
+	if head[7] != 0x03 {
+		return head[7], 0
+	}
+	body := make([]byte, 3) // byte count and the register
+	if _, err := io.ReadFull(c, body); err != nil || body[0] != 2 {
+		t.Fatalf("read register %d at unit %d: %v, byte count %d", reg, unit, err, body[0])
+	}
+	return head[7], binary.BigEndian.Uint16(body[1:])
+}
+
+// TestEmptyBatteryIsServedEmpty: --soc 0 is an empty battery, not the
+// simulator's default; a state of charge outside 0..100 is refused.
+func TestEmptyBatteryIsServedEmpty(t *testing.T) {
+	t.Parallel()
+	for _, soc := range []string{"0", "37"} {
+		addr, unit := serve(t, "--profile", "goodwe_et", "--modbus", "127.0.0.1:0", "--soc", soc)
+		fc, v := askHolding(t, addr, uint8(unit), 37007)
+		if want, _ := strconv.Atoi(soc); fc != 0x03 || int(v) != want {
+			t.Errorf("--soc %s: the battery's SoC register reads %d (function %#x), want %d", soc, v, fc, want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // a server started by mistake returns at once, 0
+	for _, soc := range []string{"-1", "101", "NaN"} {
+		var out, errOut strings.Builder
+		if code := cmdServe(ctx, []string{"--modbus", "127.0.0.1:0", "--soc", soc}, &out, &errOut); code != 2 ||
+			!strings.Contains(errOut.String(), "--soc") {
+			t.Errorf("--soc %s: exit %d, stderr %q; want 2 naming --soc", soc, code, errOut.String())
+		}
+	}
 }
 
 // TestVendorProfileServesItsOwnUnit: `hearthsim --profile goodwe_et` (and

@@ -179,6 +179,17 @@ func (v *Vendor) State() VendorState {
 		Reverts: v.reverts, FlashWrites: v.flash}
 }
 
+// SetSoC sets the battery's state of charge in percent, clamped to 0–100.
+// Physics carries on from there.
+func (v *Vendor) SetSoC(pct float64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.step()
+	v.energyWh = min(max(pct, 0), 100) / 100 * v.cfg.CapacityWh
+	v.batt = v.target()
+	v.kind.render(v)
+}
+
 // SetHolding sets holding registers as an installer would on the device's
 // own menu; it counts as no Modbus write.
 func (v *Vendor) SetHolding(addr uint16, vals ...uint16) {
