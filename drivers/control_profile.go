@@ -147,11 +147,13 @@ type Release struct {
 // Duration is a time span in a profile: a Go duration ("90s", "2m").
 type Duration time.Duration
 
-// UnmarshalYAML parses a Go duration string.
+// UnmarshalYAML parses a Go duration string. A bad value is a
+// *yaml.TypeError, as the decoder's own type errors are: decoding goes on
+// and the profile's errors name its line.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (say 90s or 2m)", n.Line, n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (say 90s or 2m)", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil

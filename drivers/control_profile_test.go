@@ -62,3 +62,42 @@ control:
 		}
 	}
 }
+
+// TestDurationErrorNamesItsLine: a timeout or budget that is not a
+// duration is reported at its own line, and decoding goes on, so a
+// mistake further down the file is reported in the same run.
+func TestDurationErrorNamesItsLine(t *testing.T) {
+	t.Parallel()
+	src := `name: broken
+points:
+  - {name: power_w, address: 1, type: s16}
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: cmd, address: 10, type: u16, writable: true, storage: ram}
+control:
+  setpoint:
+    style: signed
+    signed: {point: cmd, sign: discharge_positive}
+  timeout:
+    kind: setting
+    value: 90 seconds
+    reverts_to: auto
+  budget:
+    min_interval: soon
+    deadband_w: lots
+  release:
+    writes: [{point: cmd, value: 0}]
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`vendor.yaml:12: "90 seconds" is not a duration`,
+		`vendor.yaml:15: "soon" is not a duration`,
+		`vendor.yaml:16: `, // deadband_w, decoded after the bad durations
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}

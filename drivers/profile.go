@@ -273,6 +273,9 @@ func pointAt(root *yaml.Node, line int) string {
 		if m.Content[i].Value != "points" {
 			continue
 		}
+		if i+2 < len(m.Content) && m.Content[i+2].Line <= line {
+			return "" // past the points, in a key after them
+		}
 		items := m.Content[i+1].Content
 		for j, n := range items {
 			if n.Line > line || (j+1 < len(items) && items[j+1].Line <= line) {
