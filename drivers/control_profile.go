@@ -277,8 +277,17 @@ func (p *Profile) checkControl() error {
 		return nil
 	}
 	value := func(key string, pv PointValue) {
-		if pt := point(key, pv.Point, true); pt != nil {
-			if _, err := encode(pt, pv.Value); err != nil {
+		pt := point(key, pv.Point, true)
+		switch {
+		case pt == nil:
+		case pt.SF != "":
+			// The raw value depends on the scale factor the device
+			// reports when it is written: only min and max can be checked.
+			if (pt.Min != nil && pv.Value < *pt.Min) || (pt.Max != nil && pv.Value > *pt.Max) {
+				bad(key, "point %s: %g is outside its min..max", pt.Name, pv.Value)
+			}
+		default:
+			if _, err := encode(pt, pv.Value, 0); err != nil {
 				bad(key, "%v", err)
 			}
 		}
@@ -345,7 +354,7 @@ func (p *Profile) checkControl() error {
 		if pt := point("control.timeout.point", t.Point, true); pt != nil {
 			if pt.Unit != "s" && pt.Unit != "min" {
 				bad("control.timeout.point", "point %q: unit %q, want s or min", t.Point, pt.Unit)
-			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D())); err != nil {
+			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D()), 0); err != nil {
 				bad("control.timeout.value", "%v", err)
 			}
 		}

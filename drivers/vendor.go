@@ -54,6 +54,8 @@ type VendorDevice struct {
 	c    *Control
 	now  func() time.Time
 	pts  map[string]*PointSpec
+	// scaled are the sunssf points that scale a written point.
+	scaled []string
 
 	mu    sync.Mutex
 	armed bool
@@ -83,6 +85,11 @@ func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() t
 	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, now: now, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
+	}
+	for _, n := range p.Control.writtenPoints() {
+		if pt := d.pts[n]; pt != nil && pt.SF != "" && !slices.Contains(d.scaled, pt.SF) {
+			d.scaled = append(d.scaled, pt.SF)
+		}
 	}
 	return d
 }
@@ -124,7 +131,11 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		if d.c.Release.Passive {
 			return VendorStatus{}, nil
 		}
-		st, err := d.writeAll(ctx, d.c.Release.Writes)
+		sfs, err := d.readScales(ctx)
+		if err != nil {
+			return VendorStatus{}, fmt.Errorf("hand %s back: %w; nothing written", d.name, err)
+		}
+		st, err := d.writeAll(ctx, d.c.Release.Writes, sfs)
 		if err != nil {
 			return st, fmt.Errorf("hand %s back: %w", d.name, err)
 		}
@@ -135,17 +146,23 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	if err != nil {
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
-	writes, commanded, saturated := d.command(want, per)
+	// The scale factors of the written points are read before every
+	// command: a value is never written at a scale that changed since.
+	sfs, err := d.readScales(ctx)
+	if err != nil {
+		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
+	}
+	writes, commanded, saturated := d.command(want, per, sfs)
 	if d.deferLocked(commanded, a.Rule(), writes) {
 		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
 	}
 	if !d.armed {
-		if err := d.arm(ctx); err != nil {
+		if err := d.arm(ctx, sfs); err != nil {
 			return VendorStatus{}, err
 		}
 		d.armed = true
 	}
-	got, err := d.writeAll(ctx, writes)
+	got, err := d.writeAll(ctx, writes, sfs)
 	got.CommandedW, got.HeldW, got.Saturated = commanded, commanded, saturated
 	if err != nil && !errors.Is(err, ErrNotEffective) {
 		d.wrote = false
@@ -158,7 +175,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 // command builds the writes for a power: the timeout (kind register),
 // the power and the mode command last. It returns the power the writes
 // stand for, clamped to what the power point carries.
-func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded float64, saturated bool) {
+func (d *VendorDevice) command(w, per float64, sfs map[string]int) (writes []PointValue, commanded float64, saturated bool) {
 	c := d.c
 	if c.Timeout.Kind == TimeoutRegister {
 		pt := d.pts[c.Timeout.Point]
@@ -171,7 +188,7 @@ func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded f
 		if sp.Signed.Sign == "charge_positive" {
 			v = -v
 		}
-		v, saturated = clampTo(pt, v)
+		v, saturated = clampTo(pt, v, sfs[pt.SF])
 		commanded = v * per
 		if sp.Signed.Sign == "charge_positive" {
 			commanded = -commanded
@@ -186,7 +203,8 @@ func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded f
 		leg = sp.Zero
 	}
 	if leg.Point != "" {
-		v, sat := clampTo(d.pts[leg.Point], math.Abs(w)/per)
+		pt := d.pts[leg.Point]
+		v, sat := clampTo(pt, math.Abs(w)/per, sfs[pt.SF])
 		writes = append(writes, PointValue{Point: leg.Point, Value: v})
 		commanded, saturated = sign*v*per, sat
 	}
@@ -223,11 +241,11 @@ func (d *VendorDevice) wattsPerUnit(ctx context.Context) (float64, error) {
 }
 
 // clampTo bounds v to the point's min and max, and cuts it towards zero
-// to the point's resolution (one raw step), so that the device is never
-// asked for more than was approved.
-func clampTo(pt *PointSpec, v float64) (float64, bool) {
+// to the point's resolution (one raw step, at scale factor sf), so that
+// the device is never asked for more than was approved.
+func clampTo(pt *PointSpec, v float64, sf int) (float64, bool) {
 	if pt.Type != "f32" && pt.Type != "f64" {
-		step := math.Abs(cmpScale(pt.Scale))
+		step := math.Abs(cmpScale(pt.Scale)) * math.Pow10(sf)
 		v = math.Trunc(v/step+math.Copysign(1e-9, v)) * step
 	}
 	if pt.Max != nil && v > *pt.Max {
@@ -292,7 +310,7 @@ func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointVa
 
 // arm reads the required settings and makes the arm writes the device
 // does not already hold.
-func (d *VendorDevice) arm(ctx context.Context) error {
+func (d *VendorDevice) arm(ctx context.Context, sfs map[string]int) error {
 	unmet, err := d.unmet(ctx)
 	if err == nil {
 		err = unmet
@@ -310,7 +328,7 @@ func (d *VendorDevice) arm(ctx context.Context) error {
 			need = append(need, a)
 		}
 	}
-	if _, err := d.writeAll(ctx, need); err != nil {
+	if _, err := d.writeAll(ctx, need, sfs); err != nil {
 		return fmt.Errorf("arm %s: %w", d.name, err)
 	}
 	return nil
@@ -332,17 +350,60 @@ func (d *VendorDevice) unmet(ctx context.Context) (unmet, err error) {
 	return nil, nil
 }
 
-// readPoint reads and decodes one point (scale and offset applied).
+// readPoint reads and decodes one point (scale, scale factor and offset
+// applied).
 func (d *VendorDevice) readPoint(ctx context.Context, pt *PointSpec) (float64, error) {
+	var sf *float64
+	if pt.SF != "" {
+		v, err := d.readScale(ctx, pt.SF)
+		if err != nil {
+			return 0, err
+		}
+		f := float64(v)
+		sf = &f
+	}
 	regs, err := d.bus.Read(ctx, d.unit, pt.Table, pt.Address, pt.Size())
 	if err != nil {
 		return 0, err
 	}
-	p := Decode(*pt, regs, nil)
+	p := Decode(*pt, regs, sf)
 	if !p.Good() {
 		return 0, fmt.Errorf("point %s reads %s", pt.Name, p.Quality)
 	}
 	return p.Value, nil
+}
+
+// readScale reads a sunssf point: a scale factor that is not implemented
+// (0x8000) or outside SunSpec's -10..10 is an error naming it, so no value
+// is encoded at a scale nobody knows.
+func (d *VendorDevice) readScale(ctx context.Context, name string) (int, error) {
+	pt := d.pts[name]
+	regs, err := d.bus.Read(ctx, d.unit, pt.Table, pt.Address, 1)
+	if err != nil {
+		return 0, fmt.Errorf("read the scale factor %s: %w", name, err)
+	}
+	switch sf := int16(regs[0]); {
+	case regs[0] == 0x8000:
+		return 0, fmt.Errorf("scale factor %s reads as not implemented (0x8000): no value can be encoded", name)
+	case sf < -10 || sf > 10:
+		return 0, fmt.Errorf("scale factor %s reads %d, outside SunSpec's -10..10", name, sf)
+	default:
+		return int(sf), nil
+	}
+}
+
+// readScales reads the scale factors of every written point that has one,
+// by the sunssf point's name.
+func (d *VendorDevice) readScales(ctx context.Context) (map[string]int, error) {
+	sfs := map[string]int{}
+	for _, n := range d.scaled {
+		v, err := d.readScale(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		sfs[n] = v
+	}
+	return sfs, nil
 }
 
 // writeReq is one Modbus write: FC 06 or FC 16 at addr.
@@ -356,14 +417,15 @@ type writeReq struct {
 // (members not written keep the value the device holds), sends them in
 // order, and reads back every written point but those that do not read
 // back (adjacent points in one read).
-func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (VendorStatus, error) {
+func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue, sfs map[string]int) (VendorStatus, error) {
 	st := VendorStatus{Written: writes}
 	if len(writes) == 0 {
 		return st, nil
 	}
 	enc := map[string][]uint16{}
 	for _, w := range writes {
-		regs, err := encode(d.pts[w.Point], w.Value)
+		pt := d.pts[w.Point]
+		regs, err := encode(pt, w.Value, sfs[pt.SF])
 		if err != nil {
 			return st, err
 		}
@@ -422,7 +484,7 @@ func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (Vendo
 	for i, pt := range back {
 		regs := regsOf[i]
 		if v, ok := RawValue(pt, regs); ok {
-			st.Readback[pt.Name] = v*cmpScale(pt.Scale) + pt.Offset
+			st.Readback[pt.Name] = v*cmpScale(pt.Scale)*math.Pow10(sfs[pt.SF]) + pt.Offset
 		}
 		if !slices.Equal(regs, enc[pt.Name]) {
 			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", pt.Name, enc[pt.Name], regs))
@@ -494,17 +556,18 @@ func (d *VendorDevice) send(ctx context.Context, r writeReq) error {
 }
 
 // encode turns a value in a point's units into its registers: (value −
-// offset) / scale, rounded, in the point's type, word and byte order. A
-// value the type cannot carry, or outside the point's min and max, is an
+// offset) / scale / 10^sf (sf the point's scale factor as read, 0 for a
+// point without one), rounded, in the point's type, word and byte order.
+// A value the type cannot carry, or outside the point's min and max, is an
 // error: nothing is ever written wrapped or clamped silently.
-func encode(pt *PointSpec, v float64) ([]uint16, error) {
+func encode(pt *PointSpec, v float64, sf int) ([]uint16, error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil, fmt.Errorf("point %s: %g is not a value", pt.Name, v)
 	}
 	if (pt.Min != nil && v < *pt.Min) || (pt.Max != nil && v > *pt.Max) {
 		return nil, fmt.Errorf("point %s: %g is outside its min..max", pt.Name, v)
 	}
-	raw := (v - pt.Offset) / cmpScale(pt.Scale)
+	raw := (v - pt.Offset) / cmpScale(pt.Scale) / math.Pow10(sf)
 	if pt.Type != "f32" && pt.Type != "f64" {
 		raw = math.Round(raw)
 	}
