@@ -475,12 +475,16 @@ func (c *Control) writtenPoints() []string {
 	return out
 }
 
-// timeoutIn is a timeout in a point's unit (s or min), rounded up.
+// timeoutIn is a timeout in a point's unit (s or min), rounded up to the
+// unit and to the point's resolution (its scale), so the device never
+// gets less than the profile says.
 func timeoutIn(pt *PointSpec, d time.Duration) float64 {
+	v := d.Seconds()
 	if pt.Unit == "min" {
-		return math.Ceil(d.Minutes())
+		v = d.Minutes()
 	}
-	return math.Ceil(d.Seconds())
+	step := math.Max(1, math.Abs(cmpScale(pt.Scale)))
+	return math.Ceil(math.Ceil(v)/step) * step
 }
 
 func sortByAddress(pts []*PointSpec) {

@@ -100,16 +100,30 @@ func (d *VendorDevice) Name() string { return d.name }
 // Guarded reports whether the device reverts by itself when commands stop.
 func (d *VendorDevice) Guarded() bool { return d.c.Guarded() }
 
-// RevertTimeout is the device's own timeout (kind register or setting), or
-// UnguardedRefresh for a device without one. For such a device nothing
-// lapses: the control loop takes it as the refresh period and the hold
-// bound (Guarded false), and counts the device at its last command until a
-// release reads back, never as released when this has passed.
+// RevertTimeout is the device's own timeout as the device holds it: for
+// kind register, the value written, rounded up to the point's unit and
+// resolution (90s in a point counting minutes is 2 minutes); for kind
+// setting, the profile's value. The control loop counts a device it can
+// no longer reach at its last command until this has passed (site limits
+// depend on it), so it is never shorter than what the device runs. For a
+// device without a timeout it is UnguardedRefresh: nothing lapses, the
+// control loop takes it as the refresh period and the hold bound (Guarded
+// false), and counts the device at its last command until a release reads
+// back, never as released when this has passed.
 func (d *VendorDevice) RevertTimeout() time.Duration {
-	if !d.c.Guarded() {
+	t := d.c.Timeout
+	switch t.Kind {
+	case TimeoutNone:
 		return UnguardedRefresh
+	case TimeoutRegister:
+		pt := d.pts[t.Point]
+		unit := time.Second
+		if pt.Unit == "min" {
+			unit = time.Minute
+		}
+		return time.Duration(timeoutIn(pt, t.Value.D()) * float64(unit))
 	}
-	return d.c.Timeout.Value.D()
+	return t.Value.D()
 }
 
 // Apply writes an approved command through the control section. ModeAuto

@@ -368,3 +368,38 @@ func TestVendorSetpointUnits(t *testing.T) {
 		})
 	}
 }
+
+// TestRevertTimeoutIsWhatTheDeviceHolds: Huawei's forcible period counts
+// minutes, so a profile timeout of 90s is written as 2 minutes. The
+// control loop counts a device it cannot reach at its last command until
+// RevertTimeout has passed (and site limits with it), so RevertTimeout
+// must be the 2 minutes the device runs: at RevertTimeout the command
+// has lapsed, and a second before, it still holds.
+func TestRevertTimeoutIsWhatTheDeviceHolds(t *testing.T) {
+	t.Parallel()
+	base, err := drivers.EmbeddedProfile("huawei_sun2000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := *base
+	ctl := *base.Control
+	ctl.Timeout.Value = drivers.Duration(90 * time.Second)
+	p.Control = &ctl
+	r := newVendorRig(t, "huawei_sun2000", nil)
+	dev := drivers.NewVendorDevice("huawei_sun2000", r.bus, r.sim.Unit(), &p, r.clock.Now)
+	if _, err := dev.Apply(context.Background(), approve(t, dev.Name(), hearth.ModePower, -2000)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sim.Holding(47083, 1)[0]; got != 2 {
+		t.Fatalf("period 47083 = %d min, want 2 (90 s rounded up)", got)
+	}
+	rt := dev.RevertTimeout()
+	r.clock.Advance(rt - time.Second)
+	if !r.sim.State().Forced {
+		t.Fatalf("the command lapsed before RevertTimeout %v", rt)
+	}
+	r.clock.Advance(time.Second)
+	if st := r.sim.State(); st.Forced {
+		t.Fatalf("RevertTimeout %v has passed and the device still runs the command (%+v): the agent would count it released while it holds", rt, st)
+	}
+}
