@@ -129,9 +129,10 @@ type Timeout struct {
 // same direction is written only when it moves the power by DeadbandW or
 // more, and after a burst of BudgetBurst changes at most one every
 // MinInterval. A change of direction, a command a safety rule bound (the
-// ramp included) and the first after one, a release, and the refresh of
-// a device with a timeout are written at once; a device without one gets
-// the same command again at most once every MinInterval.
+// ramp included) and the first after one, and a release are written at
+// once; a device with a timeout gets a write a third of its timeout after
+// the last one, held changes or not, and a device without one gets the
+// same command again at most once every MinInterval (writeBudget).
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`
 	DeadbandW   float64  `yaml:"deadband_w"`

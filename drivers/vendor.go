@@ -52,37 +52,20 @@ type VendorDevice struct {
 	bus  *Bus
 	unit uint8
 	c    *Control
-	now  func() time.Time
 	pts  map[string]*PointSpec
 	// scaled are the sunssf points that scale a written point.
 	scaled []string
 
-	mu    sync.Mutex
-	armed bool
-	// The last command written: valid, power, when.
-	wrote  bool
-	lastW  float64
-	lastAt time.Time
-	// lastRule is the rule that bound the last command written: the
-	// command after a ramp (or a clamp) ends is written whatever the
-	// budget, so the device settles on the lease's power, not one step
-	// short of it.
-	lastRule hearth.Rule
-	// The budget's tokens: BudgetBurst changes at most, one more each
-	// MinInterval, so a ramp settles while a jittering target cannot
-	// write every second.
-	tokens   float64
-	tokensAt time.Time
+	mu     sync.Mutex
+	armed  bool
+	budget *writeBudget
 }
 
 // NewVendorDevice returns the controls of a device on bus at unit, driven
 // by p's control section (which must be there). now is the clock the
 // write budget is kept by; nil: time.Now.
 func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() time.Time) *VendorDevice {
-	if now == nil {
-		now = time.Now
-	}
-	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, now: now, pts: map[string]*PointSpec{}}
+	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
 	}
@@ -91,6 +74,11 @@ func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() t
 			d.scaled = append(d.scaled, pt.SF)
 		}
 	}
+	var timeout time.Duration
+	if d.c.Guarded() {
+		timeout = d.RevertTimeout()
+	}
+	d.budget = newWriteBudget(d.c.Budget, timeout, now)
 	return d
 }
 
@@ -141,7 +129,8 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if a.Mode() == hearth.ModeAuto {
-		d.armed, d.wrote = false, false
+		d.armed = false
+		d.budget.forget()
 		if d.c.Release.Passive {
 			return VendorStatus{}, nil
 		}
@@ -167,8 +156,8 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
 	writes, commanded, saturated := d.command(want, per, sfs)
-	if d.deferLocked(commanded, a.Rule(), writes) {
-		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
+	if d.budget.hold(commanded, a.Rule(), d.touchesBudget(writes)) {
+		return VendorStatus{CommandedW: commanded, HeldW: d.budget.lastW, Saturated: saturated, Deferred: true}, nil
 	}
 	if !d.armed {
 		if err := d.arm(ctx, sfs); err != nil {
@@ -179,10 +168,10 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	got, err := d.writeAll(ctx, writes, sfs)
 	got.CommandedW, got.HeldW, got.Saturated = commanded, commanded, saturated
 	if err != nil && !errors.Is(err, ErrNotEffective) {
-		d.wrote = false
+		d.budget.forget()
 		return got, fmt.Errorf("command %s: %w", d.name, err)
 	}
-	d.wrote, d.lastW, d.lastAt, d.lastRule = true, commanded, d.now(), a.Rule()
+	d.budget.written(commanded, a.Rule())
 	return got, err
 }
 
@@ -278,47 +267,6 @@ func (d *VendorDevice) touchesBudget(writes []PointValue) bool {
 			return true
 		}
 	}
-	return false
-}
-
-// BudgetBurst is how many changes in one direction a budgeted device takes
-// at once (a ramp to a new lease's power) before its budget paces them to
-// one every MinInterval.
-const BudgetBurst = 5
-
-// deferLocked says whether the write budget holds the last command instead
-// of writing this one: only a change in the same direction, not bound by
-// a safety rule (the ramp included) and not the first after one, to a
-// budgeted register, within the deadband or beyond the budget's pace. A
-// refresh (the same power) of a device with a timeout is never deferred:
-// the timeout needs it; a device without one gets it at the budget's pace.
-func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
-	b := d.c.Budget
-	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
-		// Nothing lapses on the device: the same command is re-sent only
-		// at the budget's pace, in case the device lost it.
-		return d.now().Sub(d.lastAt) < b.MinInterval.D()
-	}
-	if !d.wrote || w == d.lastW || rule != "" || d.lastRule != "" || !d.touchesBudget(writes) {
-		return false
-	}
-	if (w > 0) != (d.lastW > 0) || (w < 0) != (d.lastW < 0) {
-		return false
-	}
-	if math.Abs(w-d.lastW) < b.DeadbandW {
-		return true
-	}
-	now := d.now()
-	if d.tokensAt.IsZero() {
-		d.tokens = BudgetBurst
-	} else {
-		d.tokens = min(BudgetBurst, d.tokens+float64(now.Sub(d.tokensAt))/float64(b.MinInterval.D()))
-	}
-	d.tokensAt = now
-	if d.tokens < 1 {
-		return true
-	}
-	d.tokens--
 	return false
 }
 

@@ -403,3 +403,28 @@ func TestRevertTimeoutIsWhatTheDeviceHolds(t *testing.T) {
 		t.Fatalf("RevertTimeout %v has passed and the device still runs the command (%+v): the agent would count it released while it holds", rt, st)
 	}
 }
+
+// TestVendorBudgetKeepsTheTimeoutArmed: self_consumption's target jitters
+// within the deadband for longer than the device's timeout. Every change
+// is deferred, but a third of the timeout after the last write the next
+// one is written all the same, so the device's timeout never lapses
+// under a command the agent still gives.
+func TestVendorBudgetKeepsTheTimeoutArmed(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "huawei_sun2000", nil) // 5 min forcible period, 100 W deadband
+	r.apply(t, hearth.ModePower, -1000)
+	writes := 0
+	for s := 0; s < 12*60; s++ {
+		r.clock.Advance(time.Second)
+		w := hearth.Watts(-1001 - s%40) // within the deadband of -1000, never -1000 again
+		if st := r.apply(t, hearth.ModePower, w); !st.Deferred {
+			writes++
+		}
+		if st := r.sim.State(); !st.Forced || st.Reverts != 0 {
+			t.Fatalf("after %d s of commands within the deadband the device dropped the command: %+v", s+1, st)
+		}
+	}
+	if limit := 12*60/int(r.dev.RevertTimeout().Seconds()/3) + 1; writes == 0 || writes > limit {
+		t.Fatalf("%d writes in 12 min of deferred changes, want 1..%d (one a third of the timeout)", writes, limit)
+	}
+}
