@@ -174,6 +174,47 @@ const (
 // model 124 as a power window.
 const StorageControlWindow = "window"
 
+// Model124 is a discovery profile's word on the model 124 registers hearth
+// writes (StorCtl_Mod, OutWRte, InWRte, InOutWRte_WinTms and
+// InOutWRte_RvrtTms): the storage class the device keeps them in (ram,
+// flash or unknown, as a point's storage), and the write budget that paces
+// them when it is not ram, as a control section's budget does.
+type Model124 struct {
+	Storage string `yaml:"storage"`
+	Budget  Budget `yaml:"budget"`
+}
+
+// DefaultModel124 is what a discovery profile without model124 gets:
+// SunSpec does not say where a device keeps model 124, so its storage is
+// unknown, and the budget is the built-in profiles'.
+var DefaultModel124 = Model124{Storage: StorageUnknown, Budget: Budget{MinInterval: Duration(time.Minute), DeadbandW: 100}}
+
+// Model124Writes is how the profile's device keeps model 124: its
+// model124 section, or DefaultModel124.
+func (p *Profile) Model124Writes() Model124 {
+	if p.Model124 == nil {
+		return DefaultModel124
+	}
+	m := *p.Model124
+	if m.Storage == "" {
+		m.Storage = StorageUnknown
+	}
+	return m
+}
+
+// budgetLacks says what a budget for flash or unknown registers lacks:
+// the key under budget and why (what names the registers), or "" when
+// it will do.
+func budgetLacks(b Budget, what string) (key, msg string) {
+	switch {
+	case b.MinInterval.D() < MinFlashInterval:
+		return "min_interval", fmt.Sprintf("%s: a budget of at least %v between changes is required", what, MinFlashInterval)
+	case b.DeadbandW <= 0 || math.IsNaN(b.DeadbandW):
+		return "deadband_w", fmt.Sprintf("%s: a deadband above 0 W is required", what)
+	}
+	return "", ""
+}
+
 // MinFlashInterval is the shortest budget interval a profile may give when
 // it writes flash or unknown registers.
 const MinFlashInterval = time.Minute
@@ -204,6 +245,23 @@ func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: fmt.Sprintf("storage_control %q: want window (or leave it out)", p.StorageControl)})
 	case p.StorageControl != "" && p.Discovery != "sunspec":
 		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: "storage_control is for discovery: sunspec profiles (model 124)"})
+	}
+	if m := p.Model124; m != nil {
+		bad := func(key, msg string) {
+			errs = append(errs, ProfileError{File: p.File, Line: p.lineOf(key), Msg: key + ": " + msg})
+		}
+		switch m.Storage {
+		case "", StorageRAM, StorageFlash, StorageUnknown:
+		default:
+			bad("model124.storage", fmt.Sprintf("%q: want ram, flash or unknown", m.Storage))
+		}
+		if p.Discovery != "sunspec" {
+			bad("model124", "is for discovery: sunspec profiles")
+		} else if w := p.Model124Writes(); w.Storage != StorageRAM {
+			if key, msg := budgetLacks(w.Budget, "model 124 is "+w.Storage+" storage"); key != "" {
+				bad("model124.budget."+key, msg)
+			}
+		}
 	}
 	for i := range p.Points {
 		pt := &p.Points[i]
@@ -245,12 +303,7 @@ func (p *Profile) checkControl() error {
 	c := p.Control
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		line := p.keyLines[key]
-		for k := key; line == 0 && strings.Contains(k, "."); {
-			k = k[:strings.LastIndex(k, ".")]
-			line = p.keyLines[k]
-		}
-		errs = append(errs, ProfileError{File: p.File, Line: line, Msg: key + ": " + fmt.Sprintf(format, args...)})
+		errs = append(errs, ProfileError{File: p.File, Line: p.lineOf(key), Msg: key + ": " + fmt.Sprintf(format, args...)})
 	}
 	names := map[string]*PointSpec{}
 	for i := range p.Points {
@@ -433,16 +486,26 @@ func (p *Profile) checkControl() error {
 		}
 	}
 	if flash != "" {
+		key, msg := budgetLacks(c.Budget, fmt.Sprintf("point %s is %s storage", flash, storageOf(names[flash])))
 		switch {
-		case c.Budget.MinInterval.D() < MinFlashInterval:
-			bad("control.budget.min_interval", "point %s is %s storage: a budget of at least %v between changes is required", flash, storageOf(names[flash]), MinFlashInterval)
-		case c.Budget.DeadbandW <= 0 || math.IsNaN(c.Budget.DeadbandW):
-			bad("control.budget.deadband_w", "point %s is %s storage: a deadband above 0 W is required", flash, storageOf(names[flash]))
+		case key != "":
+			bad("control.budget."+key, "%s", msg)
 		case c.Guarded() && t.Value.D() < 3*c.Budget.MinInterval.D():
 			bad("control.timeout.value", "%v: refreshing at a third of it would write %s storage more often than the budget's %v", t.Value.D(), storageOf(names[flash]), c.Budget.MinInterval.D())
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// lineOf is the line of a dotted key, or of the nearest key above it
+// that the file has (a required key left out is reported at its parent).
+func (p *Profile) lineOf(key string) int {
+	line := p.keyLines[key]
+	for k := key; line == 0 && strings.Contains(k, "."); {
+		k = k[:strings.LastIndex(k, ".")]
+		line = p.keyLines[k]
+	}
+	return line
 }
 
 // writtenPoints lists every point a command or release may write.

@@ -88,6 +88,9 @@ type StorageStatus struct {
 	Saturated bool `json:"saturated,omitempty"`
 	// Window says the device reads model 124 as a power window.
 	Window bool `json:"window,omitempty"`
+	// Deferred says the write budget held the command the device holds
+	// (HeldW, as read) instead of writing CommandedW: nothing was written.
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 // Storage writes approved commands to a SunSpec device's model 124
@@ -106,6 +109,13 @@ type Storage struct {
 	dev    *SunSpecDevice
 	revert time.Duration
 	window bool // model 124 is a power window (PowerWindow)
+	// budget paces the writes when the device keeps model 124 in flash or
+	// unknown storage (WriteBudget); nil: every change is written.
+	budget *writeBudget
+	// lastRegs are StorCtl_Mod, OutWRte, InWRte and InOutWRte_RvrtTms as
+	// last written: the budget holds a command only while the device
+	// still shows them.
+	lastRegs [4]uint16
 
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
@@ -145,6 +155,22 @@ func NewStorage(dev *SunSpecDevice, revert time.Duration, opts ...StorageOption)
 
 // StorageOption configures a Storage.
 type StorageOption func(*Storage)
+
+// WriteBudget paces the model 124 writes of a device that keeps them as
+// m says, with the engine a control section's budget uses (kept by now;
+// nil: time.Now): for flash or unknown storage a change in the same
+// direction is written only past the deadband and, after a burst, at most
+// once per interval, while a change of direction, a command a safety rule
+// bound and the first after one, a release, and a write a third of the
+// revert timer after the last are written at once. RAM storage writes
+// every change.
+func WriteBudget(m Model124, now func() time.Time) StorageOption {
+	return func(s *Storage) {
+		if m.Storage != StorageRAM {
+			s.budget = newWriteBudget(m.Budget, s.RevertTimeout(), now)
+		}
+	}
+}
 
 // PowerWindow drives a device that reads model 124 as a power window
 // (Fronius GEN24, profile storage_control: window): the battery runs its
@@ -236,6 +262,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 	want.StorCtlMod, want.OutWRte, want.InWRte, want.HeldW = 0, 0, 0, 0
 	sfRaw := regs[m124.InOutWRteSF]
 	if a.Mode() == hearth.ModeAuto {
+		s.written(nil, 0, "")
 		if err := bus.write(ctx, unit, base+uint16(m124.StorCtlMod), []uint16{0}); err != nil {
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("hand %s back to auto: %w", s.dev.name, err)
@@ -266,6 +293,11 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			want.StorCtlMod = storCtlCharge | storCtlDischarge
 		}
 		want.CommandedW = held(want)
+		if s.holds(regs, chaMaxW, disMaxW) && s.budget.hold(want.CommandedW, a.Rule(), true) {
+			got := s.status(regs, chaMaxW, disMaxW)
+			got.CommandedW, got.Saturated, got.Deferred = want.CommandedW, want.Saturated, true
+			return got, nil
+		}
 		rates := []uint16{uint16(want.OutWRte), uint16(want.InWRte), regs[m124.WinTms], want.RvrtTms}
 		if err := bus.write(ctx, unit, base+uint16(m124.OutWRte), rates); err != nil {
 			s.forget()
@@ -275,6 +307,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("write %s StorCtl_Mod: %w", s.dev.name, err)
 		}
+		s.written(&want, want.CommandedW, a.Rule())
 	}
 	back, err := bus.Read(ctx, unit, Holding, base, m124.len)
 	if err != nil {
@@ -397,8 +430,38 @@ func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, di
 }
 
 // forget drops what is known about the device after a failure, so the next
-// Apply finds model 124 again (the device may have been replaced).
-func (s *Storage) forget() { s.addr, s.maxima = 0, nil }
+// Apply finds model 124 again (the device may have been replaced), and the
+// next command is written whatever the budget.
+func (s *Storage) forget() {
+	s.addr, s.maxima = 0, nil
+	s.written(nil, 0, "")
+}
+
+// written records the registers a command wrote (st), for the budget;
+// nil: the next command is written whatever the budget (a release, or a
+// write that failed). Callers hold s.mu.
+func (s *Storage) written(st *StorageStatus, w float64, rule hearth.Rule) {
+	if s.budget == nil {
+		return
+	}
+	if st == nil {
+		s.budget.forget()
+		return
+	}
+	s.lastRegs = [4]uint16{st.StorCtlMod, uint16(st.OutWRte), uint16(st.InWRte), st.RvrtTms}
+	s.budget.written(w, rule)
+}
+
+// holds reports whether a model 124 block just read shows the command
+// last written, standing for the same power at the scale factor and
+// references just read: only then may the budget hold the next one (a
+// device that reverted, was written by someone else, or changed a scale
+// factor or reference gets the command at once). False without a budget.
+func (s *Storage) holds(regs []uint16, chaMaxW, disMaxW float64) bool {
+	return s.budget != nil && s.budget.wrote &&
+		s.lastRegs == [4]uint16{regs[m124.StorCtlMod], regs[m124.OutWRte], regs[m124.InWRte], regs[m124.RvrtTms]} &&
+		s.status(regs, chaMaxW, disMaxW).HeldW == s.budget.lastW
+}
 
 // status decodes a model 124 block: raw registers, references (with the
 // maxima read with it), and the power the rates and mode stand for.
