@@ -508,6 +508,21 @@ func (p *Profile) lineOf(key string) int {
 	return line
 }
 
+// commandWrites lists every point a command or release may write, each
+// once, as writes of no particular value (for the scale factors a command
+// reads first).
+func (c *Control) commandWrites() []PointValue {
+	var out []PointValue
+	seen := map[string]bool{}
+	for _, n := range c.writtenPoints() {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, PointValue{Point: n})
+		}
+	}
+	return out
+}
+
 // writtenPoints lists every point a command or release may write.
 func (c *Control) writtenPoints() []string {
 	var out []string

@@ -53,8 +53,6 @@ type VendorDevice struct {
 	unit uint8
 	c    *Control
 	pts  map[string]*PointSpec
-	// scaled are the sunssf points that scale a written point.
-	scaled []string
 
 	mu     sync.Mutex
 	armed  bool
@@ -68,11 +66,6 @@ func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() t
 	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
-	}
-	for _, n := range p.Control.writtenPoints() {
-		if pt := d.pts[n]; pt != nil && pt.SF != "" && !slices.Contains(d.scaled, pt.SF) {
-			d.scaled = append(d.scaled, pt.SF)
-		}
 	}
 	var timeout time.Duration
 	if d.c.Guarded() {
@@ -134,7 +127,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		if d.c.Release.Passive {
 			return VendorStatus{}, nil
 		}
-		sfs, err := d.readScales(ctx)
+		sfs, err := d.readScales(ctx, d.c.Release.Writes)
 		if err != nil {
 			return VendorStatus{}, fmt.Errorf("hand %s back: %w; nothing written", d.name, err)
 		}
@@ -151,7 +144,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	}
 	// The scale factors of the written points are read before every
 	// command: a value is never written at a scale that changed since.
-	sfs, err := d.readScales(ctx)
+	sfs, err := d.readScales(ctx, d.c.commandWrites())
 	if err != nil {
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
@@ -354,11 +347,16 @@ func (d *VendorDevice) readScale(ctx context.Context, name string) (int, error) 
 	}
 }
 
-// readScales reads the scale factors of every written point that has one,
-// by the sunssf point's name.
-func (d *VendorDevice) readScales(ctx context.Context) (map[string]int, error) {
+// readScales reads the scale factors of the points of writes that have
+// one, by the sunssf point's name: a release reads only its own, so a
+// rate's scale factor gone bad never stops the hand-back.
+func (d *VendorDevice) readScales(ctx context.Context, writes []PointValue) (map[string]int, error) {
 	sfs := map[string]int{}
-	for _, n := range d.scaled {
+	for _, w := range writes {
+		n := d.pts[w.Point].SF
+		if _, done := sfs[n]; n == "" || done {
+			continue
+		}
 		v, err := d.readScale(ctx, n)
 		if err != nil {
 			return nil, err

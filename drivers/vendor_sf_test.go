@@ -62,7 +62,8 @@ control:
 // encoded at the scale factor the device reports, read again before every
 // command, so a rate at InOutWRte_SF -2 is written as hundredths of a
 // percent, and after the device changes its scale factor to -1 the next
-// command is written at the new scale, not ten times the power.
+// command is written at the new scale, not ten times the power. A scale
+// factor that reads not implemented refuses the command, not the release.
 func TestVendorScaleFactorOnWrittenPoint(t *testing.T) {
 	t.Parallel()
 	r := newStorageRig(t, time.Minute)
@@ -105,5 +106,13 @@ func TestVendorScaleFactorOnWrittenPoint(t *testing.T) {
 	}
 	if w := r.sim.Writes()[before:]; len(w) != 0 {
 		t.Errorf("wrote %+v at a scale factor reading not implemented", w)
+	}
+	// The release writes StorCtl_Mod, which has no scale factor: a rate's
+	// scale factor gone bad does not stop the hand-back.
+	if _, err := dev.Apply(ctx, approve(t, "battery", hearth.ModeAuto, 0)); err != nil {
+		t.Fatalf("release with the rates' scale factor not implemented: %v", err)
+	}
+	if st := r.sim.State(); st.Mode != sim.ModeSelfConsumption {
+		t.Errorf("after the release the simulator is in %s, want self_consumption", st.Mode)
 	}
 }
