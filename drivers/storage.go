@@ -112,10 +112,9 @@ type Storage struct {
 	// budget paces the writes when the device keeps model 124 in flash or
 	// unknown storage (WriteBudget); nil: every change is written.
 	budget *writeBudget
-	// lastRegs are StorCtl_Mod, OutWRte, InWRte and InOutWRte_RvrtTms as
-	// last written: the budget holds a command only while the device
-	// still shows them.
-	lastRegs [4]uint16
+	// last is the command last written, as the block read before the
+	// next one must show it for the budget to hold that one.
+	last written124
 
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
@@ -293,10 +292,12 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			want.StorCtlMod = storCtlCharge | storCtlDischarge
 		}
 		want.CommandedW = held(want)
-		if s.holds(regs, chaMaxW, disMaxW) && s.budget.hold(want.CommandedW, a.Rule(), true) {
-			got := s.status(regs, chaMaxW, disMaxW)
-			got.CommandedW, got.Saturated, got.Deferred = want.CommandedW, want.Saturated, true
-			return got, nil
+		// The budget weighs the approved power: on a window device whose
+		// references differ, the power the rates stand for is no measure
+		// of the command.
+		if cur := s.status(regs, chaMaxW, disMaxW); s.holds(cur) && s.budget.hold(float64(a.Power()), a.Rule(), true) {
+			cur.CommandedW, cur.Saturated, cur.Deferred = want.CommandedW, want.Saturated, true
+			return cur, nil
 		}
 		rates := []uint16{uint16(want.OutWRte), uint16(want.InWRte), regs[m124.WinTms], want.RvrtTms}
 		if err := bus.write(ctx, unit, base+uint16(m124.OutWRte), rates); err != nil {
@@ -307,7 +308,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("write %s StorCtl_Mod: %w", s.dev.name, err)
 		}
-		s.written(&want, want.CommandedW, a.Rule())
+		s.written(&want, float64(a.Power()), a.Rule())
 	}
 	back, err := bus.Read(ctx, unit, Holding, base, m124.len)
 	if err != nil {
@@ -437,9 +438,23 @@ func (s *Storage) forget() {
 	s.written(nil, 0, "")
 }
 
-// written records the registers a command wrote (st), for the budget;
-// nil: the next command is written whatever the budget (a release, or a
-// write that failed). Callers hold s.mu.
+// written124 is what a model 124 command wrote and the scale it was
+// written at: StorCtl_Mod, the rates, the revert timer, InOutWRte_SF and
+// the references.
+type written124 struct {
+	mod, out, in, rvrt uint16
+	sf                 int16
+	outRef, inRef      float64
+}
+
+func writtenOf(st StorageStatus) written124 {
+	return written124{st.StorCtlMod, uint16(st.OutWRte), uint16(st.InWRte), st.RvrtTms, st.RateSF, st.OutRefW, st.InRefW}
+}
+
+// written records the command a write made (st, for approved power w
+// bound by rule) for the budget; nil: the next command is written
+// whatever the budget (a release, or a write that failed). Callers hold
+// s.mu.
 func (s *Storage) written(st *StorageStatus, w float64, rule hearth.Rule) {
 	if s.budget == nil {
 		return
@@ -448,19 +463,17 @@ func (s *Storage) written(st *StorageStatus, w float64, rule hearth.Rule) {
 		s.budget.forget()
 		return
 	}
-	s.lastRegs = [4]uint16{st.StorCtlMod, uint16(st.OutWRte), uint16(st.InWRte), st.RvrtTms}
+	s.last = writtenOf(*st)
 	s.budget.written(w, rule)
 }
 
-// holds reports whether a model 124 block just read shows the command
-// last written, standing for the same power at the scale factor and
-// references just read: only then may the budget hold the next one (a
-// device that reverted, was written by someone else, or changed a scale
-// factor or reference gets the command at once). False without a budget.
-func (s *Storage) holds(regs []uint16, chaMaxW, disMaxW float64) bool {
-	return s.budget != nil && s.budget.wrote &&
-		s.lastRegs == [4]uint16{regs[m124.StorCtlMod], regs[m124.OutWRte], regs[m124.InWRte], regs[m124.RvrtTms]} &&
-		s.status(regs, chaMaxW, disMaxW).HeldW == s.budget.lastW
+// holds reports whether the block just read (cur) shows the command last
+// written, at the scale factor and references it was written at: only then may the budget hold
+// the next one (a device that reverted, was written by someone else, or
+// changed a scale factor or reference gets the command at once). False
+// without a budget.
+func (s *Storage) holds(cur StorageStatus) bool {
+	return s.budget != nil && s.budget.wrote && s.last == writtenOf(cur)
 }
 
 // status decodes a model 124 block: raw registers, references (with the

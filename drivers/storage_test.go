@@ -458,3 +458,34 @@ func TestStorageBudgetHoldsOnlyWhatTheDeviceRuns(t *testing.T) {
 		t.Fatalf("the battery runs %v W, want 1500 W (30 %% of 5000 W)", b)
 	}
 }
+
+// TestStorageBudgetWeighsTheApprovedPower: on a window device whose
+// discharge reference (model 802 WDisChaRteMax, 10 kW) differs from its
+// charge reference (WChaMax, 5 kW), the rates of one command stand for
+// powers a step apart, so the power they stand for together is no
+// measure of the command. The budget weighs the approved power: a 500 W
+// change is a change, written within the burst, not a repeat.
+func TestStorageBudgetWeighsTheApprovedPower(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newStorageRigWith(t, time.Minute, sim.Config{MaxChargeW: 5000, MaxDischargeW: 10000, InitialSoC: 60, PowerWindow: true})
+	p, err := drivers.EmbeddedProfile("fronius_gen24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := drivers.NewSunSpecDevice("battery", r.bus, 1, drivers.WithProfile(p))
+	st := drivers.NewStorage(dev, time.Minute, drivers.PowerWindow(), drivers.WriteBudget(p.Model124Writes(), r.clock.Now))
+	for _, c := range []struct {
+		w   hearth.Watts
+		out int16
+	}{{1234.567, 1234}, {1734.567, 1734}} { // 12.34 % and 17.34 % of 10 kW
+		r.clock.Advance(time.Second)
+		got, err := st.Apply(ctx, approve(t, "battery", hearth.ModePower, c.w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Deferred || got.OutWRte != c.out {
+			t.Fatalf("%v W: %+v, want OutWRte %d written", c.w, got, c.out)
+		}
+	}
+}
