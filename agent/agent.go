@@ -94,6 +94,9 @@ type device struct {
 	// window says the SunSpec device reads model 124 as a power window
 	// (profile storage_control: window).
 	window bool
+	// m124 is where the SunSpec device keeps model 124, and the write
+	// budget that paces it (profile model124).
+	m124 drivers.Model124
 }
 
 // driver is a device as drivers reads it.
@@ -251,7 +254,7 @@ func (a *Agent) openDevices() error {
 				return fmt.Errorf("device %s: %w", dc.Name, err)
 			}
 		}
-		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow}
+		d := &device{cfg: dc, bus: bus, profile: p.Name, window: p.StorageControl == drivers.StorageControlWindow, m124: p.Model124Writes()}
 		if p.Discovery == "sunspec" {
 			d.sunspec = drivers.NewSunSpecDevice(dc.Name, bus, uint8(dc.UnitID), drivers.WithProfile(p),
 				drivers.WithHoleStore(holeStore{st: a.leases, log: a.log.With("component", "drivers")}))
@@ -329,7 +332,7 @@ func (a *Agent) newControl() error {
 		switch {
 		case !a.controlled(d):
 		case d.sunspec != nil:
-			var opts []drivers.StorageOption
+			opts := []drivers.StorageOption{drivers.WriteBudget(d.m124, nil)}
 			if d.window {
 				opts = append(opts, drivers.PowerWindow())
 			}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,34 @@ func TestUnguardedMaxW(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("unguarded_max_w on a guarded device: no warning that it has no effect: %v", cfg.Warnings())
+	}
+}
+
+// A Fronius GEN24 keeps model 124 in flash: a revert timeout so short that
+// its refreshes alone outpace the write budget is warned about, on
+// safety.revert_timeout, with the figure that fits; a longer one, or a
+// device whose model 124 storage is not flash, is not.
+func TestFlashModel124RefreshWarning(t *testing.T) {
+	t.Parallel()
+	const head = "gateway_id: gw-f\nuplink: {broker: \"tls://b.example:8883\"}\ndevices:\n  - name: gen24\n    profile: %s\n    address: \"192.0.2.1:502\"\n"
+	for _, c := range []struct {
+		profile, safety string
+		warn            bool
+	}{
+		{"fronius_gen24", "", true}, // the default 60s
+		{"fronius_gen24", "safety: {revert_timeout: 180s}\n", false},
+		{"sunspec", "", false},
+	} {
+		cfg, err := Parse("x.yaml", []byte(fmt.Sprintf(head, c.profile)+c.safety))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, w := range cfg.Warnings() {
+			found = found || strings.Contains(w.Msg, "keeps model 124 in flash") && strings.Contains(w.Msg, "3m0s or more")
+		}
+		if found != c.warn {
+			t.Errorf("%s %q: warned %v, want %v: %v", c.profile, c.safety, found, c.warn, cfg.Warnings())
+		}
 	}
 }

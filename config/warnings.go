@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/hearth-energy/hearth/drivers"
 )
 
 // Warnings are settings that are valid but risky: the agent runs with
@@ -70,6 +72,12 @@ func (v *validator) warnings(c *Config) []Error {
 		}
 		if d.UnguardedMaxW != nil && (guarded || !d.AllowUnguardedControl) {
 			w.warnf(fmt.Sprintf("devices[%d].unguarded_max_w", i), "has no effect: it bounds only a device commanded under allow_unguarded_control")
+		}
+		if pr != nil && pr.Discovery == "sunspec" && d.Name != c.Safety.MeterDevice {
+			m, r := pr.Model124Writes(), c.Safety.RevertTimeout.D()
+			if m.Storage == drivers.StorageFlash && r < 3*m.Budget.MinInterval.D() {
+				w.warnf("safety.revert_timeout", "%s: device %s (profile %s) keeps model 124 in flash, and hearth writes it every third of revert_timeout (%s) while a lease runs, however little the command changes; %s or more keeps those writes within its write budget of one per %s", r, d.Name, pr.Name, r/3, 3*m.Budget.MinInterval.D(), m.Budget.MinInterval.D())
+			}
 		}
 	}
 	switch h, _, _ := net.SplitHostPort(c.HTTPListen); {

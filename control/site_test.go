@@ -10,7 +10,10 @@ import (
 
 	"github.com/hearth-energy/hearth"
 	"github.com/hearth-energy/hearth/buffer"
+	"github.com/hearth-energy/hearth/drivers"
+	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/clocktest"
+	"github.com/hearth-energy/hearth/internal/harness"
 	"github.com/hearth-energy/hearth/safety"
 )
 
@@ -79,23 +82,23 @@ func newSiteRig(t *testing.T, lim safety.Limits, wrap ...func(*plainDevice) Devi
 	return r
 }
 
-// reading is a healthy battery's reading at the power it holds: a battery
+// reading is a healthy battery's reading at the power it runs: a battery
 // with no cell-temperature sensor.
-func (r *siteRig) reading(d *plainDevice) hearth.Reading {
-	return hearth.Reading{Device: d.name, Time: r.clock.Now(), Points: map[string]hearth.Point{
-		hearth.PointSoC.String(): hearth.V(50), hearth.PointPower.String(): hearth.V(float64(d.holds())),
+func (r *siteRig) reading(name string, w hearth.Watts) hearth.Reading {
+	return hearth.Reading{Device: name, Time: r.clock.Now(), Points: map[string]hearth.Point{
+		hearth.PointSoC.String(): hearth.V(50), hearth.PointPower.String(): hearth.V(float64(w)),
 		hearth.PointCellVMin.String(): hearth.V(3.2), hearth.PointCellVMax.String(): hearth.V(3.3),
 		hearth.PointTemp.String(): hearth.V(25), hearth.PointCellTempMax.String(): hearth.Q(hearth.QualityNotImplemented),
 	}}
 }
 
 // lost is the reading of a poll that reached nothing.
-func (r *siteRig) lost(d *plainDevice) hearth.Reading {
+func (r *siteRig) lost(name string) hearth.Reading {
 	pts := map[string]hearth.Point{}
 	for _, p := range hearth.RulePoints {
 		pts[p.String()] = hearth.Q(hearth.QualityCommError)
 	}
-	return hearth.Reading{Device: d.name, Time: r.clock.Now(), Points: pts}
+	return hearth.Reading{Device: name, Time: r.clock.Now(), Points: pts}
 }
 
 // cycle is one poll of both batteries and the meter, and a step.
@@ -106,9 +109,9 @@ func (r *siteRig) cycle() {
 		down := d.down
 		d.mu.Unlock()
 		if down {
-			r.ctl.Observe(r.lost(d))
+			r.ctl.Observe(r.lost(d.name))
 		} else {
-			r.ctl.Observe(r.reading(d))
+			r.ctl.Observe(r.reading(d.name, d.holds()))
 		}
 	}
 	grid := r.gridW + r.b1.holds() + r.b2.holds()
@@ -163,7 +166,7 @@ func TestLostLinkIsReportedForItsDevice(t *testing.T) {
 	}
 
 	// A trip names its device, and so does its clear.
-	hot := r.reading(r.b2)
+	hot := r.reading(r.b2.name, r.b2.holds())
 	hot.Points[hearth.PointTemp.String()] = hearth.V(60)
 	r.clock.Advance(time.Second)
 	r.ctl.Observe(hot)
@@ -314,7 +317,7 @@ func TestDeviceNotYetReadIsNoTrip(t *testing.T) {
 	t.Parallel()
 	r := newSiteRig(t, testSafetyLimits())
 	r.clock.Advance(time.Second)
-	r.ctl.Observe(r.reading(r.b2))
+	r.ctl.Observe(r.reading(r.b2.name, r.b2.holds()))
 	r.ctl.Step(context.Background())
 	if got := r.b1.holds(); got != 0 {
 		t.Errorf("battery1 not yet read holds %v W, want the safe state", got)
@@ -344,7 +347,7 @@ func TestStateAgreesWithEventsBeforeTheFirstReading(t *testing.T) {
 		t.Errorf("before any reading: state safety %q trips %v devices %+v; want ok, no trip, no device judged", st.Safety, st.Trips, st.Devices)
 	}
 	r.clock.Advance(time.Second)
-	r.ctl.Observe(r.reading(r.b2))
+	r.ctl.Observe(r.reading(r.b2.name, r.b2.holds()))
 	r.ctl.Step(context.Background())
 	st := r.ctl.State()
 	if _, judged := st.Devices["battery1"]; st.Safety != "ok" || slices.Contains(st.Trips, stale) || judged || st.Devices["battery2"].Safety != "ok" {
@@ -358,7 +361,7 @@ func TestStateAgreesWithEventsBeforeTheFirstReading(t *testing.T) {
 	r.cycle()
 	for range 12 {
 		r.clock.Advance(time.Second)
-		r.ctl.Observe(r.reading(r.b2))
+		r.ctl.Observe(r.reading(r.b2.name, r.b2.holds()))
 		r.ctl.Step(context.Background())
 	}
 	st = r.ctl.State()
@@ -368,5 +371,99 @@ func TestStateAgreesWithEventsBeforeTheFirstReading(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0]["rule"] != stale || evs[0]["device"] != "battery1" {
 		t.Errorf("battery1 silent 12 s: trip events %v; want one %s on battery1", evs, stale)
+	}
+}
+
+// vendorBattery is a device commanded through its profile's control
+// section, as the agent hands it to the controller.
+type vendorBattery struct{ *drivers.VendorDevice }
+
+func (d vendorBattery) Apply(ctx context.Context, a safety.Approved) (Readback, error) {
+	st, err := d.VendorDevice.Apply(ctx, a)
+	rb := Readback{Detail: st}
+	if a.Mode() == hearth.ModePower && (err == nil || errors.Is(err, hearth.ErrNotEffective)) {
+		held := hearth.Watts(st.HeldW)
+		rb.HeldW = &held
+	}
+	return rb, err
+}
+
+// Two batteries under site_max_discharge_w 3000, battery2 a Huawei on its
+// simulator with a forcible period of 90s, which the device counts in
+// whole minutes: it runs a command for 2 minutes after the last write.
+// When battery2's link drops while it discharges 1500 W, battery1 may not
+// take battery2's share until battery2 has really dropped the command:
+// the controller counts it at 1500 W for RevertTimeout, so RevertTimeout
+// must be the 2 minutes the device runs, not the 90 s the profile says.
+func TestSiteCapHoldsForTheTimeoutTheDeviceRuns(t *testing.T) {
+	t.Parallel()
+	clock := clocktest.New(ctlT0)
+	v, addr, cut := harness.StartVendorSim(t, sim.VendorConfig{Profile: "huawei_sun2000", Now: clock.Now})
+	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: addr, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	base, err := drivers.EmbeddedProfile("huawei_sun2000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ctl := *base, *base.Control
+	ctl.Timeout.Value = drivers.Duration(90 * time.Second)
+	p.Control = &ctl
+	b2 := vendorBattery{drivers.NewVendorDevice("battery2", bus, v.Unit(), &p, clock.Now)}
+
+	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	lim := testSafetyLimits()
+	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
+	b1 := &plainDevice{name: "battery1"}
+	c, err := New(Options{Limits: lim, Store: store, Devices: []Device{b1, b2}, Event: storeEvent(store),
+		MeterDevice: "meter", MeterPoint: "grid_w", Now: clock.Instant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &siteRig{t: t, clock: clock}
+	down := false
+	cycle := func() {
+		clock.Advance(time.Second)
+		c.Observe(r.reading(b1.name, b1.holds()))
+		if down {
+			c.Observe(r.lost("battery2"))
+		} else {
+			c.Observe(r.reading("battery2", v.State().BatteryW))
+		}
+		grid := b1.holds() + v.State().BatteryW
+		c.Observe(hearth.Reading{Device: "meter", Time: clock.Now(), Points: map[string]hearth.Point{"grid_w": hearth.V(float64(grid))}})
+		c.Step(context.Background())
+	}
+	cycle()
+	c.Submit(lease(1, clock.Now(), time.Hour, hearth.ModePower, 5000), clock.Instant())
+	for range 5 {
+		cycle()
+	}
+	if b1.holds() != 1500 || v.State().BatteryW != 1500 {
+		t.Fatalf("running %v and %v W, want 1500 W each", b1.holds(), v.State().BatteryW)
+	}
+	cut() // battery2's link drops; the device runs on
+	down = true
+	for s := 1; v.State().Forced; s++ {
+		cycle()
+		if site := b1.holds() + v.State().BatteryW; site > 3000 {
+			t.Fatalf("%d s after battery2's link dropped it still runs %v W, and battery1 was given %v W: the site runs %v W, over its cap of 3000 W (RevertTimeout %v)",
+				s, v.State().BatteryW, b1.holds(), site, b2.RevertTimeout())
+		}
+		if s > 200 {
+			t.Fatal("battery2 never dropped its command")
+		}
+	}
+	for range 5 {
+		cycle()
+	}
+	if b1.holds() != 2500 {
+		t.Errorf("battery2 dropped its command: battery1 at %v W, want 2500 W (its own limit)", b1.holds())
 	}
 }

@@ -129,9 +129,10 @@ type Timeout struct {
 // same direction is written only when it moves the power by DeadbandW or
 // more, and after a burst of BudgetBurst changes at most one every
 // MinInterval. A change of direction, a command a safety rule bound (the
-// ramp included) and the first after one, a release, and the refresh of
-// a device with a timeout are written at once; a device without one gets
-// the same command again at most once every MinInterval.
+// ramp included) and the first after one, and a release are written at
+// once; a device with a timeout gets a write a third of its timeout after
+// the last one, held changes or not, and a device without one gets the
+// same command again at most once every MinInterval (writeBudget).
 type Budget struct {
 	MinInterval Duration `yaml:"min_interval"`
 	DeadbandW   float64  `yaml:"deadband_w"`
@@ -147,11 +148,13 @@ type Release struct {
 // Duration is a time span in a profile: a Go duration ("90s", "2m").
 type Duration time.Duration
 
-// UnmarshalYAML parses a Go duration string.
+// UnmarshalYAML parses a Go duration string. A bad value is a
+// *yaml.TypeError, as the decoder's own type errors are: decoding goes on
+// and the profile's errors name its line.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (say 90s or 2m)", n.Line, n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (say 90s or 2m)", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -170,6 +173,47 @@ const (
 // StorageControlWindow is Profile.StorageControl for a device that reads
 // model 124 as a power window.
 const StorageControlWindow = "window"
+
+// Model124 is a discovery profile's word on the model 124 registers hearth
+// writes (StorCtl_Mod, OutWRte, InWRte, InOutWRte_WinTms and
+// InOutWRte_RvrtTms): the storage class the device keeps them in (ram,
+// flash or unknown, as a point's storage), and the write budget that paces
+// them when it is not ram, as a control section's budget does.
+type Model124 struct {
+	Storage string `yaml:"storage"`
+	Budget  Budget `yaml:"budget"`
+}
+
+// DefaultModel124 is what a discovery profile without model124 gets:
+// SunSpec does not say where a device keeps model 124, so its storage is
+// unknown, and the budget is the built-in profiles'.
+var DefaultModel124 = Model124{Storage: StorageUnknown, Budget: Budget{MinInterval: Duration(time.Minute), DeadbandW: 100}}
+
+// Model124Writes is how the profile's device keeps model 124: its
+// model124 section, or DefaultModel124.
+func (p *Profile) Model124Writes() Model124 {
+	if p.Model124 == nil {
+		return DefaultModel124
+	}
+	m := *p.Model124
+	if m.Storage == "" {
+		m.Storage = StorageUnknown
+	}
+	return m
+}
+
+// budgetLacks says what a budget for flash or unknown registers lacks:
+// the key under budget and why (what names the registers), or "" when
+// it will do.
+func budgetLacks(b Budget, what string) (key, msg string) {
+	switch {
+	case b.MinInterval.D() < MinFlashInterval:
+		return "min_interval", fmt.Sprintf("%s: a budget of at least %v between changes is required", what, MinFlashInterval)
+	case b.DeadbandW <= 0 || math.IsNaN(b.DeadbandW):
+		return "deadband_w", fmt.Sprintf("%s: a deadband above 0 W is required", what)
+	}
+	return "", ""
+}
 
 // MinFlashInterval is the shortest budget interval a profile may give when
 // it writes flash or unknown registers.
@@ -201,6 +245,23 @@ func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: fmt.Sprintf("storage_control %q: want window (or leave it out)", p.StorageControl)})
 	case p.StorageControl != "" && p.Discovery != "sunspec":
 		errs = append(errs, ProfileError{File: p.File, Line: p.keyLines["storage_control"], Msg: "storage_control is for discovery: sunspec profiles (model 124)"})
+	}
+	if m := p.Model124; m != nil {
+		bad := func(key, msg string) {
+			errs = append(errs, ProfileError{File: p.File, Line: p.lineOf(key), Msg: key + ": " + msg})
+		}
+		switch m.Storage {
+		case "", StorageRAM, StorageFlash, StorageUnknown:
+		default:
+			bad("model124.storage", fmt.Sprintf("%q: want ram, flash or unknown", m.Storage))
+		}
+		if p.Discovery != "sunspec" {
+			bad("model124", "is for discovery: sunspec profiles")
+		} else if w := p.Model124Writes(); w.Storage != StorageRAM {
+			if key, msg := budgetLacks(w.Budget, "model 124 is "+w.Storage+" storage"); key != "" {
+				bad("model124.budget."+key, msg)
+			}
+		}
 	}
 	for i := range p.Points {
 		pt := &p.Points[i]
@@ -242,12 +303,7 @@ func (p *Profile) checkControl() error {
 	c := p.Control
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		line := p.keyLines[key]
-		for k := key; line == 0 && strings.Contains(k, "."); {
-			k = k[:strings.LastIndex(k, ".")]
-			line = p.keyLines[k]
-		}
-		errs = append(errs, ProfileError{File: p.File, Line: line, Msg: key + ": " + fmt.Sprintf(format, args...)})
+		errs = append(errs, ProfileError{File: p.File, Line: p.lineOf(key), Msg: key + ": " + fmt.Sprintf(format, args...)})
 	}
 	names := map[string]*PointSpec{}
 	for i := range p.Points {
@@ -275,8 +331,17 @@ func (p *Profile) checkControl() error {
 		return nil
 	}
 	value := func(key string, pv PointValue) {
-		if pt := point(key, pv.Point, true); pt != nil {
-			if _, err := encode(pt, pv.Value); err != nil {
+		pt := point(key, pv.Point, true)
+		switch {
+		case pt == nil:
+		case pt.SF != "":
+			// The raw value depends on the scale factor the device
+			// reports when it is written: only min and max can be checked.
+			if (pt.Min != nil && pv.Value < *pt.Min) || (pt.Max != nil && pv.Value > *pt.Max) {
+				bad(key, "point %s: %g is outside its min..max", pt.Name, pv.Value)
+			}
+		default:
+			if _, err := encode(pt, pv.Value, 0); err != nil {
 				bad(key, "%v", err)
 			}
 		}
@@ -343,7 +408,7 @@ func (p *Profile) checkControl() error {
 		if pt := point("control.timeout.point", t.Point, true); pt != nil {
 			if pt.Unit != "s" && pt.Unit != "min" {
 				bad("control.timeout.point", "point %q: unit %q, want s or min", t.Point, pt.Unit)
-			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D())); err != nil {
+			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D()), 0); err != nil {
 				bad("control.timeout.value", "%v", err)
 			}
 		}
@@ -421,16 +486,41 @@ func (p *Profile) checkControl() error {
 		}
 	}
 	if flash != "" {
+		key, msg := budgetLacks(c.Budget, fmt.Sprintf("point %s is %s storage", flash, storageOf(names[flash])))
 		switch {
-		case c.Budget.MinInterval.D() < MinFlashInterval:
-			bad("control.budget.min_interval", "point %s is %s storage: a budget of at least %v between changes is required", flash, storageOf(names[flash]), MinFlashInterval)
-		case c.Budget.DeadbandW <= 0 || math.IsNaN(c.Budget.DeadbandW):
-			bad("control.budget.deadband_w", "point %s is %s storage: a deadband above 0 W is required", flash, storageOf(names[flash]))
+		case key != "":
+			bad("control.budget."+key, "%s", msg)
 		case c.Guarded() && t.Value.D() < 3*c.Budget.MinInterval.D():
 			bad("control.timeout.value", "%v: refreshing at a third of it would write %s storage more often than the budget's %v", t.Value.D(), storageOf(names[flash]), c.Budget.MinInterval.D())
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// lineOf is the line of a dotted key, or of the nearest key above it
+// that the file has (a required key left out is reported at its parent).
+func (p *Profile) lineOf(key string) int {
+	line := p.keyLines[key]
+	for k := key; line == 0 && strings.Contains(k, "."); {
+		k = k[:strings.LastIndex(k, ".")]
+		line = p.keyLines[k]
+	}
+	return line
+}
+
+// commandWrites lists every point a command or release may write, each
+// once, as writes of no particular value (for the scale factors a command
+// reads first).
+func (c *Control) commandWrites() []PointValue {
+	var out []PointValue
+	seen := map[string]bool{}
+	for _, n := range c.writtenPoints() {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, PointValue{Point: n})
+		}
+	}
+	return out
 }
 
 // writtenPoints lists every point a command or release may write.
@@ -464,12 +554,16 @@ func (c *Control) writtenPoints() []string {
 	return out
 }
 
-// timeoutIn is a timeout in a point's unit (s or min), rounded up.
+// timeoutIn is a timeout in a point's unit (s or min), rounded up to the
+// unit and to the point's resolution (its scale), so the device never
+// gets less than the profile says.
 func timeoutIn(pt *PointSpec, d time.Duration) float64 {
+	v := d.Seconds()
 	if pt.Unit == "min" {
-		return math.Ceil(d.Minutes())
+		v = d.Minutes()
 	}
-	return math.Ceil(d.Seconds())
+	step := math.Max(1, math.Abs(cmpScale(pt.Scale)))
+	return math.Ceil(math.Ceil(v)/step) * step
 }
 
 func sortByAddress(pts []*PointSpec) {

@@ -62,3 +62,67 @@ control:
 		}
 	}
 }
+
+// TestDurationErrorNamesItsLine: a timeout or budget that is not a
+// duration is reported at its own line, and decoding goes on, so a
+// mistake further down the file is reported in the same run.
+func TestDurationErrorNamesItsLine(t *testing.T) {
+	t.Parallel()
+	src := `name: broken
+points:
+  - {name: power_w, address: 1, type: s16}
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: cmd, address: 10, type: u16, writable: true, storage: ram}
+control:
+  setpoint:
+    style: signed
+    signed: {point: cmd, sign: discharge_positive}
+  timeout:
+    kind: setting
+    value: 90 seconds
+    reverts_to: auto
+  budget:
+    min_interval: soon
+    deadband_w: lots
+  release:
+    writes: [{point: cmd, value: 0}]
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`vendor.yaml:12: "90 seconds" is not a duration`,
+		`vendor.yaml:15: "soon" is not a duration`,
+		`vendor.yaml:16: `, // deadband_w, decoded after the bad durations
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestModel124SectionErrors: a discovery profile's model124 section is
+// checked as a control section's budget is, at its line; it is refused
+// on a fixed map.
+func TestModel124SectionErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ src, want string }{
+		{"name: x\ndiscovery: sunspec\nmodel124:\n  storage: eeprom\n", `x.yaml:4: model124.storage: "eeprom": want ram, flash or unknown`},
+		{"name: x\ndiscovery: sunspec\nmodel124:\n  storage: flash\n  budget: {min_interval: 10s, deadband_w: 100}\n", `x.yaml:5: model124.budget.min_interval: model 124 is flash storage: a budget of at least 1m0s`},
+		{"name: x\ndiscovery: sunspec\nmodel124:\n  budget: {min_interval: 1m}\n", `x.yaml:4: model124.budget.deadband_w: model 124 is unknown storage: a deadband above 0 W`},
+		{"name: x\npoints:\n  - {name: a, address: 1, type: u16}\nmodel124: {storage: ram}\n", `x.yaml:4: model124: is for discovery: sunspec profiles`},
+	} {
+		_, err := ParseProfile("x.yaml", []byte(c.src))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.src, err, c.want)
+		}
+	}
+	p, err := ParseProfile("x.yaml", []byte("name: x\ndiscovery: sunspec\nmodel124: {storage: ram}\n"))
+	if err != nil || p.Model124Writes().Storage != StorageRAM {
+		t.Errorf("model124 storage ram: %v", err)
+	}
+	if p, err := EmbeddedProfile("fronius_gen24"); err != nil || p.Model124Writes().Storage != StorageFlash {
+		t.Errorf("fronius_gen24 keeps model 124 in flash: %v", err)
+	}
+}

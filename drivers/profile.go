@@ -40,9 +40,13 @@ type Profile struct {
 	// StorageControl says how a discovered device reads model 124:
 	// standard (empty) or window (Fronius GEN24: the rates bound the
 	// device's own logic, so a forced charge is a negative OutWRte).
-	StorageControl string      `yaml:"storage_control"`
-	Points         []PointSpec `yaml:"points"`
-	Holes          []Hole      `yaml:"holes"`
+	StorageControl string `yaml:"storage_control"`
+	// Model124 says where a discovered device keeps the model 124
+	// registers hearth writes, and the write budget that paces them; nil:
+	// DefaultModel124.
+	Model124 *Model124   `yaml:"model124"`
+	Points   []PointSpec `yaml:"points"`
+	Holes    []Hole      `yaml:"holes"`
 	// Control says how the device takes a battery power setpoint through
 	// its own registers (see Control); nil: the profile is read-only.
 	Control *Control `yaml:"control"`
@@ -272,6 +276,9 @@ func pointAt(root *yaml.Node, line int) string {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value != "points" {
 			continue
+		}
+		if i+2 < len(m.Content) && m.Content[i+2].Line <= line {
+			return "" // past the points, in a key after them
 		}
 		items := m.Content[i+1].Content
 		for j, n := range items {

@@ -88,6 +88,9 @@ type StorageStatus struct {
 	Saturated bool `json:"saturated,omitempty"`
 	// Window says the device reads model 124 as a power window.
 	Window bool `json:"window,omitempty"`
+	// Deferred says the write budget held the command the device holds
+	// (HeldW, as read) instead of writing CommandedW: nothing was written.
+	Deferred bool `json:"deferred,omitempty"`
 }
 
 // Storage writes approved commands to a SunSpec device's model 124
@@ -106,6 +109,12 @@ type Storage struct {
 	dev    *SunSpecDevice
 	revert time.Duration
 	window bool // model 124 is a power window (PowerWindow)
+	// budget paces the writes when the device keeps model 124 in flash or
+	// unknown storage (WriteBudget); nil: every change is written.
+	budget *writeBudget
+	// last is the command last written, as the block read before the
+	// next one must show it for the budget to hold that one.
+	last written124
 
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
@@ -145,6 +154,22 @@ func NewStorage(dev *SunSpecDevice, revert time.Duration, opts ...StorageOption)
 
 // StorageOption configures a Storage.
 type StorageOption func(*Storage)
+
+// WriteBudget paces the model 124 writes of a device that keeps them as
+// m says, with the engine a control section's budget uses (kept by now;
+// nil: time.Now): for flash or unknown storage a change in the same
+// direction is written only past the deadband and, after a burst, at most
+// once per interval, while a change of direction, a command a safety rule
+// bound and the first after one, a release, and a write a third of the
+// revert timer after the last are written at once. RAM storage writes
+// every change.
+func WriteBudget(m Model124, now func() time.Time) StorageOption {
+	return func(s *Storage) {
+		if m.Storage != StorageRAM {
+			s.budget = newWriteBudget(m.Budget, s.RevertTimeout(), now)
+		}
+	}
+}
 
 // PowerWindow drives a device that reads model 124 as a power window
 // (Fronius GEN24, profile storage_control: window): the battery runs its
@@ -236,6 +261,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 	want.StorCtlMod, want.OutWRte, want.InWRte, want.HeldW = 0, 0, 0, 0
 	sfRaw := regs[m124.InOutWRteSF]
 	if a.Mode() == hearth.ModeAuto {
+		s.written(nil, 0, "")
 		if err := bus.write(ctx, unit, base+uint16(m124.StorCtlMod), []uint16{0}); err != nil {
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("hand %s back to auto: %w", s.dev.name, err)
@@ -266,6 +292,13 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			want.StorCtlMod = storCtlCharge | storCtlDischarge
 		}
 		want.CommandedW = held(want)
+		// The budget weighs the approved power: on a window device whose
+		// references differ, the power the rates stand for is no measure
+		// of the command.
+		if cur := s.status(regs, chaMaxW, disMaxW); s.holds(cur) && s.budget.hold(float64(a.Power()), a.Rule(), true) {
+			cur.CommandedW, cur.Saturated, cur.Deferred = want.CommandedW, want.Saturated, true
+			return cur, nil
+		}
 		rates := []uint16{uint16(want.OutWRte), uint16(want.InWRte), regs[m124.WinTms], want.RvrtTms}
 		if err := bus.write(ctx, unit, base+uint16(m124.OutWRte), rates); err != nil {
 			s.forget()
@@ -275,6 +308,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 			s.forget()
 			return StorageStatus{}, fmt.Errorf("write %s StorCtl_Mod: %w", s.dev.name, err)
 		}
+		s.written(&want, float64(a.Power()), a.Rule())
 	}
 	back, err := bus.Read(ctx, unit, Holding, base, m124.len)
 	if err != nil {
@@ -397,8 +431,50 @@ func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, di
 }
 
 // forget drops what is known about the device after a failure, so the next
-// Apply finds model 124 again (the device may have been replaced).
-func (s *Storage) forget() { s.addr, s.maxima = 0, nil }
+// Apply finds model 124 again (the device may have been replaced), and the
+// next command is written whatever the budget.
+func (s *Storage) forget() {
+	s.addr, s.maxima = 0, nil
+	s.written(nil, 0, "")
+}
+
+// written124 is what a model 124 command wrote and the scale it was
+// written at: StorCtl_Mod, the rates, the revert timer, InOutWRte_SF and
+// the references.
+type written124 struct {
+	mod, out, in, rvrt uint16
+	sf                 int16
+	outRef, inRef      float64
+}
+
+func writtenOf(st StorageStatus) written124 {
+	return written124{st.StorCtlMod, uint16(st.OutWRte), uint16(st.InWRte), st.RvrtTms, st.RateSF, st.OutRefW, st.InRefW}
+}
+
+// written records the command a write made (st, for approved power w
+// bound by rule) for the budget; nil: the next command is written
+// whatever the budget (a release, or a write that failed). Callers hold
+// s.mu.
+func (s *Storage) written(st *StorageStatus, w float64, rule hearth.Rule) {
+	if s.budget == nil {
+		return
+	}
+	if st == nil {
+		s.budget.forget()
+		return
+	}
+	s.last = writtenOf(*st)
+	s.budget.written(w, rule)
+}
+
+// holds reports whether the block just read (cur) shows the command last
+// written, at the scale factor and references it was written at: only then may the budget hold
+// the next one (a device that reverted, was written by someone else, or
+// changed a scale factor or reference gets the command at once). False
+// without a budget.
+func (s *Storage) holds(cur StorageStatus) bool {
+	return s.budget != nil && s.budget.wrote && s.last == writtenOf(cur)
+}
 
 // status decodes a model 124 block: raw registers, references (with the
 // maxima read with it), and the power the rates and mode stand for.

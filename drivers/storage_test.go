@@ -398,3 +398,94 @@ func TestStorageDischargeReference(t *testing.T) {
 		t.Errorf("simulator discharges at %v W, want (0, 2000]", b)
 	}
 }
+
+// budgeted is the rig's device with the sunspec profile's write
+// budget, on the rig's clock.
+func (r *storageRig) budgeted(t *testing.T, revert time.Duration) *drivers.Storage {
+	t.Helper()
+	p, err := drivers.EmbeddedProfile("sunspec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := drivers.NewSunSpecDevice("battery", r.bus, 1, drivers.WithProfile(p))
+	return drivers.NewStorage(dev, revert, drivers.WriteBudget(p.Model124Writes(), r.clock.Now))
+}
+
+// TestStorageBudgetHoldsOnlyWhatTheDeviceRuns: the budget holds a change
+// within the deadband only while the model 124 block read before it shows
+// the last command standing for the same power. A scale factor that
+// changed under the command (the same raw rate now ten times the power),
+// or a device that dropped the command (another tool wrote StorCtl_Mod
+// 0), gets the new command written at once, at the scale just read.
+func TestStorageBudgetHoldsOnlyWhatTheDeviceRuns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newStorageRig(t, time.Minute)
+	st := r.budgeted(t, time.Minute)
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 0); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(w hearth.Watts) drivers.StorageStatus {
+		t.Helper()
+		r.clock.Advance(time.Second)
+		got, err := st.Apply(ctx, approve(t, "battery", hearth.ModePower, w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	apply(1500)
+	if got := apply(1520); !got.Deferred || got.HeldW != 1500 {
+		t.Fatalf("a change within the deadband: %+v, want it held at 1500 W", got)
+	}
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := apply(1520); got.Deferred || got.OutWRte != 3 || got.RateSF != 1 {
+		t.Fatalf("after InOutWRte_SF changed to 1: %+v, want OutWRte 3 written at once (30 %% at 10^1)", got)
+	}
+	if b := r.sim.State().BatteryW; b != 1500 {
+		t.Fatalf("the battery runs %v W, want 1500 W", b)
+	}
+	other := drivers.NewStorage(drivers.NewSunSpecDevice("battery", r.bus, 1), time.Minute) // another tool: StorCtl_Mod 0
+	if _, err := other.Apply(ctx, approve(t, "battery", hearth.ModeAuto, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := apply(1540); got.Deferred || got.StorCtlMod != 2 {
+		t.Fatalf("after the device dropped the command: %+v, want the command written at once", got)
+	}
+	if b := r.sim.State().BatteryW; b != 1500 {
+		t.Fatalf("the battery runs %v W, want 1500 W (30 %% of 5000 W)", b)
+	}
+}
+
+// TestStorageBudgetWeighsTheApprovedPower: on a window device whose
+// discharge reference (model 802 WDisChaRteMax, 10 kW) differs from its
+// charge reference (WChaMax, 5 kW), the rates of one command stand for
+// powers a step apart, so the power they stand for together is no
+// measure of the command. The budget weighs the approved power: a 500 W
+// change is a change, written within the burst, not a repeat.
+func TestStorageBudgetWeighsTheApprovedPower(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newStorageRigWith(t, time.Minute, sim.Config{MaxChargeW: 5000, MaxDischargeW: 10000, InitialSoC: 60, PowerWindow: true})
+	p, err := drivers.EmbeddedProfile("fronius_gen24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := drivers.NewSunSpecDevice("battery", r.bus, 1, drivers.WithProfile(p))
+	st := drivers.NewStorage(dev, time.Minute, drivers.PowerWindow(), drivers.WriteBudget(p.Model124Writes(), r.clock.Now))
+	for _, c := range []struct {
+		w   hearth.Watts
+		out int16
+	}{{1234.567, 1234}, {1734.567, 1734}} { // 12.34 % and 17.34 % of 10 kW
+		r.clock.Advance(time.Second)
+		got, err := st.Apply(ctx, approve(t, "battery", hearth.ModePower, c.w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Deferred || got.OutWRte != c.out {
+			t.Fatalf("%v W: %+v, want OutWRte %d written", c.w, got, c.out)
+		}
+	}
+}

@@ -52,38 +52,26 @@ type VendorDevice struct {
 	bus  *Bus
 	unit uint8
 	c    *Control
-	now  func() time.Time
 	pts  map[string]*PointSpec
 
-	mu    sync.Mutex
-	armed bool
-	// The last command written: valid, power, when.
-	wrote  bool
-	lastW  float64
-	lastAt time.Time
-	// lastRule is the rule that bound the last command written: the
-	// command after a ramp (or a clamp) ends is written whatever the
-	// budget, so the device settles on the lease's power, not one step
-	// short of it.
-	lastRule hearth.Rule
-	// The budget's tokens: BudgetBurst changes at most, one more each
-	// MinInterval, so a ramp settles while a jittering target cannot
-	// write every second.
-	tokens   float64
-	tokensAt time.Time
+	mu     sync.Mutex
+	armed  bool
+	budget *writeBudget
 }
 
 // NewVendorDevice returns the controls of a device on bus at unit, driven
 // by p's control section (which must be there). now is the clock the
 // write budget is kept by; nil: time.Now.
 func NewVendorDevice(name string, bus *Bus, unit uint8, p *Profile, now func() time.Time) *VendorDevice {
-	if now == nil {
-		now = time.Now
-	}
-	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, now: now, pts: map[string]*PointSpec{}}
+	d := &VendorDevice{name: name, bus: bus, unit: unit, c: p.Control, pts: map[string]*PointSpec{}}
 	for i := range p.Points {
 		d.pts[p.Points[i].Name] = &p.Points[i]
 	}
+	var timeout time.Duration
+	if d.c.Guarded() {
+		timeout = d.RevertTimeout()
+	}
+	d.budget = newWriteBudget(d.c.Budget, timeout, now)
 	return d
 }
 
@@ -93,16 +81,30 @@ func (d *VendorDevice) Name() string { return d.name }
 // Guarded reports whether the device reverts by itself when commands stop.
 func (d *VendorDevice) Guarded() bool { return d.c.Guarded() }
 
-// RevertTimeout is the device's own timeout (kind register or setting), or
-// UnguardedRefresh for a device without one. For such a device nothing
-// lapses: the control loop takes it as the refresh period and the hold
-// bound (Guarded false), and counts the device at its last command until a
-// release reads back, never as released when this has passed.
+// RevertTimeout is the device's own timeout as the device holds it: for
+// kind register, the value written, rounded up to the point's unit and
+// resolution (90s in a point counting minutes is 2 minutes); for kind
+// setting, the profile's value. The control loop counts a device it can
+// no longer reach at its last command until this has passed (site limits
+// depend on it), so it is never shorter than what the device runs. For a
+// device without a timeout it is UnguardedRefresh: nothing lapses, the
+// control loop takes it as the refresh period and the hold bound (Guarded
+// false), and counts the device at its last command until a release reads
+// back, never as released when this has passed.
 func (d *VendorDevice) RevertTimeout() time.Duration {
-	if !d.c.Guarded() {
+	t := d.c.Timeout
+	switch t.Kind {
+	case TimeoutNone:
 		return UnguardedRefresh
+	case TimeoutRegister:
+		pt := d.pts[t.Point]
+		unit := time.Second
+		if pt.Unit == "min" {
+			unit = time.Minute
+		}
+		return time.Duration(timeoutIn(pt, t.Value.D()) * float64(unit))
 	}
-	return d.c.Timeout.Value.D()
+	return t.Value.D()
 }
 
 // Apply writes an approved command through the control section. ModeAuto
@@ -120,11 +122,16 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if a.Mode() == hearth.ModeAuto {
-		d.armed, d.wrote = false, false
+		d.armed = false
+		d.budget.forget()
 		if d.c.Release.Passive {
 			return VendorStatus{}, nil
 		}
-		st, err := d.writeAll(ctx, d.c.Release.Writes)
+		sfs, err := d.readScales(ctx, d.c.Release.Writes)
+		if err != nil {
+			return VendorStatus{}, fmt.Errorf("hand %s back: %w; nothing written", d.name, err)
+		}
+		st, err := d.writeAll(ctx, d.c.Release.Writes, sfs)
 		if err != nil {
 			return st, fmt.Errorf("hand %s back: %w", d.name, err)
 		}
@@ -135,30 +142,36 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 	if err != nil {
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
-	writes, commanded, saturated := d.command(want, per)
-	if d.deferLocked(commanded, a.Rule(), writes) {
-		return VendorStatus{CommandedW: commanded, HeldW: d.lastW, Saturated: saturated, Deferred: true}, nil
+	// The scale factors of the written points are read before every
+	// command: a value is never written at a scale that changed since.
+	sfs, err := d.readScales(ctx, d.c.commandWrites())
+	if err != nil {
+		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
+	}
+	writes, commanded, saturated := d.command(want, per, sfs)
+	if d.budget.hold(commanded, a.Rule(), d.touchesBudget(writes)) {
+		return VendorStatus{CommandedW: commanded, HeldW: d.budget.lastW, Saturated: saturated, Deferred: true}, nil
 	}
 	if !d.armed {
-		if err := d.arm(ctx); err != nil {
+		if err := d.arm(ctx, sfs); err != nil {
 			return VendorStatus{}, err
 		}
 		d.armed = true
 	}
-	got, err := d.writeAll(ctx, writes)
+	got, err := d.writeAll(ctx, writes, sfs)
 	got.CommandedW, got.HeldW, got.Saturated = commanded, commanded, saturated
 	if err != nil && !errors.Is(err, ErrNotEffective) {
-		d.wrote = false
+		d.budget.forget()
 		return got, fmt.Errorf("command %s: %w", d.name, err)
 	}
-	d.wrote, d.lastW, d.lastAt, d.lastRule = true, commanded, d.now(), a.Rule()
+	d.budget.written(commanded, a.Rule())
 	return got, err
 }
 
 // command builds the writes for a power: the timeout (kind register),
 // the power and the mode command last. It returns the power the writes
 // stand for, clamped to what the power point carries.
-func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded float64, saturated bool) {
+func (d *VendorDevice) command(w, per float64, sfs map[string]int) (writes []PointValue, commanded float64, saturated bool) {
 	c := d.c
 	if c.Timeout.Kind == TimeoutRegister {
 		pt := d.pts[c.Timeout.Point]
@@ -171,7 +184,7 @@ func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded f
 		if sp.Signed.Sign == "charge_positive" {
 			v = -v
 		}
-		v, saturated = clampTo(pt, v)
+		v, saturated = clampTo(pt, v, sfs[pt.SF])
 		commanded = v * per
 		if sp.Signed.Sign == "charge_positive" {
 			commanded = -commanded
@@ -186,7 +199,8 @@ func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded f
 		leg = sp.Zero
 	}
 	if leg.Point != "" {
-		v, sat := clampTo(d.pts[leg.Point], math.Abs(w)/per)
+		pt := d.pts[leg.Point]
+		v, sat := clampTo(pt, math.Abs(w)/per, sfs[pt.SF])
 		writes = append(writes, PointValue{Point: leg.Point, Value: v})
 		commanded, saturated = sign*v*per, sat
 	}
@@ -223,11 +237,11 @@ func (d *VendorDevice) wattsPerUnit(ctx context.Context) (float64, error) {
 }
 
 // clampTo bounds v to the point's min and max, and cuts it towards zero
-// to the point's resolution (one raw step), so that the device is never
-// asked for more than was approved.
-func clampTo(pt *PointSpec, v float64) (float64, bool) {
+// to the point's resolution (one raw step, at scale factor sf), so that
+// the device is never asked for more than was approved.
+func clampTo(pt *PointSpec, v float64, sf int) (float64, bool) {
 	if pt.Type != "f32" && pt.Type != "f64" {
-		step := math.Abs(cmpScale(pt.Scale))
+		step := math.Abs(cmpScale(pt.Scale)) * math.Pow10(sf)
 		v = math.Trunc(v/step+math.Copysign(1e-9, v)) * step
 	}
 	if pt.Max != nil && v > *pt.Max {
@@ -249,50 +263,9 @@ func (d *VendorDevice) touchesBudget(writes []PointValue) bool {
 	return false
 }
 
-// BudgetBurst is how many changes in one direction a budgeted device takes
-// at once (a ramp to a new lease's power) before its budget paces them to
-// one every MinInterval.
-const BudgetBurst = 5
-
-// deferLocked says whether the write budget holds the last command instead
-// of writing this one: only a change in the same direction, not bound by
-// a safety rule (the ramp included) and not the first after one, to a
-// budgeted register, within the deadband or beyond the budget's pace. A
-// refresh (the same power) of a device with a timeout is never deferred:
-// the timeout needs it; a device without one gets it at the budget's pace.
-func (d *VendorDevice) deferLocked(w float64, rule hearth.Rule, writes []PointValue) bool {
-	b := d.c.Budget
-	if !d.c.Guarded() && d.wrote && w == d.lastW && d.touchesBudget(writes) {
-		// Nothing lapses on the device: the same command is re-sent only
-		// at the budget's pace, in case the device lost it.
-		return d.now().Sub(d.lastAt) < b.MinInterval.D()
-	}
-	if !d.wrote || w == d.lastW || rule != "" || d.lastRule != "" || !d.touchesBudget(writes) {
-		return false
-	}
-	if (w > 0) != (d.lastW > 0) || (w < 0) != (d.lastW < 0) {
-		return false
-	}
-	if math.Abs(w-d.lastW) < b.DeadbandW {
-		return true
-	}
-	now := d.now()
-	if d.tokensAt.IsZero() {
-		d.tokens = BudgetBurst
-	} else {
-		d.tokens = min(BudgetBurst, d.tokens+float64(now.Sub(d.tokensAt))/float64(b.MinInterval.D()))
-	}
-	d.tokensAt = now
-	if d.tokens < 1 {
-		return true
-	}
-	d.tokens--
-	return false
-}
-
 // arm reads the required settings and makes the arm writes the device
 // does not already hold.
-func (d *VendorDevice) arm(ctx context.Context) error {
+func (d *VendorDevice) arm(ctx context.Context, sfs map[string]int) error {
 	unmet, err := d.unmet(ctx)
 	if err == nil {
 		err = unmet
@@ -310,7 +283,7 @@ func (d *VendorDevice) arm(ctx context.Context) error {
 			need = append(need, a)
 		}
 	}
-	if _, err := d.writeAll(ctx, need); err != nil {
+	if _, err := d.writeAll(ctx, need, sfs); err != nil {
 		return fmt.Errorf("arm %s: %w", d.name, err)
 	}
 	return nil
@@ -332,17 +305,65 @@ func (d *VendorDevice) unmet(ctx context.Context) (unmet, err error) {
 	return nil, nil
 }
 
-// readPoint reads and decodes one point (scale and offset applied).
+// readPoint reads and decodes one point (scale, scale factor and offset
+// applied).
 func (d *VendorDevice) readPoint(ctx context.Context, pt *PointSpec) (float64, error) {
+	var sf *float64
+	if pt.SF != "" {
+		v, err := d.readScale(ctx, pt.SF)
+		if err != nil {
+			return 0, err
+		}
+		f := float64(v)
+		sf = &f
+	}
 	regs, err := d.bus.Read(ctx, d.unit, pt.Table, pt.Address, pt.Size())
 	if err != nil {
 		return 0, err
 	}
-	p := Decode(*pt, regs, nil)
+	p := Decode(*pt, regs, sf)
 	if !p.Good() {
 		return 0, fmt.Errorf("point %s reads %s", pt.Name, p.Quality)
 	}
 	return p.Value, nil
+}
+
+// readScale reads a sunssf point: a scale factor that is not implemented
+// (0x8000) or outside SunSpec's -10..10 is an error naming it, so no value
+// is encoded at a scale nobody knows.
+func (d *VendorDevice) readScale(ctx context.Context, name string) (int, error) {
+	pt := d.pts[name]
+	regs, err := d.bus.Read(ctx, d.unit, pt.Table, pt.Address, 1)
+	if err != nil {
+		return 0, fmt.Errorf("read the scale factor %s: %w", name, err)
+	}
+	switch sf := int16(regs[0]); {
+	case regs[0] == 0x8000:
+		return 0, fmt.Errorf("scale factor %s reads as not implemented (0x8000): no value can be encoded", name)
+	case sf < -10 || sf > 10:
+		return 0, fmt.Errorf("scale factor %s reads %d, outside SunSpec's -10..10", name, sf)
+	default:
+		return int(sf), nil
+	}
+}
+
+// readScales reads the scale factors of the points of writes that have
+// one, by the sunssf point's name: a release reads only its own, so a
+// rate's scale factor gone bad never stops the hand-back.
+func (d *VendorDevice) readScales(ctx context.Context, writes []PointValue) (map[string]int, error) {
+	sfs := map[string]int{}
+	for _, w := range writes {
+		n := d.pts[w.Point].SF
+		if _, done := sfs[n]; n == "" || done {
+			continue
+		}
+		v, err := d.readScale(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		sfs[n] = v
+	}
+	return sfs, nil
 }
 
 // writeReq is one Modbus write: FC 06 or FC 16 at addr.
@@ -356,14 +377,15 @@ type writeReq struct {
 // (members not written keep the value the device holds), sends them in
 // order, and reads back every written point but those that do not read
 // back (adjacent points in one read).
-func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (VendorStatus, error) {
+func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue, sfs map[string]int) (VendorStatus, error) {
 	st := VendorStatus{Written: writes}
 	if len(writes) == 0 {
 		return st, nil
 	}
 	enc := map[string][]uint16{}
 	for _, w := range writes {
-		regs, err := encode(d.pts[w.Point], w.Value)
+		pt := d.pts[w.Point]
+		regs, err := encode(pt, w.Value, sfs[pt.SF])
 		if err != nil {
 			return st, err
 		}
@@ -422,7 +444,7 @@ func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue) (Vendo
 	for i, pt := range back {
 		regs := regsOf[i]
 		if v, ok := RawValue(pt, regs); ok {
-			st.Readback[pt.Name] = v*cmpScale(pt.Scale) + pt.Offset
+			st.Readback[pt.Name] = v*cmpScale(pt.Scale)*math.Pow10(sfs[pt.SF]) + pt.Offset
 		}
 		if !slices.Equal(regs, enc[pt.Name]) {
 			mismatch = append(mismatch, fmt.Sprintf("%s wrote %v read %v", pt.Name, enc[pt.Name], regs))
@@ -494,17 +516,18 @@ func (d *VendorDevice) send(ctx context.Context, r writeReq) error {
 }
 
 // encode turns a value in a point's units into its registers: (value −
-// offset) / scale, rounded, in the point's type, word and byte order. A
-// value the type cannot carry, or outside the point's min and max, is an
+// offset) / scale / 10^sf (sf the point's scale factor as read, 0 for a
+// point without one), rounded, in the point's type, word and byte order.
+// A value the type cannot carry, or outside the point's min and max, is an
 // error: nothing is ever written wrapped or clamped silently.
-func encode(pt *PointSpec, v float64) ([]uint16, error) {
+func encode(pt *PointSpec, v float64, sf int) ([]uint16, error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil, fmt.Errorf("point %s: %g is not a value", pt.Name, v)
 	}
 	if (pt.Min != nil && v < *pt.Min) || (pt.Max != nil && v > *pt.Max) {
 		return nil, fmt.Errorf("point %s: %g is outside its min..max", pt.Name, v)
 	}
-	raw := (v - pt.Offset) / cmpScale(pt.Scale)
+	raw := (v - pt.Offset) / cmpScale(pt.Scale) / math.Pow10(sf)
 	if pt.Type != "f32" && pt.Type != "f64" {
 		raw = math.Round(raw)
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,11 +79,20 @@ func (r *vendorRig) apply(t *testing.T, mode hearth.Mode, w hearth.Watts) driver
 // the same, in its own sign.
 func (r *vendorRig) follows(t *testing.T, what string, want float64) {
 	t.Helper()
-	r.clock.Advance(time.Second)
-	if got := float64(r.sim.State().BatteryW); math.Abs(got-want) > 1 {
+	checkFollows(t, r.clock, what, want, func() hearth.Watts { return r.sim.State().BatteryW }, r.read.Poll)
+}
+
+// checkFollows checks, a second later on clock, that the simulated
+// battery (batteryW) runs want and that hearth reads the same (poll), in
+// its own sign.
+func checkFollows(t *testing.T, clock *clocktest.Clock, what string, want float64, batteryW func() hearth.Watts,
+	poll func(context.Context, func() time.Time) (hearth.Reading, error)) {
+	t.Helper()
+	clock.Advance(time.Second)
+	if got := float64(batteryW()); math.Abs(got-want) > 1 {
 		t.Fatalf("%s: the battery runs %.0f W, want %.0f W (positive discharging)", what, got, want)
 	}
-	rd, err := r.read.Poll(context.Background(), r.clock.Now)
+	rd, err := poll(context.Background(), clock.Now)
 	if err != nil {
 		t.Fatalf("%s: poll: %v", what, err)
 	}
@@ -109,42 +119,182 @@ func controllable(t *testing.T) []string {
 	return out
 }
 
-// TestVendorContract runs one behaviour contract over every controllable
-// profile against the vendor's simulator: charge 2000 W, discharge
-// 1500 W, idle and release are followed with hearth's sign, and a
-// command left behind (the agent gone mid-lease) lapses by the device's
-// own timeout, or, on a device without one, holds until the next start
-// releases it.
+// commandable lists every built-in profile hearth commands: those with a
+// control section and the SunSpec ones (model 124).
+func commandable(t *testing.T) []string {
+	out := controllable(t)
+	for _, n := range drivers.EmbeddedProfiles() {
+		if p, _ := drivers.EmbeddedProfile(n); p.Discovery == "sunspec" {
+			out = append(out, n)
+		}
+	}
+	if !slices.Contains(out, "sunspec") || !slices.Contains(out, "fronius_gen24") {
+		t.Fatalf("commandable profiles %v: want sunspec and fronius_gen24 among them", out)
+	}
+	return out
+}
+
+// contractRig is a commanded device on its simulator, as the contract
+// suite drives it: a vendor's control section (vendorRig) or model 124
+// (storageContractRig).
+type contractRig interface {
+	// command approves w through safety and applies it (auto releases);
+	// deferred says the write budget held the last command instead.
+	command(t *testing.T, mode hearth.Mode, w hearth.Watts) (deferred bool)
+	// follows checks, a second later, that the simulated battery runs
+	// want and hearth reads the same, in its own sign.
+	follows(t *testing.T, what string, want float64)
+	advance(d time.Duration)
+	revertTimeout() time.Duration
+	guarded() bool
+	passiveRelease() bool
+	// lapsed says the device's own timeout dropped the command, with the
+	// simulator's state for a message.
+	lapsed() (bool, any)
+	// flashWrites counts the write requests that touched registers the
+	// device keeps, or may keep, in flash.
+	flashWrites() int
+	// budget is the write budget's interval; 0: no budgeted register.
+	budget() time.Duration
+	// restart releases the device as a new agent does at start.
+	restart(t *testing.T)
+}
+
+func newContractRig(t *testing.T, name string) contractRig {
+	p, err := drivers.EmbeddedProfile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Discovery == "sunspec" {
+		return newStorageContractRig(t, p)
+	}
+	return newVendorRig(t, name, installerSettings[name])
+}
+
+func (r *vendorRig) command(t *testing.T, mode hearth.Mode, w hearth.Watts) bool {
+	t.Helper()
+	return r.apply(t, mode, w).Deferred
+}
+func (r *vendorRig) advance(d time.Duration)      { r.clock.Advance(d) }
+func (r *vendorRig) revertTimeout() time.Duration { return r.dev.RevertTimeout() }
+func (r *vendorRig) guarded() bool                { return r.dev.Guarded() }
+func (r *vendorRig) passiveRelease() bool         { return r.p.Control.Release.Passive }
+func (r *vendorRig) flashWrites() int             { return r.sim.State().FlashWrites }
+func (r *vendorRig) budget() time.Duration        { return r.p.Control.Budget.MinInterval.D() }
+func (r *vendorRig) lapsed() (bool, any) {
+	st := r.sim.State()
+	return !st.Forced && st.Reverts > 0, st
+}
+func (r *vendorRig) restart(t *testing.T) {
+	t.Helper()
+	next := drivers.NewVendorDevice(r.dev.Name(), r.bus, r.sim.Unit(), r.p, r.clock.Now)
+	if _, err := next.Apply(context.Background(), approve(t, r.dev.Name(), hearth.ModeAuto, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storageContractRig is the SunSpec simulator (a power window for a
+// profile with storage_control: window) on a real TCP socket, commanded
+// through model 124 as the agent does it: the profile's write budget and
+// the default revert timeout.
+type storageContractRig struct {
+	sim   *sim.Simulator
+	clock *clocktest.Clock
+	st    *drivers.Storage
+	dev   *drivers.SunSpecDevice
+	p     *drivers.Profile
+}
+
+// contractRevert is safety.revert_timeout's default.
+const contractRevert = time.Minute
+
+func newStorageContractRig(t *testing.T, p *drivers.Profile) *storageContractRig {
+	t.Helper()
+	window := p.StorageControl == drivers.StorageControlWindow
+	r := newStorageRigWith(t, contractRevert, sim.Config{MaxChargeW: 5000, MaxDischargeW: 5000, InitialSoC: 50, PowerWindow: window})
+	r.sim.SetLoad(rigLoadW)
+	r.sim.SetPV(0)
+	dev := drivers.NewSunSpecDevice(p.Name, r.bus, 1, drivers.WithProfile(p))
+	opts := []drivers.StorageOption{drivers.WriteBudget(p.Model124Writes(), r.clock.Now)}
+	if window {
+		opts = append(opts, drivers.PowerWindow())
+	}
+	return &storageContractRig{sim: r.sim, clock: r.clock, dev: dev, p: p, st: drivers.NewStorage(dev, contractRevert, opts...)}
+}
+
+func (r *storageContractRig) command(t *testing.T, mode hearth.Mode, w hearth.Watts) bool {
+	t.Helper()
+	st, err := r.st.Apply(context.Background(), approve(t, r.st.Name(), mode, w))
+	if err != nil {
+		t.Fatalf("apply %s %v W: %v", mode, w, err)
+	}
+	return st.Deferred
+}
+
+func (r *storageContractRig) follows(t *testing.T, what string, want float64) {
+	t.Helper()
+	checkFollows(t, r.clock, what, want, func() hearth.Watts { return r.sim.State().BatteryW }, r.dev.Poll)
+}
+
+func (r *storageContractRig) advance(d time.Duration)      { r.clock.Advance(d) }
+func (r *storageContractRig) revertTimeout() time.Duration { return r.st.RevertTimeout() }
+func (r *storageContractRig) guarded() bool                { return true } // InOutWRte_RvrtTms
+func (r *storageContractRig) passiveRelease() bool         { return false }
+func (r *storageContractRig) flashWrites() int             { return r.sim.State().FlashWrites }
+func (r *storageContractRig) budget() time.Duration {
+	if m := r.p.Model124Writes(); m.Storage != drivers.StorageRAM {
+		return m.Budget.MinInterval.D()
+	}
+	return 0
+}
+func (r *storageContractRig) lapsed() (bool, any) {
+	st := r.sim.State()
+	return st.Reverted && st.Mode == sim.ModeSelfConsumption, st
+}
+func (r *storageContractRig) restart(t *testing.T) {
+	t.Helper()
+	next := drivers.NewStorage(r.dev, contractRevert)
+	if _, err := next.Apply(context.Background(), approve(t, r.st.Name(), hearth.ModeAuto, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVendorContract runs one behaviour contract over every commanded
+// profile against its simulator, control sections and model 124 alike:
+// charge 2000 W, discharge 1500 W, idle and release are followed with
+// hearth's sign, and a command left behind (the agent gone mid-lease)
+// lapses by the device's own timeout, or, on a device without one, holds
+// until the next start releases it.
 func TestVendorContract(t *testing.T) {
 	t.Parallel()
-	for _, name := range controllable(t) {
+	for _, name := range commandable(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			r := newVendorRig(t, name, installerSettings[name])
-			r.apply(t, hearth.ModeAuto, 0) // at start, with no lease
+			r := newContractRig(t, name)
+			r.command(t, hearth.ModeAuto, 0) // at start, with no lease
 			r.follows(t, "start", rigLoadW)
-			r.apply(t, hearth.ModePower, -2000)
+			r.command(t, hearth.ModePower, -2000)
 			r.follows(t, "charge 2000 W", -2000)
-			r.clock.Advance(2 * time.Minute)
-			r.apply(t, hearth.ModePower, 1500)
+			r.advance(2 * time.Minute)
+			r.command(t, hearth.ModePower, 1500)
 			r.follows(t, "discharge 1500 W", 1500)
-			r.clock.Advance(2 * time.Minute)
-			r.apply(t, hearth.ModePower, 0)
+			r.advance(2 * time.Minute)
+			r.command(t, hearth.ModePower, 0)
 			r.follows(t, "idle", 0)
-			r.apply(t, hearth.ModeAuto, 0)
-			if r.p.Control.Release.Passive {
+			r.command(t, hearth.ModeAuto, 0)
+			if r.passiveRelease() {
 				// No write clears the command: it lapses by the device's timeout.
-				r.clock.Advance(r.dev.RevertTimeout())
+				r.advance(r.revertTimeout())
 			}
 			r.follows(t, "release", rigLoadW)
 
 			// The agent dies mid-lease: nothing is written any more.
-			r.apply(t, hearth.ModePower, 1000)
+			r.command(t, hearth.ModePower, 1000)
 			r.follows(t, "discharge 1000 W", 1000)
-			r.clock.Advance(r.dev.RevertTimeout() + time.Second)
-			if r.dev.Guarded() {
-				if st := r.sim.State(); st.Forced || st.Reverts == 0 {
-					t.Fatalf("after the device timeout %v the command still holds: %+v", r.dev.RevertTimeout(), st)
+			r.advance(r.revertTimeout() + time.Second)
+			if r.guarded() {
+				if ok, st := r.lapsed(); !ok {
+					t.Fatalf("after the device timeout %v the command still holds: %+v", r.revertTimeout(), st)
 				}
 				r.follows(t, "after the device timeout", rigLoadW)
 				return
@@ -152,41 +302,44 @@ func TestVendorContract(t *testing.T) {
 			// No device timeout: the battery holds the last command, as
 			// the vendor documents; the next agent start releases it.
 			r.follows(t, "unguarded, agent gone", 1000)
-			next := drivers.NewVendorDevice(name, r.bus, r.sim.Unit(), r.p, r.clock.Now)
-			if _, err := next.Apply(context.Background(), approve(t, name, hearth.ModeAuto, 0)); err != nil {
-				t.Fatal(err)
-			}
+			r.restart(t)
 			r.follows(t, "released at the next start", rigLoadW)
 		})
 	}
 }
 
-// TestVendorFlashBudget drives each controllable profile as
-// self_consumption does for ten simulated minutes, a new power every
-// second, and checks the writes to flash-class registers stay within the
-// profile's budget: one change per interval and the device's refreshes.
+// TestVendorFlashBudget drives each commanded profile, control sections
+// and model 124 alike, as self_consumption does for ten simulated
+// minutes, a new power every second, and checks the writes to
+// flash-class registers stay within the profile's budget: one change per
+// interval and the device's refreshes (a third of its timeout), and that
+// the battery still runs a command near the target all along: the
+// device's timeout never lapses under deferred changes.
 func TestVendorFlashBudget(t *testing.T) {
 	t.Parallel()
-	for _, name := range controllable(t) {
+	for _, name := range commandable(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			r := newVendorRig(t, name, installerSettings[name])
+			r := newContractRig(t, name)
 			rng := rand.New(rand.NewPCG(1, 2))
-			before := r.sim.State().FlashWrites
-			r.apply(t, hearth.ModePower, -1000)
-			start := r.sim.State().FlashWrites
+			before := r.flashWrites()
+			r.command(t, hearth.ModePower, -1000)
+			start := r.flashWrites()
 			perCommand := start - before // the first command, arming included
 			const run = 10 * time.Minute
 			deferred := 0
 			for s := time.Duration(0); s < run; s += time.Second {
-				r.clock.Advance(time.Second)
+				r.advance(time.Second)
 				w := hearth.Watts(-1000 - rng.IntN(600))
-				if st := r.apply(t, hearth.ModePower, w); st.Deferred {
+				if r.command(t, hearth.ModePower, w) {
 					deferred++
 				}
+				if ok, st := r.lapsed(); ok {
+					t.Fatalf("after %v of changing commands the device's timeout dropped the command: %+v", s+time.Second, st)
+				}
 			}
-			got := r.sim.State().FlashWrites - start
-			b := r.p.Control.Budget.MinInterval.D()
+			got := r.flashWrites() - start
+			b := r.budget()
 			if b == 0 {
 				// No budgeted register: nothing may reach flash.
 				if got != 0 || start != 0 {
@@ -195,8 +348,8 @@ func TestVendorFlashBudget(t *testing.T) {
 				return
 			}
 			limit := (int(run/b) + drivers.BudgetBurst + 1) * perCommand
-			if r.dev.Guarded() {
-				limit += (int(run/(r.dev.RevertTimeout()/3)) + 1) * perCommand
+			if r.guarded() {
+				limit += (int(run/(r.revertTimeout()/3)) + 1) * perCommand
 			}
 			t.Logf("%d flash-class write requests in %v of changing commands (bound %d), %d of 600 changes deferred", got, run, limit, deferred)
 			if got > limit || got == 0 {
@@ -366,5 +519,65 @@ func TestVendorSetpointUnits(t *testing.T) {
 				t.Fatalf("unit %s: wrote %d, held %v W; want %d, %v W", c.unit, got, st.HeldW, c.raw, c.held)
 			}
 		})
+	}
+}
+
+// TestRevertTimeoutIsWhatTheDeviceHolds: Huawei's forcible period counts
+// minutes, so a profile timeout of 90s is written as 2 minutes. The
+// control loop counts a device it cannot reach at its last command until
+// RevertTimeout has passed (and site limits with it), so RevertTimeout
+// must be the 2 minutes the device runs: at RevertTimeout the command
+// has lapsed, and a second before, it still holds.
+func TestRevertTimeoutIsWhatTheDeviceHolds(t *testing.T) {
+	t.Parallel()
+	base, err := drivers.EmbeddedProfile("huawei_sun2000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := *base
+	ctl := *base.Control
+	ctl.Timeout.Value = drivers.Duration(90 * time.Second)
+	p.Control = &ctl
+	r := newVendorRig(t, "huawei_sun2000", nil)
+	dev := drivers.NewVendorDevice("huawei_sun2000", r.bus, r.sim.Unit(), &p, r.clock.Now)
+	if _, err := dev.Apply(context.Background(), approve(t, dev.Name(), hearth.ModePower, -2000)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sim.Holding(47083, 1)[0]; got != 2 {
+		t.Fatalf("period 47083 = %d min, want 2 (90 s rounded up)", got)
+	}
+	rt := dev.RevertTimeout()
+	r.clock.Advance(rt - time.Second)
+	if !r.sim.State().Forced {
+		t.Fatalf("the command lapsed before RevertTimeout %v", rt)
+	}
+	r.clock.Advance(time.Second)
+	if st := r.sim.State(); st.Forced {
+		t.Fatalf("RevertTimeout %v has passed and the device still runs the command (%+v): the agent would count it released while it holds", rt, st)
+	}
+}
+
+// TestVendorBudgetKeepsTheTimeoutArmed: self_consumption's target jitters
+// within the deadband for longer than the device's timeout. Every change
+// is deferred, but a third of the timeout after the last write the next
+// one is written all the same, so the device's timeout never lapses
+// under a command the agent still gives.
+func TestVendorBudgetKeepsTheTimeoutArmed(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "huawei_sun2000", nil) // 5 min forcible period, 100 W deadband
+	r.apply(t, hearth.ModePower, -1000)
+	writes := 0
+	for s := 0; s < 12*60; s++ {
+		r.clock.Advance(time.Second)
+		w := hearth.Watts(-1001 - s%40) // within the deadband of -1000, never -1000 again
+		if st := r.apply(t, hearth.ModePower, w); !st.Deferred {
+			writes++
+		}
+		if st := r.sim.State(); !st.Forced || st.Reverts != 0 {
+			t.Fatalf("after %d s of commands within the deadband the device dropped the command: %+v", s+1, st)
+		}
+	}
+	if limit := 12*60/int(r.dev.RevertTimeout().Seconds()/3) + 1; writes == 0 || writes > limit {
+		t.Fatalf("%d writes in 12 min of deferred changes, want 1..%d (one a third of the timeout)", writes, limit)
 	}
 }

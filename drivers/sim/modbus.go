@@ -187,6 +187,7 @@ func (s *Simulator) write(now time.Time, unit uint8, fc byte, addr uint16, vals 
 	if touched124 {
 		s.lastCtl = now
 		s.reverted = false
+		s.flash++
 	}
 	s.log.Debug("write", "addr", addr, "values", vals)
 	s.instant(now)

@@ -191,6 +191,10 @@ type State struct {
 	Connected    bool         // false after model 802 SetOp = DISCONNECT
 	ExportedWh   float64      // lifetime AC energy exported (model 103 WH)
 	DischargedWh float64      // lifetime battery energy discharged (drives model 802 NCyc)
+	// FlashWrites counts accepted write requests that touched model 124:
+	// registers a device may keep in flash (SunSpec does not say where;
+	// Fronius GEN24 keeps InOutWRte_RvrtTms across restarts).
+	FlashWrites int
 }
 
 // Write is one write request addressed to the simulator's unit, as
@@ -256,6 +260,8 @@ type Simulator struct {
 	// raw holds register values served in place of the true ones
 	// (SetRaw): what the device reports, not what it does.
 	raw map[uint16]uint16
+	// flash counts accepted writes to model 124 (State.FlashWrites).
+	flash int
 	// refused are register ranges (inclusive) answered with exception 2
 	// (Refuse); reads logs the read requests (Reads).
 	refused [][2]uint16
@@ -349,6 +355,7 @@ func (s *Simulator) State() State {
 		Mode:         mode,
 		CommandW:     hearth.Watts(cmd),
 		Reverted:     s.reverted,
+		FlashWrites:  s.flash,
 		Connected:    s.connected(),
 		ExportedWh:   s.exportWh,
 		DischargedWh: s.dischWh,
