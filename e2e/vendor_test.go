@@ -235,6 +235,7 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 		{"huawei_sun2000", "", "control: ready", nil},
 		{"goodwe_et", ", allow_unguarded_control: true", "control: ready", nil},
 		{"kostal_plenticore", "", "control: ready", nil},
+		{"sma_storage", "", "control: ready", nil},
 	} {
 		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
 			t.Parallel()
@@ -263,6 +264,8 @@ func unitOf(profile string) int {
 		return 247
 	case "kostal_plenticore":
 		return 71
+	case "sma_storage":
+		return 3
 	}
 	return 1
 }
@@ -283,6 +286,7 @@ func TestCommissionSignOfVendors(t *testing.T) {
 		{"huawei_sun2000", "", nil},
 		{"goodwe_et", ", allow_unguarded_control: true", nil},
 		{"kostal_plenticore", "", nil},
+		{"sma_storage", "", nil},
 	} {
 		t.Run(c.profile, func(t *testing.T) {
 			t.Parallel()
@@ -307,5 +311,53 @@ uplink: {broker: %q, boot_delay: 0s}
 				t.Fatalf("sign check %s %q; want pass, charging at the test power\n%s", vd, d, out)
 			}
 		})
+	}
+}
+
+// TestSMAStandbyFirmwareIsReported: an SMA whose firmware takes the
+// battery command and leaves the battery in standby (evcc #17115) reads
+// nothing back (the registers are write-only), so the lease is acked
+// applied; the agent then sees the measured power not follow and says
+// so, in a not_effective event and in its retained state, instead of
+// reporting the command applied for as long as the lease runs.
+func TestSMAStandbyFirmwareIsReported(t *testing.T) {
+	t.Parallel()
+	gw := "gw-sma-standby"
+	mq := startBroker(t)
+	v, addr := startVendorSim(t, sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: 300})
+	_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(`assume_clock_synced: true
+devices:
+  - {name: inverter, profile: sma_storage, address: %q, unit_id: 3, poll_interval: 200ms, timeout: 500ms}
+safety:
+  max_charge_w: 1500
+  ramp_w_per_s: 5000
+  effective_within: 2s
+  max_lease: 2h
+uplink: {broker: %q, boot_delay: 0s}
+`, addr, mq.URL()))
+	_, rec := startReporting(t, mq.URL(), gw, cfg)
+	now := time.Now()
+	ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-sb", gw, 1, now, now.Add(30*time.Minute), -1000))
+	if ack.Result != hearth.ResultApplied {
+		t.Fatalf("ack %+v, want applied (the writes go through)", ack)
+	}
+	waitVendor(t, v, "the battery command to be taken", func(st sim.VendorState) bool { return st.Forced && st.CommandW == 0 })
+	rec.WaitFor(t, 30*time.Second, func([]harness.Message) bool {
+		return slices.ContainsFunc(gatewayEvents(t, rec, gw, "not_effective"), func(e map[string]any) bool {
+			return e["device"] == "inverter" && e["reason"] == "power" && e["want_w"] == -1000.0 && e["got_w"] == 0.0
+		})
+	})
+	rec.WaitFor(t, 30*time.Second, func(ms []harness.Message) bool {
+		for i := len(ms) - 1; i >= 0; i-- {
+			if ms[i].Topic != "hearth/v1/"+gw+"/state" {
+				continue
+			}
+			var st hearth.State
+			return json.Unmarshal(ms[i].Payload, &st) == nil && slices.Contains(st.NotEffective, "inverter")
+		}
+		return false
+	})
+	if st := v.State(); st.BatteryW != 0 {
+		t.Fatalf("the simulated firmware runs %v W, want its standby", st.BatteryW)
 	}
 }

@@ -114,6 +114,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
 	load := fs.Float64("load", 300, "with a vendor --profile: the constant house load (W)")
 	pv := fs.Float64("pv", 0, "with a vendor --profile: the constant PV production (W)")
+	quirk := fs.String("quirk", "", "with a vendor --profile: serve a firmware behaviour users report instead of the documented one (sma_storage: standby, the complete set taken and the battery left at 0 W)")
 	settings := map[uint16]uint16{}
 	fs.Func("setting", "with a vendor --profile: a holding register the installer set, ADDR=VALUE (e.g. 0xE004=4); repeatable", func(v string) error {
 		a, x, ok := strings.Cut(v, "=")
@@ -131,7 +132,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *profile != "sunspec" && *profile != "fronius_gen24" {
 		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
-			Settings: settings}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
+			Settings: settings, Quirk: *quirk}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
 	}
 	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
 		fmt.Fprintf(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand\n\n%s", usage)
