@@ -101,10 +101,15 @@ type Signed struct {
 // magnitude in watts (none for a zero leg that needs none), or Points, each
 // of which carries it (SMA's minimum and maximum charge power, set equal),
 // and the mode command written after it. Also are further fixed writes
-// made with it (the other direction's limit set to 0, say).
+// made with it (the other direction's limit set to 0, say). Sign, when
+// given (discharge_positive or charge_positive), writes the signed power
+// instead of its magnitude: a register that carries both directions (an
+// offset encoding, Alpha ESS's 32000 ± W) in legs that differ in their
+// other writes (Alpha ESS's target SoC).
 type Leg struct {
 	Point  string       `yaml:"point"`
 	Points []string     `yaml:"points"`
+	Sign   string       `yaml:"sign"`
 	Mode   *PointValue  `yaml:"mode"`
 	Also   []PointValue `yaml:"also"`
 }
@@ -330,6 +335,9 @@ func (p *Profile) checkControl() error {
 		if l == nil {
 			bad(key, "required for style split")
 			return
+		}
+		if l.Sign != "" && l.Sign != "discharge_positive" && l.Sign != "charge_positive" {
+			bad(key+".sign", "%q: want discharge_positive or charge_positive (or leave it out for the magnitude)", l.Sign)
 		}
 		switch {
 		case l.Point != "" && len(l.Points) > 0:

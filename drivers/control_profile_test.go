@@ -66,7 +66,8 @@ control:
 // TestWriteOnlyAndMinusErrors: a write-only point must be writable, is
 // never read (requires, arm, reference), and is written whole with the
 // other write-only points by every command and the release; minus names
-// a readable point and does not chain; a leg gives point or points.
+// a readable point and does not chain; a leg gives point or points, and a
+// sign only of the two hearth knows.
 func TestWriteOnlyAndMinusErrors(t *testing.T) {
 	t.Parallel()
 	src := `name: broken
@@ -91,7 +92,7 @@ control:
     reference: power_w
     charge: {points: [lo, hi], mode: {point: mode, value: 1}}
     discharge: {point: lo, points: [hi], mode: {point: mode, value: 2}}
-    zero: {mode: {point: mode, value: 3}}
+    zero: {sign: up, mode: {point: mode, value: 3}}
   timeout: {kind: setting, value: 60s, reverts_to: its own logic}
   release:
     writes: [{point: mode, value: 0}, {point: lo, value: 0}]
@@ -108,6 +109,7 @@ control:
 		`vendor.yaml:16: control.arm.0: point "lo" is write_only`,
 		`vendor.yaml:20: control.setpoint.reference: point "power_w" is the difference of two points`,
 		`control.setpoint.discharge.points: give point or points, not both`,
+		`control.setpoint.zero.sign: "up": want discharge_positive or charge_positive`,
 		`control.setpoint.zero: does not write lo: write-only points are written as a complete set (`,
 		`control.release.writes: does not write hi: write-only points are written as a complete set`,
 	} {

@@ -187,8 +187,14 @@ func (d *VendorDevice) command(w, per float64) (writes []PointValue, commanded f
 	}
 	if pts := leg.powerPoints(); len(pts) > 0 {
 		// Every point of the leg carries the same value: the one all of
-		// them take.
+		// them take. A signed leg carries the power in its sign.
 		v := math.Abs(w) / per
+		switch leg.Sign {
+		case "discharge_positive":
+			v, sign = w/per, 1
+		case "charge_positive":
+			v, sign = -w/per, -1
+		}
 		for _, n := range pts {
 			var sat bool
 			v, sat = clampTo(d.pts[n], v)

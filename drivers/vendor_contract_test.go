@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -454,5 +455,44 @@ func TestSMAStandbyFirmwareIsNotReadBack(t *testing.T) {
 	}
 	if got := rd.Points["power_w"]; !got.Good() || got.Value != 0 {
 		t.Fatalf("power_w %+v, want the standby firmware's 0 W", got)
+	}
+}
+
+// TestAlphaESSDispatchIsOneBlock: an Alpha ESS command is the dispatch
+// block 0x0880–0x0888 in one FC 16, read back in one request: start 1,
+// the active power 32000 + W (below 32000 charges, Alpha ESS's V1.23
+// table), reactive power 32000 (0 var), mode 2, the target SoC the
+// battery runs towards (0.4 % units), the dispatch time 300 s. The release
+// writes the block back with start 0, whole.
+func TestAlphaESSDispatchIsOneBlock(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "alphaess", nil)
+	for _, c := range []struct {
+		mode  hearth.Mode
+		w     hearth.Watts
+		block []uint16
+		state float64
+	}{
+		{hearth.ModePower, -2000, []uint16{1, 0, 30000, 0, 32000, 2, 250, 0, 300}, -2000},
+		{hearth.ModePower, 1500, []uint16{1, 0, 33500, 0, 32000, 2, 25, 0, 300}, 1500},
+		{hearth.ModePower, 0, []uint16{1, 0, 32000, 0, 32000, 2, 125, 0, 300}, 0},
+		{hearth.ModeAuto, 0, []uint16{0, 0, 32000, 0, 32000, 2, 125, 0, 300}, rigLoadW},
+	} {
+		before := len(r.sim.Writes())
+		reqs := r.bus.Stats().Requests
+		r.clock.Advance(2 * time.Minute) // past the write budget's pace
+		r.apply(t, c.mode, c.w)
+		ws := r.sim.Writes()[before:]
+		if len(ws) != 1 || ws[0].Func != 0x10 || ws[0].Addr != 0x0880 || !slices.Equal(ws[0].Values, c.block) {
+			t.Fatalf("%s %v W wrote %+v, want one FC 16 of 0x0880: %v", c.mode, c.w, ws, c.block)
+		}
+		want := uint64(2) // the block and its read back
+		if c.mode == hearth.ModeAuto {
+			want = 3 // the block read first, as the release writes start only
+		}
+		if n := r.bus.Stats().Requests - reqs; n != want {
+			t.Fatalf("%s %v W cost %d requests, want %d", c.mode, c.w, n, want)
+		}
+		r.follows(t, fmt.Sprintf("%s %v W", c.mode, c.w), c.state)
 	}
 }

@@ -236,6 +236,7 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 		{"goodwe_et", ", allow_unguarded_control: true", "control: ready", nil},
 		{"kostal_plenticore", "", "control: ready", nil},
 		{"sma_storage", "", "control: ready", nil},
+		{"alphaess", "", "control: ready", nil},
 	} {
 		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
 			t.Parallel()
@@ -266,6 +267,8 @@ func unitOf(profile string) int {
 		return 71
 	case "sma_storage":
 		return 3
+	case "alphaess":
+		return 85
 	}
 	return 1
 }
@@ -287,6 +290,7 @@ func TestCommissionSignOfVendors(t *testing.T) {
 		{"goodwe_et", ", allow_unguarded_control: true", nil},
 		{"kostal_plenticore", "", nil},
 		{"sma_storage", "", nil},
+		{"alphaess", "", nil},
 	} {
 		t.Run(c.profile, func(t *testing.T) {
 			t.Parallel()

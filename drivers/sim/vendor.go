@@ -119,6 +119,7 @@ var vendorKinds = map[string]*vendorKind{
 	"goodwe_et":          goodweKind,
 	"kostal_plenticore":  kostalKind,
 	"sma_storage":        smaKind,
+	"alphaess":           alphaessKind,
 }
 
 // VendorProfiles lists the vendor maps NewVendor serves.

@@ -257,3 +257,35 @@ func TestSMAStandbyQuirk(t *testing.T) {
 		t.Fatalf("charge set on the standby firmware: %+v, want taken and 0 W", st)
 	}
 }
+
+// TestAlphaESSDispatch: 32000 − W charges and 32000 + W discharges, the
+// dispatch ends when its time runs out (start reads 0), a charge stops at
+// the target SoC, and a power beyond the battery's rating gets exception 3.
+func TestAlphaESSDispatch(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "alphaess", nil)
+	block := func(w int, soc, secs uint16) []uint16 {
+		return []uint16{1, 0, uint16(aeOffset + w), 0, aeOffset, 2, soc, 0, secs}
+	}
+	if code := writeRegs(v, aeStart, block(-2000, 250, 120)...); code != 0 {
+		t.Fatalf("exception %d", code)
+	}
+	if st := v.State(); st.BatteryW != -2000 {
+		t.Fatalf("32000 − 2000: %+v, want charging 2000 W", st)
+	}
+	writeRegs(v, aeStart, block(1500, 25, 120)...)
+	if st := v.State(); st.BatteryW != 1500 {
+		t.Fatalf("32000 + 1500: %+v, want discharging 1500 W", st)
+	}
+	clock.Advance(121 * time.Second)
+	if st := v.State(); st.Forced || st.Reverts != 1 || st.BatteryW != 400 || v.Holding(aeStart, 1)[0] != 0 {
+		t.Fatalf("after the dispatch time: %+v, start %d; want the system's own logic", st, v.Holding(aeStart, 1)[0])
+	}
+	writeRegs(v, aeStart, block(-2000, 100, 120)...) // target 40 %: below the SoC
+	if st := v.State(); st.BatteryW != 0 {
+		t.Fatalf("charge towards a target SoC already passed: %+v, want 0 W", st)
+	}
+	if code := writeRegs(v, aeStart, block(-9000, 250, 120)...); code != ExceptionIllegalDataValue {
+		t.Fatalf("9000 W on a 5000 W battery: exception %d, want 3", code)
+	}
+}
