@@ -114,7 +114,7 @@ type Leg struct {
 	Also   []PointValue `yaml:"also"`
 }
 
-// powerPoints are the points a leg writes its magnitude to.
+// powerPoints are the points a leg writes its power to.
 func (l *Leg) powerPoints() []string {
 	if l.Point != "" {
 		return []string{l.Point}
