@@ -108,7 +108,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	meterExport := fs.Bool("meter-export-positive", false, "with --meter: sign the meter's W positive exporting instead")
 	cellTemps := fs.Bool("cell-temps", false, "serve SunSpec model 803 (lithium-ion bank, module temperatures) after model 802")
 	mqttAddr := fs.String("mqtt", "", "run an embedded MQTT broker on this address (e.g. 127.0.0.1:1883)")
-	unit := fs.Uint("unit", 1, "Modbus unit id")
+	unit := fs.Uint("unit", 1, "Modbus unit id (with a vendor --profile, the vendor's usual one unless given: 3 for sma_storage, 85 for alphaess, 247 for goodwe_et, 71 for kostal_plenticore, else 1)")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
 	serial := fs.String("serial", "SIM0001", "serial number reported in SunSpec model 1")
 	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
@@ -131,7 +131,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	if *profile != "sunspec" && *profile != "fronius_gen24" {
-		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
+		vendorUnit := uint8(0) // the vendor's usual unit
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "unit" {
+				vendorUnit = uint8(*unit)
+			}
+		})
+		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: vendorUnit, InitialSoC: *soc, LoadW: *load, PVW: *pv,
 			Settings: settings, Quirk: *quirk}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
 	}
 	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
