@@ -16,7 +16,9 @@ import (
 // logic (start reads 0). Other dispatch modes are not simulated: the
 // system keeps its own logic. A power beyond the battery's rating, a mode
 // outside 1–10 or 19 (Tinkerforge's "no battery charge"), a start other
-// than 0 or 1, or a SoC above 250 (100 %) gets exception 3. Where the
+// than 0 or 1, or a SoC above 250 (100 %) gets exception 3. A write-single
+// (FC 06) request changes nothing and gets no answer, as Alpha2MQTT's
+// author found on a SMILE-B3: registers are written with FC 16. Where the
 // block is kept is not published: every write to it is counted. Read:
 // grid meter total active power 0x0021 (S32 W, positive importing), SoC
 // 0x0102 (0.1 %), battery power 0x0126 (S16 W, positive discharging).
@@ -82,5 +84,6 @@ var alphaessKind = &vendorKind{
 		h[0x0102] = uint16(math.Round(v.soc() * 10))
 		h[0x0126] = uint16(int16(math.Round(v.batt)))
 	},
-	factory: map[uint16]uint16{aePower + 1: aeOffset, aeVAr + 1: aeOffset, aeMode: 2},
+	factory:     map[uint16]uint16{aePower + 1: aeOffset, aeVAr + 1: aeOffset, aeMode: 2},
+	ignoresFC06: true,
 }

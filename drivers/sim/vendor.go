@@ -110,6 +110,9 @@ type vendorKind struct {
 	readAs func(v *Vendor, fc byte, a uint16) (uint16, bool)
 	// quirks are the firmware behaviours Quirk may name, each described.
 	quirks map[string]string
+	// ignoresFC06 says a write-single request is neither applied nor
+	// answered (Alpha ESS, as Alpha2MQTT found on a SMILE-B3).
+	ignoresFC06 bool
 }
 
 var vendorKinds = map[string]*vendorKind{
@@ -280,7 +283,7 @@ func (v *Vendor) integrate(t time.Time) {
 
 // serve executes one request (function codes 3, 4, 6 and 16).
 func (v *Vendor) serve(_ context.Context, unit uint8, pdu []byte) ([]byte, action) {
-	if unit != v.cfg.UnitID || len(pdu) == 0 {
+	if unit != v.cfg.UnitID || len(pdu) == 0 || (v.kind.ignoresFC06 && pdu[0] == fcWriteSingle) {
 		return nil, actSilent
 	}
 	v.mu.Lock()

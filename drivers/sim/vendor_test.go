@@ -260,7 +260,8 @@ func TestSMAStandbyQuirk(t *testing.T) {
 
 // TestAlphaESSDispatch: 32000 − W charges and 32000 + W discharges, the
 // dispatch ends when its time runs out (start reads 0), a charge stops at
-// the target SoC, and a power beyond the battery's rating gets exception 3.
+// the target SoC, a power beyond the battery's rating gets exception 3,
+// and a write-single request is neither applied nor answered.
 func TestAlphaESSDispatch(t *testing.T) {
 	t.Parallel()
 	v, clock := newTestVendor(t, "alphaess", nil)
@@ -287,5 +288,9 @@ func TestAlphaESSDispatch(t *testing.T) {
 	}
 	if code := writeRegs(v, aeStart, block(-9000, 250, 120)...); code != ExceptionIllegalDataValue {
 		t.Fatalf("9000 W on a 5000 W battery: exception %d, want 3", code)
+	}
+	resp, act := v.serve(context.Background(), v.Unit(), []byte{fcWriteSingle, aeStart >> 8, aeStart & 0xFF, 0, 0})
+	if resp != nil || act != actSilent || v.Holding(aeStart, 1)[0] != 1 {
+		t.Fatalf("FC 06 of start 0: answer %v, start %d; want no answer and the dispatch still started", resp, v.Holding(aeStart, 1)[0])
 	}
 }
