@@ -396,3 +396,44 @@ func TestHearthsimServesTheVendorsUnit(t *testing.T) {
 		}
 	}
 }
+
+// TestCommissionFailsOnSMAStandby: `hearth commission`'s sign check on the
+// SMA firmware that takes the battery command and stays in standby fails
+// on site, saying the battery held 0 W and that the agent found it not
+// effective, and pointing at the vendor's installer steps, instead of
+// passing on writes that went through.
+func TestCommissionFailsOnSMAStandby(t *testing.T) {
+	t.Parallel()
+	mq := startBroker(t)
+	_, addr := startVendorSim(t, sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: 300})
+	dir, sock, cfg := newAgentConfig(t, "gw-sign-sma-standby", fmt.Sprintf(`devices:
+  - {name: battery, profile: sma_storage, address: %q, unit_id: 3, poll_interval: 250ms, timeout: 500ms}
+safety: {effective_within: 2s}
+uplink: {broker: %q, boot_delay: 0s}
+`, addr, mq.URL()))
+	startAgent(t, cfg)
+	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	report := filepath.Join(dir, "commissioning.json")
+	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "15s")
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	var r commissionReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, data)
+	}
+	for _, c := range r.Checks {
+		if !strings.HasPrefix(c.Name, "sign") {
+			continue
+		}
+		if c.Verdict != "fail" || !strings.Contains(c.Detail, "power_w stayed at 0 W") || !strings.Contains(c.Hint, "not effective") || !strings.Contains(c.Hint, "docs/devices.md") {
+			t.Fatalf("sign check %s %q (hint %q); want fail, 0 W held, the agent's not_effective named\n%s", c.Verdict, c.Detail, c.Hint, out)
+		}
+		if code == 0 {
+			t.Fatalf("commission exited 0 with a failed sign check\n%s", out)
+		}
+		return
+	}
+	t.Fatalf("no sign check in the report:\n%s", data)
+}
