@@ -282,42 +282,57 @@ type DeviceError struct {
 func (e *DeviceError) Error() string { return fmt.Sprintf("device %s: %v", e.Device, e.Err) }
 func (e *DeviceError) Unwrap() error { return e.Err }
 
-// Reason codes carried in setpoint acks and events. A reason says which
-// check refused or bound a setpoint, so the cloud can act on it.
+// Reason is the code a setpoint ack (and a setpoint_rejected or
+// lease_ended event) carries: which check refused or bound the setpoint,
+// so the cloud can act on it. The codes are a closed set: the ones
+// declared here and the names of the safety rules (RuleReason); the ack
+// schema's enum lists exactly these (TestAckReasonsAreTheSchemas).
+type Reason string
+
+// RuleReason is the reason an ack carries when a safety rule bound or
+// refused the setpoint: the rule's name.
+func RuleReason(r Rule) Reason { return Reason(r) }
+
+// Reason codes carried in setpoint acks and events.
 const (
-	ReasonTooLarge       = "too_large"        // payload over the size limit
-	ReasonBadJSON        = "bad_json"         // not strict JSON, or wrong types
-	ReasonUnknownField   = "unknown_field"    // a field the contract does not define
-	ReasonUnsigned       = "unsigned"         // signatures are required and none came
-	ReasonUnknownKey     = "unknown_key"      // signed with a key id not configured
-	ReasonBadSignature   = "bad_signature"    // signature does not verify over the payload
-	ReasonStale          = "stale"            // version older than the highest seen
-	ReasonDuplicate      = "duplicate"        // version equal to the highest seen
-	ReasonExpired        = "expired"          // valid_until already passed
-	ReasonLeaseTooLong   = "lease_too_long"   // valid_until beyond safety.max_lease
-	ReasonIssuedInFuture = "issued_in_future" // issued_at ahead of the clock beyond skew
-	ReasonBadValue       = "bad_value"        // a value is missing, not finite or out of range
-	ReasonUnknownMode    = "unknown_mode"     // mode or fallback is not a known mode
-	ReasonNoMeter        = "no_meter"         // self_consumption without a configured meter
-	ReasonSafety         = "safety"           // refused by a safety rule; the ack names it
-	ReasonWrongGateway   = "wrong_gateway"    // a signed lease that names another gateway, or none
-	ReasonKeyRevoked     = "key_revoked"      // signed with a key listed in uplink.revoked_keys
-	ReasonEnded          = "ended"            // this version already ran and has ended: send a new one
-	ReasonLocalOverride  = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
+	ReasonTooLarge       Reason = "too_large"        // payload over the size limit
+	ReasonBadJSON        Reason = "bad_json"         // not strict JSON, or wrong types
+	ReasonUnknownField   Reason = "unknown_field"    // a field the contract does not define
+	ReasonUnsigned       Reason = "unsigned"         // signatures are required and none came
+	ReasonUnknownKey     Reason = "unknown_key"      // signed with a key id not configured
+	ReasonBadSignature   Reason = "bad_signature"    // signature does not verify over the payload
+	ReasonStale          Reason = "stale"            // version older than the highest seen
+	ReasonDuplicate      Reason = "duplicate"        // version equal to the highest seen
+	ReasonExpired        Reason = "expired"          // valid_until already passed
+	ReasonLeaseTooLong   Reason = "lease_too_long"   // valid_until beyond safety.max_lease
+	ReasonIssuedInFuture Reason = "issued_in_future" // issued_at ahead of the clock beyond skew
+	ReasonBadValue       Reason = "bad_value"        // a value is missing, not finite or out of range
+	ReasonUnknownMode    Reason = "unknown_mode"     // mode or fallback is not a known mode
+	ReasonNoMeter        Reason = "no_meter"         // self_consumption without a configured meter
+	ReasonSafety         Reason = "safety"           // refused by a safety rule; the ack names it
+	ReasonWrongGateway   Reason = "wrong_gateway"    // a signed lease that names another gateway, or none
+	ReasonKeyRevoked     Reason = "key_revoked"      // signed with a key listed in uplink.revoked_keys
+	ReasonEnded          Reason = "ended"            // this version already ran and has ended: send a new one
+	ReasonLocalOverride  Reason = "local_override"   // accepted, but a local lease (hearth mode) runs until it ends
 )
 
 // ReasonNoDevice refuses a lease of any mode but auto on a gateway that
 // commands no device (its devices are read-only, or lack
 // allow_unguarded_control): acking it applied would tell the cloud a
 // battery follows that does not.
-const ReasonNoDevice = "no_controllable_device"
+const ReasonNoDevice Reason = "no_controllable_device"
+
+// ReasonNoResult acks a setpoint the gateway judged without giving an
+// outcome: a fault of the gateway (the controller always gives one),
+// never a verdict on the lease; the state and events say what runs.
+const ReasonNoResult Reason = "no_result"
 
 // Ack is the outcome of one setpoint message, published on …/setpoint/ack.
 type Ack struct {
 	ID       string `json:"id"`
 	Version  uint64 `json:"version"`
 	Result   Result `json:"result"`
-	Reason   string `json:"reason,omitempty"`
+	Reason   Reason `json:"reason,omitempty"`
 	AppliedW *Watts `json:"applied_w,omitempty"`
 	// Clock is the gateway's clock state when it judged the lease, and
 	// HoldS the seconds of validity it will hold an accepted lease for,

@@ -176,6 +176,7 @@ func New(cfg *config.Config, log *slog.Logger) (a *Agent, err error) {
 		Record: a.events.Record, Connected: a.state.Changed,
 		Refresh: func() { a.up.SetBirth(a.birth()) }, RefreshEvery: birthRefresh})
 	a.up.OnLink(func(ch uplink.LinkChange) {
+		a.deliver.LinkChanged(ch.Up)
 		if ch.Up {
 			a.conn.Up(ch.Broker)
 		} else {

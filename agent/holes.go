@@ -22,14 +22,23 @@ var _ drivers.HoleStore = holeStore{}
 
 func holesKey(device string) string { return "holes." + device }
 
+// LoadHoles returns the holes kept for device. What cannot be read is
+// logged here, with the file it came from, and reported as nothing kept:
+// the device starts with no known holes and learns again whatever it
+// refuses, at one refused read and its split each.
 func (h holeStore) LoadHoles(device string) (drivers.LearnedHoles, bool, error) {
-	v, ok, err := h.st.Meta(holesKey(device))
-	if err != nil || !ok {
-		return drivers.LearnedHoles{}, false, err
+	key := holesKey(device)
+	v, ok, err := h.st.Meta(key)
+	if err == nil && !ok {
+		return drivers.LearnedHoles{}, false, nil
 	}
 	var lh drivers.LearnedHoles
-	if err := json.Unmarshal([]byte(v), &lh); err != nil {
-		h.log.Warn("learned register holes unreadable: learning them again", "device", device, "err", err)
+	if err == nil {
+		err = json.Unmarshal([]byte(v), &lh)
+	}
+	if err != nil {
+		h.log.Warn("learned register holes unreadable: starting with no known holes, refused registers are learned again",
+			"device", device, "path", h.st.Path(), "key", key, "err", err)
 		return drivers.LearnedHoles{}, false, nil
 	}
 	return lh, true, nil

@@ -11,9 +11,9 @@ import (
 	"github.com/hearth-energy/hearth/web"
 )
 
-// historyRows bounds what the buffer hands the plots at start: a day of
-// one row per device and minute for a handful of devices.
-const historyRows = 8 * 24 * 60
+// historyMinutes is how many rows per device the buffer hands the plots
+// at start: one per minute of their window, and the minute being filled.
+const historyMinutes = int(web.HistoryWindow/time.Minute) + 1
 
 var _ web.Source = (*Agent)(nil)
 
@@ -26,8 +26,10 @@ func (a *Agent) newPageData() {
 	if a.cfg.HTTPListen == "" {
 		return // no page, no plots: nothing read at start, nothing kept per reading
 	}
-	a.hist = web.NewHistory(a.cfg.Safety.MeterDevice, a.cfg.Safety.MeterPoint)
-	rs, as, err := a.store.History(a.clocks.Wall().Add(-web.HistoryWindow), historyRows)
+	a.hist = web.NewHistory(a.cfg.Safety.MeterDevice, a.cfg.Safety.MeterPoint, a.clocks.Since)
+	// A day of every device: however many there are, the newest minutes
+	// are not cut off (were the buffer to hold more, it hands the newest).
+	rs, as, err := a.store.History(a.clocks.Wall().Add(-web.HistoryWindow), historyMinutes*max(len(a.cfg.Devices), 1))
 	if err != nil {
 		a.log.Warn("plots start empty", "err", err)
 		return

@@ -46,8 +46,15 @@ func TestHistoryOnePerDeviceMinute(t *testing.T) {
 	if len(as) != 1 || as[0].SeqFrom != 1000011 || as[0].Points["soc_pct"].Avg != 2 {
 		t.Errorf("aggregates: got %+v, want only the one from since on", as)
 	}
-	if rs, _, err := s.History(since, 4); err != nil || len(rs) != 4 {
-		t.Errorf("limit 4: got %d readings (%v), want 4", len(rs), err)
+	// Capped, the newest are kept (the plots end now), oldest first.
+	if capped, _, err := s.History(since, 4); err != nil || len(capped) != 4 {
+		t.Errorf("limit 4: got %d readings (%v), want 4", len(capped), err)
+	} else {
+		for i, r := range capped {
+			if want := rs[len(rs)-4+i].Seq; r.Seq != want {
+				t.Errorf("limit 4: reading %d is seq %d, want %d (the newest four, oldest first)", i, r.Seq, want)
+			}
+		}
 	}
 	if _, _, err := s.History(since, 0); err == nil {
 		t.Error("limit 0: want an error")

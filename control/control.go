@@ -506,7 +506,8 @@ func (c *Controller) Step(ctx context.Context) {
 		tgt = l.Target(inst)
 	}
 	dec := c.eval.Evaluate(c.inputLocked(now, tgt))
-	c.tripEventsLocked(dec)
+	shown := c.judgedLocked(dec)
+	c.tripEventsLocked(shown)
 	type job struct {
 		d *ctlDevice
 		a safety.Approved
@@ -591,7 +592,7 @@ func (c *Controller) Step(ctx context.Context) {
 		}
 	}
 	prev := c.state
-	c.state = c.stateLocked(inst, dec)
+	c.state = c.stateLocked(inst, shown)
 	changed := !prev.Same(c.state)
 	fns := c.onState
 	st := c.state
@@ -673,6 +674,35 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 	return in
 }
 
+// judgedLocked is dec as the events and the state report it: without the
+// devices no reading has been judged for yet. Until its first poll ends
+// (with a reading, or with the error that makes it device_down) a device
+// has no reading, which the rules hold as stale: it is kept in its safe
+// state, quietly. Neither a trip event nor the state claims a
+// max_reading_age no reading caused; the state says nothing of the device
+// until a reading of it is judged, as no rule has judged it yet.
+func (c *Controller) judgedLocked(dec safety.Decision) safety.Decision {
+	devs := make([]safety.DeviceSafety, 0, len(dec.Devices))
+	trips := map[hearth.Rule]bool{}
+	for _, r := range dec.SiteTrips {
+		trips[r] = true
+	}
+	for _, ds := range dec.Devices {
+		if _, seen := c.obs[ds.Device]; !seen {
+			continue
+		}
+		devs = append(devs, ds)
+		for _, r := range ds.Trips {
+			trips[r] = true
+		}
+	}
+	if len(devs) == len(dec.Devices) {
+		return dec
+	}
+	dec.Devices, dec.Trips = devs, slices.Sorted(maps.Keys(trips))
+	return dec
+}
+
 // tripKey is one rule tripped on one device, or on the site (device "").
 type tripKey struct {
 	device string
@@ -711,14 +741,6 @@ func (c *Controller) tripEventsLocked(dec safety.Decision) {
 		return m
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(now), cmpTrip) {
-		if _, seen := c.obs[k.device]; k.rule == hearth.RuleStale && !seen {
-			// Before a device's first reading there is nothing stale to
-			// report: the agent is starting (or the device never
-			// answered, which its device_down says), and holds the safe
-			// state quietly.
-			delete(now, k)
-			continue
-		}
 		if _, was := c.trips[k]; was || k.rule == hearth.RuleDeviceDown {
 			continue
 		}

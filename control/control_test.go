@@ -191,7 +191,7 @@ func TestSubmitClampsAndWritesWithinLimits(t *testing.T) {
 	r := newCtlRig(t)
 	r.cycle(time.Second)
 	ack := r.ctl.Submit(lease(1, r.clock.Now(), 15*time.Minute, hearth.ModePower, 5000), r.clock.Instant())
-	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
+	if ack.Result != hearth.ResultClamped || ack.Reason != hearth.RuleReason(hearth.RuleMaxDischarge) || ack.AppliedW == nil || *ack.AppliedW != 2500 {
 		t.Fatalf("ack %+v, want clamped by %s to 2500 W", ack, hearth.RuleMaxDischarge)
 	}
 	for range 6 {
@@ -393,7 +393,7 @@ func TestEStopHoldsZeroAndRejects(t *testing.T) {
 	if s := r.sim.State(); s.BatteryW != 0 {
 		t.Errorf("e-stop: %v W, want 0", s.BatteryW)
 	}
-	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != string(hearth.RuleEStop) {
+	if ack := r.ctl.Submit(lease(2, r.clock.Now(), time.Hour, hearth.ModePower, 100), r.clock.Instant()); ack.Result != hearth.ResultRejected || ack.Reason != hearth.RuleReason(hearth.RuleEStop) {
 		t.Errorf("setpoint during e-stop: %+v", ack)
 	}
 }

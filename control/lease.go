@@ -49,7 +49,7 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.ReasonNoDevice}
 	}
 	if v.OK && c.estop {
-		v = safety.Verdict{Result: hearth.ResultRejected, Reason: string(hearth.RuleEStop)}
+		v = safety.Verdict{Result: hearth.ResultRejected, Reason: hearth.RuleReason(hearth.RuleEStop)}
 	}
 	lease := safety.Accept(sp, safety.SourceCloud, received, synced, floor)
 	if v.OK && lease.Hold <= 0 {
@@ -94,9 +94,9 @@ func (c *Controller) submitLocked(sp hearth.Setpoint, received hearth.Instant) (
 	case hearth.RuleStale, hearth.RuleReadingQuality:
 		// Accepted, but no device can be commanded until it is read:
 		// the ack says why nothing is applied yet.
-		ack.Reason = string(d.Rule)
+		ack.Reason = hearth.RuleReason(d.Rule)
 	default:
-		ack.Result, ack.Reason = hearth.ResultClamped, string(d.Rule)
+		ack.Result, ack.Reason = hearth.ResultClamped, hearth.RuleReason(d.Rule)
 		if d.TargetW != nil {
 			// A rule that hands the device back to its own logic allows
 			// no power to clamp to: its trip event says so, not a clamp.
@@ -203,7 +203,7 @@ func (c *Controller) Override(mode hearth.Mode, powerW *hearth.Watts, d time.Dur
 	d2 := c.eval.Preview(c.inputLocked(mono(now), l.Target(now)))
 	ack.AppliedW, ack.Excluded = roundPtr(d2.TargetW), excluded(d2)
 	if d2.Rule != "" {
-		ack.Reason = string(d2.Rule)
+		ack.Reason = hearth.RuleReason(d2.Rule)
 		if d2.Rule != hearth.RuleStale && d2.Rule != hearth.RuleReadingQuality {
 			ack.Result = hearth.ResultClamped
 		}

@@ -43,7 +43,7 @@ func TestNoControllableDeviceRefusesLeases(t *testing.T) {
 	if ack := c.Submit(auto, clock.Instant()); ack.Result == hearth.ResultRejected {
 		t.Errorf("auto lease: ack %+v, want it accepted (nothing to command, nothing claimed)", ack)
 	}
-	if _, err := c.Override(hearth.ModePower, &w, time.Minute); err == nil || !strings.Contains(err.Error(), hearth.ReasonNoDevice) {
+	if _, err := c.Override(hearth.ModePower, &w, time.Minute); err == nil || !strings.Contains(err.Error(), string(hearth.ReasonNoDevice)) {
 		t.Errorf("local power override: err %v, want %s", err, hearth.ReasonNoDevice)
 	}
 }

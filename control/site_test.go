@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -325,5 +326,47 @@ func TestDeviceNotYetReadIsNoTrip(t *testing.T) {
 	}
 	if st := r.ctl.State(); st.Safety != "ok" || st.Devices["battery1"].Safety != "ok" {
 		t.Errorf("both batteries read: state %+v, want ok", st)
+	}
+}
+
+// The state says what the events say. At start, before a device's first
+// reading, the device is held safe quietly: no trip event, and no
+// max_reading_age in the state either (site or device) until a reading of
+// it is judged. A device read and then silent past max_reading_age trips
+// it in both.
+func TestStateAgreesWithEventsBeforeTheFirstReading(t *testing.T) {
+	t.Parallel()
+	r := newSiteRig(t, testSafetyLimits())
+	stale := string(hearth.RuleStale)
+	r.clock.Advance(time.Second)
+	r.ctl.Step(context.Background())
+	if st := r.ctl.State(); st.Safety != "ok" || slices.Contains(st.Trips, stale) || len(st.Devices) != 0 {
+		t.Errorf("before any reading: state safety %q trips %v devices %+v; want ok, no trip, no device judged", st.Safety, st.Trips, st.Devices)
+	}
+	r.clock.Advance(time.Second)
+	r.ctl.Observe(r.reading(r.b2))
+	r.ctl.Step(context.Background())
+	st := r.ctl.State()
+	if _, judged := st.Devices["battery1"]; st.Safety != "ok" || slices.Contains(st.Trips, stale) || judged || st.Devices["battery2"].Safety != "ok" {
+		t.Errorf("battery2 read, battery1 not yet: state safety %q trips %v devices %+v; want ok, battery2 ok, battery1 not judged", st.Safety, st.Trips, st.Devices)
+	}
+	if evs := r.events(hearth.EventTrip); len(evs) != 0 {
+		t.Errorf("before battery1's first reading: trip events %v, want none", evs)
+	}
+
+	// Both read; then battery1 falls silent for longer than max_reading_age.
+	r.cycle()
+	for range 12 {
+		r.clock.Advance(time.Second)
+		r.ctl.Observe(r.reading(r.b2))
+		r.ctl.Step(context.Background())
+	}
+	st = r.ctl.State()
+	evs := r.events(hearth.EventTrip)
+	if st.Safety != stale || !slices.Equal(st.Devices["battery1"].Trips, []string{stale}) {
+		t.Errorf("battery1 silent 12 s: state safety %q devices %+v; want %s on battery1", st.Safety, st.Devices, stale)
+	}
+	if len(evs) != 1 || evs[0]["rule"] != stale || evs[0]["device"] != "battery1" {
+		t.Errorf("battery1 silent 12 s: trip events %v; want one %s on battery1", evs, stale)
 	}
 }

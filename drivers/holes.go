@@ -200,19 +200,6 @@ func inHoles(holes []Hole, p PointSpec) bool {
 	})
 }
 
-// planAround plans the reads of specs around the device's holes: a point
-// whose registers lie in a hole is left out (it is not_implemented), and
-// no read bridges a hole.
-func (d *SunSpecDevice) planAround(specs []PointSpec) []ReadRequest {
-	plannable := slices.Clone(specs)
-	for i := range plannable {
-		if inHoles(d.holes, plannable[i]) {
-			plannable[i].Length = 0 // the planner leaves out a point of no registers
-		}
-	}
-	return Plan(plannable, d.holes, MaxReadRegisters)
-}
-
 // readPlanned makes one planned read rq over specs (the points' plan or
 // the statics'). A read that failed with exception 2 the first time since
 // the device was discovered is split, and what it teaches is learned; one

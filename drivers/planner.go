@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"slices"
 	"sort"
 )
 
@@ -28,6 +29,22 @@ type ReadRequest struct {
 // gives the true optimum to compare with.
 func Plan(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
 	return merge(points, holes, min(maxGap, BridgeGap))
+}
+
+// planAround is Plan for a device that refuses the registers of holes
+// (learned with exception 2, or a profile's own): a point with a register
+// in a hole is left out, whatever its type (it is not_implemented), and no
+// read bridges a hole. The plan's Points index points as given.
+func planAround(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
+	plannable := slices.Clone(points)
+	for i := range plannable {
+		if inHoles(holes, plannable[i]) {
+			// No registers: the planner leaves the point out. A string's
+			// size is its Length; any other type's is fixed by the type.
+			plannable[i].Type, plannable[i].Length = "string", 0
+		}
+	}
+	return Plan(plannable, holes, maxGap)
 }
 
 // merge plans reads bridging every gap of at most maxGap registers that

@@ -144,7 +144,7 @@ type ProfileDevice struct {
 // which must have points (not a discovery profile). The reads are planned
 // once, here.
 func NewProfileDevice(name string, bus *Bus, unit uint8, p *Profile) *ProfileDevice {
-	return &ProfileDevice{name: name, bus: bus, unit: unit, profile: p, plan: Plan(p.Points, p.Holes, p.MaxGap), seen: seenPoints{}}
+	return &ProfileDevice{name: name, bus: bus, unit: unit, profile: p, plan: planAround(p.Points, p.Holes, p.MaxGap), seen: seenPoints{}}
 }
 
 // Name returns the device's configured name.
@@ -169,13 +169,7 @@ func (d *ProfileDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 		// Plan again around what the device refused: the points in it
 		// are left out, and no read bridges it.
 		d.holes = append(d.holes, learned...)
-		plannable := slices.Clone(d.profile.Points)
-		for i := range plannable {
-			if inHoles(d.holes, plannable[i]) {
-				plannable[i].Type, plannable[i].Length = "string", 0 // no registers: not planned
-			}
-		}
-		d.plan = Plan(plannable, append(slices.Clone(d.profile.Holes), d.holes...), d.profile.MaxGap)
+		d.plan = planAround(d.profile.Points, append(slices.Clone(d.profile.Holes), d.holes...), d.profile.MaxGap)
 	}
 	r := hearth.Reading{Device: d.name, Time: now(), Points: map[string]hearth.Point{}}
 	for _, pt := range d.profile.Points {

@@ -230,3 +230,49 @@ points:
 		t.Errorf("meter_sign export_positive: %+v, %v", p, err)
 	}
 }
+
+// TestPlanAroundRefusedPoints: the one planner both a SunSpec device's
+// plans and a fixed map's replan use. A point with a register in a hole
+// is left out whatever its type, a u16 or u32 as well as a string, and no
+// read carries a hole's register: a u16 refused between two u16 points
+// (b at 101) gives two reads, not one over 100..102 that the device
+// refuses every poll.
+func TestPlanAroundRefusedPoints(t *testing.T) {
+	t.Parallel()
+	u16 := func(name string, a uint16) PointSpec {
+		return PointSpec{Name: name, Address: a, Table: Holding, Type: "u16"}
+	}
+	for _, c := range []struct {
+		what   string
+		points []PointSpec
+		holes  []Hole
+		want   string
+	}{
+		{"a u16 refused between two u16", []PointSpec{u16("a", 100), u16("b", 101), u16("c", 102)},
+			[]Hole{{Table: Holding, From: 101, To: 101}}, "100+1 [a], 102+1 [c]"},
+		{"a hole in the gap between two u16", []PointSpec{u16("a", 100), u16("c", 102)},
+			[]Hole{{Table: Holding, From: 101, To: 101}}, "100+1 [a], 102+1 [c]"},
+		{"a u32 whose second register is refused", []PointSpec{u16("a", 100), {Name: "w", Address: 101, Table: Holding, Type: "u32"}, u16("c", 103)},
+			[]Hole{{Table: Holding, From: 102, To: 102}}, "100+1 [a], 103+1 [c]"},
+		{"a string refused (SunSpec's specs)", []PointSpec{u16("a", 100), {Name: "s", Address: 101, Table: Holding, Type: "string", Length: 2}, u16("c", 103)},
+			[]Hole{{Table: Holding, From: 101, To: 102}}, "100+1 [a], 103+1 [c]"},
+		{"no hole", []PointSpec{u16("a", 100), u16("b", 101), u16("c", 102)}, nil, "100+3 [a b c]"},
+	} {
+		var got []string
+		for _, r := range planAround(c.points, c.holes, MaxReadRegisters) {
+			var names []string
+			for _, i := range r.Points {
+				names = append(names, c.points[i].Name)
+			}
+			got = append(got, fmt.Sprintf("%d+%d %v", r.Addr, r.Count, names))
+			for _, h := range c.holes {
+				if int(r.Addr) <= int(h.To) && int(r.Addr)+int(r.Count) > int(h.From) {
+					t.Errorf("%s: read %d+%d carries the hole %d..%d", c.what, r.Addr, r.Count, h.From, h.To)
+				}
+			}
+		}
+		if g := strings.Join(got, ", "); g != c.want {
+			t.Errorf("%s: plan %s, want %s", c.what, g, c.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -155,8 +156,14 @@ type SunSpecDevice struct {
 	lastRaw    map[uint16]float64 // each scaled point's raw value at the last poll, by address
 	oorRaw     map[uint16]float64 // raw values out of range at scale factors read in the same poll
 	fallback   map[string]bool    // names whose first model said not_implemented
-	rating     ratings
-	seen       seenPoints // points that have carried a value
+	// A power-of-ten step that a static read found to be a real move
+	// (the static registers as kept), and when: steps within
+	// ScaleJumpHoldOff of it defer their static read (jumpDeferred) to
+	// the hold-off's end.
+	falseJumpAt  time.Time
+	jumpDeferred bool
+	rating       ratings
+	seen         seenPoints // points that have carried a value
 
 	// Registers the device refused (holes.go); poll goroutine only. Both
 	// plans are made around them.
@@ -177,9 +184,20 @@ type SunSpecDevice struct {
 // them at once, before it publishes, when a value looks mis-scaled: it
 // decodes out of its physical range, a scale factor its reads carry
 // anyway differs from the one kept, or a scaled register moved by a power
-// of ten since the last poll. A scale factor that changes without any of
-// these is used at its old value for at most StaticRefresh.
+// of ten since the last poll (rate-limited: ScaleJumpHoldOff). A scale
+// factor that changes without any of these is used at its old value for
+// at most StaticRefresh.
 const StaticRefresh = time.Minute
+
+// ScaleJumpHoldOff rate-limits the power-of-ten check (StaticRefresh): a
+// value that swings by ten between polls (a house load flipping between
+// 200 and 2000 W) looks like a scale factor step every poll. After a
+// static read made for such a step finds the static registers as kept,
+// the steps seen within ScaleJumpHoldOff do not read them at once: one
+// static read at the hold-off's end answers them all. A scale factor
+// that changes during the hold-off, with none of the other checks seeing
+// it, is used at its old value for at most ScaleJumpHoldOff.
+const ScaleJumpHoldOff = 10 * time.Second
 
 // SunSpecOption configures a SunSpecDevice.
 type SunSpecOption func(*SunSpecDevice)
@@ -279,6 +297,10 @@ func (d *SunSpecDevice) readIdentity(ctx context.Context, holes []Hole) ([]Hole,
 	}
 	vals := map[uint16]uint16{}
 	var learned []Hole
+	// Plan, not planAround: the kept holes are not yet known to be this
+	// device's, and a string left out because another device refused it
+	// would read as empty, as that device's did, and let its holes pass
+	// as this one's.
 	for _, rq := range Plan(specs, holes, MaxReadRegisters) {
 		got := readSplitting(ctx, d.bus, d.unit, specs, rq)
 		if got.err != nil {
@@ -491,8 +513,8 @@ func (rt ratings) ratingFor(name string) float64 {
 // cheapest on the bus (PollPlan), decodes them with the static registers
 // (scale factors, ratings) read at discovery and every StaticRefresh
 // (StaticPlan), and returns a reading. When a value looks mis-scaled (see
-// StaticRefresh) it reads the static registers and the points again before
-// it decodes. Both plans are read around the registers the device refuses
+// StaticRefresh) it reads the static registers before it decodes, and the
+// points again when those changed. Both plans are read around the registers the device refuses
 // (holes.go): a read refused with exception 2 is split and what it refused
 // learned, and a point whose own registers or scale factor's are refused
 // is not_implemented. When the device cannot be read, every point it
@@ -523,21 +545,31 @@ func (d *SunSpecDevice) Poll(ctx context.Context, now func() time.Time) (hearth.
 	}
 	at := now()
 	fresh := false // the static registers were read in this poll
-	if d.static == nil || at.Sub(d.staticAt) >= StaticRefresh || at.Before(d.staticAt) {
-		if rediscover, err := d.readStatics(ctx, at); err != nil {
+	if d.static == nil || at.Sub(d.staticAt) >= StaticRefresh || at.Before(d.staticAt) ||
+		d.jumpDeferred && !d.jumpHeldOff(at) {
+		if _, rediscover, err := d.refreshStatics(ctx, at, d.jumpDeferred); err != nil {
 			return fail(err, rediscover)
 		}
-		d.staticAt, fresh = at, true
+		fresh = true
 	}
 	vals, okSpec, rediscover, firstErr := d.readPoints(ctx, at)
 	raws := d.scaledRaws(vals, okSpec)
-	if !fresh && !rediscover && d.misScaled(vals, okSpec, raws) {
-		if again, err := d.readStatics(ctx, at); err != nil {
-			return fail(err, again)
+	if !fresh && !rediscover {
+		why := d.misScaled(vals, okSpec, raws)
+		if why == scaleJumped && d.jumpHeldOff(at) {
+			d.jumpDeferred, why = true, scaleKept
 		}
-		d.staticAt, fresh = at, true
-		vals, okSpec, rediscover, firstErr = d.readPoints(ctx, at)
-		raws = d.scaledRaws(vals, okSpec)
+		if why != scaleKept {
+			changed, again, err := d.refreshStatics(ctx, at, why == scaleJumped)
+			if err != nil {
+				return fail(err, again)
+			}
+			fresh = true
+			if changed {
+				vals, okSpec, rediscover, firstErr = d.readPoints(ctx, at)
+				raws = d.scaledRaws(vals, okSpec)
+			}
+		}
 	}
 	if fresh {
 		d.oorRaw = map[uint16]float64{}
@@ -665,24 +697,63 @@ func (d *SunSpecDevice) readStatics(ctx context.Context, now time.Time) (redisco
 	return false, nil
 }
 
+// refreshStatics reads the static registers (readStatics) and reports
+// whether they changed from those kept, or the plans did (holes learned):
+// the points read before it must then be read again. jump says a
+// power-of-ten step asked for the read: when nothing changed, the step was
+// the value's own and the hold-off (ScaleJumpHoldOff) starts. Any static
+// read answers a deferred step.
+func (d *SunSpecDevice) refreshStatics(ctx context.Context, at time.Time, jump bool) (changed, rediscover bool, err error) {
+	kept, holes := d.static, len(d.holes)
+	if rediscover, err := d.readStatics(ctx, at); err != nil {
+		return false, rediscover, err
+	}
+	d.staticAt, d.jumpDeferred = at, false
+	changed = !maps.Equal(kept, d.static) || len(d.holes) != holes
+	switch {
+	case changed:
+		d.falseJumpAt = time.Time{}
+	case jump:
+		d.falseJumpAt = at
+	}
+	return changed, false, nil
+}
+
+// jumpHeldOff reports whether a power-of-ten step at now falls within
+// ScaleJumpHoldOff of one a static read found to be a real move. A clock
+// that stepped back ends the hold-off.
+func (d *SunSpecDevice) jumpHeldOff(now time.Time) bool {
+	return !d.falseJumpAt.IsZero() && !now.Before(d.falseJumpAt) && now.Sub(d.falseJumpAt) < ScaleJumpHoldOff
+}
+
 // lacks reports whether the device refuses a register point w needs:
 // its own or its scale factor's.
 func (d *SunSpecDevice) lacks(w wantedPoint) bool {
 	return inHoles(d.holes, d.specs[w.spec]) || w.sfSpec >= 0 && inHoles(d.holes, d.statics[w.sfSpec])
 }
 
+// scaleCheck is what misScaled found.
+type scaleCheck int
+
+const (
+	scaleKept   scaleCheck = iota // nothing says a scale factor changed
+	scaleWrong                    // a carried scale factor differs, or a value decodes out of range
+	scaleJumped                   // only a power-of-ten step: a scale factor's, or the value's own
+)
+
 // misScaled reports whether a poll's registers look decoded with a scale
-// factor that has changed: a scale factor a read carried differs from the
-// one kept, a scaled point decodes out of its physical range (unless it
-// did so with the same raw value right after the scale factors were read:
-// a broken value does not cost a read every poll), or a scaled
-// register moved by a power of ten (within 25 %) since the last poll from
-// at least 10 counts, as a steady value does when its scale factor
-// steps. raws are the poll's scaledRaws.
-func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws map[uint16]float64) bool {
+// factor that has changed: scaleWrong when a scale factor a read carried
+// differs from the one kept or a scaled point decodes out of its physical
+// range (unless it did so with the same raw value right after the scale
+// factors were read: a broken value does not cost a read every poll);
+// else scaleJumped when a scaled register moved by a power of ten
+// (within 25 %) since the last poll from at least 10 counts, as a steady
+// value does when its scale factor steps, and as a value that swings by
+// ten does too. raws are the poll's scaledRaws.
+func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws map[uint16]float64) scaleCheck {
 	for a, v := range d.static {
 		if vals[a] != v {
-			return true
+			return scaleWrong
 		}
 	}
 	block := blocks(vals)
@@ -694,7 +765,7 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws ma
 			continue // out of range at the scale factor read with it: a broken value, not a stale scale
 		}
 		if d.decode(w, block(w.model)).Quality == hearth.QualityOutOfRange {
-			return true
+			return scaleWrong
 		}
 	}
 	for a, cur := range raws {
@@ -704,10 +775,10 @@ func (d *SunSpecDevice) misScaled(vals map[uint16]uint16, okSpec []bool, raws ma
 			continue
 		}
 		if k := math.Log10(hi / lo); k > 0.9 && math.Abs(k-math.Round(k)) < math.Log10(1.25) {
-			return true
+			return scaleJumped
 		}
 	}
-	return false
+	return scaleKept
 }
 
 // scaledRaws returns the raw value of each scaled point read, by address;
@@ -736,6 +807,7 @@ func (d *SunSpecDevice) forgetModels() {
 	d.models = nil
 	d.mu.Unlock()
 	d.static = nil
+	d.falseJumpAt, d.jumpDeferred = time.Time{}, false
 }
 
 // decode decodes one wanted point from its model's registers: scale
@@ -885,7 +957,7 @@ func (d *SunSpecDevice) planPoll() {
 	// A read may bridge into the next model's header; it bridges no
 	// register the device refused (holes.go).
 	d.wanted, d.specs, d.statics = wanted, specs, statics
-	d.plan, d.staticPlan = d.planAround(specs), d.planAround(statics)
+	d.plan, d.staticPlan = planAround(specs, d.holes, MaxReadRegisters), planAround(statics, d.holes, MaxReadRegisters)
 	d.replan = false
 	for _, sp := range statics {
 		if _, ok := d.static[sp.Address]; !ok && !inHoles(d.holes, sp) {

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -200,4 +201,76 @@ func TestSunSpecSerialChangeRediscovers(t *testing.T) {
 	if id := r.dev.Identity(); id.Serial == sim.DefaultSerial || !strings.HasSuffix(id.Serial, "NE") {
 		t.Errorf("identity after rediscovery %+v, want the new serial", id)
 	}
+}
+
+// TestSunSpecFlippingLoadCheapPolls: a house load that swings 200 ↔ 2000 W
+// between polls moves the battery's power (802 W, 103 W) by a power of
+// ten at every poll, as a scale factor step would. The first such step
+// costs a static read; the static registers come back as kept, so the
+// steps after it within ScaleJumpHoldOff cost none, and a static read
+// answers them at the end of the hold-off: at most one static read per
+// ScaleJumpHoldOff, and never the points read twice. Every reading still
+// matches the simulator.
+func TestSunSpecFlippingLoadCheapPolls(t *testing.T) {
+	t.Parallel()
+	r := newStaticsRig(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
+	r.sim.SetLoad(2000)
+	r.poll(t, 0)
+	_, plan := r.dev.PollPlan()
+	_, staticPlan := r.dev.StaticPlan()
+	const polls = 40 // seconds, one poll each, within one StaticRefresh
+	var total uint64
+	for i := range polls {
+		load := 200.0
+		if i%2 == 1 {
+			load = 2000
+		}
+		r.sim.SetLoad(load)
+		rd, n := r.poll(t, time.Second)
+		total += n
+		wantTruth(t, rd, truth(r.sim), fmt.Sprintf("poll %d at a load of %g W", i, load))
+		if int(n) > len(plan)+len(staticPlan) {
+			t.Errorf("poll %d: %d requests, want at most %d (points, statics): the points read twice for a value that only moved", i, n, len(plan)+len(staticPlan))
+		}
+	}
+	statics := polls/int(ScaleJumpHoldOff/time.Second) + 1
+	if want := polls*len(plan) + statics*len(staticPlan); int(total) > want {
+		t.Errorf("%d polls under a flipping load made %d requests, want at most %d (%d a poll, statics at most %d times)",
+			polls, total, want, len(plan), statics)
+	}
+	t.Logf("%d polls: %d requests (points plan %d, statics plan %d)", polls, total, len(plan), len(staticPlan))
+}
+
+// TestSunSpecScaleStepUnderFlippingLoad: a load that flips 200 ↔ 2000 W
+// starts the hold-off of the power-of-ten check; then, the load steady at
+// 2000 W, W_SF of model 802 steps 0 → 1 within the hold-off. The value at
+// the old scale stays in range (raw 200 read as 200 W, the battery giving
+// 2000 W) and steps only once, so only the static read deferred to the
+// hold-off's end sees it: the readings at the old scale end within
+// ScaleJumpHoldOff, not StaticRefresh.
+func TestSunSpecScaleStepUnderFlippingLoad(t *testing.T) {
+	t.Parallel()
+	r := newStaticsRig(t, sim.Config{InitialSoC: 60, MaxChargeW: 5000, MaxDischargeW: 5000})
+	r.sim.SetLoad(2000)
+	r.poll(t, 0)
+	for _, load := range []float64{200, 2000} { // the first step costs a static read and starts the hold-off
+		r.sim.SetLoad(load)
+		r.poll(t, time.Second)
+	}
+	if err := r.sim.SetScaleFactor(802, "W_SF", 1); err != nil {
+		t.Fatal(err)
+	}
+	hold := int(ScaleJumpHoldOff / time.Second)
+	last := -1 // the last poll at the old scale, counted from the step
+	for i := range 2 * hold {
+		rd, _ := r.poll(t, time.Second)
+		p, want := rd.Points["power_w"], float64(r.sim.State().BatteryW)
+		if !p.Good() || math.Abs(p.Value-want) > 10 {
+			last = i
+		}
+	}
+	if last >= hold {
+		t.Errorf("power_w at the old scale %d polls after W_SF stepped, want right within the %d polls of ScaleJumpHoldOff", last+1, hold)
+	}
+	t.Logf("readings at the old scale up to %d polls after the step", last+1)
 }

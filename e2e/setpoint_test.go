@@ -93,7 +93,7 @@ func TestSetpointsOverMQTT(t *testing.T) {
 		t.Helper()
 		return sendSetpoint(t, rec, mq.URL(), "gw-sp", payload)
 	}
-	expect := func(what string, got hearth.Ack, version uint64, result hearth.Result, reason string) {
+	expect := func(what string, got hearth.Ack, version uint64, result hearth.Result, reason hearth.Reason) {
 		t.Helper()
 		if got.Version != version || got.Result != result || got.Reason != reason {
 			t.Errorf("%s: ack %+v, want version %d result %s reason %q", what, got, version, result, reason)

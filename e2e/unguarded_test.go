@@ -76,7 +76,7 @@ func TestUnguardedCapAcrossAKill(t *testing.T) {
 	now := time.Now()
 	validUntil := now.Add(15 * time.Second)
 	ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-cap", gw, 1, now, validUntil, -3000))
-	if ack.Result != hearth.ResultClamped || ack.Reason != string(hearth.RuleUnguardedMax) || ack.AppliedW == nil || *ack.AppliedW != -capW {
+	if ack.Result != hearth.ResultClamped || ack.Reason != hearth.RuleReason(hearth.RuleUnguardedMax) || ack.AppliedW == nil || *ack.AppliedW != -capW {
 		t.Fatalf("ack %+v, want clamped by %s at %d W", ack, hearth.RuleUnguardedMax, -capW)
 	}
 	rec.WaitFor(t, 10*time.Second, func(m []harness.Message) bool {

@@ -95,7 +95,7 @@ func TestCloudToolSignsAndGatewayAcks(t *testing.T) {
 	os.WriteFile(big, bytes.Repeat([]byte(" "), 1<<20), 0o600)
 	hostile := []struct {
 		args   []string
-		reason string
+		reason hearth.Reason
 	}{
 		{[]string{"-m", `{"id":"x","version":`}, hearth.ReasonBadJSON},
 		{[]string{"-m", `{"id":"x","version":9,"force":true}`}, hearth.ReasonUnknownField},

@@ -240,7 +240,7 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 	} {
 		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
 			t.Parallel()
-			addr := startSimProfile(t, c.profile, append([]string{"--unit", strconv.Itoa(unitOf(c.profile))}, c.args...)...)
+			addr := startSimProfile(t, c.profile, c.args...) // at the vendor's own unit, unitOf
 			out, code := check(t, c.profile, addr, c.extra)
 			want := "device inverter (tcp " + addr + " unit " + strconv.Itoa(unitOf(c.profile)) + ", via direct): ok, profile " + c.profile + ": power_w "
 			if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, c.control) {
@@ -363,37 +363,6 @@ uplink: {broker: %q, boot_delay: 0s}
 	})
 	if st := v.State(); st.BatteryW != 0 {
 		t.Fatalf("the simulated firmware runs %v W, want its standby", st.BatteryW)
-	}
-}
-
-// TestHearthsimServesTheVendorsUnit: `hearthsim --profile NAME` without
-// --unit answers on the unit the vendor's devices answer on (SMA 3, Alpha
-// ESS 85), as an installer's config says, and --unit still overrides it.
-func TestHearthsimServesTheVendorsUnit(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--profile", "sma_storage"}, "(unit 3)"},
-		{[]string{"--profile", "alphaess"}, "(unit 85)"},
-		{[]string{"--profile", "sma_storage", "--unit", "7"}, "(unit 7)"},
-	} {
-		var out harness.SyncBuffer
-		cmd := exec.Command(hearthsimBin(t), append(c.args, "--modbus", "127.0.0.1:0")...)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(out.String(), "serving Modbus TCP on") && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-		if !strings.Contains(out.String(), c.want) {
-			t.Errorf("hearthsim %v: want %s in:\n%s", c.args, c.want, out.String())
-		}
 	}
 }
 

@@ -26,16 +26,18 @@ type devState struct {
 	trips   map[hearth.Rule]bool
 	why     map[hearth.Rule]string
 	seen    map[hearth.PointName]bool // points the device has given good values for
+	// The arrival of the last reading judged for plausibility and
+	// divergence: each reading is judged once, however many ticks see it.
+	judged time.Time
 	// Plausibility: consecutive contradicting readings, by check, and the
 	// reason the device is held implausible ("" while it is not).
 	contra      map[string]int
 	implausible string
 	signSince   time.Time // since when the approved power has had its sign and size
 	signOf      int       // that sign: -1, 0 or 1
-	// Divergence: the arrival of the last reading judged, the battery
-	// power it gave (prevOK false when none), and how many readings in a
-	// row moved away from the command the device held.
-	judged  time.Time
+	// Divergence: the battery power the last reading judged gave (prevOK
+	// false when none), and how many readings in a row moved away from
+	// the command the device held.
 	prevW   float64
 	prevOK  bool
 	diverge int
@@ -201,8 +203,14 @@ func (dc *decider) assess(o Observation, st devState) *verdict {
 		return safe(hearth.ModeAuto, hearth.RuleReadingQuality)
 	}
 
-	dc.plausibility(o, s, v)
-	dc.divergence(o, s, v)
+	if !o.At.Equal(s.judged) {
+		// The decider runs more often than readings arrive: a reading
+		// evaluated again on a later tick is the same evidence, and
+		// counts once towards a contradiction or a divergence.
+		s.judged = o.At
+		dc.plausibility(o, s, v)
+		dc.divergence(o, s, v)
+	}
 	if s.implausible != "" {
 		s.trips[hearth.RuleImplausible] = true
 		s.why[hearth.RuleImplausible] = s.implausible
@@ -301,8 +309,9 @@ func value(o Observation, s *devState, name hearth.PointName) (float64, bool) {
 // plausibility looks for a device contradicting itself: battery power of
 // one sign while its own voltage and current, or its charge status, say
 // the other; or power of the opposite sign to what it was commanded, held
-// long enough to follow. A contradiction seen contradictions times in a
-// row holds the device in the safe state, with the reason.
+// long enough to follow. A contradiction in contradictions readings in a
+// row holds the device in the safe state, with the reason. It is called
+// once per reading.
 func (dc *decider) plausibility(o Observation, s *devState, v *verdict) {
 	in := dc.in
 	if s.implausible != "" || !v.battOK || math.Abs(float64(v.batt)) < signMinW {
@@ -351,7 +360,7 @@ func holdOf(o Observation) *hearth.Watts {
 	return &w
 }
 
-// divergence looks at the device's response alone, on each new reading:
+// divergence looks at the device's response alone, once per reading:
 //
 //   - whether its battery power moved away from the command it held, by at
 //     least signMinW, since the reading before. A device that follows moves
@@ -368,10 +377,6 @@ func holdOf(o Observation) *hearth.Watts {
 //     and a loop that settles, do not. swingReadings such reversals within the last swingWindow
 //     readings hold it implausible.
 func (dc *decider) divergence(o Observation, s *devState, v *verdict) {
-	if o.At.Equal(s.judged) {
-		return // the same reading again: a tick, not a response
-	}
-	s.judged = o.At
 	prev, prevOK := s.prevW, s.prevOK
 	s.prevW, s.prevOK = float64(v.batt), v.battOK
 	if s.implausible != "" || !v.battOK || !prevOK || s.last.mode != hearth.ModePower || !o.At.After(s.changed) {

@@ -251,3 +251,79 @@ func TestFollowingAlternatingCommandsIsPlausible(t *testing.T) {
 		actual = float64(a.Power())
 	}
 }
+
+// The decider runs on every tick, more often than readings arrive: a
+// contradiction counts once per reading, however many ticks evaluate that
+// reading. One reading whose volts and amps contradict its power, seen on
+// many ticks, trips nothing; contradictions distinct such readings do.
+func TestContradictionCountsReadingsNotTicks(t *testing.T) {
+	t.Parallel()
+	e, err := NewEvaluator(testLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Charging 1500 W by its power, discharging 1500 W by V×A.
+	wrong := map[string]hearth.Point{PointPower: hearth.V(-1500), PointBatteryV: hearth.V(52), PointBatteryA: hearth.V(28.8)}
+	now := t0
+	const ticks = 2 * contradictions // per reading, all inside max_reading_age
+	for r := 1; r <= contradictions; r++ {
+		o := battery(now, 50, wrong) // a new reading arrives
+		var d Decision
+		for range ticks {
+			now = now.Add(time.Second)
+			d = e.Evaluate(Input{Now: now, Target: power(1000), Devices: []Observation{o}})
+		}
+		tripped := slices.Contains(d.Trips, hearth.RuleImplausible)
+		if r < contradictions && tripped {
+			t.Fatalf("%d contradicting readings, each evaluated on %d ticks: implausible (%q), want it only after %d readings",
+				r, ticks, d.Devices[0].Why[hearth.RuleImplausible], contradictions)
+		}
+		if r == contradictions && (!tripped || d.Commands[0].Mode() != hearth.ModeAuto ||
+			!strings.Contains(d.Devices[0].Why[hearth.RuleImplausible], "battery_v × battery_a")) {
+			t.Fatalf("%d contradicting readings: %s, trips %v, why %q; want implausible by V×A, handed back",
+				r, d.Commands[0], d.Trips, d.Devices[0].Why[hearth.RuleImplausible])
+		}
+	}
+}
+
+// The response check counts readings too: a battery commanded +1000 W
+// that says it charges 980 W, read every 5 s and evaluated every second,
+// is held implausible only once contradictions of its readings have come
+// after it had EffectiveWithin to follow.
+func TestWrongResponseCountsReadingsNotTicks(t *testing.T) {
+	t.Parallel()
+	lim := testLimits()
+	e, err := NewEvaluator(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := map[string]hearth.Point{PointPower: hearth.V(-980)}
+	var (
+		now, commanded time.Time // commanded: the first tick with the discharge approved
+		o              Observation
+		late           int // readings that arrived once the device had had time to follow
+	)
+	for i := range 90 {
+		now = t0.Add(time.Duration(i+1) * time.Second)
+		if i%5 == 0 {
+			o = battery(now, 50, wrong)
+			if !commanded.IsZero() && now.Sub(commanded) >= DefaultEffectiveWithin {
+				late++
+			}
+		}
+		d := e.Evaluate(Input{Now: now, Target: power(1000), Devices: []Observation{o}})
+		if slices.Contains(d.Trips, hearth.RuleImplausible) {
+			if late < contradictions {
+				t.Fatalf("implausible at %s with %d readings after the device had %s to follow (%q), want %d",
+					now.Sub(t0), late, DefaultEffectiveWithin, d.Devices[0].Why[hearth.RuleImplausible], contradictions)
+			}
+			return
+		}
+		a := d.Commands[0]
+		if a.Mode() == hearth.ModePower && a.Power() >= signMinW && commanded.IsZero() {
+			commanded = now
+		}
+		e.Confirm("battery", a.Power())
+	}
+	t.Fatalf("commanded +1000 W for 90 s, read -980 W every 5 s: never implausible (%d late readings)", late)
+}

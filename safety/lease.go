@@ -181,10 +181,10 @@ func (l Lease) Info(now hearth.Instant, synced bool, floor time.Time) hearth.Lea
 type Verdict struct {
 	OK     bool
 	Result hearth.Result
-	Reason string
+	Reason hearth.Reason
 }
 
-func refuse(res hearth.Result, reason string) Verdict {
+func refuse(res hearth.Result, reason hearth.Reason) Verdict {
 	return Verdict{Result: res, Reason: reason}
 }
 

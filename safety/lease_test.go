@@ -24,7 +24,7 @@ func TestCheckOrder(t *testing.T) {
 		synced   bool
 		meter    bool
 		want     hearth.Result
-		reason   string
+		reason   hearth.Reason
 		accepted bool
 	}{
 		{"valid", ok, true, false, "", "", true},

@@ -77,6 +77,10 @@ type Deliverer struct {
 	// upSince is when the deliverer last saw the uplink come back after
 	// it was lost, on the monotonic clock (a time.Duration); 0 before.
 	upSince atomic.Int64
+	// reported is set once LinkChanged has been called: from then on the
+	// uplink's own reports, not polling Connected, tell a reconnection.
+	// linked is set by the first connection reported.
+	reported, linked atomic.Bool
 
 	cancel   context.CancelFunc
 	draining chan struct{} // closed by Close: deliver once more, then return
@@ -98,6 +102,26 @@ func (d *Deliverer) Wake() {
 	case d.wake <- struct{}{}:
 	default:
 	}
+}
+
+// LinkChanged tells the deliverer of a connection the uplink made (up)
+// or lost, in the order they happened; it never blocks, so it may be
+// called from the uplink's connect loop. A connection after the first is
+// a reconnection: what was taken before it is the outage and goes on
+// backfill, and delivery resumes at once. Once it has been called, the
+// deliverer relies on these reports alone, so a link that drops and comes
+// back between two of its polls of Connected is still seen. Without them
+// (an Uplink that does not report), it notices a reconnection by polling
+// Connected about once a second, and misses one that falls between polls.
+func (d *Deliverer) LinkChanged(up bool) {
+	d.reported.Store(true)
+	if !up {
+		return
+	}
+	if d.linked.Swap(true) { // back after an outage; the first connect at boot is none
+		d.upSince.Store(int64(d.opt.Clock.Mono()))
+	}
+	d.Wake()
 }
 
 // Start delivers on a goroutine of its own until Close: on every Wake and
@@ -137,7 +161,10 @@ func (d *Deliverer) run(ctx context.Context) {
 		case <-d.wake:
 		case <-t.C:
 		}
-		if now := d.opt.Uplink.Connected(); now != up {
+		// An uplink that reports its connections (LinkChanged) is not
+		// polled for them: a poll misses a link lost and made again
+		// between two polls.
+		if now := d.opt.Uplink.Connected(); now != up && !d.reported.Load() {
 			up = now
 			if up && wasUp { // back after an outage; the first connect at boot is none
 				d.upSince.Store(int64(d.opt.Clock.Mono()))

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +137,43 @@ func TestWindowKeepsTheOutageOffLive(t *testing.T) {
 	}
 	if fresh.Len() != 0 {
 		t.Errorf("%d readings left in memory", fresh.Len())
+	}
+}
+
+// linkUplink is a link the deliverer finds connected at every poll: the
+// outage it had fell between two polls.
+type linkUplink struct{ batchUplink }
+
+// TestLinkLostBetweenPollsIsAReconnection: the link drops and comes back
+// between two of the deliverer's polls, which find it connected each
+// time. The uplink reports both changes, and the deliverer treats the
+// return as a reconnection: the reading in memory taken during the outage
+// goes on backfill, the one taken since is live.
+func TestLinkLostBetweenPollsIsAReconnection(t *testing.T) {
+	var mono atomic.Int64
+	mono.Store(int64(10 * time.Second))
+	clock := Clock{Boot: "b", Since: func() time.Duration { return time.Duration(mono.Load()) }, Now: time.Now, Synced: func() bool { return true }}
+	fresh := &Fresh{}
+	up := &linkUplink{}
+	d := NewDeliverer(DelivererOptions{Outbox: memOutbox{}, Uplink: up, Fresh: fresh, Clock: clock, Window: 5 * time.Second})
+	add := func(seq uint64) {
+		at := time.Duration(mono.Load())
+		fresh.add([]hearth.Reading{{Seq: seq, Device: "battery", Boot: "b", MonoMS: at.Milliseconds(),
+			Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}}}, at)
+	}
+	d.LinkChanged(true) // the first connection, at boot
+	d.Start()
+	d.LinkChanged(false) // lost...
+	add(1)               // ...while this reading was taken...
+	mono.Add(int64(2 * time.Second))
+	d.LinkChanged(true) // ...and made again
+	add(2)
+	mono.Add(int64(5 * time.Second)) // seq 2 has waited out the window
+	d.Close(time.Now().Add(time.Minute))
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.batches) != 2 || len(up.batches[0]) != 1 || up.batches[0][0] != 1 || !up.backfill[0] ||
+		len(up.batches[1]) != 1 || up.batches[1][0] != 2 || up.backfill[1] {
+		t.Errorf("batches %v (backfill %v); want seq 1, taken during the outage, on backfill, then seq 2 live", up.batches, up.backfill)
 	}
 }

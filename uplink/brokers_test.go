@@ -314,7 +314,7 @@ func TestHostileSetpointsThroughBroker(t *testing.T) {
 
 	inputs := []struct {
 		payload []byte
-		reason  string
+		reason  hearth.Reason
 	}{
 		{[]byte(`{"id":`), hearth.ReasonBadJSON},
 		{sign(t, lease(t, map[string]any{"force": 1}), key), hearth.ReasonUnknownField},

@@ -412,7 +412,7 @@ func (s *Session) HandleSetpoints(keys map[string]ed25519.PublicKey, revoked []s
 				ack.ID, ack.Version = sp.ID, sp.Version
 			}
 			if ack.Result == "" {
-				ack.Result, ack.Reason = hearth.ResultRejected, "no_result"
+				ack.Result, ack.Reason = hearth.ResultRejected, hearth.ReasonNoResult
 			}
 			s.log.Info("setpoint", "id", ack.ID, "version", ack.Version, "result", ack.Result, "reason", ack.Reason)
 		}

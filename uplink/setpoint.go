@@ -65,7 +65,7 @@ func SignSetpoint(payload []byte, keyID string, key ed25519.PrivateKey) ([]byte,
 type Rejection struct {
 	ID      string
 	Version uint64
-	Reason  string
+	Reason  hearth.Reason
 	Detail  string
 }
 
@@ -327,7 +327,7 @@ func walk(dec *json.Decoder, s *shape, depth int, isEnvelope *bool) *Rejection {
 
 // peek makes a rejection carrying the id and version of payload, when an
 // unverified look can find them.
-func peek(payload []byte, reason, detail string) *Rejection {
+func peek(payload []byte, reason hearth.Reason, detail string) *Rejection {
 	return withID(&Rejection{Reason: reason, Detail: detail}, payload)
 }
 
@@ -352,7 +352,7 @@ func withID(r *Rejection, payload []byte) *Rejection {
 // fields is a strictly checked JSON object, one raw value per key.
 type fields map[string]json.RawMessage
 
-func bad(reason, format string, a ...any) *Rejection {
+func bad(reason hearth.Reason, format string, a ...any) *Rejection {
 	return &Rejection{Reason: reason, Detail: fmt.Sprintf(format, a...)}
 }
 

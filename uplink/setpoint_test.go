@@ -149,7 +149,7 @@ func TestParseSetpointHostile(t *testing.T) {
 		name    string
 		payload []byte
 		keys    map[string]ed25519.PublicKey
-		reason  string
+		reason  hearth.Reason
 		id      string // the id the ack must carry, when readable
 	}{
 		{"malformed json", []byte(`{"id":"b7e1","version":42,`), nil, hearth.ReasonBadJSON, ""},
@@ -280,7 +280,7 @@ func FuzzParseSetpoint(f *testing.F) {
 		f.Add([]byte(s), true)
 	}
 	f.Add(sign(f, []byte(goodLease), k), true)
-	reasons := map[string]bool{
+	reasons := map[hearth.Reason]bool{
 		hearth.ReasonTooLarge: true, hearth.ReasonBadJSON: true, hearth.ReasonUnknownField: true, hearth.ReasonUnsigned: true,
 		hearth.ReasonUnknownKey: true, hearth.ReasonBadSignature: true, hearth.ReasonBadValue: true, hearth.ReasonUnknownMode: true,
 		hearth.ReasonWrongGateway: true,
@@ -369,7 +369,7 @@ func TestNoKeysInForceRefusesAll(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		payload []byte
-		want    string
+		want    hearth.Reason
 	}{
 		{"bare", []byte(goodLease), hearth.ReasonNoKeys},
 		{"signed with the revoked key", sign(t, []byte(goodLease), k1), hearth.ReasonKeyRevoked},

@@ -22,13 +22,31 @@ const (
 
 // History keeps per-minute means of the points the page plots, for the
 // last HistoryWindow: at most one bucket per device and minute, so its
-// memory is bounded whatever the poll rate. It is safe for concurrent use.
+// memory is bounded whatever the poll rate. Minutes are placed by the
+// readings' own times, and trimmed by them (those more than HistoryWindow
+// older than the newest go); since that wall clock may step (an NTP sync
+// a year ahead, then back), they are also trimmed on the monotonic clock
+// (a minute nothing was added to for HistoryWindow goes), and at most
+// maxMinutes are kept (beyond, those added to longest ago go). It is safe
+// for concurrent use.
 type History struct {
 	meterDevice, meterPoint string
+	mono                    func() time.Duration
 
 	mu      sync.Mutex
-	minutes map[int64]map[string]*bucket // unix minute → device → sums
+	minutes map[int64]*minute // unix minute → its buckets
 	newest  int64
+}
+
+// maxMinutes bounds the minutes History keeps: a window's worth, and the
+// minute being filled.
+const maxMinutes = int(HistoryWindow/time.Minute) + 2
+
+// minute holds one minute's buckets, by device, and when (on the
+// monotonic clock) one was last added to.
+type minute struct {
+	devs    map[string]*bucket
+	touched time.Duration
 }
 
 // bucket sums one device's plotted points over one minute.
@@ -50,9 +68,15 @@ func (b *bucket) mean(name string) (float64, bool) {
 }
 
 // NewHistory makes a history whose grid power is meterPoint of
-// meterDevice (none when meterDevice is empty).
-func NewHistory(meterDevice, meterPoint string) *History {
-	return &History{meterDevice: meterDevice, meterPoint: meterPoint, minutes: map[int64]map[string]*bucket{}}
+// meterDevice (none when meterDevice is empty). mono reads the monotonic
+// clock (the time since any fixed origin, which no step of the wall clock
+// moves); nil reads the process's own.
+func NewHistory(meterDevice, meterPoint string, mono func() time.Duration) *History {
+	if mono == nil {
+		start := time.Now()
+		mono = func() time.Duration { return time.Since(start) }
+	}
+	return &History{meterDevice: meterDevice, meterPoint: meterPoint, mono: mono, minutes: map[int64]*minute{}}
 }
 
 // plotted names the points of device that the plots use.
@@ -91,29 +115,72 @@ func (h *History) AddAggregate(a hearth.Aggregate) {
 // bucketFor returns the bucket of device at t, dropping minutes that have
 // left the window. h.mu is held.
 func (h *History) bucketFor(device string, t time.Time) *bucket {
+	now := h.mono()
 	m := t.Unix() / 60
 	if m > h.newest {
 		h.newest = m
 		h.trim()
 	}
-	devs := h.minutes[m]
-	if devs == nil {
-		devs = map[string]*bucket{}
-		h.minutes[m] = devs
+	mn := h.minutes[m]
+	if mn == nil {
+		h.trimMono(now)
+		mn = &minute{devs: map[string]*bucket{}}
+		h.minutes[m] = mn
 	}
-	b := devs[device]
+	mn.touched = now
+	b := mn.devs[device]
 	if b == nil {
 		b = &bucket{sum: map[string]float64{}, n: map[string]int{}}
-		devs[device] = b
+		mn.devs[device] = b
 	}
 	return b
 }
 
+// trim drops the minutes outside the window that ends at the newest.
 func (h *History) trim() {
 	oldest := h.newest - int64(HistoryWindow/time.Minute)
 	for m := range h.minutes {
 		if m <= oldest || m > h.newest+1 {
 			delete(h.minutes, m)
+		}
+	}
+}
+
+// trimMono makes room for one more minute on the monotonic clock, which a
+// wall-clock step cannot move: a minute nothing was added to for
+// HistoryWindow goes, and while more than maxMinutes-1 are kept, those
+// added to longest ago go (the oldest minute first among equals). A
+// newest minute that went with them (stamped by a clock that stepped
+// back since) no longer anchors the window.
+func (h *History) trimMono(now time.Duration) {
+	dropped := false
+	for m, mn := range h.minutes {
+		if now-mn.touched > HistoryWindow {
+			delete(h.minutes, m)
+			dropped = true
+		}
+	}
+	if over := len(h.minutes) - (maxMinutes - 1); over > 0 {
+		ms := make([]int64, 0, len(h.minutes))
+		for m := range h.minutes {
+			ms = append(ms, m)
+		}
+		sort.Slice(ms, func(i, j int) bool {
+			a, b := h.minutes[ms[i]], h.minutes[ms[j]]
+			if a.touched != b.touched {
+				return a.touched < b.touched
+			}
+			return ms[i] < ms[j]
+		})
+		for _, m := range ms[:over] {
+			delete(h.minutes, m)
+		}
+		dropped = true
+	}
+	if dropped {
+		h.newest = 0
+		for m := range h.minutes {
+			h.newest = max(h.newest, m)
 		}
 	}
 }
@@ -154,7 +221,7 @@ func (h *History) Report(since, now time.Time) HistoryReport {
 		rep.Minute[i] = m * 60_000
 		var soc, socN, batt, pv float64
 		var hasBatt, hasPV bool
-		for dev, b := range h.minutes[m] {
+		for dev, b := range h.minutes[m].devs {
 			if dev == h.meterDevice {
 				if v, ok := b.mean(h.meterPoint); ok {
 					series("grid_w")[i] = &v

@@ -13,7 +13,7 @@ import (
 // older than the window forgotten.
 func TestHistoryMeansPerMinute(t *testing.T) {
 	t.Parallel()
-	h := NewHistory("meter", "grid_power_w")
+	h := NewHistory("meter", "grid_power_w", nil)
 	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 	add := func(dev string, at time.Duration, pts map[string]float64) {
 		r := hearth.Reading{Device: dev, Time: t0.Add(at), Clock: hearth.ClockSynced, Points: map[string]hearth.Point{}}
@@ -70,4 +70,58 @@ func show(p *float64) any {
 		return nil
 	}
 	return *p
+}
+
+// TestHistoryBoundedThroughClockSteps: the wall clock steps a year ahead
+// (an NTP sync from a wrong server) for a few minutes, then back, and the
+// gateway runs on for three days, a reading a minute. Placed by their own
+// times, the minutes a year ahead would anchor the window for a year and
+// nothing after the step back would ever be trimmed; on the injected
+// monotonic clock they age out, and the history keeps at most a window's
+// worth of minutes throughout, with the last day's plots whole.
+func TestHistoryBoundedThroughClockSteps(t *testing.T) {
+	t.Parallel()
+	var mono time.Duration
+	h := NewHistory("", "", func() time.Duration { return mono })
+	wall := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	add := func(at time.Time) {
+		h.Add(hearth.Reading{Device: "battery", Time: at, Clock: hearth.ClockSynced,
+			Points: map[string]hearth.Point{"soc_pct": hearth.V(50)}})
+	}
+	most := 0
+	tick := func(at time.Time) {
+		mono += time.Minute
+		add(at)
+		h.mu.Lock()
+		most = max(most, len(h.minutes))
+		h.mu.Unlock()
+	}
+	for range 10 {
+		wall = wall.Add(time.Minute)
+		tick(wall)
+	}
+	ahead := wall.AddDate(1, 0, 0)
+	for range 5 {
+		ahead = ahead.Add(time.Minute)
+		tick(ahead)
+	}
+	for range 3 * 24 * 60 {
+		wall = wall.Add(time.Minute)
+		tick(wall)
+	}
+	if most > maxMinutes {
+		t.Errorf("held up to %d minutes, want at most %d (a window's worth)", most, maxMinutes)
+	}
+	rep := h.Report(wall.Add(-HistoryWindow), wall)
+	if n := len(rep.Minute); n < int(HistoryWindow/time.Minute) || rep.Minute[n-1] != wall.Truncate(time.Minute).UnixMilli() {
+		t.Errorf("the last day's plots: %d minutes, the last %v; want a day's worth up to %v", n, time.UnixMilli(rep.Minute[max(n-1, 0)]).UTC(), wall)
+	}
+	h.mu.Lock()
+	for m := range h.minutes {
+		if m > wall.Unix()/60 {
+			t.Errorf("minute %v, from the clock that stepped ahead, still kept after three days", time.Unix(m*60, 0).UTC())
+			break
+		}
+	}
+	h.mu.Unlock()
 }

@@ -133,7 +133,7 @@ func modeLine(req diag.ModeRequest, ack hearth.Ack) string {
 	}
 	line := fmt.Sprintf("mode %s for %s: %s", what, req.For, ack.Result)
 	if ack.Reason != "" {
-		line += " (" + ack.Reason + ")"
+		line += " (" + string(ack.Reason) + ")"
 	}
 	if ack.AppliedW != nil && ack.Result == hearth.ResultClamped {
 		line += ", holding " + watts(float64(*ack.AppliedW))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,10 +109,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	meterExport := fs.Bool("meter-export-positive", false, "with --meter: sign the meter's W positive exporting instead")
 	cellTemps := fs.Bool("cell-temps", false, "serve SunSpec model 803 (lithium-ion bank, module temperatures) after model 802")
 	mqttAddr := fs.String("mqtt", "", "run an embedded MQTT broker on this address (e.g. 127.0.0.1:1883)")
-	unit := fs.Uint("unit", 1, "Modbus unit id (with a vendor --profile, the vendor's usual one unless given: 3 for sma_storage, 85 for alphaess, 247 for goodwe_et, 71 for kostal_plenticore, else 1)")
+	unit := fs.Uint("unit", 0, "Modbus unit id, 1 to 247 (default: the profile's own: "+profileUnits()+")")
 	soc := fs.Float64("soc", 60, "initial state of charge (%)")
 	serial := fs.String("serial", "SIM0001", "serial number reported in SunSpec model 1")
-	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); vendor maps are served over --modbus only")
+	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); a vendor map is served over --modbus only and takes only --"+strings.Join(vendorFlags, ", --")+"; any other flag is refused with it")
 	load := fs.Float64("load", 300, "with a vendor --profile: the constant house load (W)")
 	pv := fs.Float64("pv", 0, "with a vendor --profile: the constant PV production (W)")
 	quirk := fs.String("quirk", "", "with a vendor --profile: serve a firmware behaviour users report instead of the documented one (sma_storage: standby, the complete set taken and the battery left at 0 W)")
@@ -130,15 +131,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parse(fs, args, true, stdout, stderr); !ok {
 		return code
 	}
-	if *profile != "sunspec" && *profile != "fronius_gen24" {
-		vendorUnit := uint8(0) // the vendor's usual unit
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "unit" {
-				vendorUnit = uint8(*unit)
-			}
-		})
-		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: vendorUnit, InitialSoC: *soc, LoadW: *load, PVW: *pv,
-			Settings: settings, Quirk: *quirk}, *modbusAddr, *rtuPath != "" || *mqttAddr != "", stdout, stderr)
+	if errs := checkServeFlags(fs, *profile); len(errs) > 0 {
+		for _, err := range errs {
+			fmt.Fprintln(stderr, "hearthsim:", err)
+		}
+		return 2
+	}
+	if vendorProfile(*profile) {
+		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
+			Settings: settings, Quirk: *quirk}, *modbusAddr, stdout, stderr)
+	}
+	if *unit == 0 {
+		*unit = 1
 	}
 	if *modbusAddr == "" && *mqttAddr == "" && *rtuPath == "" {
 		fmt.Fprintf(stderr, "hearthsim: give --modbus ADDR, --rtu DEVICE and/or --mqtt ADDR, or a subcommand\n\n%s", usage)
@@ -217,10 +221,60 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 }
 
+// vendorFlags are the server's flags a vendor map takes; every other flag
+// is the SunSpec simulator's (profiles sunspec and fronius_gen24). The
+// flags only a vendor map takes are vendorOnlyFlags.
+var (
+	vendorFlags     = []string{"profile", "modbus", "unit", "soc", "load", "pv", "setting", "quirk"}
+	vendorOnlyFlags = []string{"load", "pv", "setting", "quirk"}
+)
+
+// vendorProfile reports whether profile names a vendor's own map rather
+// than the SunSpec simulator.
+func vendorProfile(profile string) bool {
+	return profile != "sunspec" && profile != "fronius_gen24"
+}
+
+// profileUnits lists each profile's own unit id, for --unit's help.
+func profileUnits() string {
+	out := []string{"1 for sunspec, fronius_gen24"}
+	for _, p := range sim.VendorProfiles() {
+		u, _ := sim.VendorUnit(p)
+		out = append(out, fmt.Sprintf("%d for %s", u, p))
+	}
+	return strings.Join(out, ", ")
+}
+
+// checkServeFlags checks the server's flags given in fs against profile:
+// the profile must be one served, --unit a unit id (1 to 247), and every
+// flag given one the profile takes (vendorFlags). It returns an error for
+// each flag that does not apply, naming it and the profile.
+func checkServeFlags(fs *flag.FlagSet, profile string) []error {
+	if _, ok := sim.VendorUnit(profile); vendorProfile(profile) && !ok {
+		return []error{fmt.Errorf("--profile %s: no such profile (have sunspec, fronius_gen24, %s)", profile, strings.Join(sim.VendorProfiles(), ", "))}
+	}
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case f.Name == "unit":
+			if u, _ := strconv.ParseUint(f.Value.String(), 10, 64); u < 1 || u > 247 {
+				errs = append(errs, fmt.Errorf("--unit %s: a Modbus unit id is 1 to 247", f.Value))
+			}
+		case vendorProfile(profile) && !slices.Contains(vendorFlags, f.Name):
+			errs = append(errs, fmt.Errorf("--%s does not apply to --profile %s: a vendor map is served over --modbus only and takes only --%s",
+				f.Name, profile, strings.Join(vendorFlags, ", --")))
+		case !vendorProfile(profile) && slices.Contains(vendorOnlyFlags, f.Name):
+			errs = append(errs, fmt.Errorf("--%s does not apply to --profile %s: it sets a vendor map's simulator (the SunSpec simulator's load and PV follow its daily curve; --control sets them)",
+				f.Name, profile))
+		}
+	})
+	return errs
+}
+
 // serveVendor serves a vendor's own map over Modbus TCP until ctx ends.
-func serveVendor(ctx context.Context, cfg sim.VendorConfig, addr string, other bool, stdout, stderr io.Writer) int {
-	if addr == "" || other {
-		fmt.Fprintf(stderr, "hearthsim: --profile %s serves Modbus TCP only: give --modbus ADDR, without --rtu or --mqtt\n", cfg.Profile)
+func serveVendor(ctx context.Context, cfg sim.VendorConfig, addr string, stdout, stderr io.Writer) int {
+	if addr == "" {
+		fmt.Fprintf(stderr, "hearthsim: --profile %s serves Modbus TCP only: give --modbus ADDR\n", cfg.Profile)
 		return 2
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "sim")

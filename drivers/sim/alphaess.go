@@ -16,7 +16,8 @@ import (
 // logic (start reads 0). Other dispatch modes are not simulated: the
 // system keeps its own logic. A power beyond the battery's rating, a mode
 // outside 1–10 or 19 (Tinkerforge's "no battery charge"), a start other
-// than 0 or 1, or a SoC above 250 (100 %) gets exception 3. A write-single
+// than 0 or 1, or a SoC above 250 (100 %) gets exception 3 (a power
+// written one word at a time is judged as the pair would hold it). A write-single
 // (FC 06) request changes nothing and gets no answer, as Alpha2MQTT's
 // author found on a SMILE-B3: registers are written with FC 16. Where the
 // block is kept is not published: every write to it is counted. Read:
@@ -50,7 +51,7 @@ var alphaessKind = &vendorKind{
 		return false, false
 	},
 	check: func(v *Vendor, addr uint16, vals []uint16) byte {
-		if p, ok := u32BE(addr, vals, aePower); ok {
+		if p, ok := u32AfterBE(v, addr, vals, aePower); ok {
 			w := float64(int32(p)) - aeOffset
 			if w > v.cfg.MaxDischargeW || -w > v.cfg.MaxChargeW {
 				return ExceptionIllegalDataValue

@@ -89,7 +89,7 @@ var smaKind = &vendorKind{
 		if _, ok := smaPairs[end-2]; !ok {
 			return ExceptionIllegalDataAddress
 		}
-		if m, ok := u32BE(addr, vals, smaMode); ok {
+		if m, ok := u32AfterBE(v, addr, vals, smaMode); ok {
 			switch m {
 			case 303, 308, 1438, 2289, 2290, 2424:
 			default:
@@ -185,12 +185,8 @@ func smaTake(v *Vendor) {
 	}
 }
 
-// u32BE decodes the 32-bit value (high word first) at a from a write of
-// vals at addr, when the write carries both of its registers.
-func u32BE(addr uint16, vals []uint16, a uint16) (uint32, bool) {
-	i := int(a) - int(addr)
-	if i < 0 || i+1 >= len(vals) {
-		return 0, false
-	}
-	return uint32(vals[i])<<16 | uint32(vals[i+1]), true
+// u32AfterBE is u32After for a value stored high word first.
+func u32AfterBE(v *Vendor, addr uint16, vals []uint16, a uint16) (uint32, bool) {
+	u, ok := u32After(v, addr, vals, a)
+	return u<<16 | u>>16, ok
 }

@@ -145,6 +145,17 @@ func VendorQuirks(profile string) map[string]string {
 	return k.quirks
 }
 
+// VendorUnit returns the unit id the vendor of profile answers by default
+// (a Vendor's when VendorConfig.UnitID is 0); ok is false for a profile
+// NewVendor does not serve.
+func VendorUnit(profile string) (unit uint8, ok bool) {
+	k, ok := vendorKinds[profile]
+	if !ok {
+		return 0, false
+	}
+	return k.unit, true
+}
+
 // NewVendor returns a simulator for cfg.Profile.
 func NewVendor(cfg VendorConfig) (*Vendor, error) {
 	k, ok := vendorKinds[cfg.Profile]

@@ -289,8 +289,52 @@ func TestAlphaESSDispatch(t *testing.T) {
 	if code := writeRegs(v, aeStart, block(-9000, 250, 120)...); code != ExceptionIllegalDataValue {
 		t.Fatalf("9000 W on a 5000 W battery: exception %d, want 3", code)
 	}
+	if code := writeRegs(v, aePower+1, aeOffset+9000); code != ExceptionIllegalDataValue {
+		t.Fatalf("9000 W in the power's low word alone: exception %d, want 3", code)
+	}
 	resp, act := v.serve(context.Background(), v.Unit(), []byte{fcWriteSingle, aeStart >> 8, aeStart & 0xFF, 0, 0})
 	if resp != nil || act != actSilent || v.Holding(aeStart, 1)[0] != 1 {
 		t.Fatalf("FC 06 of start 0: answer %v, start %d; want no answer and the dispatch still started", resp, v.Holding(aeStart, 1)[0])
+	}
+}
+
+// TestHalfWrittenValuesAreJudgedWhole: a write of one word of a 32-bit
+// value is judged by the value the pair would hold, the other word as
+// held. SolarEdge's timeout (3600 s held, low word first) with its high
+// word written 2 would be 134672 s, past the 86400 s the device takes:
+// exception 3, and the timeout stays 3600 s; high word 1 (69136 s) is
+// within it and taken, after which a low word of 0xFFFF (131071 s) is
+// refused. A charge limit and a Kostal setpoint turned negative or NaN by
+// their high word alone are refused too.
+func TestHalfWrittenValuesAreJudgedWhole(t *testing.T) {
+	t.Parallel()
+	se, _ := newTestVendor(t, "solaredge_storedge", map[uint16]uint16{0xE004: 4, 0xE005: 1})
+	for _, c := range []struct {
+		addr     uint16
+		val      uint16
+		want     byte
+		timeout  []uint16
+		whatWant string
+	}{
+		{seTimeout + 1, 2, ExceptionIllegalDataValue, []uint16{3600, 0}, "134672 s: refused"},
+		{seTimeout + 1, 1, 0, []uint16{3600, 1}, "69136 s: taken"},
+		{seTimeout, 0xFFFF, ExceptionIllegalDataValue, []uint16{3600, 1}, "131071 s: refused"},
+		{seTimeout, 0, 0, []uint16{0, 1}, "65536 s: taken"},
+	} {
+		code := writeRegs(se, c.addr, c.val)
+		got := se.Holding(seTimeout, 2)
+		if code != c.want || got[0] != c.timeout[0] || got[1] != c.timeout[1] {
+			t.Errorf("SolarEdge %#x = %d alone: exception %d, timeout words %v; want %s (exception %d, %v)",
+				c.addr, c.val, code, got, c.whatWant, c.want, c.timeout)
+		}
+	}
+	_, neg := lowFirstFloat(-500)
+	if code := writeRegs(se, seChargeLim+1, neg); code != ExceptionIllegalDataValue || se.State().Forced {
+		t.Errorf("SolarEdge charge limit's high word made negative alone: exception %d, state %+v; want 3", code, se.State())
+	}
+	k, _ := newTestVendor(t, "kostal_plenticore", nil)
+	_, nan := lowFirstFloat(float32(math.NaN()))
+	if code := writeRegs(k, koSetpoint+1, nan); code != ExceptionIllegalDataValue || k.State().Forced {
+		t.Errorf("Kostal setpoint's high word made NaN alone: exception %d, state %+v; want 3 and nothing forced", code, k.State())
 	}
 }

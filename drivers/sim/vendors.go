@@ -108,7 +108,8 @@ var sungrowKind = &vendorKind{
 // (float32 W). Battery 1 power 0xE174 (float32, positive charging) and
 // state of energy 0xE184 (float32 %). Every register of the block may be
 // kept in flash (SolarEdge's warning): all are counted. Values out of
-// range get exception 3.
+// range get exception 3: the timeout above 86400 s, a limit negative or
+// not a number, whether a write carries both words of the value or one.
 const (
 	seCtrlMode   = 0xE004
 	seACCharge   = 0xE005
@@ -140,17 +141,17 @@ var solaredgeKind = &vendorKind{
 		case seDefault, seCmdMode:
 			return true, x <= 7 && x != 6
 		case seTimeout, seTimeout + 1, seChargeLim, seChargeLim + 1, seDischLim, seDischLim + 1:
-			return true, true // 32-bit values are judged whole by check
+			return true, true // 32-bit values are judged whole by check, a word written alone with the other as held
 		}
 		return false, false
 	},
 	check: func(v *Vendor, addr uint16, vals []uint16) byte {
 		for _, a := range []uint16{seChargeLim, seDischLim} {
-			if w, ok := floatIn(addr, vals, a); ok && (math.IsNaN(w) || w < 0 || w > 1e6) {
+			if w, ok := floatAfter(v, addr, vals, a); ok && (math.IsNaN(w) || w < 0 || w > 1e6) {
 				return ExceptionIllegalDataValue
 			}
 		}
-		if t, ok := u32In(addr, vals, seTimeout); ok && t > seMaxTimeout {
+		if t, ok := u32After(v, addr, vals, seTimeout); ok && t > seMaxTimeout {
 			return ExceptionIllegalDataValue
 		}
 		return 0
@@ -180,20 +181,26 @@ var solaredgeKind = &vendorKind{
 		seTimeout: 3600 & 0xFFFF, seTimeout + 1: 3600 >> 16},
 }
 
-// u32In decodes the 32-bit value (low word first) at a from a write of
-// vals at addr, when the write carries both of its registers.
-func u32In(addr uint16, vals []uint16, a uint16) (uint32, bool) {
-	i := int(a) - int(addr)
-	if i < 0 || i+1 >= len(vals) {
+// u32After returns the 32-bit value (low word first) the registers at a
+// and a+1 hold once a write of vals at addr is applied, when the write
+// touches either: a write of one word is judged with the other as held,
+// so no value out of range gets in a word at a time. Callers hold v.mu.
+func u32After(v *Vendor, addr uint16, vals []uint16, a uint16) (uint32, bool) {
+	if !touches(addr, len(vals), a) && !touches(addr, len(vals), a+1) {
 		return 0, false
 	}
-	return uint32(vals[i+1])<<16 | uint32(vals[i]), true
+	word := func(r uint16) uint32 {
+		if touches(addr, len(vals), r) {
+			return uint32(vals[r-addr])
+		}
+		return uint32(v.hold[r])
+	}
+	return word(a+1)<<16 | word(a), true
 }
 
-// floatIn decodes the float32 (low word first) at a from a write of vals
-// at addr, when the write carries both of its registers.
-func floatIn(addr uint16, vals []uint16, a uint16) (float64, bool) {
-	u, ok := u32In(addr, vals, a)
+// floatAfter is u32After for a float32.
+func floatAfter(v *Vendor, addr uint16, vals []uint16, a uint16) (float64, bool) {
+	u, ok := u32After(v, addr, vals, a)
 	return float64(math.Float32frombits(u)), ok
 }
 
@@ -373,10 +380,10 @@ var kostalKind = &vendorKind{
 	holdRanges: [][2]uint16{{514, 514}, {582, 582}, {1026, 1045}},
 	outOfRange: ExceptionIllegalDataValue,
 	valid: func(v *Vendor, a, x uint16) (bool, bool) {
-		return a >= 1026 && a <= 1045, true // the float is judged whole by check
+		return a >= 1026 && a <= 1045, true // the float is judged whole by check, a word written alone with the other as held
 	},
 	check: func(v *Vendor, addr uint16, vals []uint16) byte {
-		w, ok := floatIn(addr, vals, koSetpoint)
+		w, ok := floatAfter(v, addr, vals, koSetpoint)
 		if ok && (math.IsNaN(w) || w > v.cfg.MaxDischargeW || -w > v.cfg.MaxChargeW) {
 			return ExceptionIllegalDataValue
 		}
