@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,13 +98,28 @@ type Signed struct {
 }
 
 // Leg is one direction of a split setpoint: the point carrying the
-// magnitude in watts (none for a zero leg that needs none), and the mode
-// command written after it. Also are further fixed writes made with it
-// (the other direction's limit set to 0, say).
+// magnitude in watts (none for a zero leg that needs none), or Points, each
+// of which carries it (SMA's minimum and maximum charge power, set equal),
+// and the mode command written after it. Also are further fixed writes
+// made with it (the other direction's limit set to 0, say). Sign, when
+// given (discharge_positive or charge_positive), writes the signed power
+// instead of its magnitude: a register that carries both directions (an
+// offset encoding, Alpha ESS's 32000 ± W) in legs that differ in their
+// other writes (Alpha ESS's target SoC).
 type Leg struct {
-	Point string       `yaml:"point"`
-	Mode  *PointValue  `yaml:"mode"`
-	Also  []PointValue `yaml:"also"`
+	Point  string       `yaml:"point"`
+	Points []string     `yaml:"points"`
+	Sign   string       `yaml:"sign"`
+	Mode   *PointValue  `yaml:"mode"`
+	Also   []PointValue `yaml:"also"`
+}
+
+// powerPoints are the points a leg writes its power to.
+func (l *Leg) powerPoints() []string {
+	if l.Point != "" {
+		return []string{l.Point}
+	}
+	return l.Points
 }
 
 // Timeout kinds.
@@ -237,7 +253,7 @@ func storageOf(pt *PointSpec) string {
 }
 
 // checkPointExtras checks the point keys the control section added:
-// storage and sign_bit.
+// storage, sign_bit, minus and write_only.
 func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 	var errs []error
 	switch {
@@ -290,6 +306,24 @@ func (p *Profile) checkPointExtras(names map[string]*PointSpec) []error {
 				bad("sign_bit is for numeric points")
 			}
 		}
+		if pt.Minus != "" {
+			ref, ok := names[pt.Minus]
+			switch {
+			case !numericType(pt.Type):
+				bad("minus is for numeric points")
+			case pt.SignBit != nil:
+				bad("minus and sign_bit both give the sign: use one")
+			case !ok:
+				bad("minus point %q: no such point", pt.Minus)
+			case ref == pt || ref.Minus != "" || ref.SignBit != nil:
+				bad("minus point %q: is itself signed by another point", pt.Minus)
+			case !numericType(ref.Type) || ref.WriteOnly:
+				bad("minus point %q: is not a value that can be read", pt.Minus)
+			}
+		}
+		if pt.WriteOnly && !pt.Writable {
+			bad("write_only is for writable points")
+		}
 	}
 	return errs
 }
@@ -325,6 +359,10 @@ func (p *Profile) checkControl() error {
 			bad(key, "point %q is not writable", name)
 		case pt.Type == "string" || pt.Type == "sunssf":
 			bad(key, "point %q is a %s: it carries no value to write", name, pt.Type)
+		case !write && pt.WriteOnly:
+			bad(key, "point %q is write_only: the device does not read it back", name)
+		case !write && pt.Minus != "":
+			bad(key, "point %q is the difference of two points: read it as one", name)
 		default:
 			return pt
 		}
@@ -354,13 +392,26 @@ func (p *Profile) checkControl() error {
 	}
 	for i, a := range c.Arm {
 		value(fmt.Sprintf("control.arm.%d", i), a)
+		if pt := names[a.Point]; pt != nil && pt.WriteOnly {
+			bad(fmt.Sprintf("control.arm.%d", i), "point %q is write_only: an arm write is made only when the device does not hold the value, which cannot be read", a.Point)
+		}
 	}
 	leg := func(key string, l *Leg, needPoint bool) {
 		if l == nil {
 			bad(key, "required for style split")
 			return
 		}
-		if l.Point != "" || needPoint {
+		if l.Sign != "" && l.Sign != "discharge_positive" && l.Sign != "charge_positive" {
+			bad(key+".sign", "%q: want discharge_positive or charge_positive (or leave it out for the magnitude)", l.Sign)
+		}
+		switch {
+		case l.Point != "" && len(l.Points) > 0:
+			bad(key+".points", "give point or points, not both")
+		case len(l.Points) > 0:
+			for i, n := range l.Points {
+				point(fmt.Sprintf("%s.points.%d", key, i), n, true)
+			}
+		case l.Point != "" || needPoint:
 			point(key+".point", l.Point, true)
 		}
 		if l.Mode != nil {
@@ -477,6 +528,7 @@ func (p *Profile) checkControl() error {
 	for i, w := range c.Release.Writes {
 		value(fmt.Sprintf("control.release.writes.%d", i), w)
 	}
+	p.checkCompleteSet(names, bad)
 	// The write budget: flash and unknown registers are never written
 	// every second, and the device's refresh fits the budget.
 	flash := ""
@@ -537,9 +589,7 @@ func (c *Control) writtenPoints() []string {
 		if l == nil {
 			continue
 		}
-		if l.Point != "" {
-			out = append(out, l.Point)
-		}
+		out = append(out, l.powerPoints()...)
 		if l.Mode != nil {
 			add(*l.Mode)
 		}
@@ -552,6 +602,66 @@ func (c *Control) writtenPoints() []string {
 		out = append(out, c.Timeout.Point)
 	}
 	return out
+}
+
+// checkCompleteSet checks that the write-only points a control section
+// writes are written whole by every command and by the release: the
+// device cannot be read for the ones a write leaves out (SMA takes its
+// battery command only as the complete set, SMA_Modbus-TI-en-15 5.4.3).
+// It reports through bad.
+func (p *Profile) checkCompleteSet(names map[string]*PointSpec, bad func(key, format string, args ...any)) {
+	c := p.Control
+	var set []string
+	for _, n := range c.writtenPoints() {
+		if pt := names[n]; pt != nil && pt.WriteOnly && !slices.Contains(set, n) {
+			set = append(set, n)
+		}
+	}
+	if len(set) == 0 {
+		return
+	}
+	check := func(key string, wrote []string) {
+		for _, n := range set {
+			if !slices.Contains(wrote, n) {
+				bad(key, "does not write %s: write-only points are written as a complete set (%s) by every command and the release", n, strings.Join(set, ", "))
+				return
+			}
+		}
+	}
+	legs := []struct {
+		key string
+		l   *Leg
+	}{{"control.setpoint.charge", c.Setpoint.Charge}, {"control.setpoint.discharge", c.Setpoint.Discharge}, {"control.setpoint.zero", c.Setpoint.Zero}}
+	for _, lg := range legs {
+		if lg.l == nil {
+			continue
+		}
+		wrote := lg.l.powerPoints()
+		for _, a := range lg.l.Also {
+			wrote = append(wrote, a.Point)
+		}
+		if lg.l.Mode != nil {
+			wrote = append(wrote, lg.l.Mode.Point)
+		}
+		if c.Timeout.Kind == TimeoutRegister {
+			wrote = append(wrote, c.Timeout.Point)
+		}
+		check(lg.key, wrote)
+	}
+	if c.Setpoint.Signed != nil {
+		wrote := []string{c.Setpoint.Signed.Point}
+		if c.Timeout.Kind == TimeoutRegister {
+			wrote = append(wrote, c.Timeout.Point)
+		}
+		check("control.setpoint.signed", wrote)
+	}
+	var rel []string
+	for _, w := range c.Release.Writes {
+		rel = append(rel, w.Point)
+	}
+	if !c.Release.Passive {
+		check("control.release.writes", rel)
+	}
 }
 
 // timeoutIn is a timeout in a point's unit (s or min), rounded up to the

@@ -126,3 +126,62 @@ func TestModel124SectionErrors(t *testing.T) {
 		t.Errorf("fronius_gen24 keeps model 124 in flash: %v", err)
 	}
 }
+
+// TestWriteOnlyAndMinusErrors: a write-only point must be writable, is
+// never read (requires, arm, reference), and is written whole with the
+// other write-only points by every command and the release; minus names
+// a readable point and does not chain; a leg gives point or points, and a
+// sign only of the two hearth knows.
+func TestWriteOnlyAndMinusErrors(t *testing.T) {
+	t.Parallel()
+	src := `name: broken
+points:
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: charge_w, address: 3, type: u16, unit: W}
+  - {name: power_w, address: 4, type: u16, unit: W, minus: charge_w}
+  - {name: twice_w, address: 5, type: u16, unit: W, minus: power_w}
+  - {name: nowhere_w, address: 6, type: u16, unit: W, minus: nope}
+  - {name: mode, address: 10, type: u16, writable: true, write_only: true, storage: ram}
+  - {name: lo, address: 11, type: u16, writable: true, write_only: true, storage: ram}
+  - {name: hi, address: 12, type: u16, writable: true, write_only: true, storage: ram}
+  - {name: ro, address: 13, type: u16, write_only: true}
+control:
+  requires:
+    - {point: mode, equals: 1, hint: set it}
+  arm:
+    - {point: lo, value: 0}
+  setpoint:
+    style: split
+    unit: pct
+    reference: power_w
+    charge: {points: [lo, hi], mode: {point: mode, value: 1}}
+    discharge: {point: lo, points: [hi], mode: {point: mode, value: 2}}
+    zero: {sign: up, mode: {point: mode, value: 3}}
+  timeout: {kind: setting, value: 60s, reverts_to: its own logic}
+  release:
+    writes: [{point: mode, value: 0}, {point: lo, value: 0}]
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`vendor.yaml:6: point twice_w: minus point "power_w": is itself signed by another point`,
+		`vendor.yaml:7: point nowhere_w: minus point "nope": no such point`,
+		`vendor.yaml:11: point ro: write_only is for writable points`,
+		`vendor.yaml:14: control.requires.0.point: point "mode" is write_only: the device does not read it back`,
+		`vendor.yaml:16: control.arm.0: point "lo" is write_only`,
+		`vendor.yaml:20: control.setpoint.reference: point "power_w" is the difference of two points`,
+		`control.setpoint.discharge.points: give point or points, not both`,
+		`control.setpoint.zero.sign: "up": want discharge_positive or charge_positive`,
+		`control.setpoint.zero: does not write lo: write-only points are written as a complete set (`,
+		`control.release.writes: does not write hi: write-only points are written as a complete set`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "control.setpoint.charge: does not write") {
+		t.Errorf("the charge leg writes the whole set, yet:\n%v", err)
+	}
+}

@@ -19,7 +19,8 @@ type ReadRequest struct {
 // it holds no hole, is at most maxGap registers (what the profile allows)
 // and costs less than a request of its own (BridgeGap). Points are read
 // whole; a point longer than MaxReadRegisters cannot be planned and is
-// left out. Requests come sorted by table and address.
+// left out, and so is a write-only point (the device does not read it
+// back). Requests come sorted by table and address.
 //
 // Each gap is decided on its own: a request costs a fixed overhead and
 // two characters a register, so bridging a gap of g registers costs 2g
@@ -51,7 +52,7 @@ func planAround(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
 func merge(points []PointSpec, holes []Hole, maxGap uint16) []ReadRequest {
 	idx := make([]int, 0, len(points))
 	for i, p := range points {
-		if p.Size() > 0 && p.Size() <= MaxReadRegisters {
+		if p.Size() > 0 && p.Size() <= MaxReadRegisters && !p.WriteOnly {
 			idx = append(idx, i)
 		}
 	}

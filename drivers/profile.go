@@ -87,6 +87,17 @@ type PointSpec struct {
 	// negative when the bit of another point (a bitfield) is set, as
 	// Sungrow signs battery power by its power-flow bits.
 	SignBit *SignBit `yaml:"sign_bit"`
+	// Minus names a point whose value is taken from this one's: a device
+	// that reports a power as two unsigned registers, one per direction
+	// (SMA's battery charge and discharge power, its grid draw and
+	// feed-in), gives the signed value as the one minus the other.
+	Minus string `yaml:"minus"`
+	// WriteOnly says the device does not read the register back (SMA's WO
+	// registers read NaN): it is never polled nor read back, and a control
+	// section writes it with every command and release, the whole set of
+	// write-only points at once, since what the device holds cannot be
+	// read to fill in the rest.
+	WriteOnly bool `yaml:"write_only"`
 	// Storage is where a writable register keeps what is written: ram,
 	// flash or unknown (the default, treated as flash). Control writes to
 	// flash and unknown registers keep the profile's write budget.

@@ -55,6 +55,8 @@ func readProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 	out := make(map[string]hearth.Point, len(p.Points))
 	for i, pt := range p.Points {
 		switch {
+		case pt.WriteOnly:
+			// Never read: not a point value.
 		case refused[pt.Name] || pt.SF != "" && refused[pt.SF]:
 			out[pt.Name] = hearth.Q(hearth.QualityNotImplemented)
 		case regsOf[i] == nil:
@@ -68,7 +70,35 @@ func readProfile(ctx context.Context, bus *Bus, unit uint8, p *Profile, plan []R
 		}
 	}
 	applySignBits(p, out, regsOf)
+	applyMinus(p, out)
 	return out, learned, firstErr
+}
+
+// applyMinus takes the value of each point's minus point from it (both
+// decoded, each checked against its own range), and checks the result
+// against the point's range. A minus point that does not read good gives
+// its quality to the result.
+func applyMinus(p *Profile, out map[string]hearth.Point) {
+	for _, pt := range p.Points {
+		if pt.Minus == "" {
+			continue
+		}
+		v, ok := out[pt.Name]
+		if !ok || !v.Good() {
+			continue
+		}
+		m, ok := out[pt.Minus]
+		switch {
+		case !ok:
+			out[pt.Name] = hearth.Q(hearth.QualityCommError)
+		case !m.Good():
+			out[pt.Name] = hearth.Q(m.Quality)
+		default:
+			v.Value -= m.Value
+			r, has := pt.Plausible()
+			out[pt.Name] = plausible(v, r, has)
+		}
+	}
 }
 
 // applySignBits makes the points with a sign_bit negative when their bit

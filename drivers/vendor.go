@@ -198,11 +198,26 @@ func (d *VendorDevice) command(w, per float64, sfs map[string]int) (writes []Poi
 	case w == 0 && sp.Zero != nil:
 		leg = sp.Zero
 	}
-	if leg.Point != "" {
-		pt := d.pts[leg.Point]
-		v, sat := clampTo(pt, math.Abs(w)/per, sfs[pt.SF])
-		writes = append(writes, PointValue{Point: leg.Point, Value: v})
-		commanded, saturated = sign*v*per, sat
+	if pts := leg.powerPoints(); len(pts) > 0 {
+		// Every point of the leg carries the same value: the one all of
+		// them take. A signed leg carries the power in its sign.
+		v := math.Abs(w) / per
+		switch leg.Sign {
+		case "discharge_positive":
+			v, sign = w/per, 1
+		case "charge_positive":
+			v, sign = -w/per, -1
+		}
+		for _, n := range pts {
+			pt := d.pts[n]
+			var sat bool
+			v, sat = clampTo(pt, v, sfs[pt.SF])
+			saturated = saturated || sat
+		}
+		for _, n := range pts {
+			writes = append(writes, PointValue{Point: n, Value: v})
+		}
+		commanded = sign * v * per
 	}
 	writes = append(writes, leg.Also...)
 	if leg.Mode != nil {
@@ -423,7 +438,7 @@ func (d *VendorDevice) writeAll(ctx context.Context, writes []PointValue, sfs ma
 	}
 	var back []PointSpec
 	for _, w := range writes {
-		if !slices.Contains(d.c.NoReadback, w.Point) {
+		if !slices.Contains(d.c.NoReadback, w.Point) && !d.pts[w.Point].WriteOnly {
 			back = append(back, *d.pts[w.Point])
 		}
 	}
@@ -488,6 +503,11 @@ func (d *VendorDevice) groupWrite(ctx context.Context, g []string, enc map[strin
 	for _, pt := range pts {
 		v, ok := enc[pt.Name]
 		if !ok {
+			if pt.WriteOnly {
+				// The profile check makes every write carry the whole
+				// set; what the device holds cannot be read.
+				return writeReq{}, fmt.Errorf("group %v: write-only point %s is not written and cannot be read", g, pt.Name)
+			}
 			if held == nil {
 				var err error
 				if held, err = d.bus.Read(ctx, d.unit, Holding, start, end-start); err != nil {

@@ -3,6 +3,7 @@ package drivers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -579,5 +580,131 @@ func TestVendorBudgetKeepsTheTimeoutArmed(t *testing.T) {
 	}
 	if limit := 12*60/int(r.dev.RevertTimeout().Seconds()/3) + 1; writes == 0 || writes > limit {
 		t.Fatalf("%d writes in 12 min of deferred changes, want 1..%d (one a third of the timeout)", writes, limit)
+	}
+}
+
+// TestSMACommandIsTheCompleteSet: every SMA command and the release write
+// the battery management mode and all five limits (SMA takes nothing
+// less), the limits in one FC 16, and read nothing back (the registers
+// are write-only); the commanded direction's minimum and maximum carry
+// the power.
+func TestSMACommandIsTheCompleteSet(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "sma_storage", nil)
+	u32 := func(v []uint16, i int) uint32 { return uint32(v[2*i])<<16 | uint32(v[2*i+1]) }
+	for _, c := range []struct {
+		mode  hearth.Mode
+		w     hearth.Watts
+		op    uint32
+		lim   [5]uint32
+		state float64
+	}{
+		{hearth.ModePower, -2000, 2289, [5]uint32{2000, 2000, 0, 0, 0}, -2000},
+		{hearth.ModePower, 1500, 2290, [5]uint32{0, 0, 1500, 1500, 0}, 1500},
+		{hearth.ModePower, 0, 2424, [5]uint32{0, 0, 0, 0, 0}, 0},
+		{hearth.ModeAuto, 0, 2424, [5]uint32{0, 10000, 0, 10000, 0}, rigLoadW},
+	} {
+		before := len(r.sim.Writes())
+		reqs := r.bus.Stats().Requests
+		r.apply(t, c.mode, c.w)
+		if n := r.bus.Stats().Requests - reqs; n != 2 {
+			t.Fatalf("%s %v W cost %d requests, want 2 writes and no read back", c.mode, c.w, n)
+		}
+		ws := r.sim.Writes()[before:]
+		if len(ws) != 2 || ws[0].Addr != 40793 || len(ws[0].Values) != 10 || ws[1].Addr != 40236 || len(ws[1].Values) != 2 {
+			t.Fatalf("%s %v W wrote %+v, want the limits 40793..40802 in one FC 16, then the mode 40236", c.mode, c.w, ws)
+		}
+		for i, want := range c.lim {
+			if got := u32(ws[0].Values, i); got != want {
+				t.Fatalf("%s %v W: limit %d = %d, want %d (limits %v)", c.mode, c.w, 40793+2*i, got, want, ws[0].Values)
+			}
+		}
+		if got := u32(ws[1].Values, 0); got != c.op {
+			t.Fatalf("%s %v W: mode %d, want %d", c.mode, c.w, got, c.op)
+		}
+		r.follows(t, fmt.Sprintf("%s %v W", c.mode, c.w), c.state)
+	}
+}
+
+// TestSMAStandbyFirmwareIsNotReadBack: on the firmware that takes the
+// set and stays in standby, the write goes through and nothing can be
+// read back (the registers are write-only): the device reports success,
+// and only the measured power shows the battery does not follow, which
+// the control loop judges (e2e TestSMAStandbyFirmwareIsReported).
+func TestSMAStandbyFirmwareIsNotReadBack(t *testing.T) {
+	t.Parallel()
+	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
+	v, err := sim.NewVendor(sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: rigLoadW, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); v.ServeTCP(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: ln.Addr().String(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	p, err := drivers.EmbeddedProfile("sma_storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := drivers.NewVendorDevice("sma_storage", bus, v.Unit(), p, clock.Now)
+	st, err := dev.Apply(context.Background(), approve(t, "sma_storage", hearth.ModePower, -2000))
+	if err != nil || st.HeldW != -2000 {
+		t.Fatalf("apply: %+v, %v; want the command taken (nothing to read back)", st, err)
+	}
+	clock.Advance(time.Minute)
+	rd, err := drivers.NewProfileDevice("sma_storage", bus, v.Unit(), p).Poll(context.Background(), clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rd.Points["power_w"]; !got.Good() || got.Value != 0 {
+		t.Fatalf("power_w %+v, want the standby firmware's 0 W", got)
+	}
+}
+
+// TestAlphaESSDispatchIsOneBlock: an Alpha ESS command is the dispatch
+// block 0x0880–0x0888 in one FC 16, read back in one request: start 1,
+// the active power 32000 + W (below 32000 charges, Alpha ESS's V1.23
+// table), reactive power 32000 (0 var), mode 2, the target SoC the
+// battery runs towards (0.4 % units), the dispatch time 300 s. The release
+// writes the block back with start 0, whole.
+func TestAlphaESSDispatchIsOneBlock(t *testing.T) {
+	t.Parallel()
+	r := newVendorRig(t, "alphaess", nil)
+	for _, c := range []struct {
+		mode  hearth.Mode
+		w     hearth.Watts
+		block []uint16
+		state float64
+	}{
+		{hearth.ModePower, -2000, []uint16{1, 0, 30000, 0, 32000, 2, 250, 0, 300}, -2000},
+		{hearth.ModePower, 1500, []uint16{1, 0, 33500, 0, 32000, 2, 25, 0, 300}, 1500},
+		{hearth.ModePower, 0, []uint16{1, 0, 32000, 0, 32000, 2, 125, 0, 300}, 0},
+		{hearth.ModeAuto, 0, []uint16{0, 0, 32000, 0, 32000, 2, 125, 0, 300}, rigLoadW},
+	} {
+		before := len(r.sim.Writes())
+		reqs := r.bus.Stats().Requests
+		r.clock.Advance(2 * time.Minute) // past the write budget's pace
+		r.apply(t, c.mode, c.w)
+		ws := r.sim.Writes()[before:]
+		if len(ws) != 1 || ws[0].Func != 0x10 || ws[0].Addr != 0x0880 || !slices.Equal(ws[0].Values, c.block) {
+			t.Fatalf("%s %v W wrote %+v, want one FC 16 of 0x0880: %v", c.mode, c.w, ws, c.block)
+		}
+		want := uint64(2) // the block and its read back
+		if c.mode == hearth.ModeAuto {
+			want = 3 // the block read first, as the release writes start only
+		}
+		if n := r.bus.Stats().Requests - reqs; n != want {
+			t.Fatalf("%s %v W cost %d requests, want %d", c.mode, c.w, n, want)
+		}
+		r.follows(t, fmt.Sprintf("%s %v W", c.mode, c.w), c.state)
 	}
 }

@@ -235,6 +235,8 @@ func TestConfigCheckOnlineIdentifiesVendors(t *testing.T) {
 		{"huawei_sun2000", "", "control: ready", nil},
 		{"goodwe_et", ", allow_unguarded_control: true", "control: ready", nil},
 		{"kostal_plenticore", "", "control: ready", nil},
+		{"sma_storage", "", "control: ready", nil},
+		{"alphaess", "", "control: ready", nil},
 	} {
 		t.Run(c.profile+c.extra+strings.Join(c.args, ""), func(t *testing.T) {
 			t.Parallel()
@@ -263,6 +265,10 @@ func unitOf(profile string) int {
 		return 247
 	case "kostal_plenticore":
 		return 71
+	case "sma_storage":
+		return 3
+	case "alphaess":
+		return 85
 	}
 	return 1
 }
@@ -283,6 +289,8 @@ func TestCommissionSignOfVendors(t *testing.T) {
 		{"huawei_sun2000", "", nil},
 		{"goodwe_et", ", allow_unguarded_control: true", nil},
 		{"kostal_plenticore", "", nil},
+		{"sma_storage", "", nil},
+		{"alphaess", "", nil},
 	} {
 		t.Run(c.profile, func(t *testing.T) {
 			t.Parallel()
@@ -308,4 +316,93 @@ uplink: {broker: %q, boot_delay: 0s}
 			}
 		})
 	}
+}
+
+// TestSMAStandbyFirmwareIsReported: an SMA whose firmware takes the
+// battery command and leaves the battery in standby (evcc #17115) reads
+// nothing back (the registers are write-only), so the lease is acked
+// applied; the agent then sees the measured power not follow and says
+// so, in a not_effective event and in its retained state, instead of
+// reporting the command applied for as long as the lease runs.
+func TestSMAStandbyFirmwareIsReported(t *testing.T) {
+	t.Parallel()
+	gw := "gw-sma-standby"
+	mq := startBroker(t)
+	v, addr := startVendorSim(t, sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: 300})
+	_, _, cfg := newAgentConfig(t, gw, fmt.Sprintf(`assume_clock_synced: true
+devices:
+  - {name: inverter, profile: sma_storage, address: %q, unit_id: 3, poll_interval: 200ms, timeout: 500ms}
+safety:
+  max_charge_w: 1500
+  ramp_w_per_s: 5000
+  effective_within: 2s
+  max_lease: 2h
+uplink: {broker: %q, boot_delay: 0s}
+`, addr, mq.URL()))
+	_, rec := startReporting(t, mq.URL(), gw, cfg)
+	now := time.Now()
+	ack := sendSetpoint(t, rec, mq.URL(), gw, powerLease("lease-sb", gw, 1, now, now.Add(30*time.Minute), -1000))
+	if ack.Result != hearth.ResultApplied {
+		t.Fatalf("ack %+v, want applied (the writes go through)", ack)
+	}
+	waitVendor(t, v, "the battery command to be taken", func(st sim.VendorState) bool { return st.Forced && st.CommandW == 0 })
+	rec.WaitFor(t, 30*time.Second, func([]harness.Message) bool {
+		return slices.ContainsFunc(gatewayEvents(t, rec, gw, "not_effective"), func(e map[string]any) bool {
+			return e["device"] == "inverter" && e["reason"] == "power" && e["want_w"] == -1000.0 && e["got_w"] == 0.0
+		})
+	})
+	rec.WaitFor(t, 30*time.Second, func(ms []harness.Message) bool {
+		for i := len(ms) - 1; i >= 0; i-- {
+			if ms[i].Topic != "hearth/v1/"+gw+"/state" {
+				continue
+			}
+			var st hearth.State
+			return json.Unmarshal(ms[i].Payload, &st) == nil && slices.Contains(st.NotEffective, "inverter")
+		}
+		return false
+	})
+	if st := v.State(); st.BatteryW != 0 {
+		t.Fatalf("the simulated firmware runs %v W, want its standby", st.BatteryW)
+	}
+}
+
+// TestCommissionFailsOnSMAStandby: `hearth commission`'s sign check on the
+// SMA firmware that takes the battery command and stays in standby fails
+// on site, saying the battery held 0 W and that the agent found it not
+// effective, and pointing at the vendor's installer steps, instead of
+// passing on writes that went through.
+func TestCommissionFailsOnSMAStandby(t *testing.T) {
+	t.Parallel()
+	mq := startBroker(t)
+	_, addr := startVendorSim(t, sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: 300})
+	dir, sock, cfg := newAgentConfig(t, "gw-sign-sma-standby", fmt.Sprintf(`devices:
+  - {name: battery, profile: sma_storage, address: %q, unit_id: 3, poll_interval: 250ms, timeout: 500ms}
+safety: {effective_within: 2s}
+uplink: {broker: %q, boot_delay: 0s}
+`, addr, mq.URL()))
+	startAgent(t, cfg)
+	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
+	report := filepath.Join(dir, "commissioning.json")
+	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "15s")
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	var r commissionReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, data)
+	}
+	for _, c := range r.Checks {
+		if !strings.HasPrefix(c.Name, "sign") {
+			continue
+		}
+		if c.Verdict != "fail" || !strings.Contains(c.Detail, "power_w stayed at 0 W") || !strings.Contains(c.Hint, "not effective") || !strings.Contains(c.Hint, "docs/devices.md") {
+			t.Fatalf("sign check %s %q (hint %q); want fail, 0 W held, the agent's not_effective named\n%s", c.Verdict, c.Detail, c.Hint, out)
+		}
+		if code == 0 {
+			t.Fatalf("commission exited 0 with a failed sign check\n%s", out)
+		}
+		return
+	}
+	t.Fatalf("no sign check in the report:\n%s", data)
 }

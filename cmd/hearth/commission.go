@@ -477,7 +477,7 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 			stayed = "power_w stayed at " + number(*t.last) + " W"
 		}
 		t.ck.Detail = fmt.Sprintf("commanded %s, held by the device; %s for %s", watts(float64(t.heldW)), stayed, time.Since(begun).Round(time.Second))
-		t.ck.Hint = "the device does not follow: is remote control enabled on the inverter (model 124 StorCtl_Mod)? Compare power_w with the device's own display"
+		t.ck.Hint = "the device does not follow: is remote control enabled on the inverter (SunSpec: model 124 StorCtl_Mod; a vendor profile: its installer steps in docs/devices.md)? Compare power_w with the device's own display"
 		if detail := cm.notEffective(d, begun); detail != "" {
 			t.ck.Hint += "; the agent reported it not effective: " + detail
 		}

@@ -115,6 +115,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	profile := fs.String("profile", "sunspec", "the device's register map: sunspec, fronius_gen24 (SunSpec with model 124 read as a power window), or a vendor's own map ("+strings.Join(sim.VendorProfiles(), ", ")+"); a vendor map is served over --modbus only and takes only --"+strings.Join(vendorFlags, ", --")+"; any other flag is refused with it")
 	load := fs.Float64("load", 300, "with a vendor --profile: the constant house load (W)")
 	pv := fs.Float64("pv", 0, "with a vendor --profile: the constant PV production (W)")
+	quirk := fs.String("quirk", "", "with a vendor --profile: serve a firmware behaviour users report instead of the documented one (sma_storage: standby, the complete set taken and the battery left at 0 W)")
 	settings := map[uint16]uint16{}
 	fs.Func("setting", "with a vendor --profile: a holding register the installer set, ADDR=VALUE (e.g. 0xE004=4); repeatable", func(v string) error {
 		a, x, ok := strings.Cut(v, "=")
@@ -145,7 +146,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	empty := *soc == 0
 	if vendorProfile(*profile) {
 		return serveVendor(ctx, sim.VendorConfig{Profile: *profile, UnitID: uint8(*unit), InitialSoC: *soc, LoadW: *load, PVW: *pv,
-			Settings: settings}, empty, *modbusAddr, stdout, stderr)
+			Settings: settings, Quirk: *quirk}, empty, *modbusAddr, stdout, stderr)
 	}
 	if *unit == 0 {
 		*unit = 1
@@ -234,8 +235,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // is the SunSpec simulator's (profiles sunspec and fronius_gen24). The
 // flags only a vendor map takes are vendorOnlyFlags.
 var (
-	vendorFlags     = []string{"profile", "modbus", "unit", "soc", "load", "pv", "setting"}
-	vendorOnlyFlags = []string{"load", "pv", "setting"}
+	vendorFlags     = []string{"profile", "modbus", "unit", "soc", "load", "pv", "setting", "quirk"}
+	vendorOnlyFlags = []string{"load", "pv", "setting", "quirk"}
 )
 
 // vendorProfile reports whether profile names a vendor's own map rather

@@ -100,8 +100,9 @@ func TestEmptyBatteryIsServedEmpty(t *testing.T) {
 }
 
 // TestVendorProfileServesItsOwnUnit: `hearthsim --profile goodwe_et` (and
-// kostal_plenticore) answers at the vendor's own unit (247, 71) when
-// --unit is not given, and at the one given when it is.
+// kostal_plenticore, sma_storage, alphaess) answers at the vendor's own
+// unit (247, 71, 3, 85) when --unit is not given, and at the one given
+// when it is.
 func TestVendorProfileServesItsOwnUnit(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -113,6 +114,8 @@ func TestVendorProfileServesItsOwnUnit(t *testing.T) {
 		{"goodwe_et", nil, 247, 37007},
 		{"kostal_plenticore", nil, 71, 514},
 		{"sungrow_sh", nil, 1, 13049},
+		{"sma_storage", nil, 3, 30845},
+		{"alphaess", nil, 85, 0x0102},
 		{"goodwe_et", []string{"--unit", "5"}, 5, 37007},
 		{"kostal_plenticore", []string{"--unit", "1"}, 1, 514},
 	} {
@@ -156,6 +159,8 @@ func TestServeRefusesFlagsTheProfileDoesNotTake(t *testing.T) {
 		{[]string{"--profile", "fronius_gen24", "--pv", "500", "--setting", "0xE004=4"},
 			[]string{"--pv does not apply to --profile fronius_gen24", "--setting does not apply to --profile fronius_gen24"}},
 		{[]string{"--profile", "goodwe", "--unit", "247"}, []string{"--profile goodwe: no such profile"}},
+		{[]string{"--quirk", "standby"}, []string{"--quirk does not apply to --profile sunspec"}},
+		{[]string{"--profile", "sma_storage", "--quirk", "sleepy"}, []string{`sma_storage: no quirk "sleepy" (have standby)`}},
 		{[]string{"--unit", "300"}, []string{"--unit 300: a Modbus unit id is 1 to 247"}},
 		{[]string{"--profile", "goodwe_et", "--unit", "0"}, []string{"--unit 0: a Modbus unit id is 1 to 247"}},
 	} {

@@ -27,8 +27,11 @@ type VendorConfig struct {
 	// Settings are holding registers the installer set, served from the
 	// start (SolarEdge 0xE004 = 4, say); they override the factory values.
 	Settings map[uint16]uint16
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// Quirk names a firmware behaviour users of the vendor report, served
+	// instead of the documented one: see VendorQuirks. "": none.
+	Quirk  string
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Vendor simulates a hybrid inverter and battery speaking one vendor's own
@@ -55,9 +58,12 @@ type Vendor struct {
 	forced   bool
 	forceW   float64
 	deadline time.Time // zero: the command holds until told otherwise
-	reverts  int
-	flash    int
-	writes   []Write
+	// marks are when registers of a set the vendor takes only whole were
+	// last written (SMA's battery command), by the set's first register.
+	marks   map[uint16]time.Time
+	reverts int
+	flash   int
+	writes  []Write
 }
 
 // VendorState is a snapshot of a Vendor.
@@ -98,6 +104,15 @@ type vendorKind struct {
 	render func(v *Vendor)
 	// factory are the holding values at first start.
 	factory map[uint16]uint16
+	// readAs, when set, gives what a register reads instead of what the
+	// bank holds (ok true): NaN for a write-only register or one with no
+	// value, as SMA answers.
+	readAs func(v *Vendor, fc byte, a uint16) (uint16, bool)
+	// quirks are the firmware behaviours Quirk may name, each described.
+	quirks map[string]string
+	// ignoresFC06 says a write-single request is neither applied nor
+	// answered (Alpha ESS, as Alpha2MQTT found on a SMILE-B3).
+	ignoresFC06 bool
 }
 
 var vendorKinds = map[string]*vendorKind{
@@ -106,6 +121,8 @@ var vendorKinds = map[string]*vendorKind{
 	"huawei_sun2000":     huaweiKind,
 	"goodwe_et":          goodweKind,
 	"kostal_plenticore":  kostalKind,
+	"sma_storage":        smaKind,
+	"alphaess":           alphaessKind,
 }
 
 // VendorProfiles lists the vendor maps NewVendor serves.
@@ -116,6 +133,16 @@ func VendorProfiles() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// VendorQuirks lists the quirks a vendor's simulator serves, by name,
+// each described.
+func VendorQuirks(profile string) map[string]string {
+	k, ok := vendorKinds[profile]
+	if !ok {
+		return nil
+	}
+	return k.quirks
 }
 
 // VendorUnit returns the unit id the vendor of profile answers by default
@@ -138,6 +165,14 @@ func NewVendor(cfg VendorConfig) (*Vendor, error) {
 	if cfg.UnitID == 0 {
 		cfg.UnitID = k.unit
 	}
+	if _, ok := k.quirks[cfg.Quirk]; cfg.Quirk != "" && !ok {
+		var names []string
+		for n := range k.quirks {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("%s: no quirk %q (have %s)", cfg.Profile, cfg.Quirk, strings.Join(names, ", "))
+	}
 	def := func(p *float64, d float64) {
 		if *p <= 0 || math.IsNaN(*p) {
 			*p = d
@@ -153,7 +188,7 @@ func NewVendor(cfg VendorConfig) (*Vendor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	v := &Vendor{cfg: cfg, kind: k, log: cfg.Logger, hold: map[uint16]uint16{}, input: map[uint16]uint16{},
+	v := &Vendor{cfg: cfg, kind: k, log: cfg.Logger, hold: map[uint16]uint16{}, input: map[uint16]uint16{}, marks: map[uint16]time.Time{},
 		energyWh: min(cfg.InitialSoC, 100) / 100 * cfg.CapacityWh, last: cfg.Now()}
 	for a, x := range k.factory {
 		v.hold[a] = x
@@ -270,7 +305,7 @@ func (v *Vendor) integrate(t time.Time) {
 
 // serve executes one request (function codes 3, 4, 6 and 16).
 func (v *Vendor) serve(_ context.Context, unit uint8, pdu []byte) ([]byte, action) {
-	if unit != v.cfg.UnitID || len(pdu) == 0 {
+	if unit != v.cfg.UnitID || len(pdu) == 0 || (v.kind.ignoresFC06 && pdu[0] == fcWriteSingle) {
 		return nil, actSilent
 	}
 	v.mu.Lock()
@@ -292,7 +327,15 @@ func (v *Vendor) read(fc byte, addr, n uint16) ([]uint16, byte) {
 	if !inRanges(ranges, addr, n) {
 		return nil, ExceptionIllegalDataAddress
 	}
-	return regsOf(bank, addr, int(n)), 0
+	out := regsOf(bank, addr, int(n))
+	if v.kind.readAs != nil {
+		for i := range out {
+			if x, ok := v.kind.readAs(v, fc, addr+uint16(i)); ok {
+				out[i] = x
+			}
+		}
+	}
+	return out, 0
 }
 
 // write checks a write all or nothing, applies and logs it. Callers hold

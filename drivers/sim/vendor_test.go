@@ -136,6 +136,168 @@ func TestFloatsOutOfRangeAreRefused(t *testing.T) {
 	}
 }
 
+// readRegs sends an FC 03 or 04 and returns the registers, or the
+// exception code.
+func readRegs(v *Vendor, fc byte, addr, n uint16) ([]uint16, byte) {
+	pdu := []byte{fc, byte(addr >> 8), byte(addr), byte(n >> 8), byte(n)}
+	resp, _ := v.serve(context.Background(), v.Unit(), pdu)
+	if resp[0]&0x80 != 0 {
+		return nil, resp[1]
+	}
+	out := make([]uint16, n)
+	for i := range out {
+		out[i] = binary.BigEndian.Uint16(resp[2+2*i:])
+	}
+	return out, 0
+}
+
+// smaSetWrite writes SMA's battery command as hearth's profile does: the
+// five limits in one FC 16, then the mode.
+func smaSetWrite(t *testing.T, v *Vendor, mode, chaMin, chaMax, dschMin, dschMax uint16) {
+	t.Helper()
+	if code := writeRegs(v, smaChaMin, 0, chaMin, 0, chaMax, 0, dschMin, 0, dschMax, 0, 0); code != 0 {
+		t.Fatalf("limits: exception %d", code)
+	}
+	if code := writeRegs(v, smaMode, 0, mode); code != 0 {
+		t.Fatalf("mode %d: exception %d", mode, code)
+	}
+}
+
+// TestSMATakesOnlyTheCompleteSet: the mode alone, or the limits alone,
+// change nothing; the six registers within 60 s charge the battery; a
+// part written more than 60 s after the rest waits for the rest; the
+// command lapses 300 s after the last complete set.
+func TestSMATakesOnlyTheCompleteSet(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "sma_storage", nil)
+	if code := writeRegs(v, smaMode, 0, 2289); code != 0 {
+		t.Fatalf("mode: exception %d", code)
+	}
+	if st := v.State(); st.Forced || st.BatteryW != 400 {
+		t.Fatalf("mode alone: %+v, want the inverter's own logic (400 W)", st)
+	}
+	clock.Advance(61 * time.Second)
+	writeRegs(v, smaChaMin, 0, 2000, 0, 2000, 0, 0, 0, 0, 0, 0)
+	if st := v.State(); st.Forced || st.BatteryW != 400 {
+		t.Fatalf("limits 61 s after the mode: %+v, want nothing taken", st)
+	}
+	writeRegs(v, smaMode, 0, 2289)
+	if st := v.State(); !st.Forced || st.BatteryW != -2000 {
+		t.Fatalf("complete set: %+v, want charging 2000 W", st)
+	}
+	clock.Advance(299 * time.Second)
+	if st := v.State(); st.BatteryW != -2000 {
+		t.Fatalf("299 s later: %+v, want still charging", st)
+	}
+	clock.Advance(2 * time.Second)
+	if st := v.State(); st.Forced || st.Reverts != 1 || st.BatteryW != 400 {
+		t.Fatalf("301 s without renewal: %+v, want back to the inverter's own logic", st)
+	}
+	smaSetWrite(t, v, 2290, 0, 0, 1500, 1500)
+	if st := v.State(); st.BatteryW != 1500 {
+		t.Fatalf("discharge set: %+v, want 1500 W", st)
+	}
+	smaSetWrite(t, v, 2424, 0, 0, 0, 0)
+	if st := v.State(); st.BatteryW != 0 {
+		t.Fatalf("default mode with every limit 0: %+v, want standby", st)
+	}
+	if st := v.State(); st.FlashWrites != 0 {
+		t.Fatalf("%d flash-class writes: SMA's control objects are not flash", st.FlashWrites)
+	}
+}
+
+// TestSMARegistersAsDocumented: the control registers read NaN (write-
+// only), the measurements are served on FC 03 and 04 alike, big-endian,
+// a register without a value reads NaN, a write that splits a 32-bit
+// register gets exception 2 and a mode outside SMA's list exception 3.
+func TestSMARegistersAsDocumented(t *testing.T) {
+	t.Parallel()
+	v, _ := newTestVendor(t, "sma_storage", nil)
+	smaSetWrite(t, v, 2289, 1200, 1200, 0, 0)
+	if got, code := readRegs(v, fcReadHolding, smaMode, 2); code != 0 || got[0] != 0xFFFF || got[1] != 0xFFFF {
+		t.Fatalf("read 40236: %v exception %d, want U32 NaN", got, code)
+	}
+	if got, _ := readRegs(v, fcReadHolding, smaGridSpt, 2); got[0] != 0x8000 || got[1] != 0 {
+		t.Fatalf("read 40801: %v, want S32 NaN", got)
+	}
+	for _, fc := range []byte{fcReadHolding, fcReadInput} {
+		got, code := readRegs(v, fc, 31393, 4)
+		if code != 0 || got[0] != 0 || got[1] != 1200 || got[2] != 0 || got[3] != 0 {
+			t.Fatalf("FC %d 31393..31396: %v exception %d, want charge 1200 W, discharge 0", fc, got, code)
+		}
+	}
+	if got, _ := readRegs(v, fcReadHolding, 30847, 2); got[0] != 0xFFFF || got[1] != 0xFFFF {
+		t.Fatalf("a register without a value: %v, want NaN", got)
+	}
+	if code := writeRegs(v, smaMode+1, 2289); code != ExceptionIllegalDataAddress {
+		t.Fatalf("write of 40237 alone: exception %d, want 2", code)
+	}
+	if code := writeRegs(v, smaMode, 0, 1234); code != ExceptionIllegalDataValue {
+		t.Fatalf("mode 1234: exception %d, want 3", code)
+	}
+	if code := writeRegs(v, 30845, 0, 50); code != ExceptionIllegalDataAddress {
+		t.Fatalf("write to the SoC: exception %d, want 2", code)
+	}
+}
+
+// TestSMAStandbyQuirk: the firmware users report takes the complete set
+// and runs the battery at 0 W in 2289 and 2290.
+func TestSMAStandbyQuirk(t *testing.T) {
+	t.Parallel()
+	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
+	if _, err := NewVendor(VendorConfig{Profile: "sma_storage", Quirk: "sleepy", Now: clock.Now}); err == nil {
+		t.Fatal("an unknown quirk was taken")
+	}
+	v, err := NewVendor(VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: 400, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	smaSetWrite(t, v, 2289, 2000, 2000, 0, 0)
+	if st := v.State(); !st.Forced || st.BatteryW != 0 {
+		t.Fatalf("charge set on the standby firmware: %+v, want taken and 0 W", st)
+	}
+}
+
+// TestAlphaESSDispatch: 32000 − W charges and 32000 + W discharges, the
+// dispatch ends when its time runs out (start reads 0), a charge stops at
+// the target SoC, a power beyond the battery's rating gets exception 3,
+// and a write-single request is neither applied nor answered.
+func TestAlphaESSDispatch(t *testing.T) {
+	t.Parallel()
+	v, clock := newTestVendor(t, "alphaess", nil)
+	block := func(w int, soc, secs uint16) []uint16 {
+		return []uint16{1, 0, uint16(aeOffset + w), 0, aeOffset, 2, soc, 0, secs}
+	}
+	if code := writeRegs(v, aeStart, block(-2000, 250, 120)...); code != 0 {
+		t.Fatalf("exception %d", code)
+	}
+	if st := v.State(); st.BatteryW != -2000 {
+		t.Fatalf("32000 − 2000: %+v, want charging 2000 W", st)
+	}
+	writeRegs(v, aeStart, block(1500, 25, 120)...)
+	if st := v.State(); st.BatteryW != 1500 {
+		t.Fatalf("32000 + 1500: %+v, want discharging 1500 W", st)
+	}
+	clock.Advance(121 * time.Second)
+	if st := v.State(); st.Forced || st.Reverts != 1 || st.BatteryW != 400 || v.Holding(aeStart, 1)[0] != 0 {
+		t.Fatalf("after the dispatch time: %+v, start %d; want the system's own logic", st, v.Holding(aeStart, 1)[0])
+	}
+	writeRegs(v, aeStart, block(-2000, 100, 120)...) // target 40 %: below the SoC
+	if st := v.State(); st.BatteryW != 0 {
+		t.Fatalf("charge towards a target SoC already passed: %+v, want 0 W", st)
+	}
+	if code := writeRegs(v, aeStart, block(-9000, 250, 120)...); code != ExceptionIllegalDataValue {
+		t.Fatalf("9000 W on a 5000 W battery: exception %d, want 3", code)
+	}
+	if code := writeRegs(v, aePower+1, aeOffset+9000); code != ExceptionIllegalDataValue {
+		t.Fatalf("9000 W in the power's low word alone: exception %d, want 3", code)
+	}
+	resp, act := v.serve(context.Background(), v.Unit(), []byte{fcWriteSingle, aeStart >> 8, aeStart & 0xFF, 0, 0})
+	if resp != nil || act != actSilent || v.Holding(aeStart, 1)[0] != 1 {
+		t.Fatalf("FC 06 of start 0: answer %v, start %d; want no answer and the dispatch still started", resp, v.Holding(aeStart, 1)[0])
+	}
+}
+
 // TestHalfWrittenValuesAreJudgedWhole: a write of one word of a 32-bit
 // value is judged by the value the pair would hold, the other word as
 // held. SolarEdge's timeout (3600 s held, low word first) with its high
