@@ -102,9 +102,9 @@ func (s *Simulator) instant(now time.Time) {
 // command returns the mode selected by StorCtl_Mod and the power it asks
 // for, positive discharging, before any limit.
 func (s *Simulator) command() (Mode, float64) {
-	wmax := s.get(124, "WChaMax")
-	out := s.get(124, "OutWRte") / 100 * wmax
-	in := s.get(124, "InWRte") / 100 * wmax
+	outRef, inRef := s.rateRefs()
+	out := s.get(124, "OutWRte") / 100 * outRef
+	in := s.get(124, "InWRte") / 100 * inRef
 	switch int(s.get(124, "StorCtl_Mod")) & (storCtlCharge | storCtlDischarge) {
 	case storCtlCharge:
 		return ModeCharge, -in
@@ -116,19 +116,32 @@ func (s *Simulator) command() (Mode, float64) {
 	return ModeSelfConsumption, 0
 }
 
+// rateRefs returns the watts 100 % OutWRte and InWRte stand for: WChaMax
+// both ways, or with Config.DischargeReference the maximum discharge rate
+// (model 802 WDisChaRteMax) for OutWRte.
+func (s *Simulator) rateRefs() (out, in float64) {
+	in = s.get(124, "WChaMax")
+	if s.cfg.DischargeReference {
+		return s.get(802, "WDisChaRteMax"), in
+	}
+	return in, in
+}
+
 // window is the battery power of a device that reads model 124 as a power
 // window (Fronius GEN24): its own self-consumption power own, kept at or
 // below OutWRte with the DISCHARGE bit and at or above −InWRte with the
 // CHARGE bit; a negative OutWRte forces charging, a negative InWRte
-// forces discharging.
+// forces discharging. Of bounds that cross (the two rates of one power
+// cut to different resolutions), the CHARGE bit's is applied last and
+// holds.
 func (s *Simulator) window(own float64) float64 {
-	wmax := s.get(124, "WChaMax")
+	outRef, inRef := s.rateRefs()
 	mod := int(s.get(124, "StorCtl_Mod"))
 	if mod&storCtlDischarge != 0 {
-		own = min(own, s.get(124, "OutWRte")/100*wmax)
+		own = min(own, s.get(124, "OutWRte")/100*outRef)
 	}
 	if mod&storCtlCharge != 0 {
-		own = max(own, -s.get(124, "InWRte")/100*wmax)
+		own = max(own, -s.get(124, "InWRte")/100*inRef)
 	}
 	return own
 }

@@ -20,8 +20,9 @@
 //     of WChaMax (a negative InWRte discharges instead).
 //   - StorCtl_Mod bit 1 (DISCHARGE) only: the battery discharges at OutWRte
 //     percent of WChaMax (the model has no WDisChaMax, so WChaMax is the
-//     reference both ways).
-//   - Both bits: net power (OutWRte − InWRte) percent of WChaMax.
+//     reference both ways), or with Config.DischargeReference percent of
+//     model 802 WDisChaRteMax.
+//   - Both bits: net power (OutWRte − InWRte) percent of their references.
 //   - Neither bit: default self-consumption: the battery covers house load
 //     minus PV.
 //   - In every mode charging is limited to WChaMax and the configured
@@ -115,6 +116,13 @@ type Config struct {
 	// caps charging, and a forced charge is DISCHARGE with a negative
 	// OutWRte. InOutWRte_RvrtTms starts at 0 (no revert), as on the device.
 	PowerWindow bool
+	// DischargeReference makes OutWRte a percentage of the maximum
+	// discharge rate, model 802 WDisChaRteMax (MaxDischargeW), as model
+	// 124 defines it ("% WDisChaMax", a point the model does not have),
+	// while InWRte stays a percentage of WChaMax: a device whose two
+	// directions have different references. Without it WChaMax is the
+	// reference both ways.
+	DischargeReference bool
 	// Now is the simulation clock; nil means time.Now. PV and load curves
 	// use the hour of day in the location of the times it returns.
 	Now    func() time.Time

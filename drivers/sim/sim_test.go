@@ -195,6 +195,37 @@ func TestChargeCommand(t *testing.T) {
 	}
 }
 
+// TestDischargeReference: with DischargeReference, OutWRte is a
+// percentage of model 802 WDisChaRteMax (MaxDischargeW) and InWRte still
+// of WChaMax; without it WChaMax is the reference both ways.
+func TestDischargeReference(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		perDirection bool
+		mod, out, in uint16
+		want         float64
+	}{
+		{false, 2, 5000, 0, 3000}, // 50 % of WChaMax 6000 W
+		{true, 2, 5000, 0, 3500},  // 50 % of WDisChaRteMax 7000 W
+		{false, 1, 0, 5000, -3000},
+		{true, 1, 0, 5000, -3000},
+	} {
+		clk := clocktest.New(noon.Add(-12 * time.Hour)) // midnight: no PV
+		s, addr := startSim(t, Config{InitialSoC: 50, MaxChargeW: 6000, MaxDischargeW: 7000, DischargeReference: c.perDirection, Now: clk.Now})
+		conn := dial(t, addr)
+		d := discover(conn, 40000)
+		if got := d.value(802, "WDisChaRteMax"); got != 7000 {
+			t.Fatalf("802 WDisChaRteMax = %v, want 7000", got)
+		}
+		conn.write(d.addr(124, "OutWRte"), c.out, c.in, 0, 0)
+		conn.write(d.addr(124, "StorCtl_Mod"), c.mod)
+		clk.Advance(time.Second)
+		if got := s.State().BatteryW; float64(got) != c.want {
+			t.Errorf("DischargeReference %t, StorCtl_Mod %d, OutWRte %d, InWRte %d: battery %v W, want %v", c.perDirection, c.mod, c.out, c.in, got, c.want)
+		}
+	}
+}
+
 func TestRevertTimer(t *testing.T) {
 	t.Parallel()
 	clk := clocktest.New(noon)
