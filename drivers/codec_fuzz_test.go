@@ -129,3 +129,46 @@ func FuzzRate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzWindowHeld: a command a window device is given, encoded as Apply
+// encodes it and decoded from the registers, stands for a power in the
+// command's direction, never more than approved, and unsaturated within a
+// step of it: never 0 W unless both rates cut to 0, whatever the two
+// references.
+func FuzzWindowHeld(f *testing.F) {
+	f.Add(1500.0, 7000.0, 6000.0, int16(-2))
+	f.Add(-2000.0, 7000.0, 6000.0, int16(-2))
+	f.Add(1234.567, 10000.0, 5000.0, int16(-2))
+	f.Add(6500.0, 7000.0, 6000.0, int16(-2))
+	f.Add(-6500.0, 7000.0, 6000.0, int16(-2))
+	f.Add(0.65, 7000.0, 6000.0, int16(-2))
+	f.Add(1500.0, 6000.0, 7000.0, int16(0))
+	f.Fuzz(func(t *testing.T, w, outRef, inRef float64, sf int16) {
+		// References as a uint16 maximum at a scale factor in -10..10
+		// gives them; Apply refuses other scale factors.
+		for _, ref := range []float64{outRef, inRef} {
+			if !(ref >= 1e-10 && ref <= 65534e10) {
+				return
+			}
+		}
+		if math.IsNaN(w) || math.IsInf(w, 0) || sf < -10 || sf > 10 {
+			return
+		}
+		st := StorageStatus{StorCtlMod: storCtlCharge | storCtlDischarge, RateSF: sf, OutRefW: outRef, InRefW: inRef, Window: true}
+		st.OutWRte, st.InWRte, st.Saturated = windowRates(w, outRef, inRef, sf)
+		got := held(st)
+		if st.OutWRte == 0 && st.InWRte == 0 {
+			if got != 0 {
+				t.Fatalf("%v W against %v and %v W at %d: both rates 0, held %v W", w, outRef, inRef, sf, got)
+			}
+			return
+		}
+		if got == 0 || math.Signbit(got) != math.Signbit(w) || math.Abs(got) > math.Abs(w)*(1+1e-9) {
+			t.Fatalf("%v W against %v and %v W at %d: rates %d and %d hold %v W, want a power towards %v W and no more", w, outRef, inRef, sf, st.OutWRte, st.InWRte, got, w)
+		}
+		step := math.Pow10(int(sf)) / 100 * min(outRef, inRef)
+		if !st.Saturated && math.Abs(w)-math.Abs(got) >= step*(1+1e-9) {
+			t.Fatalf("%v W against %v and %v W at %d: rates %d and %d hold %v W, more than a step (%v W) short, unsaturated", w, outRef, inRef, sf, st.OutWRte, st.InWRte, got, step)
+		}
+	})
+}

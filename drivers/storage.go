@@ -64,8 +64,13 @@ var ErrNotEffective = hearth.ErrNotEffective
 // power the written registers stand for: the approved power cut towards
 // zero to the rate register's resolution, and clamped when the register
 // cannot carry it (Saturated). HeldW is the power the read-back registers
-// stand for, in the same terms: what the device holds. Both are 0 in mode
-// auto, when the device runs its own logic (StorCtlMod 0).
+// stand for, in the same terms: what the device holds. On a window device
+// (Window) a command's two rates are cut to their own references, so the
+// window's bounds may differ by a step (or more, saturated): both powers
+// are then the bound farther from zero, the most the battery runs under
+// the window (see windowPower), never 0 W for a window that forces a
+// direction. Both are 0 in mode auto, when the device runs its own logic
+// (StorCtlMod 0).
 type StorageStatus struct {
 	StorCtlMod uint16  `json:"storctl_mod"`
 	OutWRte    int16   `json:"out_w_rte"`
@@ -175,7 +180,9 @@ func WriteBudget(m Model124, now func() time.Time) StorageOption {
 // (Fronius GEN24, profile storage_control: window): the battery runs its
 // own logic within [−InWRte, OutWRte] of the references, so a command of P
 // W is the window [P, P]: StorCtl_Mod both bits, OutWRte P and InWRte −P
-// (a forced charge is a negative OutWRte), and 0 W is [0, 0].
+// (a forced charge is a negative OutWRte), and 0 W is [0, 0]. With
+// references that differ the two bounds are cut to different resolutions;
+// the status reports the one farther from zero (windowPower).
 func PowerWindow() StorageOption { return func(s *Storage) { s.window = true } }
 
 // Name returns the device's name.
@@ -227,6 +234,21 @@ func maxRate(sf int16) float64 {
 	return min(100*math.Pow10(int(-sf)), math.MaxInt16)
 }
 
+// windowRates encodes a command of p W for a window device as the window
+// [p, p]: OutWRte p and InWRte −p, each a rate of its own reference, so a
+// forced charge is a negative OutWRte and a positive InWRte. saturated
+// says either rate was clamped.
+func windowRates(p, outRef, inRef float64, sf int16) (out, in int16, saturated bool) {
+	out, satOut := rate(p, outRef, sf)
+	in, satIn := rate(p, inRef, sf)
+	if p < 0 {
+		out = -out
+	} else {
+		in = -in
+	}
+	return out, in, satOut || satIn
+}
+
 // Apply writes an approved command and reads it back. It first reads the
 // model 124 block and the maxima again, and encodes the rates with the
 // scale factors and references just read. ModeAuto writes StorCtl_Mod = 0,
@@ -274,14 +296,7 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		switch p := float64(a.Power()); {
 		case s.window:
 			want.StorCtlMod = storCtlCharge | storCtlDischarge
-			out, satOut := rate(p, want.OutRefW, want.RateSF)
-			in, satIn := rate(p, want.InRefW, want.RateSF)
-			if p < 0 {
-				out = -out
-			} else {
-				in = -in
-			}
-			want.OutWRte, want.InWRte, want.Saturated = out, in, satOut || satIn
+			want.OutWRte, want.InWRte, want.Saturated = windowRates(p, want.OutRefW, want.InRefW, want.RateSF)
 		case p > 0:
 			want.StorCtlMod = storCtlDischarge
 			want.OutWRte, want.Saturated = rate(p, want.OutRefW, want.RateSF)
@@ -293,8 +308,9 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		}
 		want.CommandedW = held(want)
 		// The budget weighs the approved power: on a window device whose
-		// references differ, the power the rates stand for is no measure
-		// of the command.
+		// references differ, the rates of one command are cut to two
+		// resolutions, and the power they stand for moves by a step
+		// with the reference the cut falls on.
 		if cur := s.status(regs, chaMaxW, disMaxW); s.holds(cur) && s.budget.hold(float64(a.Power()), a.Rule(), true) {
 			cur.CommandedW, cur.Saturated, cur.Deferred = want.CommandedW, want.Saturated, true
 			return cur, nil
@@ -501,8 +517,8 @@ func (s *Storage) status(regs []uint16, chaMaxW, disMaxW float64) StorageStatus 
 // OutWRte of its reference with DISCHARGE alone, InWRte (charging) with
 // CHARGE alone, their difference with both, 0 with neither (the device's
 // own logic) or with a scale factor outside SunSpec's range. On a power
-// window device it is the window's one power when both bounds meet, else
-// 0 (the device's own logic within the bounds).
+// window device it is the power the window [−InWRte, OutWRte] forces
+// (windowPower) with both bits, else 0.
 func held(st StorageStatus) float64 {
 	if st.RateSF < -10 || st.RateSF > 10 {
 		return 0
@@ -512,10 +528,10 @@ func held(st StorageStatus) float64 {
 	var w float64
 	mod := st.StorCtlMod & (storCtlCharge | storCtlDischarge)
 	switch {
-	case st.Window && mod == storCtlCharge|storCtlDischarge && out == -in:
-		w = out // the window [−in, out] is one power
+	case st.Window && mod == storCtlCharge|storCtlDischarge:
+		w = windowPower(-in, out, math.Pow10(int(st.RateSF))/100*max(st.OutRefW, st.InRefW))
 	case st.Window:
-		// A window that forces nothing: the device's own logic.
+		// One bound alone forces nothing: the device's own logic.
 	case mod == storCtlDischarge:
 		w = out
 	case mod == storCtlCharge:
@@ -527,6 +543,40 @@ func held(st StorageStatus) float64 {
 		return 0 // not -0: -0 % of a reference is no power at all
 	}
 	return w
+}
+
+// windowPower is the power a window device runs for the window [lo, hi]
+// (lo from InWRte, hi from OutWRte), positive discharging: the battery
+// runs its own logic held within the bounds.
+//
+// A command of P W is the window [P, P], but its two rates are each cut
+// towards zero to their own reference's resolution, so with references
+// that differ the bounds come out up to a step apart (step: one raw rate
+// of the larger reference), both between 0 and P: 1500 W against 6 kW and
+// 7 kW at InOutWRte_SF -2 is [1500, 1499.4]. Such a window, and one that
+// crosses (lo > hi: which bound wins is the device's), stands for one
+// power, and a window wider than a step that keeps the battery off zero
+// (a command that saturated one rate: 6500 W against the same references
+// is [6000, 6499.5]) forces that direction too. Of the bounds, the one
+// farther from zero is taken: the battery runs it whenever its own logic
+// would go further, and never more, so it is the most the battery runs:
+// within a step of what it runs when no rate saturated, and never more
+// than the approved power, which both bounds are cut from. Counting the
+// most keeps a site cap from handing out power this battery may be using
+// (counted at 1499.4 W, a battery running 1500 W would leave 1500.6 W of
+// a 3000 W cap to the others). A window that reaches both sides of zero,
+// or a wider one with zero as a bound, forces nothing: 0 W, the device's
+// own logic.
+func windowPower(lo, hi, step float64) float64 {
+	switch {
+	case lo < 0 && hi > 0 || lo > 0 && hi < 0:
+		return 0
+	case (lo == 0 || hi == 0) && hi-lo > step*(1+1e-9): // past float noise in the decoded bounds
+		return 0
+	case math.Abs(lo) > math.Abs(hi):
+		return lo
+	}
+	return hi
 }
 
 // scaled decodes a uint16 or int16 register with its scale factor.
