@@ -467,3 +467,124 @@ func TestSiteCapHoldsForTheTimeoutTheDeviceRuns(t *testing.T) {
 		t.Errorf("battery2 dropped its command: battery1 at %v W, want 2500 W (its own limit)", b1.holds())
 	}
 }
+
+// windowSiteRig is battery1, a plainDevice, and battery2, a Fronius GEN24
+// on its simulator, under one controller with a meter: the simulator's
+// model 124 is a power window whose discharge reference (WDisChaRteMax
+// 7 kW) differs from its charge reference (WChaMax 6 kW), and battery2 is
+// wired as the agent wires a window device.
+type windowSiteRig struct {
+	*siteRig
+	sim  *sim.Simulator
+	b1   *plainDevice
+	down bool // battery2's link is down: its polls reach nothing
+}
+
+func newWindowSiteRig(t *testing.T, lim safety.Limits) *windowSiteRig {
+	t.Helper()
+	clock := clocktest.New(ctlT0)
+	s, addr := harness.StartSim(t, sim.Config{MaxChargeW: 6000, MaxDischargeW: 7000, InitialSoC: 60,
+		PowerWindow: true, DischargeReference: true, Now: clock.Now})
+	s.SetPV(0)
+	s.SetLoad(500)
+	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: addr, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	p, err := drivers.EmbeddedProfile("fronius_gen24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2 := storageDevice{drivers.NewStorage(drivers.NewSunSpecDevice("battery2", bus, 1, drivers.WithProfile(p)), time.Minute,
+		drivers.WriteBudget(p.Model124Writes(), clock.Now), drivers.PowerWindow())}
+	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	b1 := &plainDevice{name: "battery1"}
+	c, err := New(Options{Limits: lim, Store: store, Devices: []Device{b1, b2}, Event: storeEvent(store),
+		MeterDevice: "meter", MeterPoint: "grid_w", Now: clock.Instant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &windowSiteRig{siteRig: &siteRig{t: t, clock: clock, store: store, ctl: c}, sim: s, b1: b1}
+}
+
+// cycle is one poll of both batteries and the meter, and a step.
+func (r *windowSiteRig) cycle() {
+	r.clock.Advance(time.Second)
+	r.ctl.Observe(r.reading(r.b1.name, r.b1.holds()))
+	if r.down {
+		r.ctl.Observe(r.lost("battery2"))
+	} else {
+		r.ctl.Observe(r.reading("battery2", r.sim.State().BatteryW))
+	}
+	grid := r.b1.holds() + r.sim.State().BatteryW
+	r.ctl.Observe(hearth.Reading{Device: "meter", Time: r.clock.Now(), Points: map[string]hearth.Point{"grid_w": hearth.V(float64(grid))}})
+	r.ctl.Step(context.Background())
+}
+
+// Two batteries under site_max_discharge_w 3000, battery2 a window device
+// (windowSiteRig) whose 1500 W command is OutWRte 21.42 % of 7 kW
+// (1499.4 W) and InWRte −25 % of 6 kW (1500 W), and which runs 1500 W.
+// When its link drops, the controller counts it at the power its read-back
+// holds until its revert timer lapses, so that power must be what it runs:
+// read as 0 W (a window whose bounds differ taken for the device's own
+// logic), battery1 was given battery2's share and the site ran 4000 W.
+func TestSiteCapCountsAWindowDeviceAtItsCommand(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
+	lim.RampWPerS = 10000 // each battery at its share in one step (the ramp has a test of its own)
+	r := newWindowSiteRig(t, lim)
+	r.cycle()
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 5000), r.clock.Instant())
+	for range 5 {
+		r.cycle()
+	}
+	if r.b1.holds() != 1500 || r.sim.State().BatteryW != 1500 {
+		t.Fatalf("running %v and %v W, want 1500 W each", r.b1.holds(), r.sim.State().BatteryW)
+	}
+	r.sim.SetFault(sim.Fault{Drop: true}) // battery2's link drops; the device runs on
+	r.down = true
+	for n := 1; !r.sim.State().Reverted; n++ {
+		r.cycle()
+		if site := r.b1.holds() + r.sim.State().BatteryW; site > 3000 {
+			t.Fatalf("%d s after battery2's link dropped it still runs %v W, and battery1 was given %v W: the site runs %v W, over its cap of 3000 W",
+				n, r.sim.State().BatteryW, r.b1.holds(), site)
+		}
+		if n > 200 {
+			t.Fatal("battery2 never dropped its command")
+		}
+	}
+	for range 5 {
+		r.cycle()
+	}
+	if r.b1.holds() != 2500 {
+		t.Errorf("battery2 dropped its command: battery1 at %v W, want 2500 W (its own limit)", r.b1.holds())
+	}
+}
+
+// The ramp starts each step from what a device holds by its read-back:
+// a window device (windowSiteRig) whose read-back was taken for 0 W was
+// ramped from 0 W at every step and never got past the first step
+// (999.6 W of a 1500 W share, at 1000 W/s).
+func TestWindowDeviceRampsFromWhatItRuns(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
+	r := newWindowSiteRig(t, lim)
+	r.cycle()
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 5000), r.clock.Instant())
+	for range 5 {
+		r.cycle()
+	}
+	if b1, b2 := r.b1.holds(), r.sim.State().BatteryW; b1 != 1500 || b2 != 1500 {
+		t.Fatalf("5 s into the lease at 1000 W/s: running %v and %v W, want 1500 W each", b1, b2)
+	}
+	if got := r.ctl.State().AppliedW; got == nil || *got != 3000 {
+		t.Errorf("applied_w %v, want 3000 W", got)
+	}
+}
