@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -57,6 +58,14 @@ type VendorDevice struct {
 	mu     sync.Mutex
 	armed  bool
 	budget *writeBudget
+	// The conversion the last command was written at: the scale factors
+	// of the written points and, for a setpoint in percent, the watts one
+	// percent of the reference stood for. The budget holds a command only
+	// while the device reads the same: the raw values it holds stand for
+	// another power once either moved. (Amps are what the device runs
+	// whatever the voltage, which moves with every reading.)
+	wroteSFs map[string]int
+	wrotePer float64
 }
 
 // NewVendorDevice returns the controls of a device on bus at unit, driven
@@ -149,7 +158,7 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return VendorStatus{}, fmt.Errorf("command %s: %w; nothing written", d.name, err)
 	}
 	writes, commanded, saturated := d.command(want, per, sfs)
-	if d.budget.hold(commanded, a.Rule(), d.touchesBudget(writes)) {
+	if d.sameScale(sfs, per) && d.budget.hold(commanded, a.Rule(), d.touchesBudget(writes)) {
 		return VendorStatus{CommandedW: commanded, HeldW: d.budget.lastW, Saturated: saturated, Deferred: true}, nil
 	}
 	if !d.armed {
@@ -165,7 +174,14 @@ func (d *VendorDevice) Apply(ctx context.Context, a safety.Approved) (VendorStat
 		return got, fmt.Errorf("command %s: %w", d.name, err)
 	}
 	d.budget.written(commanded, a.Rule())
+	d.wroteSFs, d.wrotePer = sfs, per
 	return got, err
+}
+
+// sameScale reports whether the scale factors and the reference just
+// read are those the last command was written at.
+func (d *VendorDevice) sameScale(sfs map[string]int, per float64) bool {
+	return maps.Equal(sfs, d.wroteSFs) && (d.c.Setpoint.Unit != UnitPercent || per == d.wrotePer)
 }
 
 // command builds the writes for a power: the timeout (kind register),

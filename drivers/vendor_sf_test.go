@@ -18,6 +18,13 @@ import (
 // with sf:.
 func model124Profile(t *testing.T, s *sim.Simulator) *drivers.Profile {
 	t.Helper()
+	return model124ProfileAs(t, s, "ram", "timeout: {kind: register, point: rvrt_s, value: 60s, reverts_to: self-consumption}")
+}
+
+// model124ProfileAs is model124Profile with the rates kept in storage and
+// the control section's timeout (and budget) given by timeout.
+func model124ProfileAs(t *testing.T, s *sim.Simulator, storage, timeout string) *drivers.Profile {
+	t.Helper()
 	at := func(model uint16, point string) uint16 {
 		a, ok := s.PointAddr(model, point)
 		if !ok {
@@ -34,8 +41,8 @@ points:
   - {name: wchamax_w, address: %d, type: u16, sf: wchamax_sf, unit: W}
   - {name: wchamax_sf, address: %d, type: sunssf}
   - {name: storctl, address: %d, type: u16, writable: true, storage: ram}
-  - {name: out_pct, address: %d, type: s16, sf: rte_sf, unit: pct, writable: true, storage: ram, min: -100, max: 100}
-  - {name: in_pct, address: %d, type: s16, sf: rte_sf, unit: pct, writable: true, storage: ram, min: -100, max: 100}
+  - {name: out_pct, address: %d, type: s16, sf: rte_sf, unit: pct, writable: true, storage: %s, min: -100, max: 100}
+  - {name: in_pct, address: %d, type: s16, sf: rte_sf, unit: pct, writable: true, storage: %s, min: -100, max: 100}
   - {name: rvrt_s, address: %d, type: u16, unit: s, writable: true, storage: ram}
   - {name: rte_sf, address: %d, type: sunssf}
 control:
@@ -45,12 +52,12 @@ control:
     reference: wchamax_w
     charge:    {point: in_pct,  mode: {point: storctl, value: 1}}
     discharge: {point: out_pct, mode: {point: storctl, value: 2}}
-  timeout: {kind: register, point: rvrt_s, value: 60s, reverts_to: self-consumption}
+  %s
   release:
     writes: [{point: storctl, value: 0}]
 `, at(802, "W"), at(802, "W_SF"), at(802, "SoC"), at(802, "SoC_SF"),
 		at(124, "WChaMax"), at(124, "WChaMax_SF"), at(124, "StorCtl_Mod"),
-		at(124, "OutWRte"), at(124, "InWRte"), at(124, "InOutWRte_RvrtTms"), at(124, "InOutWRte_SF"))
+		at(124, "OutWRte"), storage, at(124, "InWRte"), storage, at(124, "InOutWRte_RvrtTms"), at(124, "InOutWRte_SF"), timeout)
 	p, err := drivers.ParseProfile("m124_fixed.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
@@ -114,5 +121,59 @@ func TestVendorScaleFactorOnWrittenPoint(t *testing.T) {
 	}
 	if st := r.sim.State(); st.Mode != sim.ModeSelfConsumption {
 		t.Errorf("after the release the simulator is in %s, want self_consumption", st.Mode)
+	}
+}
+
+// TestVendorBudgetHoldsOnlyAtTheScaleItWrote: a control section whose
+// rates are kept in unknown storage (the write budget paces them) holds a
+// change within the deadband only while the device reads the scale factor
+// the last command was written at. Once InOutWRte_SF steps from 0 to 1
+// the 30 the device holds stands for 300 %, not the 30 % written: the
+// next command is written at once, at the new scale, as model 124's own
+// path does (TestStorageBudgetHoldsOnlyWhatTheDeviceRuns).
+func TestVendorBudgetHoldsOnlyAtTheScaleItWrote(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, time.Minute)
+	p := model124ProfileAs(t, r.sim, "unknown",
+		"timeout: {kind: register, point: rvrt_s, value: 180s, reverts_to: self-consumption}\n  budget: {min_interval: 60s, deadband_w: 100}")
+	dev := drivers.NewVendorDevice("battery", r.bus, 1, p, r.clock.Now)
+	ctx := context.Background()
+	out := r.reg("OutWRte")
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 0); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(w hearth.Watts) drivers.VendorStatus {
+		t.Helper()
+		r.clock.Advance(time.Second)
+		st, err := dev.Apply(ctx, approve(t, "battery", hearth.ModePower, w))
+		if err != nil {
+			t.Fatalf("%v W: %v", w, err)
+		}
+		return st
+	}
+	held := func() uint16 {
+		t.Helper()
+		got, err := r.bus.Read(ctx, 1, drivers.Holding, out, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0]
+	}
+	apply(1500)
+	if got := held(); got != 30 {
+		t.Fatalf("OutWRte %d after 1500 W at InOutWRte_SF 0, want 30 (30 %% of 5000 W)", got)
+	}
+	if st := apply(1520); !st.Deferred || st.HeldW != 1500 {
+		t.Fatalf("a change within the deadband: %+v, want it held at 1500 W", st)
+	}
+	if err := r.sim.SetScaleFactor(124, "InOutWRte_SF", 1); err != nil {
+		t.Fatal(err)
+	}
+	st := apply(1520)
+	if got := held(); st.Deferred || got != 3 {
+		t.Fatalf("after InOutWRte_SF stepped to 1: %+v, OutWRte %d; want 3 written at once (30 %% at 10^1), not the 30 the device now reads as 300 %%", st, got)
+	}
+	if b := r.sim.State().BatteryW; b != 1500 {
+		t.Fatalf("the battery runs %v W, want 1500 W", b)
 	}
 }
