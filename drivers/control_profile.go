@@ -459,6 +459,11 @@ func (p *Profile) checkControl() error {
 		if pt := point("control.timeout.point", t.Point, true); pt != nil {
 			if pt.Unit != "s" && pt.Unit != "min" {
 				bad("control.timeout.point", "point %q: unit %q, want s or min", t.Point, pt.Unit)
+			} else if pt.SF != "" {
+				// RevertTimeout is what the device holds, known before it
+				// is read: the control loop counts an unreachable device
+				// at its last command for that long.
+				bad("control.timeout.point", "point %q has sf: %s: the timeout the device holds would depend on the scale factor it reports; give the point a fixed scale", t.Point, pt.SF)
 			} else if _, err := encode(pt, timeoutIn(pt, t.Value.D()), 0); err != nil {
 				bad("control.timeout.value", "%v", err)
 			}

@@ -185,3 +185,38 @@ control:
 		t.Errorf("the charge leg writes the whole set, yet:\n%v", err)
 	}
 }
+
+// TestTimeoutPointWithScaleFactorIsRefused: the control loop counts a
+// device it cannot reach at its last command for RevertTimeout, which is
+// known before the device is read; a timeout point with sf: is encoded at
+// the scale factor the device reports (90 s at sf 2 is 1, which the
+// device runs as 100 s), so what it holds cannot be known in advance.
+func TestTimeoutPointWithScaleFactorIsRefused(t *testing.T) {
+	t.Parallel()
+	src := `name: scaled_timeout
+points:
+  - {name: power_w, address: 1, type: s16, unit: W}
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: cmd, address: 10, type: u16, writable: true, storage: ram}
+  - {name: watts, address: 11, type: u16, unit: W, writable: true, storage: ram, max: 5000}
+  - {name: tmo_s, address: 12, type: u16, unit: s, sf: tmo_sf, writable: true, storage: ram}
+  - {name: tmo_sf, address: 13, type: sunssf}
+control:
+  setpoint:
+    style: split
+    charge: {point: watts, mode: {point: cmd, value: 1}}
+    discharge: {point: watts, mode: {point: cmd, value: 2}}
+  timeout:
+    kind: register
+    point: tmo_s
+    value: 90s
+    reverts_to: its own logic
+  release:
+    writes: [{point: cmd, value: 0}]
+`
+	_, err := ParseProfile("vendor.yaml", []byte(src))
+	want := `vendor.yaml:16: control.timeout.point: point "tmo_s" has sf: tmo_sf`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err %v, want %q", err, want)
+	}
+}
