@@ -160,7 +160,8 @@ type Controller struct {
 // ctlDevice is what the controller remembers about writing to a device.
 type ctlDevice struct {
 	st Device
-	// written is the last command a write of went through, at writtenAt.
+	// written is the last command a write of went through; writtenAt is
+	// when that write returned (the device got it no later).
 	written   safety.Approved
 	writtenAt time.Time
 	since     time.Time // when the current command was first written
@@ -535,11 +536,14 @@ func (c *Controller) Step(ctx context.Context) {
 		j   job
 		st  Readback
 		err error
+		// done is when Apply returned: the device got the write no
+		// later, and its revert timer runs from when it got it.
+		done time.Time
 	}
 	results := make([]result, 0, len(jobs))
 	for _, j := range jobs {
 		st, err := j.d.st.Apply(ctx, j.a)
-		results = append(results, result{j, st, err})
+		results = append(results, result{j, st, err, mono(c.opt.Now())})
 	}
 
 	c.mu.Lock()
@@ -550,7 +554,10 @@ func (c *Controller) Step(ctx context.Context) {
 			if !d.written.Equal(a) {
 				d.since = now
 			}
-			d.written, d.writtenAt, d.failing = a, now, false
+			// The device runs the command until its revert timer lapses,
+			// counted from when it got the write: from the step's start
+			// the agent would count it released while it still ran it.
+			d.written, d.writtenAt, d.failing = a, r.done, false
 			d.held, d.heldOK = a.Power(), a.Mode() == hearth.ModePower
 			if r.st.HeldW != nil {
 				d.held = *r.st.HeldW
