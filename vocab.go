@@ -165,6 +165,12 @@ var physical = map[string]Range{
 
 var rangeTempC = Range{-40, 120}
 
+// connectionPoint reports whether a power point measures the grid
+// connection rather than the device's own conversion.
+func connectionPoint(name string) bool {
+	return strings.HasPrefix(name, "grid_") || strings.HasPrefix(name, "meter_") || strings.Contains(name, "_grid_")
+}
+
 // PhysicalRange returns the range a point can physically take, by its
 // name, and false for names with no known range. A value outside is not a
 // reading but a fault (a wrong scale factor, a sentinel read as a number).
@@ -178,7 +184,9 @@ var rangeTempC = Range{-40, 120}
 //     °C. The unit alone is not enough: ac_v_c is phase C's voltage;
 //   - power (any name ending in _w): ±2× ratingW when ratingW is above 0,
 //     never wider than ±FixedPowerBoundW, which is the bound when the
-//     rating is unknown.
+//     rating is unknown. A grid or meter point (a name starting grid_ or
+//     meter_, or holding _grid_) reads the house connection, which the
+//     inverter's rating does not bound: ±FixedPowerBoundW.
 func PhysicalRange(name string, ratingW float64) (Range, bool) {
 	if r, ok := physical[name]; ok {
 		return r, true
@@ -188,7 +196,7 @@ func PhysicalRange(name string, ratingW float64) (Range, bool) {
 	}
 	if strings.HasSuffix(name, "_w") {
 		bound := FixedPowerBoundW
-		if ratingW > 0 && !math.IsInf(ratingW, 0) {
+		if ratingW > 0 && !math.IsInf(ratingW, 0) && !connectionPoint(name) {
 			bound = min(PowerRatingFactor*ratingW, FixedPowerBoundW)
 		}
 		return Range{-bound, bound}, true

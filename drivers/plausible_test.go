@@ -153,6 +153,41 @@ points:
 	})
 }
 
+// TestGridPowerIsNotBoundByTheInverter: a hybrid inverter's grid point
+// reads the house connection, which the inverter's rating does not bound
+// (a 10 kW inverter on a 3×32 A connection sees 22 kW of draw): it is
+// judged against the fixed power bound, the battery's power against the
+// rating.
+func TestGridPowerIsNotBoundByTheInverter(t *testing.T) {
+	t.Parallel()
+	s := sim.New(sim.Config{InitialSoC: 60, Now: func() time.Time { return night }})
+	at := func(point string) uint16 { a, _ := s.PointAddr(802, point); return a }
+	src := []byte(`name: hybrid
+rating_w: 2000
+points:
+  - {name: soc_pct, address: ` + itoa(at("SoC")) + `, type: u16, sf: soc_sf}
+  - {name: soc_sf, address: ` + itoa(at("SoC_SF")) + `, type: sunssf}
+  - {name: grid_power_w, address: ` + itoa(at("W")) + `, type: s16}
+`)
+	p, err := ParseProfile("hybrid.yaml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewProfileDevice("inverter", openBus(t, serveSims(t, TransportTCP, s)), 1, p)
+	tellLies(t, s, d, []lie{
+		{802, "W", -22000, "grid_power_w", -22000.0, ""}, // 22 kW drawn, 11× the rating
+		{802, "W", 30000, "grid_power_w", 30000.0, ""},
+	})
+	for _, name := range []string{"grid_power_w", "sma_grid_draw_w", "ae_grid_import_w", "meter_power_w"} {
+		if r, ok := hearth.PhysicalRange(name, 2000); !ok || !r.Contains(22000) || r.Contains(2e6) {
+			t.Errorf("%s on a 2 kW inverter: range %+v, want the fixed bound (22 kW in, 2 MW out)", name, r)
+		}
+	}
+	if r, _ := hearth.PhysicalRange("power_w", 2000); r.Contains(4001) {
+		t.Errorf("the battery's power_w on a 2 kW inverter: range %+v, want ±4 kW", r)
+	}
+}
+
 // lie is a raw value a simulator serves in place of a point's registers,
 // and what the device must make of it.
 type lie struct {
