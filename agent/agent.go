@@ -295,6 +295,10 @@ func (d storageDevice) Apply(ctx context.Context, a safety.Approved) (control.Re
 // section, as the controller takes it.
 type vendorDevice struct{ *drivers.VendorDevice }
 
+// The controller counts an unreachable vendor device at its last command
+// for as long as the profile says it may run it (timeout.lapses_within).
+var _ control.HoldBound = vendorDevice{}
+
 func (d vendorDevice) Apply(ctx context.Context, a safety.Approved) (control.Readback, error) {
 	st, err := d.VendorDevice.Apply(ctx, a)
 	rb := control.Readback{Detail: st}

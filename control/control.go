@@ -663,6 +663,23 @@ func (c *Controller) activeLocked() *safety.Lease {
 	return c.cloud
 }
 
+// HoldBound is a Device whose command may outlast its RevertTimeout: one
+// whose timeout is a setting of its own, seen to lapse later than the
+// setting says (SMA's 300 s, seen at about 330 s). The loop refreshes by
+// RevertTimeout and counts a device it cannot reach at its last command
+// for HoldsUpTo.
+type HoldBound interface {
+	HoldsUpTo() time.Duration
+}
+
+// holdsUpTo is how long after its last write d may still run it.
+func holdsUpTo(d Device) time.Duration {
+	if h, ok := d.(HoldBound); ok {
+		return max(h.HoldsUpTo(), d.RevertTimeout())
+	}
+	return d.RevertTimeout()
+}
+
 func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input {
 	in := safety.Input{Now: now, Target: tgt, EStop: c.estop, Grid: c.grid}
 	for _, d := range c.opt.Devices {
@@ -673,7 +690,7 @@ func (c *Controller) inputLocked(now time.Time, tgt safety.Target) safety.Input 
 		// A device with no revert timer holds its last command until a
 		// release is read back, however long that takes.
 		cd := c.dev[d.Name()]
-		if w, ok := cd.mayHold(); ok && (cd.unguarded || now.Sub(cd.writtenAt) < d.RevertTimeout()) {
+		if w, ok := cd.mayHold(); ok && (cd.unguarded || now.Sub(cd.writtenAt) < holdsUpTo(d)) {
 			o.MayHold = &w
 		}
 		in.Devices = append(in.Devices, o)

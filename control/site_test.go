@@ -216,6 +216,45 @@ func TestSiteCapHoldsWhenADeviceDrops(t *testing.T) {
 	}
 }
 
+// lateLapse is a device whose command is seen to outlast its timeout
+// setting: refreshed every RevertTimeout/3, it may run its last command
+// for 90 s.
+type lateLapse struct{ *plainDevice }
+
+func (lateLapse) HoldsUpTo() time.Duration { return 90 * time.Second }
+
+// A device whose command may outlast its timeout (HoldsUpTo) is counted
+// at its last command for that long when its link drops, not for its
+// RevertTimeout: battery1 takes battery2's share only once battery2 can
+// no longer run it.
+func TestSiteCapHoldsWhileADeviceMayStillRun(t *testing.T) {
+	t.Parallel()
+	lim := testSafetyLimits()
+	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
+	r := newSiteRig(t, lim, func(d *plainDevice) Device { return lateLapse{d} })
+	r.cycle()
+	r.ctl.Submit(lease(1, r.clock.Now(), time.Hour, hearth.ModePower, 5000), r.clock.Instant())
+	for range 5 {
+		r.cycle()
+	}
+	r.b2.mu.Lock()
+	r.b2.down = true
+	r.b2.mu.Unlock()
+	for s := range 80 { // past the 60 s RevertTimeout, within the 90 s it may run
+		r.cycle()
+		if r.b1.holds() > 1500 {
+			t.Fatalf("battery2 down, its command may run 90 s: battery1 given %v W after %d s, the site over its cap of 3000 W", r.b1.holds(), s+1)
+		}
+	}
+	r.clock.Advance(15 * time.Second)
+	for range 3 {
+		r.cycle()
+	}
+	if r.b1.holds() != 2500 {
+		t.Errorf("battery2's command can no longer run: battery1 at %v W, want 2500 W (its own limit)", r.b1.holds())
+	}
+}
+
 // A change during a lease that makes a site cap or the import limit bind
 // is a clamped event, with the rule's limit, once per binding.
 func TestSiteLimitBindingMidLeaseIsAClamp(t *testing.T) {

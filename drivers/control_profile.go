@@ -139,6 +139,12 @@ type Timeout struct {
 	Point     string   `yaml:"point"`
 	Value     Duration `yaml:"value"`
 	RevertsTo string   `yaml:"reverts_to"`
+	// LapsesWithin, when given, is the longest the device has been seen
+	// to run a command after its last write, where that is later than
+	// Value says (SMA's 300 s setting, seen lapsing at about 330 s). The
+	// command is refreshed by Value; the control loop counts a device it
+	// cannot reach at its last command for LapsesWithin.
+	LapsesWithin Duration `yaml:"lapses_within"`
 }
 
 // Budget bounds writes to flash and unknown registers: a change within the
@@ -476,9 +482,12 @@ func (p *Profile) checkControl() error {
 		if t.RevertsTo == "" {
 			bad("control.timeout.reverts_to", "required: say what the device does when the timeout lapses")
 		}
+		if t.LapsesWithin != 0 && t.LapsesWithin < t.Value {
+			bad("control.timeout.lapses_within", "%v is below the timeout's value %v: it is the longest the device runs a command, never shorter than its timeout", t.LapsesWithin.D(), t.Value.D())
+		}
 	case TimeoutNone:
-		if t.Point != "" || t.Value != 0 {
-			bad("control.timeout", "kind none takes no point or value")
+		if t.Point != "" || t.Value != 0 || t.LapsesWithin != 0 {
+			bad("control.timeout", "kind none takes no point, value or lapses_within")
 		}
 	default:
 		bad("control.timeout.kind", "%q: want register, setting or none", t.Kind)

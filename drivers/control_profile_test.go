@@ -3,6 +3,7 @@ package drivers
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestControlErrorsNameFileLineAndKey: every mistake in a control section
@@ -218,5 +219,41 @@ control:
 	want := `vendor.yaml:16: control.timeout.point: point "tmo_s" has sf: tmo_sf`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err %v, want %q", err, want)
+	}
+}
+
+// TestLapsesWithin: lapses_within is never below the timeout's value and
+// not given to a device without a timeout; SMA's profile counts its
+// command for 6 min, refreshing by its 5 min setting.
+func TestLapsesWithin(t *testing.T) {
+	t.Parallel()
+	base := `name: x
+points:
+  - {name: power_w, address: 1, type: s16}
+  - {name: soc_pct, address: 2, type: u16}
+  - {name: cmd, address: 10, type: s16, writable: true, storage: ram}
+control:
+  setpoint:
+    style: signed
+    signed: {point: cmd, sign: discharge_positive}
+  release:
+    writes: [{point: cmd, value: 0}]
+  timeout: `
+	for _, c := range []struct{ timeout, want string }{
+		{"{kind: setting, value: 5m, lapses_within: 4m, reverts_to: auto}", `x.yaml:12: control.timeout.lapses_within: 4m0s is below the timeout's value 5m0s`},
+		{"{kind: none, lapses_within: 4m}", `x.yaml:12: control.timeout: kind none takes no point, value or lapses_within`},
+	} {
+		_, err := ParseProfile("x.yaml", []byte(base+c.timeout+"\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("timeout %s: %v, want %q", c.timeout, err, c.want)
+		}
+	}
+	p, err := EmbeddedProfile("sma_storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewVendorDevice("sma", nil, 3, p, nil)
+	if d.RevertTimeout() != 5*time.Minute || d.HoldsUpTo() != 6*time.Minute {
+		t.Errorf("sma_storage: refreshed by %v, counted for %v; want 5m and 6m", d.RevertTimeout(), d.HoldsUpTo())
 	}
 }

@@ -116,6 +116,14 @@ func (d *VendorDevice) RevertTimeout() time.Duration {
 	return t.Value.D()
 }
 
+// HoldsUpTo is the longest the device may run its last command after the
+// write: the timeout's lapses_within when the profile gives one, else
+// RevertTimeout. The control loop counts a device it cannot reach at its
+// last command for that long.
+func (d *VendorDevice) HoldsUpTo() time.Duration {
+	return max(d.RevertTimeout(), d.c.Timeout.LapsesWithin.D())
+}
+
 // Apply writes an approved command through the control section. ModeAuto
 // releases (the release writes, or nothing for a passive release) and
 // disarms; ModePower checks the required settings and arms once per
