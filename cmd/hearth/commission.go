@@ -327,6 +327,9 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 	}
 	gridBefore, haveGrid := cm.point(meter, meterPoint)
 	req := diag.ModeRequest{Mode: hearth.ModePower, For: cm.hold.String(), PowerW: &target}
+	// The test power ends at the latest cm.hold after it was asked for:
+	// a reading after that is the device back on its own logic.
+	ends := time.Now().Add(cm.hold)
 	ack, err := setMode(cm.c, req)
 	if err != nil {
 		r.add(commissionCheck{Name: "sign", Verdict: verdictFail, Detail: "hearth mode set power: " + err.Error()})
@@ -339,7 +342,7 @@ func (cm *commissioner) signCheck(ctx context.Context, r *commissionReport, pts 
 		return
 	}
 	fmt.Fprintf(cm.progress, "commission: holding %s on %s for the sign check…\n", watts(float64(target)), strings.Join(devs, ", "))
-	rows := cm.followCheck(ctx, devs, target)
+	rows := cm.followCheck(ctx, devs, target, ends)
 	passed := true
 	for _, ck := range rows {
 		r.add(ck)
@@ -362,9 +365,14 @@ type signTest struct {
 // followCheck waits, up to the hold, until every device under test
 // reports a power_w, taken after it held its share of target, that
 // follows that share or is its opposite; it returns one row per device.
-func (cm *commissioner) followCheck(ctx context.Context, devs []string, target hearth.Watts) []commissionCheck {
+// Readings taken after ends, when the test power has lapsed, are not
+// judged: the device is back on its own logic then.
+func (cm *commissioner) followCheck(ctx context.Context, devs []string, target hearth.Watts, ends time.Time) []commissionCheck {
 	begun := time.Now()
 	deadline := begun.Add(min(cm.hold, 45*time.Second))
+	if ends.Before(deadline) {
+		deadline = ends
+	}
 	tests := map[string]*signTest{}
 	for _, d := range devs {
 		tests[d] = &signTest{ck: commissionCheck{Name: "sign: " + d}}
@@ -435,8 +443,8 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 				continue
 			}
 			v, at, ok := cm.reading(d, "power_w")
-			if !ok || !at.After(t.heldAt.Add(time.Second)) {
-				continue // not yet a reading of the held command
+			if !ok || !at.After(t.heldAt.Add(time.Second)) || at.After(ends) {
+				continue // not a reading of the held command: too early, or after it lapsed
 			}
 			t.last = &v
 			after := time.Since(begun).Round(100 * time.Millisecond)
