@@ -245,12 +245,15 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 // over Modbus TCP and one over RTU on a serial line (a pty): the test
 // power is shared between them, and each battery's sign is judged on its
 // own readings against the share it holds, with a row of its own. Then
-// the TCP battery reports charging at 1.5 kW whatever it is told: its row
-// fails while the RTU battery's still passes.
+// the TCP battery is switched to local control with 1.5 kW of PV surplus:
+// it charges that surplus whatever it is told, and every register it
+// reports says so (W, A, ChaSt, LocRemCtl); its row fails while the RTU
+// battery's still passes.
 func TestCommissionTwoBatteries(t *testing.T) {
 	t.Parallel()
 	tcp, tcpAddr := startSim(t, sim.Config{UnitID: 1, Serial: "TWO-TCP-1", InitialSoC: 55, PVPeakW: 1})
 	tcp.SetPV(0)
+	tcp.SetLoad(300)
 	rtuDev := startSimRTU(t, "--unit", "2", "--serial", "TWO-RTU-2", "--soc", "60")
 	dir, sock, cfg := newAgentConfig(t, "gw-two", `devices:
   - {name: battery1, address: "`+tcpAddr+`", poll_interval: 250ms, timeout: 500ms}
@@ -305,14 +308,18 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 		}
 	}
 
-	if err := tcp.SetRaw(802, "W", -1500); err != nil { // charging 1.5 kW, whatever it is told
-		t.Fatal(err)
-	}
+	// 1800 W of PV over a 300 W load, under local control: battery1
+	// charges the 1.5 kW surplus on its own, whatever it is told.
+	tcp.SetPV(1800)
+	tcp.SetLocalControl(true)
 	r, _, _ = commission()
-	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "power_w stayed at -1500 W") {
-		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail naming its -1500 W", v, d)
+	if st := tcp.State(); st.BatteryW != -1500 || !st.Local {
+		t.Fatalf("battery1 ran %v W (local control %t) during the check; want the fixture's -1500 W under local control", st.BatteryW, st.Local)
 	}
-	if v, d := row(r, "battery2"); v != "pass" {
-		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass on its own readings", v, d)
+	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "commanded -250 W") || !strings.Contains(d, "power_w stayed at -1500 W") {
+		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail, commanded its share of -250 W, naming its -1500 W", v, d)
+	}
+	if v, d := row(r, "battery2"); v != "pass" || !strings.Contains(d, "commanded -250 W") {
+		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass at its share, -250 W, on its own readings", v, d)
 	}
 }
