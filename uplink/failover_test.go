@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"encoding/json"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +68,56 @@ func TestFailoverToTheNextNode(t *testing.T) {
 	chs := links.all()
 	if !chs[0].Up || chs[0].Broker != first || chs[1].Up || chs[1].Broker != first || chs[1].Err == "" || !chs[2].Up || chs[2].Broker == first {
 		t.Errorf("link changes %+v; want up on %s, lost on it with an error, up on the other node", chs, first)
+	}
+}
+
+// TestStatsNameTheLastDial: a node that takes the TCP connection and never
+// answers the CONNECT shows in Stats as dialed and not connected, so the
+// time a failover spends on the broker can be told from the session's own;
+// the node that then answers is the one dialed, no later than it connected.
+func TestStatsNameTheLastDial(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		for {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	silent := "tcp://" + ln.Addr().String()
+	m := harness.StartMosquitto(t)
+	began := time.Now()
+	s := startSession(t, "", "gw-dialed", func(c *Config) {
+		c.Broker, c.Brokers = "", []string{silent, m.URL()}
+		c.ConnectTimeout = 2 * time.Second
+	}, func(s *Session) { s.node = 0 })
+	waitUntil(t, "the silent node dialed", func() bool { return s.Stats().DialedBroker == silent })
+	if st := s.Stats(); st.Connected || st.Dialed.Before(began) || st.Dialed.After(time.Now()) {
+		t.Errorf("stats while the silent node holds the CONNECT: connected %t, dialed %v (test began %v); want not connected, dialed since the test began",
+			st.Connected, st.Dialed, began)
+	}
+	waitConnected(t, s)
+	if st := s.Stats(); st.DialedBroker != m.URL() || st.Broker != m.URL() || st.Dialed.After(st.ConnectedSince) {
+		t.Errorf("stats once connected: dialed %s at %v, connected to %s since %v; want %s dialed no later than it connected",
+			st.DialedBroker, st.Dialed, st.Broker, st.ConnectedSince, m.URL())
 	}
 }
 

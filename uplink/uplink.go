@@ -207,6 +207,12 @@ type Stats struct {
 	// session waits (boot delay or backoff); zero while connected or
 	// attempting.
 	NextAttempt time.Time
+	// Dialed is when the session last opened a TCP connection to a node,
+	// DialedBroker that node's URL; zero and "" before the first. An
+	// attempt that got this far and no further (no CONNACK, no SUBACK)
+	// was the broker's to answer.
+	Dialed       time.Time
+	DialedBroker string
 }
 
 // New validates cfg and builds the TLS configuration (broker verified
@@ -605,6 +611,9 @@ func (s *Session) dial(ctx context.Context, u *url.URL, c *connection) (net.Conn
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	s.stats.Dialed, s.stats.DialedBroker = time.Now(), c.broker
+	s.mu.Unlock()
 	if tcfg := tlsFor(s.tls, u); tcfg != nil {
 		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
