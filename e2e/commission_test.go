@@ -185,23 +185,19 @@ func TestModeSetPower(t *testing.T) {
 }
 
 // TestCommissionFindsAnInvertedSign: a device that reports charging as
-// positive power (a register map with the wrong sign) fails the sign
-// check, which says so, instead of passing on a reading taken before the
-// device held the test power.
+// positive power (a register map with the wrong sign: W and A both
+// inverted, no charge status to contradict them) fails the sign check,
+// which says so, instead of passing on a reading taken before the device
+// held the test power.
 func TestCommissionFindsAnInvertedSign(t *testing.T) {
 	t.Parallel()
-	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-INV", InitialSoC: 60, PVPeakW: 1})
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-INV", InitialSoC: 60, PVPeakW: 1, InvertPowerSign: true})
 	s.SetPV(0)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := writeConfig(t, dir, "gw-inv", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
 	startAgent(t, cfg)
 	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-	// 802 W at W_SF 0 reads +500 W whatever the battery does: charging
-	// at the test power looks like discharging.
-	if err := s.SetRaw(802, "W", 500); err != nil {
-		t.Fatal(err)
-	}
 	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "1m", "--no-broker-probe")
 	var r commissionReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
@@ -216,9 +212,9 @@ func TestCommissionFindsAnInvertedSign(t *testing.T) {
 }
 
 // TestCommissionWaitsForTheTestPower: a device already charging on its
-// own (PV, say) at 3 kW, whose power then does not follow the test power:
-// the sign check must not pass on the charging it saw before the device
-// held the test power.
+// own (PV, under local control) at 3 kW, whose power then does not follow
+// the test power: the sign check must not pass on the charging it saw
+// before the device held the test power.
 func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	t.Parallel()
 	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-OLD", InitialSoC: 60, PVPeakW: 1})
@@ -228,9 +224,11 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	cfg := writeConfig(t, dir, "gw-old", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
 	startAgent(t, cfg)
 	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-	if err := s.SetRaw(802, "W", -3000); err != nil { // charging 3 kW, whatever it is told
-		t.Fatal(err)
-	}
+	// 3300 W of PV over a 300 W load, under local control: it charges the
+	// 3 kW surplus, whatever it is told.
+	s.SetLoad(300)
+	s.SetPV(3300)
+	s.SetLocalControl(true)
 	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "15s", "--no-broker-probe")
 	var r commissionReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
