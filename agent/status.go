@@ -62,6 +62,9 @@ func (a *Agent) Status() diag.StatusReport {
 		t := us.NextAttempt.UTC()
 		r.Uplink.NextAttempt = &t
 	}
+	if !us.Dialed.IsZero() {
+		r.Uplink.LastDial = &diag.DialReport{Broker: us.DialedBroker, At: us.Dialed.UTC()}
+	}
 	if us.Connected {
 		t := us.ConnectedSince.UTC()
 		r.Uplink.ConnectedSince = &t

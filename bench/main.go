@@ -52,7 +52,7 @@ func main() {
 	out := flag.String("out", "bench", "directory for REPORT.md and results.json")
 	only := flag.String("only", "", "run only this section (wear, rtu, uplink) and merge it into the existing report")
 	wireWindow := flag.Duration("wire-window", 2*time.Minute, "measured window of each wire-bytes case (the figure is per reading)")
-	failoverRuns := flag.Int("failover-runs", 3, "node kills measured for failover_reconnect_s")
+	failoverRuns := flag.Int("failover-runs", 3, "node kills measured for failover_redial_s and failover_reconnect_s")
 	wearWindow := flag.Duration("wear-window", time.Minute, "measured window of each wear case")
 	flag.Parse()
 	r := &run{results: map[string]any{}, notes: map[string]string{}, wearWindow: *wearWindow, wireWindow: *wireWindow, failoverRuns: *failoverRuns}

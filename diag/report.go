@@ -161,6 +161,15 @@ type UplinkReport struct {
 	// while it waits. `hearth uplink reconnect` attempts at once.
 	BootDelayUntil *time.Time `json:"boot_delay_until,omitempty"`
 	NextAttempt    *time.Time `json:"next_attempt,omitempty"`
+	// LastDial is the latest TCP connection the agent opened to a node:
+	// an attempt dialed and not connected waits on the broker.
+	LastDial *DialReport `json:"last_dial,omitempty"`
+}
+
+// DialReport is one TCP connection opened to a broker node.
+type DialReport struct {
+	Broker string    `json:"broker"`
+	At     time.Time `json:"at"`
 }
 
 // BufferReport is the telemetry buffer's depth and size.

@@ -185,23 +185,19 @@ func TestModeSetPower(t *testing.T) {
 }
 
 // TestCommissionFindsAnInvertedSign: a device that reports charging as
-// positive power (a register map with the wrong sign) fails the sign
-// check, which says so, instead of passing on a reading taken before the
-// device held the test power.
+// positive power (a register map with the wrong sign: W and A both
+// inverted, no charge status to contradict them) fails the sign check,
+// which says so, instead of passing on a reading taken before the device
+// held the test power.
 func TestCommissionFindsAnInvertedSign(t *testing.T) {
 	t.Parallel()
-	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-INV", InitialSoC: 60, PVPeakW: 1})
+	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-INV", InitialSoC: 60, PVPeakW: 1, InvertPowerSign: true})
 	s.SetPV(0)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hearth.sock")
 	cfg := writeConfig(t, dir, "gw-inv", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
 	startAgent(t, cfg)
 	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-	// 802 W at W_SF 0 reads +500 W whatever the battery does: charging
-	// at the test power looks like discharging.
-	if err := s.SetRaw(802, "W", 500); err != nil {
-		t.Fatal(err)
-	}
 	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "1m", "--no-broker-probe")
 	var r commissionReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
@@ -216,9 +212,9 @@ func TestCommissionFindsAnInvertedSign(t *testing.T) {
 }
 
 // TestCommissionWaitsForTheTestPower: a device already charging on its
-// own (PV, say) at 3 kW, whose power then does not follow the test power:
-// the sign check must not pass on the charging it saw before the device
-// held the test power.
+// own (PV, under local control) at 3 kW, whose power then does not follow
+// the test power: the sign check must not pass on the charging it saw
+// before the device held the test power.
 func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	t.Parallel()
 	s, simAddr := startSim(t, sim.Config{UnitID: 1, Serial: "COMM-OLD", InitialSoC: 60, PVPeakW: 1})
@@ -228,9 +224,11 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	cfg := writeConfig(t, dir, "gw-old", "tcp://"+deadAddr(t), "250ms", []devSpec{{"battery", simAddr}})
 	startAgent(t, cfg)
 	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-	if err := s.SetRaw(802, "W", -3000); err != nil { // charging 3 kW, whatever it is told
-		t.Fatal(err)
-	}
+	// 3300 W of PV over a 300 W load, under local control: it charges the
+	// 3 kW surplus, whatever it is told.
+	s.SetLoad(300)
+	s.SetPV(3300)
+	s.SetLocalControl(true)
 	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "15s", "--no-broker-probe")
 	var r commissionReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
@@ -245,12 +243,15 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 // over Modbus TCP and one over RTU on a serial line (a pty): the test
 // power is shared between them, and each battery's sign is judged on its
 // own readings against the share it holds, with a row of its own. Then
-// the TCP battery reports charging at 1.5 kW whatever it is told: its row
-// fails while the RTU battery's still passes.
+// the TCP battery is switched to local control with 1.5 kW of PV surplus:
+// it charges that surplus whatever it is told, and every register it
+// reports says so (W, A, ChaSt, LocRemCtl); its row fails while the RTU
+// battery's still passes.
 func TestCommissionTwoBatteries(t *testing.T) {
 	t.Parallel()
 	tcp, tcpAddr := startSim(t, sim.Config{UnitID: 1, Serial: "TWO-TCP-1", InitialSoC: 55, PVPeakW: 1})
 	tcp.SetPV(0)
+	tcp.SetLoad(300)
 	rtuDev := startSimRTU(t, "--unit", "2", "--serial", "TWO-RTU-2", "--soc", "60")
 	dir, sock, cfg := newAgentConfig(t, "gw-two", `devices:
   - {name: battery1, address: "`+tcpAddr+`", poll_interval: 250ms, timeout: 500ms}
@@ -305,14 +306,18 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 		}
 	}
 
-	if err := tcp.SetRaw(802, "W", -1500); err != nil { // charging 1.5 kW, whatever it is told
-		t.Fatal(err)
-	}
+	// 1800 W of PV over a 300 W load, under local control: battery1
+	// charges the 1.5 kW surplus on its own, whatever it is told.
+	tcp.SetPV(1800)
+	tcp.SetLocalControl(true)
 	r, _, _ = commission()
-	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "power_w stayed at -1500 W") {
-		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail naming its -1500 W", v, d)
+	if st := tcp.State(); st.BatteryW != -1500 || !st.Local {
+		t.Fatalf("battery1 ran %v W (local control %t) during the check; want the fixture's -1500 W under local control", st.BatteryW, st.Local)
 	}
-	if v, d := row(r, "battery2"); v != "pass" {
-		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass on its own readings", v, d)
+	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "commanded -250 W") || !strings.Contains(d, "power_w stayed at -1500 W") {
+		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail, commanded its share of -250 W, naming its -1500 W", v, d)
+	}
+	if v, d := row(r, "battery2"); v != "pass" || !strings.Contains(d, "commanded -250 W") {
+		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass at its share, -250 W, on its own readings", v, d)
 	}
 }

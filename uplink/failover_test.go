@@ -1,7 +1,11 @@
 package uplink
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +71,111 @@ func TestFailoverToTheNextNode(t *testing.T) {
 	chs := links.all()
 	if !chs[0].Up || chs[0].Broker != first || chs[1].Up || chs[1].Broker != first || chs[1].Err == "" || !chs[2].Up || chs[2].Broker == first {
 		t.Errorf("link changes %+v; want up on %s, lost on it with an error, up on the other node", chs, first)
+	}
+}
+
+// TestStatsNameTheLastDial: a node that takes the TCP connection and never
+// answers the CONNECT shows in Stats as dialed and not connected, so the
+// time a failover spends on the broker can be told from the session's own;
+// the node that then answers is the one dialed, no later than it connected.
+func TestStatsNameTheLastDial(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		for {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	silent := "tcp://" + ln.Addr().String()
+	m := harness.StartMosquitto(t)
+	began := time.Now()
+	s := startSession(t, "", "gw-dialed", func(c *Config) {
+		c.Broker, c.Brokers = "", []string{silent, m.URL()}
+		c.ConnectTimeout = 2 * time.Second
+	}, func(s *Session) { s.node = 0 })
+	waitUntil(t, "the silent node dialed", func() bool { return s.Stats().DialedBroker == silent })
+	if st := s.Stats(); st.Connected || st.Dialed.Before(began) || st.Dialed.After(time.Now()) {
+		t.Errorf("stats while the silent node holds the CONNECT: connected %t, dialed %v (test began %v); want not connected, dialed since the test began",
+			st.Connected, st.Dialed, began)
+	}
+	waitConnected(t, s)
+	if st := s.Stats(); st.DialedBroker != m.URL() || st.Broker != m.URL() || st.Dialed.After(st.ConnectedSince) {
+		t.Errorf("stats once connected: dialed %s at %v, connected to %s since %v; want %s dialed no later than it connected",
+			st.DialedBroker, st.Dialed, st.Broker, st.ConnectedSince, m.URL())
+	}
+}
+
+var lostLine = regexp.MustCompile(`msg="mqtt connection lost" .*broker=(\S+) .* retry_in=(\S+) next=(\S+)`)
+
+// TestQuickDropMovesOnBeforeBackingOff: a node that drops the session soon
+// after it connected counts as a failed attempt of the round: the session
+// dials the next node after the jitter alone (at most backoff_min), and
+// backs off only once every node has dropped it in turn, its window
+// growing once a round rather than once a drop.
+func TestQuickDropMovesOnBeforeBackingOff(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMosquitto(t)
+	a, b := harness.StartProxy(t, m.Addr()), harness.StartProxy(t, m.Addr())
+	byURL := map[string]*harness.Proxy{a.URL(): a, b.URL(): b}
+	const base = time.Millisecond
+	var logs syncBuffer
+	s, err := New(Config{Brokers: []string{a.URL(), b.URL()}, GatewayID: "gw-quickdrop",
+		BackoffMin: base, BackoffMax: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stable = time.Hour // no connection here lasts
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), wait)
+		defer ccancel()
+		s.Close(cctx)
+	}()
+	const drops = 8
+	for range drops {
+		waitConnected(t, s)
+		st := s.Stats()
+		byURL[st.Broker].Cut()
+		waitUntil(t, "connected again", func() bool { n := s.Stats(); return n.Connected && n.Connects > st.Connects })
+	}
+	lines := lostLine.FindAllStringSubmatch(logs.String(), -1)
+	if len(lines) < drops {
+		t.Fatalf("%d connection lost lines for %d drops:\n%s", len(lines), drops, logs.String())
+	}
+	for i, l := range lines[:drops] {
+		d, err := time.ParseDuration(l[2])
+		if err != nil || l[3] == l[1] {
+			t.Fatalf("drop %d: lost on %s, retry_in %s, next %s; want a duration and the other node", i+1, l[1], l[2], l[3])
+		}
+		round := i/2 + 1
+		if i%2 == 0 && d > base {
+			t.Errorf("drop %d, the first of round %d: waited %v before the other node; want the jitter alone, at most %v", i+1, round, d, base)
+		}
+		if ceil := base << (round - 1); i%2 == 1 && d > ceil {
+			t.Errorf("drop %d, ending round %d: backed off %v; want at most %v, the window of round %d", i+1, round, d, ceil, round)
+		}
+		t.Logf("drop %d: lost %s, waited %v", i+1, l[1], d)
 	}
 }
 

@@ -207,6 +207,12 @@ type Stats struct {
 	// session waits (boot delay or backoff); zero while connected or
 	// attempting.
 	NextAttempt time.Time
+	// Dialed is when the session last opened a TCP connection to a node,
+	// DialedBroker that node's URL; zero and "" before the first. An
+	// attempt that got this far and no further (no CONNACK, no SUBACK)
+	// was the broker's to answer.
+	Dialed       time.Time
+	DialedBroker string
 }
 
 // New validates cfg and builds the TLS configuration (broker verified
@@ -413,7 +419,8 @@ func (s *Session) run(ctx context.Context) {
 	}
 	// attempt counts the rounds of failures since the last stable
 	// connection (it sets the backoff window); tried counts the nodes
-	// tried in the current round.
+	// that failed or dropped a connection that did not last, in the
+	// current round.
 	attempt, tried := 0, 0
 	for ctx.Err() == nil {
 		broker := s.nodeInUse()
@@ -441,7 +448,6 @@ func (s *Session) run(ctx context.Context) {
 		case <-s.wake:
 		default:
 		}
-		tried = 0
 		s.log.Info("mqtt connected", "broker", broker, "client_id", s.cfg.ClientID)
 		s.linkChanged(LinkChange{Up: true, Broker: broker})
 		lostErr := s.serve(ctx, c)
@@ -451,15 +457,19 @@ func (s *Session) run(ctx context.Context) {
 		s.dropConnection(c, lostErr)
 		s.linkChanged(LinkChange{Broker: broker, Err: c.lostErr().Error()})
 		// The boot delay is for boots: a lost connection is followed by
-		// a short jitter and the next node (the same one when alone).
-		// Only a connection that did not last backs off further, so a
-		// broker that accepts and drops us at once is not hammered.
+		// a short jitter and the next node (the same one when alone). A
+		// connection that did not last counts as a failed attempt of the
+		// round: the next node still comes after the jitter alone, and
+		// once every node has failed or dropped us in turn the session
+		// backs off, so a broker that accepts and drops us at once is not
+		// hammered.
 		d := s.jitter(s.cfg.BackoffMin)
 		if time.Since(c.since) >= s.stable {
-			attempt = 0
-		} else {
+			attempt, tried = 0, 0
+		} else if tried++; tried >= len(s.nodes) {
 			d = s.backoff(attempt)
 			attempt++
+			tried = 0
 		}
 		s.nextNode()
 		s.log.Warn("mqtt connection lost", "broker", broker, "err", lostErr, "up_for", time.Since(c.since).Round(time.Millisecond), "retry_in", d, "next", s.nodeInUse())
@@ -605,6 +615,9 @@ func (s *Session) dial(ctx context.Context, u *url.URL, c *connection) (net.Conn
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	s.stats.Dialed, s.stats.DialedBroker = time.Now(), c.broker
+	s.mu.Unlock()
 	if tcfg := tlsFor(s.tls, u); tcfg != nil {
 		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(dctx); err != nil {

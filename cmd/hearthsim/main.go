@@ -103,7 +103,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rtuPath := fs.String("rtu", "", "serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3)")
 	baud := fs.Int("baud", 9600, "baud rate for --rtu (8N1)")
 	faultSpec := fs.String("fault", "", "inject a fault from the start: comma-separated latency=D, noresponse, exception=N, corrupt, drop, requests=N")
-	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, cellv MIN MAX, celltemp MIN MAX, raw MODEL POINT VALUE, raw clear, refuse MODEL POINT, refuse clear, sf MODEL POINT SF, state, writes [N])")
+	controlPath := fs.String("control", "", "serve the control line protocol on this Unix socket (commands: fault SPEC, soc PCT, pv W, load W, temp C, control local|remote, cellv MIN MAX, celltemp MIN MAX, raw MODEL POINT VALUE, raw clear, refuse MODEL POINT, refuse clear, sf MODEL POINT SF, state, writes [N])")
 	refuse := fs.String("refuse", "", "answer reads and writes touching these points with exception 2 (illegal data address): comma-separated MODEL.POINT, e.g. 103.TmpOt")
 	meter := fs.Bool("meter", false, "serve a SunSpec meter (model 203) at the grid connection after model 802: W positive importing")
 	meterExport := fs.Bool("meter-export-positive", false, "with --meter: sign the meter's W positive exporting instead")

@@ -172,6 +172,9 @@ const (
 	setOpConnect    = 1 // 802 SetOp CONNECT
 	setOpDisconnect = 2 // 802 SetOp DISCONNECT
 
+	locRemCtlRemote = 0 // 802 LocRemCtl REMOTE
+	locRemCtlLocal  = 1 // 802 LocRemCtl LOCAL
+
 	chaGriSetPV   = 0 // 124 ChaGriSet PV
 	chaGriSetGrid = 1 // 124 ChaGriSet GRID
 
@@ -292,7 +295,7 @@ func (s *Simulator) initRegisters() {
 	s.set(802, "SocRsvMax", 100)
 	s.set(802, "SoCRsvMin", 0)
 	s.set(802, "SoH", 100)
-	s.set(802, "LocRemCtl", 0) // REMOTE
+	s.set(802, "LocRemCtl", locRemCtlRemote)
 	s.set(802, "CtrlHb", 0)
 	s.set(802, "AlmRst", 0)
 	s.set(802, "Typ", typLithiumIon)

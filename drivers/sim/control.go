@@ -80,6 +80,9 @@ func ParseFault(spec string) (Fault, error) {
 //	soc PCT                 set the state of charge
 //	pv W | load W           pin PV production or house load ("nan" releases)
 //	temp C                  pin the enclosure temperature ("nan" releases)
+//	control local|remote    put the battery under local control, where it runs its own
+//	                        self-consumption whatever model 124 says, or back under remote
+//	                        control (SetLocalControl)
 //	cellv MIN MAX           pin the cell voltages ("cellv nan" releases)
 //	celltemp MIN MAX        pin the module temperatures of model 803 ("celltemp nan" releases)
 //	raw MODEL POINT VALUE   serve VALUE in place of a point's registers (SetRaw), e.g.
@@ -176,6 +179,11 @@ func control(line string, sims []*Simulator) string {
 			}
 			return nil
 		})
+	case "control":
+		if arg != "local" && arg != "remote" {
+			return "error: control: want local or remote, got " + strconv.Quote(arg)
+		}
+		return each(func(s *Simulator) error { s.SetLocalControl(arg == "local"); return nil })
 	case "raw":
 		if len(args) == 1 && args[0] == "clear" {
 			return each(func(s *Simulator) error { s.ClearRaw(); return nil })
@@ -229,7 +237,7 @@ func control(line string, sims []*Simulator) string {
 		}
 		return string(b)
 	default:
-		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, cellv, celltemp, raw, refuse, sf, state, writes)", cmd)
+		return fmt.Sprintf("error: unknown command %q (fault, soc, pv, load, temp, control, cellv, celltemp, raw, refuse, sf, state, writes)", cmd)
 	}
 	return "ok"
 }

@@ -149,20 +149,25 @@ func (s *Simulator) window(own float64) float64 {
 // target is the battery power the inverter sets for the given PV and load:
 // the mode's power within the power limits, and 0 when the battery is
 // disconnected, empty and asked to discharge, or full and asked to charge.
+// Under local control it is self-consumption within the hardware limits,
+// model 124 aside.
 func (s *Simulator) target(pv, load float64) float64 {
 	if !s.connected() {
 		return 0
 	}
 	mode, p := s.command()
-	if mode == ModeSelfConsumption {
+	if mode == ModeSelfConsumption || s.local {
 		p = load - pv
 	}
-	if s.cfg.PowerWindow {
+	if s.cfg.PowerWindow && !s.local {
 		p = s.window(load - pv)
 	}
-	chargeMax := min(s.cfg.MaxChargeW, max(s.get(124, "WChaMax"), 0))
-	if s.get(124, "ChaGriSet") == chaGriSetPV {
-		chargeMax = min(chargeMax, max(pv, 0))
+	chargeMax := s.cfg.MaxChargeW
+	if !s.local {
+		chargeMax = min(chargeMax, max(s.get(124, "WChaMax"), 0))
+		if s.get(124, "ChaGriSet") == chaGriSetPV {
+			chargeMax = min(chargeMax, max(pv, 0))
+		}
 	}
 	p = clamp(p, -chargeMax, s.cfg.MaxDischargeW)
 	if p > 0 && s.energyWh <= 0 || p < 0 && s.energyWh >= s.cfg.CapacityWh {

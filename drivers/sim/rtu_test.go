@@ -168,4 +168,15 @@ func TestControlProtocol(t *testing.T) {
 	if soc := s1.State().SoCPct; soc < 79.9 || soc > 80.1 {
 		t.Errorf("unit 1 SoC %.1f, want 80", soc)
 	}
+
+	out.Reset()
+	if err := ServeControl(strings.NewReader("unit 2 control local\ncontrol sideways\n"), &out, s1, s2); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Split(strings.TrimSpace(out.String()), "\n"); len(got) != 2 || got[0] != "ok" || !strings.HasPrefix(got[1], "error: control: want local or remote") {
+		t.Errorf("control answers:\n%s", out.String())
+	}
+	if s1.State().Local || !s2.State().Local {
+		t.Errorf("after unit 2 control local: unit 1 local %t, unit 2 local %t; want unit 2 alone", s1.State().Local, s2.State().Local)
+	}
 }

@@ -46,6 +46,12 @@
 // exception 0x02 and a value outside a point's range with 0x03; a refused
 // request changes nothing. Model 802 SetOp = DISCONNECT (2) holds the
 // battery at 0 W until CONNECT (1).
+//
+// SetLocalControl puts the battery under local control, as a switch on the
+// inverter does: model 802 LocRemCtl reads LOCAL and the battery runs its
+// own self-consumption within its hardware limits, whatever model 124 holds.
+// Model 124 writes are still accepted, stored and read back (and still start
+// the revert timer); they act again once control is remote.
 package sim
 
 import (
@@ -197,6 +203,7 @@ type State struct {
 	CommandW     hearth.Watts // power the current mode asks for before limits; 0 in self-consumption
 	Reverted     bool         // the revert timer dropped a command and no model 124 write came since
 	Connected    bool         // false after model 802 SetOp = DISCONNECT
+	Local        bool         // under local control (SetLocalControl): model 124 commands do not act
 	ExportedWh   float64      // lifetime AC energy exported (model 103 WH)
 	DischargedWh float64      // lifetime battery energy discharged (drives model 802 NCyc)
 	// FlashWrites counts accepted write requests that touched model 124:
@@ -263,6 +270,7 @@ type Simulator struct {
 	gridImpWh, gridExpWh                            float64   // lifetime energy at the grid connection (model 203)
 	lastCtl                                         time.Time // last write to model 124
 	reverted                                        bool
+	local                                           bool // SetLocalControl
 	writes                                          []Write
 	fault                                           Fault
 	// raw holds register values served in place of the true ones
@@ -345,6 +353,9 @@ func (s *Simulator) State() State {
 	defer s.mu.Unlock()
 	now := s.step()
 	mode, cmd := s.command()
+	if s.local {
+		mode, cmd = ModeSelfConsumption, 0
+	}
 	cmin, cmax, _ := s.cellV()
 	return State{
 		Time:         now,
@@ -365,6 +376,7 @@ func (s *Simulator) State() State {
 		Reverted:     s.reverted,
 		FlashWrites:  s.flash,
 		Connected:    s.connected(),
+		Local:        s.local,
 		ExportedWh:   s.exportWh,
 		DischargedWh: s.dischWh,
 	}
@@ -419,6 +431,19 @@ func (s *Simulator) SetPV(w float64) {
 // SetLoad pins the house load at w watts; NaN returns to the daily curve.
 func (s *Simulator) SetLoad(w float64) {
 	s.mutate(func() { s.pinLoad = w })
+}
+
+// SetLocalControl puts the battery under local control (on) or back under
+// remote control. Under local control model 802 LocRemCtl reads LOCAL (1)
+// and the battery covers house load minus PV on its own, within
+// MaxChargeW and MaxDischargeW, whatever model 124 commands: it reports
+// what it does, W, A and ChaSt alike, and does not follow. SunSpec model
+// 802 (model_802.json) enumerates LocRemCtl as REMOTE 0, LOCAL 1.
+func (s *Simulator) SetLocalControl(on bool) {
+	s.mutate(func() {
+		s.local = on
+		s.set(802, "LocRemCtl", float64(map[bool]int{false: locRemCtlRemote, true: locRemCtlLocal}[on]))
+	})
 }
 
 // SetFault applies f to subsequent requests; the zero Fault clears it.

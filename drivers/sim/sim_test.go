@@ -226,6 +226,61 @@ func TestDischargeReference(t *testing.T) {
 	}
 }
 
+// TestLocalControl: under local control the battery runs its own
+// self-consumption whatever model 124 commands, and says so in every
+// register that reports it: LocRemCtl LOCAL, W, A and ChaSt all charging
+// from the PV surplus. Back under remote control it follows the command
+// it holds.
+func TestLocalControl(t *testing.T) {
+	t.Parallel()
+	clk := clocktest.New(noon)
+	s, addr := startSim(t, Config{InitialSoC: 50, Now: clk.Now})
+	c := dial(t, addr)
+	d := discover(c, 40000)
+	s.SetPV(1800)
+	s.SetLoad(300)
+	s.SetLocalControl(true)
+
+	// DISCHARGE at 40 % of WChaMax (2000 W): a command it does not follow.
+	c.write(d.addr(124, "OutWRte"), 4000)
+	c.write(d.addr(124, "StorCtl_Mod"), 2)
+	clk.Advance(time.Minute)
+	if got := d.value(124, "StorCtl_Mod"); got != 2 {
+		t.Errorf("124 StorCtl_Mod reads %v under local control, want the 2 written", got)
+	}
+	for _, tc := range []struct {
+		model uint16
+		point string
+		check func(float64) bool
+		want  string
+	}{
+		{802, "LocRemCtl", func(v float64) bool { return v == locRemCtlLocal }, "LOCAL (1)"},
+		{802, "W", func(v float64) bool { return v == -1500 }, "-1500 (charging the PV surplus)"},
+		{802, "A", func(v float64) bool { return v < 0 }, "negative"},
+		{802, "ChaSt", func(v float64) bool { return v == chaStCharging }, "CHARGING"},
+		{124, "ChaSt", func(v float64) bool { return v == chaStCharging }, "CHARGING"},
+	} {
+		if got := d.value(tc.model, tc.point); !tc.check(got) {
+			t.Errorf("under local control %d %s = %v, want %s", tc.model, tc.point, got, tc.want)
+		}
+	}
+	if st := s.State(); st.BatteryW != -1500 || !st.Local || st.Mode != ModeSelfConsumption || st.CommandW != 0 {
+		t.Errorf("State under local control: %v W, local %t, mode %s, command %v W; want -1500 W, local, self-consumption, no command", st.BatteryW, st.Local, st.Mode, st.CommandW)
+	}
+
+	s.SetLocalControl(false)
+	clk.Advance(time.Second)
+	if got := d.value(802, "LocRemCtl"); got != locRemCtlRemote {
+		t.Errorf("802 LocRemCtl = %v back under remote control, want REMOTE (0)", got)
+	}
+	if got := d.value(802, "W"); got != 2000 {
+		t.Errorf("802 W = %v back under remote control, want the 2000 W commanded", got)
+	}
+	if got := d.value(802, "ChaSt"); got != chaStDischarging {
+		t.Errorf("802 ChaSt = %v back under remote control, want DISCHARGING", got)
+	}
+}
+
 func TestRevertTimer(t *testing.T) {
 	t.Parallel()
 	clk := clocktest.New(noon)

@@ -85,6 +85,12 @@ func (n *NATS) Stop() { n.stop() }
 // Running reports whether the server runs.
 func (n *NATS) Running() bool { return n.running() }
 
+// Log returns what the server has logged so far, across restarts.
+func (n *NATS) Log() string {
+	b, _ := os.ReadFile(n.logPath)
+	return string(b)
+}
+
 // Start restarts a stopped server with its config, ports and store, and
 // fails the test if it does not come up. Call it from the test goroutine.
 func (n *NATS) Start() {
