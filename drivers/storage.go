@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,9 +107,10 @@ type StorageStatus struct {
 // Storage takes model 124's address from the model chain the device's
 // poller walked (it walks the chain itself only when the poller has not
 // yet), and reads the registers every write depends on (the model 124
-// block with WChaMax and the scale factors, and the maxima of models 120
-// and 802) right before each write, so a scale factor that changed since
-// the last write is never written at its old value. Its methods are safe
+// block with WChaMax and the scale factors, the maxima of models 120
+// and 802, and 802's LocRemCtl) right before each write, so a scale
+// factor that changed since the last write is never written at its old
+// value, nor a command to a battery under local control. Its methods are safe
 // for concurrent use; writes are serialised by the device's bus.
 type Storage struct {
 	dev    *SunSpecDevice
@@ -124,6 +126,7 @@ type Storage struct {
 	mu     sync.Mutex
 	addr   uint16    // model 124 ID register; 0 until found
 	maxima []maximum // the charge and discharge maxima the device has besides WChaMax
+	locRem uint16    // model 802 LocRemCtl; 0: the device has none
 }
 
 // maximum is one charge or discharge maximum of model 120 or 802: where
@@ -261,7 +264,11 @@ func windowRates(p, outRef, inRef float64, sf int16) (out, in int16, saturated b
 // never wraps. The zero Approved, or one for another device, writes
 // nothing; so does a command in ModePower when InOutWRte_SF or WChaMax_SF
 // reads as the not-implemented sentinel or outside SunSpec's -10..10, or
-// WChaMax as not implemented or 0: the error names the register. A
+// WChaMax as not implemented or 0: the error names the register; and
+// so does a command in ModePower to a battery whose model 802 LocRemCtl,
+// read with the block, says LOCAL: it would not follow, and would take
+// the command up unasked once switched to remote, so Apply returns
+// ErrPrecondition with LocalControlHint (a release is still written). A
 // read-back that differs from what was written, rates, scale factor or
 // reference, returns ErrNotEffective with the status read.
 func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, error) {
@@ -274,10 +281,19 @@ func (s *Storage) Apply(ctx context.Context, a safety.Approved) (StorageStatus, 
 		return StorageStatus{}, err
 	}
 	bus, unit, base := s.dev.bus, s.dev.unit, s.addr
-	regs, chaMaxW, disMaxW, err := s.readControls(ctx)
+	regs, chaMaxW, disMaxW, local, err := s.readControls(ctx)
 	if err != nil {
 		s.forget()
 		return StorageStatus{}, err
+	}
+	if local != nil && a.Mode() == hearth.ModePower {
+		// Written now, the command would wait in model 124 and take over
+		// the moment someone switches the battery to remote, unasked:
+		// nothing is written, and the next command is written whatever
+		// the budget. A release is still written: it clears a command
+		// left from before the switch to local.
+		s.written(nil, 0, "")
+		return StorageStatus{}, fmt.Errorf("command %s: %w; nothing written", s.dev.name, local)
 	}
 	want := s.status(regs, chaMaxW, disMaxW)
 	want.StorCtlMod, want.OutWRte, want.InWRte, want.HeldW = 0, 0, 0, 0
@@ -401,19 +417,29 @@ func (s *Storage) locate(ctx context.Context) error {
 			break
 		}
 	}
+	var locRem uint16
+	if i := slices.IndexFunc(models, func(m ModelInstance) bool { return m.ID == 802 }); i >= 0 {
+		if p, _ := sunspec.Lookup(802).Point("LocRemCtl"); p.Offset < models[i].Length+2 {
+			locRem = models[i].Address + p.Offset
+		}
+	}
 	if addr == 0 {
 		return fmt.Errorf("%s: %w", s.dev.name, ErrNoStorageControl)
 	}
-	s.addr, s.maxima = addr, maxima
+	s.addr, s.maxima, s.locRem = addr, maxima, locRem
 	return nil
 }
 
-// readControls reads, in the fewest requests, the model 124 block and the
-// maxima with their scale factors, and returns the block and the largest
-// charge and discharge maxima (0 when the device gives none). Callers
-// hold s.mu.
-func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, disMaxW float64, err error) {
+// readControls reads, in the fewest requests, the model 124 block, the
+// maxima with their scale factors and model 802's LocRemCtl, and returns
+// the block, the largest charge and discharge maxima (0 when the device
+// gives none) and, when the battery reads under local control, the
+// refusal (LocalControlError). Callers hold s.mu.
+func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, disMaxW float64, local, err error) {
 	specs := []PointSpec{{Name: "model 124", Address: s.addr, Table: Holding, Type: "string", Length: m124.len}}
+	if s.locRem != 0 {
+		specs = append(specs, PointSpec{Name: "LocRemCtl", Address: s.locRem, Table: Holding, Type: "u16"})
+	}
 	for _, m := range s.maxima {
 		specs = append(specs,
 			PointSpec{Name: "maximum", Address: m.addr, Table: Holding, Type: "u16"},
@@ -423,7 +449,7 @@ func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, di
 	for _, rq := range Plan(specs, nil, MaxReadRegisters) {
 		regs, err := s.dev.bus.Read(ctx, s.dev.unit, Holding, rq.Addr, rq.Count)
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
+			return nil, 0, 0, nil, fmt.Errorf("read storage controls of %s: %w", s.dev.name, err)
 		}
 		for i, r := range regs {
 			val[rq.Addr+uint16(i)] = r
@@ -443,7 +469,10 @@ func (s *Storage) readControls(ctx context.Context) (block []uint16, chaMaxW, di
 			chaMaxW = max(chaMaxW, sunspec.Scale(float64(raw), int16(sf)))
 		}
 	}
-	return block, chaMaxW, disMaxW, nil
+	if s.locRem != 0 {
+		local = LocalControlError(val[s.locRem])
+	}
+	return block, chaMaxW, disMaxW, local, nil
 }
 
 // forget drops what is known about the device after a failure, so the next

@@ -2,6 +2,7 @@ package drivers_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net"
 	"strings"
@@ -486,6 +487,67 @@ func TestStorageBudgetWeighsTheApprovedPower(t *testing.T) {
 		}
 		if got.Deferred || got.OutWRte != c.out {
 			t.Fatalf("%v W: %+v, want OutWRte %d written", c.w, got, c.out)
+		}
+	}
+}
+
+// TestStorageRefusesUnderLocalControl: a battery whose model 802
+// LocRemCtl reads LOCAL gets no model 124 command (it would not follow it,
+// and would take it up unasked once switched to remote): Apply writes
+// nothing and returns ErrPrecondition naming the setting. A release is
+// still written, and back under remote control the command goes through.
+func TestStorageRefusesUnderLocalControl(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	r.sim.SetLocalControl(true)
+	ctx := context.Background()
+	_, err := r.st.Apply(ctx, approve(t, "battery", hearth.ModePower, 2500))
+	if !errors.Is(err, drivers.ErrPrecondition) || !strings.Contains(err.Error(), "LocRemCtl reads 1 (LOCAL)") ||
+		!strings.Contains(err.Error(), drivers.LocalControlHint) || !strings.Contains(err.Error(), "nothing written") {
+		t.Fatalf("discharge under local control: err %v, want a precondition naming LocRemCtl and the hint", err)
+	}
+	if w := r.sim.Writes(); len(w) != 0 {
+		t.Fatalf("discharge under local control wrote %+v, want nothing", w)
+	}
+	if _, err := r.st.Apply(ctx, approve(t, "battery", hearth.ModeAuto, 0)); err != nil {
+		t.Fatalf("release under local control: %v", err)
+	}
+	if w := r.sim.Writes(); len(w) != 1 || w[0].Addr != r.reg("StorCtl_Mod") || !equalRegs(w[0].Values, []uint16{0}) {
+		t.Fatalf("release under local control wrote %+v, want StorCtl_Mod 0 alone", w)
+	}
+	r.sim.SetLocalControl(false)
+	if _, err := r.st.Apply(ctx, approve(t, "battery", hearth.ModePower, 2500)); err != nil {
+		t.Fatalf("discharge back under remote control: %v", err)
+	}
+	if s := r.sim.State(); s.BatteryW != 2500 {
+		t.Errorf("back under remote control the simulator runs %v W, want 2500", s.BatteryW)
+	}
+}
+
+// TestSunSpecPollReadsLocalControl: the poll reports model 802 LocRemCtl
+// as local_control, 1 while the battery is under local control and 0
+// back under remote control, within the requests the plan says.
+func TestSunSpecPollReadsLocalControl(t *testing.T) {
+	t.Parallel()
+	r := newStorageRig(t, 30*time.Second)
+	d := drivers.NewSunSpecDevice("battery", r.bus, 1)
+	ctx := context.Background()
+	if _, err := d.Poll(ctx, r.clock.Now); err != nil {
+		t.Fatal(err)
+	}
+	for _, local := range []bool{true, false} {
+		r.sim.SetLocalControl(local)
+		before := r.bus.Stats().Requests
+		rd, err := d.Poll(ctx, r.clock.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]float64{true: 1, false: 0}[local]
+		if p := rd.Points[drivers.LocalControlPoint]; !p.Good() || p.Value != want {
+			t.Errorf("under local control %t: %s = %+v, want %g", local, drivers.LocalControlPoint, p, want)
+		}
+		if _, plan := d.PollPlan(); r.bus.Stats().Requests-before != uint64(len(plan)) {
+			t.Errorf("a poll took %d requests, its plan says %d", r.bus.Stats().Requests-before, len(plan))
 		}
 	}
 }

@@ -51,6 +51,9 @@ var sunspecMap = []struct {
 	// Charge status (ChaSt: 3 discharging, 4 charging), checked against
 	// the sign of power_w.
 	{model: 802, point: "ChaSt", name: "charge_state"},
+	// Control mode (LocRemCtl: 0 REMOTE, 1 LOCAL): under local control
+	// the battery runs its own logic whatever model 124 commands.
+	{model: 802, point: "LocRemCtl", name: LocalControlPoint},
 	{model: 124, point: "ChaState", name: "soc_pct"},
 	{model: 124, point: "ChaSt", name: "charge_state"},
 	{model: 124, point: "InBatV", name: "battery_v"},
@@ -108,6 +111,31 @@ var sunspecMap = []struct {
 // power at the grid connection, positive exporting: the one point a
 // SunSpec device can serve as safety.meter_point.
 const GridPowerPoint = "grid_power_w"
+
+// LocalControlPoint is the point a SunSpec battery (model 802 LocRemCtl)
+// gives for its control mode, the enumeration as read: 0 REMOTE (it
+// follows model 124 commands), 1 LOCAL (it runs its own logic, whatever
+// model 124 commands).
+const LocalControlPoint = "local_control"
+
+// LocRemCtl values (model 802).
+const (
+	locRemCtlRemote = 0
+	locRemCtlLocal  = 1
+)
+
+// LocalControlHint says what to change on a battery under local control.
+const LocalControlHint = "set the battery's control mode to remote (SunSpec model 802 LocRemCtl) on the inverter or battery"
+
+// LocalControlError is the refusal for a battery whose model 802
+// LocRemCtl reads raw: nil for REMOTE or any other value, else an error
+// wrapping ErrPrecondition with LocalControlHint.
+func LocalControlError(raw uint16) error {
+	if raw != locRemCtlLocal {
+		return nil
+	}
+	return fmt.Errorf("LocRemCtl reads %d (LOCAL), control needs %d (REMOTE): %s: %w", raw, locRemCtlRemote, LocalControlHint, ErrPrecondition)
+}
 
 // SunSpecPointNames lists every point name a SunSpec device can report.
 func SunSpecPointNames() []string {
