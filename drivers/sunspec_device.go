@@ -1099,9 +1099,13 @@ type ScanResult struct {
 	Models   []ModelInstance `json:"models,omitempty"`
 	Identity *Identity       `json:"identity,omitempty"`
 	Error    string          `json:"error,omitempty"` // why the SunSpec map could not be read
+	// LocalControl says model 802 LocRemCtl reads LOCAL: the battery
+	// runs its own logic, whatever model 124 commands.
+	LocalControl bool `json:"local_control,omitempty"`
 }
 
-// ScanUnit asks unit whether it is there and whether it speaks SunSpec.
+// ScanUnit asks unit whether it is there and whether it speaks SunSpec,
+// and a SunSpec battery (model 802) whether it is under local control.
 // ok is false when the unit did not answer at all; an exception is an
 // answer. Each unit costs one timeout (0: the unit's own) when absent, a
 // few reads when present. The first question is asked once, without
@@ -1122,6 +1126,13 @@ func ScanUnit(ctx context.Context, bus *Bus, unit uint8, timeout time.Duration) 
 	default:
 		id := d.Identity()
 		res.SunSpec, res.Base, res.Models, res.Identity = true, d.base, d.Models(), &id
+		if m, ok := d.model(802); ok {
+			p, _ := sunspec.Lookup(802).Point("LocRemCtl")
+			if p.Offset < m.Length+2 {
+				regs, err := bus.Read(ctx, unit, Holding, m.Address+p.Offset, 1)
+				res.LocalControl = err == nil && LocalControlError(regs[0]) != nil
+			}
+		}
 	}
 	return res, true
 }

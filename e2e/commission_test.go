@@ -212,8 +212,8 @@ func TestCommissionFindsAnInvertedSign(t *testing.T) {
 }
 
 // TestCommissionWaitsForTheTestPower: a device already charging on its
-// own (PV, under local control) at 3 kW, whose power then does not follow
-// the test power: the sign check must not pass on the charging it saw
+// own (PV, under a local control it does not report) at 3 kW, whose power
+// then does not follow the test power: the sign check must not pass on the charging it saw
 // before the device held the test power.
 func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	t.Parallel()
@@ -229,6 +229,11 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 	s.SetLoad(300)
 	s.SetPV(3300)
 	s.SetLocalControl(true)
+	// A battery that does not say so: LocRemCtl reads REMOTE, so the
+	// agent writes it the test power, which it holds and does not run.
+	if err := s.SetRaw(802, "LocRemCtl", 0); err != nil {
+		t.Fatal(err)
+	}
 	out, errOut, code := hearthCLI(t, nil, "commission", "--json", "--socket", sock, "--config", cfg, "--for", "15s", "--no-broker-probe")
 	var r commissionReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
@@ -245,8 +250,9 @@ func TestCommissionWaitsForTheTestPower(t *testing.T) {
 // own readings against the share it holds, with a row of its own. Then
 // the TCP battery is switched to local control with 1.5 kW of PV surplus:
 // it charges that surplus whatever it is told, and every register it
-// reports says so (W, A, ChaSt, LocRemCtl); its row fails while the RTU
-// battery's still passes.
+// reports says so (W, A, ChaSt, LocRemCtl); the agent writes it nothing,
+// its row fails naming local control, while the RTU battery's still
+// passes on the share it holds.
 func TestCommissionTwoBatteries(t *testing.T) {
 	t.Parallel()
 	tcp, tcpAddr := startSim(t, sim.Config{UnitID: 1, Serial: "TWO-TCP-1", InitialSoC: 55, PVPeakW: 1})
@@ -314,8 +320,12 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 	if st := tcp.State(); st.BatteryW != -1500 || !st.Local {
 		t.Fatalf("battery1 ran %v W (local control %t) during the check; want the fixture's -1500 W under local control", st.BatteryW, st.Local)
 	}
-	if v, d := row(r, "battery1"); v != "fail" || !strings.Contains(d, "commanded -250 W") || !strings.Contains(d, "power_w stayed at -1500 W") {
-		t.Errorf("sign row of battery1, which does not follow: %s %q; want fail, commanded its share of -250 W, naming its -1500 W", v, d)
+	// Its LocRemCtl says LOCAL: the agent writes it nothing, and its row
+	// says what to set.
+	i := slices.IndexFunc(r.Checks, func(c struct{ Name, Verdict, Detail, Hint string }) bool { return c.Name == "sign: battery1" })
+	if i < 0 || r.Checks[i].Verdict != "fail" || !strings.Contains(r.Checks[i].Detail, "never held its share") ||
+		!strings.Contains(r.Checks[i].Hint, "under local control") || !strings.Contains(r.Checks[i].Hint, "set the battery's control mode to remote (SunSpec model 802 LocRemCtl)") {
+		t.Errorf("sign checks %+v; want battery1's failed, never held, its hint naming local control and the setting", r.Checks)
 	}
 	if v, d := row(r, "battery2"); v != "pass" || !strings.Contains(d, "commanded -250 W") {
 		t.Errorf("sign row of battery2 beside a battery1 that does not follow: %s %q; want pass at its share, -250 W, on its own readings", v, d)

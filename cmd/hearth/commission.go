@@ -17,6 +17,7 @@ import (
 	"github.com/hearth-energy/hearth/agent"
 	"github.com/hearth-energy/hearth/config"
 	"github.com/hearth-energy/hearth/diag"
+	"github.com/hearth-energy/hearth/drivers"
 )
 
 // Verdicts of a commissioning check, and of the whole report.
@@ -419,6 +420,9 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 				return rows()
 			}
 			siteHeld := st.Safety.AppliedW != nil && math.Abs(float64(*st.Safety.AppliedW-target)) < 1
+			if !siteHeld && st.Safety.AppliedW != nil {
+				siteHeld = othersHeld(st, tests, target, cm.localControl)
+			}
 			for _, d := range st.Devices {
 				t := tests[d.Name]
 				if t == nil || !t.heldAt.IsZero() {
@@ -477,7 +481,7 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 		t.ck.Verdict = verdictFail
 		if t.heldAt.IsZero() {
 			t.ck.Detail = fmt.Sprintf("commanded %s in all; %s never held its share within %s", watts(float64(target)), d, time.Since(begun).Round(time.Second))
-			t.ck.Hint = "the writes do not take: see hearth status and hearth events (write_failed); is remote control enabled on the inverter?"
+			t.ck.Hint = cmp.Or(cm.localControl(d), "the writes do not take: see hearth status and hearth events (write_failed); is remote control enabled on the inverter?")
 			continue
 		}
 		stayed := "no reading of power_w came"
@@ -489,8 +493,47 @@ func (cm *commissioner) followCheck(ctx context.Context, devs []string, target h
 		if detail := cm.notEffective(d, begun); detail != "" {
 			t.ck.Hint += "; the agent reported it not effective: " + detail
 		}
+		if local := cm.localControl(d); local != "" {
+			t.ck.Hint = local
+		}
 	}
 	return rows()
+}
+
+// othersHeld reports whether, with some batteries under test under local
+// control (local says so by its hint) and written nothing, the others
+// hold the test power's equal shares (safety shares it equally): then
+// they are judged all the same, on the shares they hold. Before their
+// ramp ends, or when their shares are not equal ones, they are not.
+func othersHeld(st diag.StatusReport, tests map[string]*signTest, target hearth.Watts, local func(string) string) bool {
+	var sum hearth.Watts
+	locals, holding := 0, 0
+	for _, d := range st.Devices {
+		switch {
+		case tests[d.Name] == nil:
+		case d.HeldW != nil:
+			sum += *d.HeldW
+			holding++
+		case local(d.Name) != "":
+			locals++
+		default:
+			return false // neither holds nor is under local control
+		}
+	}
+	share := float64(target) / float64(locals+holding)
+	return locals > 0 && holding > 0 && math.Abs(float64(sum)-share*float64(holding)) < float64(holding)
+}
+
+// localControl returns the hint for a device whose latest reading says
+// it is under local control (SunSpec model 802 LocRemCtl LOCAL): it runs
+// its own logic whatever it is commanded, and the agent writes it
+// nothing. "" when it does not say so.
+func (cm *commissioner) localControl(device string) string {
+	if v, _, ok := cm.reading(device, drivers.LocalControlPoint); ok && v == 1 {
+		return "the battery is under local control (local_control 1: LocRemCtl reads LOCAL) and runs its own logic, so nothing is written to it: " +
+			drivers.LocalControlHint + ", then run hearth commission again"
+	}
+	return ""
 }
 
 // notEffective returns what the agent's not_effective event for device

@@ -33,7 +33,8 @@ type deviceProbe struct {
 	Hint      string            `json:"hint,omitempty"`
 	// Read are the points of a fixed-map profile as read once (direct
 	// probes only), and Control what its control section needs: ready,
-	// read-only, allow_unguarded_control, or the setting to change.
+	// read-only, allow_unguarded_control, or the setting to change (for
+	// a SunSpec battery, only a model 802 LocRemCtl that reads LOCAL).
 	Read    map[string]float64 `json:"read,omitempty"`
 	Control string             `json:"control,omitempty"`
 }
@@ -114,6 +115,10 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 				p.Models = append(p.Models, int(m.ID))
 			}
 			p.OK = (f.SunSpec || dc.Profile != "sunspec") && p.Error == ""
+			if f.LocalControl && slices.ContainsFunc(f.Models, func(m drivers.ModelInstance) bool { return m.ID == 124 }) {
+				// It answers, but would not follow a model 124 command.
+				p.Control = "NOT READY: " + drivers.LocalControlError(1).Error()
+			}
 			if !p.OK && p.Error == "" {
 				p.Error = cmp.Or(f.Error, "no SunSpec marker at 40000, 0 or 50000")
 				p.Hint = fmt.Sprintf("unit %d answers but does not speak SunSpec: name its profile (profile: in the device's section; hearth modbus read to look at its registers)", dc.UnitID)
