@@ -116,7 +116,8 @@ func probeDevices(ctx context.Context, cfg *config.Config) []deviceProbe {
 			}
 			p.OK = (f.SunSpec || dc.Profile != "sunspec") && p.Error == ""
 			if f.LocalControl && slices.ContainsFunc(f.Models, func(m drivers.ModelInstance) bool { return m.ID == 124 }) {
-				// It answers, but would not follow a model 124 command.
+				// It answers, but would not follow a model 124 command
+				// (LocRemCtl 1: LOCAL).
 				p.Control = "NOT READY: " + drivers.LocalControlError(1).Error()
 			}
 			if !p.OK && p.Error == "" {
