@@ -341,6 +341,9 @@ func TestPublishNeedsPubackOnSameConnection(t *testing.T) {
 		c.KeepAlive = time.Hour // no pings: only the test decides when the link dies
 	})
 	waitConnected(t, s)
+	// The birth goes out after the connection is up: wait for its PUBACK,
+	// or the silent link times it out too and the count below is 2.
+	waitUntil(t, "birth acknowledged", func() bool { return s.Stats().Published >= 1 })
 	ctx := context.Background()
 
 	proxy.Blackhole(true)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -223,47 +224,60 @@ func restart(t testing.TB, p *process, name string, start func(timeout time.Dura
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
-// that no other test using this package, in this process or any other,
-// is handed until t ends.
+// that no other test using this package, in this test binary or any
+// other, is handed while this binary runs.
 //
 // It picks below the kernel's ephemeral range (32768 and up on Linux): a
 // port the kernel hands out itself is also handed to the next outgoing
 // connection of any process, which can take it between this check and
-// the server's bind. Two test binaries running side by side (make test
-// runs packages in parallel) can still draw the same port; a check alone
-// cannot stop that, since one of them may be between its check and its
-// server's bind. So each port handed out is reserved with an exclusive
-// lock on a file named for it, held until the test's cleanup, and a port
-// whose lock another test holds is skipped.
+// the server's bind. Test binaries run side by side (make test runs
+// packages in parallel) and a check alone cannot keep them apart: one of
+// them may be between its check and its server's bind, or a server of a
+// test that ended may still be stopping (a test's cleanups run in reverse
+// order of registration, so a server started after FreePort stops after
+// any release at cleanup would have run). So each port handed out is
+// reserved with an exclusive lock on a file named for it, held until the
+// binary exits, and a port whose lock another binary holds is skipped.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 200 {
 		p := freePortLow + rand.IntN(freePortHigh-freePortLow)
-		release, ok := reservePort(p)
+		f, ok := reservePort(p)
 		if !ok {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
-			release()
+			f.Close()
 			continue
 		}
 		l.Close()
-		t.Cleanup(release)
+		reservedMu.Lock()
+		reserved = append(reserved, f) // kept open: the lock lasts while the binary runs
+		reservedMu.Unlock()
 		return p
 	}
-	t.Fatalf("free port: no port in %d-%d was both unreserved and bindable in 200 draws", freePortLow, freePortHigh)
+	t.Fatalf("free port: no port in %d-%d was both unreserved and bindable in 200 draws (is %s writable?)", freePortLow, freePortHigh, portDir())
 	return 0
 }
 
-// reservePort takes the exclusive lock on port p's file. The lock is
-// held by the open file, so a test process that dies lets go of it too.
-func reservePort(p int) (release func(), ok bool) {
-	dir := filepath.Join(os.TempDir(), "hearth-test-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+// reserved holds the files whose locks reserve the ports handed out.
+var (
+	reservedMu sync.Mutex
+	reserved   []*os.File
+)
+
+func portDir() string { return filepath.Join(os.TempDir(), "hearth-test-ports") }
+
+// reservePort takes the exclusive lock on port p's file and returns the
+// open file that holds it. The lock is held by the open file, so a test
+// binary that dies lets go of it too; a second open, as another binary
+// would make, cannot take it.
+func reservePort(p int) (*os.File, bool) {
+	if err := os.MkdirAll(portDir(), 0o777); err != nil {
 		return nil, false
 	}
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
+	f, err := os.OpenFile(filepath.Join(portDir(), strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, false
 	}
@@ -271,7 +285,7 @@ func reservePort(p int) (release func(), ok bool) {
 		f.Close()
 		return nil, false
 	}
-	return func() { f.Close() }, true
+	return f, true
 }
 
 // The range FreePort draws from: above the well-known and common service
