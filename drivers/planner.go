@@ -141,6 +141,9 @@ func Cost(points []PointSpec, reqs []ReadRequest) PlanCost {
 	}
 	need := map[Table]map[uint16]bool{}
 	for _, p := range points {
+		if p.WriteOnly {
+			continue // never read
+		}
 		if need[p.Table] == nil {
 			need[p.Table] = map[uint16]bool{}
 		}
@@ -157,7 +160,7 @@ func Cost(points []PointSpec, reqs []ReadRequest) PlanCost {
 }
 
 // OptimalCost returns the characters of the cheapest plan there is for
-// points: the exact optimum over every way of cutting them into reads of
+// the points that are read (write-only ones never are): the exact optimum over every way of cutting them into reads of
 // at most MaxReadRegisters that bridge no hole, found by dynamic
 // programming over the points in address order (each table on its own).
 func OptimalCost(points []PointSpec, holes []Hole) float64 {
@@ -165,7 +168,7 @@ func OptimalCost(points []PointSpec, holes []Hole) float64 {
 	for _, t := range []Table{Holding, Input} {
 		var ps []PointSpec
 		for _, p := range points {
-			if p.Table == t && p.Size() > 0 && p.Size() <= MaxReadRegisters {
+			if p.Table == t && p.Size() > 0 && p.Size() <= MaxReadRegisters && !p.WriteOnly {
 				ps = append(ps, p)
 			}
 		}

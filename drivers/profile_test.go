@@ -276,3 +276,26 @@ func TestPlanAroundRefusedPoints(t *testing.T) {
 		}
 	}
 }
+
+// TestNoPlanBeatsTheOptimum: for every built-in fixed map, its plan costs
+// at least the optimum and the optimum at least the lower bound, both
+// over the points that are read: a write-only register (SMA's control
+// set) counted in the bounds but never read made a plan look cheaper
+// than the optimum (x-opt 0.56).
+func TestNoPlanBeatsTheOptimum(t *testing.T) {
+	t.Parallel()
+	for _, name := range EmbeddedProfiles() {
+		p, err := EmbeddedProfile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Discovery != "" {
+			continue
+		}
+		c := Cost(p.Points, Plan(p.Points, p.Holes, p.MaxGap))
+		opt := OptimalCost(p.Points, p.Holes)
+		if c.Chars < opt || opt < c.MinChars {
+			t.Errorf("%s: plan %g characters, optimum %g, lower bound %g: want plan ≥ optimum ≥ bound", name, c.Chars, opt, c.MinChars)
+		}
+	}
+}
