@@ -40,8 +40,16 @@ const rigLoadW = 500 // house load; no PV: self-consumption discharges 500 W
 
 func newVendorRig(t *testing.T, profile string, settings map[uint16]uint16) *vendorRig {
 	t.Helper()
+	return newVendorRigFor(t, sim.VendorConfig{Profile: profile, Settings: settings})
+}
+
+// newVendorRigFor serves the simulator cfg describes, at the rig's house
+// load and on its clock, and drives it through cfg.Profile.
+func newVendorRigFor(t *testing.T, cfg sim.VendorConfig) *vendorRig {
+	t.Helper()
 	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
-	v, err := sim.NewVendor(sim.VendorConfig{Profile: profile, LoadW: rigLoadW, Settings: settings, Now: clock.Now})
+	cfg.LoadW, cfg.Now = rigLoadW, clock.Now
+	v, err := sim.NewVendor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +65,13 @@ func newVendorRig(t *testing.T, profile string, settings map[uint16]uint16) *ven
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bus.Close(); cancel(); <-done })
-	p, err := drivers.EmbeddedProfile(profile)
+	p, err := drivers.EmbeddedProfile(cfg.Profile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &vendorRig{sim: v, clock: clock, bus: bus, p: p,
-		dev:  drivers.NewVendorDevice(profile, bus, v.Unit(), p, clock.Now),
-		read: drivers.NewProfileDevice(profile, bus, v.Unit(), p)}
+		dev:  drivers.NewVendorDevice(cfg.Profile, bus, v.Unit(), p, clock.Now),
+		read: drivers.NewProfileDevice(cfg.Profile, bus, v.Unit(), p)}
 }
 
 // apply approves w through safety and applies it; auto releases.
@@ -633,35 +641,13 @@ func TestSMACommandIsTheCompleteSet(t *testing.T) {
 // the control loop judges (e2e TestSMAStandbyFirmwareIsReported).
 func TestSMAStandbyFirmwareIsNotReadBack(t *testing.T) {
 	t.Parallel()
-	clock := clocktest.New(time.Date(2026, 1, 10, 2, 0, 0, 0, time.UTC))
-	v, err := sim.NewVendor(sim.VendorConfig{Profile: "sma_storage", Quirk: "standby", LoadW: rigLoadW, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); v.ServeTCP(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	bus, err := drivers.OpenBus(drivers.LinkConfig{Transport: "tcp", Address: ln.Addr().String(), Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	p, err := drivers.EmbeddedProfile("sma_storage")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := drivers.NewVendorDevice("sma_storage", bus, v.Unit(), p, clock.Now)
-	st, err := dev.Apply(context.Background(), approve(t, "sma_storage", hearth.ModePower, -2000))
+	r := newVendorRigFor(t, sim.VendorConfig{Profile: "sma_storage", Quirk: "standby"})
+	st, err := r.dev.Apply(context.Background(), approve(t, "sma_storage", hearth.ModePower, -2000))
 	if err != nil || st.HeldW != -2000 {
 		t.Fatalf("apply: %+v, %v; want the command taken (nothing to read back)", st, err)
 	}
-	clock.Advance(time.Minute)
-	rd, err := drivers.NewProfileDevice("sma_storage", bus, v.Unit(), p).Poll(context.Background(), clock.Now)
+	r.clock.Advance(time.Minute)
+	rd, err := r.read.Poll(context.Background(), r.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,19 +45,8 @@ uplink:
 // the test ends.
 func startVendorSim(t *testing.T, cfg sim.VendorConfig) (*sim.Vendor, string) {
 	t.Helper()
-	v, err := sim.NewVendor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); v.ServeTCP(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return v, ln.Addr().String()
+	v, addr, _ := harness.StartVendorSim(t, cfg)
+	return v, addr
 }
 
 // TestReadOnlyGatewayRefusesLeases: a gateway whose only device is read
