@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hearth-energy/hearth"
-	"github.com/hearth-energy/hearth/buffer"
 	"github.com/hearth-energy/hearth/drivers"
 	"github.com/hearth-energy/hearth/drivers/sim"
 	"github.com/hearth-energy/hearth/internal/clocktest"
@@ -100,11 +99,7 @@ func TestRefreshIsWrittenThroughTheBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := vendorBattery{drivers.NewVendorDevice("battery", bus, v.Unit(), p, clock.Now)}
-	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := testStore(t, clock)
 	c, err := New(Options{Limits: testSafetyLimits(), Store: store, Devices: []Device{dev}, Event: storeEvent(store), Now: clock.Instant})
 	if err != nil {
 		t.Fatal(err)
@@ -169,57 +164,5 @@ func TestSiteCapCountsFromTheWriteTheDeviceGot(t *testing.T) {
 		t.Fatal(err)
 	}
 	b2 := vendorBattery{drivers.NewVendorDevice("battery2", bus, v.Unit(), p, clock.Now)}
-	store, err := buffer.Open(t.TempDir()+"/hearth.db", buffer.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	lim := testSafetyLimits()
-	lim.SiteMaxDischargeW = new(hearth.Watts(3000))
-	b1 := &plainDevice{name: "battery1"}
-	c, err := New(Options{Limits: lim, Store: store, Devices: []Device{b1, b2}, Event: storeEvent(store),
-		MeterDevice: "meter", MeterPoint: "grid_w", Now: clock.Instant})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &siteRig{t: t, clock: clock}
-	start, tick, down := clock.Now(), 0, false
-	cycle := func() {
-		tick++
-		clock.Advance(start.Add(time.Duration(tick) * time.Second).Sub(clock.Now()))
-		c.Observe(r.reading(b1.name, b1.holds()))
-		if down {
-			c.Observe(r.lost("battery2"))
-		} else {
-			c.Observe(r.reading("battery2", v.State().BatteryW))
-		}
-		grid := 2000 + b1.holds() + v.State().BatteryW // house load 2000 W
-		c.Observe(hearth.Reading{Device: "meter", Time: clock.Now(), Points: map[string]hearth.Point{"grid_w": hearth.V(float64(grid))}})
-		c.Step(context.Background())
-	}
-	cycle()
-	c.Submit(lease(1, clock.Now(), time.Hour, hearth.ModePower, 5000), clock.Instant())
-	for range 5 {
-		cycle()
-	}
-	if b1.holds() != 1500 || v.State().BatteryW != 1500 {
-		t.Fatalf("running %v and %v W, want 1500 W each", b1.holds(), v.State().BatteryW)
-	}
-	cut() // battery2's link drops; the device runs on
-	down = true
-	for s := 1; v.State().Forced; s++ {
-		cycle()
-		if site := b1.holds() + v.State().BatteryW; site > 3000 {
-			t.Fatalf("%d s after battery2's link dropped it still runs %v W, and battery1 was given %v W: the site runs %v W, over its cap of 3000 W", s, v.State().BatteryW, b1.holds(), site)
-		}
-		if s > 400 {
-			t.Fatal("battery2 never dropped its command")
-		}
-	}
-	for range 5 {
-		cycle()
-	}
-	if b1.holds() != 2500 {
-		t.Errorf("battery2 dropped its command: battery1 at %v W, want 2500 W (its own limit)", b1.holds())
-	}
+	newVendorSite(t, clock, v, cut, b2, 2000).holdsTheCapThroughADrop(400)
 }
