@@ -37,6 +37,24 @@ func (r commissionReport) check(prefix string) (verdict, detail string) {
 	return "", ""
 }
 
+// commissionTo runs `hearth commission --out report` with args and returns
+// the report it kept, what it printed and its exit code; a report that was
+// not kept or does not decode fails the test.
+func commissionTo(t *testing.T, report string, args ...string) (commissionReport, string, int) {
+	t.Helper()
+	out, errOut, code := hearthCLI(t, nil, append([]string{"commission", "--out", report}, args...)...)
+	t.Logf("hearth commission (exit %d):\n%s%s", code, out, errOut)
+	var r commissionReport
+	data, err := os.ReadFile(report)
+	if err == nil {
+		err = json.Unmarshal(data, &r)
+	}
+	if err != nil {
+		t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	return r, out, code
+}
+
 // TestCommissionAgainstSimulator runs `hearth commission` as an installer
 // would, against the simulator, a production-like broker (TLS, client
 // certificates, the documented ACL) and the real agent, and reads the
@@ -68,17 +86,7 @@ uplink:
 		t.Fatalf("the agent's local modes %v lack power: the sign check cannot run", st.Agent.LocalModes)
 	}
 
-	report := filepath.Join(dir, "commissioning.json")
-	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "1m")
-	t.Logf("hearth commission (exit %d):\n%s%s", code, out, errOut)
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("the report was not kept: %v", err)
-	}
-	var r commissionReport
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatalf("report: %v\n%s", err, data)
-	}
+	r, out, code := commissionTo(t, filepath.Join(dir, "commissioning.json"), "--socket", sock, "--config", cfg, "--for", "1m")
 	if r.Gateway != "gw-comm" || len(r.Devices) != 1 || r.Devices[0].Serial != "COMM-0001" || r.Devices[0].Firmware == "" ||
 		!slices.Equal(r.Devices[0].Models, []int{1, 103, 124, 802}) || r.Limits["max_charge_w"] != 2500.0 || r.Limits["soc_min_pct"] != 10.0 {
 		t.Errorf("report identifies %+v with limits %v; want the simulator's serial, firmware, models and the default limits", r.Devices, r.Limits)
@@ -272,18 +280,7 @@ uplink: {broker: "tcp://`+deadAddr(t)+`", boot_delay: 0s}
 	commission := func() (commissionReport, string, int) {
 		t.Helper()
 		run++
-		report := filepath.Join(dir, fmt.Sprintf("commissioning-%d.json", run))
-		out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "15s", "--no-broker-probe")
-		t.Logf("hearth commission (exit %d):\n%s%s", code, out, errOut)
-		var r commissionReport
-		data, err := os.ReadFile(report)
-		if err == nil {
-			err = json.Unmarshal(data, &r)
-		}
-		if err != nil {
-			t.Fatalf("report: %v", err)
-		}
-		return r, out, code
+		return commissionTo(t, filepath.Join(dir, fmt.Sprintf("commissioning-%d.json", run)), "--socket", sock, "--config", cfg, "--for", "15s", "--no-broker-probe")
 	}
 	row := func(r commissionReport, name string) (verdict, detail string) { return r.check("sign: " + name + " ") }
 

@@ -288,16 +288,7 @@ uplink: {broker: %q, boot_delay: 0s}
 `, c.profile, addr, v.Unit(), c.extra, mq.URL()))
 			startAgent(t, cfg)
 			waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-			report := filepath.Join(dir, "commissioning.json")
-			out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "1m")
-			data, err := os.ReadFile(report)
-			if err != nil {
-				t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
-			}
-			var r commissionReport
-			if err := json.Unmarshal(data, &r); err != nil {
-				t.Fatalf("report: %v\n%s", err, data)
-			}
+			r, out, _ := commissionTo(t, filepath.Join(dir, "commissioning.json"), "--socket", sock, "--config", cfg, "--for", "1m")
 			if vd, d := r.check("sign"); vd != "pass" || !strings.Contains(d, "power_w -500 W") {
 				t.Fatalf("sign check %s %q; want pass, charging at the test power\n%s", vd, d, out)
 			}
@@ -369,16 +360,7 @@ uplink: {broker: %q, boot_delay: 0s}
 `, addr, mq.URL()))
 	startAgent(t, cfg)
 	waitStatus(t, sock, func(st diag.StatusReport) bool { return len(st.Devices) == 1 && st.Devices[0].Up })
-	report := filepath.Join(dir, "commissioning.json")
-	out, errOut, code := hearthCLI(t, nil, "commission", "--socket", sock, "--config", cfg, "--out", report, "--for", "15s")
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("the report was not kept (exit %d): %v\n%s%s", code, err, out, errOut)
-	}
-	var r commissionReport
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatalf("report: %v\n%s", err, data)
-	}
+	r, out, code := commissionTo(t, filepath.Join(dir, "commissioning.json"), "--socket", sock, "--config", cfg, "--for", "15s")
 	for _, c := range r.Checks {
 		if !strings.HasPrefix(c.Name, "sign") {
 			continue
@@ -391,5 +373,5 @@ uplink: {broker: %q, boot_delay: 0s}
 		}
 		return
 	}
-	t.Fatalf("no sign check in the report:\n%s", data)
+	t.Fatalf("no sign check in the report:\n%s", out)
 }
